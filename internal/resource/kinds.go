@@ -1,0 +1,666 @@
+package resource
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Kind describes one resource kind: its names, its spec type and how it is checked.
+type Kind struct {
+	Name     string   // "Machine"
+	Plural   string   // "machines" (the API path segment)
+	Aliases  []string // accepted by the CLI: "machine", "m"
+	SpecType reflect.Type
+	// ReadOnly kinds are written by Kiln only (events, audit entries are not here at all).
+	ReadOnly bool
+	// Columns for `kiln get` tables, after NAME.
+	Columns []Column
+}
+
+// Column is one extra column in `kiln get` tables; Path is a dotted JSON path into the object.
+type Column struct {
+	Header string
+	Path   string
+}
+
+// Spec is implemented by every kind's spec type.
+type Spec interface {
+	// Validate checks the spec alone; errors carry the field path under spec.
+	Validate() error
+}
+
+// UniqueKeyer is implemented by specs that claim inventory-wide unique keys
+// (a MAC address belongs to one machine). The store enforces and indexes them.
+type UniqueKeyer interface {
+	UniqueKeys() []string
+}
+
+// Kinds lists every kind an operator can manage, in apply order (referenced kinds first).
+var kinds = []*Kind{
+	{Name: "Artifact", Plural: "artifacts", Aliases: []string{"artifact", "art"}, SpecType: reflect.TypeOf(ArtifactSpec{}),
+		Columns: []Column{{"SOURCE", "spec.source"}, {"SHA256", "spec.sha256"}}},
+	{Name: "Template", Plural: "templates", Aliases: []string{"template", "tpl"}, SpecType: reflect.TypeOf(TemplateSpec{}),
+		Columns: []Column{{"ACTIONS", "spec.actions.#"}, {"TIMEOUT", "spec.timeout"}}},
+	{Name: "Secret", Plural: "secrets", Aliases: []string{"secret"}, SpecType: reflect.TypeOf(SecretSpec{}),
+		Columns: []Column{{"MACHINES", "spec.machines.#"}, {"VERSION", "status.version"}}},
+	{Name: "Profile", Plural: "profiles", Aliases: []string{"profile", "prof"}, SpecType: reflect.TypeOf(ProfileSpec{}),
+		Columns: []Column{{"KERNEL", "spec.boot.kernel"}, {"AGENT", "spec.boot.agent"}, {"WORKFLOW", "spec.workflow"}}},
+	{Name: "Subnet", Plural: "subnets", Aliases: []string{"subnet", "net"}, SpecType: reflect.TypeOf(SubnetSpec{}),
+		Columns: []Column{{"CIDR", "spec.cidr"}, {"MODE", "spec.mode"}, {"ROUTER", "spec.router"}}},
+	{Name: "Machine", Plural: "machines", Aliases: []string{"machine", "m"}, SpecType: reflect.TypeOf(MachineSpec{}),
+		Columns: []Column{{"PROFILE", "spec.profile"}, {"MAC", "spec.interfaces.0.mac"}, {"IP", "spec.interfaces.0.ip"}, {"STATE", "status.state"}}},
+	{Name: "JoinToken", Plural: "jointokens", Aliases: []string{"jointoken", "join-token", "jt"}, SpecType: reflect.TypeOf(JoinTokenSpec{}),
+		Columns: []Column{{"PROFILE", "spec.profile"}, {"USES", "status.uses"}, {"MAX", "spec.maxUses"}, {"EXPIRES", "spec.expiresAt"}}},
+	{Name: "Workflow", Plural: "workflows", Aliases: []string{"workflow", "wf"}, SpecType: reflect.TypeOf(WorkflowSpec{}),
+		Columns: []Column{{"MACHINE", "spec.machine"}, {"TEMPLATE", "spec.template"}, {"STATE", "status.state"}}},
+	{Name: "Lease", Plural: "leases", Aliases: []string{"lease"}, SpecType: reflect.TypeOf(LeaseSpec{}),
+		Columns: []Column{{"MAC", "spec.mac"}, {"SUBNET", "spec.subnet"}, {"STATE", "spec.state"}, {"EXPIRES", "spec.expiresAt"}}},
+}
+
+// Kinds returns every kind in apply order.
+func Kinds() []*Kind { return kinds }
+
+// LookupKind finds a kind by name, plural or alias, case-insensitively.
+func LookupKind(s string) (*Kind, bool) {
+	l := strings.ToLower(s)
+	for _, k := range kinds {
+		if strings.ToLower(k.Name) == l || k.Plural == l {
+			return k, true
+		}
+		for _, a := range k.Aliases {
+			if a == l {
+				return k, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// Order is the position of a kind in apply order (unknown kinds last).
+func Order(kind string) int {
+	for i, k := range kinds {
+		if k.Name == kind {
+			return i
+		}
+	}
+	return len(kinds)
+}
+
+// KindNames lists the kind names, for error messages.
+func KindNames() string {
+	n := make([]string, len(kinds))
+	for i, k := range kinds {
+		n[i] = k.Name
+	}
+	return strings.Join(n, ", ")
+}
+
+// ---- specs ----------------------------------------------------------------
+
+// Interface is one network interface of a machine.
+type Interface struct {
+	Name     string `json:"name,omitempty"`
+	MAC      string `json:"mac"`
+	IP       string `json:"ip,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
+}
+
+// BMC tells how to reach a machine's baseboard management controller. Credentials are
+// a Secret reference, never inline.
+type BMC struct {
+	Driver            string `json:"driver"`
+	Address           string `json:"address"`
+	CredentialsSecret string `json:"credentialsSecret,omitempty"`
+	CAFingerprint     string `json:"caFingerprint,omitempty"`
+}
+
+// MachineSpec is what an operator declares about a machine.
+type MachineSpec struct {
+	Profile    string      `json:"profile,omitempty"`
+	Interfaces []Interface `json:"interfaces,omitempty"`
+	BMC        *BMC        `json:"bmc,omitempty"`
+}
+
+// Machine states, kept in status.state.
+const (
+	StateNew          = "new"
+	StateProvisioning = "provisioning"
+	StateProvisioned  = "provisioned"
+	StateFailed       = "failed"
+)
+
+// MachineStatus is what Kiln learned about a machine.
+type MachineStatus struct {
+	State           string         `json:"state,omitempty"`
+	Facts           map[string]any `json:"facts,omitempty"`
+	CertFingerprint string         `json:"certFingerprint,omitempty"`
+	LastSeen        *time.Time     `json:"lastSeen,omitempty"`
+}
+
+func (s *MachineSpec) Validate() error {
+	if s.Profile != "" {
+		if err := ValidateName(s.Profile); err != nil {
+			return fmt.Errorf("spec.profile: %q is not a valid profile name", s.Profile)
+		}
+	}
+	seen := map[string]int{}
+	for i, ifc := range s.Interfaces {
+		p := fmt.Sprintf("spec.interfaces[%d]", i)
+		if ifc.MAC == "" {
+			return fmt.Errorf("%s.mac: required", p)
+		}
+		mac, err := NormalizeMAC(ifc.MAC)
+		if err != nil {
+			return fmt.Errorf("%s.mac: %q is not a MAC address", p, ifc.MAC)
+		}
+		if j, dup := seen[mac]; dup {
+			return fmt.Errorf("%s.mac: %s is also spec.interfaces[%d].mac", p, mac, j)
+		}
+		seen[mac] = i
+		s.Interfaces[i].MAC = mac
+		if ifc.IP != "" {
+			if a, err := netip.ParseAddr(ifc.IP); err != nil || !a.Is4() {
+				return fmt.Errorf("%s.ip: %q is not an IPv4 address", p, ifc.IP)
+			}
+		}
+		if ifc.Hostname != "" && !hostnameOK(ifc.Hostname) {
+			return fmt.Errorf("%s.hostname: %q is not a valid hostname", p, ifc.Hostname)
+		}
+	}
+	if b := s.BMC; b != nil {
+		switch b.Driver {
+		case "ipmi", "redfish", "qemu":
+		case "":
+			return fmt.Errorf("spec.bmc.driver: required (ipmi, redfish or qemu)")
+		default:
+			return fmt.Errorf("spec.bmc.driver: %q is not one of ipmi, redfish, qemu", b.Driver)
+		}
+		if b.Address == "" {
+			return fmt.Errorf("spec.bmc.address: required")
+		}
+		if b.CredentialsSecret != "" && ValidateName(b.CredentialsSecret) != nil {
+			return fmt.Errorf("spec.bmc.credentialsSecret: %q is not a valid secret name", b.CredentialsSecret)
+		}
+		if b.CAFingerprint != "" && !sha256HexOK(strings.ReplaceAll(b.CAFingerprint, ":", "")) {
+			return fmt.Errorf("spec.bmc.caFingerprint: not a SHA-256 fingerprint (64 hex digits)")
+		}
+	}
+	return nil
+}
+
+// UniqueKeys claims every MAC of the machine.
+func (s *MachineSpec) UniqueKeys() []string {
+	keys := make([]string, 0, len(s.Interfaces))
+	for _, i := range s.Interfaces {
+		keys = append(keys, "mac:"+i.MAC)
+	}
+	return keys
+}
+
+// BootSpec is what a profile boots: a kernel with initrds and a command line, or the agent environment.
+type BootSpec struct {
+	Agent   bool     `json:"agent,omitempty"`
+	Kernel  string   `json:"kernel,omitempty"`
+	Initrds []string `json:"initrds,omitempty"`
+	Cmdline string   `json:"cmdline,omitempty"`
+}
+
+// ConfigSpec holds config templates rendered per machine.
+type ConfigSpec struct {
+	Ignition  string            `json:"ignition,omitempty"`
+	CloudInit map[string]string `json:"cloudInit,omitempty"`
+	Files     map[string]string `json:"files,omitempty"`
+}
+
+// ProfileSpec groups what machines of one kind boot and run.
+type ProfileSpec struct {
+	Description string      `json:"description,omitempty"`
+	Boot        BootSpec    `json:"boot"`
+	Configs     *ConfigSpec `json:"configs,omitempty"`
+	Workflow    string      `json:"workflow,omitempty"`
+	Secrets     []string    `json:"secrets,omitempty"`
+}
+
+func (s *ProfileSpec) Validate() error {
+	b := s.Boot
+	if b.Agent && b.Kernel != "" {
+		return fmt.Errorf("spec.boot: set either agent or kernel, not both")
+	}
+	if !b.Agent && b.Kernel == "" {
+		return fmt.Errorf("spec.boot.kernel: required unless spec.boot.agent is true")
+	}
+	if b.Kernel != "" && ValidateName(b.Kernel) != nil {
+		return fmt.Errorf("spec.boot.kernel: %q is not an artifact name", b.Kernel)
+	}
+	for i, n := range b.Initrds {
+		if ValidateName(n) != nil {
+			return fmt.Errorf("spec.boot.initrds[%d]: %q is not an artifact name", i, n)
+		}
+	}
+	if s.Workflow != "" && ValidateName(s.Workflow) != nil {
+		return fmt.Errorf("spec.workflow: %q is not a template name", s.Workflow)
+	}
+	if c := s.Configs; c != nil {
+		for _, k := range sortedKeys(c.CloudInit) {
+			switch k {
+			case "meta-data", "user-data", "network-config", "vendor-data":
+			default:
+				return fmt.Errorf("spec.configs.cloudInit.%s: not one of meta-data, user-data, network-config, vendor-data", k)
+			}
+		}
+	}
+	for i, n := range s.Secrets {
+		if ValidateName(n) != nil {
+			return fmt.Errorf("spec.secrets[%d]: %q is not a secret name", i, n)
+		}
+	}
+	return nil
+}
+
+// ArtifactSpec is a file machines download: kernel, initrd, image.
+type ArtifactSpec struct {
+	Source    string `json:"source"`
+	SHA256    string `json:"sha256,omitempty"`
+	Size      int64  `json:"size,omitempty"`
+	Signature string `json:"signature,omitempty"`
+	Arch      string `json:"arch,omitempty"`
+}
+
+func (s *ArtifactSpec) Validate() error {
+	if s.Source == "" {
+		return fmt.Errorf("spec.source: required (a path or an http(s) URL)")
+	}
+	if strings.Contains(s.Source, "://") && !strings.HasPrefix(s.Source, "http://") && !strings.HasPrefix(s.Source, "https://") {
+		return fmt.Errorf("spec.source: %q: only http, https and file paths are supported", s.Source)
+	}
+	if s.SHA256 != "" && !sha256HexOK(s.SHA256) {
+		return fmt.Errorf("spec.sha256: %q is not 64 lower-case hex digits", s.SHA256)
+	}
+	if s.Size < 0 {
+		return fmt.Errorf("spec.size: %d is negative", s.Size)
+	}
+	switch s.Arch {
+	case "", "x86_64", "arm64":
+	default:
+		return fmt.Errorf("spec.arch: %q is not one of x86_64, arm64", s.Arch)
+	}
+	return nil
+}
+
+// Action is one step of a workflow template.
+type Action struct {
+	Name    string         `json:"name"`
+	Type    string         `json:"type"`
+	Timeout string         `json:"timeout,omitempty"`
+	Retries int            `json:"retries,omitempty"`
+	Args    map[string]any `json:"args,omitempty"`
+}
+
+// ActionTypes are the actions built into the agent.
+var ActionTypes = []string{"image2disk", "partition", "write-file", "exec", "reboot", "poweroff", "kexec"}
+
+// TemplateSpec is an ordered list of actions.
+type TemplateSpec struct {
+	Timeout string   `json:"timeout,omitempty"`
+	Actions []Action `json:"actions"`
+}
+
+func (s *TemplateSpec) Validate() error {
+	if err := durationOK("spec.timeout", s.Timeout); err != nil {
+		return err
+	}
+	if len(s.Actions) == 0 {
+		return fmt.Errorf("spec.actions: at least one action is required")
+	}
+	names := map[string]bool{}
+	for i, a := range s.Actions {
+		p := fmt.Sprintf("spec.actions[%d]", i)
+		if a.Name == "" {
+			return fmt.Errorf("%s.name: required", p)
+		}
+		if names[a.Name] {
+			return fmt.Errorf("%s.name: %q is used by an earlier action", p, a.Name)
+		}
+		names[a.Name] = true
+		if !contains(ActionTypes, a.Type) {
+			return fmt.Errorf("%s.type: %q is not one of %s", p, a.Type, strings.Join(ActionTypes, ", "))
+		}
+		if err := durationOK(p+".timeout", a.Timeout); err != nil {
+			return err
+		}
+		if a.Retries < 0 || a.Retries > 100 {
+			return fmt.Errorf("%s.retries: %d is not between 0 and 100", p, a.Retries)
+		}
+	}
+	return nil
+}
+
+// WorkflowSpec binds a template to a machine.
+type WorkflowSpec struct {
+	Machine  string `json:"machine"`
+	Template string `json:"template"`
+}
+
+func (s *WorkflowSpec) Validate() error {
+	if ValidateName(s.Machine) != nil {
+		return fmt.Errorf("spec.machine: %q is not a machine name", s.Machine)
+	}
+	if ValidateName(s.Template) != nil {
+		return fmt.Errorf("spec.template: %q is not a template name", s.Template)
+	}
+	return nil
+}
+
+// JoinTokenSpec is the scope of a provisioning token. The token itself is never stored.
+type JoinTokenSpec struct {
+	Profile   string            `json:"profile"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	MaxUses   int               `json:"maxUses,omitempty"`
+	ExpiresAt *time.Time        `json:"expiresAt,omitempty"`
+	MACs      []string          `json:"macs,omitempty"`
+	CIDRs     []string          `json:"cidrs,omitempty"`
+	Machine   string            `json:"machine,omitempty"`
+	Revoked   bool              `json:"revoked,omitempty"`
+	// Hash is the SHA-256 of the token, hex; set by Kiln when it signs a token.
+	Hash string `json:"hash,omitempty"`
+}
+
+func (s *JoinTokenSpec) Validate() error {
+	if ValidateName(s.Profile) != nil {
+		return fmt.Errorf("spec.profile: %q is not a profile name", s.Profile)
+	}
+	if err := ValidateLabels(s.Labels); err != nil {
+		return fmt.Errorf("spec.labels: %v", strings.TrimPrefix(err.Error(), "metadata.labels: "))
+	}
+	if s.MaxUses < 0 {
+		return fmt.Errorf("spec.maxUses: %d is negative", s.MaxUses)
+	}
+	for i, m := range s.MACs {
+		n, err := NormalizeMAC(m)
+		if err != nil {
+			return fmt.Errorf("spec.macs[%d]: %q is not a MAC address", i, m)
+		}
+		s.MACs[i] = n
+	}
+	for i, c := range s.CIDRs {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			return fmt.Errorf("spec.cidrs[%d]: %q is not a CIDR", i, c)
+		}
+	}
+	if s.Machine != "" && ValidateName(s.Machine) != nil {
+		return fmt.Errorf("spec.machine: %q is not a machine name", s.Machine)
+	}
+	if s.Hash != "" && !sha256HexOK(s.Hash) {
+		return fmt.Errorf("spec.hash: not a SHA-256 hex digest")
+	}
+	return nil
+}
+
+// Pool is an inclusive range of addresses a subnet hands out.
+type Pool struct {
+	Start string `json:"start"`
+	End   string `json:"end"`
+}
+
+// DHCP modes.
+const (
+	ModeFull  = "full"
+	ModeProxy = "proxy"
+	ModeOff   = "off"
+)
+
+// Unknown-machine policies.
+const (
+	UnknownIgnore    = "ignore"
+	UnknownDiscovery = "discovery"
+	UnknownAllocate  = "allocate"
+)
+
+// SubnetSpec configures DHCP on one IPv4 subnet.
+type SubnetSpec struct {
+	CIDR       string   `json:"cidr"`
+	Mode       string   `json:"mode,omitempty"`
+	Pools      []Pool   `json:"pools,omitempty"`
+	Router     string   `json:"router,omitempty"`
+	DNS        []string `json:"dns,omitempty"`
+	Domain     string   `json:"domain,omitempty"`
+	LeaseTime  string   `json:"leaseTime,omitempty"`
+	MTU        int      `json:"mtu,omitempty"`
+	BootServer string   `json:"bootServer,omitempty"`
+	Interfaces []string `json:"interfaces,omitempty"`
+	// UnknownMachines is the policy for MACs no Machine claims: ignore, discovery, allocate.
+	UnknownMachines string `json:"unknownMachines,omitempty"`
+	// DiscoveryProfile is booted by unknown machines under the discovery policy.
+	DiscoveryProfile string `json:"discoveryProfile,omitempty"`
+}
+
+func (s *SubnetSpec) Validate() error {
+	pfx, err := netip.ParsePrefix(s.CIDR)
+	if err != nil || !pfx.Addr().Is4() {
+		return fmt.Errorf("spec.cidr: %q is not an IPv4 CIDR", s.CIDR)
+	}
+	if pfx.Masked() != pfx {
+		return fmt.Errorf("spec.cidr: %q has host bits set (did you mean %s?)", s.CIDR, pfx.Masked())
+	}
+	switch s.Mode {
+	case "":
+		s.Mode = ModeFull
+	case ModeFull, ModeProxy, ModeOff:
+	default:
+		return fmt.Errorf("spec.mode: %q is not one of full, proxy, off", s.Mode)
+	}
+	in := func(path, a string) (netip.Addr, error) {
+		ip, err := netip.ParseAddr(a)
+		if err != nil || !ip.Is4() {
+			return ip, fmt.Errorf("%s: %q is not an IPv4 address", path, a)
+		}
+		if !pfx.Contains(ip) {
+			return ip, fmt.Errorf("%s: %s is outside %s", path, a, s.CIDR)
+		}
+		return ip, nil
+	}
+	if s.Mode == ModeFull && len(s.Pools) == 0 {
+		return fmt.Errorf("spec.pools: at least one pool is required in full mode")
+	}
+	var prev []Pool
+	for i, p := range s.Pools {
+		path := fmt.Sprintf("spec.pools[%d]", i)
+		a, err := in(path+".start", p.Start)
+		if err != nil {
+			return err
+		}
+		b, err := in(path+".end", p.End)
+		if err != nil {
+			return err
+		}
+		if b.Less(a) {
+			return fmt.Errorf("%s: end %s is before start %s", path, p.End, p.Start)
+		}
+		for j, q := range prev {
+			qa, qb := netip.MustParseAddr(q.Start), netip.MustParseAddr(q.End)
+			if !(b.Less(qa) || qb.Less(a)) {
+				return fmt.Errorf("%s: overlaps spec.pools[%d]", path, j)
+			}
+		}
+		prev = append(prev, p)
+	}
+	if s.Router != "" {
+		if _, err := in("spec.router", s.Router); err != nil {
+			return err
+		}
+	}
+	for i, d := range s.DNS {
+		if a, err := netip.ParseAddr(d); err != nil || !a.Is4() {
+			return fmt.Errorf("spec.dns[%d]: %q is not an IPv4 address", i, d)
+		}
+	}
+	if s.Domain != "" && !hostnameOK(s.Domain) {
+		return fmt.Errorf("spec.domain: %q is not a valid domain name", s.Domain)
+	}
+	if err := durationOK("spec.leaseTime", s.LeaseTime); err != nil {
+		return err
+	}
+	if s.MTU != 0 && (s.MTU < 576 || s.MTU > 65535) {
+		return fmt.Errorf("spec.mtu: %d is not between 576 and 65535", s.MTU)
+	}
+	if s.BootServer != "" {
+		if a, err := netip.ParseAddr(s.BootServer); err != nil || !a.Is4() {
+			return fmt.Errorf("spec.bootServer: %q is not an IPv4 address", s.BootServer)
+		}
+	}
+	for i, n := range s.Interfaces {
+		if n == "" || len(n) > 15 || strings.ContainsAny(n, "/ \t") {
+			return fmt.Errorf("spec.interfaces[%d]: %q is not an interface name", i, n)
+		}
+	}
+	switch s.UnknownMachines {
+	case "", UnknownIgnore, UnknownDiscovery, UnknownAllocate:
+	default:
+		return fmt.Errorf("spec.unknownMachines: %q is not one of ignore, discovery, allocate", s.UnknownMachines)
+	}
+	if s.UnknownMachines == UnknownDiscovery && s.DiscoveryProfile == "" {
+		return fmt.Errorf("spec.discoveryProfile: required when spec.unknownMachines is discovery")
+	}
+	if s.DiscoveryProfile != "" && ValidateName(s.DiscoveryProfile) != nil {
+		return fmt.Errorf("spec.discoveryProfile: %q is not a profile name", s.DiscoveryProfile)
+	}
+	return nil
+}
+
+// SecretSpec holds a secret's release rules. The value is set with `kiln secret set`
+// and is never part of a manifest or an API listing.
+type SecretSpec struct {
+	Description string            `json:"description,omitempty"`
+	Machines    []string          `json:"machines,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+}
+
+func (s *SecretSpec) Validate() error {
+	for i, m := range s.Machines {
+		if ValidateName(m) != nil {
+			return fmt.Errorf("spec.machines[%d]: %q is not a machine name", i, m)
+		}
+	}
+	if err := ValidateLabels(s.Labels); err != nil {
+		return fmt.Errorf("spec.labels: %v", strings.TrimPrefix(err.Error(), "metadata.labels: "))
+	}
+	return nil
+}
+
+// Lease states.
+const (
+	LeaseOffered  = "offered"
+	LeaseBound    = "bound"
+	LeaseReleased = "released"
+	LeaseDeclined = "declined"
+)
+
+// LeaseSpec is one DHCP lease; the object's name is the IP address.
+type LeaseSpec struct {
+	IP        string     `json:"ip"`
+	MAC       string     `json:"mac"`
+	ClientID  string     `json:"clientID,omitempty"`
+	Subnet    string     `json:"subnet"`
+	Hostname  string     `json:"hostname,omitempty"`
+	State     string     `json:"state"`
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+}
+
+func (s *LeaseSpec) Validate() error {
+	if a, err := netip.ParseAddr(s.IP); err != nil || !a.Is4() {
+		return fmt.Errorf("spec.ip: %q is not an IPv4 address", s.IP)
+	}
+	if s.MAC != "" {
+		m, err := NormalizeMAC(s.MAC)
+		if err != nil {
+			return fmt.Errorf("spec.mac: %q is not a MAC address", s.MAC)
+		}
+		s.MAC = m
+	}
+	if ValidateName(s.Subnet) != nil {
+		return fmt.Errorf("spec.subnet: %q is not a subnet name", s.Subnet)
+	}
+	switch s.State {
+	case LeaseOffered, LeaseBound, LeaseReleased, LeaseDeclined:
+	default:
+		return fmt.Errorf("spec.state: %q is not one of offered, bound, released, declined", s.State)
+	}
+	return nil
+}
+
+// ---- small checks ---------------------------------------------------------
+
+// NormalizeMAC parses a 48-bit MAC in any common notation and returns aa:bb:cc:dd:ee:ff.
+func NormalizeMAC(s string) (string, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil {
+		return "", err
+	}
+	if len(hw) != 6 {
+		return "", fmt.Errorf("%q is not a 48-bit MAC address", s)
+	}
+	return hw.String(), nil
+}
+
+func hostnameOK(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(h, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func sha256HexOK(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func durationOK(path, s string) error {
+	if s == "" {
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("%s: %q is not a positive duration like 30s, 10m or 2h", path, s)
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,112 @@
+// Package store is Kiln's persistence seam: one interface, implemented on SQLite
+// (embedded, the default) and PostgreSQL (several replicas). Both pass the same
+// conformance suite in storetest.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/resource"
+)
+
+var (
+	// ErrNotFound: no object, token or entry of that name.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: Create of a name that is taken.
+	ErrExists = errors.New("already exists")
+	// ErrConflict: the object changed since the caller read it (stale resourceVersion).
+	ErrConflict = errors.New("resource version conflict")
+	// ErrDuplicateKey: a unique key (a MAC) is claimed by another object.
+	ErrDuplicateKey = errors.New("duplicate key")
+)
+
+// KeyConflictError says which object holds a unique key. It wraps ErrDuplicateKey.
+type KeyConflictError struct {
+	Key   string // "mac:52:54:00:00:00:01"
+	Kind  string
+	Owner string
+}
+
+func (e *KeyConflictError) Error() string {
+	return fmt.Sprintf("%s is already claimed by %s %q", e.Key, e.Kind, e.Owner)
+}
+func (e *KeyConflictError) Unwrap() error { return ErrDuplicateKey }
+
+// ListOptions filters and pages a list. Lists are ordered by name.
+type ListOptions struct {
+	Selector resource.Selector
+	Limit    int    // 0: no limit
+	Continue string // the name after which to start (the previous page's last name)
+}
+
+// Event is one entry of a machine's timeline.
+type Event struct {
+	ID      int64     `json:"id"`
+	Machine string    `json:"machine"`
+	Time    time.Time `json:"time"`
+	Type    string    `json:"type"`
+	Message string    `json:"message"`
+}
+
+// Roles an API token can carry.
+const (
+	RoleAdmin    = "admin"
+	RoleOperator = "operator"
+	RoleViewer   = "viewer"
+)
+
+// APIToken is an operator credential; only the SHA-256 of its secret part is kept.
+type APIToken struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Role      string     `json:"role"`
+	Hash      string     `json:"-"`
+	CreatedAt time.Time  `json:"createdAt"`
+	RevokedAt *time.Time `json:"revokedAt,omitempty"`
+}
+
+// Store is a transactional inventory store.
+type Store interface {
+	// Update runs fn in one read-write transaction; writers are serialized (also across
+	// replicas on PostgreSQL). If fn returns an error nothing it did is kept.
+	Update(ctx context.Context, fn func(Tx) error) error
+	// View runs fn in a read-only transaction.
+	View(ctx context.Context, fn func(Tx) error) error
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Tx is what a transaction can do.
+type Tx interface {
+	Get(ctx context.Context, kind, name string) (*resource.Object, error)
+	List(ctx context.Context, kind string, opts ListOptions) (objs []*resource.Object, next string, err error)
+	// Create stores a new object with resourceVersion "1" and sets its timestamps.
+	Create(ctx context.Context, obj *resource.Object) error
+	// Update replaces spec, labels and status. obj.Metadata.ResourceVersion must be the
+	// stored one (ErrConflict otherwise); on success it is the new one.
+	Update(ctx context.Context, obj *resource.Object) error
+	// Delete removes an object; resourceVersion "" deletes whatever version is stored.
+	Delete(ctx context.Context, kind, name, resourceVersion string) error
+	// LookupKey finds the object of a kind claiming a unique key ("mac:...").
+	LookupKey(ctx context.Context, kind, key string) (*resource.Object, error)
+
+	// AppendAudit seals e into the hash chain (sets Seq, PrevHash, Hash) and stores it.
+	AppendAudit(ctx context.Context, e *audit.Entry) error
+	// ListAudit returns up to limit entries with Seq > after, in order (limit 0: all).
+	ListAudit(ctx context.Context, after int64, limit int) ([]audit.Entry, error)
+	// AuditHead returns the newest entry's sequence and hash as recorded apart from the entries.
+	AuditHead(ctx context.Context) (seq int64, hash string, err error)
+
+	AddEvent(ctx context.Context, e *Event) error
+	// ListEvents returns a machine's newest limit events, oldest first.
+	ListEvents(ctx context.Context, machine string, limit int) ([]Event, error)
+
+	CreateAPIToken(ctx context.Context, t *APIToken) error
+	GetAPIToken(ctx context.Context, id string) (*APIToken, error)
+	ListAPITokens(ctx context.Context) ([]APIToken, error)
+	RevokeAPIToken(ctx context.Context, id string, at time.Time) error
+}
