@@ -1,0 +1,619 @@
+// Package api is Kiln's operator REST API under /api/v1. It translates HTTP to the
+// inventory service and back; it holds no business rules of its own.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/apitoken"
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/inventory"
+	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// DefaultMaxBodyBytes bounds request bodies unless configured otherwise.
+const DefaultMaxBodyBytes = 4 << 20
+
+// Server serves the operator API.
+type Server struct {
+	Inventory    *inventory.Service
+	Store        store.Store
+	Logger       *slog.Logger
+	MaxBodyBytes int64
+	Version      string
+
+	routes []route
+}
+
+// route is one API operation; the table drives both the mux and the OpenAPI document.
+type route struct {
+	method, path string
+	role         string // minimum role; "" for no authentication
+	summary      string
+	handler      http.HandlerFunc
+	// kindPath: path holds {kind}, expanded to each kind's plural in the OpenAPI document.
+	kindPath bool
+	body     string // request body schema name, if any
+	response string // response schema name
+}
+
+// Register adds the API routes to mux.
+func (s *Server) Register(mux *http.ServeMux) {
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	if s.MaxBodyBytes <= 0 {
+		s.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	s.routes = s.routeTable()
+	for _, rt := range s.routes {
+		mux.Handle(rt.method+" "+rt.path, s.authorize(rt.role, rt.handler))
+	}
+}
+
+func (s *Server) routeTable() []route {
+	v := store.RoleViewer
+	o := store.RoleOperator
+	a := store.RoleAdmin
+	return []route{
+		{method: "GET", path: "/api/v1/openapi.json", summary: "This document", handler: s.openAPI, response: "OpenAPI"},
+		{method: "GET", path: "/api/v1/whoami", role: v, summary: "The calling token's id and role", handler: s.whoami, response: "APIToken"},
+		{method: "POST", path: "/api/v1/apply", role: o, summary: "Create or update several objects in one transaction (all or none)", handler: s.apply, body: "ApplyRequest", response: "ApplyResponse"},
+		{method: "GET", path: "/api/v1/{kind}", role: v, kindPath: true, summary: "List objects (labelSelector, limit, continue)", handler: s.list, response: "List"},
+		{method: "POST", path: "/api/v1/{kind}", role: o, kindPath: true, summary: "Create an object (409 if it exists)", handler: s.create, body: "Object", response: "Object"},
+		{method: "GET", path: "/api/v1/{kind}/{name}", role: v, kindPath: true, summary: "Get an object", handler: s.get, response: "Object"},
+		{method: "PUT", path: "/api/v1/{kind}/{name}", role: o, kindPath: true, summary: "Replace an object's labels and spec (409 on a stale resourceVersion)", handler: s.update, body: "Object", response: "Object"},
+		{method: "DELETE", path: "/api/v1/{kind}/{name}", role: o, kindPath: true, summary: "Delete an object (resourceVersion query parameter for a conditional delete)", handler: s.delete, response: "Status"},
+		{method: "GET", path: "/api/v1/machines/{name}/events", role: v, summary: "A machine's newest events (limit, default 50)", handler: s.events, response: "EventList"},
+		{method: "GET", path: "/api/v1/lookup/mac/{mac}", role: v, summary: "The machine that owns a MAC address", handler: s.lookupMAC, response: "Object"},
+		{method: "GET", path: "/api/v1/audit", role: v, summary: "Audit entries after a sequence number (after, limit)", handler: s.auditList, response: "AuditList"},
+		{method: "GET", path: "/api/v1/audit/verify", role: v, summary: "Verify the audit hash chain", handler: s.auditVerify, response: "AuditVerify"},
+		{method: "GET", path: "/api/v1/apitokens", role: a, summary: "List API tokens (never their secrets)", handler: s.tokenList, response: "APITokenList"},
+		{method: "POST", path: "/api/v1/apitokens", role: a, summary: "Create an API token; the token is in the response only", handler: s.tokenCreate, body: "APITokenRequest", response: "APITokenCreated"},
+		{method: "DELETE", path: "/api/v1/apitokens/{id}", role: a, summary: "Revoke an API token", handler: s.tokenRevoke, response: "Status"},
+	}
+}
+
+// ---- auth -----------------------------------------------------------------
+
+type ctxKey struct{}
+
+func roleRank(r string) int {
+	switch r {
+	case store.RoleViewer:
+		return 1
+	case store.RoleOperator:
+		return 2
+	case store.RoleAdmin:
+		return 3
+	}
+	return 0
+}
+
+func (s *Server) authorize(role string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if role == "" {
+			h(w, r)
+			return
+		}
+		bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || bearer == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kiln"`)
+			writeError(w, http.StatusUnauthorized, "an API token is required (Authorization: Bearer ...)")
+			return
+		}
+		tok, err := apitoken.Authenticate(r.Context(), s.Store, strings.TrimSpace(bearer))
+		if err != nil {
+			if !errors.Is(err, apitoken.ErrInvalid) {
+				s.Logger.Error("authenticate", "err", err)
+				writeError(w, http.StatusServiceUnavailable, "cannot check the API token: store unavailable")
+				return
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kiln", error="invalid_token"`)
+			writeError(w, http.StatusUnauthorized, "invalid or revoked API token")
+			return
+		}
+		if roleRank(tok.Role) < roleRank(role) {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("role %s may not do this (needs %s)", tok.Role, role))
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, tok)))
+	})
+}
+
+func actor(r *http.Request) inventory.Actor {
+	if t, ok := r.Context().Value(ctxKey{}).(*store.APIToken); ok {
+		return inventory.Actor{ID: "token:" + t.ID, Role: t.Role}
+	}
+	return inventory.Actor{ID: "anonymous"}
+}
+
+// ---- handlers -------------------------------------------------------------
+
+func (s *Server) kind(w http.ResponseWriter, r *http.Request) (*resource.Kind, bool) {
+	k, ok := resource.LookupKind(r.PathValue("kind"))
+	if !ok || k.Plural != r.PathValue("kind") {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no resource %q under /api/v1 (kinds: %s)", r.PathValue("kind"), pluralNames()))
+		return nil, false
+	}
+	return k, true
+}
+
+func pluralNames() string {
+	var n []string
+	for _, k := range resource.Kinds() {
+		n = append(n, k.Plural)
+	}
+	return strings.Join(n, ", ")
+}
+
+// ListResponse is a page of objects.
+type ListResponse struct {
+	Items    []*resource.Object `json:"items"`
+	Continue string             `json:"continue,omitempty"`
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	k, ok := s.kind(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	sel, err := resource.ParseSelector(q.Get("labelSelector"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	limit, err := intParam(q.Get("limit"), 0, 0, 100000)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "limit: "+err.Error())
+		return
+	}
+	items, next, err := s.Inventory.List(r.Context(), k.Name, store.ListOptions{Selector: sel, Limit: limit, Continue: q.Get("continue")})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if items == nil {
+		items = []*resource.Object{}
+	}
+	writeJSON(w, http.StatusOK, ListResponse{Items: items, Continue: next})
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request) {
+	k, ok := s.kind(w, r)
+	if !ok {
+		return
+	}
+	obj, err := s.Inventory.Get(r.Context(), k.Name, r.PathValue("name"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, obj)
+}
+
+// readObject decodes and validates a body holding one object of kind k.
+func (s *Server) readObject(w http.ResponseWriter, r *http.Request, k *resource.Kind) (*resource.Object, bool) {
+	raw, ok := s.readBody(w, r)
+	if !ok {
+		return nil, false
+	}
+	obj, err := resource.DecodeJSON(raw)
+	if err != nil {
+		writeError(w, statusForDecode(err), err.Error())
+		return nil, false
+	}
+	if obj.Kind != k.Name {
+		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("kind: %s does not belong under /api/v1/%s", obj.Kind, k.Plural))
+		return nil, false
+	}
+	return obj, true
+}
+
+func statusForDecode(err error) int {
+	if strings.HasPrefix(err.Error(), "malformed JSON") {
+		return http.StatusBadRequest
+	}
+	return http.StatusUnprocessableEntity
+}
+
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.MaxBodyBytes))
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes (--max-body-bytes)", mb.Limit))
+			return nil, false
+		}
+		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
+		return nil, false
+	}
+	return raw, true
+}
+
+func (s *Server) create(w http.ResponseWriter, r *http.Request) {
+	k, ok := s.kind(w, r)
+	if !ok {
+		return
+	}
+	obj, ok := s.readObject(w, r, k)
+	if !ok {
+		return
+	}
+	out, err := s.Inventory.Create(r.Context(), actor(r), obj)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.Logger.Info("created", "kind", out.Kind, "name", out.Metadata.Name, "actor", actor(r).ID)
+	writeJSON(w, http.StatusCreated, out)
+}
+
+func (s *Server) update(w http.ResponseWriter, r *http.Request) {
+	k, ok := s.kind(w, r)
+	if !ok {
+		return
+	}
+	obj, ok := s.readObject(w, r, k)
+	if !ok {
+		return
+	}
+	if obj.Metadata.Name != r.PathValue("name") {
+		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("metadata.name: %q does not match the path's %q", obj.Metadata.Name, r.PathValue("name")))
+		return
+	}
+	out, err := s.Inventory.Update(r.Context(), actor(r), obj)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.Logger.Info("updated", "kind", out.Kind, "name", out.Metadata.Name, "actor", actor(r).ID)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// StatusResponse is the body of a call that returns no object.
+type StatusResponse struct {
+	Status string `json:"status"`
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
+	k, ok := s.kind(w, r)
+	if !ok {
+		return
+	}
+	if err := s.Inventory.Delete(r.Context(), actor(r), k.Name, r.PathValue("name"), r.URL.Query().Get("resourceVersion")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.Logger.Info("deleted", "kind", k.Name, "name", r.PathValue("name"), "actor", actor(r).ID)
+	writeJSON(w, http.StatusOK, StatusResponse{Status: "deleted"})
+}
+
+// ApplyRequest carries the objects of one apply.
+type ApplyRequest struct {
+	Objects []json.RawMessage `json:"objects"`
+}
+
+// ApplyResponse says what happened to each object.
+type ApplyResponse struct {
+	Results []inventory.Result `json:"results"`
+}
+
+func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
+	raw, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	var req ApplyRequest
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "malformed JSON: "+err.Error())
+		return
+	}
+	if len(req.Objects) == 0 {
+		writeError(w, http.StatusUnprocessableEntity, "objects: at least one object is required")
+		return
+	}
+	if len(req.Objects) > resource.MaxDocuments {
+		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("objects: more than %d objects in one apply", resource.MaxDocuments))
+		return
+	}
+	objs := make([]*resource.Object, 0, len(req.Objects))
+	for i, o := range req.Objects {
+		obj, err := resource.DecodeJSON(o)
+		if err != nil {
+			writeError(w, statusForDecode(err), fmt.Sprintf("objects[%d]: %v", i, err))
+			return
+		}
+		objs = append(objs, obj)
+	}
+	results, err := s.Inventory.Apply(r.Context(), actor(r), objs)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	changed := 0
+	for _, res := range results {
+		if res.Outcome != inventory.Unchanged {
+			changed++
+		}
+	}
+	s.Logger.Info("applied", "objects", len(results), "changed", changed, "actor", actor(r).ID)
+	writeJSON(w, http.StatusOK, ApplyResponse{Results: results})
+}
+
+// EventList is a machine's timeline.
+type EventList struct {
+	Items []store.Event `json:"items"`
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	limit, err := intParam(r.URL.Query().Get("limit"), 50, 1, 10000)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "limit: "+err.Error())
+		return
+	}
+	name := r.PathValue("name")
+	if _, err := s.Inventory.Get(r.Context(), "Machine", name); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	evs, err := s.Inventory.Events(r.Context(), name, limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if evs == nil {
+		evs = []store.Event{}
+	}
+	writeJSON(w, http.StatusOK, EventList{Items: evs})
+}
+
+func (s *Server) lookupMAC(w http.ResponseWriter, r *http.Request) {
+	m, err := s.Inventory.MachineByMAC(r.Context(), r.PathValue("mac"))
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("machine with mac %s: %w", r.PathValue("mac"), err))
+		return
+	}
+	writeJSON(w, http.StatusOK, m)
+}
+
+// AuditList is a page of audit entries.
+type AuditList struct {
+	Items []audit.Entry `json:"items"`
+}
+
+func (s *Server) auditList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	after, err := intParam(q.Get("after"), 0, 0, 1<<62)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "after: "+err.Error())
+		return
+	}
+	limit, err := intParam(q.Get("limit"), 1000, 1, 100000)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "limit: "+err.Error())
+		return
+	}
+	var items []audit.Entry
+	err = s.Store.View(r.Context(), func(tx store.Tx) error {
+		var err error
+		items, err = tx.ListAudit(r.Context(), int64(after), limit)
+		return err
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if items == nil {
+		items = []audit.Entry{}
+	}
+	writeJSON(w, http.StatusOK, AuditList{Items: items})
+}
+
+// AuditVerifyResponse reports the result of walking the chain.
+type AuditVerifyResponse struct {
+	OK      bool   `json:"ok"`
+	Entries int64  `json:"entries"`
+	Head    string `json:"head,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) {
+	res, err := VerifyAudit(r.Context(), s.Store)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// VerifyAudit walks the whole audit chain in pages.
+func VerifyAudit(ctx context.Context, st store.Store) (AuditVerifyResponse, error) {
+	var v audit.Verifier
+	var res AuditVerifyResponse
+	err := st.View(ctx, func(tx store.Tx) error {
+		headSeq, headHash, err := tx.AuditHead(ctx)
+		if err != nil {
+			return err
+		}
+		var after int64
+		for {
+			page, err := tx.ListAudit(ctx, after, 5000)
+			if err != nil {
+				return err
+			}
+			for i := range page {
+				if err := v.Next(&page[i]); err != nil {
+					res.Error = err.Error()
+					return nil
+				}
+			}
+			if len(page) == 0 {
+				break
+			}
+			after = page[len(page)-1].Seq
+		}
+		if err := v.Finish(headSeq, headHash); err != nil {
+			res.Error = err.Error()
+			return nil
+		}
+		res.OK, res.Head = true, headHash
+		return nil
+	})
+	res.Entries = v.Count()
+	return res, err
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	t, _ := r.Context().Value(ctxKey{}).(*store.APIToken)
+	writeJSON(w, http.StatusOK, t)
+}
+
+// APITokenRequest asks for a new token.
+type APITokenRequest struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+// APITokenCreated carries the new token, shown this once.
+type APITokenCreated struct {
+	store.APIToken
+	Token string `json:"token"`
+}
+
+// APITokenList lists tokens without secrets.
+type APITokenList struct {
+	Items []store.APIToken `json:"items"`
+}
+
+func (s *Server) tokenList(w http.ResponseWriter, r *http.Request) {
+	var items []store.APIToken
+	err := s.Store.View(r.Context(), func(tx store.Tx) error {
+		var err error
+		items, err = tx.ListAPITokens(r.Context())
+		return err
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if items == nil {
+		items = []store.APIToken{}
+	}
+	writeJSON(w, http.StatusOK, APITokenList{Items: items})
+}
+
+func (s *Server) tokenCreate(w http.ResponseWriter, r *http.Request) {
+	raw, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	var req APITokenRequest
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "malformed JSON: "+err.Error())
+		return
+	}
+	if req.Name != "" && resource.ValidateName(req.Name) != nil {
+		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("name: %q is not a valid name", req.Name))
+		return
+	}
+	tok, t, err := apitoken.New(req.Role, req.Name, time.Now())
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, "role: "+err.Error())
+		return
+	}
+	err = s.Store.Update(r.Context(), func(tx store.Tx) error {
+		if err := tx.CreateAPIToken(r.Context(), t); err != nil {
+			return err
+		}
+		return tx.AppendAudit(r.Context(), &audit.Entry{Time: time.Now().UTC(), Actor: actor(r).ID, Action: "create",
+			Kind: "APIToken", Name: t.ID, Summary: fmt.Sprintf("created: role %s, name %q", t.Role, t.Name)})
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.Logger.Info("api token created", "token_id", t.ID, "role", t.Role, "actor", actor(r).ID)
+	writeJSON(w, http.StatusCreated, APITokenCreated{APIToken: *t, Token: tok})
+}
+
+func (s *Server) tokenRevoke(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	err := s.Store.Update(r.Context(), func(tx store.Tx) error {
+		if err := tx.RevokeAPIToken(r.Context(), id, time.Now().UTC()); err != nil {
+			return fmt.Errorf("revoke api token %q: %w", id, err)
+		}
+		return tx.AppendAudit(r.Context(), &audit.Entry{Time: time.Now().UTC(), Actor: actor(r).ID, Action: "revoke",
+			Kind: "APIToken", Name: id, Summary: "revoked"})
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.Logger.Info("api token revoked", "token_id", id, "actor", actor(r).ID)
+	writeJSON(w, http.StatusOK, StatusResponse{Status: "revoked"})
+}
+
+// ---- plumbing -------------------------------------------------------------
+
+// ErrorResponse is the body of every error.
+type ErrorResponse struct {
+	Error string `json:"error"`
+	Code  int    `json:"code"`
+}
+
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var ve *inventory.ValidationError
+	var oe *resource.ObjectError
+	switch {
+	case errors.As(err, &ve), errors.As(err, &oe):
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrDuplicateKey):
+		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusServiceUnavailable, "request cancelled or timed out")
+	default:
+		s.Logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error (see the server log)")
+	}
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, ErrorResponse{Error: msg, Code: code})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+func intParam(s string, def, min, max int) (int, error) {
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < min || n > max {
+		return 0, fmt.Errorf("%q is not an integer between %d and %d", s, min, max)
+	}
+	return n, nil
+}

@@ -1,0 +1,219 @@
+// Package cli holds the `kiln` commands. Server commands wire configuration to
+// internal/server; every other command is a client of the operator API.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+
+	"github.com/kilnhq/kiln/internal/api"
+	"github.com/kilnhq/kiln/internal/server"
+)
+
+// Version is set at build time (-ldflags "-X github.com/kilnhq/kiln/internal/cli.Version=...").
+var Version = "dev"
+
+// DefaultDataDir is where `kiln serve` keeps its state and the CLI looks for it.
+const DefaultDataDir = "/var/lib/kiln"
+
+type globalFlags struct {
+	server  string
+	token   string
+	dataDir string
+	timeout time.Duration
+}
+
+// NewRoot builds the command tree. Output goes to out, diagnostics to errOut.
+func NewRoot(out, errOut io.Writer) *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:           "kiln",
+		Short:         "Kiln provisions bare-metal servers and VMs over the network",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			return bindEnv(cmd.Flags())
+		},
+	}
+	root.SetOut(out)
+	root.SetErr(errOut)
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.server, "server", "", "Kiln API URL (env KILN_SERVER; default: the URL `kiln serve` recorded in the data dir, else http://127.0.0.1:8080)")
+	pf.StringVar(&g.token, "token", "", "API token (env KILN_TOKEN; default: the admin token in the data dir)")
+	pf.StringVar(&g.dataDir, "data-dir", DefaultDataDir, "data directory (env KILN_DATA_DIR)")
+	pf.DurationVar(&g.timeout, "request-timeout", defaultTimeout, "timeout of each API request (env KILN_REQUEST_TIMEOUT)")
+
+	root.AddCommand(
+		newServeCmd(g),
+		&cobra.Command{
+			Use:   "version",
+			Short: "Print the version",
+			Args:  cobra.NoArgs,
+			Run: func(cmd *cobra.Command, args []string) {
+				fmt.Fprintf(cmd.OutOrStdout(), "kiln %s\n", Version)
+			},
+		},
+		newApplyCmd(g),
+		newGetCmd(g),
+		newDescribeCmd(g),
+		newDeleteCmd(g),
+		newAPITokenCmd(g),
+		newAuditCmd(g),
+	)
+	return root
+}
+
+// Execute runs the CLI and returns the process exit code.
+func Execute() int {
+	root := NewRoot(os.Stdout, os.Stderr)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		return 1
+	}
+	return 0
+}
+
+// envName is the environment variable bound to a flag: --data-dir -> KILN_DATA_DIR.
+func envName(flag string) string {
+	return "KILN_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// bindEnv sets every flag not given on the command line from its KILN_* variable.
+func bindEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed {
+			return
+		}
+		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %v", envName(f.Name), v, e)
+			}
+		}
+	})
+	return err
+}
+
+// bindConfigFile sets every flag given neither on the command line nor in the
+// environment from the YAML config file. Unknown keys are an error.
+func bindConfigFile(fs *pflag.FlagSet, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var vals map[string]any
+	if err := yaml.Unmarshal(data, &vals); err != nil {
+		return fmt.Errorf("config file %s: %v", path, err)
+	}
+	for k, v := range vals {
+		f := fs.Lookup(k)
+		if f == nil || k == "config" {
+			return fmt.Errorf("config file %s: %s: unknown setting (see kiln serve --help)", path, k)
+		}
+		if f.Changed {
+			continue
+		}
+		if _, inEnv := os.LookupEnv(envName(k)); inEnv {
+			continue
+		}
+		var s string
+		switch x := v.(type) {
+		case []any:
+			for _, e := range x {
+				if err := fs.Set(k, fmt.Sprint(e)); err != nil {
+					return fmt.Errorf("config file %s: %s: %v", path, k, err)
+				}
+			}
+			continue
+		default:
+			s = fmt.Sprint(x)
+		}
+		if err := fs.Set(k, s); err != nil {
+			return fmt.Errorf("config file %s: %s: %v", path, k, err)
+		}
+	}
+	return nil
+}
+
+func newServeCmd(g *globalFlags) *cobra.Command {
+	var (
+		cfg        server.Config
+		configFile string
+		logFormat  string
+		logLevel   string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the Kiln server",
+		Long: `Run the Kiln server: operator API, health and metrics endpoints.
+
+Every setting can be given as a flag, as an environment variable KILN_<FLAG>
+(--data-dir is KILN_DATA_DIR) or as a key of the YAML file given by --config
+(data-dir: /var/lib/kiln); flags win over the environment, the environment over
+the file. On first start Kiln creates an admin API token in <data-dir>/admin.token
+(mode 0600); the CLI on the same host uses it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if configFile != "" {
+				if err := bindConfigFile(cmd.Flags(), configFile); err != nil {
+					return err
+				}
+			}
+			log, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			cfg.DataDir = g.dataDir
+			cfg.Version = Version
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			srv, err := server.New(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			return srv.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML config file whose keys are these flags' names (env KILN_CONFIG)")
+	f.StringVar(&cfg.Database, "database", "", "database URL: empty for the embedded SQLite store in --data-dir, or postgres://user:pass@host/db (env KILN_DATABASE)")
+	f.StringVar(&cfg.Listen, "listen", "0.0.0.0:8080", "HTTP listen address for the API and boot endpoints (env KILN_LISTEN)")
+	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", api.DefaultMaxBodyBytes, "largest accepted API request body; larger ones get 413 (env KILN_MAX_BODY_BYTES)")
+	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM (env KILN_SHUTDOWN_TIMEOUT)")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json (env KILN_LOG_FORMAT)")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error (env KILN_LOG_LEVEL)")
+	return cmd
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
+}
+
+func cmdContext(cmd *cobra.Command) context.Context {
+	if ctx := cmd.Context(); ctx != nil {
+		return ctx
+	}
+	return context.Background()
+}

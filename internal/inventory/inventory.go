@@ -1,0 +1,311 @@
+// Package inventory is Kiln's service layer for inventory objects: apply, get, list,
+// delete, with validation, reference checks, audit and machine events. The REST API
+// (and through it the CLI) sits on this, never on the store directly.
+package inventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// Service applies and reads inventory objects.
+type Service struct {
+	Store store.Store
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Actor is who makes a change: an API token's id, or "system".
+type Actor struct {
+	ID   string
+	Role string
+}
+
+// Outcome of applying one object.
+const (
+	Created   = "created"
+	Updated   = "configured"
+	Unchanged = "unchanged"
+)
+
+// Result reports what apply did to one object.
+type Result struct {
+	Kind            string `json:"kind"`
+	Name            string `json:"name"`
+	Outcome         string `json:"outcome"`
+	ResourceVersion string `json:"resourceVersion"`
+}
+
+// ValidationError is bad input: the API answers 422 (or 400) with its message.
+type ValidationError struct{ Err error }
+
+func (e *ValidationError) Error() string { return e.Err.Error() }
+func (e *ValidationError) Unwrap() error { return e.Err }
+
+func invalid(format string, a ...any) error {
+	return &ValidationError{Err: fmt.Errorf(format, a...)}
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// Apply creates or updates every object in one transaction: all of them or none.
+// An object that carries a resourceVersion is only updated if it is still current.
+func (s *Service) Apply(ctx context.Context, actor Actor, objs []*resource.Object) ([]Result, error) {
+	if err := checkBatch(objs); err != nil {
+		return nil, err
+	}
+	ordered := append([]*resource.Object(nil), objs...)
+	resource.SortForApply(ordered)
+	var results []Result
+	err := s.Store.Update(ctx, func(tx store.Tx) error {
+		results = results[:0]
+		for _, in := range ordered {
+			r, err := s.applyOne(ctx, tx, actor, in)
+			if err != nil {
+				return err
+			}
+			results = append(results, r)
+		}
+		for _, in := range ordered {
+			if err := checkReferences(ctx, tx, in); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// checkBatch refuses a batch that names one object twice.
+func checkBatch(objs []*resource.Object) error {
+	seen := map[string]bool{}
+	for _, o := range objs {
+		if seen[o.Key()] {
+			return invalid("%s: appears twice in one apply", (&resource.ObjectError{Kind: o.Kind, Name: o.Metadata.Name, Err: errors.New("duplicate document")}).Error())
+		}
+		seen[o.Key()] = true
+	}
+	return nil
+}
+
+func (s *Service) applyOne(ctx context.Context, tx store.Tx, actor Actor, in *resource.Object) (Result, error) {
+	res := Result{Kind: in.Kind, Name: in.Metadata.Name}
+	cur, err := tx.Get(ctx, in.Kind, in.Metadata.Name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		obj := in.Clone()
+		obj.Status = nil
+		obj.Metadata.ResourceVersion = ""
+		if err := tx.Create(ctx, obj); err != nil {
+			return res, objectErr(in, "create", err)
+		}
+		if err := s.record(ctx, tx, actor, "create", obj, nil); err != nil {
+			return res, err
+		}
+		res.Outcome, res.ResourceVersion = Created, obj.Metadata.ResourceVersion
+		return res, nil
+	case err != nil:
+		return res, objectErr(in, "read", err)
+	}
+	if sameContent(cur, in) {
+		res.Outcome, res.ResourceVersion = Unchanged, cur.Metadata.ResourceVersion
+		return res, nil
+	}
+	if in.Metadata.ResourceVersion != "" && in.Metadata.ResourceVersion != cur.Metadata.ResourceVersion {
+		return res, objectErr(in, "update", fmt.Errorf("%w: applying resourceVersion %s but the stored one is %s (re-read it and apply again)",
+			store.ErrConflict, in.Metadata.ResourceVersion, cur.Metadata.ResourceVersion))
+	}
+	next := cur.Clone()
+	next.Metadata.Labels = in.Metadata.Labels
+	next.Spec = in.Spec
+	if err := tx.Update(ctx, next); err != nil {
+		return res, objectErr(in, "update", err)
+	}
+	if err := s.record(ctx, tx, actor, "update", next, cur); err != nil {
+		return res, err
+	}
+	res.Outcome, res.ResourceVersion = Updated, next.Metadata.ResourceVersion
+	return res, nil
+}
+
+// Create stores a new object; ErrExists if the name is taken.
+func (s *Service) Create(ctx context.Context, actor Actor, in *resource.Object) (*resource.Object, error) {
+	obj := in.Clone()
+	obj.Status, obj.Metadata.ResourceVersion = nil, ""
+	err := s.Store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.Create(ctx, obj); err != nil {
+			return objectErr(in, "create", err)
+		}
+		if err := checkReferences(ctx, tx, obj); err != nil {
+			return err
+		}
+		return s.record(ctx, tx, actor, "create", obj, nil)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// Update replaces an object's labels and spec. With a resourceVersion it fails with
+// ErrConflict unless that is the stored version.
+func (s *Service) Update(ctx context.Context, actor Actor, in *resource.Object) (*resource.Object, error) {
+	var out *resource.Object
+	err := s.Store.Update(ctx, func(tx store.Tx) error {
+		cur, err := tx.Get(ctx, in.Kind, in.Metadata.Name)
+		if err != nil {
+			return objectErr(in, "update", err)
+		}
+		if in.Metadata.ResourceVersion != "" && in.Metadata.ResourceVersion != cur.Metadata.ResourceVersion {
+			return objectErr(in, "update", fmt.Errorf("%w: resourceVersion %s is stale, the stored one is %s",
+				store.ErrConflict, in.Metadata.ResourceVersion, cur.Metadata.ResourceVersion))
+		}
+		if sameContent(cur, in) {
+			out = cur
+			return nil
+		}
+		next := cur.Clone()
+		next.Metadata.Labels, next.Spec = in.Metadata.Labels, in.Spec
+		if err := tx.Update(ctx, next); err != nil {
+			return objectErr(in, "update", err)
+		}
+		if err := checkReferences(ctx, tx, next); err != nil {
+			return err
+		}
+		out = next
+		return s.record(ctx, tx, actor, "update", next, cur)
+	})
+	return out, err
+}
+
+// Delete removes an object unless others refer to it.
+func (s *Service) Delete(ctx context.Context, actor Actor, kind, name, resourceVersion string) error {
+	return s.Store.Update(ctx, func(tx store.Tx) error {
+		cur, err := tx.Get(ctx, kind, name)
+		if err != nil {
+			return objectErr(&resource.Object{Kind: kind, Metadata: resource.Metadata{Name: name}}, "delete", err)
+		}
+		if err := checkNotReferenced(ctx, tx, cur); err != nil {
+			return err
+		}
+		if err := tx.Delete(ctx, kind, name, resourceVersion); err != nil {
+			return objectErr(cur, "delete", err)
+		}
+		return s.record(ctx, tx, actor, "delete", nil, cur)
+	})
+}
+
+// Get reads one object.
+func (s *Service) Get(ctx context.Context, kind, name string) (*resource.Object, error) {
+	var out *resource.Object
+	err := s.Store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.Get(ctx, kind, name)
+		return err
+	})
+	if err != nil {
+		return nil, objectErr(&resource.Object{Kind: kind, Metadata: resource.Metadata{Name: name}}, "get", err)
+	}
+	return out, nil
+}
+
+// List reads a page of objects.
+func (s *Service) List(ctx context.Context, kind string, opts store.ListOptions) ([]*resource.Object, string, error) {
+	var out []*resource.Object
+	var next string
+	err := s.Store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, next, err = tx.List(ctx, kind, opts)
+		return err
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list %s: %w", kind, err)
+	}
+	return out, next, nil
+}
+
+// MachineByMAC finds the machine that owns a MAC address (any common notation).
+func (s *Service) MachineByMAC(ctx context.Context, mac string) (*resource.Object, error) {
+	m, err := resource.NormalizeMAC(mac)
+	if err != nil {
+		return nil, invalid("mac %q: not a MAC address", mac)
+	}
+	var out *resource.Object
+	err = s.Store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.LookupKey(ctx, "Machine", "mac:"+m)
+		return err
+	})
+	return out, err
+}
+
+// Events returns a machine's newest events.
+func (s *Service) Events(ctx context.Context, machine string, limit int) ([]store.Event, error) {
+	var out []store.Event
+	err := s.Store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.ListEvents(ctx, machine, limit)
+		return err
+	})
+	return out, err
+}
+
+// record appends the audit entry for a change and, for machines, a timeline event.
+func (s *Service) record(ctx context.Context, tx store.Tx, actor Actor, action string, next, prev *resource.Object) error {
+	obj := next
+	if obj == nil {
+		obj = prev
+	}
+	summary := Summary(action, prev, next)
+	e := &audit.Entry{Time: s.now(), Actor: actor.ID, Action: action, Kind: obj.Kind, Name: obj.Metadata.Name, Summary: summary}
+	if err := tx.AppendAudit(ctx, e); err != nil {
+		return fmt.Errorf("audit %s %s: %w", action, obj.Key(), err)
+	}
+	if obj.Kind == "Machine" && action != "delete" {
+		ev := &store.Event{Machine: obj.Metadata.Name, Time: e.Time, Type: "Inventory" + capitalize(action), Message: summary + " by " + actor.ID}
+		if err := tx.AddEvent(ctx, ev); err != nil {
+			return fmt.Errorf("event for %s: %w", obj.Key(), err)
+		}
+	}
+	return nil
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return string(s[0]-'a'+'A') + s[1:]
+}
+
+// objectErr wraps err with what was being done to which object.
+func objectErr(o *resource.Object, doing string, err error) error {
+	var ve *ValidationError
+	if errors.As(err, &ve) {
+		return err
+	}
+	return fmt.Errorf("%s %s %q: %w", doing, lower(o.Kind), o.Metadata.Name, err)
+}
+
+func lower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}

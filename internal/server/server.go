@@ -1,0 +1,255 @@
+// Package server assembles Kiln's services from a Config and runs them until the
+// context ends: the store, the operator API, health and metrics endpoints.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kilnhq/kiln/internal/api"
+	"github.com/kilnhq/kiln/internal/apitoken"
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/inventory"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/store/open"
+	"github.com/kilnhq/kiln/internal/store/sqlstore"
+)
+
+// Files kept in the data directory for the CLI on the same host.
+const (
+	AdminTokenFile = "admin.token"
+	ServerURLFile  = "server.url"
+)
+
+// Config is everything `kiln serve` can be told.
+type Config struct {
+	DataDir         string
+	Database        string
+	Listen          string
+	MaxBodyBytes    int64
+	ShutdownTimeout time.Duration
+	Version         string
+}
+
+// Server is a running Kiln.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	store    store.Store
+	registry *prometheus.Registry
+	http     *http.Server
+	listener net.Listener
+}
+
+// New opens the store (applying migrations), creates the first admin token if there is
+// none, and binds the listener. Run serves.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("data dir: required (--data-dir)")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	storeLatency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "kiln_store_operation_duration_seconds", Help: "Store transaction latency by operation.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+	}, []string{"op"})
+	reg.MustRegister(storeLatency)
+
+	st, err := open.Open(ctx, cfg.DataDir, cfg.Database, sqlstore.Options{
+		Observe: func(op string, d time.Duration) { storeLatency.WithLabelValues(op).Observe(d.Seconds()) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s := &Server{cfg: cfg, log: log, store: st, registry: reg}
+	if err := s.bootstrapAdmin(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	s.listener = ln
+	if err := writeServerURL(cfg.DataDir, ln.Addr().(*net.TCPAddr)); err != nil {
+		log.Warn("cannot record the server URL for the CLI", "err", err)
+	}
+	s.http = &http.Server{
+		Handler:           s.handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// Addr is the bound listener address.
+func (s *Server) Addr() net.Addr { return s.listener.Addr() }
+
+// Store is the opened store.
+func (s *Server) Store() store.Store { return s.store }
+
+func (s *Server) handler() http.Handler {
+	mux := http.NewServeMux()
+	a := &api.Server{
+		Inventory:    &inventory.Service{Store: s.store},
+		Store:        s.store,
+		Logger:       s.log,
+		MaxBodyBytes: s.cfg.MaxBodyBytes,
+		Version:      s.cfg.Version,
+	}
+	a.Register(mux)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.store.Ping(ctx); err != nil {
+			s.log.Warn("readiness: store unreachable", "err", err)
+			http.Error(w, "store unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	return instrument(s.registry, mux)
+}
+
+// Run serves until ctx ends, then shuts down gracefully: in-flight requests finish
+// (up to ShutdownTimeout) and the store is closed.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(s.listener) }()
+	s.log.Info("kiln serving", "listen", s.listener.Addr().String(), "data_dir", s.cfg.DataDir, "store", storeKind(s.cfg.Database))
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	timeout := s.cfg.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	s.log.Info("shutting down")
+	if err := s.http.Shutdown(sctx); err != nil {
+		s.log.Warn("shutdown", "err", err)
+	}
+	if err := s.store.Close(); err != nil {
+		s.log.Warn("close store", "err", err)
+	}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	return nil
+}
+
+func storeKind(url string) string {
+	if url == "" {
+		return "sqlite"
+	}
+	if u, _, ok := cutScheme(url); ok {
+		return u
+	}
+	return "unknown"
+}
+
+func cutScheme(s string) (string, string, bool) {
+	for i := 0; i+2 < len(s); i++ {
+		if s[i:i+3] == "://" {
+			return s[:i], s[i+3:], true
+		}
+	}
+	return "", "", false
+}
+
+// bootstrapAdmin creates the first admin token when the store has none, and writes it
+// to the data dir (mode 0600). The check and the insert are one write transaction, so
+// two replicas starting together create one.
+func (s *Server) bootstrapAdmin(ctx context.Context) error {
+	var tok string
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		existing, err := tx.ListAPITokens(ctx)
+		if err != nil {
+			return err
+		}
+		if len(existing) > 0 {
+			return nil
+		}
+		var t *store.APIToken
+		tok, t, err = apitoken.New(store.RoleAdmin, "bootstrap-admin", time.Now())
+		if err != nil {
+			return err
+		}
+		if err := tx.CreateAPIToken(ctx, t); err != nil {
+			return err
+		}
+		return tx.AppendAudit(ctx, &audit.Entry{Time: time.Now().UTC(), Actor: "system", Action: "create",
+			Kind: "APIToken", Name: t.ID, Summary: "created: role admin, name \"bootstrap-admin\" (first start)"})
+	})
+	if err != nil {
+		return fmt.Errorf("bootstrap admin token: %w", err)
+	}
+	if tok == "" {
+		return nil
+	}
+	path := filepath.Join(s.cfg.DataDir, AdminTokenFile)
+	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write admin token: %w", err)
+	}
+	s.log.Info("created the first admin API token", "path", path)
+	fmt.Fprintf(os.Stderr, "kiln: created the first admin API token in %s (mode 0600); the CLI on this host uses it\n", path)
+	return nil
+}
+
+func writeServerURL(dataDir string, addr *net.TCPAddr) error {
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	url := "http://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
+	return writeFileAtomic(filepath.Join(dataDir, ServerURLFile), []byte(url+"\n"), 0o644)
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
