@@ -61,6 +61,15 @@ func (s *Server) Register(mux *http.ServeMux) {
 	}
 }
 
+// Patterns lists the mux patterns Register added ("GET /api/v1/{kind}").
+func (s *Server) Patterns() []string {
+	out := make([]string, len(s.routes))
+	for i, rt := range s.routes {
+		out[i] = rt.method + " " + rt.path
+	}
+	return out
+}
+
 func (s *Server) routeTable() []route {
 	v := store.RoleViewer
 	o := store.RoleOperator

@@ -148,10 +148,10 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 	var selector, output string
 	var chunk int
 	cmd := &cobra.Command{
-		Use:   "get KIND [NAME]",
-		Short: "List objects of a kind, or show one",
+		Use:     "get KIND [NAME]",
+		Short:   "List objects of a kind, or show one",
 		Example: "  kiln get machines\n  kiln get machines -l rack=r1 -o yaml\n  kiln get machine web-1 -o json",
-		Args: cobra.RangeArgs(1, 2),
+		Args:    cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := kindArg(args[0])
 			if err != nil {

@@ -1,0 +1,49 @@
+# Kiln: `make demo` runs the main job, `make test` runs every test.
+# Both install what they need (Debian packages, Go modules) when run as root.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/kiln
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/kilnhq/kiln/internal/cli.Version=$(VERSION)
+
+.PHONY: all build deps test vet fmt-check demo bench bench-store bench-get fuzz clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kiln
+
+deps:
+	./scripts/install-deps.sh
+	$(GO) mod download
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+# Every test, on SQLite and PostgreSQL (a throwaway local server is started when
+# KILN_TEST_DATABASE_URL is not set). Short fuzz runs of every parser are included.
+test: deps fmt-check vet build
+	$(GO) test -count=1 -timeout 20m ./...
+	./scripts/fuzz-smoke.sh 10s
+
+demo: deps build
+	./scripts/demo.sh
+
+# Benchmarks; figures and commands are recorded in BENCHMARKS.md.
+bench: deps build bench-store bench-get
+
+bench-store:
+	$(GO) test -run '^$$' -bench . -benchtime 20000x ./internal/store/...
+
+bench-get:
+	./scripts/bench-get-machines.sh 100000
+
+fuzz:
+	./scripts/fuzz-smoke.sh 60s
+
+clean:
+	rm -rf bin

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and the demo use, when they are missing.
+# Needs root; without root it only reports what is missing.
+set -euo pipefail
+pkgs=(
+  postgresql          # the PostgreSQL store's tests start a throwaway server
+  tftp-hpa atftp curl # real TFTP clients the TFTP server is tested against
+  ca-certificates
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages (run as root to install): ${missing[*]}" >&2
+  [ "${CI:-}" = "true" ] && exit 1
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
