@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(
   postgresql          # the PostgreSQL store's tests start a throwaway server
   tftp-hpa atftp curl # real TFTP clients the TFTP server is tested against
-  ca-certificates
+  ca-certificates bc  # bc: the benchmark scripts
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -303,7 +303,19 @@ func objectYAML(o *resource.Object) ([]byte, error) {
 		Spec       any `yaml:"spec,omitempty"`
 		Status     any `yaml:"status,omitempty"`
 	}{g["apiVersion"], g["kind"], g["metadata"], g["spec"], g["status"]}
-	return yaml.Marshal(doc)
+	return marshalYAML(doc)
+}
+
+// marshalYAML indents by two spaces, as manifests are usually written.
+func marshalYAML(v any) ([]byte, error) {
+	var b strings.Builder
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	enc.Close()
+	return []byte(b.String()), nil
 }
 
 func columnValue(v any, path string) string {
@@ -389,7 +401,7 @@ func newDescribeCmd(g *globalFlags) *cobra.Command {
 			gen := objectGeneric(&obj)
 			for _, part := range []string{"spec", "status"} {
 				if v, ok := gen[part]; ok && v != nil {
-					b, _ := yaml.Marshal(v)
+					b, _ := marshalYAML(v)
 					fmt.Fprintf(w, "%s%s:\n%s", strings.ToUpper(part[:1]), part[1:], indent(string(b), "  "))
 				}
 			}

@@ -44,14 +44,39 @@ func Summary(action string, prev, next *resource.Object) string {
 	case "delete":
 		return "deleted"
 	case "create":
-		paths := changedPaths(nil, next)
-		return "created" + listPaths(paths)
+		return "created" + listPaths(topLevel(changedPaths(nil, next)))
 	}
 	paths := changedPaths(prev, next)
 	if len(paths) == 0 {
 		return "no field changed"
 	}
 	return "changed" + listPaths(paths)
+}
+
+// topLevel shortens paths to their first field under spec or metadata.labels
+// ("spec.interfaces[0].mac" -> "spec.interfaces"), without duplicates.
+func topLevel(paths []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, p := range paths {
+		depth := 2
+		if strings.HasPrefix(p, "metadata.labels.") {
+			depth = 3
+		}
+		parts := strings.SplitN(p, ".", depth+1)
+		if len(parts) > depth {
+			parts = parts[:depth]
+		}
+		short := strings.Join(parts, ".")
+		if i := strings.IndexByte(short, '['); i >= 0 {
+			short = short[:i]
+		}
+		if !seen[short] {
+			seen[short] = true
+			out = append(out, short)
+		}
+	}
+	return out
 }
 
 func listPaths(paths []string) string {

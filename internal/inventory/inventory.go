@@ -5,6 +5,7 @@ package inventory
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -107,9 +108,7 @@ func (s *Service) applyOne(ctx context.Context, tx store.Tx, actor Actor, in *re
 	cur, err := tx.Get(ctx, in.Kind, in.Metadata.Name)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		obj := in.Clone()
-		obj.Status = nil
-		obj.Metadata.ResourceVersion = ""
+		obj := newObject(in)
 		if err := tx.Create(ctx, obj); err != nil {
 			return res, objectErr(in, "create", err)
 		}
@@ -142,10 +141,20 @@ func (s *Service) applyOne(ctx context.Context, tx store.Tx, actor Actor, in *re
 	return res, nil
 }
 
-// Create stores a new object; ErrExists if the name is taken.
-func (s *Service) Create(ctx context.Context, actor Actor, in *resource.Object) (*resource.Object, error) {
+// newObject is what is stored for a new object: the operator's part of in, and the
+// initial status Kiln owns (a new machine is in state "new").
+func newObject(in *resource.Object) *resource.Object {
 	obj := in.Clone()
 	obj.Status, obj.Metadata.ResourceVersion = nil, ""
+	if obj.Kind == "Machine" {
+		obj.Status = json.RawMessage(`{"state":"` + resource.StateNew + `"}`)
+	}
+	return obj
+}
+
+// Create stores a new object; ErrExists if the name is taken.
+func (s *Service) Create(ctx context.Context, actor Actor, in *resource.Object) (*resource.Object, error) {
+	obj := newObject(in)
 	err := s.Store.Update(ctx, func(tx store.Tx) error {
 		if err := tx.Create(ctx, obj); err != nil {
 			return objectErr(in, "create", err)

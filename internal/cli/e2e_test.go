@@ -1,0 +1,470 @@
+package cli_test
+
+import (
+	"bytes"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+)
+
+// These tests run the real `kiln` binary: the server in a child process (so that it
+// can be killed with SIGKILL and restarted) and the CLI as an operator would.
+
+var kilnBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kiln-bin-")
+	if err != nil {
+		panic(err)
+	}
+	kilnBin = filepath.Join(dir, "kiln")
+	build := exec.Command("go", "build", "-o", kilnBin, "../../cmd/kiln")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build kiln:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type kilnServer struct {
+	t       *testing.T
+	dataDir string
+	cmd     *exec.Cmd
+	log     *bytes.Buffer
+	url     string
+}
+
+// startServer starts `kiln serve` on a free loopback port with extra args and env.
+func startServer(t *testing.T, dataDir string, env []string, args ...string) *kilnServer {
+	t.Helper()
+	os.Remove(filepath.Join(dataDir, "server.url"))
+	s := &kilnServer{t: t, dataDir: dataDir, log: &bytes.Buffer{}}
+	full := append([]string{"serve", "--data-dir", dataDir}, args...)
+	if !hasListen(args, env) {
+		full = append(full, "--listen", "127.0.0.1:0")
+	}
+	s.cmd = exec.Command(kilnBin, full...)
+	s.cmd.Env = append(cleanEnv(), env...)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.kill(syscall.SIGKILL) })
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(filepath.Join(dataDir, "server.url")); err == nil {
+			s.url = strings.TrimSpace(string(b))
+			if resp, err := http.Get(s.url + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					return s
+				}
+			}
+		}
+		if s.cmd.ProcessState != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("kiln serve did not become ready; log:\n%s", s.log)
+	return nil
+}
+
+func hasListen(args, env []string) bool {
+	for _, a := range append(args, env...) {
+		if strings.HasPrefix(a, "--listen") || strings.HasPrefix(a, "KILN_LISTEN=") || strings.HasPrefix(a, "--config") {
+			return true
+		}
+	}
+	return false
+}
+
+// cleanEnv drops the caller's KILN_* variables so that tests see only their own.
+func cleanEnv() []string {
+	var out []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "KILN_") {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (s *kilnServer) kill(sig syscall.Signal) error {
+	if s.cmd.Process == nil || s.cmd.ProcessState != nil {
+		return nil
+	}
+	s.cmd.Process.Signal(sig)
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(20 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("kiln serve did not exit within 20s of %v", sig)
+	}
+}
+
+// kiln runs the CLI against the server's data dir (which holds its URL and admin token).
+func (s *kilnServer) kiln(stdin string, args ...string) (string, error) {
+	s.t.Helper()
+	cmd := exec.Command(kilnBin, append([]string{"--data-dir", s.dataDir}, args...)...)
+	cmd.Env = cleanEnv()
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String() + errb.String(), fmt.Errorf("kiln %s: %v: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), nil
+}
+
+func (s *kilnServer) mustKiln(stdin string, args ...string) string {
+	s.t.Helper()
+	out, err := s.kiln(stdin, args...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return out
+}
+
+func auditCount(t *testing.T, s *kilnServer) int {
+	t.Helper()
+	var out struct{ Items []json.RawMessage }
+	if err := json.Unmarshal([]byte(s.mustKiln("", "audit", "list", "-o", "json")), &out); err != nil {
+		t.Fatal(err)
+	}
+	return len(out.Items)
+}
+
+var allKinds = []string{"artifacts", "templates", "secrets", "profiles", "subnets", "machines"}
+
+func TestApplyGetYAMLReapplyIsNoop(t *testing.T) {
+	s := startServer(t, t.TempDir(), nil)
+	out := s.mustKiln("", "apply", "-f", "../../examples/")
+	if !strings.Contains(out, "machine/web-1 created") || !strings.Contains(out, "profile/debian-12-web created") {
+		t.Fatalf("apply output:\n%s", out)
+	}
+	before := auditCount(t, s)
+	if before == 0 {
+		t.Fatal("apply left no audit entries")
+	}
+	// Every kind, exported as YAML, re-applies with nothing changed.
+	var all strings.Builder
+	for _, k := range allKinds {
+		y := s.mustKiln("", "get", k, "-o", "yaml")
+		if all.Len() > 0 {
+			all.WriteString("---\n")
+		}
+		all.WriteString(y)
+	}
+	out = s.mustKiln(all.String(), "apply", "-f", "-")
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasSuffix(line, " unchanged") {
+			t.Errorf("re-apply of -o yaml changed something: %q", line)
+		}
+	}
+	if after := auditCount(t, s); after != before {
+		t.Fatalf("re-apply added audit entries: %d -> %d", before, after)
+	}
+	// The examples again are a no-op too.
+	s.mustKiln("", "apply", "-f", "../../examples/")
+	if after := auditCount(t, s); after != before {
+		t.Fatalf("second apply of the examples added audit entries: %d -> %d", before, after)
+	}
+
+	// The table is aligned like kubectl's: every column starts at the same offset.
+	table := s.mustKiln("", "get", "machines")
+	lines := strings.Split(strings.TrimRight(table, "\n"), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("table:\n%s", table)
+	}
+	col := strings.Index(lines[0], "PROFILE")
+	for _, l := range lines[1:] {
+		if len(l) <= col || l[col-1] != ' ' || l[col] == ' ' {
+			t.Fatalf("PROFILE column not aligned at %d:\n%s", col, table)
+		}
+	}
+	if !strings.Contains(table, "52:54:00:12:34:01") {
+		t.Fatalf("table lacks the MAC column:\n%s", table)
+	}
+	sel := s.mustKiln("", "get", "machines", "-l", "role=web,rack=r1", "-o", "name")
+	if sel != "machine/web-1\nmachine/web-2\n" {
+		t.Fatalf("selector: %q", sel)
+	}
+	desc := s.mustKiln("", "describe", "machine", "web-1")
+	for _, want := range []string{"Name:              web-1", "rack=r1,role=web,site=ams1", "Events:", "InventoryCreate"} {
+		if !strings.Contains(desc, want) {
+			t.Errorf("describe lacks %q:\n%s", want, desc)
+		}
+	}
+}
+
+func TestApplyWithOneBadDocumentWritesNothing(t *testing.T) {
+	s := startServer(t, t.TempDir(), nil)
+	dir := t.TempDir()
+	good := "kind: Machine\nmetadata: {name: a-1}\nspec: {interfaces: [{mac: '52:54:00:00:00:01'}]}\n---\nkind: Machine\nmetadata: {name: a-2}\n"
+	bad := "kind: Machine\nmetadata: {name: web-1}\nspec:\n  interfaces:\n    - mac: \"zz:01\"\n"
+	os.WriteFile(filepath.Join(dir, "1-good.yaml"), []byte(good), 0o644)
+	os.WriteFile(filepath.Join(dir, "2-bad.yaml"), []byte(bad), 0o644)
+	_, err := s.kiln("", "apply", "-f", dir)
+	if err == nil || !strings.Contains(err.Error(), `2-bad.yaml: document 1: machine "web-1": spec.interfaces[0].mac: "zz:01" is not a MAC address`) {
+		t.Fatalf("apply error: %v", err)
+	}
+	// A MAC already owned by another machine, refused by the server inside the transaction.
+	os.WriteFile(filepath.Join(dir, "2-bad.yaml"), []byte("kind: Machine\nmetadata: {name: a-3}\nspec: {interfaces: [{mac: '52-54-00-00-00-01'}]}\n"), 0o644)
+	_, err = s.kiln("", "apply", "-f", dir)
+	if err == nil || !strings.Contains(err.Error(), `already claimed by Machine "a-1"`) {
+		t.Fatalf("duplicate MAC apply error: %v", err)
+	}
+	if out := s.mustKiln("", "get", "machines"); !strings.Contains(out, "No machines found") {
+		t.Fatalf("a refused apply wrote objects:\n%s", out)
+	}
+	if n := auditCount(t, s); n != 1 { // the bootstrap admin token only
+		t.Fatalf("a refused apply wrote %d audit entries", n-1)
+	}
+}
+
+func TestRestartAfterKill9KeepsEverything(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir, nil)
+	s.mustKiln("", "apply", "-f", "../../examples/")
+	snapshot := func(s *kilnServer) string {
+		var b strings.Builder
+		for _, k := range allKinds {
+			b.WriteString(s.mustKiln("", "get", k, "-o", "json"))
+		}
+		b.WriteString(s.mustKiln("", "audit", "list", "-o", "json"))
+		return b.String()
+	}
+	before := snapshot(s)
+	if err := s.kill(syscall.SIGKILL); err == nil {
+		t.Log("kill -9")
+	}
+	s2 := startServer(t, dir, nil)
+	if after := snapshot(s2); after != before {
+		t.Fatalf("state differs after kill -9 and restart")
+	}
+	if out := s2.mustKiln("", "audit", "verify"); !strings.Contains(out, "audit chain OK") {
+		t.Fatalf("verify after restart: %s", out)
+	}
+	// No second admin token was made: the first one still works and is the only one.
+	if out := s2.mustKiln("", "api-token", "list"); strings.Count(out, "bootstrap-admin") != 1 {
+		t.Fatalf("tokens after restart:\n%s", out)
+	}
+	// SIGTERM is a clean shutdown.
+	if err := s2.kill(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v\n%s", err, s2.log)
+	}
+	if !strings.Contains(s2.log.String(), "shutting down") {
+		t.Fatalf("no graceful shutdown in the log:\n%s", s2.log)
+	}
+}
+
+func TestAuditVerifyDetectsTampering(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir, nil)
+	s.mustKiln("", "apply", "-f", "../../examples/")
+	if out := s.mustKiln("", "audit", "verify"); !strings.Contains(out, "audit chain OK") {
+		t.Fatalf("verify: %s", out)
+	}
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "kiln.db")+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("UPDATE audit SET summary = 'created' WHERE seq = 3"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.kiln("", "audit", "verify")
+	if err == nil || !strings.Contains(err.Error(), "entry 3: hash mismatch: the entry was modified") {
+		t.Fatalf("verify after an edit: %v", err)
+	}
+}
+
+// TestAuditVerifyTamperCases runs each tampering on a fresh server.
+func TestAuditVerifyTamperCases(t *testing.T) {
+	cases := []struct {
+		name, sql, want string
+	}{
+		{"delete middle", "DELETE FROM audit WHERE seq = 3", "expected sequence 3"},
+		{"delete newest", "DELETE FROM audit WHERE seq = (SELECT max(seq) FROM audit)", "entries were removed"},
+		{"reorder", "UPDATE audit SET seq = CASE seq WHEN 3 THEN 4 WHEN 4 THEN 3 END WHERE seq IN (3, 4)", "chain was broken"},
+		{"forge actor", "UPDATE audit SET actor = 'token:someone-else' WHERE seq = 2", "entry 2: hash mismatch"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := startServer(t, dir, nil)
+			s.mustKiln("", "apply", "-f", "../../examples/")
+			db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "kiln.db")+"?_pragma=busy_timeout(5000)")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if c.name == "reorder" {
+				// Swap two rows' contents through a temporary sequence number.
+				for _, q := range []string{"UPDATE audit SET seq = -1 WHERE seq = 3", "UPDATE audit SET seq = 3 WHERE seq = 4", "UPDATE audit SET seq = 4 WHERE seq = -1"} {
+					if _, err := db.Exec(q); err != nil {
+						t.Fatal(err)
+					}
+				}
+			} else if _, err := db.Exec(c.sql); err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.kiln("", "audit", "verify")
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("verify after %s: %v, want %q", c.name, err, c.want)
+			}
+		})
+	}
+}
+
+func TestRolesThroughCLI(t *testing.T) {
+	s := startServer(t, t.TempDir(), nil)
+	viewer := strings.TrimSpace(s.mustKiln("", "api-token", "create", "--role", "viewer", "--name", "ro"))
+	run := func(token string, args ...string) error {
+		cmd := exec.Command(kilnBin, append([]string{"--server", s.url}, args...)...)
+		cmd.Env = append(cleanEnv(), "KILN_TOKEN="+token, "KILN_DATA_DIR=/nonexistent")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	if err := run(viewer, "get", "machines"); err != nil {
+		t.Fatalf("viewer get: %v", err)
+	}
+	if err := run(viewer, "apply", "-f", "../../examples/"); err == nil || !strings.Contains(err.Error(), "Forbidden") {
+		t.Fatalf("viewer apply: %v, want 403", err)
+	}
+	if err := run("", "get", "machines"); err == nil || !strings.Contains(err.Error(), "Unauthorized") {
+		t.Fatalf("no token: %v, want 401", err)
+	}
+	list := s.mustKiln("", "api-token", "list")
+	if strings.Contains(list, viewer) {
+		t.Fatal("token list shows a token")
+	}
+	var id string
+	for _, l := range strings.Split(list, "\n") {
+		if strings.Contains(l, " ro ") {
+			id = strings.Fields(l)[0]
+		}
+	}
+	s.mustKiln("", "api-token", "revoke", id)
+	if err := run(viewer, "get", "machines"); err == nil || !strings.Contains(err.Error(), "Unauthorized") {
+		t.Fatalf("revoked token: %v, want 401", err)
+	}
+	// The admin token file is private.
+	st, err := os.Stat(filepath.Join(s.dataDir, "admin.token"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("admin.token: %v %v", st.Mode(), err)
+	}
+}
+
+func TestServeConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "kiln.yaml")
+	os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nlog-format: json\nmax-body-bytes: 2048\n"), 0o644)
+	data := filepath.Join(dir, "data")
+
+	// File only: JSON logs, body limit 2048.
+	s := startServer(t, data, nil, "--config", cfg)
+	if !strings.Contains(s.log.String(), `"msg":"kiln serving"`) {
+		t.Fatalf("config file log-format not applied:\n%s", s.log)
+	}
+	body := `{"objects":[` + strings.Repeat(" ", 3000) + `]}`
+	tok, _ := os.ReadFile(filepath.Join(data, "admin.token"))
+	req, _ := http.NewRequest("POST", s.url+"/api/v1/apply", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("max-body-bytes from the config file: status %d, want 413", resp.StatusCode)
+	}
+	s.kill(syscall.SIGTERM)
+
+	// The environment beats the file; a flag beats the environment.
+	s = startServer(t, data, []string{"KILN_LOG_FORMAT=text", "KILN_MAX_BODY_BYTES=1048576"}, "--config", cfg)
+	if strings.Contains(s.log.String(), `"msg":`) || !strings.Contains(s.log.String(), "msg=\"kiln serving\"") {
+		t.Fatalf("KILN_LOG_FORMAT did not win over the file:\n%s", s.log)
+	}
+	s.kill(syscall.SIGTERM)
+	s = startServer(t, data, []string{"KILN_LOG_FORMAT=text"}, "--config", cfg, "--log-format", "json")
+	if !strings.Contains(s.log.String(), `"msg":"kiln serving"`) {
+		t.Fatalf("--log-format did not win over the environment:\n%s", s.log)
+	}
+	s.kill(syscall.SIGTERM)
+
+	// An unknown key is an error that names it.
+	os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nlisten-port: 9\n"), 0o644)
+	cmd := exec.Command(kilnBin, "serve", "--data-dir", data, "--config", cfg)
+	cmd.Env = cleanEnv()
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "listen-port: unknown setting") {
+		t.Fatalf("unknown config key: %v %s", err, out)
+	}
+}
+
+func TestServeHelpDocumentsSettings(t *testing.T) {
+	out, err := exec.Command(kilnBin, "serve", "--help").CombinedOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"--data-dir", "--database", "--listen", "0.0.0.0:8080", "--config", "KILN_DATABASE", "--max-body-bytes", "--log-format"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("kiln serve --help lacks %q", want)
+		}
+	}
+	v, err := exec.Command(kilnBin, "version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(v), "kiln ") {
+		t.Fatalf("version: %s %v", v, err)
+	}
+}
+
+func TestMetricsAndHealth(t *testing.T) {
+	s := startServer(t, t.TempDir(), nil)
+	s.mustKiln("", "get", "machines")
+	for _, p := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(s.url + p)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %v %v", p, resp, err)
+		}
+		resp.Body.Close()
+	}
+	resp, err := http.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`kiln_http_requests_total{code="200",route="GET /api/v1/{kind}"}`,
+		`kiln_http_request_duration_seconds_bucket{route="GET /api/v1/{kind}"`,
+		`kiln_store_operation_duration_seconds_count{op="view"}`,
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

@@ -1,0 +1,325 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/resource"
+)
+
+// leaseTable is the record one lease operation reads and writes: a store
+// transaction (StoreLeases) or a map (MemoryLeases). The record is the authority;
+// the allocator's hints only decide which addresses to look at first.
+type leaseTable interface {
+	// get returns the lease on ip and an opaque token for update; a nil lease when
+	// there is none.
+	get(ctx context.Context, ip netip.Addr) (*Lease, any, error)
+	// create stores a new lease; errTableExists when the address has a record.
+	create(ctx context.Context, l *Lease) error
+	// update replaces the lease read with token; errTableConflict when it changed
+	// since.
+	update(ctx context.Context, l *Lease, token any) error
+}
+
+var (
+	errTableExists   = errors.New("lease record exists")
+	errTableConflict = errors.New("lease record changed")
+)
+
+// defaultMaxProbes bounds the records one Offer reads while walking a pool whose
+// hints are stale (another replica allocated from it); the next Offer goes on
+// from where this one stopped.
+const defaultMaxProbes = 64
+
+// hint is what the allocator last saw of an address's record.
+type hint struct {
+	mac     string
+	state   string
+	expires time.Time
+}
+
+func (h hint) available(now time.Time) bool {
+	return !now.Before(h.expires) || h.state == resource.LeaseReleased
+}
+
+// allocator holds the lease algorithm shared by the Leases implementations and
+// its in-memory hints: who holds which address, and a per-subnet cursor, so that
+// an allocation reads a handful of records instead of the whole table. Callers
+// serialize its use (one operation at a time, with the table's transaction).
+type allocator struct {
+	maxProbes int
+	byIP      map[netip.Addr]hint
+	byClient  map[string]netip.Addr // clientKey → address
+	cursor    map[string]netip.Addr // subnet → last address handed out
+}
+
+func newAllocator() *allocator {
+	return &allocator{
+		maxProbes: defaultMaxProbes,
+		byIP:      map[netip.Addr]hint{},
+		byClient:  map[string]netip.Addr{},
+		cursor:    map[string]netip.Addr{},
+	}
+}
+
+func clientKey(subnet string, mac []byte) string { return subnet + "|" + string(mac) }
+
+// learn records what a read or write showed about an address.
+func (a *allocator) learn(l *Lease) {
+	if l == nil {
+		return
+	}
+	if old, ok := a.byIP[l.IP]; ok && old.mac != string(l.MAC) {
+		if k := clientKey(l.Subnet, []byte(old.mac)); a.byClient[k] == l.IP {
+			delete(a.byClient, k)
+		}
+	}
+	a.byIP[l.IP] = hint{mac: string(l.MAC), state: l.State, expires: l.ExpiresAt}
+	k := clientKey(l.Subnet, l.MAC)
+	if l.State == resource.LeaseDeclined {
+		if a.byClient[k] == l.IP {
+			delete(a.byClient, k)
+		}
+		return
+	}
+	a.byClient[k] = l.IP
+}
+
+// reset drops all hints (before a resync).
+func (a *allocator) reset() {
+	clear(a.byIP)
+	clear(a.byClient)
+}
+
+type takeMode int
+
+const (
+	takeOffer    takeMode = iota // DISCOVER: hold as offered, keep a bound lease bound
+	takeCommit                   // REQUEST: bind
+	takeExisting                 // REQUEST in INIT-REBOOT: bind only the client's own lease
+)
+
+// take gives ip to the client if the record allows it.
+func (a *allocator) take(ctx context.Context, t leaseTable, ip netip.Addr, c Client, sn *Subnet, mode takeMode, now, until time.Time, hostname string, discovery bool) (*Lease, error) {
+	cur, token, err := t.get(ctx, ip)
+	if err != nil {
+		return nil, err
+	}
+	a.learn(cur)
+	switch {
+	case cur == nil:
+		if mode == takeExisting {
+			return nil, ErrNoLease
+		}
+		l := &Lease{IP: ip, Subnet: sn.Name, MAC: c.MAC, ClientID: c.ClientID, Hostname: hostname, Discovery: discovery}
+		l.State, l.ExpiresAt = resource.LeaseOffered, until
+		if mode != takeOffer {
+			l.State = resource.LeaseBound
+		}
+		if err := t.create(ctx, l); err != nil {
+			if errors.Is(err, errTableExists) {
+				return nil, ErrAddressTaken // created by another server since our read
+			}
+			return nil, err
+		}
+		a.learn(l)
+		return l, nil
+	case cur.State == resource.LeaseDeclined && now.Before(cur.ExpiresAt):
+		// RFC 2131 4.3.3: a declined address is "not available" to anyone, the client
+		// that declined it included, until its quarantine ends.
+		return nil, ErrAddressTaken
+	case c.Owns(cur):
+		l := *cur
+		l.MAC, l.ClientID, l.Subnet = c.MAC, c.ClientID, sn.Name
+		if hostname != "" {
+			l.Hostname = hostname
+		}
+		l.Discovery = discovery
+		switch {
+		case mode != takeOffer:
+			l.State, l.ExpiresAt = resource.LeaseBound, until
+		case cur.State == resource.LeaseBound && now.Before(cur.ExpiresAt):
+			// A DISCOVER from a bound client (it rebooted): offer its lease, which stays
+			// bound and is not shortened.
+			if until.After(l.ExpiresAt) {
+				l.ExpiresAt = until
+			}
+		default:
+			l.State, l.ExpiresAt = resource.LeaseOffered, until
+		}
+		if l.State == cur.State && l.ExpiresAt.Equal(cur.ExpiresAt) && l.Hostname == cur.Hostname &&
+			l.Discovery == cur.Discovery && slices.Equal(l.MAC, cur.MAC) && slices.Equal(l.ClientID, cur.ClientID) {
+			return &l, nil // nothing to write
+		}
+		if err := t.update(ctx, &l, token); err != nil {
+			return nil, err
+		}
+		a.learn(&l)
+		return &l, nil
+	case mode == takeExisting:
+		return nil, ErrAddressTaken
+	case cur.Available(now):
+		// Another client's lease expired or was released: take it over.
+		l := &Lease{IP: ip, Subnet: sn.Name, MAC: c.MAC, ClientID: c.ClientID, Hostname: hostname, Discovery: discovery}
+		l.State, l.ExpiresAt = resource.LeaseOffered, until
+		if mode != takeOffer {
+			l.State = resource.LeaseBound
+		}
+		if err := t.update(ctx, l, token); err != nil {
+			return nil, err
+		}
+		a.learn(l)
+		return l, nil
+	default:
+		return nil, ErrAddressTaken
+	}
+}
+
+// offer implements Leases.Offer on a table.
+func (a *allocator) offer(ctx context.Context, t leaseTable, req OfferRequest) (*Lease, error) {
+	sn, c := req.Subnet, req.Client
+	skip := func(ip netip.Addr) bool { return req.Skip != nil && req.Skip(ip) }
+	try := func(ip netip.Addr) (*Lease, error) {
+		return a.take(ctx, t, ip, c, sn, takeOffer, req.Now, req.Until, req.Hostname, req.Discovery)
+	}
+	tried := map[netip.Addr]bool{}
+	// 1. The reservation. When another client still holds it (the reservation is
+	// newer than that lease), fall back to the pools until the lease ends.
+	if ip := req.Reserved; ip.IsValid() && sn.Contains(ip) {
+		tried[ip] = true
+		if l, err := try(ip); !errors.Is(err, ErrAddressTaken) {
+			return l, err
+		}
+	}
+	// 2. The client's current or previous lease, then 3. the address it asks for.
+	for _, ip := range []netip.Addr{a.byClient[clientKey(sn.Name, c.MAC)], req.Requested} {
+		if !ip.IsValid() || tried[ip] || !sn.InPool(ip) || skip(ip) {
+			continue
+		}
+		tried[ip] = true
+		if l, err := try(ip); !errors.Is(err, ErrAddressTaken) {
+			return l, err
+		}
+	}
+	// 4. Walk the pools from the cursor: first addresses nobody has used, then
+	// those of expired or released leases (their old owners would rather get
+	// them back, so they go last).
+	size := sn.PoolSize()
+	if size == 0 {
+		return nil, ErrNoAddress
+	}
+	start, ok := a.cursor[sn.Name]
+	if !ok || !sn.InPool(start) {
+		start = sn.Pools[len(sn.Pools)-1].End // the walk starts at the address after it
+	}
+	probes := 0
+	for pass := range 2 {
+		ip := start
+		for range size {
+			ip = sn.nextInPool(ip)
+			if tried[ip] || skip(ip) {
+				continue
+			}
+			if h, known := a.byIP[ip]; known && h.mac != string(c.MAC) {
+				if pass == 0 || !h.available(req.Now) {
+					continue
+				}
+			}
+			tried[ip] = true
+			l, err := try(ip)
+			if err == nil {
+				a.cursor[sn.Name] = ip
+				return l, nil
+			}
+			if !errors.Is(err, ErrAddressTaken) {
+				return nil, err
+			}
+			if probes++; probes >= a.maxProbes {
+				a.cursor[sn.Name] = ip
+				return nil, fmt.Errorf("%w (%d addresses tried were taken)", ErrNoAddress, probes)
+			}
+		}
+	}
+	return nil, ErrNoAddress
+}
+
+// commit implements Leases.Commit on a table.
+func (a *allocator) commit(ctx context.Context, t leaseTable, req CommitRequest) (*Lease, error) {
+	mode := takeCommit
+	if req.Existing {
+		mode = takeExisting
+	}
+	return a.take(ctx, t, req.IP, req.Client, req.Subnet, mode, req.Now, req.Until, req.Hostname, req.Discovery)
+}
+
+// release implements Leases.Release on a table.
+func (a *allocator) release(ctx context.Context, t leaseTable, req ReleaseRequest) error {
+	cur, token, err := t.get(ctx, req.IP)
+	if err != nil {
+		return err
+	}
+	a.learn(cur)
+	if cur == nil || !req.Client.Owns(cur) {
+		return ErrNoLease
+	}
+	switch cur.State {
+	case resource.LeaseReleased, resource.LeaseDeclined:
+		return nil
+	case resource.LeaseBound:
+		if req.OnlyOffered {
+			return ErrNoLease
+		}
+	}
+	l := *cur
+	// The owner is kept: a client coming back gets the same address if nobody
+	// took it meanwhile.
+	l.State, l.ExpiresAt = resource.LeaseReleased, req.Now
+	if err := t.update(ctx, &l, token); err != nil {
+		return err
+	}
+	a.learn(&l)
+	return nil
+}
+
+// decline implements Leases.Decline on a table.
+func (a *allocator) decline(ctx context.Context, t leaseTable, req DeclineRequest) error {
+	cur, token, err := t.get(ctx, req.IP)
+	if err != nil {
+		return err
+	}
+	a.learn(cur)
+	if cur == nil || !req.Client.Owns(cur) || cur.Available(req.Now) {
+		return ErrNoLease
+	}
+	if cur.State == resource.LeaseDeclined {
+		return nil
+	}
+	l := *cur
+	l.State, l.ExpiresAt = resource.LeaseDeclined, req.Until
+	if err := t.update(ctx, &l, token); err != nil {
+		return err
+	}
+	a.learn(&l)
+	return nil
+}
+
+// lookup implements Leases.Lookup from the hints, checked against the table.
+func (a *allocator) lookup(ctx context.Context, t leaseTable, subnet string, c Client) (*Lease, error) {
+	ip, ok := a.byClient[clientKey(subnet, c.MAC)]
+	if !ok {
+		return nil, ErrNoLease
+	}
+	cur, _, err := t.get(ctx, ip)
+	if err != nil {
+		return nil, err
+	}
+	a.learn(cur)
+	if cur == nil || !c.Owns(cur) || cur.Subnet != subnet || cur.State == resource.LeaseDeclined {
+		return nil, ErrNoLease
+	}
+	return cur, nil
+}

@@ -1,0 +1,717 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// tx implements store.Tx on one database/sql transaction.
+type tx struct {
+	s     *Store
+	q     *queries
+	tx    *sql.Tx
+	stmts map[string]*sql.Stmt // prepared statements of the transaction's pool, by query
+	rw    bool
+}
+
+var _ store.Tx = (*tx)(nil)
+
+// what names an operation on an object in errors: `create machine "web-1"`.
+func what(op, kind, name string) string {
+	return fmt.Sprintf("%s %s %q", op, strings.ToLower(kind), name)
+}
+
+// exec, query and queryRow run one of the store's queries, prepared if the dialect
+// asks for it.
+func (t *tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if st := t.stmts[q]; st != nil {
+		return t.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	}
+	return t.tx.ExecContext(ctx, q, args...)
+}
+
+func (t *tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if st := t.stmts[q]; st != nil {
+		return t.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	}
+	return t.tx.QueryContext(ctx, q, args...)
+}
+
+func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	if st := t.stmts[q]; st != nil {
+		return t.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
+	}
+	return t.tx.QueryRowContext(ctx, q, args...)
+}
+
+func (t *tx) writable(op string) error {
+	if !t.rw {
+		return fmt.Errorf("store: %s: %w", op, ErrReadOnly)
+	}
+	return nil
+}
+
+// now is the time Kiln stamps on records: UTC, without a monotonic reading.
+func now() time.Time { return time.Now().UTC() }
+
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+// ---- objects ----------------------------------------------------------------
+
+// scanner is *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+func scanObject(sc scanner, kind string) (*resource.Object, error) {
+	var (
+		labels, spec, status string
+		rv, created, updated int64
+		obj                  = &resource.Object{APIVersion: resource.APIVersion, Kind: kind}
+	)
+	if err := sc.Scan(&obj.Metadata.Name, &labels, &spec, &status, &rv, &created, &updated); err != nil {
+		return nil, err
+	}
+	if labels != "" && labels != "{}" {
+		var err error
+		if obj.Metadata.Labels, err = decodeLabels(labels); err != nil {
+			return nil, fmt.Errorf("%s/%s: stored labels: %w", kind, obj.Metadata.Name, err)
+		}
+	}
+	if spec != "" {
+		obj.Spec = json.RawMessage(spec)
+	}
+	if status != "" {
+		obj.Status = json.RawMessage(status)
+	}
+	obj.Metadata.ResourceVersion = strconv.FormatInt(rv, 10)
+	c, u := fromNanos(created), fromNanos(updated)
+	obj.Metadata.CreatedAt, obj.Metadata.UpdatedAt = &c, &u
+	return obj, nil
+}
+
+func (t *tx) Get(ctx context.Context, kind, name string) (*resource.Object, error) {
+	obj, err := scanObject(t.queryRow(ctx, t.q.getObject, kind, name), kind)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: %s: %w", what("get", kind, name), err)
+	}
+	return obj, nil
+}
+
+// listBatch is how many rows List reads per query when a selector filters them.
+const listBatch = 256
+
+func (t *tx) List(ctx context.Context, kind string, opts store.ListOptions) ([]*resource.Object, string, error) {
+	objs, next, err := t.list(ctx, kind, opts)
+	if err != nil {
+		return nil, "", fmt.Errorf("store: list %s: %w", strings.ToLower(kind), err)
+	}
+	return objs, next, nil
+}
+
+func (t *tx) list(ctx context.Context, kind string, opts store.ListOptions) ([]*resource.Object, string, error) {
+	limit, after, sel := opts.Limit, opts.Continue, opts.Selector
+	var out []*resource.Object
+	if limit <= 0 {
+		rows, err := t.query(ctx, t.q.listAll, kind, after)
+		if err != nil {
+			return nil, "", err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			obj, err := scanObject(rows, kind)
+			if err != nil {
+				return nil, "", err
+			}
+			if sel.Matches(obj.Metadata.Labels) {
+				out = append(out, obj)
+			}
+		}
+		return out, "", rows.Err()
+	}
+	// Read one match more than asked to know whether another page exists. A selector
+	// may reject rows: keep reading (in growing batches) until the page is full.
+	batch := limit + 1
+	if !sel.Empty() {
+		batch = max(batch, listBatch)
+	}
+	for {
+		more, n, err := t.listPage(ctx, kind, &after, batch, limit, sel, &out)
+		if err != nil || more {
+			if more {
+				return out, out[len(out)-1].Metadata.Name, err
+			}
+			return nil, "", err
+		}
+		if n < batch {
+			return out, "", nil // the end
+		}
+		batch = min(batch*2, 16*listBatch)
+	}
+}
+
+// listPage reads up to batch rows after *after into *out, stopping when a match
+// beyond limit shows that more exist. It reports that, and how many rows it read.
+func (t *tx) listPage(ctx context.Context, kind string, after *string, batch, limit int, sel resource.Selector, out *[]*resource.Object) (more bool, n int, err error) {
+	rows, err := t.query(ctx, t.q.listPage, kind, *after, int64(batch))
+	if err != nil {
+		return false, 0, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		n++
+		obj, err := scanObject(rows, kind)
+		if err != nil {
+			return false, n, err
+		}
+		*after = obj.Metadata.Name
+		if !sel.Matches(obj.Metadata.Labels) {
+			continue
+		}
+		if len(*out) == limit {
+			return true, n, nil
+		}
+		*out = append(*out, obj)
+	}
+	return false, n, rows.Err()
+}
+
+func (t *tx) LookupKey(ctx context.Context, kind, key string) (*resource.Object, error) {
+	obj, err := scanObject(t.queryRow(ctx, t.q.lookupKey, kind, key), kind)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: look up %s by %s: %w", strings.ToLower(kind), key, err)
+	}
+	return obj, nil
+}
+
+// encoded is an object's columns.
+type encoded struct{ labels, spec, status string }
+
+func encode(obj *resource.Object) (encoded, error) {
+	var e encoded
+	if len(obj.Metadata.Labels) == 0 {
+		e.labels = "{}"
+	} else {
+		b, err := json.Marshal(obj.Metadata.Labels)
+		if err != nil {
+			return e, fmt.Errorf("encode labels: %w", err)
+		}
+		e.labels = string(b)
+	}
+	if len(obj.Spec) > 0 && !json.Valid(obj.Spec) {
+		return e, fmt.Errorf("spec is not valid JSON")
+	}
+	if len(obj.Status) > 0 && !json.Valid(obj.Status) {
+		return e, fmt.Errorf("status is not valid JSON")
+	}
+	e.spec, e.status = string(obj.Spec), string(obj.Status)
+	return e, nil
+}
+
+// keyedKinds returns the kinds whose objects claim unique keys.
+func keyedKinds() map[string]bool {
+	m := map[string]bool{}
+	for _, k := range resource.Kinds() {
+		if _, ok := reflect.New(k.SpecType).Interface().(resource.UniqueKeyer); ok {
+			m[k.Name] = true
+		}
+	}
+	return m
+}
+
+// uniqueKeys returns the object's unique keys, sorted and without duplicates.
+func (t *tx) uniqueKeys(obj *resource.Object) ([]string, error) {
+	if len(obj.Spec) == 0 || !t.s.keyed[obj.Kind] {
+		return nil, nil
+	}
+	keys, err := resource.UniqueKeys(obj)
+	if err != nil {
+		return nil, fmt.Errorf("read unique keys: %w", err)
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys), nil
+}
+
+// claimKeys inserts keys for an object. On a conflict it releases the keys it
+// claimed and returns a *store.KeyConflictError.
+func (t *tx) claimKeys(ctx context.Context, kind, name string, keys []string) error {
+	for i, k := range keys {
+		res, err := t.exec(ctx, t.q.insertKey, kind, k, name)
+		if err != nil {
+			if t.s.d.isUniqueViolation(err) {
+				err = &store.KeyConflictError{Key: k, Kind: kind, Owner: "(unknown)"}
+			}
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 1 {
+			continue
+		}
+		var owner string
+		if err := t.queryRow(ctx, t.q.keyOwner, kind, k).Scan(&owner); err != nil {
+			return fmt.Errorf("find the owner of %s: %w", k, err)
+		}
+		if err := t.releaseKeys(ctx, kind, name, keys[:i]); err != nil {
+			return err
+		}
+		return &store.KeyConflictError{Key: k, Kind: kind, Owner: owner}
+	}
+	return nil
+}
+
+func (t *tx) releaseKeys(ctx context.Context, kind, name string, keys []string) error {
+	for _, k := range keys {
+		if _, err := t.exec(ctx, t.q.deleteKey, kind, k, name); err != nil {
+			return fmt.Errorf("release %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+func (t *tx) Create(ctx context.Context, obj *resource.Object) error {
+	op := what("create", obj.Kind, obj.Metadata.Name)
+	if err := t.writable(op); err != nil {
+		return err
+	}
+	if err := t.create(ctx, obj); err != nil {
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
+	return nil
+}
+
+func (t *tx) create(ctx context.Context, obj *resource.Object) error {
+	kind, name := obj.Kind, obj.Metadata.Name
+	if kind == "" || name == "" {
+		return fmt.Errorf("kind and name are required")
+	}
+	enc, err := encode(obj)
+	if err != nil {
+		return err
+	}
+	keys, err := t.uniqueKeys(obj)
+	if err != nil {
+		return err
+	}
+	ts := now()
+	res, err := t.exec(ctx, t.q.insertObject, kind, name, enc.labels, enc.spec, enc.status, ts.UnixNano(), ts.UnixNano())
+	if t.s.d.isUniqueViolation(err) {
+		return store.ErrExists
+	}
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return store.ErrExists
+	}
+	if err := t.claimKeys(ctx, kind, name, keys); err != nil {
+		// Undo the insert so that a caller handling the error keeps a clean transaction.
+		if _, derr := t.exec(ctx, t.q.deleteObject, kind, name); derr != nil {
+			return errors.Join(err, fmt.Errorf("undo the insert: %w", derr))
+		}
+		return err
+	}
+	obj.Metadata.ResourceVersion = "1"
+	obj.Metadata.CreatedAt, obj.Metadata.UpdatedAt = &ts, ptr(ts)
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func (t *tx) Update(ctx context.Context, obj *resource.Object) error {
+	op := what("update", obj.Kind, obj.Metadata.Name)
+	if err := t.writable(op); err != nil {
+		return err
+	}
+	if err := t.update(ctx, obj); err != nil {
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
+	return nil
+}
+
+// storedVersion returns an object's resourceVersion and creation time.
+func (t *tx) storedVersion(ctx context.Context, kind, name string) (rv, created int64, err error) {
+	err = t.queryRow(ctx, t.q.objectVersion, kind, name).Scan(&rv, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	return rv, created, err
+}
+
+func (t *tx) update(ctx context.Context, obj *resource.Object) error {
+	kind, name := obj.Kind, obj.Metadata.Name
+	rv, created, err := t.storedVersion(ctx, kind, name)
+	if err != nil {
+		return err
+	}
+	if obj.Metadata.ResourceVersion != strconv.FormatInt(rv, 10) {
+		return fmt.Errorf("%w: resourceVersion is %d, not %q", store.ErrConflict, rv, obj.Metadata.ResourceVersion)
+	}
+	enc, err := encode(obj)
+	if err != nil {
+		return err
+	}
+	var added, removed []string
+	if t.s.keyed[kind] {
+		keys, err := t.uniqueKeys(obj)
+		if err != nil {
+			return err
+		}
+		old, err := t.keysOf(ctx, kind, name)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if !slices.Contains(old, k) {
+				added = append(added, k)
+			}
+		}
+		for _, k := range old {
+			if !slices.Contains(keys, k) {
+				removed = append(removed, k)
+			}
+		}
+		if err := t.claimKeys(ctx, kind, name, added); err != nil {
+			return err
+		}
+	}
+	ts := now()
+	res, err := t.exec(ctx, t.q.updateObject, enc.labels, enc.spec, enc.status, rv+1, ts.UnixNano(), kind, name, rv)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n != 1 {
+		// Writers are serialized, so this means the write lock is not working.
+		return fmt.Errorf("%w: the object changed during the update", store.ErrConflict)
+	}
+	if err := t.releaseKeys(ctx, kind, name, removed); err != nil {
+		return err
+	}
+	obj.Metadata.ResourceVersion = strconv.FormatInt(rv+1, 10)
+	obj.Metadata.CreatedAt, obj.Metadata.UpdatedAt = ptr(fromNanos(created)), &ts
+	return nil
+}
+
+func (t *tx) keysOf(ctx context.Context, kind, name string) ([]string, error) {
+	rows, err := t.query(ctx, t.q.keysOf, kind, name)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var keys []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, rows.Err()
+}
+
+func (t *tx) Delete(ctx context.Context, kind, name, resourceVersion string) error {
+	op := what("delete", kind, name)
+	if err := t.writable(op); err != nil {
+		return err
+	}
+	if err := t.delete(ctx, kind, name, resourceVersion); err != nil {
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
+	return nil
+}
+
+func (t *tx) delete(ctx context.Context, kind, name, resourceVersion string) error {
+	var res sql.Result
+	var err error
+	if resourceVersion == "" {
+		res, err = t.exec(ctx, t.q.deleteObject, kind, name)
+	} else {
+		rv, perr := strconv.ParseInt(resourceVersion, 10, 64)
+		if perr != nil || strconv.FormatInt(rv, 10) != resourceVersion {
+			if _, _, err := t.storedVersion(ctx, kind, name); err != nil {
+				return err
+			}
+			return fmt.Errorf("%w: resourceVersion %q is not one Kiln wrote", store.ErrConflict, resourceVersion)
+		}
+		res, err = t.exec(ctx, t.q.deleteObjectAt, kind, name, rv)
+	}
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil || n == 1 {
+		return err // the object's keys go with it (ON DELETE CASCADE)
+	}
+	rv, _, err := t.storedVersion(ctx, kind, name)
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: resourceVersion is %d, not %q", store.ErrConflict, rv, resourceVersion)
+}
+
+// ---- audit ------------------------------------------------------------------
+
+func (t *tx) AppendAudit(ctx context.Context, e *audit.Entry) error {
+	if err := t.writable("append audit entry"); err != nil {
+		return err
+	}
+	if err := t.appendAudit(ctx, e); err != nil {
+		return fmt.Errorf("store: append audit entry (%s %s %q): %w", e.Action, strings.ToLower(e.Kind), e.Name, err)
+	}
+	return nil
+}
+
+func (t *tx) appendAudit(ctx context.Context, e *audit.Entry) error {
+	seq, hash, err := t.auditHead(ctx)
+	if err != nil {
+		return err
+	}
+	if e.Time.IsZero() {
+		e.Time = now()
+	}
+	e.Time = e.Time.UTC().Round(0)
+	audit.Seal(e, seq, hash)
+	_, err = t.exec(ctx, t.q.insertAudit, e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.Kind, e.Name, e.Summary, e.PrevHash, e.Hash)
+	if t.s.d.isUniqueViolation(err) {
+		return fmt.Errorf("%w: audit entry %d exists: writers are not serialized", store.ErrConflict, e.Seq)
+	}
+	if err != nil {
+		return err
+	}
+	res, err := t.exec(ctx, t.q.setAuditHead, e.Seq, e.Hash, seq)
+	if err != nil {
+		return fmt.Errorf("record the audit head: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n != 1 {
+		return fmt.Errorf("%w: the audit head moved: writers are not serialized", store.ErrConflict)
+	}
+	return nil
+}
+
+func (t *tx) auditHead(ctx context.Context) (seq int64, hash string, err error) {
+	if err := t.queryRow(ctx, t.q.auditHead).Scan(&seq, &hash); err != nil {
+		return 0, "", fmt.Errorf("read the audit head: %w", err)
+	}
+	return seq, hash, nil
+}
+
+func (t *tx) AuditHead(ctx context.Context) (int64, string, error) {
+	seq, hash, err := t.auditHead(ctx)
+	if err != nil {
+		return 0, "", fmt.Errorf("store: %w", err)
+	}
+	return seq, hash, nil
+}
+
+// ListAudit returns up to limit entries (limit <= 0: all) with Seq > after, in order.
+func (t *tx) ListAudit(ctx context.Context, after int64, limit int) ([]audit.Entry, error) {
+	var rows *sql.Rows
+	var err error
+	if limit > 0 {
+		rows, err = t.query(ctx, t.q.listAudit, after, int64(limit))
+	} else {
+		rows, err = t.query(ctx, t.q.allAudit, after)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: list audit entries: %w", err)
+	}
+	defer rows.Close()
+	var out []audit.Entry
+	for rows.Next() {
+		var e audit.Entry
+		var ts int64
+		if err := rows.Scan(&e.Seq, &ts, &e.Actor, &e.Action, &e.Kind, &e.Name, &e.Summary, &e.PrevHash, &e.Hash); err != nil {
+			return nil, fmt.Errorf("store: list audit entries: %w", err)
+		}
+		e.Time = fromNanos(ts)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list audit entries: %w", err)
+	}
+	return out, nil
+}
+
+// ---- events -----------------------------------------------------------------
+
+// AddEvent stores an event and sets its ID (and its time, if zero). Type and message
+// are display text: invalid UTF-8 and NUL bytes (which PostgreSQL cannot store) are
+// replaced with U+FFFD on both backends.
+func (t *tx) AddEvent(ctx context.Context, e *store.Event) error {
+	op := fmt.Sprintf("add event to machine %q", e.Machine)
+	if err := t.writable(op); err != nil {
+		return err
+	}
+	e.Type, e.Message = displayText(e.Type), displayText(e.Message)
+	if e.Time.IsZero() {
+		e.Time = now()
+	}
+	e.Time = e.Time.UTC().Round(0)
+	if err := t.queryRow(ctx, t.q.insertEvent, e.Machine, e.Time.UnixNano(), e.Type, e.Message).Scan(&e.ID); err != nil {
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
+	return nil
+}
+
+// displayText makes s storable as text on every backend.
+func displayText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "\uFFFD")
+	}
+	return s
+}
+
+// ListEvents returns a machine's newest limit events (limit <= 0: all), oldest first.
+func (t *tx) ListEvents(ctx context.Context, machine string, limit int) ([]store.Event, error) {
+	var rows *sql.Rows
+	var err error
+	if limit > 0 {
+		rows, err = t.query(ctx, t.q.listEvents, machine, int64(limit))
+	} else {
+		rows, err = t.query(ctx, t.q.allEvents, machine)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: list events of machine %q: %w", machine, err)
+	}
+	defer rows.Close()
+	var out []store.Event
+	for rows.Next() {
+		var e store.Event
+		var ts int64
+		if err := rows.Scan(&e.ID, &e.Machine, &ts, &e.Type, &e.Message); err != nil {
+			return nil, fmt.Errorf("store: list events of machine %q: %w", machine, err)
+		}
+		e.Time = fromNanos(ts)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list events of machine %q: %w", machine, err)
+	}
+	slices.Reverse(out) // newest first from the query; oldest first for the caller
+	return out, nil
+}
+
+// ---- API tokens -------------------------------------------------------------
+
+func (t *tx) CreateAPIToken(ctx context.Context, tok *store.APIToken) error {
+	op := fmt.Sprintf("create API token %q", tok.ID)
+	if err := t.writable(op); err != nil {
+		return err
+	}
+	if tok.ID == "" {
+		return fmt.Errorf("store: %s: an id is required", op)
+	}
+	if tok.CreatedAt.IsZero() {
+		tok.CreatedAt = now()
+	}
+	tok.CreatedAt = tok.CreatedAt.UTC().Round(0)
+	var revoked sql.NullInt64
+	if tok.RevokedAt != nil {
+		revoked = sql.NullInt64{Int64: tok.RevokedAt.UnixNano(), Valid: true}
+		tok.RevokedAt = ptr(tok.RevokedAt.UTC().Round(0))
+	}
+	res, err := t.exec(ctx, t.q.insertToken, tok.ID, tok.Name, tok.Role, tok.Hash, tok.CreatedAt.UnixNano(), revoked)
+	if t.s.d.isUniqueViolation(err) {
+		err = store.ErrExists
+	}
+	if err == nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n == 0 {
+			err = store.ErrExists
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
+	return nil
+}
+
+func scanToken(sc scanner) (*store.APIToken, error) {
+	var tok store.APIToken
+	var created int64
+	var revoked sql.NullInt64
+	if err := sc.Scan(&tok.ID, &tok.Name, &tok.Role, &tok.Hash, &created, &revoked); err != nil {
+		return nil, err
+	}
+	tok.CreatedAt = fromNanos(created)
+	if revoked.Valid {
+		tok.RevokedAt = ptr(fromNanos(revoked.Int64))
+	}
+	return &tok, nil
+}
+
+func (t *tx) GetAPIToken(ctx context.Context, id string) (*store.APIToken, error) {
+	tok, err := scanToken(t.queryRow(ctx, t.q.getToken, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: get API token %q: %w", id, err)
+	}
+	return tok, nil
+}
+
+func (t *tx) ListAPITokens(ctx context.Context) ([]store.APIToken, error) {
+	rows, err := t.query(ctx, t.q.listTokens)
+	if err != nil {
+		return nil, fmt.Errorf("store: list API tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []store.APIToken
+	for rows.Next() {
+		tok, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: list API tokens: %w", err)
+		}
+		out = append(out, *tok)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list API tokens: %w", err)
+	}
+	return out, nil
+}
+
+// RevokeAPIToken marks a token revoked; revoking it again keeps the first time.
+func (t *tx) RevokeAPIToken(ctx context.Context, id string, at time.Time) error {
+	op := fmt.Sprintf("revoke API token %q", id)
+	if err := t.writable(op); err != nil {
+		return err
+	}
+	if at.IsZero() {
+		at = now()
+	}
+	res, err := t.exec(ctx, t.q.revokeToken, at.UnixNano(), id)
+	if err == nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n == 0 {
+			err = store.ErrNotFound
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
+	return nil
+}
