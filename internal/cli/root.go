@@ -191,6 +191,11 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 	f.StringVar(&cfg.Listen, "listen", "0.0.0.0:8080", "HTTP listen address for the API and boot endpoints (env KILN_LISTEN)")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", api.DefaultMaxBodyBytes, "largest accepted API request body; larger ones get 413 (env KILN_MAX_BODY_BYTES)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM (env KILN_SHUTDOWN_TIMEOUT)")
+	f.StringVar(&cfg.ArtifactDir, "artifact-dir", "", "directory of local artifact files (kernels, initrds, images); default <data-dir>/artifacts (env KILN_ARTIFACT_DIR)")
+	f.StringVar(&cfg.DiscoveryProfile, "discovery-profile", "", "profile booted by unknown machines where their subnet sets no policy; empty: they boot their next device (env KILN_DISCOVERY_PROFILE)")
+	f.StringVar(&cfg.AgentKernel, "agent-kernel", "kiln-agent-kernel", "artifact holding the agent environment's kernel, booted by profiles with boot.agent (env KILN_AGENT_KERNEL)")
+	f.StringVar(&cfg.AgentInitrd, "agent-initrd", "kiln-agent-initrd", "artifact holding the agent environment's initramfs (env KILN_AGENT_INITRD)")
+	f.BoolVar(&cfg.FailedBootsAgent, "failed-boots-agent", false, "machines whose provisioning failed boot their profile again (for debugging) instead of the local disk (env KILN_FAILED_BOOTS_AGENT)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json (env KILN_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error (env KILN_LOG_LEVEL)")
 	return cmd

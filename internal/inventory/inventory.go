@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/audit"
@@ -317,4 +318,55 @@ func lower(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// AddEvent appends an event to a machine's timeline.
+func (s *Service) AddEvent(ctx context.Context, e store.Event) error {
+	if e.Time.IsZero() {
+		e.Time = s.now()
+	}
+	return s.Store.Update(ctx, func(tx store.Tx) error { return tx.AddEvent(ctx, &e) })
+}
+
+// RecordArtifactDigest stores the sha256 Kiln measured for an artifact in its status,
+// with an audit entry; the operator's spec is left as written.
+func (s *Service) RecordArtifactDigest(ctx context.Context, name, sum string) error {
+	return s.Store.Update(ctx, func(tx store.Tx) error {
+		cur, err := tx.Get(ctx, "Artifact", name)
+		if err != nil {
+			return err
+		}
+		next := cur.Clone()
+		next.Status = json.RawMessage(`{"sha256":"` + sum + `"}`)
+		if err := tx.Update(ctx, next); err != nil {
+			return err
+		}
+		return tx.AppendAudit(ctx, &audit.Entry{Time: s.now(), Actor: "system", Action: "record-digest",
+			Kind: "Artifact", Name: name, Summary: "recorded status.sha256 on first serve"})
+	})
+}
+
+// SubnetFor returns the spec of the subnet whose CIDR contains ip (the most specific).
+// Subnets are few; they are read from the store on each call so replicas agree.
+func (s *Service) SubnetFor(ctx context.Context, ip netip.Addr) (*resource.SubnetSpec, error) {
+	subnets, _, err := s.List(ctx, "Subnet", store.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var best *resource.SubnetSpec
+	bestBits := -1
+	for _, o := range subnets {
+		sp, err := resource.Typed[resource.SubnetSpec](o)
+		if err != nil {
+			continue
+		}
+		p, err := netip.ParsePrefix(sp.CIDR)
+		if err == nil && p.Contains(ip) && p.Bits() > bestBits {
+			best, bestBits = sp, p.Bits()
+		}
+	}
+	if best == nil {
+		return nil, store.ErrNotFound
+	}
+	return best, nil
 }

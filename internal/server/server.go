@@ -21,6 +21,7 @@ import (
 	"github.com/kilnhq/kiln/internal/api"
 	"github.com/kilnhq/kiln/internal/apitoken"
 	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/boot"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/open"
@@ -41,6 +42,14 @@ type Config struct {
 	MaxBodyBytes    int64
 	ShutdownTimeout time.Duration
 	Version         string
+	// ArtifactDir holds local artifact files; default <data-dir>/artifacts.
+	ArtifactDir string
+	// DiscoveryProfile is booted by unknown machines where no subnet says otherwise.
+	DiscoveryProfile string
+	// AgentKernel and AgentInitrd name the artifacts profiles with boot.agent boot.
+	AgentKernel, AgentInitrd string
+	// FailedBootsAgent: machines whose provisioning failed boot their profile again.
+	FailedBootsAgent bool
 }
 
 // Server is a running Kiln.
@@ -108,8 +117,27 @@ func (s *Server) Store() store.Store { return s.store }
 
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
+	inv := &inventory.Service{Store: s.store}
+	scripts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kiln_boot_scripts_total", Help: "iPXE scripts served, by kind (install, local-disk, discovery, ignore).",
+	}, []string{"kind"})
+	s.registry.MustRegister(scripts)
+	artifactDir := s.cfg.ArtifactDir
+	if artifactDir == "" {
+		artifactDir = filepath.Join(s.cfg.DataDir, "artifacts")
+	}
+	b := &boot.Server{
+		Inventory:   inv,
+		Artifacts:   &boot.ArtifactStore{Dir: artifactDir, Recorder: inv},
+		Policy:      boot.Policy{DiscoveryProfile: s.cfg.DiscoveryProfile, FailedBootsAgent: s.cfg.FailedBootsAgent},
+		Logger:      s.log,
+		AgentKernel: s.cfg.AgentKernel,
+		AgentInitrd: s.cfg.AgentInitrd,
+		OnScript:    func(kind string) { scripts.WithLabelValues(kind).Inc() },
+	}
+	b.Register(mux)
 	a := &api.Server{
-		Inventory:    &inventory.Service{Store: s.store},
+		Inventory:    inv,
 		Store:        s.store,
 		Logger:       s.log,
 		MaxBodyBytes: s.cfg.MaxBodyBytes,

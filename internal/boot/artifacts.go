@@ -1,0 +1,202 @@
+package boot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// DigestRecorder stores the sha256 Kiln measured for an artifact that declared none.
+type DigestRecorder interface {
+	RecordArtifactDigest(ctx context.Context, name, sha256 string) error
+}
+
+// ArtifactStore serves artifact files from one directory. A file is hashed when it is
+// first served and again whenever it changes (size, mtime or inode); a file whose hash
+// is not the recorded one is refused, never served.
+type ArtifactStore struct {
+	Dir      string
+	Recorder DigestRecorder
+
+	mu       sync.Mutex
+	verified map[string]fileState // by artifact name
+}
+
+type fileState struct {
+	size  int64
+	mtime time.Time
+	ino   uint64
+	sum   string
+}
+
+// ErrDigestMismatch: the file on disk is not what was recorded.
+var ErrDigestMismatch = errors.New("artifact file does not match its recorded sha256")
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// artifactStatus is what Kiln records about an artifact.
+type artifactStatus struct {
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// open returns the verified file and its digest. The file is opened first and checked
+// through the open descriptor, so a swap after the check cannot be served.
+func (a *ArtifactStore) open(ctx context.Context, obj *resource.Object, spec *resource.ArtifactSpec) (*os.File, string, error) {
+	if a == nil || a.Dir == "" {
+		return nil, "", fmt.Errorf("no artifact directory configured")
+	}
+	rel := spec.Source
+	if filepath.IsAbs(rel) {
+		r, err := filepath.Rel(a.Dir, rel)
+		if err != nil || strings.HasPrefix(r, "..") {
+			return nil, "", fmt.Errorf("source %q is outside the artifact directory %s", spec.Source, a.Dir)
+		}
+		rel = r
+	}
+	root, err := os.OpenRoot(a.Dir)
+	if err != nil {
+		return nil, "", err
+	}
+	defer root.Close()
+	f, err := root.Open(filepath.ToSlash(rel))
+	if err != nil {
+		return nil, "", err
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, "", fmt.Errorf("source %q is not a regular file", spec.Source)
+	}
+	want := spec.SHA256
+	if want == "" {
+		var as artifactStatus
+		if len(obj.Status) > 0 {
+			_ = json.Unmarshal(obj.Status, &as)
+		}
+		want = as.SHA256
+	}
+	cur := fileState{size: st.Size(), mtime: st.ModTime()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		cur.ino = sys.Ino
+	}
+	name := obj.Metadata.Name
+	a.mu.Lock()
+	prev, ok := a.verified[name]
+	a.mu.Unlock()
+	if ok && prev.size == cur.size && prev.mtime.Equal(cur.mtime) && prev.ino == cur.ino && (want == "" || prev.sum == want) {
+		return f, prev.sum, nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		f.Close()
+		return nil, "", fmt.Errorf("hash %q: %w", spec.Source, err)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if want != "" && sum != want {
+		f.Close()
+		return nil, "", fmt.Errorf("%w: %s has sha256 %s, recorded %s", ErrDigestMismatch, spec.Source, sum, want)
+	}
+	if want == "" && a.Recorder != nil {
+		if err := a.Recorder.RecordArtifactDigest(ctx, name, sum); err != nil {
+			f.Close()
+			return nil, "", fmt.Errorf("record sha256 of %q: %w", name, err)
+		}
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, "", err
+	}
+	cur.sum = sum
+	a.mu.Lock()
+	if a.verified == nil {
+		a.verified = map[string]fileState{}
+	}
+	a.verified[name] = cur
+	a.mu.Unlock()
+	return f, sum, nil
+}
+
+// countingWriter counts body bytes for the fetch event.
+type countingWriter struct {
+	http.ResponseWriter
+	n    int64
+	code int
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	c.code = code
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	name := r.PathValue("name")
+	var machine string
+	if mac, err := resource.NormalizeMAC(r.URL.Query().Get("mac")); err == nil {
+		if m, err := s.Inventory.MachineByMAC(ctx, mac); err == nil {
+			machine = m.Metadata.Name
+		}
+	}
+	obj, err := s.Inventory.Get(ctx, "Artifact", name)
+	if errors.Is(err, store.ErrNotFound) {
+		http.Error(w, fmt.Sprintf("artifact %q not found", name), http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		s.Logger.Error("artifact lookup", "artifact", name, "err", err)
+		http.Error(w, "inventory unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	spec, err := resource.Typed[resource.ArtifactSpec](obj)
+	if err != nil {
+		http.Error(w, "bad artifact record", http.StatusInternalServerError)
+		return
+	}
+	if strings.HasPrefix(spec.Source, "http://") || strings.HasPrefix(spec.Source, "https://") {
+		// Remote artifacts are fetched by the machine itself; its loader (iPXE, the
+		// agent) checks the sha256 where it can.
+		http.Redirect(w, r, spec.Source, http.StatusFound)
+		return
+	}
+	f, sum, err := s.Artifacts.open(ctx, obj, spec)
+	if err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, os.ErrNotExist) {
+			code = http.StatusNotFound
+		}
+		s.Logger.Error("artifact refused", "artifact", name, "machine", machine, "err", err)
+		s.event(ctx, machine, "ArtifactRefused", fmt.Sprintf("%s: %v", name, err))
+		http.Error(w, fmt.Sprintf("artifact %q cannot be served (see the server log)", name), code)
+		return
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	start := time.Now()
+	w.Header().Set("ETag", `"`+sum+`"`)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	cw := &countingWriter{ResponseWriter: w, code: http.StatusOK}
+	http.ServeContent(cw, r, "", st.ModTime(), f)
+	if r.Method == http.MethodGet && cw.code < 300 {
+		s.event(ctx, machine, "ArtifactFetched", fmt.Sprintf("%s: %d bytes in %s", name, cw.n, time.Since(start).Round(time.Millisecond)))
+	}
+}

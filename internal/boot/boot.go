@@ -1,0 +1,343 @@
+// Package boot serves what network-booting machines fetch over HTTP: the generic iPXE
+// script, the per-machine script chosen by the machine's state, and artifacts
+// (kernels, initrds, images) with Range and ETag support and hash verification.
+//
+// Nothing here is authenticated: first-stage boot cannot carry credentials, so nothing
+// secret is served. Integrity comes from the artifacts' recorded sha256.
+package boot
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// Inventory is what the boot server needs from the rest of Kiln.
+type Inventory interface {
+	// MachineByMAC returns store.ErrNotFound for an unknown MAC.
+	MachineByMAC(ctx context.Context, mac string) (*resource.Object, error)
+	Get(ctx context.Context, kind, name string) (*resource.Object, error)
+	// AddEvent appends to a machine's timeline.
+	AddEvent(ctx context.Context, e store.Event) error
+	// SubnetFor returns the subnet containing ip, or store.ErrNotFound.
+	SubnetFor(ctx context.Context, ip netip.Addr) (*resource.SubnetSpec, error)
+}
+
+// Policy for machines Kiln does not know.
+type Policy struct {
+	// DiscoveryProfile, if set, is booted by unknown machines; otherwise they are told to
+	// exit iPXE (the firmware moves on to its next boot device).
+	DiscoveryProfile string
+	// FailedBootsAgent: a machine whose provisioning failed boots its profile again (for
+	// debugging) instead of its local disk.
+	FailedBootsAgent bool
+}
+
+// Server serves the boot endpoints.
+type Server struct {
+	Inventory Inventory
+	Artifacts *ArtifactStore
+	Policy    Policy
+	Logger    *slog.Logger
+	// AgentKernel and AgentInitrd are the artifacts a profile with boot.agent boots.
+	AgentKernel, AgentInitrd string
+	// AgentCmdline is appended for agent boots (server URL, CA fingerprint, ...).
+	AgentCmdline string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Metrics, optional.
+	OnScript func(kind string)
+}
+
+// Register adds the boot routes to mux.
+func (s *Server) Register(mux *http.ServeMux) {
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	mux.HandleFunc("GET /boot.ipxe", s.generic)
+	mux.HandleFunc("GET /ipxe", s.perMachine)
+	mux.HandleFunc("GET /artifacts/{name}", s.artifact)
+	mux.HandleFunc("HEAD /artifacts/{name}", s.artifact)
+}
+
+// baseURL is the URL the machine reached us by, so scripts chain back the same way
+// (a machine behind NAT or a relay uses the address it was given).
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// generic is the script iPXE gets from DHCP: it chains to the per-machine script with
+// what iPXE knows of the machine. ${mac:hexhyp} because ':' would need URL escaping;
+// ${buildarch} and ${platform} tell x86_64/arm64 and pcbios/efi apart.
+func (s *Server) generic(w http.ResponseWriter, r *http.Request) {
+	script := "#!ipxe\n" +
+		"echo Kiln: chaining to this machine's boot script\n" +
+		"chain --autofree " + baseURL(r) + "/ipxe?mac=${mac:hexhyp}&uuid=${uuid}&buildarch=${buildarch}&platform=${platform}&serial=${serial:uristring} || goto failed\n" +
+		"exit\n" +
+		":failed\n" +
+		"echo Kiln: boot script request failed; retrying in 10 seconds\n" +
+		"sleep 10\n" +
+		"chain --autofree " + baseURL(r) + "/boot.ipxe\n"
+	writeScript(w, script)
+}
+
+// Script kinds, reported in events and metrics.
+const (
+	ScriptInstall   = "install"
+	ScriptLocal     = "local-disk"
+	ScriptDiscovery = "discovery"
+	ScriptIgnore    = "ignore"
+)
+
+func (s *Server) perMachine(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	q := r.URL.Query()
+	mac, err := resource.NormalizeMAC(q.Get("mac"))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("mac: %q is not a MAC address", q.Get("mac")), http.StatusBadRequest)
+		return
+	}
+	m, err := s.Inventory.MachineByMAC(ctx, mac)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.Logger.Error("boot script: machine lookup", "mac", mac, "err", err)
+		http.Error(w, "inventory unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	var script, kind string
+	if m == nil {
+		script, kind, err = s.unknownScript(ctx, r, mac)
+	} else {
+		script, kind, err = s.machineScript(ctx, r, m, mac)
+	}
+	if err != nil {
+		s.Logger.Error("boot script", "mac", mac, "err", err)
+		if m != nil {
+			s.event(ctx, m.Metadata.Name, "BootScriptFailed", err.Error())
+		}
+		// iPXE shows the body; say what is wrong without internal detail.
+		writeScript(w, "#!ipxe\necho Kiln cannot boot this machine: "+sanitizeEcho(err.Error())+"\nsleep 30\nreboot\n")
+		return
+	}
+	if s.OnScript != nil {
+		s.OnScript(kind)
+	}
+	if m != nil {
+		s.event(ctx, m.Metadata.Name, "BootScript", fmt.Sprintf("served %s script to %s (%s %s) from %s", kind, mac, q.Get("buildarch"), q.Get("platform"), remoteIP(r)))
+	}
+	s.Logger.Info("boot script", "mac", mac, "machine", nameOf(m), "script", kind, "remote", remoteIP(r))
+	writeScript(w, script)
+}
+
+func (s *Server) unknownScript(ctx context.Context, r *http.Request, mac string) (string, string, error) {
+	profile := s.Policy.DiscoveryProfile
+	// The subnet the request comes from may set its own policy.
+	if ip, err := netip.ParseAddr(remoteIP(r)); err == nil {
+		if sn, err := s.Inventory.SubnetFor(ctx, ip.Unmap()); err == nil {
+			switch sn.UnknownMachines {
+			case resource.UnknownDiscovery:
+				profile = sn.DiscoveryProfile
+			case resource.UnknownIgnore, resource.UnknownAllocate:
+				profile = ""
+			}
+		}
+	}
+	if profile == "" {
+		return "#!ipxe\necho Kiln: unknown machine " + mac + "; booting the next device\nexit\n", ScriptIgnore, nil
+	}
+	p, err := s.Inventory.Get(ctx, "Profile", profile)
+	if err != nil {
+		return "", "", fmt.Errorf("discovery profile %q: %w", profile, err)
+	}
+	sc, err := s.profileScript(ctx, r, nil, p, mac)
+	return sc, ScriptDiscovery, err
+}
+
+func (s *Server) machineScript(ctx context.Context, r *http.Request, m *resource.Object, mac string) (string, string, error) {
+	st := machineState(m)
+	local := "#!ipxe\necho Kiln: " + m.Metadata.Name + " is " + st + "; booting from local disk\nexit\n"
+	switch st {
+	case resource.StateProvisioned:
+		return local, ScriptLocal, nil
+	case resource.StateFailed:
+		if !s.Policy.FailedBootsAgent {
+			return local, ScriptLocal, nil
+		}
+	}
+	spec, err := resource.Typed[resource.MachineSpec](m)
+	if err != nil {
+		return "", "", err
+	}
+	if spec.Profile == "" {
+		return local, ScriptLocal, nil
+	}
+	p, err := s.Inventory.Get(ctx, "Profile", spec.Profile)
+	if err != nil {
+		return "", "", fmt.Errorf("profile %q: %w", spec.Profile, err)
+	}
+	sc, err := s.profileScript(ctx, r, m, p, mac)
+	return sc, ScriptInstall, err
+}
+
+func machineState(m *resource.Object) string {
+	var st resource.MachineStatus
+	if len(m.Status) > 0 {
+		_ = jsonUnmarshal(m.Status, &st)
+	}
+	if st.State == "" {
+		return resource.StateNew
+	}
+	return st.State
+}
+
+// TemplateData is what a profile's cmdline template sees.
+type TemplateData struct {
+	Machine   MachineData
+	Profile   string
+	ServerURL string
+	MAC       string
+}
+
+// MachineData is the machine part of TemplateData; empty for unknown machines.
+type MachineData struct {
+	Name     string
+	Labels   map[string]string
+	IP       string
+	Hostname string
+}
+
+func (s *Server) profileScript(ctx context.Context, r *http.Request, m *resource.Object, p *resource.Object, mac string) (string, error) {
+	ps, err := resource.Typed[resource.ProfileSpec](p)
+	if err != nil {
+		return "", err
+	}
+	kernel, initrds, cmdline := ps.Boot.Kernel, ps.Boot.Initrds, ps.Boot.Cmdline
+	if ps.Boot.Agent {
+		if s.AgentKernel == "" {
+			return "", fmt.Errorf("profile %q boots the agent but no agent environment is configured", p.Metadata.Name)
+		}
+		kernel, initrds = s.AgentKernel, []string{s.AgentInitrd}
+		cmdline = strings.TrimSpace(cmdline + " " + s.AgentCmdline)
+	}
+	data := TemplateData{Profile: p.Metadata.Name, ServerURL: baseURL(r), MAC: mac}
+	if m != nil {
+		data.Machine = MachineData{Name: m.Metadata.Name, Labels: m.Metadata.Labels}
+		if spec, err := resource.Typed[resource.MachineSpec](m); err == nil {
+			for _, i := range spec.Interfaces {
+				if i.MAC == mac {
+					data.Machine.IP, data.Machine.Hostname = i.IP, i.Hostname
+				}
+			}
+		}
+	}
+	rendered, err := renderCmdline(p.Metadata.Name, cmdline, data)
+	if err != nil {
+		return "", err
+	}
+	// Check every artifact exists before telling iPXE to fetch it.
+	for _, a := range append([]string{kernel}, initrds...) {
+		if _, err := s.Inventory.Get(ctx, "Artifact", a); err != nil {
+			return "", fmt.Errorf("artifact %q: %w", a, err)
+		}
+	}
+	var b strings.Builder
+	b.WriteString("#!ipxe\n")
+	fmt.Fprintf(&b, "echo Kiln: booting %s with profile %s\n", sanitizeEcho(firstNonEmpty(data.Machine.Name, mac)), p.Metadata.Name)
+	// initrd= names each initrd for the kernel: UEFI kernels (EFI stub) need it to find
+	// initrds loaded by iPXE; BIOS kernels ignore it.
+	args := ""
+	for _, i := range initrds {
+		args += " initrd=" + i
+	}
+	// ?mac= lets the artifact handler put the fetch on the machine's timeline.
+	q := "?mac=" + strings.ReplaceAll(mac, ":", "-")
+	fmt.Fprintf(&b, "kernel %s/artifacts/%s%s%s %s || goto failed\n", baseURL(r), url.PathEscape(kernel), q, args, rendered)
+	for _, i := range initrds {
+		fmt.Fprintf(&b, "initrd --name %s %s/artifacts/%s%s || goto failed\n", i, baseURL(r), url.PathEscape(i), q)
+	}
+	b.WriteString("boot || goto failed\n:failed\necho Kiln: boot failed; retrying in 10 seconds\nsleep 10\nchain --autofree " + baseURL(r) + "/boot.ipxe\n")
+	return b.String(), nil
+}
+
+func renderCmdline(profile, tmpl string, data TemplateData) (string, error) {
+	t, err := template.New(profile).Option("missingkey=error").Parse(tmpl)
+	if err != nil {
+		return "", fmt.Errorf("profile %q: spec.boot.cmdline: %v", profile, err)
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, data); err != nil {
+		return "", fmt.Errorf("profile %q: spec.boot.cmdline: %v", profile, err)
+	}
+	out := b.String()
+	if strings.ContainsAny(out, "\n\r") {
+		return "", fmt.Errorf("profile %q: spec.boot.cmdline renders to more than one line", profile)
+	}
+	return out, nil
+}
+
+func (s *Server) event(ctx context.Context, machine, typ, msg string) {
+	if machine == "" {
+		return
+	}
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	if err := s.Inventory.AddEvent(ctx, store.Event{Machine: machine, Time: now().UTC(), Type: typ, Message: msg}); err != nil {
+		s.Logger.Warn("record event", "machine", machine, "type", typ, "err", err)
+	}
+}
+
+func writeScript(w http.ResponseWriter, script string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write([]byte(script))
+}
+
+// sanitizeEcho keeps a message printable by iPXE's echo: no newlines, no ${...} expansion.
+func sanitizeEcho(s string) string {
+	s = strings.NewReplacer("\n", " ", "\r", " ", "$", "", "#", "").Replace(s)
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+func remoteIP(r *http.Request) string {
+	h, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return h
+}
+
+func nameOf(m *resource.Object) string {
+	if m == nil {
+		return ""
+	}
+	return m.Metadata.Name
+}
+
+func firstNonEmpty(a ...string) string {
+	for _, s := range a {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
