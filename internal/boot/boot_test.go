@@ -1,0 +1,260 @@
+package boot_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kilnhq/kiln/internal/boot"
+	"github.com/kilnhq/kiln/internal/inventory"
+	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/store/sqlite"
+	"github.com/kilnhq/kiln/internal/store/sqlstore"
+)
+
+type env struct {
+	t   *testing.T
+	inv *inventory.Service
+	srv *httptest.Server
+	dir string
+}
+
+const manifests = `
+kind: Artifact
+metadata: {name: vmlinuz}
+spec: {source: vmlinuz}
+---
+kind: Artifact
+metadata: {name: initrd}
+spec: {source: sub/initrd.img}
+---
+kind: Artifact
+metadata: {name: escape}
+spec: {source: ../outside}
+---
+kind: Profile
+metadata: {name: installer}
+spec:
+  boot:
+    kernel: vmlinuz
+    initrds: [initrd]
+    cmdline: "console=ttyS0 hostname={{ .Machine.Name }} ip={{ .Machine.IP }} role={{ index .Machine.Labels \"role\" }} kiln={{ .ServerURL }}"
+---
+kind: Profile
+metadata: {name: broken}
+spec:
+  boot:
+    kernel: vmlinuz
+    cmdline: "x={{ .Machine.Nope }}"
+---
+kind: Machine
+metadata: {name: web-1, labels: {role: web}}
+spec:
+  profile: installer
+  interfaces: [{mac: "52:54:00:00:00:01", ip: 10.0.0.11}]
+---
+kind: Machine
+metadata: {name: web-2}
+spec:
+  profile: broken
+  interfaces: [{mac: "52:54:00:00:00:02"}]
+---
+kind: Machine
+metadata: {name: bare}
+spec:
+  interfaces: [{mac: "52:54:00:00:00:03"}]
+`
+
+func newEnv(t *testing.T, policy boot.Policy) *env {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, t.TempDir(), sqlstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	inv := &inventory.Service{Store: st}
+	objs, err := resource.ParseManifests(strings.NewReader(manifests), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := inv.Apply(ctx, inventory.Actor{ID: "test"}, objs); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	art := filepath.Join(dir, "artifacts")
+	os.MkdirAll(filepath.Join(art, "sub"), 0o755)
+	os.WriteFile(filepath.Join(art, "vmlinuz"), []byte(strings.Repeat("K", 100000)), 0o644)
+	os.WriteFile(filepath.Join(art, "sub", "initrd.img"), []byte(strings.Repeat("I", 5000)), 0o644)
+	os.WriteFile(filepath.Join(dir, "outside"), []byte("secret"), 0o644)
+	b := &boot.Server{Inventory: inv, Artifacts: &boot.ArtifactStore{Dir: art, Recorder: inv}, Policy: policy}
+	mux := http.NewServeMux()
+	b.Register(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return &env{t: t, inv: inv, srv: srv, dir: art}
+}
+
+func (e *env) get(path string) (int, string) {
+	e.t.Helper()
+	resp, err := http.Get(e.srv.URL + path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (e *env) setState(name, state string) {
+	e.t.Helper()
+	ctx := context.Background()
+	err := e.inv.Store.Update(ctx, func(tx store.Tx) error {
+		m, err := tx.Get(ctx, "Machine", name)
+		if err != nil {
+			return err
+		}
+		m.Status = json.RawMessage(`{"state":"` + state + `"}`)
+		return tx.Update(ctx, m)
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func TestScripts(t *testing.T) {
+	e := newEnv(t, boot.Policy{})
+	code, gen := e.get("/boot.ipxe")
+	if code != 200 || !strings.HasPrefix(gen, "#!ipxe\n") || !strings.Contains(gen, e.srv.URL+"/ipxe?mac=${mac:hexhyp}&uuid=${uuid}&buildarch=${buildarch}&platform=${platform}") {
+		t.Fatalf("generic script: %d\n%s", code, gen)
+	}
+	host := e.srv.URL
+	cases := []struct {
+		name, query string
+		want        []string
+		not         []string
+	}{
+		{"new machine installs", "mac=52-54-00-00-00-01&buildarch=x86_64&platform=pcbios", []string{
+			"kernel " + host + "/artifacts/vmlinuz?mac=52-54-00-00-00-01 initrd=initrd console=ttyS0 hostname=web-1 ip=10.0.0.11 role=web kiln=" + host + " || goto failed",
+			"initrd --name initrd " + host + "/artifacts/initrd?mac=52-54-00-00-00-01 || goto failed",
+			"boot || goto failed",
+		}, []string{"exit\n:"}},
+		{"unknown machine exits", "mac=52-54-00-99-99-99", []string{"unknown machine 52:54:00:99:99:99", "\nexit\n"}, []string{"kernel"}},
+		{"no profile boots local disk", "mac=52:54:00:00:00:03", []string{"booting from local disk", "\nexit\n"}, []string{"kernel"}},
+		{"template error is reported, not half-rendered", "mac=52-54-00-00-00-02", []string{"Kiln cannot boot this machine", "reboot"}, []string{"kernel"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, body := e.get("/ipxe?" + c.query)
+			if code != 200 {
+				t.Fatalf("status %d: %s", code, body)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("script lacks %q:\n%s", w, body)
+				}
+			}
+			for _, n := range c.not {
+				if strings.Contains(body, n) {
+					t.Errorf("script has %q:\n%s", n, body)
+				}
+			}
+		})
+	}
+	e.setState("web-1", resource.StateProvisioned)
+	if _, body := e.get("/ipxe?mac=52-54-00-00-00-01"); !strings.Contains(body, "web-1 is provisioned; booting from local disk\nexit\n") {
+		t.Fatalf("provisioned machine:\n%s", body)
+	}
+	e.setState("web-1", resource.StateFailed)
+	if _, body := e.get("/ipxe?mac=52-54-00-00-00-01"); !strings.Contains(body, "exit") || strings.Contains(body, "kernel") {
+		t.Fatalf("failed machine boots local disk by default:\n%s", body)
+	}
+	if code, _ := e.get("/ipxe?mac=zz"); code != 400 {
+		t.Fatalf("bad mac: %d", code)
+	}
+	evs, _ := e.inv.Events(context.Background(), "web-1", 10)
+	var types []string
+	for _, ev := range evs {
+		types = append(types, ev.Type)
+	}
+	if !strings.Contains(strings.Join(types, ","), "BootScript") {
+		t.Fatalf("no BootScript event: %v", types)
+	}
+}
+
+func TestDiscoveryPolicy(t *testing.T) {
+	e := newEnv(t, boot.Policy{DiscoveryProfile: "installer"})
+	_, body := e.get("/ipxe?mac=52-54-00-99-99-99")
+	if !strings.Contains(body, "kernel "+e.srv.URL+"/artifacts/vmlinuz") || !strings.Contains(body, "hostname= ip= role=") {
+		t.Fatalf("discovery script:\n%s", body)
+	}
+}
+
+func TestArtifactsVerifiedRangeETag(t *testing.T) {
+	e := newEnv(t, boot.Policy{})
+	code, body := e.get("/artifacts/vmlinuz?mac=52-54-00-00-00-01")
+	if code != 200 || len(body) != 100000 {
+		t.Fatalf("artifact: %d, %d bytes", code, len(body))
+	}
+	// The digest is recorded on first serve.
+	a, _ := e.inv.Get(context.Background(), "Artifact", "vmlinuz")
+	sum := sha256.Sum256([]byte(strings.Repeat("K", 100000)))
+	if !strings.Contains(string(a.Status), hex.EncodeToString(sum[:])) {
+		t.Fatalf("sha256 not recorded: %s", a.Status)
+	}
+	evs, _ := e.inv.Events(context.Background(), "web-1", 10)
+	if len(evs) == 0 || evs[len(evs)-1].Type != "ArtifactFetched" || !strings.Contains(evs[len(evs)-1].Message, "100000 bytes") {
+		t.Fatalf("fetch event: %+v", evs)
+	}
+
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("curl missing (make test installs it)")
+		}
+		t.Skip("curl not installed")
+	}
+	// Range, with a real client.
+	out, err := exec.Command(curl, "-sS", "-r", "10-19", "-D", "-", e.srv.URL+"/artifacts/vmlinuz").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "206 Partial Content") || !strings.HasSuffix(string(out), "KKKKKKKKKK") || !strings.Contains(string(out), "Content-Range: bytes 10-19/100000") {
+		t.Fatalf("range: %v\n%s", err, out)
+	}
+	// ETag and If-None-Match.
+	etag := `"` + hex.EncodeToString(sum[:]) + `"`
+	out, _ = exec.Command(curl, "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "If-None-Match: "+etag, e.srv.URL+"/artifacts/vmlinuz").CombinedOutput()
+	if string(out) != "304" {
+		t.Fatalf("If-None-Match: %s", out)
+	}
+	out, _ = exec.Command(curl, "-sSI", e.srv.URL+"/artifacts/vmlinuz").CombinedOutput()
+	if !strings.Contains(string(out), "Content-Length: 100000") || !strings.Contains(string(out), "Etag: "+etag) {
+		t.Fatalf("HEAD headers:\n%s", out)
+	}
+
+	// A file that changed after its digest was recorded is refused, with an event.
+	os.WriteFile(filepath.Join(e.dir, "vmlinuz"), []byte(strings.Repeat("X", 100000)), 0o644)
+	code, body = e.get("/artifacts/vmlinuz?mac=52-54-00-00-00-01")
+	if code != 500 || strings.Contains(body, "XXXX") {
+		t.Fatalf("tampered artifact served: %d %.40q", code, body)
+	}
+	evs, _ = e.inv.Events(context.Background(), "web-1", 10)
+	if last := evs[len(evs)-1]; last.Type != "ArtifactRefused" || !strings.Contains(last.Message, "does not match its recorded sha256") {
+		t.Fatalf("refusal event: %+v", last)
+	}
+	// Sources may not leave the artifact directory.
+	if code, body := e.get("/artifacts/escape"); code == 200 || strings.Contains(body, "secret") {
+		t.Fatalf("escape: %d %q", code, body)
+	}
+	if code, _ := e.get("/artifacts/nope"); code != 404 {
+		t.Fatalf("missing artifact: %d", code)
+	}
+}
