@@ -60,9 +60,9 @@ type Error struct {
 
 func (e *Error) Error() string {
 	if e.Err != nil {
-		return fmt.Sprintf("tftp error %d (%s): %v", e.Code, e.Message, e.Err)
+		return fmt.Sprintf("%s: %v", e.Message, e.Err)
 	}
-	return fmt.Sprintf("tftp error %d (%s)", e.Code, e.Message)
+	return fmt.Sprintf("tftp error %d: %s", e.Code, e.Message)
 }
 
 func (e *Error) Unwrap() error { return e.Err }

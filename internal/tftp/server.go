@@ -199,10 +199,14 @@ func (c *settings) serveRequest(ctx context.Context, listener net.PacketConn, re
 		return
 	}
 	defer conn.Close()
-	refuse := func(code ErrorCode, msg string, level slog.Level, why string, err error) {
+	refuse := func(code ErrorCode, msg string, level slog.Level, reason string, err error) {
 		c.m.Refused.Add(1)
 		conn.WriteToUDPAddrPort(encodeError(code, msg), remote)
-		log.Log(ctx, level, "tftp request refused: "+why, "code", int(code), "err", err)
+		attrs := []any{"reason", reason, "code", int(code)}
+		if err != nil {
+			attrs = append(attrs, "err", err)
+		}
+		log.Log(ctx, level, "tftp request refused", attrs...)
 	}
 
 	if req.op == opWRQ {
@@ -219,6 +223,9 @@ func (c *settings) serveRequest(ctx context.Context, listener net.PacketConn, re
 		opts[o.name] = o.value
 	}
 	rc, size, err := c.handler.ServeTFTP(ctx, Request{Filename: req.filename, Mode: req.mode, RemoteAddr: remote, Options: opts})
+	if err == nil && rc == nil {
+		err = errors.New("handler returned no content and no error")
+	}
 	if err != nil {
 		code, msg := toWireError(err)
 		level := slog.LevelWarn
