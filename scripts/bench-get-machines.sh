@@ -12,7 +12,7 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$dir"; }
 trap cleanup EXIT
 export KILN_DATA_DIR=$dir/data
-args=(serve --listen 127.0.0.1:0 --log-level warn --max-body-bytes 67108864)
+args=(serve --listen 127.0.0.1:0 --tftp-listen= --log-level warn --max-body-bytes 67108864)
 [ -n "$db" ] && args+=(--database "$db")
 "$KILN" "${args[@]}" &
 pid=$!

@@ -69,6 +69,8 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /boot.ipxe", s.generic)
 	mux.HandleFunc("GET /ipxe", s.perMachine)
 	mux.HandleFunc("GET /artifacts/{name}", s.artifact)
+	mux.HandleFunc("POST /phone-home", s.phoneHome)
+	mux.HandleFunc("GET /phone-home", s.phoneHome)
 	mux.HandleFunc("HEAD /artifacts/{name}", s.artifact)
 }
 
@@ -340,4 +342,33 @@ func firstNonEmpty(a ...string) string {
 		}
 	}
 	return ""
+}
+
+// phoneHome records that a booted environment reached Kiln: the last step of a netboot
+// timeline. It is unauthenticated like the rest of first-stage boot, so it only records
+// an event; it never changes a machine's state.
+func (s *Server) phoneHome(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	mac, err := resource.NormalizeMAC(r.URL.Query().Get("mac"))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("mac: %q is not a MAC address", r.URL.Query().Get("mac")), http.StatusBadRequest)
+		return
+	}
+	m, err := s.Inventory.MachineByMAC(ctx, mac)
+	if errors.Is(err, store.ErrNotFound) {
+		s.Logger.Info("phone-home from an unknown machine", "mac", mac, "remote", remoteIP(r))
+		http.Error(w, "unknown machine", http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		http.Error(w, "inventory unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	msg := fmt.Sprintf("%s phoned home from %s", mac, remoteIP(r))
+	if v := sanitizeEcho(r.URL.Query().Get("msg")); v != "" {
+		msg += ": " + v
+	}
+	s.event(ctx, m.Metadata.Name, "PhoneHome", msg)
+	s.Logger.Info("phone-home", "mac", mac, "machine", m.Metadata.Name, "remote", remoteIP(r))
+	w.Write([]byte("ok\n"))
 }

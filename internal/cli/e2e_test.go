@@ -52,7 +52,7 @@ func startServer(t *testing.T, dataDir string, env []string, args ...string) *ki
 	t.Helper()
 	os.Remove(filepath.Join(dataDir, "server.url"))
 	s := &kilnServer{t: t, dataDir: dataDir, log: &bytes.Buffer{}}
-	full := append([]string{"serve", "--data-dir", dataDir}, args...)
+	full := append([]string{"serve", "--data-dir", dataDir, "--tftp-listen="}, args...)
 	if !hasListen(args, env) {
 		full = append(full, "--listen", "127.0.0.1:0")
 	}

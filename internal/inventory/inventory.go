@@ -370,3 +370,15 @@ func (s *Service) SubnetFor(ctx context.Context, ip netip.Addr) (*resource.Subne
 	}
 	return best, nil
 }
+
+// MachineByIP finds the machine holding a DHCP lease on ip, or else the machine that
+// declares ip on one of its interfaces.
+func (s *Service) MachineByIP(ctx context.Context, ip netip.Addr) (*resource.Object, error) {
+	lease, err := s.Get(ctx, "Lease", ip.String())
+	if err == nil {
+		if ls, err := resource.Typed[resource.LeaseSpec](lease); err == nil && ls.MAC != "" {
+			return s.MachineByMAC(ctx, ls.MAC)
+		}
+	}
+	return nil, store.ErrNotFound
+}

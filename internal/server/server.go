@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +51,15 @@ type Config struct {
 	AgentKernel, AgentInitrd string
 	// FailedBootsAgent: machines whose provisioning failed boot their profile again.
 	FailedBootsAgent bool
+	// TFTPListen is the TFTP listen address; empty disables TFTP.
+	TFTPListen string
+	// IPXEDir holds the iPXE binaries served over TFTP.
+	IPXEDir string
+	// DHCPInterfaces are the interfaces DHCP serves; none disables DHCP.
+	DHCPInterfaces []string
+	// PublicURL is the base URL machines reach Kiln's HTTP at; empty: derived from the
+	// subnet's boot server address and the listen port.
+	PublicURL string
 }
 
 // Server is a running Kiln.
@@ -60,6 +70,8 @@ type Server struct {
 	registry *prometheus.Registry
 	http     *http.Server
 	listener net.Listener
+	// udpServers run beside HTTP until the context ends (TFTP, DHCP).
+	udpServers []func(context.Context) error
 }
 
 // New opens the store (applying migrations), creates the first admin token if there is
@@ -136,6 +148,16 @@ func (s *Server) handler() http.Handler {
 		OnScript:    func(kind string) { scripts.WithLabelValues(kind).Inc() },
 	}
 	b.Register(mux)
+	if s.cfg.TFTPListen != "" {
+		t := s.newTFTP(inv)
+		addr := s.cfg.TFTPListen
+		s.udpServers = append(s.udpServers, func(ctx context.Context) error {
+			if err := t.ListenAndServe(ctx, addr); err != nil {
+				return fmt.Errorf("tftp %s: %w", addr, err)
+			}
+			return nil
+		})
+	}
 	a := &api.Server{
 		Inventory:    inv,
 		Store:        s.store,
@@ -162,10 +184,24 @@ func (s *Server) handler() http.Handler {
 }
 
 // Run serves until ctx ends, then shuts down gracefully: in-flight requests finish
-// (up to ShutdownTimeout) and the store is closed.
+// (up to ShutdownTimeout) and the store is closed. A protocol server that fails
+// (a port taken, an interface missing) stops the whole process: a provisioning
+// server that silently runs without DHCP is worse than one that does not start.
 func (s *Server) Run(ctx context.Context) error {
-	errc := make(chan error, 1)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 4)
 	go func() { errc <- s.http.Serve(s.listener) }()
+	var udp sync.WaitGroup
+	for _, run := range s.udpServers {
+		udp.Add(1)
+		go func() {
+			defer udp.Done()
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				errc <- err
+			}
+		}()
+	}
 	s.log.Info("kiln serving", "listen", s.listener.Addr().String(), "data_dir", s.cfg.DataDir, "store", storeKind(s.cfg.Database))
 	var serveErr error
 	select {
@@ -182,6 +218,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.http.Shutdown(sctx); err != nil {
 		s.log.Warn("shutdown", "err", err)
 	}
+	cancel()
+	udp.Wait()
 	if err := s.store.Close(); err != nil {
 		s.log.Warn("close store", "err", err)
 	}

@@ -53,6 +53,20 @@ type Server struct {
 	MaxTimeout time.Duration
 	// Metrics, if not nil, receives the server's counters.
 	Metrics *Metrics
+	// OnTransfer, if not nil, is called when a transfer that got past the
+	// Handler ends (Kiln puts it on the machine's boot timeline).
+	OnTransfer func(TransferResult)
+}
+
+// TransferResult describes one finished transfer.
+type TransferResult struct {
+	Request  Request
+	Bytes    int64
+	Duration time.Duration
+	// Err is nil for a completed transfer; Aborted is set when the client
+	// ended it with an ERROR packet (a tsize probe, usually).
+	Err     error
+	Aborted bool
 }
 
 // settings are Server's fields with defaults applied.
@@ -66,6 +80,7 @@ type settings struct {
 	timeout    time.Duration
 	maxTimeout time.Duration
 	m          *Metrics
+	onTransfer func(TransferResult)
 }
 
 func (s *Server) settings() settings {
@@ -78,6 +93,7 @@ func (s *Server) settings() settings {
 		timeout:    s.Timeout,
 		maxTimeout: s.MaxTimeout,
 		m:          s.Metrics,
+		onTransfer: s.OnTransfer,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -222,7 +238,8 @@ func (c *settings) serveRequest(ctx context.Context, listener net.PacketConn, re
 	for _, o := range req.options {
 		opts[o.name] = o.value
 	}
-	rc, size, err := c.handler.ServeTFTP(ctx, Request{Filename: req.filename, Mode: req.mode, RemoteAddr: remote, Options: opts})
+	treq := Request{Filename: req.filename, Mode: req.mode, RemoteAddr: remote, Options: opts}
+	rc, size, err := c.handler.ServeTFTP(ctx, treq)
 	if err == nil && rc == nil {
 		err = errors.New("handler returned no content and no error")
 	}
@@ -276,6 +293,9 @@ func (c *settings) serveRequest(ctx context.Context, listener net.PacketConn, re
 	err = t.run(ctx)
 	attrs := []any{"bytes", t.bytes, "duration", time.Since(start).Round(time.Millisecond)}
 	var pe *peerError
+	if c.onTransfer != nil {
+		c.onTransfer(TransferResult{Request: treq, Bytes: int64(t.bytes), Duration: time.Since(start), Err: err, Aborted: errors.As(err, &pe)})
+	}
 	switch {
 	case err == nil:
 		c.m.TransfersCompleted.Add(1)

@@ -150,16 +150,15 @@ func (t *tx) list(ctx context.Context, kind string, opts store.ListOptions) ([]*
 	}
 	for {
 		more, n, err := t.listPage(ctx, kind, &after, batch, limit, sel, &out)
-		if err != nil || more {
-			if more {
-				return out, out[len(out)-1].Metadata.Name, err
-			}
+		switch {
+		case err != nil:
 			return nil, "", err
-		}
-		if n < batch {
+		case more:
+			return out, out[len(out)-1].Metadata.Name, nil
+		case n < batch:
 			return out, "", nil // the end
 		}
-		batch = min(batch*2, 16*listBatch)
+		batch = max(batch, min(batch*2, 16*listBatch))
 	}
 }
 
