@@ -37,7 +37,8 @@ demo: deps build
 bench: deps build bench-store bench-get
 
 bench-store:
-	$(GO) test -run '^$$' -bench . -benchtime 20000x ./internal/store/...
+	$(GO) test -run '^$$' -bench LookupMAC -benchtime 20000x ./internal/store/sqlite ./internal/store/postgres
+	$(GO) test -run '^$$' -bench ListMachines -benchtime 10x ./internal/store/sqlite ./internal/store/postgres
 
 bench-get:
 	./scripts/bench-get-machines.sh 100000
