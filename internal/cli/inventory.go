@@ -419,15 +419,30 @@ func newDescribeCmd(g *globalFlags) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-			fmt.Fprintln(tw, "  TIME\tTYPE\tMESSAGE")
-			for _, e := range evs.Items {
-				fmt.Fprintf(tw, "  %s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Type, e.Message)
+			// STEP is the time since the previous event: where a boot spends its time.
+			fmt.Fprintln(tw, "  TIME\tSTEP\tTYPE\tMESSAGE")
+			for i, e := range evs.Items {
+				step := "-"
+				if i > 0 {
+					step = "+" + formatStep(e.Time.Sub(evs.Items[i-1].Time))
+				}
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), step, e.Type, e.Message)
 			}
 			return tw.Flush()
 		},
 	}
 	cmd.Flags().IntVar(&events, "events", 20, "how many recent events to show")
 	return cmd
+}
+
+func formatStep(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(10 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
 }
 
 func labelString(l map[string]string) string {
