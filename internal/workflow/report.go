@@ -1,0 +1,268 @@
+package workflow
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// Report is what the agent says about one action.
+type Report struct {
+	State    string    `json:"state"` // running, succeeded, failed
+	Attempt  int       `json:"attempt,omitempty"`
+	Progress *Progress `json:"progress,omitempty"`
+	Message  string    `json:"message,omitempty"`
+	Log      []string  `json:"log,omitempty"`
+}
+
+// LogEventType is the event type of agent log lines (`kiln logs machine`).
+const LogEventType = "AgentLog"
+
+// Apply records an agent's report on its current workflow. Actions run in order: an
+// action may start only when every earlier one succeeded, and nothing is accepted on a
+// finished workflow. The machine's state follows the workflow's outcome.
+func (e *Engine) Apply(ctx context.Context, machine, workflowName, action string, r Report) (*Status, error) {
+	var out *Status
+	err := e.Store.Update(ctx, func(tx store.Tx) error {
+		wf, err := tx.Get(ctx, "Workflow", workflowName)
+		if err != nil {
+			return fmt.Errorf("workflow %q: %w", workflowName, err)
+		}
+		ws, err := resource.Typed[resource.WorkflowSpec](wf)
+		if err != nil {
+			return err
+		}
+		if ws.Machine != machine {
+			return fmt.Errorf("%w: workflow %q belongs to another machine", store.ErrNotFound, workflowName)
+		}
+		st, err := StatusOf(wf)
+		if err != nil {
+			return err
+		}
+		if Final(st.State) {
+			return fmt.Errorf("%w: workflow %q is already %s", ErrBadReport, workflowName, st.State)
+		}
+		idx := -1
+		for i := range st.Actions {
+			if st.Actions[i].Name == action {
+				idx = i
+			}
+		}
+		if idx < 0 {
+			return fmt.Errorf("%w: workflow %q has no action %q", ErrBadReport, workflowName, action)
+		}
+		for i := 0; i < idx; i++ {
+			if st.Actions[i].State != Succeeded {
+				return fmt.Errorf("%w: action %q reported before %q succeeded", ErrBadReport, action, st.Actions[i].Name)
+			}
+		}
+		a := &st.Actions[idx]
+		if Final(a.State) {
+			return fmt.Errorf("%w: action %q is already %s", ErrBadReport, action, a.State)
+		}
+		now := e.now()
+		if st.StartedAt == nil {
+			st.StartedAt = &now
+		}
+		st.State, st.Current = Running, action
+		if a.StartedAt == nil {
+			a.StartedAt = &now
+		}
+		if r.Attempt > a.Attempts {
+			a.Attempts = r.Attempt
+		}
+		if a.Attempts == 0 {
+			a.Attempts = 1
+		}
+		if r.Progress != nil {
+			a.Progress = r.Progress
+		}
+		if r.Message != "" {
+			a.Message = truncate(r.Message, 1000)
+		}
+		if len(r.Log) > 0 {
+			a.Log = append(a.Log, r.Log...)
+			if len(a.Log) > MaxLogLines {
+				a.Log = a.Log[len(a.Log)-MaxLogLines:]
+			}
+			for _, l := range r.Log {
+				if err := tx.AddEvent(ctx, &store.Event{Machine: machine, Time: now, Type: LogEventType, Message: action + ": " + truncate(l, 2000)}); err != nil {
+					return err
+				}
+			}
+		}
+		event := func(typ, msg string) error {
+			return tx.AddEvent(ctx, &store.Event{Machine: machine, Time: now, Type: typ, Message: msg})
+		}
+		switch r.State {
+		case Running:
+			if a.State == Pending {
+				a.State = Running
+				if err := event("ActionStarted", fmt.Sprintf("%s (%s)", action, a.Type)); err != nil {
+					return err
+				}
+			}
+		case Succeeded:
+			a.State, a.FinishedAt = Succeeded, &now
+			if err := event("ActionSucceeded", fmt.Sprintf("%s in %s", action, now.Sub(*a.StartedAt).Round(time.Millisecond))); err != nil {
+				return err
+			}
+			if idx == len(st.Actions)-1 {
+				if err := e.finish(ctx, tx, machine, wf.Metadata.Name, st, Succeeded, "all actions succeeded"); err != nil {
+					return err
+				}
+			}
+		case Failed:
+			a.State, a.FinishedAt = Failed, &now
+			msg := fmt.Sprintf("action %s failed: %s", action, a.Message)
+			if err := event("ActionFailed", msg); err != nil {
+				return err
+			}
+			if err := e.finish(ctx, tx, machine, wf.Metadata.Name, st, Failed, msg); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: state %q is not running, succeeded or failed", ErrBadReport, r.State)
+		}
+		out = st
+		return saveStatus(ctx, tx, wf, st)
+	})
+	return out, err
+}
+
+var finishEvent = map[string]string{Succeeded: "WorkflowSucceeded", Failed: "WorkflowFailed", TimedOut: "WorkflowTimedOut"}
+
+// finish ends a workflow and moves the machine: provisioned on success, failed else.
+func (e *Engine) finish(ctx context.Context, tx store.Tx, machine, wfName string, st *Status, state, msg string) error {
+	now := e.now()
+	st.State, st.FinishedAt, st.Message = state, &now, msg
+	m, err := tx.Get(ctx, "Machine", machine)
+	if err != nil {
+		return err
+	}
+	ms := resource.StateFailed
+	if state == Succeeded {
+		ms = resource.StateProvisioned
+	}
+	if err := setMachineState(ctx, tx, m, ms); err != nil {
+		return err
+	}
+	if err := tx.AddEvent(ctx, &store.Event{Machine: machine, Time: now, Type: finishEvent[state],
+		Message: fmt.Sprintf("workflow %s %s: %s; machine is %s", wfName, state, msg, ms)}); err != nil {
+		return err
+	}
+	return tx.AppendAudit(ctx, &audit.Entry{Time: now, Actor: "workflow", Action: "workflow-" + state, Kind: "Machine", Name: machine,
+		Summary: fmt.Sprintf("workflow %s %s; state %s", wfName, state, ms)})
+}
+
+// Sweep times out workflows and running actions past their deadlines. An action's
+// budget is its timeout for each attempt (retries + 1), as the agent retries locally.
+func (e *Engine) Sweep(ctx context.Context) (int, error) {
+	n := 0
+	err := e.Store.Update(ctx, func(tx store.Tx) error {
+		wfs, _, err := tx.List(ctx, "Workflow", store.ListOptions{})
+		if err != nil {
+			return err
+		}
+		now := e.now()
+		for _, wf := range wfs {
+			st, err := StatusOf(wf)
+			if err != nil || Final(st.State) || st.StartedAt == nil {
+				continue
+			}
+			ws, err := resource.Typed[resource.WorkflowSpec](wf)
+			if err != nil {
+				continue
+			}
+			reason := ""
+			if d, err := time.ParseDuration(st.Timeout); err == nil && now.Sub(*st.StartedAt) > d {
+				reason = fmt.Sprintf("workflow exceeded its timeout of %s", st.Timeout)
+			}
+			for i := range st.Actions {
+				a := &st.Actions[i]
+				if a.State != Running || a.StartedAt == nil {
+					continue
+				}
+				d, err := time.ParseDuration(a.Timeout)
+				if err == nil && now.Sub(*a.StartedAt) > d*time.Duration(a.Retries+1) {
+					a.State, a.FinishedAt = TimedOut, &now
+					a.Message = fmt.Sprintf("no result within %s x %d attempts", a.Timeout, a.Retries+1)
+					reason = fmt.Sprintf("action %s timed out (%s)", a.Name, a.Message)
+				}
+			}
+			if reason == "" {
+				continue
+			}
+			if err := e.finish(ctx, tx, ws.Machine, wf.Metadata.Name, st, TimedOut, reason); err != nil {
+				return err
+			}
+			if err := saveStatus(ctx, tx, wf, st); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// RecordFacts stores what the agent reported about its hardware in the machine's
+// status. Facts feed policy and display; they never grant anything by themselves.
+func (e *Engine) RecordFacts(ctx context.Context, machine string, facts map[string]any) error {
+	return e.Store.Update(ctx, func(tx store.Tx) error {
+		m, err := tx.Get(ctx, "Machine", machine)
+		if err != nil {
+			return err
+		}
+		var ms map[string]any
+		if len(m.Status) > 0 {
+			_ = json.Unmarshal(m.Status, &ms)
+		}
+		if ms == nil {
+			ms = map[string]any{}
+		}
+		ms["facts"] = facts
+		ms["lastSeen"] = e.now()
+		b, err := json.Marshal(ms)
+		if err != nil {
+			return err
+		}
+		m.Status = b
+		if err := tx.Update(ctx, m); err != nil {
+			return err
+		}
+		return tx.AddEvent(ctx, &store.Event{Machine: machine, Time: e.now(), Type: "FactsReported", Message: factsSummary(facts)})
+	})
+}
+
+func factsSummary(f map[string]any) string {
+	var parts []string
+	for _, k := range []string{"cpus", "memory_mb"} {
+		if v, ok := f[k]; ok {
+			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
+		}
+	}
+	if d, ok := f["disks"].([]any); ok {
+		parts = append(parts, fmt.Sprintf("disks=%d", len(d)))
+	}
+	if n, ok := f["nics"].([]any); ok {
+		parts = append(parts, fmt.Sprintf("nics=%d", len(n)))
+	}
+	if len(parts) == 0 {
+		return "facts reported"
+	}
+	return strings.Join(parts, " ")
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

@@ -1,0 +1,407 @@
+// Package workflow runs provisioning workflows: a Template's ordered actions rendered
+// for one machine, executed by the agent on that machine and driven by its reports.
+// The state is persisted in the Workflow object's status, so a restart of Kiln (or of
+// the agent) resumes where it was and finished actions are never redone.
+//
+//	workflow: pending -> running -> succeeded | failed | timed-out
+//	action:   pending -> running -> succeeded | failed | timed-out
+//	machine:  provisioning -> provisioned (success) | failed
+package workflow
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// States of workflows and actions.
+const (
+	Pending   = "pending"
+	Running   = "running"
+	Succeeded = "succeeded"
+	Failed    = "failed"
+	TimedOut  = "timed-out"
+)
+
+// Final reports whether a state is terminal.
+func Final(s string) bool { return s == Succeeded || s == Failed || s == TimedOut }
+
+// DefaultWorkflowTimeout applies when a template sets none.
+const DefaultWorkflowTimeout = 2 * time.Hour
+
+// DefaultActionTimeout applies when an action sets none.
+const DefaultActionTimeout = 30 * time.Minute
+
+// MaxLogLines is how many of an action's last log lines the status keeps.
+const MaxLogLines = 20
+
+// Progress of a long action (image2disk).
+type Progress struct {
+	Bytes   int64   `json:"bytes"`
+	Total   int64   `json:"total,omitempty"`
+	Percent float64 `json:"percent,omitempty"`
+}
+
+// ActionStatus is one action's rendered form and state.
+type ActionStatus struct {
+	Name       string         `json:"name"`
+	Type       string         `json:"type"`
+	Timeout    string         `json:"timeout"`
+	Retries    int            `json:"retries,omitempty"`
+	Args       map[string]any `json:"args,omitempty"`
+	State      string         `json:"state"`
+	Attempts   int            `json:"attempts,omitempty"`
+	StartedAt  *time.Time     `json:"startedAt,omitempty"`
+	FinishedAt *time.Time     `json:"finishedAt,omitempty"`
+	Progress   *Progress      `json:"progress,omitempty"`
+	Message    string         `json:"message,omitempty"`
+	Log        []string       `json:"log,omitempty"`
+}
+
+// Status is a Workflow object's status.
+type Status struct {
+	State      string         `json:"state"`
+	Current    string         `json:"currentAction,omitempty"`
+	Timeout    string         `json:"timeout"`
+	CreatedAt  time.Time      `json:"createdAt"`
+	StartedAt  *time.Time     `json:"startedAt,omitempty"`
+	FinishedAt *time.Time     `json:"finishedAt,omitempty"`
+	Message    string         `json:"message,omitempty"`
+	Actions    []ActionStatus `json:"actions"`
+}
+
+// Engine creates workflows and applies agent reports.
+type Engine struct {
+	Store store.Store
+	// ArtifactURL returns the URL an agent downloads an artifact from.
+	ArtifactURL func(name string) string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// ErrBadReport: an agent report that does not fit the workflow's state.
+var ErrBadReport = errors.New("report does not fit the workflow")
+
+// RenderData is what action arguments see as Go templates.
+type RenderData struct {
+	Machine RenderMachine
+	Profile string
+	// Artifacts maps artifact names to their download URL and sha256.
+	Artifacts map[string]RenderArtifact
+}
+
+// RenderMachine is the machine part of RenderData.
+type RenderMachine struct {
+	Name     string
+	Labels   map[string]string
+	MAC      string
+	IP       string
+	Hostname string
+}
+
+// RenderArtifact is an artifact as an action sees it.
+type RenderArtifact struct {
+	URL    string
+	SHA256 string
+	Size   int64
+}
+
+// Start creates a new workflow for a machine from a template, renders its actions,
+// and puts the machine in state provisioning, in one transaction. Any running
+// workflow of the machine is cancelled (marked failed: superseded).
+func (e *Engine) Start(ctx context.Context, actor, machine, templateName string) (*resource.Object, error) {
+	var out *resource.Object
+	err := e.Store.Update(ctx, func(tx store.Tx) error {
+		m, err := tx.Get(ctx, "Machine", machine)
+		if err != nil {
+			return fmt.Errorf("machine %q: %w", machine, err)
+		}
+		ms, err := resource.Typed[resource.MachineSpec](m)
+		if err != nil {
+			return err
+		}
+		if templateName == "" {
+			if ms.Profile == "" {
+				return fmt.Errorf("machine %q has no profile and no --template was given", machine)
+			}
+			p, err := tx.Get(ctx, "Profile", ms.Profile)
+			if err != nil {
+				return fmt.Errorf("profile %q: %w", ms.Profile, err)
+			}
+			ps, err := resource.Typed[resource.ProfileSpec](p)
+			if err != nil {
+				return err
+			}
+			if ps.Workflow == "" {
+				return fmt.Errorf("profile %q names no workflow template and no --template was given", ms.Profile)
+			}
+			templateName = ps.Workflow
+		}
+		t, err := tx.Get(ctx, "Template", templateName)
+		if err != nil {
+			return fmt.Errorf("template %q: %w", templateName, err)
+		}
+		ts, err := resource.Typed[resource.TemplateSpec](t)
+		if err != nil {
+			return err
+		}
+		data, err := e.renderData(ctx, tx, m, ms, ts)
+		if err != nil {
+			return err
+		}
+		st, err := Render(templateName, ts, data, e.now())
+		if err != nil {
+			return err
+		}
+		if err := e.supersede(ctx, tx, actor, machine); err != nil {
+			return err
+		}
+		name := fmt.Sprintf("%s-%s", machine, e.now().Format("20060102-150405.000"))
+		name = strings.ReplaceAll(name, ".", "-")
+		spec, _ := json.Marshal(resource.WorkflowSpec{Machine: machine, Template: templateName})
+		status, _ := json.Marshal(st)
+		wf := &resource.Object{APIVersion: resource.APIVersion, Kind: "Workflow",
+			Metadata: resource.Metadata{Name: name, Labels: map[string]string{"kiln.dev/machine": machine}}, Spec: spec, Status: status}
+		if err := tx.Create(ctx, wf); err != nil {
+			return fmt.Errorf("create workflow: %w", err)
+		}
+		if err := setMachineState(ctx, tx, m, resource.StateProvisioning); err != nil {
+			return err
+		}
+		if err := tx.AppendAudit(ctx, &audit.Entry{Time: e.now(), Actor: actor, Action: "reprovision", Kind: "Machine", Name: machine,
+			Summary: fmt.Sprintf("started workflow %s from template %s; state provisioning", name, templateName)}); err != nil {
+			return err
+		}
+		out = wf
+		return tx.AddEvent(ctx, &store.Event{Machine: machine, Time: e.now(), Type: "WorkflowCreated",
+			Message: fmt.Sprintf("workflow %s (template %s, %d actions) by %s", name, templateName, len(st.Actions), actor)})
+	})
+	return out, err
+}
+
+// supersede fails the machine's unfinished workflows: one machine runs one workflow.
+func (e *Engine) supersede(ctx context.Context, tx store.Tx, actor, machine string) error {
+	sel, _ := resource.ParseSelector("kiln.dev/machine=" + machine)
+	wfs, _, err := tx.List(ctx, "Workflow", store.ListOptions{Selector: sel})
+	if err != nil {
+		return err
+	}
+	for _, wf := range wfs {
+		st, err := StatusOf(wf)
+		if err != nil || Final(st.State) {
+			continue
+		}
+		now := e.now()
+		st.State, st.FinishedAt, st.Message = Failed, &now, "superseded by a new workflow"
+		if err := saveStatus(ctx, tx, wf, st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *Engine) renderData(ctx context.Context, tx store.Tx, m *resource.Object, ms *resource.MachineSpec, ts *resource.TemplateSpec) (RenderData, error) {
+	d := RenderData{Machine: RenderMachine{Name: m.Metadata.Name, Labels: m.Metadata.Labels}, Profile: ms.Profile, Artifacts: map[string]RenderArtifact{}}
+	if len(ms.Interfaces) > 0 {
+		i := ms.Interfaces[0]
+		d.Machine.MAC, d.Machine.IP, d.Machine.Hostname = i.MAC, i.IP, i.Hostname
+	}
+	if d.Machine.Hostname == "" {
+		d.Machine.Hostname = m.Metadata.Name
+	}
+	// Every artifact an action names (args.image, args.artifact) is resolved here, so
+	// the agent gets a URL and the sha256 to check while it writes.
+	for _, a := range ts.Actions {
+		for _, key := range []string{"image", "artifact"} {
+			name, ok := a.Args[key].(string)
+			if !ok || name == "" || strings.Contains(name, "{{") || strings.Contains(name, "://") {
+				continue
+			}
+			art, err := tx.Get(ctx, "Artifact", name)
+			if err != nil {
+				return d, fmt.Errorf("action %q: args.%s: artifact %q: %w", a.Name, key, name, err)
+			}
+			as, err := resource.Typed[resource.ArtifactSpec](art)
+			if err != nil {
+				return d, err
+			}
+			sum := as.SHA256
+			if sum == "" {
+				var st struct {
+					SHA256 string `json:"sha256"`
+				}
+				_ = json.Unmarshal(art.Status, &st)
+				sum = st.SHA256
+			}
+			url := as.Source
+			if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") && e.ArtifactURL != nil {
+				url = e.ArtifactURL(name)
+			}
+			d.Artifacts[name] = RenderArtifact{URL: url, SHA256: sum, Size: as.Size}
+		}
+	}
+	return d, nil
+}
+
+// Render turns a template into a workflow status with every action's arguments
+// rendered. An argument that does not render is an error naming the action and field.
+func Render(templateName string, ts *resource.TemplateSpec, data RenderData, now time.Time) (*Status, error) {
+	timeout := ts.Timeout
+	if timeout == "" {
+		timeout = DefaultWorkflowTimeout.String()
+	}
+	st := &Status{State: Pending, Timeout: timeout, CreatedAt: now}
+	for i, a := range ts.Actions {
+		path := fmt.Sprintf("template %q: spec.actions[%d] (%s)", templateName, i, a.Name)
+		args, err := renderValue(path+".args", a.Args, data)
+		if err != nil {
+			return nil, err
+		}
+		am, _ := args.(map[string]any)
+		// image / artifact names become what the agent needs to fetch and verify.
+		for _, key := range []string{"image", "artifact"} {
+			if name, ok := am[key].(string); ok {
+				if art, ok := data.Artifacts[name]; ok {
+					am[key+"URL"] = art.URL
+					if art.SHA256 != "" {
+						if _, set := am["sha256"]; !set {
+							am["sha256"] = art.SHA256
+						}
+					}
+				}
+			}
+		}
+		to := a.Timeout
+		if to == "" {
+			to = DefaultActionTimeout.String()
+		}
+		st.Actions = append(st.Actions, ActionStatus{Name: a.Name, Type: a.Type, Timeout: to, Retries: a.Retries, Args: am, State: Pending})
+	}
+	return st, nil
+}
+
+func renderValue(path string, v any, data RenderData) (any, error) {
+	switch x := v.(type) {
+	case string:
+		if !strings.Contains(x, "{{") {
+			return x, nil
+		}
+		t, err := template.New(path).Option("missingkey=error").Parse(x)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", path, err)
+		}
+		var b bytes.Buffer
+		if err := t.Execute(&b, data); err != nil {
+			return nil, fmt.Errorf("%s: %v", path, err)
+		}
+		return b.String(), nil
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			r, err := renderValue(path+"."+k, e, data)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = r
+		}
+		return out, nil
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			r, err := renderValue(fmt.Sprintf("%s[%d]", path, i), e, data)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = r
+		}
+		return out, nil
+	}
+	return v, nil
+}
+
+// StatusOf decodes a Workflow object's status.
+func StatusOf(wf *resource.Object) (*Status, error) {
+	var st Status
+	if len(wf.Status) == 0 {
+		return nil, fmt.Errorf("workflow %q has no status", wf.Metadata.Name)
+	}
+	if err := json.Unmarshal(wf.Status, &st); err != nil {
+		return nil, fmt.Errorf("workflow %q: status: %w", wf.Metadata.Name, err)
+	}
+	return &st, nil
+}
+
+func saveStatus(ctx context.Context, tx store.Tx, wf *resource.Object, st *Status) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	wf.Status = b
+	return tx.Update(ctx, wf)
+}
+
+func setMachineState(ctx context.Context, tx store.Tx, m *resource.Object, state string) error {
+	var ms map[string]any
+	if len(m.Status) > 0 {
+		_ = json.Unmarshal(m.Status, &ms)
+	}
+	if ms == nil {
+		ms = map[string]any{}
+	}
+	ms["state"] = state
+	b, _ := json.Marshal(ms)
+	m.Status = b
+	return tx.Update(ctx, m)
+}
+
+// Current returns the machine's newest workflow that has not finished, or
+// store.ErrNotFound.
+func Current(ctx context.Context, tx store.Tx, machine string) (*resource.Object, *Status, error) {
+	sel, _ := resource.ParseSelector("kiln.dev/machine=" + machine)
+	wfs, _, err := tx.List(ctx, "Workflow", store.ListOptions{Selector: sel})
+	if err != nil {
+		return nil, nil, err
+	}
+	// Names carry a sortable timestamp: the last is the newest.
+	for i := len(wfs) - 1; i >= 0; i-- {
+		st, err := StatusOf(wfs[i])
+		if err != nil {
+			continue
+		}
+		if !Final(st.State) {
+			return wfs[i], st, nil
+		}
+	}
+	return nil, nil, store.ErrNotFound
+}
+
+// Latest returns the machine's newest workflow in any state, or store.ErrNotFound.
+func Latest(ctx context.Context, tx store.Tx, machine string) (*resource.Object, *Status, error) {
+	sel, _ := resource.ParseSelector("kiln.dev/machine=" + machine)
+	wfs, _, err := tx.List(ctx, "Workflow", store.ListOptions{Selector: sel})
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(wfs) == 0 {
+		return nil, nil, store.ErrNotFound
+	}
+	wf := wfs[len(wfs)-1]
+	st, err := StatusOf(wf)
+	return wf, st, err
+}
