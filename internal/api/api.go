@@ -19,6 +19,7 @@ import (
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/workflow"
 )
 
 // DefaultMaxBodyBytes bounds request bodies unless configured otherwise.
@@ -31,6 +32,8 @@ type Server struct {
 	Logger       *slog.Logger
 	MaxBodyBytes int64
 	Version      string
+	// Workflows starts workflows (reprovision); nil disables that route's action.
+	Workflows *workflow.Engine
 
 	routes []route
 }
@@ -84,6 +87,8 @@ func (s *Server) routeTable() []route {
 		{method: "PUT", path: "/api/v1/{kind}/{name}", role: o, kindPath: true, summary: "Replace an object's labels and spec (409 on a stale resourceVersion)", handler: s.update, body: "Object", response: "Object"},
 		{method: "DELETE", path: "/api/v1/{kind}/{name}", role: o, kindPath: true, summary: "Delete an object (resourceVersion query parameter for a conditional delete)", handler: s.delete, response: "Status"},
 		{method: "GET", path: "/api/v1/machines/{name}/events", role: v, summary: "A machine's newest events (limit, default 50)", handler: s.events, response: "EventList"},
+		{method: "POST", path: "/api/v1/machines/{name}/reprovision", role: o, summary: "Start a new workflow on a machine (the profile's template, or the given one); its state becomes provisioning", handler: s.reprovision, body: "ReprovisionRequest", response: "WorkflowView"},
+		{method: "GET", path: "/api/v1/machines/{name}/workflow", role: v, summary: "A machine's newest workflow with each action's state, progress and last log lines", handler: s.machineWorkflow, response: "WorkflowView"},
 		{method: "GET", path: "/api/v1/lookup/mac/{mac}", role: v, summary: "The machine that owns a MAC address", handler: s.lookupMAC, response: "Object"},
 		{method: "GET", path: "/api/v1/audit", role: v, summary: "Audit entries after a sequence number (after, limit)", handler: s.auditList, response: "AuditList"},
 		{method: "GET", path: "/api/v1/audit/verify", role: v, summary: "Verify the audit hash chain", handler: s.auditVerify, response: "AuditVerify"},
@@ -525,16 +530,28 @@ func (s *Server) tokenList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, APITokenList{Items: items})
 }
 
-func (s *Server) tokenCreate(w http.ResponseWriter, r *http.Request) {
+// decodeStrict reads a JSON body into v, refusing unknown fields; an empty body
+// leaves v as it is.
+func (s *Server) decodeStrict(w http.ResponseWriter, r *http.Request, v any) bool {
 	raw, ok := s.readBody(w, r)
 	if !ok {
-		return
+		return false
 	}
-	var req APITokenRequest
+	if len(strings.TrimSpace(string(raw))) == 0 {
+		return true
+	}
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := dec.Decode(v); err != nil {
 		writeError(w, http.StatusBadRequest, "malformed JSON: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (s *Server) tokenCreate(w http.ResponseWriter, r *http.Request) {
+	var req APITokenRequest
+	if !s.decodeStrict(w, r, &req) {
 		return
 	}
 	if req.Name != "" && resource.ValidateName(req.Name) != nil {

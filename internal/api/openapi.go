@@ -24,19 +24,21 @@ func (s *Server) OpenAPI() map[string]any {
 		addOp(paths, rt.path, rt, nil)
 	}
 	schemas := map[string]any{
-		"Error":           schemaOf(reflect.TypeOf(ErrorResponse{})),
-		"Status":          schemaOf(reflect.TypeOf(StatusResponse{})),
-		"Metadata":        schemaOf(reflect.TypeOf(resource.Metadata{})),
-		"ApplyRequest":    map[string]any{"type": "object", "required": []string{"objects"}, "properties": map[string]any{"objects": map[string]any{"type": "array", "items": map[string]any{"$ref": "#/components/schemas/Object"}}}},
-		"ApplyResponse":   schemaOf(reflect.TypeOf(ApplyResponse{})),
-		"EventList":       schemaOf(reflect.TypeOf(EventList{})),
-		"AuditList":       schemaOf(reflect.TypeOf(AuditList{})),
-		"AuditVerify":     schemaOf(reflect.TypeOf(AuditVerifyResponse{})),
-		"APIToken":        schemaOf(reflect.TypeOf(APITokenCreated{}.APIToken)),
-		"APITokenList":    schemaOf(reflect.TypeOf(APITokenList{})),
-		"APITokenRequest": schemaOf(reflect.TypeOf(APITokenRequest{})),
-		"APITokenCreated": schemaOf(reflect.TypeOf(APITokenCreated{})),
-		"OpenAPI":         map[string]any{"type": "object"},
+		"Error":              schemaOf(reflect.TypeOf(ErrorResponse{})),
+		"Status":             schemaOf(reflect.TypeOf(StatusResponse{})),
+		"Metadata":           schemaOf(reflect.TypeOf(resource.Metadata{})),
+		"ApplyRequest":       map[string]any{"type": "object", "required": []string{"objects"}, "properties": map[string]any{"objects": map[string]any{"type": "array", "items": map[string]any{"$ref": "#/components/schemas/Object"}}}},
+		"ApplyResponse":      schemaOf(reflect.TypeOf(ApplyResponse{})),
+		"EventList":          schemaOf(reflect.TypeOf(EventList{})),
+		"AuditList":          schemaOf(reflect.TypeOf(AuditList{})),
+		"AuditVerify":        schemaOf(reflect.TypeOf(AuditVerifyResponse{})),
+		"APIToken":           schemaOf(reflect.TypeOf(APITokenCreated{}.APIToken)),
+		"APITokenList":       schemaOf(reflect.TypeOf(APITokenList{})),
+		"APITokenRequest":    schemaOf(reflect.TypeOf(APITokenRequest{})),
+		"APITokenCreated":    schemaOf(reflect.TypeOf(APITokenCreated{})),
+		"OpenAPI":            map[string]any{"type": "object"},
+		"ReprovisionRequest": schemaOf(reflect.TypeOf(ReprovisionRequest{})),
+		"WorkflowView":       schemaOf(reflect.TypeOf(WorkflowView{})),
 	}
 	var oneOf []any
 	for _, k := range resource.Kinds() {

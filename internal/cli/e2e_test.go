@@ -506,3 +506,28 @@ func TestPostgresStoreThroughCLI(t *testing.T) {
 		t.Fatalf("verify: %s", out)
 	}
 }
+
+func TestReprovisionShowsWorkflow(t *testing.T) {
+	s := startServer(t, t.TempDir(), nil)
+	s.mustKiln("", "apply", "-f", "../../examples/")
+	out := s.mustKiln("", "machine", "reprovision", "web-1")
+	if !strings.Contains(out, "machine/web-1 reprovisioning: workflow web-1-") || !strings.Contains(out, "(3 actions)") {
+		t.Fatalf("reprovision: %s", out)
+	}
+	desc := s.mustKiln("", "describe", "machine", "web-1")
+	for _, want := range []string{"state: provisioning", "Workflow:          web-1-", "(pending)", "stream-image   image2disk   pending", "WorkflowCreated"} {
+		if !strings.Contains(desc, want) {
+			t.Errorf("describe lacks %q:\n%s", want, desc)
+		}
+	}
+	if _, err := s.kiln("", "machine", "reprovision", "nope"); err == nil || !strings.Contains(err.Error(), "Not Found") {
+		t.Fatalf("reprovision of a missing machine: %v", err)
+	}
+	// db-1's profile names no workflow template.
+	if _, err := s.kiln("", "machine", "reprovision", "db-1"); err == nil || !strings.Contains(err.Error(), "names no workflow template") {
+		t.Fatalf("reprovision without a template: %v", err)
+	}
+	if out := s.mustKiln("", "logs", "machine", "web-1"); strings.TrimSpace(out) != "" {
+		t.Fatalf("logs before any agent: %q", out)
+	}
+}

@@ -408,6 +408,13 @@ func newDescribeCmd(g *globalFlags) *cobra.Command {
 			if k.Name != "Machine" {
 				return nil
 			}
+			var wf api.WorkflowView
+			err = c.do(cmdContext(cmd), http.MethodGet, objectPath(k, args[1])+"/workflow", nil, nil, &wf)
+			if err == nil && wf.Status != nil {
+				printWorkflow(w, wf)
+			} else if ae, ok := err.(*APIError); err != nil && !(ok && ae.Code == http.StatusNotFound) {
+				return err
+			}
 			var evs api.EventList
 			q := url.Values{"limit": {strconv.Itoa(events)}}
 			if err := c.do(cmdContext(cmd), http.MethodGet, objectPath(k, args[1])+"/events", q, nil, &evs); err != nil {

@@ -70,6 +70,8 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newDeleteCmd(g),
 		newAPITokenCmd(g),
 		newAuditCmd(g),
+		newMachineCmd(g),
+		newLogsCmd(g),
 	)
 	return root
 }

@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +29,7 @@ import (
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/open"
 	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/workflow"
 )
 
 // Files kept in the data directory for the CLI on the same host.
@@ -158,7 +161,26 @@ func (s *Server) handler() http.Handler {
 			return nil
 		})
 	}
+	wfe := &workflow.Engine{Store: s.store, ArtifactURL: s.artifactURL}
+	s.udpServers = append(s.udpServers, func(ctx context.Context) error {
+		// Time out workflows whose agent went silent.
+		t := time.NewTicker(15 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				if n, err := wfe.Sweep(ctx); err != nil {
+					s.log.Warn("workflow sweep", "err", err)
+				} else if n > 0 {
+					s.log.Info("workflows timed out", "count", n)
+				}
+			}
+		}
+	})
 	a := &api.Server{
+		Workflows:    wfe,
 		Inventory:    inv,
 		Store:        s.store,
 		Logger:       s.log,
@@ -227,6 +249,12 @@ func (s *Server) Run(ctx context.Context) error {
 		return serveErr
 	}
 	return nil
+}
+
+// artifactURL is where an agent downloads an artifact: under the public URL when one
+// is configured, else a path the agent resolves against the URL it reached Kiln by.
+func (s *Server) artifactURL(name string) string {
+	return strings.TrimRight(s.cfg.PublicURL, "/") + "/artifacts/" + url.PathEscape(name)
 }
 
 func storeKind(url string) string {
