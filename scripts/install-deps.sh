@@ -6,6 +6,8 @@ pkgs=(
   postgresql          # the PostgreSQL store's tests start a throwaway server
   tftp-hpa atftp curl # real TFTP clients the TFTP server is tested against
   ca-certificates bc  # bc: the benchmark scripts
+  isc-dhcp-client busybox-static kea-admin tcpdump iproute2 # real DHCP clients (dhclient, udhcpc, perfdhcp)
+  qemu-system-x86 ipxe-qemu ipxe ovmf cpio dnsmasq-base kmod  # netboot end-to-end tests
 )
 missing=()
 for p in "${pkgs[@]}"; do

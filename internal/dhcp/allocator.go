@@ -86,6 +86,13 @@ func (a *allocator) learn(l *Lease) {
 		}
 		return
 	}
+	if prev, ok := a.byClient[k]; ok && prev != l.IP {
+		// A client may have several records (an old lease it left, a new one): the
+		// hint points at the one that lasts longest.
+		if h, ok := a.byIP[prev]; ok && h.mac == string(l.MAC) && h.state != resource.LeaseDeclined && h.expires.After(l.ExpiresAt) {
+			return
+		}
+	}
 	a.byClient[k] = l.IP
 }
 

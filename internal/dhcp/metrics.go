@@ -52,8 +52,10 @@ func (r DropReason) String() string {
 const maxMsgType = 9
 
 // Metrics are the server's counters, safe for concurrent use. Every datagram
-// read ends up counted once in Received (by message type, 0 when it did not
-// parse) and either answered (Sent) or dropped (Dropped, by reason).
+// read is counted once in Received (by message type; 0 when it did not parse)
+// and then either answered (Sent, by the reply's type: replies produced, of which
+// SendErrors counts those the socket refused), dropped (Dropped, by reason), or
+// handled without an answer (RELEASE, DECLINE).
 type Metrics struct {
 	received [maxMsgType]atomic.Uint64
 	sent     [maxMsgType]atomic.Uint64

@@ -19,7 +19,7 @@ const minPacketSize = 236 + 4
 
 var magicCookie = [4]byte{99, 130, 83, 99} // RFC 2131 section 3
 
-// errDrop is returned by ParsePacket with the reason.
+// parseError is what ParsePacket returns: why the datagram is dropped.
 type parseError struct {
 	Reason DropReason
 	Err    error
@@ -70,9 +70,9 @@ func ParsePacket(b []byte) (*dhcpv4.DHCPv4, error) {
 	if err != nil {
 		return nil, dropErr(DropMalformed, "%v", err)
 	}
-	mt := m.Options.Get(dhcpv4.OptionDHCPMessageType)
+	mt, ok := m.Options[dhcpv4.OptionDHCPMessageType.Code()]
 	switch {
-	case mt == nil:
+	case !ok:
 		return nil, dropErr(DropBOOTP, "no DHCP message type (BOOTP)")
 	case len(mt) != 1:
 		return nil, dropErr(DropMalformed, "option 53 has length %d", len(mt))

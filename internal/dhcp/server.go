@@ -216,6 +216,9 @@ func (s *Server) handle(ctx context.Context, m *dhcpv4.DHCPv4, in Inbound) (*Rep
 			return nil, DropUnsupportedType
 		}
 	}
+	if s.Subnets == nil {
+		return nil, DropNoSubnet
+	}
 	subnets, err := s.Subnets.Subnets(ctx)
 	if err != nil {
 		s.log().Error("dhcp: read subnets", "err", err)
@@ -236,10 +239,9 @@ func (s *Server) handle(ctx context.Context, m *dhcpv4.DHCPv4, in Inbound) (*Rep
 	}
 	// RELEASE and DECLINE concern a lease the client holds, whoever the client
 	// is now; the unknown-machine policy applies to getting addresses and boot files.
-	if mt != dhcpv4.MessageTypeRelease && mt != dhcpv4.MessageTypeDecline {
-		if reason := s.lookupMachine(ctx, r); reason != noDrop {
-			return nil, reason
-		}
+	enforce := mt != dhcpv4.MessageTypeRelease && mt != dhcpv4.MessageTypeDecline
+	if reason := s.lookupMachine(ctx, r, enforce); reason != noDrop {
+		return nil, reason
 	}
 	switch {
 	case bootServerPort:
@@ -253,7 +255,7 @@ func (s *Server) handle(ctx context.Context, m *dhcpv4.DHCPv4, in Inbound) (*Rep
 
 // lookupMachine finds the client's machine and applies the subnet's policy for
 // unknown MACs.
-func (s *Server) lookupMachine(ctx context.Context, r *request) DropReason {
+func (s *Server) lookupMachine(ctx context.Context, r *request, enforce bool) DropReason {
 	if s.Machines != nil {
 		mach, err := s.Machines.MachineByMAC(ctx, r.mac)
 		switch {
@@ -265,7 +267,7 @@ func (s *Server) lookupMachine(ctx context.Context, r *request) DropReason {
 			r.mach = mach
 		}
 	}
-	if r.mach == nil {
+	if r.mach == nil && enforce {
 		switch r.sn.UnknownMachines {
 		case resource.UnknownDiscovery, resource.UnknownAllocate:
 			r.unknown = true

@@ -114,8 +114,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := writeServerURL(cfg.DataDir, ln.Addr().(*net.TCPAddr)); err != nil {
 		log.Warn("cannot record the server URL for the CLI", "err", err)
 	}
+	h, err := s.handler()
+	if err != nil {
+		ln.Close()
+		st.Close()
+		return nil, err
+	}
 	s.http = &http.Server{
-		Handler:           s.handler(),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute,
 		IdleTimeout:       2 * time.Minute,
@@ -130,7 +136,7 @@ func (s *Server) Addr() net.Addr { return s.listener.Addr() }
 // Store is the opened store.
 func (s *Server) Store() store.Store { return s.store }
 
-func (s *Server) handler() http.Handler {
+func (s *Server) handler() (http.Handler, error) {
 	mux := http.NewServeMux()
 	inv := &inventory.Service{Store: s.store}
 	scripts := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -151,6 +157,21 @@ func (s *Server) handler() http.Handler {
 		OnScript:    func(kind string) { scripts.WithLabelValues(kind).Inc() },
 	}
 	b.Register(mux)
+	events := newEventSink(s.store, s.log, s.registry)
+	s.udpServers = append(s.udpServers, events.run)
+	if len(s.cfg.DHCPInterfaces) > 0 {
+		d, err := s.newDHCP(events)
+		if err != nil {
+			return nil, err
+		}
+		ifaces := s.cfg.DHCPInterfaces
+		s.udpServers = append(s.udpServers, func(ctx context.Context) error {
+			if err := d.ListenAndServe(ctx, ifaces); err != nil {
+				return fmt.Errorf("dhcp on %v: %w", ifaces, err)
+			}
+			return nil
+		})
+	}
 	if s.cfg.TFTPListen != "" {
 		t := s.newTFTP(inv)
 		addr := s.cfg.TFTPListen
@@ -202,7 +223,7 @@ func (s *Server) handler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
-	return instrument(s.registry, mux)
+	return instrument(s.registry, mux), nil
 }
 
 // Run serves until ctx ends, then shuts down gracefully: in-flight requests finish

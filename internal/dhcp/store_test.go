@@ -1,0 +1,289 @@
+package dhcp
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/store/postgres"
+	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
+	"github.com/kilnhq/kiln/internal/store/sqlite"
+	"github.com/kilnhq/kiln/internal/store/sqlstore"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func openSQLite(tb testing.TB, dir string) store.Store {
+	tb.Helper()
+	st, err := sqlite.Open(context.Background(), dir, sqlstore.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return st
+}
+
+func openPostgres(tb testing.TB, url string) store.Store {
+	tb.Helper()
+	st, err := postgres.Open(context.Background(), url, sqlstore.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return st
+}
+
+func createObject(tb testing.TB, st store.Store, kind, name string, spec any) {
+	tb.Helper()
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	err = st.Update(context.Background(), func(tx store.Tx) error {
+		return tx.Create(context.Background(), &resource.Object{Kind: kind, Metadata: resource.Metadata{Name: name}, Spec: raw})
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// storeHarness is a harness whose seams are the store-backed ones.
+func storeHarness(tb testing.TB, st store.Store, subnets ...*Subnet) *harness {
+	tb.Helper()
+	h := newHarness(tb, nil, subnets...)
+	h.srv.Machines = &StoreMachines{Store: st}
+	h.srv.Leases = NewStoreLeases(st, 0)
+	return h
+}
+
+func storedLeases(tb testing.TB, st store.Store) []*Lease {
+	tb.Helper()
+	var out []*Lease
+	err := st.View(context.Background(), func(tx store.Tx) error {
+		objs, _, err := tx.List(context.Background(), LeaseKind, store.ListOptions{})
+		for _, o := range objs {
+			l, err := leaseFromObject(o)
+			if err != nil {
+				return err
+			}
+			out = append(out, l)
+		}
+		return err
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+func TestStoreLeasesSQLite(t *testing.T) {
+	st := openSQLite(t, t.TempDir())
+	createObject(t, st, "Machine", "web-1", resource.MachineSpec{Interfaces: []resource.Interface{
+		{MAC: "52:54:00:00:00:98"}, {MAC: macM, IP: "10.0.0.20", Hostname: "web-1.lab.example"}}})
+	h := storeHarness(t, st)
+
+	// A known machine gets its reservation, persisted before the ACK.
+	ack := h.dora(macM)
+	if ack.YourIPAddr.String() != "10.0.0.20" || ack.HostName() != "web-1.lab.example" {
+		t.Fatalf("machine got %s %q", ack.YourIPAddr, ack.HostName())
+	}
+	var obj *resource.Object
+	_ = st.View(context.Background(), func(tx store.Tx) error {
+		var err error
+		obj, err = tx.Get(context.Background(), LeaseKind, "10.0.0.20")
+		return err
+	})
+	if obj == nil {
+		t.Fatal("lease 10.0.0.20 not stored")
+	}
+	spec, _ := resource.Typed[resource.LeaseSpec](obj)
+	if spec.MAC != macM || spec.State != resource.LeaseBound || spec.Subnet != "lab" || spec.ExpiresAt == nil || spec.Validate() != nil {
+		t.Errorf("stored lease %+v", spec)
+	}
+
+	// Unknown clients get pool addresses; release, decline and reuse go through the store.
+	ipA := h.dora(macA).YourIPAddr.String()
+	ipB := h.dora(macB).YourIPAddr.String()
+	if ipA == ipB || ipA != "10.0.0.100" {
+		t.Fatalf("a %s b %s", ipA, ipB)
+	}
+	h.send(msg(t, macA, dhcpv4.MessageTypeRelease, withCiaddr(ipA), withServerID("10.0.0.1")))
+	h.send(msg(t, macB, dhcpv4.MessageTypeDecline, withRequested(ipB), withServerID("10.0.0.1")))
+	states := map[string]string{}
+	for _, l := range storedLeases(t, st) {
+		states[l.IP.String()] = l.State
+	}
+	if states[ipA] != resource.LeaseReleased || states[ipB] != resource.LeaseDeclined {
+		t.Errorf("states %v", states)
+	}
+	if got := h.dora(macA).YourIPAddr.String(); got != ipA {
+		t.Errorf("a came back to %s, want %s", got, ipA)
+	}
+	if got := h.dora(macB).YourIPAddr.String(); got == ipB {
+		t.Error("b got its declined address")
+	}
+
+	// A new StoreLeases (a restarted server) learns the leases from the store.
+	h2 := storeHarness(t, st)
+	h2.clock = h.clock
+	h2.srv.Now = h.clock.Now
+	if got := h2.send(msg(t, macA, dhcpv4.MessageTypeDiscover)).Msg.YourIPAddr.String(); got != ipA {
+		t.Errorf("after restart a offered %s, want %s", got, ipA)
+	}
+	// Expired leases are taken over.
+	h.clock.Advance(3 * time.Hour)
+	pool := []string{}
+	for i := range 10 {
+		pool = append(pool, h2.dora(fmt.Sprintf("52:54:00:00:03:%02x", i)).YourIPAddr.String())
+	}
+	if len(pool) != 10 {
+		t.Fatal(pool)
+	}
+	if off := h2.send(msg(t, "52:54:00:00:04:01", dhcpv4.MessageTypeDiscover)); off != nil {
+		t.Errorf("11th client in a 10-address pool offered %s", off.Msg.YourIPAddr)
+	}
+}
+
+func TestStoreSubnets(t *testing.T) {
+	st := openSQLite(t, t.TempDir())
+	createObject(t, st, "Subnet", "lab", labSubnet)
+	createObject(t, st, "Subnet", "broken", map[string]any{"cidr": "10.1.0.0/33"})
+	var skipped []string
+	ss := &StoreSubnets{Store: st, OnError: func(name string, err error) { skipped = append(skipped, name) }}
+	got, err := ss.Subnets(context.Background())
+	if err != nil || len(got) != 1 || got[0].Name != "lab" || got[0].LeaseTime != 2*time.Hour {
+		t.Fatalf("subnets %v %v", got, err)
+	}
+	if len(skipped) != 1 || skipped[0] != "broken" {
+		t.Errorf("skipped %v", skipped)
+	}
+}
+
+// TestStaleHintsTwoHandles: two StoreLeases on one SQLite database, each blind to
+// the other's allocations, never hand out one address twice.
+func TestStaleHintsTwoHandles(t *testing.T) {
+	dir := t.TempDir()
+	a := storeHarness(t, openSQLite(t, dir))
+	b := storeHarness(t, openSQLite(t, dir))
+	b.clock, b.srv.Now = a.clock, a.clock.Now
+	seen := map[string]string{}
+	for i := range 10 {
+		h := a
+		if i%2 == 1 {
+			h = b
+		}
+		hw := fmt.Sprintf("52:54:00:00:05:%02x", i)
+		ip := h.dora(hw).YourIPAddr.String()
+		if other, dup := seen[ip]; dup {
+			t.Fatalf("%s given to %s and %s", ip, other, hw)
+		}
+		seen[ip] = hw
+	}
+}
+
+// hammer runs clients DORA cycles against the servers concurrently (each client
+// alternates between them) and checks that no address was ever leased to two MACs.
+func hammer(t *testing.T, st store.Store, servers []*harness, clients, rounds int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	var mu sync.Mutex
+	acked := map[string]string{} // ip → mac, from the ACKs seen
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hw := fmt.Sprintf("52:54:00:10:%02x:%02x", c/256, c%256)
+			for r := range rounds {
+				h := servers[(c+r)%len(servers)]
+				off := h.srv.HandlePacket(context.Background(), msg(t, hw, dhcpv4.MessageTypeDiscover).ToBytes(), h.in)
+				if off == nil {
+					errs <- fmt.Errorf("%s: no offer in round %d", hw, r)
+					return
+				}
+				ip := off.Msg.YourIPAddr.String()
+				ack := h.srv.HandlePacket(context.Background(), msg(t, hw, dhcpv4.MessageTypeRequest, withRequested(ip), withServerID("10.0.0.1")).ToBytes(), h.in)
+				if ack == nil || ack.Msg.MessageType() != dhcpv4.MessageTypeAck {
+					errs <- fmt.Errorf("%s: no ACK for %s in round %d: %v", hw, ip, r, ack)
+					return
+				}
+				mu.Lock()
+				if other, ok := acked[ip]; ok && other != hw {
+					mu.Unlock()
+					errs <- fmt.Errorf("%s ACKed to %s and to %s", ip, other, hw)
+					return
+				}
+				acked[ip] = hw
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// The store agrees: one bound lease per client, distinct addresses.
+	byMAC := map[string]string{}
+	for _, l := range storedLeases(t, st) {
+		if l.State != resource.LeaseBound {
+			continue
+		}
+		if ip, dup := byMAC[l.MAC.String()]; dup {
+			t.Errorf("%s holds %s and %s", l.MAC, ip, l.IP)
+		}
+		byMAC[l.MAC.String()] = l.IP.String()
+	}
+	if len(byMAC) != clients {
+		t.Errorf("%d bound leases, want %d", len(byMAC), clients)
+	}
+}
+
+func hammerSubnet(t testing.TB) *Subnet {
+	return mustSubnet(t, "lab", resource.SubnetSpec{CIDR: "10.0.0.0/24", Pools: []resource.Pool{{Start: "10.0.0.10", End: "10.0.0.250"}}, UnknownMachines: "allocate"})
+}
+
+func TestConcurrentSQLite(t *testing.T) {
+	dir := t.TempDir()
+	st := openSQLite(t, dir)
+	servers := []*harness{storeHarness(t, st, hammerSubnet(t)), storeHarness(t, openSQLite(t, dir), hammerSubnet(t))}
+	hammer(t, st, servers, 40, 3)
+}
+
+// TestTwoServersOnePostgres: two servers, each with its own store handle on one
+// PostgreSQL database (two replicas), hammered at once.
+func TestTwoServersOnePostgres(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	a, b := openPostgres(t, url), openPostgres(t, url)
+	servers := []*harness{storeHarness(t, a, hammerSubnet(t)), storeHarness(t, b, hammerSubnet(t))}
+	hammer(t, a, servers, 60, 3)
+}
+
+func TestStoreMachines(t *testing.T) {
+	st := openSQLite(t, t.TempDir())
+	createObject(t, st, "Machine", "web-1", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: macM, IP: "10.0.0.20"}}})
+	createObject(t, st, "Machine", "db-1", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: macB}}})
+	m := &StoreMachines{Store: st}
+	got, err := m.MachineByMAC(context.Background(), mac(macM))
+	if err != nil || got.Name != "web-1" || got.IP != netip.MustParseAddr("10.0.0.20") {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if got, err := m.MachineByMAC(context.Background(), mac(macB)); err != nil || got.Name != "db-1" || got.IP.IsValid() {
+		t.Errorf("%+v %v", got, err)
+	}
+	if _, err := m.MachineByMAC(context.Background(), mac(macA)); err != ErrUnknownMachine {
+		t.Errorf("unknown MAC: %v", err)
+	}
+	if owner, err := m.ReservedBy(context.Background(), netip.MustParseAddr("10.0.0.20")); err != nil || owner != "web-1" {
+		t.Errorf("reserved by %q %v", owner, err)
+	}
+}
