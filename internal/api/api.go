@@ -36,7 +36,18 @@ type Server struct {
 	Workflows *workflow.Engine
 
 	routes []route
+	extra  []route
 }
+
+// AddRoute adds an operator route served by another package (secrets, enrollment,
+// power): it gets the same authorization as the built-in ones and appears in the
+// OpenAPI document. Call it before Register.
+func (s *Server) AddRoute(method, path, role, summary string, h http.HandlerFunc) {
+	s.extra = append(s.extra, route{method: method, path: path, role: role, summary: summary, handler: h, response: "Object"})
+}
+
+// ActorOf is the authenticated caller of an operator request.
+func ActorOf(r *http.Request) inventory.Actor { return actor(r) }
 
 // route is one API operation; the table drives both the mux and the OpenAPI document.
 type route struct {
@@ -58,7 +69,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	if s.MaxBodyBytes <= 0 {
 		s.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	s.routes = s.routeTable()
+	s.routes = append(s.routeTable(), s.extra...)
 	for _, rt := range s.routes {
 		mux.Handle(rt.method+" "+rt.path, s.authorize(rt.role, rt.handler))
 	}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,15 +46,33 @@ type kilnServer struct {
 	t       *testing.T
 	dataDir string
 	cmd     *exec.Cmd
-	log     *bytes.Buffer
+	log     *syncBuffer
 	url     string
+}
+
+// syncBuffer is a bytes.Buffer the child's output goroutine and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // startServer starts `kiln serve` on a free loopback port with extra args and env.
 func startServer(t *testing.T, dataDir string, env []string, args ...string) *kilnServer {
 	t.Helper()
 	os.Remove(filepath.Join(dataDir, "server.url"))
-	s := &kilnServer{t: t, dataDir: dataDir, log: &bytes.Buffer{}}
+	s := &kilnServer{t: t, dataDir: dataDir, log: &syncBuffer{}}
 	full := append([]string{"serve", "--data-dir", dataDir, "--tftp-listen="}, args...)
 	if !hasListen(args, env) {
 		full = append(full, "--listen", "127.0.0.1:0")

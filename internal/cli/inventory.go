@@ -578,12 +578,15 @@ func newAPITokenCmd(g *globalFlags) *cobra.Command {
 func newAuditCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "Read and verify the audit log"}
 	var after, limit int
-	var output string
+	var output, secret string
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List audit entries, oldest first",
+		Short: "List audit entries, oldest first (--secret NAME: who received a secret)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if secret != "" {
+				return printSecretAudit(cmd, g, secret, int64(after), int64(limit), output)
+			}
 			c, err := newClient(g)
 			if err != nil {
 				return err
@@ -609,6 +612,7 @@ func newAuditCmd(g *globalFlags) *cobra.Command {
 	list.Flags().IntVar(&after, "after", 0, "show entries after this sequence number")
 	list.Flags().IntVar(&limit, "limit", 1000, "at most this many entries")
 	list.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	list.Flags().StringVar(&secret, "secret", "", "only entries about this secret: versions set, releases (which version, to which machine, by which channel)")
 	verify := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the audit hash chain; exits non-zero if an entry was edited, removed or reordered",

@@ -72,6 +72,8 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newAuditCmd(g),
 		newMachineCmd(g),
 		newLogsCmd(g),
+		newSecretCmd(g),
+		newRenderCmd(g),
 	)
 	return root
 }
@@ -210,6 +212,9 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 	f.StringVar(&cfg.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "directory of iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi), default: Debian's ipxe package (env KILN_IPXE_DIR)")
 	f.StringArrayVar(&cfg.DHCPInterfaces, "dhcp-interface", nil, "serve DHCP on this interface (repeatable); subnets come from Subnet objects; none: DHCP off (env KILN_DHCP_INTERFACE, comma-separated)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL machines reach Kiln's HTTP at (http://10.0.0.2:8080); default: the subnet's bootServer and the --listen port (env KILN_PUBLIC_URL)")
+	f.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key file (64 hex digits, mode 0600) for secrets and the CA key; default <data-dir>/kek.key, created at first start (env KILN_KEK_FILE)")
+	f.Int64Var(&cfg.SecretMaxBytes, "secret-max-bytes", 1<<20, "largest secret value accepted (env KILN_SECRET_MAX_BYTES)")
+	f.DurationVar(&cfg.SecretHandleTTL, "secret-handle-ttl", 5*time.Minute, "lifetime of single-use secret handles ({{ secretURL }}) (env KILN_SECRET_HANDLE_TTL)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json (env KILN_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error (env KILN_LOG_LEVEL)")
 	return cmd

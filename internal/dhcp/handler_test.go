@@ -456,9 +456,9 @@ func TestFullModeBoot(t *testing.T) {
 		{"uefi x64", []dhcpv4.Modifier{withArch(iana.EFI_X86_64), withVendor("PXEClient:Arch:00007:UNDI:003016")}, "ipxe.efi", "10.0.0.1", "", false},
 		{"uefi bc", []dhcpv4.Modifier{withArch(iana.EFI_BC), withVendor("PXEClient:Arch:00009:UNDI:003016")}, "ipxe.efi", "10.0.0.1", "", false},
 		{"uefi arm64", []dhcpv4.Modifier{withArch(iana.EFI_ARM64), withVendor("PXEClient:Arch:00011:UNDI:003000")}, "ipxe-arm64.efi", "10.0.0.1", "", false},
-		{"http boot x64", []dhcpv4.Modifier{withArch(iana.EFI_X86_64_HTTP), withVendor("HTTPClient:Arch:00016:UNDI:003001")}, "http://10.0.0.1:8080/ipxe.efi", "0.0.0.0", "HTTPClient", false},
-		{"http boot arm64", []dhcpv4.Modifier{withArch(iana.EFI_ARM64_HTTP), withVendor("HTTPClient:Arch:00019:UNDI:003001")}, "http://10.0.0.1:8080/ipxe-arm64.efi", "0.0.0.0", "HTTPClient", false},
-		{"ipxe", []dhcpv4.Modifier{withArch(iana.INTEL_X86PC), withVendor("PXEClient:Arch:00000:UNDI:002001"), withIPXE()}, "http://10.0.0.1:8080/boot.ipxe", "0.0.0.0", "", true},
+		{"http boot x64", []dhcpv4.Modifier{withArch(iana.EFI_X86_64_HTTP), withVendor("HTTPClient:Arch:00016:UNDI:003001")}, "http://10.0.0.1:8080/ipxe.efi", "10.0.0.1", "HTTPClient", false},
+		{"http boot arm64", []dhcpv4.Modifier{withArch(iana.EFI_ARM64_HTTP), withVendor("HTTPClient:Arch:00019:UNDI:003001")}, "http://10.0.0.1:8080/ipxe-arm64.efi", "10.0.0.1", "HTTPClient", false},
+		{"ipxe", []dhcpv4.Modifier{withArch(iana.INTEL_X86PC), withVendor("PXEClient:Arch:00000:UNDI:002001"), withIPXE()}, "http://10.0.0.1:8080/boot.ipxe", "10.0.0.1", "", true},
 		{"linux dhclient", nil, "", "0.0.0.0", "", false},
 	}
 	for _, tt := range tests {

@@ -502,8 +502,16 @@ func (s *Server) addBoot(ctx context.Context, rep *dhcpv4.DHCPv4, r *request, fu
 	if bi == nil || bi.Filename == "" {
 		return ""
 	}
-	if bi.NextServer.Is4() {
-		rep.ServerIPAddr = bi.NextServer.AsSlice()
+	// siaddr is always set, to the boot server when the booter names no other: PXE
+	// ROMs fetch the file from it, and the iPXE Debian ships (1.0.0+git-20190125)
+	// accepts a proxyDHCP or boot-server reply only when it has both a next-server and
+	// a filename (its dhcp_has_pxeopts), even when the filename is an HTTP URL.
+	next := bi.NextServer
+	if !next.Is4() && server.Is4() {
+		next = server
+	}
+	if next.Is4() {
+		rep.ServerIPAddr = next.AsSlice()
 	}
 	// The file field holds 128 bytes with a terminating NUL; a longer name (a long
 	// URL) only fits option 67.

@@ -215,6 +215,9 @@ type ConfigSpec struct {
 	Ignition  string            `json:"ignition,omitempty"`
 	CloudInit map[string]string `json:"cloudInit,omitempty"`
 	Files     map[string]string `json:"files,omitempty"`
+	// Public allows serving these configs over plain HTTP (by MAC) as long as they
+	// refer to no secret: for Ignition fetched before any agent exists.
+	Public bool `json:"public,omitempty"`
 }
 
 // ProfileSpec groups what machines of one kind boot and run.

@@ -63,6 +63,11 @@ type Config struct {
 	// PublicURL is the base URL machines reach Kiln's HTTP at; empty: derived from the
 	// subnet's boot server address and the listen port.
 	PublicURL string
+	// KEKFile is the key-encryption key; default <data-dir>/kek.key.
+	KEKFile string
+	// SecretMaxBytes bounds a secret value; SecretHandleTTL is a handle's lifetime.
+	SecretMaxBytes  int64
+	SecretHandleTTL time.Duration
 }
 
 // Server is a running Kiln.

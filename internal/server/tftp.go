@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,22 @@ var IPXEFiles = map[string]string{
 	"ipxe.pxe":      "ipxe.pxe",
 	"ipxe.efi":      "ipxe.efi",    // x86-64 UEFI, iPXE's own drivers
 	"snponly.efi":   "snponly.efi", // x86-64 UEFI through the firmware's SNP driver
+}
+
+// resolveIPXEFiles turns the iPXE file map into absolute paths with symlinks
+// resolved. Debian's /usr/lib/ipxe/ipxe.efi is a symlink to /boot/ipxe.efi, which a
+// root-confined open refuses; the operator configured this directory, so its links
+// are trusted, while client-requested names stay confined to it.
+func resolveIPXEFiles(dir string) map[string]string {
+	out := make(map[string]string, len(IPXEFiles))
+	for name, file := range IPXEFiles {
+		p, err := filepath.EvalSymlinks(filepath.Join(dir, file))
+		if err != nil {
+			continue // absent here: requests for it get "file not found"
+		}
+		out[name] = p
+	}
+	return out
 }
 
 // newTFTP builds the TFTP server for iPXE binaries. A finished transfer goes on the
@@ -45,7 +62,7 @@ func (s *Server) newTFTP(inv *inventory.Service) *tftp.Server {
 			func() float64 { return float64(v()) }))
 	}
 	return &tftp.Server{
-		Handler: tftp.DirHandler(s.cfg.IPXEDir, IPXEFiles),
+		Handler: tftp.DirHandler(s.cfg.IPXEDir, resolveIPXEFiles(s.cfg.IPXEDir)),
 		Logger:  s.log,
 		Metrics: m,
 		OnTransfer: func(r tftp.TransferResult) {

@@ -109,4 +109,40 @@ type Tx interface {
 	GetAPIToken(ctx context.Context, id string) (*APIToken, error)
 	ListAPITokens(ctx context.Context) ([]APIToken, error)
 	RevokeAPIToken(ctx context.Context, id string, at time.Time) error
+
+	// ListAuditFor returns up to limit entries about one object (kind and name) with
+	// Seq > after, in order (limit 0: all).
+	ListAuditFor(ctx context.Context, kind, name string, after int64, limit int) ([]audit.Entry, error)
+
+	// AddSecretVersion stores the next version of a secret: v.Version is set to the
+	// newest stored version + 1 (1 for the first) and v.CreatedAt to now if zero.
+	AddSecretVersion(ctx context.Context, v *SecretVersion) error
+	// GetSecretVersion reads one version; version 0 means the newest. ErrNotFound if none.
+	GetSecretVersion(ctx context.Context, name string, version int64) (*SecretVersion, error)
+	// ListSecretVersions returns a secret's versions (name "": every secret's), ordered
+	// by name and version.
+	ListSecretVersions(ctx context.Context, name string) ([]SecretVersion, error)
+	// RewrapSecretVersion replaces the wrapped data key of one version (KEK rotation).
+	RewrapSecretVersion(ctx context.Context, name string, version int64, kekID string, wrappedDEK []byte) error
+	// SecretKEKIDs lists the distinct key-encryption key ids the stored versions use.
+	SecretKEKIDs(ctx context.Context) ([]string, error)
+	// CurrentSecretKEK returns the id of the key-encryption key the secrets are keyed
+	// with, as recorded by the last SetCurrentSecretKEK ("" if never recorded).
+	CurrentSecretKEK(ctx context.Context) (string, error)
+	// SetCurrentSecretKEK records the key-encryption key id (first start, rotation).
+	SetCurrentSecretKEK(ctx context.Context, id string) error
+	// DeleteSecretData removes every version and handle of a secret; it returns how
+	// many versions it removed.
+	DeleteSecretData(ctx context.Context, name string) (int64, error)
+
+	// CreateSecretHandle stores a new handle (ErrExists if its hash is taken).
+	CreateSecretHandle(ctx context.Context, h *SecretHandle) error
+	// GetSecretHandle reads a handle by the hash of its id.
+	GetSecretHandle(ctx context.Context, idHash string) (*SecretHandle, error)
+	// UseSecretHandle redeems a handle at time at: exactly one caller, across replicas,
+	// succeeds. It returns the handle, and ErrHandleUsed or ErrHandleExpired (with the
+	// handle) when it cannot be redeemed, ErrNotFound for an unknown hash.
+	UseSecretHandle(ctx context.Context, idHash string, at time.Time) (*SecretHandle, error)
+	// PurgeSecretHandles removes handles that expired before before; it returns how many.
+	PurgeSecretHandles(ctx context.Context, before time.Time) (int64, error)
 }

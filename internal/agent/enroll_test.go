@@ -1,0 +1,180 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/enroll"
+	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/store/sqlite"
+	"github.com/kilnhq/kiln/internal/store/sqlstore"
+)
+
+// kilnForEnroll runs the enrollment service on SQLite behind HTTPS on loopback.
+func kilnForEnroll(t *testing.T) (*enroll.Server, store.Store, string) {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := sqlite.Open(ctx, dir, sqlstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	err = st.Update(ctx, func(tx store.Tx) error {
+		return tx.Create(ctx, &resource.Object{Kind: "Profile", Metadata: resource.Metadata{Name: "worker"}, Spec: json.RawMessage(`{"boot":{"agent":true}}`)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := enroll.New(ctx, st, enroll.Config{DataDir: dir, ServerSANs: []string{"127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	srv.Register(mux)
+	agentMux := http.NewServeMux()
+	srv.RegisterAgent(agentMux)
+	mux.Handle("/agent/", srv.AgentAuth(agentMux))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: mux, TLSConfig: srv.TLSConfig()}
+	go hs.ServeTLS(ln, "", "")
+	t.Cleanup(func() { hs.Close() })
+	return srv, st, "https://" + ln.Addr().String()
+}
+
+func TestEnrollStoresIdentityAndRenews(t *testing.T) {
+	srv, _, url := kilnForEnroll(t)
+	ctx := context.Background()
+	tok, err := srv.CreateToken(ctx, "token:test", enroll.TokenRequest{Profile: "worker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "kiln-agent")
+	// The fingerprint is accepted in the colon form `openssl x509 -fingerprint` prints.
+	var colon []string
+	for i := 0; i < 64; i += 2 {
+		colon = append(colon, strings.ToUpper(srv.CAFingerprint()[i:i+2]))
+	}
+	// Real facts of this host (any Linux host can enroll).
+	id, err := Enroll(ctx, EnrollOptions{Server: url, CAFingerprint: strings.Join(colon, ":"), Token: tok.Token, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Machine == "" || id.Cert.Subject.CommonName != id.Machine {
+		t.Fatalf("identity %+v", id)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("identity directory mode %v (%v), want 0700", fi.Mode().Perm(), err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, KeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", fi, err)
+	}
+	loaded, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loaded.Machine != id.Machine || loaded.CAFingerprint != srv.CAFingerprint() || loaded.Server != url {
+		t.Fatalf("loaded %+v", loaded)
+	}
+	want := id.Cert.NotBefore.Add(id.Cert.NotAfter.Sub(id.Cert.NotBefore) * 2 / 3)
+	if !loaded.RenewAt().Equal(want) {
+		t.Fatalf("RenewAt %s, want %s", loaded.RenewAt(), want)
+	}
+	// mTLS as the machine, through the transport the agent uses.
+	tr := NewMTLSTransport(loaded)
+	self := func() (int, string) {
+		res, err := tr.Client().Get(tr.BaseURL() + "/agent/v1/self")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, body := self(); code != http.StatusOK || !strings.Contains(body, `"machine":"`+id.Machine+`"`) {
+		t.Fatalf("self: %d %s", code, body)
+	}
+	// Not due yet: nothing happens.
+	if _, renewed, err := loaded.RenewIfDue(ctx, time.Now()); err != nil || renewed {
+		t.Fatalf("RenewIfDue before 2/3: %v %v", renewed, err)
+	}
+	oldSerial := loaded.Cert.SerialNumber
+	if _, renewed, err := loaded.RenewIfDue(ctx, loaded.RenewAt().Add(time.Second)); err != nil || !renewed {
+		t.Fatalf("RenewIfDue after 2/3: %v %v", renewed, err)
+	}
+	again, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Cert.SerialNumber.Cmp(oldSerial) == 0 || again.Machine != id.Machine {
+		t.Fatal("renewal did not store a new certificate")
+	}
+	// The transport still holds the old certificate, which Kiln now refuses...
+	tr.Client().CloseIdleConnections()
+	if code, body := self(); code != http.StatusUnauthorized {
+		t.Fatalf("old certificate after renewal: %d %s", code, body)
+	}
+	// ...and renewing through the transport switches it to the new one.
+	tr2 := NewMTLSTransport(again)
+	if err := tr2.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tr = tr2
+	if code, body := self(); code != http.StatusOK {
+		t.Fatalf("after transport renewal: %d %s", code, body)
+	}
+}
+
+func TestEnrollRefusesWrongPinBeforeSendingTheToken(t *testing.T) {
+	srv, st, url := kilnForEnroll(t)
+	ctx := context.Background()
+	tok, _ := srv.CreateToken(ctx, "token:test", enroll.TokenRequest{Profile: "worker"})
+	_, err := Enroll(ctx, EnrollOptions{Server: url, CAFingerprint: strings.Repeat("ab", 32), Token: tok.Token, Dir: t.TempDir(), Facts: map[string]any{}})
+	if err == nil || !strings.Contains(err.Error(), "does not contain the CA with fingerprint") {
+		t.Fatalf("wrong pin: %v", err)
+	}
+	// The server saw no enrollment at all: the token is unused.
+	var uses int
+	st.View(ctx, func(tx store.Tx) error {
+		o, err := tx.Get(ctx, "JoinToken", tok.ID)
+		if err == nil {
+			var s struct{ Uses int }
+			json.Unmarshal(o.Status, &s)
+			uses = s.Uses
+		}
+		return err
+	})
+	if uses != 0 {
+		t.Fatalf("token used %d times", uses)
+	}
+	// A refused enrollment is reported with Kiln's reason.
+	_, err = Enroll(ctx, EnrollOptions{Server: url, CAFingerprint: srv.CAFingerprint(), Token: "x.y.z", Dir: t.TempDir(), Facts: map[string]any{}})
+	var se *ServerError
+	if !errors.As(err, &se) || se.Status != http.StatusUnauthorized || !strings.Contains(se.Reason, "token: malformed") {
+		t.Fatalf("bad token: %v", err)
+	}
+	if _, err := Enroll(ctx, EnrollOptions{Server: "http://127.0.0.1:1", CAFingerprint: srv.CAFingerprint(), Token: "t"}); err == nil || !strings.Contains(err.Error(), "https://") {
+		t.Fatalf("plain http server URL: %v", err)
+	}
+}
+
+func TestCmdlineEnrollment(t *testing.T) {
+	s, fp, tok := CmdlineEnrollment(`BOOTIF=01-52-54-00-00-00-01 kiln.server=https://10.0.0.2:8443 kiln.ca_fingerprint=abcd quiet kiln.token=eyJ.a.b`)
+	if s != "https://10.0.0.2:8443" || fp != "abcd" || tok != "eyJ.a.b" {
+		t.Fatalf("%q %q %q", s, fp, tok)
+	}
+}

@@ -1,0 +1,357 @@
+package enroll
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/store/postgres"
+	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
+	"github.com/kilnhq/kiln/internal/store/sqlite"
+	"github.com/kilnhq/kiln/internal/store/sqlstore"
+)
+
+// BenchmarkEnroll measures the server side of an enrollment, in process: token
+// verification, policy, CSR check, signing and the store transaction (token use,
+// machine creation, replay record, audit entry, event), on SQLite.
+func BenchmarkEnroll(b *testing.B) {
+	e := newEnv(b)
+	tok := e.token(TokenRequest{MaxUses: MaxTokenUses, TTL: "24h", Policy: []string{"facts.cpus >= 1"}})
+	reqs := make([]*EnrollRequest, b.N)
+	for i := range reqs {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		reqs[i] = &EnrollRequest{Token: tok, CSR: csrPEM(b, nil, key), Facts: facts(benchMAC(i), "cpus", 8)}
+	}
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := next.Add(1) - 1
+			if _, err := e.srv.Enroll(context.Background(), reqs[i], loopback); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Minutes(), "enroll/min")
+}
+
+func benchMAC(i int) string {
+	return net.HardwareAddr{0x52, 0x54, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}.String()
+}
+
+// BenchmarkEnrollHTTPS is the load generator of `make bench-enroll`: simulated agents,
+// KILN_BENCH_CLIENTS of them at a time (default 32), each making a P-256 key and a
+// CSR, enrolling over real HTTPS on loopback (a new TLS connection, as a new machine
+// would) and making one mTLS call (GET /agent/v1/self) with its new certificate.
+//
+// The server runs in its own process (this test binary, re-executed in server mode),
+// on SQLite and on PostgreSQL, so that its CPU time can be measured apart from the
+// agents': client and server share the machine's cores. With KILN_BENCH_ENROLL_URL,
+// KILN_BENCH_ENROLL_TOKEN and KILN_BENCH_ENROLL_CA (a PEM file) it loads an external
+// `kiln serve` instead (and measures its CPU if KILN_BENCH_ENROLL_PID is set).
+//
+// It reports enrollments per minute and the p50/p99 latency of enroll + mTLS call.
+// keygen=inline: each agent makes its key on the spot (the whole cost, as agents
+// would); keygen=ahead: keys are made before the clock starts. keygen-µs is what a
+// key and CSR cost an agent; server-cpu-µs/op is the server's CPU time per
+// enrollment (both handshakes, the enrollment and the mTLS call), and
+// server-max-enroll/min what that allows on this machine's cores with the agents
+// elsewhere.
+func BenchmarkEnrollHTTPS(b *testing.B) {
+	clients := 32
+	if v, err := strconv.Atoi(os.Getenv("KILN_BENCH_CLIENTS")); err == nil && v > 0 {
+		clients = v
+	}
+	if url := os.Getenv("KILN_BENCH_ENROLL_URL"); url != "" {
+		pem, err := os.ReadFile(os.Getenv("KILN_BENCH_ENROLL_CA"))
+		if err != nil {
+			b.Fatal("KILN_BENCH_ENROLL_CA: ", err)
+		}
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(pem)
+		pid, _ := strconv.Atoi(os.Getenv("KILN_BENCH_ENROLL_PID"))
+		for _, keygen := range []string{"ahead", "inline"} {
+			b.Run(fmt.Sprintf("store=external/keygen=%s/clients=%d", keygen, clients), func(b *testing.B) {
+				benchHTTPS(b, benchTarget{url: url, token: os.Getenv("KILN_BENCH_ENROLL_TOKEN"), roots: roots, pid: pid}, clients, keygen == "inline")
+			})
+		}
+		return
+	}
+	for _, storeName := range []string{"sqlite", "postgres"} {
+		for _, keygen := range []string{"ahead", "inline"} {
+			b.Run(fmt.Sprintf("store=%s/keygen=%s/clients=%d", storeName, keygen, clients), func(b *testing.B) {
+				spec := "sqlite:" + b.TempDir()
+				if storeName == "postgres" {
+					spec = "postgres:" + pgtest.NewDatabase(b)
+				}
+				benchHTTPS(b, startBenchServer(b, spec), clients, keygen == "inline")
+			})
+		}
+	}
+}
+
+// benchTarget is a server to load.
+type benchTarget struct {
+	url, token string
+	roots      *x509.CertPool
+	pid        int // for CPU accounting; 0: unknown
+}
+
+// benchServerEnv selects server mode in TestMain: "sqlite:DIR" or "postgres:URL".
+const benchServerEnv = "KILN_ENROLL_BENCH_SERVE"
+
+// benchServerHello is what the server process prints when it is ready.
+type benchServerHello struct {
+	URL, Token, CA string
+}
+
+// startBenchServer runs the enrollment service in a child process.
+func startBenchServer(b *testing.B, spec string) benchTarget {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), benchServerEnv+"="+spec)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close()
+		if err := cmd.Wait(); err != nil {
+			b.Errorf("bench server: %v", err)
+		}
+	})
+	var hello benchServerHello
+	if err := json.NewDecoder(stdout).Decode(&hello); err != nil {
+		b.Fatal("bench server: ", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM([]byte(hello.CA))
+	return benchTarget{url: hello.URL, token: hello.Token, roots: roots, pid: cmd.Process.Pid}
+}
+
+// runBenchServer is server mode: serve until standard input closes.
+func runBenchServer(spec string) error {
+	ctx := context.Background()
+	kind, arg, _ := strings.Cut(spec, ":")
+	var st store.Store
+	var err error
+	dataDir, err := os.MkdirTemp("", "kiln-enroll-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dataDir)
+	switch kind {
+	case "sqlite":
+		st, err = sqlite.Open(ctx, arg, sqlstore.Options{})
+	case "postgres":
+		st, err = postgres.Open(ctx, arg, sqlstore.Options{})
+	default:
+		err = fmt.Errorf("%s: %q is not sqlite:DIR or postgres:URL", benchServerEnv, spec)
+	}
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := seedStore(st); err != nil {
+		return err
+	}
+	srv, err := New(ctx, st, Config{DataDir: dataDir, ServerSANs: []string{"127.0.0.1"}})
+	if err != nil {
+		return err
+	}
+	tok, err := srv.CreateToken(ctx, "bench", TokenRequest{Profile: "worker", MaxUses: MaxTokenUses, TTL: "24h"})
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	srv.Register(mux)
+	agentMux := http.NewServeMux()
+	srv.RegisterAgent(agentMux)
+	mux.Handle("/agent/", srv.AgentAuth(agentMux))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: mux, TLSConfig: srv.TLSConfig(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: log.New(io.Discard, "", 0)}
+	go hs.ServeTLS(ln, "", "")
+	json.NewEncoder(os.Stdout).Encode(benchServerHello{URL: "https://" + ln.Addr().String(), Token: tok.Token, CA: string(srv.CACertificatePEM())})
+	if path := os.Getenv("KILN_ENROLL_BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		pprof.StartCPUProfile(f)
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
+	io.Copy(io.Discard, os.Stdin)
+	return hs.Close()
+}
+
+// cpuTime is a process's user+system CPU time, from /proc/PID/stat.
+func cpuTime(pid int) (time.Duration, bool) {
+	if pid == 0 {
+		return 0, false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0, false
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100, true // USER_HZ is 100 on Linux
+}
+
+type benchAgent struct {
+	key *ecdsa.PrivateKey
+	csr string
+}
+
+func newBenchAgent(b *testing.B) benchAgent {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return benchAgent{key: key, csr: csrPEM(b, nil, key)}
+}
+
+func benchHTTPS(b *testing.B, target benchTarget, clients int, inline bool) {
+	// Key generation cost, measured apart.
+	const samples = 200
+	t0 := time.Now()
+	for i := 0; i < samples; i++ {
+		newBenchAgent(b)
+	}
+	keygen := time.Since(t0) / samples
+
+	var ahead []benchAgent
+	if !inline {
+		ahead = make([]benchAgent, b.N)
+		for i := range ahead {
+			ahead[i] = newBenchAgent(b)
+		}
+	}
+	// A different MAC range per run, so that runs against one server create new machines.
+	var base [2]byte
+	rand.Read(base[:])
+	lat := make([]time.Duration, b.N)
+	var next atomic.Int64
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	cpu0, haveCPU := cpuTime(target.pid)
+	start := time.Now()
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= b.N {
+					return
+				}
+				var a benchAgent
+				if inline {
+					a = newBenchAgent(b)
+				} else {
+					a = ahead[i]
+				}
+				t := time.Now()
+				mac := net.HardwareAddr{0x52, base[0], base[1], byte(i >> 16), byte(i >> 8), byte(i)}.String()
+				if err := benchOneAgent(target, a, mac); err != nil {
+					if failed.Add(1) == 1 {
+						b.Error(err)
+					}
+					continue
+				}
+				lat[i] = time.Since(t)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	cpu1, _ := cpuTime(target.pid)
+	b.StopTimer()
+	if failed.Load() > 0 {
+		b.Fatalf("%d of %d agents failed", failed.Load(), b.N)
+	}
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(float64(len(lat))*p))] }
+	b.ReportMetric(float64(b.N)/elapsed.Minutes(), "enroll/min")
+	b.ReportMetric(float64(pct(0.50).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(pct(0.99).Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(keygen.Microseconds()), "keygen-µs")
+	if haveCPU && cpu1 > cpu0 {
+		per := (cpu1 - cpu0) / time.Duration(b.N)
+		b.ReportMetric(float64(per.Microseconds()), "server-cpu-µs/op")
+		b.ReportMetric(float64(runtime.NumCPU())*float64(time.Minute)/float64(per), "server-max-enroll/min")
+	}
+}
+
+// benchOneAgent enrolls one simulated agent and makes one mTLS call, each on a new
+// connection.
+func benchOneAgent(target benchTarget, a benchAgent, mac string) error {
+	url, roots := target.url, target.roots
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}, DisableKeepAlives: true}
+	c := &http.Client{Transport: tr, Timeout: time.Minute}
+	body, _ := json.Marshal(EnrollRequest{Token: target.token, CSR: a.csr, Facts: facts(mac, "cpus", 8)})
+	res, err := c.Post(url+"/enroll", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	data, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("enroll: %d %s", res.StatusCode, data)
+	}
+	var resp EnrollResponse
+	if err := json.Unmarshal(data, &resp); err != nil {
+		return err
+	}
+	blk, _ := pem.Decode([]byte(resp.Certificate))
+	cert := tls.Certificate{Certificate: [][]byte{blk.Bytes}, PrivateKey: a.key}
+	mtls := &http.Client{Timeout: time.Minute, Transport: &http.Transport{DisableKeepAlives: true,
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}}}}
+	res, err = mtls.Get(url + "/agent/v1/self")
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("mTLS call: %d", res.StatusCode)
+	}
+	return nil
+}

@@ -1,0 +1,93 @@
+// Package enroll is Kiln's machine identity: a built-in certificate authority, signed
+// join tokens, enrollment (POST /enroll: token + CSR + facts -> a short-lived machine
+// certificate), the agent API's mTLS authentication with revocation and a CRL, and
+// boot by client certificate.
+//
+// # Certificate authority
+//
+// On first start Kiln creates an ECDSA P-256 CA (or imports an operator's intermediate
+// CA: Config.ImportCACert/ImportCAKey) and an ed25519 key that signs join tokens. Both
+// private keys are sealed with AES-256-GCM under a key-encryption key (KEK) and kept
+// in the store, as one object of an internal kind that the operator API does not
+// expose. The KEK is a file (default <data-dir>/kek.key, mode 0600, created on first
+// start; a file others can read is refused) or is given directly (KILN_KEK).
+//
+// Why the store and not files: replicas on one PostgreSQL must share the CA and the
+// token key. In the store they do with no copying — the first replica to start
+// creates them inside a write transaction, the others read them — and a database
+// backup carries them, still encrypted. What every replica needs is the same KEK
+// (copy kek.key, or set KILN_KEK): a replica with another KEK refuses to start and
+// says so. A public copy of the CA certificate is written to <data-dir>/ca.crt.
+//
+// The server's own TLS certificate (API, boot HTTPS and agent API on one port) is
+// issued from the CA at start, with configurable SANs, and reissued in place at two
+// thirds of its lifetime; its key stays in memory. The CA certificate and its SHA-256
+// fingerprint are published at GET /ca.crt and by `kiln ca show` for agents to pin.
+//
+// # Join tokens
+//
+// A token is a compact JWT signed with EdDSA: {"alg":"EdDSA","typ":"JWT"}, claims jti,
+// iss (the server URL), iat, nbf, exp and scope (profile, labels, MACs, CIDRs,
+// machine, CEL policy). The parser accepts nothing else (jwt.go). The store keeps a
+// JoinToken object named by the id with the scope, the SHA-256 of the token and, in
+// its status, the use count; never the token. Signed claims define the scope; the
+// stored object can only narrow it (revoked, expiresAt, maxUses), and revocation is
+// also recorded in the status so that re-applying an old manifest does not undo it.
+//
+// Per-boot tokens (MintBootToken, BootCmdline) are minted when Kiln serves a
+// machine's iPXE script: single use, bound to that machine and MAC, valid for
+// minutes. Each machine has one such object ("boot-<machine>"), replaced at each
+// boot, so they do not pile up and an older boot's token is superseded. A per-boot
+// token presented after it was used is refused with an EnrollAlert event and an
+// enroll-alert audit entry: someone may have raced the machine for it.
+//
+// # Enrollment
+//
+// POST /enroll (HTTPS only) checks, in order: the token's form and signature, its
+// nbf/exp, its CIDRs against the request's source address and its MACs against the
+// reported facts, the token's CEL policy, the profile's (spec.enrollPolicy), then the
+// CSR. Then, in one write transaction (serialized, across replicas too): the stored
+// token (hash, revocation, expiry, remaining uses), the machine binding, the CSR's
+// names against the assigned name, the replay record, and the writes: machine
+// created or updated, use counted, audit entry, event. N uses means N.
+//
+// The machine is the one the token names (created if missing); else the one owning a
+// reported MAC, if the token's MAC scope covers it or the machine was never enrolled
+// and has the token's profile (a generic token never takes over an enrolled
+// machine); else a new machine with the token's profile and labels, named after the
+// reported hostname if that is free, else m-<MAC>, else m-<key hash>.
+//
+// CSR rule: Kiln takes only the public key (ECDSA P-256/P-384, Ed25519, RSA 2048-8192)
+// and assigns the names itself. A CSR says nothing about names (empty subject, no
+// SANs: the agent's way, since a generic token cannot tell it its name) or exactly the
+// assigned one (CN = name, at most one DNS SAN = name). Other subject attributes,
+// other SANs, requested extensions: refused. The certificate has CN and DNS SAN =
+// the machine's name, client authentication only, lifetime Config.CertTTL (24h).
+//
+// Every public key enrolls once (an internal EnrollKey record, kept for
+// Config.ReplayWindow): replaying an enrollment request is refused even with a
+// multi-use token.
+//
+// Every refusal (enrollment, agent API, boot by certificate) is answered with a reason,
+// written to the audit log (actor "enroll", action "<what>-refused", the token's id
+// but never the token) and, for a known machine, to its timeline; nothing is issued
+// or consumed.
+//
+// # Agent API
+//
+// The HTTPS listener requests client certificates without requiring them (one port
+// for enrollment and mTLS). AgentAuth admits a request only if its certificate's
+// SHA-256 is the machine's current status.certFingerprint: revocation clears it,
+// renewal and re-enrollment replace it, so an old certificate stops working at once;
+// this is checked on every request. Refusals explain themselves (another CA, expired,
+// revoked or superseded). RefuseOtherMachine / OwnMachineOnly answer 403 with an
+// audit entry to a machine asking for another's data. POST /agent/v1/renew renews
+// (agents do it at two thirds of the lifetime, with a new key); GET /crl lists
+// revoked certificates until they expire.
+//
+// # Boot by client certificate
+//
+// For iPXE builds with an embedded client certificate (ExportBootCert, `kiln machine
+// cert NAME --out DIR`), GET /ipxe/by-cert serves the machine's script, chosen by the
+// certificate's fingerprint.
+package enroll

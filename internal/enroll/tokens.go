@@ -1,0 +1,365 @@
+package enroll
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// Token limits.
+const (
+	MaxTokenUses = 1_000_000
+	MaxTokenTTL  = 366 * 24 * time.Hour
+	// DefaultTokenTTL applies when a request gives none.
+	DefaultTokenTTL = time.Hour
+	// BootTokenLabel marks the JoinToken objects of per-boot tokens.
+	BootTokenLabel = "kiln.dev/boot-token"
+)
+
+// TokenRequest asks for a join token (POST /api/v1/enroll/jointokens).
+type TokenRequest struct {
+	Profile string            `json:"profile"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	// MaxUses: how many enrollments the token allows (default 1).
+	MaxUses int `json:"maxUses,omitempty"`
+	// TTL: how long it is valid, a Go duration (default 1h, at most 366 days).
+	TTL     string   `json:"ttl,omitempty"`
+	MACs    []string `json:"macs,omitempty"`
+	CIDRs   []string `json:"cidrs,omitempty"`
+	Machine string   `json:"machine,omitempty"`
+	// Policy: CEL expressions signed into the token, all of which must be true.
+	Policy []string `json:"policy,omitempty"`
+}
+
+// TokenInfo describes a join token; it never carries the token itself.
+type TokenInfo struct {
+	ID          string            `json:"id"`
+	Profile     string            `json:"profile"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Machine     string            `json:"machine,omitempty"`
+	MACs        []string          `json:"macs,omitempty"`
+	CIDRs       []string          `json:"cidrs,omitempty"`
+	MaxUses     int               `json:"maxUses"`
+	Uses        int               `json:"uses"`
+	ExpiresAt   *time.Time        `json:"expiresAt,omitempty"`
+	Revoked     bool              `json:"revoked"`
+	Boot        bool              `json:"boot,omitempty"`
+	LastUsedAt  *time.Time        `json:"lastUsedAt,omitempty"`
+	LastMachine string            `json:"lastMachine,omitempty"`
+}
+
+// TokenCreated is the answer to a token request: the token is in it this once.
+type TokenCreated struct {
+	TokenInfo
+	Token         string `json:"token"`
+	Server        string `json:"server,omitempty"`
+	CAFingerprint string `json:"caFingerprint"`
+}
+
+// InvalidError is bad operator input (the API answers 422).
+type InvalidError struct{ Err error }
+
+func (e *InvalidError) Error() string { return e.Err.Error() }
+func (e *InvalidError) Unwrap() error { return e.Err }
+
+func invalid(format string, a ...any) error { return &InvalidError{Err: fmt.Errorf(format, a...)} }
+
+func newTokenID() string {
+	var b [10]byte
+	_, _ = rand.Read(b[:])
+	return "jt-" + hex.EncodeToString(b[:])
+}
+
+// CreateToken signs a new join token. The store keeps its id, scope, hash and use
+// count; the token string is returned once and never stored.
+func (s *Server) CreateToken(ctx context.Context, actor string, req TokenRequest) (*TokenCreated, error) {
+	now := s.now()
+	if req.MaxUses == 0 {
+		req.MaxUses = 1
+	}
+	if req.MaxUses < 1 || req.MaxUses > MaxTokenUses {
+		return nil, invalid("maxUses: %d is not between 1 and %d", req.MaxUses, MaxTokenUses)
+	}
+	ttl := DefaultTokenTTL
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 {
+			return nil, invalid("ttl: %q is not a positive duration like 30m, 24h or 720h", req.TTL)
+		}
+		ttl = d
+	}
+	if ttl > MaxTokenTTL {
+		return nil, invalid("ttl: %s is longer than %s", ttl, MaxTokenTTL)
+	}
+	exp := now.Add(ttl).Truncate(time.Second)
+	spec := resource.JoinTokenSpec{Profile: req.Profile, Labels: req.Labels, MaxUses: req.MaxUses, ExpiresAt: &exp,
+		MACs: append([]string(nil), req.MACs...), CIDRs: append([]string(nil), req.CIDRs...), Machine: req.Machine}
+	if err := spec.Validate(); err != nil {
+		return nil, &InvalidError{Err: err}
+	}
+	if err := s.policy.validate(req.Policy); err != nil {
+		return nil, &InvalidError{Err: err}
+	}
+	id := newTokenID()
+	claims := &Claims{ID: id, Issuer: s.cfg.PublicURL, IssuedAt: now.Unix(), NotBefore: now.Unix(), Expires: exp.Unix(),
+		Scope: Scope{Profile: spec.Profile, Labels: spec.Labels, MACs: spec.MACs, CIDRs: spec.CIDRs, Machine: spec.Machine, Policy: req.Policy}}
+	tok, err := signToken(s.ca.tokenKey, claims)
+	if err != nil {
+		return nil, &InvalidError{Err: err}
+	}
+	spec.Hash = tokenHash(tok)
+	rawSpec, _ := json.Marshal(spec)
+	obj := &resource.Object{Kind: "JoinToken", Metadata: resource.Metadata{Name: id}, Spec: rawSpec, Status: json.RawMessage(`{"uses":0}`)}
+	err = s.st.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.Get(ctx, "Profile", spec.Profile); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return invalid("profile: %q does not exist", spec.Profile)
+			}
+			return err
+		}
+		if err := tx.Create(ctx, obj); err != nil {
+			return err
+		}
+		return tx.AppendAudit(ctx, &audit.Entry{Time: now, Actor: actor, Action: "create", Kind: "JoinToken", Name: id,
+			Summary: "join token created: " + scopeSummary(&spec, len(req.Policy))})
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.log().Info("join token created", "token_id", id, "profile", spec.Profile, "max_uses", spec.MaxUses, "actor", actor)
+	return &TokenCreated{TokenInfo: tokenInfo(obj), Token: tok, Server: s.cfg.PublicURL, CAFingerprint: s.ca.fingerprint}, nil
+}
+
+func scopeSummary(spec *resource.JoinTokenSpec, policies int) string {
+	parts := []string{"profile " + spec.Profile, fmt.Sprintf("max uses %d", spec.MaxUses)}
+	if spec.ExpiresAt != nil {
+		parts = append(parts, "expires "+spec.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if spec.Machine != "" {
+		parts = append(parts, "machine "+spec.Machine)
+	}
+	if len(spec.MACs) > 0 {
+		parts = append(parts, "macs "+strings.Join(spec.MACs, ","))
+	}
+	if len(spec.CIDRs) > 0 {
+		parts = append(parts, "cidrs "+strings.Join(spec.CIDRs, ","))
+	}
+	if len(spec.Labels) > 0 {
+		keys := make([]string, 0, len(spec.Labels))
+		for k := range spec.Labels {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		parts = append(parts, "labels "+strings.Join(keys, ","))
+	}
+	if policies > 0 {
+		parts = append(parts, fmt.Sprintf("%d policy expressions", policies))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func tokenInfo(o *resource.Object) TokenInfo {
+	ti := TokenInfo{ID: o.Metadata.Name, Boot: o.Metadata.Labels[BootTokenLabel] == "true"}
+	if spec, err := resource.Typed[resource.JoinTokenSpec](o); err == nil {
+		ti.Profile, ti.Labels, ti.Machine, ti.MACs, ti.CIDRs = spec.Profile, spec.Labels, spec.Machine, spec.MACs, spec.CIDRs
+		ti.MaxUses, ti.ExpiresAt, ti.Revoked = spec.MaxUses, spec.ExpiresAt, spec.Revoked
+	}
+	var st tokenStatus
+	if len(o.Status) > 0 {
+		_ = json.Unmarshal(o.Status, &st)
+	}
+	ti.Uses, ti.LastUsedAt, ti.LastMachine = st.Uses, st.LastUsedAt, st.LastMachine
+	if st.RevokedAt != nil {
+		ti.Revoked = true
+	}
+	return ti
+}
+
+// ListTokens lists join tokens (per-boot ones too when boot is true), by id.
+func (s *Server) ListTokens(ctx context.Context, boot bool) ([]TokenInfo, error) {
+	var out []TokenInfo
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		after := ""
+		for {
+			objs, next, err := tx.List(ctx, "JoinToken", store.ListOptions{Limit: 1000, Continue: after})
+			if err != nil {
+				return err
+			}
+			for _, o := range objs {
+				ti := tokenInfo(o)
+				if ti.Boot && !boot {
+					continue
+				}
+				out = append(out, ti)
+			}
+			if next == "" {
+				return nil
+			}
+			after = next
+		}
+	})
+	if out == nil {
+		out = []TokenInfo{}
+	}
+	return out, err
+}
+
+// RevokeToken revokes a join token: no further enrollment with it. The revocation is
+// recorded in the token's status (Kiln's), so re-applying an old manifest of the token
+// does not undo it.
+func (s *Server) RevokeToken(ctx context.Context, actor, id string) error {
+	now := s.now()
+	return s.st.Update(ctx, func(tx store.Tx) error {
+		tok, err := tx.Get(ctx, "JoinToken", id)
+		if err != nil {
+			return fmt.Errorf("revoke join token %q: %w", id, err)
+		}
+		spec, err := resource.Typed[resource.JoinTokenSpec](tok)
+		if err != nil {
+			return err
+		}
+		var st tokenStatus
+		if len(tok.Status) > 0 {
+			_ = json.Unmarshal(tok.Status, &st)
+		}
+		if st.RevokedAt != nil && spec.Revoked {
+			return nil
+		}
+		spec.Revoked = true
+		if st.RevokedAt == nil {
+			st.RevokedAt = &now
+		}
+		tok.Spec, _ = json.Marshal(spec)
+		tok.Status, _ = json.Marshal(st)
+		if err := tx.Update(ctx, tok); err != nil {
+			return err
+		}
+		return tx.AppendAudit(ctx, &audit.Entry{Time: now, Actor: actor, Action: "revoke", Kind: "JoinToken", Name: id,
+			Summary: fmt.Sprintf("join token revoked after %d uses", st.Uses)})
+	})
+}
+
+// bootTokenID names a machine's per-boot token: one object per machine, replaced at
+// each boot, so per-boot tokens never pile up and a newer boot supersedes an older one.
+func bootTokenID(machine string) string {
+	id := "boot-" + machine
+	if len(id) > 253 {
+		h := sha256.Sum256([]byte(machine))
+		id = "boot-" + hex.EncodeToString(h[:16])
+	}
+	return id
+}
+
+// MintBootToken mints the per-boot join token for a machine's netboot: single use,
+// bound to the machine and the MAC it boots from, valid for ttl (0: the configured
+// BootTokenTTL). It replaces the machine's previous per-boot token. The boot server
+// puts it on the agent's kernel command line (see BootCmdline): the iPXE script
+// travels in clear, so what it carries must be worthless once used or expired.
+func (s *Server) MintBootToken(ctx context.Context, machineName, mac string, ttl time.Duration) (string, error) {
+	if ttl <= 0 {
+		ttl = s.cfg.BootTokenTTL
+	}
+	nmac, err := resource.NormalizeMAC(mac)
+	if err != nil {
+		return "", fmt.Errorf("mint boot token for %s: mac %q: not a MAC address", machineName, mac)
+	}
+	now := s.now()
+	id := bootTokenID(machineName)
+	var tok string
+	err = s.st.Update(ctx, func(tx store.Tx) error {
+		m, err := tx.Get(ctx, "Machine", machineName)
+		if err != nil {
+			return err
+		}
+		ms, err := resource.Typed[resource.MachineSpec](m)
+		if err != nil {
+			return err
+		}
+		if ms.Profile == "" {
+			return fmt.Errorf("machine %s has no profile", machineName)
+		}
+		exp := now.Add(ttl)
+		var nonce [8]byte
+		_, _ = rand.Read(nonce[:])
+		claims := &Claims{ID: id, Issuer: s.cfg.PublicURL, IssuedAt: now.Unix(), NotBefore: now.Unix(), Expires: exp.Unix(),
+			Scope: Scope{Profile: ms.Profile, MACs: []string{nmac}, Machine: machineName, Boot: true}, Nonce: hex.EncodeToString(nonce[:])}
+		if tok, err = signToken(s.ca.tokenKey, claims); err != nil {
+			return err
+		}
+		expS := time.Unix(claims.Expires, 0).UTC()
+		spec := resource.JoinTokenSpec{Profile: ms.Profile, MaxUses: 1, ExpiresAt: &expS, MACs: []string{nmac}, Machine: machineName, Hash: tokenHash(tok)}
+		raw, _ := json.Marshal(spec)
+		cur, err := tx.Get(ctx, "JoinToken", id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			err = tx.Create(ctx, &resource.Object{Kind: "JoinToken", Metadata: resource.Metadata{Name: id, Labels: map[string]string{BootTokenLabel: "true"}},
+				Spec: raw, Status: json.RawMessage(`{"uses":0}`)})
+		case err == nil:
+			next := cur.Clone()
+			next.Spec, next.Status = raw, json.RawMessage(`{"uses":0}`)
+			next.Metadata.Labels = map[string]string{BootTokenLabel: "true"}
+			err = tx.Update(ctx, next)
+		}
+		if err != nil {
+			return err
+		}
+		return tx.AppendAudit(ctx, &audit.Entry{Time: now, Actor: "boot", Action: "mint-boot-token", Kind: "JoinToken", Name: id,
+			Summary: fmt.Sprintf("per-boot token for machine %s, mac %s, single use, expires %s", machineName, nmac, expS.Format(time.RFC3339))})
+	})
+	if err != nil {
+		return "", fmt.Errorf("mint boot token for %s: %w", machineName, err)
+	}
+	return tok, nil
+}
+
+// Kernel command line parameters the agent reads.
+const (
+	CmdlineServer = "kiln.server"
+	CmdlineCA     = "kiln.ca_fingerprint"
+	CmdlineToken  = "kiln.token"
+)
+
+// BootCmdline mints a per-boot token and returns the kernel command line fragment
+// that carries it with the server URL and the CA fingerprint:
+// "kiln.server=https://... kiln.ca_fingerprint=<hex> kiln.token=<jwt>".
+func (s *Server) BootCmdline(ctx context.Context, machineName, mac string) (string, error) {
+	if s.cfg.PublicURL == "" {
+		return "", errors.New("boot credentials: no public HTTPS URL configured for enrollment")
+	}
+	tok, err := s.MintBootToken(ctx, machineName, mac, 0)
+	if err != nil {
+		return "", err
+	}
+	// Tokens are base64url and dots, the URL and fingerprint have no spaces: nothing
+	// here needs quoting on a kernel command line.
+	return fmt.Sprintf("%s=%s %s=%s %s=%s", CmdlineServer, s.cfg.PublicURL, CmdlineCA, s.ca.fingerprint, CmdlineToken, tok), nil
+}
+
+// statusForError maps service errors to HTTP statuses for the operator handlers.
+func statusForError(err error) int {
+	var ie *InvalidError
+	var ref *Refusal
+	switch {
+	case errors.As(err, &ref):
+		return ref.Status
+	case errors.As(err, &ie):
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrConflict):
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}

@@ -1,0 +1,96 @@
+package power
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/resource"
+)
+
+const (
+	testUser = "kiln-admin"
+	// A distinctive password, so that the tests can assert it never appears in
+	// an error, a log line, a job or an event.
+	testPassword = "Zq8-s3cr3t-Pa55w0rd"
+)
+
+// staticCreds resolves every secret to one user and password.
+type staticCreds struct{ user, password string }
+
+func (c staticCreds) BMCCredentials(_ context.Context, name string) (string, string, error) {
+	return c.user, c.password, nil
+}
+
+// logBuffer is a slog destination the tests search for secrets.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// fastOptions are driver options for tests: short polls and timeouts.
+func fastOptions(log *logBuffer) Options {
+	return Options{
+		RequestTimeout: 3 * time.Second,
+		PollInterval:   5 * time.Millisecond,
+		StateTimeout:   2 * time.Second,
+		Logger:         log.logger(),
+	}
+}
+
+// assertNoSecret fails when the test password appears in any of texts.
+func assertNoSecret(t *testing.T, where string, texts ...string) {
+	t.Helper()
+	for _, s := range texts {
+		if strings.Contains(s, testPassword) {
+			t.Fatalf("%s contains the BMC password: %q", where, s)
+		}
+	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// requireTool skips a test when a tool is missing, except in CI where make test
+// installs it and its absence is a failure.
+func requireTool(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s not found: it is required in CI (apt-get install openipmi ipmitool qemu-system-x86)", n)
+			}
+			t.Skipf("%s not found; install it to run this test (apt-get install openipmi ipmitool qemu-system-x86)", n)
+		}
+	}
+}
+
+func redfishBMC(sim *bmcSim) resource.BMC {
+	return resource.BMC{Driver: "redfish", Address: sim.URL(), CredentialsSecret: "bmc-creds", CAFingerprint: sim.Fingerprint()}
+}
