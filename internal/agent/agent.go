@@ -608,3 +608,50 @@ func sameHost(u, base string) bool {
 	b, err2 := url.Parse(base)
 	return err1 == nil && err2 == nil && a.Host == b.Host
 }
+
+// RunLocal runs one built-in action here, without Kiln: to try a template's action
+// on a machine by hand, and for benchmarks. Log lines and progress (every second)
+// go to log. An action that acts after its report (reboot, poweroff, kexec) acts
+// when it succeeded.
+func RunLocal(ctx context.Context, sys *System, typ string, args Args, timeout time.Duration, log *slog.Logger) (string, error) {
+	fn, ok := Builtins()[typ]
+	if !ok {
+		return "", fmt.Errorf("action type %q is not built in (one of image2disk, partition, write-file, exec, reboot, poweroff, kexec)", typ)
+	}
+	if sys == nil {
+		sys = &System{}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if timeout <= 0 {
+		timeout = workflow.DefaultActionTimeout
+	}
+	env := &Env{System: sys, Action: typ, Type: typ, Attempt: 1, logger: log, rep: &reporter{}}
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errActionTimeout)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if p, changed := env.rep.progressIfChanged(); changed && p != nil {
+					log.Info("progress", "bytes", p.Bytes, "total", p.Total, "percent", p.Percent)
+				}
+			}
+		}
+	}()
+	err := fn(ctx, env, args)
+	close(done)
+	if err != nil && errors.Is(context.Cause(ctx), errActionTimeout) {
+		err = fmt.Errorf("timed out after %s: %w", timeout, err)
+	}
+	if err == nil && env.after != nil {
+		err = env.after()
+	}
+	return env.message, err
+}

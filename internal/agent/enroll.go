@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -52,7 +53,8 @@ const (
 
 // EnrollOptions configure Enroll.
 type EnrollOptions struct {
-	// Server is Kiln's HTTPS base URL (https://10.0.0.2:8443).
+	// Server is Kiln's HTTPS base URL (https://10.0.0.2:8443); empty: the one the
+	// token names.
 	Server string
 	// CAFingerprint is the SHA-256 of Kiln's CA certificate (hex, colons allowed), from
 	// `kiln ca show` or the kernel command line.
@@ -172,8 +174,32 @@ func parseServerURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// Enroll enrolls this machine with Kiln and stores its identity in opts.Dir.
+// TokenIssuer reads the server URL a join token names (its iss claim), without
+// verifying it: the CA fingerprint is what makes the server trusted, not the token.
+func TokenIssuer(token string) string {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 || len(token) > 8<<10 {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Iss string `json:"iss"`
+	}
+	if json.Unmarshal(b, &c) != nil {
+		return ""
+	}
+	return c.Iss
+}
+
+// Enroll enrolls this machine with Kiln and stores its identity in opts.Dir. Without
+// opts.Server it uses the server URL written in the token.
 func Enroll(ctx context.Context, opts EnrollOptions) (*Identity, error) {
+	if opts.Server == "" {
+		opts.Server = TokenIssuer(opts.Token)
+	}
 	u, err := parseServerURL(opts.Server)
 	if err != nil {
 		return nil, err

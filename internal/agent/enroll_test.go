@@ -23,6 +23,17 @@ import (
 // kilnForEnroll runs the enrollment service on SQLite behind HTTPS on loopback.
 func kilnForEnroll(t *testing.T) (*enroll.Server, store.Store, string) {
 	t.Helper()
+	return startEnrollKiln(t, false)
+}
+
+// kilnForEnrollWithURL is kilnForEnroll with the server's URL configured (written
+// into tokens).
+func kilnForEnrollWithURL(t *testing.T) (*enroll.Server, store.Store, string) {
+	t.Helper()
+	return startEnrollKiln(t, true)
+}
+
+func startEnrollKiln(t *testing.T, withURL bool) (*enroll.Server, store.Store, string) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	st, err := sqlite.Open(ctx, dir, sqlstore.Options{})
@@ -36,7 +47,16 @@ func kilnForEnroll(t *testing.T) (*enroll.Server, store.Store, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := enroll.New(ctx, st, enroll.Config{DataDir: dir, ServerSANs: []string{"127.0.0.1"}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "https://" + ln.Addr().String()
+	cfg := enroll.Config{DataDir: dir, ServerSANs: []string{"127.0.0.1"}}
+	if withURL {
+		cfg.PublicURL = url
+	}
+	srv, err := enroll.New(ctx, st, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,14 +65,10 @@ func kilnForEnroll(t *testing.T) (*enroll.Server, store.Store, string) {
 	agentMux := http.NewServeMux()
 	srv.RegisterAgent(agentMux)
 	mux.Handle("/agent/", srv.AgentAuth(agentMux))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	hs := &http.Server{Handler: mux, TLSConfig: srv.TLSConfig()}
 	go hs.ServeTLS(ln, "", "")
 	t.Cleanup(func() { hs.Close() })
-	return srv, st, "https://" + ln.Addr().String()
+	return srv, st, url
 }
 
 func TestEnrollStoresIdentityAndRenews(t *testing.T) {
@@ -169,6 +185,26 @@ func TestEnrollRefusesWrongPinBeforeSendingTheToken(t *testing.T) {
 	}
 	if _, err := Enroll(ctx, EnrollOptions{Server: "http://127.0.0.1:1", CAFingerprint: srv.CAFingerprint(), Token: "t"}); err == nil || !strings.Contains(err.Error(), "https://") {
 		t.Fatalf("plain http server URL: %v", err)
+	}
+}
+
+func TestTokenIssuer(t *testing.T) {
+	srv, _, url := kilnForEnrollWithURL(t)
+	tok, err := srv.CreateToken(context.Background(), "token:test", enroll.TokenRequest{Profile: "worker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := TokenIssuer(tok.Token); got != url {
+		t.Fatalf("issuer %q, want %q", got, url)
+	}
+	// Enrolling with the token alone (and the pin) finds the server.
+	if _, err := Enroll(context.Background(), EnrollOptions{CAFingerprint: srv.CAFingerprint(), Token: tok.Token, Dir: t.TempDir(), Facts: map[string]any{}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"", "a.b", "a.!!.c", "a." + strings.Repeat("x", 9000) + ".c"} {
+		if TokenIssuer(bad) != "" {
+			t.Errorf("TokenIssuer(%.20q) not empty", bad)
+		}
 	}
 }
 

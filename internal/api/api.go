@@ -34,6 +34,9 @@ type Server struct {
 	Version      string
 	// Workflows starts workflows (reprovision); nil disables that route's action.
 	Workflows *workflow.Engine
+	// PowerReprovision, if set, sets next boot to PXE and power-cycles a machine with
+	// a BMC after a reprovision; it returns the power job's id ("" without a BMC).
+	PowerReprovision func(ctx context.Context, actor, machine string) (string, error)
 
 	routes []route
 	extra  []route
@@ -267,9 +270,18 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 	return raw, true
 }
 
+// writable refuses operator writes to kinds only Kiln writes (power jobs).
+func writable(w http.ResponseWriter, k *resource.Kind) bool {
+	if k.ReadOnly {
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s are written by Kiln only", k.Plural))
+		return false
+	}
+	return true
+}
+
 func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	k, ok := s.kind(w, r)
-	if !ok {
+	if !ok || !writable(w, k) {
 		return
 	}
 	obj, ok := s.readObject(w, r, k)
@@ -287,7 +299,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) update(w http.ResponseWriter, r *http.Request) {
 	k, ok := s.kind(w, r)
-	if !ok {
+	if !ok || !writable(w, k) {
 		return
 	}
 	obj, ok := s.readObject(w, r, k)
@@ -360,6 +372,10 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		obj, err := resource.DecodeJSON(o)
 		if err != nil {
 			writeError(w, statusForDecode(err), fmt.Sprintf("objects[%d]: %v", i, err))
+			return
+		}
+		if k, _ := resource.LookupKind(obj.Kind); k != nil && k.ReadOnly {
+			writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("objects[%d]: %s objects are written by Kiln only", i, obj.Kind))
 			return
 		}
 		objs = append(objs, obj)

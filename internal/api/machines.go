@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/kilnhq/kiln/internal/store"
@@ -12,12 +13,16 @@ import (
 type ReprovisionRequest struct {
 	// Template overrides the profile's workflow template.
 	Template string `json:"template,omitempty"`
+	// NoPower leaves the machine's power alone (the operator reboots it).
+	NoPower bool `json:"noPower,omitempty"`
 }
 
 // WorkflowView is a machine's newest workflow.
 type WorkflowView struct {
 	Name   string           `json:"name"`
 	Status *workflow.Status `json:"status"`
+	// PowerJob is the job that sets next boot to PXE and power-cycles the machine.
+	PowerJob string `json:"powerJob,omitempty"`
 }
 
 func (s *Server) reprovision(w http.ResponseWriter, r *http.Request) {
@@ -39,8 +44,17 @@ func (s *Server) reprovision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, _ := workflow.StatusOf(wf)
-	s.Logger.Info("reprovision", "machine", r.PathValue("name"), "workflow", wf.Metadata.Name, "actor", actor(r).ID)
-	writeJSON(w, http.StatusCreated, WorkflowView{Name: wf.Metadata.Name, Status: st})
+	view := WorkflowView{Name: wf.Metadata.Name, Status: st}
+	if s.PowerReprovision != nil && !req.NoPower {
+		job, err := s.PowerReprovision(r.Context(), actor(r).ID, r.PathValue("name"))
+		if err != nil {
+			writeError(w, http.StatusBadGateway, fmt.Sprintf("workflow %s started, but the power cycle could not be requested: %v", wf.Metadata.Name, err))
+			return
+		}
+		view.PowerJob = job
+	}
+	s.Logger.Info("reprovision", "machine", r.PathValue("name"), "workflow", wf.Metadata.Name, "power_job", view.PowerJob, "actor", actor(r).ID)
+	writeJSON(w, http.StatusCreated, view)
 }
 
 func (s *Server) machineWorkflow(w http.ResponseWriter, r *http.Request) {

@@ -30,7 +30,7 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 		Use:   "agent",
 		Short: "The provisioning agent that runs on machines (in the agent environment)",
 	}
-	cmd.AddCommand(newAgentRunCmd(g), newAgentInitCmd(), newAgentFactsCmd())
+	cmd.AddCommand(newAgentRunCmd(g), newAgentInitCmd(), newAgentFactsCmd(), newAgentActionCmd())
 	cmd.AddCommand(agentEnrollCmds(g)...)
 	return cmd
 }
@@ -179,6 +179,57 @@ func newAgentFactsCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&root, "root", "/", "read /sys and /proc under this directory (a copy of another machine's)")
+	return cmd
+}
+
+func newAgentActionCmd() *cobra.Command {
+	var (
+		argsJSON, logLevel string
+		timeout            time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "action TYPE [KEY=VALUE ...]",
+		Short: "Run one built-in action here, without Kiln (to try a template's action by hand)",
+		Long: `Run one of the agent's built-in actions on this machine, with the same checks
+as in a workflow (image2disk and partition write only to a whole, unused disk).
+Arguments are KEY=VALUE pairs (strings) or a JSON object with --args-json, which
+lists need (partition's partitions).`,
+		Example: `  kiln agent action image2disk disk=/dev/sdb imageURL=http://10.0.0.2:8080/artifacts/debian-12 sha256=9f86d0...
+  kiln agent action partition disk=/dev/sdb --args-json '{"partitions":[{"label":"esp","size":"512MiB","type":"esp"},{"label":"root"}]}'
+  kiln agent action exec command='lsblk -J'`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := newLogger(cmd.ErrOrStderr(), "text", logLevel)
+			if err != nil {
+				return err
+			}
+			a := agent.Args{}
+			if argsJSON != "" {
+				if err := json.Unmarshal([]byte(argsJSON), &a); err != nil {
+					return fmt.Errorf("--args-json: %w", err)
+				}
+			}
+			for _, kv := range args[1:] {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("argument %q is not KEY=VALUE", kv)
+				}
+				a[k] = v
+			}
+			ctx, stop := signal.NotifyContext(cmdContext(cmd), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			msg, err := agent.RunLocal(ctx, nil, args[0], a, timeout, log)
+			if err != nil {
+				return fmt.Errorf("%s failed: %w", args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s succeeded: %s\n", args[0], msg)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&argsJSON, "args-json", "", "arguments as a JSON object (KEY=VALUE pairs override its keys)")
+	f.DurationVar(&timeout, "timeout", 30*time.Minute, "the action's timeout")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
 }
 

@@ -506,8 +506,9 @@ func TestPostgresStoreThroughCLI(t *testing.T) {
 	}
 	// A second replica with its own data dir: it finds the admin token already made
 	// (no second bootstrap), so the operator uses the first one's token.
+	// Replicas share the key-encryption key (secrets are sealed under it).
 	dir2 := t.TempDir()
-	r2 := startServer(t, dir2, nil, "--database", url)
+	r2 := startServer(t, dir2, nil, "--database", url, "--kek-file", filepath.Join(dir, "kek.key"))
 	if _, err := os.Stat(filepath.Join(dir2, "admin.token")); err == nil {
 		t.Fatal("the second replica made another admin token")
 	}
@@ -548,5 +549,55 @@ func TestReprovisionShowsWorkflow(t *testing.T) {
 	}
 	if out := s.mustKiln("", "logs", "machine", "web-1"); strings.TrimSpace(out) != "" {
 		t.Fatalf("logs before any agent: %q", out)
+	}
+}
+
+// TestPowerThroughCLI drives a real QEMU process's QMP socket through kiln serve:
+// status, power on, and the job recorded as a PowerJob with events and audit.
+func TestPowerThroughCLI(t *testing.T) {
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("qemu-system-x86_64 missing (make test installs it)")
+		}
+		t.Skip("qemu-system-x86_64 not installed")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "vm.qmp")
+	vm := exec.Command(qemu, "-machine", "none", "-S", "-display", "none", "-nodefaults", "-qmp", "unix:"+sock+",server=on,wait=off")
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Process.Kill(); vm.Wait() })
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s := startServer(t, t.TempDir(), nil)
+	s.mustKiln(fmt.Sprintf("kind: Machine\nmetadata: {name: lab-1}\nspec: {bmc: {driver: qemu, address: \"unix://%s\"}}\n---\nkind: Machine\nmetadata: {name: nobmc}\n", sock), "apply", "-f", "-")
+	out := s.mustKiln("", "machine", "power", "status", "lab-1")
+	if !strings.Contains(out, "succeeded   off") {
+		t.Fatalf("status of a stopped VM:\n%s", out)
+	}
+	out = s.mustKiln("", "machine", "power", "on", "lab-1", "--wait")
+	if !strings.Contains(out, "lab-1") || !strings.Contains(out, "succeeded") {
+		t.Fatalf("power on:\n%s", out)
+	}
+	if out := s.mustKiln("", "machine", "power", "status", "lab-1"); !strings.Contains(out, "succeeded   on") {
+		t.Fatalf("status after power on:\n%s", out)
+	}
+	if _, err := s.kiln("", "machine", "power", "on", "nobmc"); err == nil || !strings.Contains(err.Error(), `machine "nobmc" has no spec.bmc`) {
+		t.Fatalf("power without a BMC: %v", err)
+	}
+	if jobs := s.mustKiln("", "get", "powerjobs"); strings.Count(jobs, "lab-1") != 3 {
+		t.Fatalf("power jobs:\n%s", jobs)
+	}
+	if desc := s.mustKiln("", "describe", "machine", "lab-1"); !strings.Contains(desc, "PowerSucceeded") {
+		t.Fatalf("no power event:\n%s", desc)
+	}
+	if _, err := s.kiln("kind: PowerJob\nmetadata: {name: x}\nspec: {machine: lab-1, op: on}\n", "apply", "-f", "-"); err == nil || !strings.Contains(err.Error(), "written by Kiln only") {
+		t.Fatalf("applying a PowerJob: %v", err)
 	}
 }

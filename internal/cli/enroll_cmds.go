@@ -329,9 +329,12 @@ from /proc/cmdline.`,
 					token = t
 				}
 			}
+			if server == "" {
+				server = agent.TokenIssuer(token)
+			}
 			switch {
 			case server == "":
-				return errors.New("--server: required (Kiln's https:// enrollment URL)")
+				return errors.New("--server: required (Kiln's https:// enrollment URL; the token names none)")
 			case fp == "":
 				return errors.New("--ca-fingerprint: required (kiln ca show --fingerprint)")
 			case token == "":

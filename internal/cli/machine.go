@@ -19,6 +19,7 @@ import (
 func newMachineCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "machine", Short: "Act on machines: reprovision, power, certificates"}
 	var tmpl string
+	var noPower bool
 	reprov := &cobra.Command{
 		Use:   "reprovision NAME",
 		Short: "Start a new workflow on a machine (its profile's template, or --template); next netboot runs it",
@@ -30,16 +31,89 @@ func newMachineCmd(g *globalFlags) *cobra.Command {
 			}
 			var out api.WorkflowView
 			path := "/api/v1/machines/" + url.PathEscape(args[0]) + "/reprovision"
-			if err := c.do(cmdContext(cmd), http.MethodPost, path, nil, api.ReprovisionRequest{Template: tmpl}, &out); err != nil {
+			if err := c.do(cmdContext(cmd), http.MethodPost, path, nil, api.ReprovisionRequest{Template: tmpl, NoPower: noPower}, &out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "machine/%s reprovisioning: workflow %s (%d actions)\n", args[0], out.Name, len(out.Status.Actions))
+			if out.PowerJob != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "power job %s: next boot PXE once, then power cycle\n", out.PowerJob)
+			} else if !noPower {
+				fmt.Fprintln(cmd.OutOrStdout(), "no BMC: reboot the machine to start it")
+			}
 			return nil
 		},
 	}
 	reprov.Flags().StringVar(&tmpl, "template", "", "workflow template (default: the machine's profile's)")
-	cmd.AddCommand(reprov)
+	reprov.Flags().BoolVar(&noPower, "no-power", false, "do not set next boot to PXE and power-cycle through the BMC")
+	cmd.AddCommand(reprov, newPowerCmd(g))
 	return cmd
+}
+
+// powerJob is the part of a power job the CLI shows.
+type powerJob struct {
+	ID         string `json:"id"`
+	Machine    string `json:"machine"`
+	Op         string `json:"op"`
+	State      string `json:"state"`
+	Attempts   int    `json:"attempts"`
+	PowerState string `json:"powerState"`
+	Error      string `json:"error"`
+}
+
+func newPowerCmd(g *globalFlags) *cobra.Command {
+	var selector, device string
+	var wait bool
+	cmd := &cobra.Command{
+		Use:     "power on|off|cycle|soft-off|status|set-boot NAME | -l SELECTOR",
+		Short:   "Power machines through their BMCs (Redfish, IPMI, QEMU)",
+		Example: "  kiln machine power status web-1\n  kiln machine power cycle -l rack=r1\n  kiln machine power set-boot web-1 --device pxe",
+		Args:    cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (len(args) == 2) == (selector != "") {
+				return fmt.Errorf("give a machine NAME or -l SELECTOR (one of them)")
+			}
+			c, err := newClient(g)
+			if err != nil {
+				return err
+			}
+			path := "/api/v1/power"
+			if len(args) == 2 {
+				path = "/api/v1/machines/" + url.PathEscape(args[1]) + "/power"
+			}
+			var out struct {
+				Jobs []powerJob `json:"jobs"`
+			}
+			body := map[string]any{"op": args[0], "device": device, "selector": selector, "wait": wait}
+			if err := c.do(cmdContext(cmd), http.MethodPost, path, nil, body, &out); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 3, ' ', 0)
+			fmt.Fprintln(tw, "MACHINE\tJOB\tOP\tSTATE\tPOWER\tERROR")
+			failed := 0
+			for _, j := range out.Jobs {
+				if j.State == "failed" {
+					failed++
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.Machine, j.ID, j.Op, j.State, orNone(j.PowerState), j.Error)
+			}
+			tw.Flush()
+			if failed > 0 {
+				return fmt.Errorf("%d of %d power jobs failed", failed, len(out.Jobs))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "every machine these labels select")
+	cmd.Flags().StringVar(&device, "device", "", "for set-boot: pxe, disk or cdrom (default pxe)")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the jobs to finish (status always waits)")
+	return cmd
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // printWorkflow shows a workflow's actions for `describe machine`.

@@ -53,6 +53,8 @@ type Refusal struct {
 	Machine string // the machine concerned, when known: it gets a timeline event
 	TokenID string // the token's id, once its signature verified
 	Alert   bool   // a sign of attack (a per-boot token used twice)
+	// partial: the refused enrollment wrote to its transaction before it was refused.
+	partial bool
 }
 
 func (r *Refusal) Error() string { return r.Reason }
@@ -359,67 +361,70 @@ func (c *claimsCache) put(hash string, cl *Claims) {
 }
 
 // commit runs the checks that need the store and, if they pass, binds the machine,
-// issues the certificate and counts the use, all in one write transaction: a token
-// with N uses enrolls N machines, also with several replicas on one database.
+// issues the certificate and counts the use, in a write transaction: a token with N
+// uses enrolls N machines, also with several replicas on one database. Concurrent
+// enrollments share a transaction (see batch.go).
 func (s *Server) commit(ctx context.Context, e *enrollment) (*EnrollResponse, error) {
+	return s.batches.submit(ctx, s, e)
+}
+
+// commitOne is one enrollment's part of a write transaction. A *Refusal it returns
+// means it wrote nothing, unless the refusal is marked partial.
+func (s *Server) commitOne(ctx context.Context, tx store.Tx, e *enrollment) (*EnrollResponse, error) {
 	c := e.claims
-	var resp *EnrollResponse
-	err := s.st.Update(ctx, func(tx store.Tx) error {
-		ref := func(status int, format string, a ...any) *Refusal {
-			r := refuse(status, format, a...)
-			r.TokenID, r.Machine = c.ID, c.Scope.Machine
-			return r
-		}
-		tok, err := tx.Get(ctx, "JoinToken", c.ID)
-		if errors.Is(err, store.ErrNotFound) {
-			return ref(http.StatusUnauthorized, "token %s is unknown to this Kiln (deleted, or never issued here)", c.ID)
-		}
-		if err != nil {
-			return err
-		}
-		spec, err := resource.Typed[resource.JoinTokenSpec](tok)
-		if err != nil {
-			return err
-		}
-		var ts tokenStatus
-		if len(tok.Status) > 0 {
-			_ = json.Unmarshal(tok.Status, &ts)
-		}
-		if subtle.ConstantTimeCompare([]byte(spec.Hash), []byte(e.tokenHash)) != 1 {
-			if c.Scope.Boot {
-				return ref(http.StatusUnauthorized, "per-boot token %s was superseded: the machine fetched a newer boot script since", c.ID)
-			}
-			return ref(http.StatusUnauthorized, "token %s does not match the token issued under that id", c.ID)
-		}
-		if spec.Revoked || ts.RevokedAt != nil {
-			return ref(http.StatusUnauthorized, "token %s is revoked", c.ID)
-		}
-		if spec.ExpiresAt != nil && !e.now.Before(*spec.ExpiresAt) {
-			return ref(http.StatusUnauthorized, "token %s expired at %s", c.ID, spec.ExpiresAt.UTC().Format(time.RFC3339))
-		}
-		if spec.MaxUses > 0 && ts.Uses >= spec.MaxUses {
-			if c.Scope.Boot {
-				r := ref(http.StatusUnauthorized, "per-boot token %s was already used (by %s at %s): someone else may have enrolled with it first; reboot the machine for a new token and investigate",
-					c.ID, orDash(ts.LastMachine), timeOrDash(ts.LastUsedAt))
-				r.Alert = true
-				return r
-			}
-			return ref(http.StatusUnauthorized, "token %s is used up (%d of %d uses)", c.ID, ts.Uses, spec.MaxUses)
-		}
-		b, err := s.bind(ctx, tx, e)
-		if err != nil {
-			return err
-		}
-		resp, err = s.issue(ctx, tx, e, b, "token "+c.ID)
-		if err != nil {
-			return err
-		}
-		ts.Uses++
-		ts.LastUsedAt, ts.LastMachine = &e.now, b.name
-		tok.Status, _ = json.Marshal(ts)
-		return tx.Update(ctx, tok)
-	})
+	ref := func(status int, format string, a ...any) *Refusal {
+		r := refuse(status, format, a...)
+		r.TokenID, r.Machine = c.ID, c.Scope.Machine
+		return r
+	}
+	tok, err := tx.Get(ctx, "JoinToken", c.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ref(http.StatusUnauthorized, "token %s is unknown to this Kiln (deleted, or never issued here)", c.ID)
+	}
 	if err != nil {
+		return nil, err
+	}
+	spec, err := resource.Typed[resource.JoinTokenSpec](tok)
+	if err != nil {
+		return nil, err
+	}
+	var ts tokenStatus
+	if len(tok.Status) > 0 {
+		_ = json.Unmarshal(tok.Status, &ts)
+	}
+	if subtle.ConstantTimeCompare([]byte(spec.Hash), []byte(e.tokenHash)) != 1 {
+		if c.Scope.Boot {
+			return nil, ref(http.StatusUnauthorized, "per-boot token %s was superseded: the machine fetched a newer boot script since", c.ID)
+		}
+		return nil, ref(http.StatusUnauthorized, "token %s does not match the token issued under that id", c.ID)
+	}
+	if spec.Revoked || ts.RevokedAt != nil {
+		return nil, ref(http.StatusUnauthorized, "token %s is revoked", c.ID)
+	}
+	if spec.ExpiresAt != nil && !e.now.Before(*spec.ExpiresAt) {
+		return nil, ref(http.StatusUnauthorized, "token %s expired at %s", c.ID, spec.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if spec.MaxUses > 0 && ts.Uses >= spec.MaxUses {
+		if c.Scope.Boot {
+			r := ref(http.StatusUnauthorized, "per-boot token %s was already used (by %s at %s): someone else may have enrolled with it first; reboot the machine for a new token and investigate",
+				c.ID, orDash(ts.LastMachine), timeOrDash(ts.LastUsedAt))
+			r.Alert = true
+			return nil, r
+		}
+		return nil, ref(http.StatusUnauthorized, "token %s is used up (%d of %d uses)", c.ID, ts.Uses, spec.MaxUses)
+	}
+	b, err := s.bind(ctx, tx, e)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.issue(ctx, tx, e, b, "token "+c.ID)
+	if err != nil {
+		return nil, err
+	}
+	ts.Uses++
+	ts.LastUsedAt, ts.LastMachine = &e.now, b.name
+	tok.Status, _ = json.Marshal(ts)
+	if err := tx.Update(ctx, tok); err != nil {
 		return nil, err
 	}
 	return resp, nil
@@ -617,7 +622,9 @@ func (s *Server) issue(ctx context.Context, tx store.Tx, e *enrollment, b *bindi
 		if err := tx.Create(ctx, m); err != nil {
 			var kc *store.KeyConflictError
 			if errors.As(err, &kc) {
-				return nil, &Refusal{Status: http.StatusConflict, Machine: b.name, TokenID: tokID, Reason: fmt.Sprintf("cannot create machine %s: %v", b.name, kc)}
+				// The replay record is written already: in a shared transaction this
+				// enrollment must be redone alone.
+				return nil, &Refusal{Status: http.StatusConflict, Machine: b.name, TokenID: tokID, Reason: fmt.Sprintf("cannot create machine %s: %v", b.name, kc), partial: true}
 			}
 			return nil, err
 		}

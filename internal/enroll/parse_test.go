@@ -185,7 +185,7 @@ func TestPolicyOddFacts(t *testing.T) {
 		{`facts.nested.a.b.c.d == 1`, "could not be evaluated"},
 		{`facts.memory_mb`, "returned int, not a bool"},
 		{`facts.memory_mb >=`, "does not compile"},
-		{`[1,2,3,4,5,6,7,8,9,10].all(a, [1,2,3,4,5,6,7,8,9,10].all(b, [1,2,3,4,5,6,7,8,9,10].all(c, [1,2,3,4,5,6,7,8,9,10].all(d, [1,2,3,4,5,6,7,8,9,10].all(e, a+b+c+d+e > 0)))))`, "cost limit exceeded"},
+		{`[1,2,3,4,5,6,7,8,9,10].all(a, [1,2,3,4,5,6,7,8,9,10].all(b, [1,2,3,4,5,6,7,8,9,10].all(c, [1,2,3,4,5,6,7,8,9,10].all(d, [1,2,3,4,5,6,7,8,9,10].all(e, a+b+c+d+e > 0)))))`, "could not be evaluated on these facts: operation"}, // cost limit or timeout
 		{strings.Repeat("(", 200) + "true" + strings.Repeat(")", 200), "does not compile"},
 	}
 	for _, tc := range cases {

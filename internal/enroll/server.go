@@ -104,6 +104,7 @@ type Server struct {
 	policy *policyEngine
 	// verified caches token signatures (see claimsCache).
 	verified claimsCache
+	batches  batcher
 
 	crlMu     sync.Mutex
 	crlDER    []byte

@@ -18,6 +18,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"github.com/kilnhq/kiln/internal/resource"
 )
 
 const testKver = "6.1.0-99-amd64"
@@ -282,6 +284,12 @@ func TestBuildReproducible(t *testing.T) {
 				}
 			}
 			man := last.Manifest("", "")
+			// What `kiln image build` prints (comments, then the documents) is what
+			// `kiln apply -f -` reads.
+			objs, err := resource.ParseManifests(strings.NewReader("# sha256 lines\n"+man), "build")
+			if err != nil || len(objs) != 2 || objs[0].Kind != "Artifact" || objs[1].Metadata.Name != InitrdArtifact {
+				t.Errorf("manifest does not parse: %v %v", objs, err)
+			}
 			for _, want := range []string{"name: kiln-agent-kernel", "name: kiln-agent-initrd", last.Initrd.SHA256, last.Kernel.SHA256, "arch: x86_64"} {
 				if !strings.Contains(man, want) {
 					t.Errorf("manifest lacks %q:\n%s", want, man)

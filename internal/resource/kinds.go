@@ -58,6 +58,8 @@ var kinds = []*Kind{
 		Columns: []Column{{"PROFILE", "spec.profile"}, {"USES", "status.uses"}, {"MAX", "spec.maxUses"}, {"EXPIRES", "spec.expiresAt"}}},
 	{Name: "Workflow", Plural: "workflows", Aliases: []string{"workflow", "wf"}, SpecType: reflect.TypeOf(WorkflowSpec{}),
 		Columns: []Column{{"MACHINE", "spec.machine"}, {"TEMPLATE", "spec.template"}, {"STATE", "status.state"}}},
+	{Name: "PowerJob", Plural: "powerjobs", Aliases: []string{"powerjob", "pj"}, SpecType: reflect.TypeOf(PowerJobSpec{}), ReadOnly: true,
+		Columns: []Column{{"MACHINE", "spec.machine"}, {"OP", "spec.op"}, {"STATE", "status.state"}, {"ATTEMPTS", "status.attempts"}, {"ERROR", "status.error"}}},
 	{Name: "Lease", Plural: "leases", Aliases: []string{"lease"}, SpecType: reflect.TypeOf(LeaseSpec{}),
 		Columns: []Column{{"MAC", "spec.mac"}, {"SUBNET", "spec.subnet"}, {"STATE", "spec.state"}, {"EXPIRES", "spec.expiresAt"}}},
 }
@@ -551,6 +553,25 @@ func (s *SecretSpec) Validate() error {
 	}
 	if err := ValidateLabels(s.Labels); err != nil {
 		return fmt.Errorf("spec.labels: %v", strings.TrimPrefix(err.Error(), "metadata.labels: "))
+	}
+	return nil
+}
+
+// PowerJobSpec is one power request; Kiln writes these, with the job's progress and
+// result in status.
+type PowerJobSpec struct {
+	Machine string `json:"machine"`
+	Op      string `json:"op"`
+	Device  string `json:"device,omitempty"`
+	Actor   string `json:"actor,omitempty"`
+}
+
+func (s *PowerJobSpec) Validate() error {
+	if ValidateName(s.Machine) != nil {
+		return fmt.Errorf("spec.machine: %q is not a machine name", s.Machine)
+	}
+	if s.Op == "" {
+		return fmt.Errorf("spec.op: required")
 	}
 	return nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/boot"
 	"github.com/kilnhq/kiln/internal/inventory"
+	"github.com/kilnhq/kiln/internal/secrets"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/open"
 	"github.com/kilnhq/kiln/internal/store/sqlstore"
@@ -80,6 +81,27 @@ type Server struct {
 	listener net.Listener
 	// udpServers run beside HTTP until the context ends (TFTP, DHCP).
 	udpServers []func(context.Context) error
+	secrets    *secrets.Service
+	power      *powerService
+}
+
+// openSecrets loads the key-encryption key (creating it at first start) and finishes
+// a key rotation a crash interrupted.
+func (s *Server) openSecrets(ctx context.Context) error {
+	path := s.cfg.KEKFile
+	if path == "" {
+		path = filepath.Join(s.cfg.DataDir, "kek.key")
+	}
+	keys, err := secrets.LoadKeyRing(path)
+	if err != nil {
+		return fmt.Errorf("key-encryption key: %w", err)
+	}
+	s.secrets = &secrets.Service{Store: s.store, Keys: keys, Logger: s.log, MaxValueBytes: int(s.cfg.SecretMaxBytes),
+		HandleTTL: s.cfg.SecretHandleTTL, PublicURL: s.cfg.PublicURL}
+	if err := s.secrets.Reconcile(ctx); err != nil {
+		return fmt.Errorf("secrets: %w", err)
+	}
+	return nil
 }
 
 // New opens the store (applying migrations), creates the first admin token if there is
@@ -107,6 +129,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, store: st, registry: reg}
 	if err := s.bootstrapAdmin(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := s.openSecrets(ctx); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -205,14 +231,21 @@ func (s *Server) handler() (http.Handler, error) {
 			}
 		}
 	})
+	ss := &secrets.Server{Service: s.secrets, Actor: api.ActorOf, Logger: s.log}
+	ss.RegisterPublic(mux)
+	s.power = newPowerService(s.store, inv, s.secrets, s)
 	a := &api.Server{
-		Workflows:    wfe,
-		Inventory:    inv,
-		Store:        s.store,
-		Logger:       s.log,
-		MaxBodyBytes: s.cfg.MaxBodyBytes,
-		Version:      s.cfg.Version,
+		PowerReprovision: s.power.reprovision,
+		Workflows:        wfe,
+		Inventory:        inv,
+		Store:            s.store,
+		Logger:           s.log,
+		MaxBodyBytes:     s.cfg.MaxBodyBytes,
+		Version:          s.cfg.Version,
 	}
+	ss.RegisterOperator(a.AddRoute)
+	a.AddRoute("POST", "/api/v1/machines/{name}/power", store.RoleOperator, "Power a machine through its BMC: op on, off, cycle, soft-off, status, set-boot (device pxe, disk, cdrom), reprovision; wait runs it before answering", s.power.handle)
+	a.AddRoute("POST", "/api/v1/power", store.RoleOperator, "Power every machine a label selector picks (bounded parallelism, one request at a time per BMC)", s.power.handle)
 	a.Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
@@ -268,6 +301,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	cancel()
 	udp.Wait()
+	if s.power != nil {
+		pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.power.runner.Shutdown(pctx)
+		pcancel()
+	}
 	if err := s.store.Close(); err != nil {
 		s.log.Warn("close store", "err", err)
 	}

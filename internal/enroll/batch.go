@@ -1,0 +1,113 @@
+package enroll
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// Group commit. Writers are serialized (one SQLite writer; an advisory lock on
+// PostgreSQL), so enrollments arriving together share one write transaction: the
+// fixed cost of a transaction (BEGIN, the write lock, COMMIT and its page writes, and
+// on PostgreSQL three round trips) is paid once per batch. Each enrollment in a batch
+// sees the ones before it (a token's use count included). A refused enrollment writes
+// nothing, so it does not spoil its batch; an enrollment that fails otherwise makes
+// the batch roll back, and its enrollments are then run one transaction each.
+
+// maxBatch bounds the enrollments in one transaction.
+const maxBatch = 64
+
+type batchItem struct {
+	ctx  context.Context
+	e    *enrollment
+	resp *EnrollResponse
+	err  error
+	done chan struct{}
+}
+
+// batcher runs one committing goroutine, started on first use.
+type batcher struct {
+	once  sync.Once
+	queue chan *batchItem
+}
+
+func (b *batcher) submit(ctx context.Context, s *Server, e *enrollment) (*EnrollResponse, error) {
+	b.once.Do(func() {
+		b.queue = make(chan *batchItem, 4*maxBatch)
+		go b.run(s)
+	})
+	it := &batchItem{ctx: ctx, e: e, done: make(chan struct{})}
+	select {
+	case b.queue <- it:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	// Once queued, the enrollment is committed or refused whether or not the caller
+	// still waits: a client that went away finds its machine enrolled.
+	<-it.done
+	return it.resp, it.err
+}
+
+func (b *batcher) run(s *Server) {
+	for first := range b.queue {
+		batch := []*batchItem{first}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case it := <-b.queue:
+				batch = append(batch, it)
+			default:
+				break fill
+			}
+		}
+		s.commitBatch(batch)
+	}
+}
+
+// commitBatch commits a batch, falling back to one transaction per enrollment if it
+// cannot commit as a whole.
+func (s *Server) commitBatch(batch []*batchItem) {
+	defer func() {
+		for _, it := range batch {
+			close(it.done)
+		}
+	}()
+	// The transaction outlives any one caller: it is not tied to a request's context.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := s.st.Update(ctx, func(tx store.Tx) error {
+		for _, it := range batch {
+			it.resp, it.err = s.commitOne(ctx, tx, it.e)
+			var ref *Refusal
+			if errors.As(it.err, &ref) && !ref.partial {
+				continue
+			}
+			if it.err != nil {
+				return it.err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		return
+	}
+	if len(batch) == 1 {
+		batch[0].resp, batch[0].err = nil, err
+		return
+	}
+	for _, it := range batch {
+		var resp *EnrollResponse
+		err := s.st.Update(ctx, func(tx store.Tx) error {
+			var err error
+			resp, err = s.commitOne(ctx, tx, it.e)
+			return err
+		})
+		it.resp, it.err = resp, err
+		if err != nil {
+			it.resp = nil
+		}
+	}
+}

@@ -1,0 +1,232 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/api"
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/inventory"
+	"github.com/kilnhq/kiln/internal/power"
+	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/secrets"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+// powerService runs power jobs on machines' BMCs. Jobs are PowerJob objects (status
+// holds progress and result), every request and failure is audited, and each step is
+// an event on the machine.
+type powerService struct {
+	st     store.Store
+	inv    *inventory.Service
+	runner *power.Runner
+}
+
+// bmcCredentials reads a BMC's credentials from a Secret whose value is
+// "username:password" (the first colon splits) or {"username": ..., "password": ...}.
+// Each read is an audited release of the secret to the power subsystem.
+type bmcCredentials struct{ sec *secrets.Service }
+
+func (c bmcCredentials) BMCCredentials(ctx context.Context, name string) (string, string, error) {
+	v, _, err := c.sec.Reveal(ctx, inventory.Actor{ID: "power"}, name, 0)
+	if err != nil {
+		return "", "", fmt.Errorf("bmc credentials secret %q: %w", name, err)
+	}
+	var j struct{ Username, Password string }
+	if json.Unmarshal(v, &j) == nil && j.Username != "" {
+		return j.Username, j.Password, nil
+	}
+	user, pass, ok := strings.Cut(strings.TrimRight(string(v), "\r\n"), ":")
+	if !ok {
+		return "", "", fmt.Errorf("bmc credentials secret %q: value is not \"username:password\" or {\"username\",\"password\"}", name)
+	}
+	return user, pass, nil
+}
+
+func newPowerService(st store.Store, inv *inventory.Service, sec *secrets.Service, s *Server) *powerService {
+	p := &powerService{st: st, inv: inv}
+	creds := bmcCredentials{sec: sec}
+	p.runner = power.NewRunner(power.RunnerConfig{
+		NewDriver: func(ctx context.Context, b resource.BMC) (power.Driver, error) {
+			return power.New(ctx, b, creds, power.Options{Logger: s.log})
+		},
+		Jobs:        p,
+		Recorder:    p,
+		Parallelism: 16,
+		Attempts:    3,
+		Timeout:     10 * time.Minute,
+		Logger:      s.log,
+	})
+	return p
+}
+
+// SaveJob implements power.JobStore.
+func (p *powerService) SaveJob(ctx context.Context, j *power.Job) error {
+	status, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	return p.st.Update(ctx, func(tx store.Tx) error {
+		cur, err := tx.Get(ctx, "PowerJob", j.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			spec, _ := json.Marshal(resource.PowerJobSpec{Machine: j.Machine, Op: string(j.Op), Device: string(j.Device), Actor: j.Actor})
+			return tx.Create(ctx, &resource.Object{APIVersion: resource.APIVersion, Kind: "PowerJob",
+				Metadata: resource.Metadata{Name: j.ID, Labels: map[string]string{"kiln.dev/machine": j.Machine}}, Spec: spec, Status: status})
+		}
+		if err != nil {
+			return err
+		}
+		cur.Status = status
+		return tx.Update(ctx, cur)
+	})
+}
+
+// Event implements power.Recorder.
+func (p *powerService) Event(ctx context.Context, machine, typ, msg string) {
+	_ = p.inv.AddEvent(ctx, store.Event{Machine: machine, Type: typ, Message: msg})
+}
+
+// Audit implements power.Recorder.
+func (p *powerService) Audit(ctx context.Context, actor, action, machine, summary string) {
+	_ = p.st.Update(ctx, func(tx store.Tx) error {
+		return tx.AppendAudit(ctx, &audit.Entry{Time: time.Now().UTC(), Actor: actor, Action: action, Kind: "Machine", Name: machine, Summary: summary})
+	})
+}
+
+// PowerRequest asks for a power operation on one machine or on every machine a
+// label selector picks.
+type PowerRequest struct {
+	Op       string `json:"op"`
+	Device   string `json:"device,omitempty"`
+	Selector string `json:"selector,omitempty"`
+	// Wait runs the job before answering (status always waits).
+	Wait bool `json:"wait,omitempty"`
+}
+
+// PowerResponse lists the jobs a request made.
+type PowerResponse struct {
+	Jobs []*power.Job `json:"jobs"`
+}
+
+func (p *powerService) targets(ctx context.Context, name, selector string) ([]power.Target, error) {
+	var objs []*resource.Object
+	if name != "" {
+		m, err := p.inv.Get(ctx, "Machine", name)
+		if err != nil {
+			return nil, err
+		}
+		objs = []*resource.Object{m}
+	} else {
+		sel, err := resource.ParseSelector(selector)
+		if err != nil {
+			return nil, &inventory.ValidationError{Err: err}
+		}
+		if sel.Empty() {
+			return nil, &inventory.ValidationError{Err: errors.New("selector: required for a fleet-wide request")}
+		}
+		objs, _, err = p.inv.List(ctx, "Machine", store.ListOptions{Selector: sel})
+		if err != nil {
+			return nil, err
+		}
+	}
+	var out []power.Target
+	for _, o := range objs {
+		ms, err := resource.Typed[resource.MachineSpec](o)
+		if err != nil {
+			return nil, err
+		}
+		if ms.BMC == nil {
+			if name != "" {
+				return nil, &inventory.ValidationError{Err: fmt.Errorf("machine %q has no spec.bmc", o.Metadata.Name)}
+			}
+			continue
+		}
+		out = append(out, power.Target{Machine: o.Metadata.Name, BMC: *ms.BMC})
+	}
+	return out, nil
+}
+
+func validOp(op string) bool {
+	switch power.Op(op) {
+	case power.OpOn, power.OpOff, power.OpCycle, power.OpSoftOff, power.OpStatus, power.OpSetBoot, power.OpReprovision:
+		return true
+	}
+	return false
+}
+
+// handle serves POST /api/v1/machines/{name}/power and POST /api/v1/power.
+func (p *powerService) handle(w http.ResponseWriter, r *http.Request) {
+	var req PowerRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		httpJSON(w, http.StatusBadRequest, map[string]any{"error": "malformed JSON: " + err.Error()})
+		return
+	}
+	if !validOp(req.Op) {
+		httpJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": fmt.Sprintf("op: %q is not one of on, off, cycle, soft-off, status, set-boot, reprovision", req.Op)})
+		return
+	}
+	if req.Op == string(power.OpSetBoot) && req.Device == "" {
+		req.Device = string(power.DevicePXE)
+	}
+	targets, err := p.targets(r.Context(), r.PathValue("name"), req.Selector)
+	var ve *inventory.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		httpJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": err.Error()})
+		return
+	case errors.Is(err, store.ErrNotFound):
+		httpJSON(w, http.StatusNotFound, map[string]any{"error": err.Error()})
+		return
+	case err != nil:
+		httpJSON(w, http.StatusInternalServerError, map[string]any{"error": "cannot read machines"})
+		return
+	}
+	actor := api.ActorOf(r).ID
+	reqs := make([]power.Request, len(targets))
+	for i, t := range targets {
+		reqs[i] = power.Request{Target: t, Op: power.Op(req.Op), Device: power.Device(req.Device), Actor: actor}
+	}
+	var jobs []*power.Job
+	code := http.StatusAccepted
+	if req.Wait || req.Op == string(power.OpStatus) {
+		jobs, code = p.runner.RunAll(r.Context(), reqs), http.StatusOK
+	} else {
+		jobs, err = p.runner.SubmitAll(context.WithoutCancel(r.Context()), reqs)
+		if err != nil {
+			httpJSON(w, http.StatusServiceUnavailable, map[string]any{"error": err.Error()})
+			return
+		}
+	}
+	httpJSON(w, code, PowerResponse{Jobs: jobs})
+}
+
+// reprovision sets next boot to PXE once and power-cycles, for `kiln machine
+// reprovision`; machines without a BMC are left to be rebooted by hand.
+func (p *powerService) reprovision(ctx context.Context, actor, machine string) (string, error) {
+	targets, err := p.targets(ctx, machine, "")
+	var ve *inventory.ValidationError
+	if errors.As(err, &ve) {
+		return "", nil // no BMC
+	}
+	if err != nil || len(targets) == 0 {
+		return "", err
+	}
+	j, err := p.runner.Submit(context.Background(), power.Request{Target: targets[0], Op: power.OpReprovision, Actor: actor})
+	if err != nil {
+		return "", err
+	}
+	return j.ID, nil
+}
+
+func httpJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
