@@ -16,6 +16,7 @@ build:
 deps:
 	./scripts/install-deps.sh
 	$(GO) mod download
+	./scripts/e2e-assets.sh >/dev/null
 
 vet:
 	$(GO) vet ./...
@@ -30,8 +31,13 @@ test: deps fmt-check vet build
 	$(GO) test -count=1 -timeout 20m ./...
 	./scripts/fuzz-smoke.sh 10s
 
+# Boots a VM from Kiln end to end (root: network namespaces, taps, QEMU).
 demo: deps build
 	./scripts/demo.sh
+
+# The inventory-only walk-through (no root, no VM): serve, apply, get, audit.
+demo-inventory: build
+	./scripts/demo-inventory.sh
 
 # Benchmarks; figures and commands are recorded in BENCHMARKS.md.
 bench: deps build bench-store bench-get

@@ -31,6 +31,7 @@ func TestNetbootBIOSKilnDHCP(t *testing.T) {
 	if got := assertNetboot(t, v, "bios-1", evs, steps); got.String() != ip {
 		t.Errorf("the kernel got %s by DHCP, want the machine's reserved %s", got, ip)
 	}
+	k.demoShow("bios-1")
 }
 
 // TestNetbootUEFIKilnDHCP: OVMF's own PXE client (the NIC's ROM disabled) gets
