@@ -49,7 +49,7 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 	root.SetOut(out)
 	root.SetErr(errOut)
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.server, "server", "", "Kiln API URL (env KILN_SERVER; default: the URL `kiln serve` recorded in the data dir, else http://127.0.0.1:8080)")
+	pf.StringVar(&g.server, "server", "", "Kiln API URL (env KILN_SERVER; default: the URL the local server recorded in the data dir, else http://127.0.0.1:8080)")
 	pf.StringVar(&g.token, "token", "", "API token (env KILN_TOKEN; default: the admin token in the data dir)")
 	pf.StringVar(&g.dataDir, "data-dir", DefaultDataDir, "data directory (env KILN_DATA_DIR)")
 	pf.DurationVar(&g.timeout, "request-timeout", defaultTimeout, "timeout of each API request (env KILN_REQUEST_TIMEOUT)")
