@@ -6,7 +6,7 @@ BIN := bin/kiln
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/kilnhq/kiln/internal/cli.Version=$(VERSION)
 
-.PHONY: all build deps test vet fmt-check demo bench bench-store bench-get fuzz clean
+.PHONY: all build deps test vet fmt-check demo demo-inventory bench bench-store bench-get bench-image fuzz clean
 
 all: build
 
@@ -48,6 +48,10 @@ bench-store:
 
 bench-get:
 	./scripts/bench-get-machines.sh 100000
+
+# image2disk writing 1 GiB to a loop device, against curl | dd and curl | zstd -d | dd.
+bench-image: build
+	./scripts/bench-image2disk.sh
 
 fuzz:
 	./scripts/fuzz-smoke.sh 60s

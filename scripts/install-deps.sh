@@ -7,6 +7,7 @@ pkgs=(
   tftp-hpa atftp curl # real TFTP clients the TFTP server is tested against
   ca-certificates bc  # bc: the benchmark scripts
   isc-dhcp-client busybox-static kea-admin tcpdump iproute2 # real DHCP clients (dhclient, udhcpc, perfdhcp)
+  fdisk gdisk e2fsprogs  # sfdisk/sgdisk check GPT layouts, mkfs.ext4/debugfs for write-file
   openipmi ipmitool  # ipmi_sim as a BMC, ipmitool as the IPMI client
   ignition cloud-init  # ignition-validate and cloud-init schema check rendered configs
   qemu-system-x86 ipxe-qemu ipxe ovmf cpio dnsmasq-base kmod  # netboot end-to-end tests

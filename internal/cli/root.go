@@ -74,6 +74,8 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newLogsCmd(g),
 		newSecretCmd(g),
 		newRenderCmd(g),
+		newAgentCmd(g),
+		newImageCmd(g),
 	)
 	return root
 }
