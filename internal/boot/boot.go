@@ -59,6 +59,11 @@ type Server struct {
 	Now func() time.Time
 	// Metrics, optional.
 	OnScript func(kind string)
+	// Credentials, if set, returns what an agent boot of a known machine needs to
+	// enroll (server URL, CA fingerprint, a per-boot single-use join token), appended
+	// to the kernel command line. Called once per served script, so the token in a
+	// script seen on the LAN is good for one enrollment within minutes.
+	Credentials func(ctx context.Context, machine, mac string) (string, error)
 }
 
 // Register adds the boot routes to mux.
@@ -170,6 +175,29 @@ func (s *Server) unknownScript(ctx context.Context, r *http.Request, mac string)
 	return sc, ScriptDiscovery, err
 }
 
+// ScriptForMachine is the per-machine script for a machine identified another way
+// than by MAC (a TLS client certificate): the request's ?mac= if the machine owns
+// it, else the machine's first interface.
+func (s *Server) ScriptForMachine(ctx context.Context, r *http.Request, m *resource.Object) (string, error) {
+	spec, err := resource.Typed[resource.MachineSpec](m)
+	if err != nil {
+		return "", err
+	}
+	mac := ""
+	if q, err := resource.NormalizeMAC(r.URL.Query().Get("mac")); err == nil {
+		for _, i := range spec.Interfaces {
+			if i.MAC == q {
+				mac = q
+			}
+		}
+	}
+	if mac == "" && len(spec.Interfaces) > 0 {
+		mac = spec.Interfaces[0].MAC
+	}
+	script, _, err := s.machineScript(ctx, r, m, mac)
+	return script, err
+}
+
 func (s *Server) machineScript(ctx context.Context, r *http.Request, m *resource.Object, mac string) (string, string, error) {
 	st := machineState(m)
 	local := "#!ipxe\necho Kiln: " + m.Metadata.Name + " is " + st + "; booting from local disk\nexit\n"
@@ -250,6 +278,17 @@ func (s *Server) profileScript(ctx context.Context, r *http.Request, m *resource
 	rendered, err := renderCmdline(p.Metadata.Name, cmdline, data)
 	if err != nil {
 		return "", err
+	}
+	if ps.Boot.Agent {
+		// BOOTIF tells the agent environment which NIC iPXE booted from.
+		rendered = strings.TrimSpace(rendered + " BOOTIF=01-" + strings.ReplaceAll(mac, ":", "-"))
+		if m != nil && s.Credentials != nil {
+			cred, err := s.Credentials(ctx, m.Metadata.Name, mac)
+			if err != nil {
+				return "", fmt.Errorf("enrollment credentials: %w", err)
+			}
+			rendered += " " + cred
+		}
 	}
 	// Check every artifact exists before telling iPXE to fetch it.
 	for _, a := range append([]string{kernel}, initrds...) {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -73,7 +74,7 @@ func startServer(t *testing.T, dataDir string, env []string, args ...string) *ki
 	t.Helper()
 	os.Remove(filepath.Join(dataDir, "server.url"))
 	s := &kilnServer{t: t, dataDir: dataDir, log: &syncBuffer{}}
-	full := append([]string{"serve", "--data-dir", dataDir, "--tftp-listen="}, args...)
+	full := append([]string{"serve", "--data-dir", dataDir, "--tftp-listen=", "--https-listen=127.0.0.1:0"}, args...)
 	if !hasListen(args, env) {
 		full = append(full, "--listen", "127.0.0.1:0")
 	}
@@ -239,6 +240,7 @@ func TestApplyGetYAMLReapplyIsNoop(t *testing.T) {
 
 func TestApplyWithOneBadDocumentWritesNothing(t *testing.T) {
 	s := startServer(t, t.TempDir(), nil)
+	before := auditCount(t, s) // first start: the admin token, the CA
 	dir := t.TempDir()
 	good := "kind: Machine\nmetadata: {name: a-1}\nspec: {interfaces: [{mac: '52:54:00:00:00:01'}]}\n---\nkind: Machine\nmetadata: {name: a-2}\n"
 	bad := "kind: Machine\nmetadata: {name: web-1}\nspec:\n  interfaces:\n    - mac: \"zz:01\"\n"
@@ -257,8 +259,8 @@ func TestApplyWithOneBadDocumentWritesNothing(t *testing.T) {
 	if out := s.mustKiln("", "get", "machines"); !strings.Contains(out, "No machines found") {
 		t.Fatalf("a refused apply wrote objects:\n%s", out)
 	}
-	if n := auditCount(t, s); n != 1 { // the bootstrap admin token only
-		t.Fatalf("a refused apply wrote %d audit entries", n-1)
+	if n := auditCount(t, s); n != before {
+		t.Fatalf("a refused apply wrote %d audit entries", n-before)
 	}
 }
 
@@ -599,5 +601,79 @@ func TestPowerThroughCLI(t *testing.T) {
 	}
 	if _, err := s.kiln("kind: PowerJob\nmetadata: {name: x}\nspec: {machine: lab-1, op: on}\n", "apply", "-f", "-"); err == nil || !strings.Contains(err.Error(), "written by Kiln only") {
 		t.Fatalf("applying a PowerJob: %v", err)
+	}
+}
+
+// TestEnrollThroughBinary: an operator makes a single-use join token; a host enrolls
+// with `kiln agent enroll` over HTTPS (CA pinned by fingerprint), the token is then
+// used up, and the machine's certificate opens the agent API over mTLS with curl.
+func TestEnrollThroughBinary(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpsAddr := ln.Addr().String()
+	ln.Close()
+	s := startServer(t, t.TempDir(), nil, "--https-listen="+httpsAddr, "--server-san=127.0.0.1")
+	s.mustKiln("", "apply", "-f", "../../examples/")
+	token := strings.TrimSpace(s.mustKiln("", "join-token", "create", "--profile", "debian-12-web", "--labels", "rack=r9", "--max-uses", "1", "--ttl", "10m"))
+	fp := strings.TrimSpace(s.mustKiln("", "ca", "show", "--fingerprint"))
+	if len(strings.ReplaceAll(fp, ":", "")) != 64 {
+		t.Fatalf("ca show --fingerprint: %q", fp)
+	}
+	agentDir := filepath.Join(t.TempDir(), "agent")
+	enroll := func(dir string) (string, error) {
+		cmd := exec.Command(kilnBin, "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", fp, "--token", token, "--dir", dir)
+		cmd.Env = cleanEnv()
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := enroll(agentDir); err != nil {
+		t.Fatalf("agent enroll: %v\n%s", err, out)
+	}
+	st, err := os.Stat(agentDir)
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("agent dir: %v %v", st.Mode(), err)
+	}
+	// The token allowed one enrollment.
+	if out, err := enroll(filepath.Join(t.TempDir(), "again")); err == nil || !strings.Contains(out, "used") {
+		t.Fatalf("second enrollment with a single-use token: %v\n%s", err, out)
+	}
+	// A wrong pin fails before the token is sent.
+	cmd := exec.Command(kilnBin, "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", strings.Repeat("ab", 32), "--token", token, "--dir", filepath.Join(t.TempDir(), "pin"))
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(strings.ToLower(string(out)), "fingerprint") {
+		t.Fatalf("wrong CA pin: %v\n%s", err, out)
+	}
+	// The new machine carries the token's labels and its certificate fingerprint.
+	machines := s.mustKiln("", "get", "machines", "-l", "rack=r9", "-o", "json")
+	if !strings.Contains(machines, `"certFingerprint"`) || !strings.Contains(machines, `"profile": "debian-12-web"`) {
+		t.Fatalf("enrolled machine:\n%s", machines)
+	}
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl not installed")
+	}
+	files, _ := filepath.Glob(filepath.Join(agentDir, "*"))
+	var cert, key, ca string
+	for _, f := range files {
+		switch b := filepath.Base(f); {
+		case strings.Contains(b, "ca"):
+			ca = f
+		case strings.Contains(b, "key"):
+			key = f
+		case strings.Contains(b, "cert") || strings.HasSuffix(b, ".crt"):
+			cert = f
+		}
+	}
+	if cert == "" || key == "" || ca == "" {
+		t.Fatalf("agent dir holds %v", files)
+	}
+	out, err := exec.Command(curl, "-sS", "--cacert", ca, "--cert", cert, "--key", key, "-o", "/dev/null", "-w", "%{http_code}", "https://"+httpsAddr+"/agent/v1/self").CombinedOutput()
+	if err != nil || string(out) != "200" {
+		t.Fatalf("mTLS call with the machine certificate: %v %s", err, out)
+	}
+	out, _ = exec.Command(curl, "-sS", "--cacert", ca, "-o", "/dev/null", "-w", "%{http_code}", "https://"+httpsAddr+"/agent/v1/workflow").CombinedOutput()
+	if string(out) != "401" {
+		t.Fatalf("agent API without a certificate: %s", out)
 	}
 }

@@ -46,6 +46,7 @@ func newMachineCmd(g *globalFlags) *cobra.Command {
 	reprov.Flags().StringVar(&tmpl, "template", "", "workflow template (default: the machine's profile's)")
 	reprov.Flags().BoolVar(&noPower, "no-power", false, "do not set next boot to PXE and power-cycle through the BMC")
 	cmd.AddCommand(reprov, newPowerCmd(g))
+	cmd.AddCommand(enrollMachineCmds(g)...)
 	return cmd
 }
 

@@ -76,6 +76,8 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newRenderCmd(g),
 		newAgentCmd(g),
 		newImageCmd(g),
+		newJoinTokenCmd(g),
+		newCACmd(g),
 	)
 	return root
 }
@@ -217,6 +219,15 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 	f.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key file (64 hex digits, mode 0600) for secrets and the CA key; default <data-dir>/kek.key, created at first start (env KILN_KEK_FILE)")
 	f.Int64Var(&cfg.SecretMaxBytes, "secret-max-bytes", 1<<20, "largest secret value accepted (env KILN_SECRET_MAX_BYTES)")
 	f.DurationVar(&cfg.SecretHandleTTL, "secret-handle-ttl", 5*time.Minute, "lifetime of single-use secret handles ({{ secretURL }}) (env KILN_SECRET_HANDLE_TTL)")
+	f.StringVar(&cfg.HTTPSListen, "https-listen", "0.0.0.0:8443", "HTTPS listener: enrollment, the agent API (mTLS), and the API and boot endpoints over TLS; empty disables it (env KILN_HTTPS_LISTEN)")
+	f.StringVar(&cfg.EnrollURL, "enroll-url", "", "https URL agents enroll at, written into join tokens and agent kernel command lines; default: --public-url's host with the --https-listen port (env KILN_ENROLL_URL)")
+	f.StringArrayVar(&cfg.ServerSANs, "server-san", nil, "DNS name or IP address of Kiln's server certificate (repeatable; default: this host's names and addresses) (env KILN_SERVER_SAN, comma-separated)")
+	f.DurationVar(&cfg.CertTTL, "cert-ttl", 24*time.Hour, "lifetime of machine certificates; agents renew at two thirds (env KILN_CERT_TTL)")
+	f.DurationVar(&cfg.BootTokenTTL, "boot-token-ttl", 10*time.Minute, "lifetime of the single-use join token minted into each agent boot script (env KILN_BOOT_TOKEN_TTL)")
+	f.StringVar(&cfg.CAImportCert, "ca-import-cert", "", "PEM file of an intermediate CA (and its issuers) to use instead of a generated one, at first start (env KILN_CA_IMPORT_CERT)")
+	f.StringVar(&cfg.CAImportKey, "ca-import-key", "", "PEM file of that CA's private key (env KILN_CA_IMPORT_KEY)")
+	f.BoolVar(&cfg.EnrollByMAC, "enroll-by-mac", false, "let machines in state provisioning enroll on their MAC alone, without a token (a MAC is self-reported: off by default) (env KILN_ENROLL_BY_MAC)")
+	f.BoolVar(&cfg.ServerRSA, "server-rsa-cert", false, "also serve an RSA server certificate, for TLS clients (old iPXE builds) without ECDSA (env KILN_SERVER_RSA_CERT)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json (env KILN_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error (env KILN_LOG_LEVEL)")
 	return cmd

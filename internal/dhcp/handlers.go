@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -133,7 +134,9 @@ func (s *Server) discover(ctx context.Context, r *request) (*Reply, DropReason) 
 	rep.YourIPAddr = l.IP.AsSlice()
 	s.networkOptions(rep, r, s.leaseTime(r.sn), true)
 	file := s.addBoot(ctx, rep, r, true)
-	s.log().Info("dhcp: offer", "mac", r.mac.String(), "machine", r.machineName(), "ip", l.IP.String(), "subnet", r.sn.Name, "boot", file)
+	if s.logs(ctx, slog.LevelInfo) {
+		s.log().Info("dhcp: offer", "mac", r.mac.String(), "machine", r.machineName(), "ip", l.IP.String(), "subnet", r.sn.Name, "boot", file)
+	}
 	s.event(ctx, Event{MAC: r.mac, Machine: r.machineName(), IP: l.IP, Type: EventOffer, Message: fmt.Sprintf("offered %s on subnet %s%s", l.IP, r.sn.Name, bootNote(file))})
 	return s.reply(r, rep), noDrop
 }
@@ -230,7 +233,9 @@ func (s *Server) request(ctx context.Context, r *request) (*Reply, DropReason) {
 	rep.YourIPAddr = l.IP.AsSlice()
 	s.networkOptions(rep, r, lt, true)
 	file := s.addBoot(ctx, rep, r, true)
-	s.log().Info("dhcp: ack", "mac", r.mac.String(), "machine", r.machineName(), "ip", l.IP.String(), "subnet", r.sn.Name, "state", state, "boot", file)
+	if s.logs(ctx, slog.LevelInfo) {
+		s.log().Info("dhcp: ack", "mac", r.mac.String(), "machine", r.machineName(), "ip", l.IP.String(), "subnet", r.sn.Name, "state", state, "boot", file)
+	}
 	s.event(ctx, Event{MAC: r.mac, Machine: r.machineName(), IP: l.IP, Type: EventAck,
 		Message: fmt.Sprintf("leased %s on subnet %s for %s (%s)%s", l.IP, r.sn.Name, lt, state, bootNote(file))})
 	return s.reply(r, rep), noDrop
@@ -244,7 +249,9 @@ func (s *Server) nak(ctx context.Context, r *request, ip netip.Addr, why string)
 		// agent broadcasts it to a client that may not have a valid address.
 		rep.SetBroadcast()
 	}
-	s.log().Info("dhcp: nak", "mac", r.mac.String(), "machine", r.machineName(), "ip", ip.String(), "subnet", r.sn.Name, "reason", why)
+	if s.logs(ctx, slog.LevelInfo) {
+		s.log().Info("dhcp: nak", "mac", r.mac.String(), "machine", r.machineName(), "ip", ip.String(), "subnet", r.sn.Name, "reason", why)
+	}
 	s.event(ctx, Event{MAC: r.mac, Machine: r.machineName(), IP: ip, Type: EventNak, Message: "refused " + ip.String() + ": " + why})
 	return s.reply(r, rep), noDrop
 }
@@ -302,7 +309,9 @@ func (s *Server) release(ctx context.Context, r *request) (*Reply, DropReason) {
 		s.log().Error("dhcp: release lease", "mac", r.mac.String(), "ip", ip.String(), "err", err)
 		return nil, DropBackendError
 	}
-	s.log().Info("dhcp: release", "mac", r.mac.String(), "machine", r.machineName(), "ip", ip.String(), "subnet", r.sn.Name)
+	if s.logs(ctx, slog.LevelInfo) {
+		s.log().Info("dhcp: release", "mac", r.mac.String(), "machine", r.machineName(), "ip", ip.String(), "subnet", r.sn.Name)
+	}
 	s.event(ctx, Event{MAC: r.mac, Machine: r.machineName(), IP: ip, Type: EventRelease, Message: "released " + ip.String()})
 	return nil, noDrop
 }
@@ -344,7 +353,9 @@ func (s *Server) proxy(ctx context.Context, r *request) (*Reply, DropReason) {
 		return nil, DropNotNetboot
 	}
 	s.pxeOptions(rep, r)
-	s.log().Info("dhcp: proxy offer", "mac", r.mac.String(), "machine", r.machineName(), "subnet", r.sn.Name, "boot", file)
+	if s.logs(ctx, slog.LevelInfo) {
+		s.log().Info("dhcp: proxy offer", "mac", r.mac.String(), "machine", r.machineName(), "subnet", r.sn.Name, "boot", file)
+	}
 	s.event(ctx, Event{MAC: r.mac, Machine: r.machineName(), Type: EventOffer, Message: "proxyDHCP offer, boot " + file})
 	return s.reply(r, rep), noDrop
 }
@@ -412,7 +423,9 @@ func (s *Server) bootServer(ctx context.Context, r *request) (*Reply, DropReason
 		// layer) it answers.
 		rep.Options[dhcpv4.OptionVendorSpecificInformation.Code()] = append([]byte{71, 4}, append(item, 255)...)
 	}
-	s.log().Info("dhcp: boot server ack", "mac", r.mac.String(), "machine", r.machineName(), "ip", r.in.Src.Addr().String(), "boot", file)
+	if s.logs(ctx, slog.LevelInfo) {
+		s.log().Info("dhcp: boot server ack", "mac", r.mac.String(), "machine", r.machineName(), "ip", r.in.Src.Addr().String(), "boot", file)
+	}
 	s.event(ctx, Event{MAC: r.mac, Machine: r.machineName(), IP: addrOf(r.m.ClientIPAddr), Type: EventAck, Message: "PXE boot server, boot " + file})
 	return s.reply(r, rep), noDrop
 }

@@ -12,7 +12,17 @@ import (
 
 // queueLen bounds the datagrams waiting for a worker; beyond it they are dropped
 // (DropOverload) rather than piling up behind a slow store.
-const queueLen = 256
+const queueLen = 1024
+
+// DefaultWorkers is how many datagrams Serve handles at once when Server.Workers
+// is 0. A worker mostly waits for the lease store's group commit, so there are
+// many: the more requests wait together, the more one transaction stores.
+const DefaultWorkers = 128
+
+// socketBuffer is the receive buffer Serve asks for, so that a burst (a rack
+// powering on, a relay flushing its queue) waits in the kernel instead of being
+// dropped while the workers are busy.
+const socketBuffer = 4 << 20
 
 type datagram struct {
 	b       []byte
@@ -34,12 +44,13 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 	if err := enablePktInfo(conn); err != nil {
 		return fmt.Errorf("dhcp: serve %s: %w", la, err)
 	}
+	setReadBuffer(conn, socketBuffer)
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
 	jobs := make(chan datagram, queueLen)
 	var wg sync.WaitGroup
-	for range or(s.Workers, 8) {
+	for range or(s.Workers, DefaultWorkers) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -70,7 +70,7 @@ type Server struct {
 	// PXEPort is the boot server port ListenAndServe also listens on; 0: 4011,
 	// negative: none.
 	PXEPort int
-	// Workers is how many datagrams Serve handles at once; 0: 8.
+	// Workers is how many datagrams Serve handles at once; 0: DefaultWorkers.
 	Workers int
 	// Now returns the time; nil: time.Now. For tests.
 	Now func() time.Time
@@ -121,11 +121,19 @@ func (s *Server) pxePort() int {
 	return s.PXEPort
 }
 
+var discardLogger = slog.New(slog.DiscardHandler)
+
 func (s *Server) log() *slog.Logger {
 	if s.Logger != nil {
 		return s.Logger
 	}
-	return slog.New(slog.DiscardHandler)
+	return discardLogger
+}
+
+// logs reports whether a message at level would be logged: per-packet messages
+// check it first, so that their attributes are not built for nothing.
+func (s *Server) logs(ctx context.Context, level slog.Level) bool {
+	return s.Logger != nil && s.Logger.Enabled(ctx, level)
 }
 
 func (s *Server) booter() Booter {
@@ -158,7 +166,9 @@ func (s *Server) HandlePacket(ctx context.Context, b []byte, in Inbound) *Reply 
 		s.Metrics.countReceived(0)
 		r := DropReasonOf(err)
 		s.Metrics.countDrop(r)
-		s.log().Debug("dhcp: dropped datagram", "src", in.Src, "iface", in.Iface, "reason", r.String(), "err", err)
+		if s.logs(ctx, slog.LevelDebug) {
+			s.log().Debug("dhcp: dropped datagram", "src", in.Src, "iface", in.Iface, "reason", r.String(), "err", err)
+		}
 		return nil
 	}
 	mt := m.MessageType()
@@ -167,7 +177,9 @@ func (s *Server) HandlePacket(ctx context.Context, b []byte, in Inbound) *Reply 
 	if reply == nil {
 		if reason != noDrop {
 			s.Metrics.countDrop(reason)
-			s.log().Debug("dhcp: no reply", "mac", m.ClientHWAddr.String(), "type", mt.String(), "iface", in.Iface, "reason", reason.String())
+			if s.logs(ctx, slog.LevelDebug) {
+				s.log().Debug("dhcp: no reply", "mac", m.ClientHWAddr.String(), "type", mt.String(), "iface", in.Iface, "reason", reason.String())
+			}
 		}
 		return nil
 	}

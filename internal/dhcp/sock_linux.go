@@ -79,3 +79,17 @@ func pktInfo(ifindex int, from netip.Addr) []byte {
 	}
 	return unix.PktInfo4(info)
 }
+
+// setReadBuffer asks for an n-byte receive buffer: SO_RCVBUFFORCE (root, beyond
+// net.core.rmem_max), else SO_RCVBUF (capped by rmem_max). Best effort.
+func setReadBuffer(conn *net.UDPConn, n int) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+		}
+	})
+}

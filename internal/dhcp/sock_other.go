@@ -27,3 +27,5 @@ func enablePktInfo(*net.UDPConn) error { return nil }
 func parsePktInfo([]byte) int { return 0 }
 
 func pktInfo(int, netip.Addr) []byte { return nil }
+
+func setReadBuffer(conn *net.UDPConn, n int) { _ = conn.SetReadBuffer(n) }

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/resource"
@@ -25,48 +27,261 @@ const LabelDiscovery = "kiln.dev/discovery"
 
 // StoreLeases implements Leases on Kiln's store, one Lease object per address.
 //
-// Every operation is one store transaction. An address is taken by creating its
-// Lease object (the name is the IP, so the store's uniqueness refuses a second
-// one: store.ErrExists means another server holds it) or by updating an expired
-// one at the resourceVersion read (store.ErrConflict means another server won;
-// the operation is retried). So two Kiln servers sharing one PostgreSQL database
-// never lease an address twice. The database is the authority; the in-memory
-// hints (who holds what, a per-subnet cursor) only choose which few records an
-// allocation reads, and are rebuilt from the store every Resync.
+// An address is taken by creating its Lease object (the name is the IP, so the
+// store's uniqueness refuses a second one: store.ErrExists means another server
+// holds it) or by updating an expired one at the resourceVersion read
+// (store.ErrConflict means another server won; the operation is retried). So two
+// Kiln servers sharing one PostgreSQL database never lease an address twice. The
+// database is the authority; the in-memory hints (who holds what, a per-subnet
+// cursor) only choose which few records an allocation reads, and are rebuilt from
+// the store every Resync.
+//
+// Writes are group-committed: Offer, Commit, Release and Decline queue their
+// operation and wait; one writer goroutine takes everything queued (up to
+// MaxBatch operations) and applies it in one store transaction, each operation
+// checked against the records on its own. A lone operation is applied at once;
+// while operations keep coming, the writer lets the next batch gather for up to
+// BatchWindow (or until as many are queued as the last batch held), so that the
+// goroutines serving requests get to queue theirs (on one core they only run
+// while the writer waits).
+// An operation that is refused (the address is taken, no lease ...) does not undo
+// the others; one that fails on a store error aborts the transaction, and the
+// batch is then applied again one operation per transaction, so that only that
+// one fails. A caller is answered only once the transaction holding its operation
+// has committed: what Commit returns is durable before the server sends the ACK.
 type StoreLeases struct {
 	st     store.Store
 	resync time.Duration
 
-	mu       sync.Mutex // serializes operations of this process; held during a transaction
+	// MaxBatch bounds the operations of one transaction; 0: DefaultMaxBatch. Set
+	// it before first use.
+	MaxBatch int
+	// BatchWindow is how long the writer, after a transaction, lets the next
+	// batch gather before it takes it (less when as many operations as the last
+	// batch held are queued); 0: DefaultBatchWindow, negative: it does not wait
+	// (the operations queued while the previous transaction ran make the batch).
+	// Set it before first use.
+	BatchWindow time.Duration
+
+	mu       sync.Mutex // serializes use of the hints; held during a transaction
 	alloc    *allocator
 	lastSync time.Time
+
+	qmu     sync.Mutex
+	queue   []*leaseOp
+	writing bool          // a writer goroutine runs
+	waiting bool          // the writer waits for the batch to gather
+	target  int           // the batch size that ends the wait early
+	closed  bool          // Close was called
+	kick    chan struct{} // ends the writer's wait
+	idle    sync.WaitGroup
+
+	// batches and batched count transactions and the operations they held, for
+	// tests and profiling.
+	batches, batched atomic.Int64
 }
 
 // DefaultLeaseResync is how often StoreLeases rebuilds its hints from the store.
 const DefaultLeaseResync = 5 * time.Minute
 
+// DefaultMaxBatch bounds the lease operations of one group commit.
+const DefaultMaxBatch = 256
+
+// DefaultBatchWindow is how long a batch may gather while operations keep coming.
+const DefaultBatchWindow = time.Millisecond
+
+// ErrLeasesClosed is returned by the write operations of a closed StoreLeases.
+var ErrLeasesClosed = errors.New("dhcp: lease store is closed")
+
 // NewStoreLeases returns a StoreLeases on st. resync is how often the hints are
 // rebuilt from all Lease objects (0: DefaultLeaseResync); in between they learn
 // from the records each operation reads, including those another server wrote.
 func NewStoreLeases(st store.Store, resync time.Duration) *StoreLeases {
-	return &StoreLeases{st: st, resync: or(resync, DefaultLeaseResync), alloc: newAllocator()}
+	return &StoreLeases{st: st, resync: or(resync, DefaultLeaseResync), alloc: newAllocator(), kick: make(chan struct{}, 1)}
 }
 
 // maxAttempts bounds the retries of an operation that lost a race to another server.
 const maxAttempts = 4
 
-func (s *StoreLeases) run(ctx context.Context, fn func(t leaseTable) error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.syncLocked(ctx)
+// batchTimeout bounds one group-commit transaction (the callers' contexts do not:
+// the transaction holds the operations of many).
+const batchTimeout = 30 * time.Second
+
+// leaseOp is one write operation waiting for a group commit.
+type leaseOp struct {
+	ctx  context.Context // the caller's: an operation whose caller gave up is skipped
+	fn   func(ctx context.Context, t leaseTable) error
+	err  error
+	done chan struct{} // closed when err is set
+}
+
+// run queues fn for the next group commit and waits until the transaction that
+// applied it has committed (or failed).
+func (s *StoreLeases) run(ctx context.Context, fn func(ctx context.Context, t leaseTable) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	op := &leaseOp{ctx: ctx, fn: fn, done: make(chan struct{})}
+	s.qmu.Lock()
+	if s.closed {
+		s.qmu.Unlock()
+		return ErrLeasesClosed
+	}
+	s.queue = append(s.queue, op)
+	if !s.writing {
+		s.writing = true
+		s.idle.Add(1)
+		go s.writer()
+	} else if s.waiting && (len(s.queue) >= s.target || len(s.queue) >= s.maxBatch()) {
+		s.waiting = false
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	s.qmu.Unlock()
+	select {
+	case <-op.done:
+		return op.err
+	case <-ctx.Done():
+		// The operation may still be applied: a lease stored without a reply is
+		// harmless (the client asks again and gets it back); the reverse never happens.
+		return ctx.Err()
+	}
+}
+
+func (s *StoreLeases) maxBatch() int { return or(s.MaxBatch, DefaultMaxBatch) }
+
+// writer applies queued operations, a batch per transaction, until the queue is
+// empty.
+func (s *StoreLeases) writer() {
+	defer s.idle.Done()
+	first := true
+	for {
+		s.qmu.Lock()
+		if w := or(s.BatchWindow, DefaultBatchWindow); !first && w > 0 && !s.closed && len(s.queue) < s.target && len(s.queue) < s.maxBatch() {
+			s.waiting = true
+			s.qmu.Unlock()
+			t := time.NewTimer(w)
+			select {
+			case <-t.C:
+			case <-s.kick:
+				t.Stop()
+			}
+			s.qmu.Lock()
+			s.waiting = false
+			// The goroutines made runnable meanwhile (requests read from the socket)
+			// are about to queue theirs: let them, as long as the queue grows. On one
+			// core they would otherwise run only after this batch.
+			for range 8 {
+				n := len(s.queue)
+				s.qmu.Unlock()
+				runtime.Gosched()
+				s.qmu.Lock()
+				if len(s.queue) == n || len(s.queue) >= s.maxBatch() {
+					break
+				}
+			}
+		}
+		first = false
+		n := min(len(s.queue), s.maxBatch())
+		if n == 0 {
+			s.writing = false
+			s.qmu.Unlock()
+			return
+		}
+		s.target = n
+		batch := make([]*leaseOp, n)
+		copy(batch, s.queue)
+		rest := copy(s.queue, s.queue[n:])
+		clear(s.queue[rest:])
+		s.queue = s.queue[:rest]
+		select { // a kick for the batch just taken is stale
+		case <-s.kick:
+		default:
+		}
+		s.qmu.Unlock()
+		s.apply(batch)
+	}
+}
+
+// refused reports whether an operation's error is an answer about the leases (it
+// wrote nothing, and the transaction stays usable) rather than a store failure.
+func refused(err error) bool {
+	return errors.Is(err, ErrAddressTaken) || errors.Is(err, ErrNoLease) || errors.Is(err, ErrNoAddress) ||
+		errors.Is(err, errTableConflict) || errors.Is(err, errTableExists) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// applyOne runs one operation in the transaction, again while it loses races.
+func applyOne(ctx context.Context, t leaseTable, op *leaseOp) error {
 	var err error
 	for range maxAttempts {
-		err = s.st.Update(ctx, func(tx store.Tx) error { return fn(txTable{tx}) })
-		if !errors.Is(err, errTableConflict) && !errors.Is(err, store.ErrConflict) {
+		if err = op.fn(ctx, t); !errors.Is(err, errTableConflict) {
 			return err
 		}
 	}
 	return fmt.Errorf("dhcp: lease store: gave up after %d conflicting attempts: %w", maxAttempts, err)
+}
+
+// apply runs a batch in one transaction and answers its callers; after a store
+// failure it runs the operations one per transaction.
+func (s *StoreLeases) apply(batch []*leaseOp) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	s.syncLocked(ctx)
+	live := batch[:0:0]
+	for _, op := range batch {
+		if err := op.ctx.Err(); err != nil {
+			op.err = err
+			close(op.done)
+			continue
+		}
+		live = append(live, op)
+	}
+	if len(live) == 0 {
+		return
+	}
+	s.batches.Add(1)
+	s.batched.Add(int64(len(live)))
+	err := s.st.Update(ctx, func(tx store.Tx) error {
+		t := txTable{tx}
+		for _, op := range live {
+			op.err = applyOne(ctx, t, op)
+			if op.err != nil && !refused(op.err) {
+				return op.err
+			}
+		}
+		return nil
+	})
+	if err == nil || len(live) == 1 {
+		for _, op := range live {
+			if err != nil {
+				op.err = err
+			}
+			close(op.done)
+		}
+		return
+	}
+	// One operation failed the transaction (or the commit failed): nothing of the
+	// batch was kept. Apply each alone, so that a failure stays with its operation.
+	for _, op := range live {
+		var res error
+		err := s.st.Update(ctx, func(tx store.Tx) error {
+			res = applyOne(ctx, txTable{tx}, op)
+			if res != nil && refused(res) {
+				return nil // nothing was written
+			}
+			return res
+		})
+		op.err = res
+		if err != nil {
+			op.err = err
+		}
+		close(op.done)
+	}
 }
 
 // syncLocked rebuilds the hints when they are older than the resync period. A
@@ -113,32 +328,58 @@ func (s *StoreLeases) Resync() {
 	s.mu.Unlock()
 }
 
+// Close applies the operations already queued, waits for them, and makes later
+// writes fail with ErrLeasesClosed. Lookup keeps working. It does not close the
+// store.
+func (s *StoreLeases) Close() error {
+	s.qmu.Lock()
+	s.closed = true
+	if s.waiting {
+		s.waiting = false
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	s.qmu.Unlock()
+	s.idle.Wait()
+	return nil
+}
+
 // Offer implements Leases.
-func (s *StoreLeases) Offer(ctx context.Context, req OfferRequest) (l *Lease, err error) {
-	err = s.run(ctx, func(t leaseTable) error {
+func (s *StoreLeases) Offer(ctx context.Context, req OfferRequest) (*Lease, error) {
+	var l *Lease
+	err := s.run(ctx, func(ctx context.Context, t leaseTable) (err error) {
 		l, err = s.alloc.offer(ctx, t, req)
 		return err
 	})
-	return l, err
+	if err != nil {
+		return nil, err // l is not read: the writer may still be setting it
+	}
+	return l, nil
 }
 
 // Commit implements Leases.
-func (s *StoreLeases) Commit(ctx context.Context, req CommitRequest) (l *Lease, err error) {
-	err = s.run(ctx, func(t leaseTable) error {
+func (s *StoreLeases) Commit(ctx context.Context, req CommitRequest) (*Lease, error) {
+	var l *Lease
+	err := s.run(ctx, func(ctx context.Context, t leaseTable) (err error) {
 		l, err = s.alloc.commit(ctx, t, req)
 		return err
 	})
-	return l, err
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 // Release implements Leases.
 func (s *StoreLeases) Release(ctx context.Context, req ReleaseRequest) error {
-	return s.run(ctx, func(t leaseTable) error { return s.alloc.release(ctx, t, req) })
+	return s.run(ctx, func(ctx context.Context, t leaseTable) error { return s.alloc.release(ctx, t, req) })
 }
 
 // Decline implements Leases.
 func (s *StoreLeases) Decline(ctx context.Context, req DeclineRequest) error {
-	return s.run(ctx, func(t leaseTable) error { return s.alloc.decline(ctx, t, req) })
+	return s.run(ctx, func(ctx context.Context, t leaseTable) error { return s.alloc.decline(ctx, t, req) })
 }
 
 // Lookup implements Leases. It reads, so it runs in a read-only transaction.
@@ -277,18 +518,71 @@ func leaseFromObject(o *resource.Object) (*Lease, error) {
 // StoreMachines implements Machines and Reservations on Kiln's store: a machine
 // is found by MAC through the store's unique-key index ("mac:..."); the reserved
 // addresses are an index rebuilt from all machines at most every ReservationTTL.
+// A lookup's answer (found or unknown) is reused for CacheTTL: a client's DISCOVER
+// and REQUEST, and its retransmissions, cost one store read.
 type StoreMachines struct {
 	Store store.Store
 	// ReservationTTL is how long the reserved-address index is reused; 0: 30 s.
 	ReservationTTL time.Duration
+	// CacheTTL is how long a MAC lookup is reused; 0: DefaultMachineCacheTTL,
+	// negative: not at all.
+	CacheTTL time.Duration
 
 	mu         sync.Mutex
 	reserved   map[netip.Addr]string
 	reservedAt time.Time
+
+	cmu   sync.Mutex
+	cache map[string]machineEntry
+}
+
+// DefaultMachineCacheTTL is how long StoreMachines reuses a MAC lookup: a machine
+// applied (or changed) meanwhile is seen by DHCP within that time.
+const DefaultMachineCacheTTL = 2 * time.Second
+
+// maxMachineCache bounds the cached lookups; the cache is emptied when full.
+const maxMachineCache = 1 << 16
+
+type machineEntry struct {
+	m   *Machine // nil: unknown
+	exp time.Time
 }
 
 // MachineByMAC implements Machines.
 func (m *StoreMachines) MachineByMAC(ctx context.Context, mac net.HardwareAddr) (*Machine, error) {
+	ttl := or(m.CacheTTL, DefaultMachineCacheTTL)
+	key := string(mac)
+	now := time.Now()
+	if ttl > 0 {
+		m.cmu.Lock()
+		e, ok := m.cache[key]
+		m.cmu.Unlock()
+		if ok && now.Before(e.exp) {
+			if e.m == nil {
+				return nil, ErrUnknownMachine
+			}
+			c := *e.m
+			return &c, nil
+		}
+	}
+	out, err := m.lookup(ctx, mac)
+	if ttl > 0 && (err == nil || errors.Is(err, ErrUnknownMachine)) {
+		m.cmu.Lock()
+		if m.cache == nil || len(m.cache) >= maxMachineCache {
+			m.cache = make(map[string]machineEntry)
+		}
+		e := machineEntry{exp: now.Add(ttl)}
+		if out != nil {
+			c := *out
+			e.m = &c
+		}
+		m.cache[key] = e
+		m.cmu.Unlock()
+	}
+	return out, err
+}
+
+func (m *StoreMachines) lookup(ctx context.Context, mac net.HardwareAddr) (*Machine, error) {
 	var obj *resource.Object
 	err := m.Store.View(ctx, func(tx store.Tx) error {
 		var err error

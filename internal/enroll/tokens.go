@@ -105,7 +105,7 @@ func (s *Server) CreateToken(ctx context.Context, actor string, req TokenRequest
 	}
 	exp := now.Add(ttl).Truncate(time.Second)
 	spec := resource.JoinTokenSpec{Profile: req.Profile, Labels: req.Labels, MaxUses: req.MaxUses, ExpiresAt: &exp,
-		MACs: append([]string(nil), req.MACs...), CIDRs: append([]string(nil), req.CIDRs...), Machine: req.Machine}
+		MACs: append([]string(nil), req.MACs...), CIDRs: append([]string(nil), req.CIDRs...), Machine: req.Machine, Policy: req.Policy}
 	if err := spec.Validate(); err != nil {
 		return nil, &InvalidError{Err: err}
 	}

@@ -141,6 +141,10 @@ type MachineStatus struct {
 	State           string         `json:"state,omitempty"`
 	Facts           map[string]any `json:"facts,omitempty"`
 	CertFingerprint string         `json:"certFingerprint,omitempty"`
+	CertSerial      string         `json:"certSerial,omitempty"`
+	CertNotAfter    *time.Time     `json:"certNotAfter,omitempty"`
+	EnrolledAt      *time.Time     `json:"enrolledAt,omitempty"`
+	CertRevokedAt   *time.Time     `json:"certRevokedAt,omitempty"`
 	LastSeen        *time.Time     `json:"lastSeen,omitempty"`
 }
 
@@ -229,6 +233,9 @@ type ProfileSpec struct {
 	Configs     *ConfigSpec `json:"configs,omitempty"`
 	Workflow    string      `json:"workflow,omitempty"`
 	Secrets     []string    `json:"secrets,omitempty"`
+	// EnrollPolicy are CEL expressions over facts, token claims and the request that
+	// must all hold for a machine of this profile to enroll.
+	EnrollPolicy []string `json:"enrollPolicy,omitempty"`
 }
 
 func (s *ProfileSpec) Validate() error {
@@ -371,6 +378,8 @@ type JoinTokenSpec struct {
 	CIDRs     []string          `json:"cidrs,omitempty"`
 	Machine   string            `json:"machine,omitempty"`
 	Revoked   bool              `json:"revoked,omitempty"`
+	// Policy are CEL expressions signed into the token; all must hold to enroll.
+	Policy []string `json:"policy,omitempty"`
 	// Hash is the SHA-256 of the token, hex; set by Kiln when it signs a token.
 	Hash string `json:"hash,omitempty"`
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/kilnhq/kiln/internal/apitoken"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/boot"
+	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/secrets"
 	"github.com/kilnhq/kiln/internal/store"
@@ -69,6 +70,23 @@ type Config struct {
 	// SecretMaxBytes bounds a secret value; SecretHandleTTL is a handle's lifetime.
 	SecretMaxBytes  int64
 	SecretHandleTTL time.Duration
+
+	// HTTPSListen is the TLS listener (enrollment, the agent API over mTLS, and
+	// the API and boot endpoints again); empty disables it.
+	HTTPSListen string
+	// EnrollURL is the https base URL agents enroll at; default derived from
+	// PublicURL's host and the HTTPS port.
+	EnrollURL string
+	// ServerSANs name the server certificate's DNS names and addresses.
+	ServerSANs []string
+	// CertTTL is machine certificates' lifetime; BootTokenTTL per-boot join tokens'.
+	CertTTL, BootTokenTTL time.Duration
+	// CAImportCert and CAImportKey import an operator's intermediate CA at first start.
+	CAImportCert, CAImportKey string
+	// EnrollByMAC lets machines in state provisioning enroll on their MAC alone.
+	EnrollByMAC bool
+	// ServerRSA also serves an RSA certificate, for TLS clients without ECDSA.
+	ServerRSA bool
 }
 
 // Server is a running Kiln.
@@ -83,6 +101,9 @@ type Server struct {
 	udpServers []func(context.Context) error
 	secrets    *secrets.Service
 	power      *powerService
+	enroll     *enroll.Server
+	https      *http.Server
+	tlsLn      net.Listener
 }
 
 // openSecrets loads the key-encryption key (creating it at first start) and finishes
@@ -145,11 +166,28 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := writeServerURL(cfg.DataDir, ln.Addr().(*net.TCPAddr)); err != nil {
 		log.Warn("cannot record the server URL for the CLI", "err", err)
 	}
-	h, err := s.handler()
+	h, err := s.handler(ctx)
 	if err != nil {
 		ln.Close()
 		st.Close()
 		return nil, err
+	}
+	if cfg.HTTPSListen != "" {
+		tln, err := net.Listen("tcp", cfg.HTTPSListen)
+		if err != nil {
+			ln.Close()
+			st.Close()
+			return nil, fmt.Errorf("listen %s: %w", cfg.HTTPSListen, err)
+		}
+		s.tlsLn = tln
+		s.https = &http.Server{
+			Handler:           h,
+			TLSConfig:         s.enroll.TLSConfig(),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       2 * time.Minute,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
 	}
 	s.http = &http.Server{
 		Handler:           h,
@@ -167,7 +205,7 @@ func (s *Server) Addr() net.Addr { return s.listener.Addr() }
 // Store is the opened store.
 func (s *Server) Store() store.Store { return s.store }
 
-func (s *Server) handler() (http.Handler, error) {
+func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 	mux := http.NewServeMux()
 	inv := &inventory.Service{Store: s.store}
 	scripts := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -243,6 +281,22 @@ func (s *Server) handler() (http.Handler, error) {
 		MaxBodyBytes:     s.cfg.MaxBodyBytes,
 		Version:          s.cfg.Version,
 	}
+	en, err := s.newEnroll(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	en.Register(mux)
+	en.RegisterAgent(mux)
+	en.RegisterOperator(a.AddRoute)
+	// Agent routes: every one behind AgentAuth (a verified, current machine certificate).
+	ss.Identity = en.Identity
+	ss.RegisterAgent(mux, en.AgentAuth)
+	agentMux := http.NewServeMux()
+	(&workflow.AgentAPI{Engine: wfe, Identity: en.Identity, Logger: s.log}).Register(agentMux)
+	mux.Handle("/agent/v1/", en.AgentAuth(agentMux))
+	s.secrets.RotationHooks = append(s.secrets.RotationHooks, en.ResealHook)
+	s.udpServers = append(s.udpServers, func(ctx context.Context) error { return en.Run(ctx, time.Hour) })
+	s.enroll = en
 	ss.RegisterOperator(a.AddRoute)
 	a.AddRoute("POST", "/api/v1/machines/{name}/power", store.RoleOperator, "Power a machine through its BMC: op on, off, cycle, soft-off, status, set-boot (device pxe, disk, cdrom), reprovision; wait runs it before answering", s.power.handle)
 	a.AddRoute("POST", "/api/v1/power", store.RoleOperator, "Power every machine a label selector picks (bounded parallelism, one request at a time per BMC)", s.power.handle)
@@ -273,6 +327,10 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	errc := make(chan error, 4)
 	go func() { errc <- s.http.Serve(s.listener) }()
+	if s.https != nil {
+		go func() { errc <- s.https.ServeTLS(s.tlsLn, "", "") }()
+		s.log.Info("kiln serving https", "listen", s.tlsLn.Addr().String(), "ca_fingerprint", s.enroll.CAFingerprint())
+	}
 	var udp sync.WaitGroup
 	for _, run := range s.udpServers {
 		udp.Add(1)
@@ -298,6 +356,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("shutting down")
 	if err := s.http.Shutdown(sctx); err != nil {
 		s.log.Warn("shutdown", "err", err)
+	}
+	if s.https != nil {
+		if err := s.https.Shutdown(sctx); err != nil {
+			s.log.Warn("shutdown https", "err", err)
+		}
 	}
 	cancel()
 	udp.Wait()
@@ -410,4 +473,42 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// newEnroll opens the CA and token signing key (creating them at first start, sealed
+// under the key-encryption key, in the store so replicas share them) and connects
+// enrollment to the boot path: agent boots carry a per-boot join token, and iPXE
+// builds with a client certificate get their script by it.
+func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server, error) {
+	enrollURL := s.cfg.EnrollURL
+	if enrollURL == "" && s.cfg.HTTPSListen != "" {
+		_, port, _ := net.SplitHostPort(s.cfg.HTTPSListen)
+		host := "127.0.0.1"
+		if u, err := url.Parse(s.cfg.PublicURL); err == nil && u.Hostname() != "" {
+			host = u.Hostname()
+		} else if h, _, err := net.SplitHostPort(s.cfg.HTTPSListen); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
+			host = h
+		}
+		enrollURL = "https://" + net.JoinHostPort(host, port)
+	}
+	en, err := enroll.New(ctx, s.store, enroll.Config{
+		DataDir: s.cfg.DataDir, KEK: s.secrets.Keys.CurrentKey(),
+		ImportCACert: s.cfg.CAImportCert, ImportCAKey: s.cfg.CAImportKey,
+		PublicURL: enrollURL, ServerSANs: s.cfg.ServerSANs, ServerRSA: s.cfg.ServerRSA,
+		CertTTL: s.cfg.CertTTL, BootTokenTTL: s.cfg.BootTokenTTL, RegisterByMAC: s.cfg.EnrollByMAC,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("enrollment: %w", err)
+	}
+	en.Logger = s.log
+	en.ActorOf = func(r *http.Request) string { return api.ActorOf(r).ID }
+	en.Scripts = b
+	b.Credentials = en.BootCmdline
+	enrolls := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "kiln_enrollments_seconds", Help: "Enrollment latency by outcome (issued, refused).",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8),
+	}, []string{"outcome"})
+	s.registry.MustRegister(enrolls)
+	en.OnEnroll = func(outcome string, d time.Duration) { enrolls.WithLabelValues(outcome).Observe(d.Seconds()) }
+	return en, nil
 }
