@@ -29,6 +29,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/atomicfile"
 )
 
 // Enrollment, agent side. The agent makes its key pair locally (ECDSA P-256) and
@@ -353,7 +355,7 @@ func (id *Identity) save(key crypto.Signer) error {
 		{CertFile + ".new", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: id.Cert.Raw}), 0o600},
 	}
 	for _, f := range files {
-		if err := writeIdentityFile(filepath.Join(id.Dir, f.name), f.data, f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(id.Dir, f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("store identity: %w", err)
 		}
 	}
@@ -700,28 +702,4 @@ func osRelease() map[string]any {
 		}
 	}
 	return out
-}
-
-func writeIdentityFile(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -73,6 +73,9 @@ func LoadOrCreateKEK(path string) ([]byte, error) {
 	return createKEK(path)
 }
 
+// LoadKEK reads an existing key file; the error wraps fs.ErrNotExist if there is none.
+func LoadKEK(path string) ([]byte, error) { return readKEK(path) }
+
 // readKEK reads an existing key file; the error wraps fs.ErrNotExist if there is none.
 func readKEK(path string) ([]byte, error) {
 	fi, err := os.Stat(path)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/api"
 	"github.com/kilnhq/kiln/internal/apitoken"
+	"github.com/kilnhq/kiln/internal/atomicfile"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/boot"
 	"github.com/kilnhq/kiln/internal/enroll"
@@ -326,6 +327,8 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 4)
+	// Logged before serving, so that anyone who reached the server can find the line.
+	s.log.Info("kiln serving", "listen", s.listener.Addr().String(), "data_dir", s.cfg.DataDir, "store", storeKind(s.cfg.Database))
 	go func() { errc <- s.http.Serve(s.listener) }()
 	if s.https != nil {
 		go func() { errc <- s.https.ServeTLS(s.tlsLn, "", "") }()
@@ -341,7 +344,6 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	s.log.Info("kiln serving", "listen", s.listener.Addr().String(), "data_dir", s.cfg.DataDir, "store", storeKind(s.cfg.Database))
 	var serveErr error
 	select {
 	case <-ctx.Done():
@@ -434,7 +436,7 @@ func (s *Server) bootstrapAdmin(ctx context.Context) error {
 		return nil
 	}
 	path := filepath.Join(s.cfg.DataDir, AdminTokenFile)
-	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write admin token: %w", err)
 	}
 	s.log.Info("created the first admin API token", "path", path)
@@ -448,31 +450,7 @@ func writeServerURL(dataDir string, addr *net.TCPAddr) error {
 		host = "127.0.0.1"
 	}
 	url := "http://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
-	return writeFileAtomic(filepath.Join(dataDir, ServerURLFile), []byte(url+"\n"), 0o644)
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(filepath.Join(dataDir, ServerURLFile), []byte(url+"\n"), 0o644)
 }
 
 // newEnroll opens the CA and token signing key (creating them at first start, sealed
