@@ -36,6 +36,8 @@ type vmConfig struct {
 	Disk string
 	// Timeout bounds the VM's life (default 150 s); QEMU is killed after it.
 	Timeout time.Duration
+	// Extra are more QEMU arguments (-S and -qmp for a VM driven by its "BMC").
+	Extra []string
 }
 
 // vm is a running QEMU.
@@ -91,6 +93,8 @@ func startVM(t *testing.T, l *lab, cfg vmConfig) *vm {
 			"-drive", "file="+cfg.Disk+",format=raw,if=none,id=disk0",
 			"-device", "virtio-blk-pci,drive=disk0,bootindex=2")
 	}
+
+	args = append(args, cfg.Extra...)
 
 	serial, err := os.Create(v.serial)
 	if err != nil {
