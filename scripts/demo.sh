@@ -1,15 +1,36 @@
 #!/usr/bin/env bash
-# The main job, end to end on the embedded store: a QEMU VM (SeaBIOS + iPXE) powers on
-# in a network namespace, gets its address and boot script from `kiln serve` (DHCP,
-# HTTP), boots the kernel and initramfs Kiln serves, and phones home. Then the
-# machine's timeline, its lease and the audit chain are shown. Needs root.
+# The main job, end to end on the embedded store (needs root):
+#
+#   scripts/demo.sh           install: a QEMU VM (SeaBIOS + iPXE) in a network namespace
+#                             netboots Kiln's agent environment, enrolls, runs its
+#                             machine's workflow (partition a data disk, stream a disk
+#                             image with sha256 check, write a per-machine file into it,
+#                             reboot), then boots the installed disk and phones home
+#                             with that file's content (TestInstallToDiskAndBoot)
+#   scripts/demo.sh netboot   the netboot only: DHCP, boot script, kernel and initramfs
+#                             from Kiln, phone-home (TestNetbootBIOSKilnDHCP)
+#
+# Then the machine as Kiln sees it (its workflow and timeline), its lease and the
+# audit chain are shown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=${1:-install}
+case "$mode" in
+  install)
+    test=TestInstallToDiskAndBoot
+    intro="Installing a VM with Kiln in a network namespace (QEMU without KVM: 30 s to a few minutes): netboot the agent, run the workflow, reboot into the disk ..."
+    outro="demo done: the VM netbooted Kiln's agent, which enrolled, partitioned, streamed and verified the image, wrote the machine's file and rebooted; it then booted from its disk and phoned home with that file's content" ;;
+  netboot)
+    test=TestNetbootBIOSKilnDHCP
+    intro="Booting a VM from Kiln in a network namespace (QEMU without KVM: 10-30 s) ..."
+    outro="demo done: the VM got its address from Kiln's DHCP, its boot script and kernel over HTTP, and phoned home" ;;
+  *) echo "usage: $0 [install|netboot]" >&2; exit 2 ;;
+esac
 ./scripts/e2e-assets.sh >/dev/null
 out=$(mktemp /tmp/kiln-demo.XXXXXX)
 trap 'rm -f "$out"' EXIT
-echo "Booting a VM from Kiln in a network namespace (QEMU without KVM: 10-30 s) ..."
-KILN_DEMO=$out go test -count=1 -run '^TestNetbootBIOSKilnDHCP$' ./test/e2e/
+echo "$intro"
+KILN_DEMO=$out go test -count=1 -timeout 15m -run "^$test\$" ./test/e2e/
 cat "$out"
 echo
-echo "demo done: the VM got its address from Kiln's DHCP, its boot script and kernel over HTTP, and phoned home"
+echo "$outro"

@@ -450,8 +450,16 @@ type Env struct {
 // Get downloads url. A URL on Kiln's own host goes through the agent's client (it
 // trusts Kiln's CA); another host through a client with the system's roots. Neither
 // has an overall timeout, which a large image would hit: the action's timeout
-// bounds the download instead.
+// bounds the download instead. A relative URL ("/artifacts/NAME", what Kiln renders
+// when it has no public URL) is resolved against the URL the agent reached Kiln by.
 func (e *Env) Get(ctx context.Context, rawURL string) (*http.Response, error) {
+	if e.kiln != nil {
+		if u, err := url.Parse(rawURL); err == nil && u.Scheme == "" && u.Host == "" {
+			if base, err := url.Parse(e.kiln.BaseURL()); err == nil && base.Host != "" {
+				rawURL = base.ResolveReference(u).String()
+			}
+		}
+	}
 	c := e.System.HTTP
 	if c == nil {
 		if e.kiln != nil && sameHost(rawURL, e.kiln.BaseURL()) {
