@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kilnhq/kiln/internal/api"
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -452,6 +453,32 @@ func formatStep(d time.Duration) string {
 	return d.Round(time.Second).String()
 }
 
+// printAudit prints audit entries as a table (with the object column or not) or JSON.
+func printAudit(w io.Writer, items []audit.Entry, output string, withObject bool) error {
+	if output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if items == nil {
+			items = []audit.Entry{}
+		}
+		return enc.Encode(map[string]any{"items": items})
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+	head := "SEQ\tTIME\tACTOR\tACTION\tSUMMARY"
+	if withObject {
+		head = "SEQ\tTIME\tACTOR\tACTION\tOBJECT\tSUMMARY"
+	}
+	fmt.Fprintln(tw, head)
+	for _, e := range items {
+		obj := ""
+		if withObject {
+			obj = strings.ToLower(e.Kind) + "/" + e.Name + "\t"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s%s\n", e.Seq, e.Time.Local().Format("2006-01-02 15:04:05"), e.Actor, e.Action, obj, e.Summary)
+	}
+	return tw.Flush()
+}
+
 func labelString(l map[string]string) string {
 	if len(l) == 0 {
 		return "<none>"
@@ -596,17 +623,7 @@ func newAuditCmd(g *globalFlags) *cobra.Command {
 			if err := c.do(cmdContext(cmd), http.MethodGet, "/api/v1/audit", q, nil, &out); err != nil {
 				return err
 			}
-			if output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(out)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 3, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tOBJECT\tSUMMARY")
-			for _, e := range out.Items {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s/%s\t%s\n", e.Seq, e.Time.Local().Format("2006-01-02 15:04:05"), e.Actor, e.Action, strings.ToLower(e.Kind), e.Name, e.Summary)
-			}
-			return tw.Flush()
+			return printAudit(cmd.OutOrStdout(), out.Items, output, true)
 		},
 	}
 	list.Flags().IntVar(&after, "after", 0, "show entries after this sequence number")

@@ -333,17 +333,7 @@ func printSecretAudit(cmd *cobra.Command, g *globalFlags, name string, after, li
 	if err := c.do(cmdContext(cmd), http.MethodGet, secretPath(name, "audit"), q, nil, &out); err != nil {
 		return err
 	}
-	if output == "json" {
-		enc := json.NewEncoder(cmd.OutOrStdout())
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
-	}
-	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 3, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tSUMMARY")
-	for _, e := range out.Items {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Local().Format("2006-01-02 15:04:05"), e.Actor, e.Action, e.Summary)
-	}
-	return tw.Flush()
+	return printAudit(cmd.OutOrStdout(), out.Items, output, false)
 }
 
 func newSecretHandleStatusCmd(g *globalFlags) *cobra.Command {

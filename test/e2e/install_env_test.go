@@ -56,72 +56,7 @@ func requireInstall(t *testing.T) {
 // URLs are paths the agent resolves against the URL it enrolled at.
 func startInstallKiln(t *testing.T, l *lab) *kilnServer {
 	t.Helper()
-	k := &kilnServer{
-		t:           t,
-		l:           l,
-		dataDir:     filepath.Join(l.dir, "kiln-data"),
-		artifactDir: filepath.Join(l.dir, "artifacts"),
-		logPath:     filepath.Join(l.dir, "kiln.log"),
-		done:        make(chan struct{}),
-		http:        l.httpClient(),
-	}
-	for _, d := range []string{k.dataDir, k.artifactDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	args := []string{kilnBin, "serve",
-		"--data-dir", k.dataDir,
-		"--listen", kilnHTTP,
-		"--artifact-dir", k.artifactDir,
-		"--log-format", "json",
-		"--log-level", "debug",
-		"--tftp-listen", kilnIP + ":69", "--ipxe-dir", "/usr/lib/ipxe",
-		"--dhcp-interface", bridgeName,
-		"--https-listen", kilnIP + ":" + kilnHTTPSPort,
-		"--enroll-url", kilnHTTPSURL,
-		"--server-san", kilnIP,
-	}
-	logf, err := os.Create(k.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := l.nsCommand(context.Background(), args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("start kiln serve: %v", err)
-	}
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(k.done)
-	}()
-	t.Cleanup(func() {
-		stopProcess(cmd, k.done, 10*time.Second)
-		if t.Failed() {
-			t.Logf("kiln serve log (%s):\n%s", k.logPath, tail(k.logPath, 80))
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case <-k.done:
-			t.Fatalf("kiln serve exited during start-up (%v); log:\n%s", cmd.ProcessState, tail(k.logPath, 40))
-		default:
-		}
-		resp, err := k.http.Get(kilnURL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return k
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kiln serve not ready within 30s (last: %v); log:\n%s", err, tail(k.logPath, 40))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return startKiln(t, l, kilnOptions{dhcp: true, https: true})
 }
 
 // cli runs a kiln command in the namespace against the server, as an operator would,

@@ -40,6 +40,9 @@ type kilnOptions struct {
 	dhcp bool
 	// tftp: Kiln's TFTP server on kilnIP:69, serving /usr/lib/ipxe.
 	tftp bool
+	// https: Kiln's HTTPS listener (enrollment, the agent API), and no --public-url,
+	// so artifact URLs in workflows are paths the agent resolves.
+	https bool
 }
 
 // startKiln starts `kiln serve` in the namespace with the kernel and initramfs as
@@ -74,7 +77,12 @@ func startKiln(t *testing.T, l *lab, opts kilnOptions) *kilnServer {
 		args = append(args, "--tftp-listen", kilnIP+":69", "--ipxe-dir", "/usr/lib/ipxe")
 	}
 	if opts.dhcp {
-		args = append(args, "--dhcp-interface", bridgeName, "--public-url", kilnURL)
+		args = append(args, "--dhcp-interface", bridgeName)
+	}
+	if opts.https {
+		args = append(args, "--https-listen", kilnIP+":"+kilnHTTPSPort, "--enroll-url", kilnHTTPSURL, "--server-san", kilnIP)
+	} else if opts.dhcp {
+		args = append(args, "--public-url", kilnURL)
 	}
 	logf, err := os.Create(k.logPath)
 	if err != nil {
