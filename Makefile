@@ -6,7 +6,7 @@ BIN := bin/kiln
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/kilnhq/kiln/internal/cli.Version=$(VERSION)
 
-.PHONY: all build deps test vet fmt-check demo demo-inventory bench bench-store bench-get bench-image fuzz clean
+.PHONY: all build deps test vet fmt-check demo demo-inventory bench bench-store bench-get bench-image bench-dhcp bench-tftp bench-http fuzz clean
 
 all: build
 
@@ -40,7 +40,7 @@ demo-inventory: build
 	./scripts/demo-inventory.sh
 
 # Benchmarks; figures and commands are recorded in BENCHMARKS.md.
-bench: deps build bench-store bench-get
+bench: deps build bench-store bench-get bench-dhcp bench-tftp bench-http
 
 bench-store:
 	$(GO) test -run '^$$' -bench LookupMAC -benchtime 20000x ./internal/store/sqlite ./internal/store/postgres
@@ -48,6 +48,19 @@ bench-store:
 
 bench-get:
 	./scripts/bench-get-machines.sh 100000
+
+# Network boot against its peers, in the same run (root: network namespaces; installs
+# kea, dnsmasq, tftpd-hpa, nginx, wrk, atftp when missing): DHCP leases/s against Kea
+# and dnsmasq (perfdhcp) plus kill -9 durability, TFTP seconds per 1 MiB against
+# tftpd-hpa, iPXE scripts/s at 100 and 100,000 machines against nginx.
+bench-dhcp: build
+	./scripts/bench-dhcp.sh
+
+bench-tftp: build
+	./scripts/bench-tftp.sh
+
+bench-http: build
+	./scripts/bench-http.sh
 
 # image2disk writing 1 GiB to a loop device, against curl | dd and curl | zstd -d | dd.
 bench-image: build

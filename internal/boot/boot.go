@@ -17,6 +17,8 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"text/template"
 	"time"
 
@@ -64,6 +66,53 @@ type Server struct {
 	// to the kernel command line. Called once per served script, so the token in a
 	// script seen on the LAN is good for one enrollment within minutes.
 	Credentials func(ctx context.Context, machine, mac string) (string, error)
+	// CacheTTL is how long the profiles and artifacts a script names are reused
+	// between requests (the machine is read for every request); 0:
+	// DefaultCacheTTL, negative: not at all.
+	CacheTTL time.Duration
+
+	cacheMu sync.Mutex
+	cache   map[string]cachedObject
+}
+
+// DefaultCacheTTL is how long a boot script reuses the profiles and artifacts it
+// read: a profile changed meanwhile is served within that time.
+const DefaultCacheTTL = 2 * time.Second
+
+type cachedObject struct {
+	obj *resource.Object
+	exp time.Time
+}
+
+// cachedGet reads an object the scripts share (a profile, an artifact), reusing a
+// read younger than CacheTTL. The object returned is shared: callers do not change it.
+func (s *Server) cachedGet(ctx context.Context, kind, name string) (*resource.Object, error) {
+	ttl := s.CacheTTL
+	if ttl == 0 {
+		ttl = DefaultCacheTTL
+	}
+	if ttl < 0 {
+		return s.Inventory.Get(ctx, kind, name)
+	}
+	key := kind + "/" + name
+	now := time.Now()
+	s.cacheMu.Lock()
+	c, ok := s.cache[key]
+	s.cacheMu.Unlock()
+	if ok && now.Before(c.exp) {
+		return c.obj, nil
+	}
+	obj, err := s.Inventory.Get(ctx, kind, name)
+	if err != nil {
+		return nil, err
+	}
+	s.cacheMu.Lock()
+	if s.cache == nil || len(s.cache) >= 4096 {
+		s.cache = map[string]cachedObject{}
+	}
+	s.cache[key] = cachedObject{obj: obj, exp: now.Add(ttl)}
+	s.cacheMu.Unlock()
+	return obj, nil
 }
 
 // Register adds the boot routes to mux.
@@ -167,7 +216,7 @@ func (s *Server) unknownScript(ctx context.Context, r *http.Request, mac string)
 	if profile == "" {
 		return "#!ipxe\necho Kiln: unknown machine " + mac + "; booting the next device\nexit\n", ScriptIgnore, nil
 	}
-	p, err := s.Inventory.Get(ctx, "Profile", profile)
+	p, err := s.cachedGet(ctx, "Profile", profile)
 	if err != nil {
 		return "", "", fmt.Errorf("discovery profile %q: %w", profile, err)
 	}
@@ -216,7 +265,7 @@ func (s *Server) machineScript(ctx context.Context, r *http.Request, m *resource
 	if spec.Profile == "" {
 		return local, ScriptLocal, nil
 	}
-	p, err := s.Inventory.Get(ctx, "Profile", spec.Profile)
+	p, err := s.cachedGet(ctx, "Profile", spec.Profile)
 	if err != nil {
 		return "", "", fmt.Errorf("profile %q: %w", spec.Profile, err)
 	}
@@ -292,7 +341,7 @@ func (s *Server) profileScript(ctx context.Context, r *http.Request, m *resource
 	}
 	// Check every artifact exists before telling iPXE to fetch it.
 	for _, a := range append([]string{kernel}, initrds...) {
-		if _, err := s.Inventory.Get(ctx, "Artifact", a); err != nil {
+		if _, err := s.cachedGet(ctx, "Artifact", a); err != nil {
 			return "", fmt.Errorf("artifact %q: %w", a, err)
 		}
 	}
@@ -315,10 +364,30 @@ func (s *Server) profileScript(ctx context.Context, r *http.Request, m *resource
 	return b.String(), nil
 }
 
+// cmdlineTemplates caches parsed command line templates by profile and text:
+// parsing costs more than rendering, and a profile's template is the same for
+// every machine that boots it.
+var (
+	cmdlineTemplates sync.Map     // profile + "\x00" + text -> *template.Template
+	cmdlineCached    atomic.Int64 // entries; the cache is emptied beyond 1024 (edited profiles)
+)
+
 func renderCmdline(profile, tmpl string, data TemplateData) (string, error) {
-	t, err := template.New(profile).Option("missingkey=error").Parse(tmpl)
-	if err != nil {
-		return "", fmt.Errorf("profile %q: spec.boot.cmdline: %v", profile, err)
+	key := profile + "\x00" + tmpl
+	var t *template.Template
+	if v, ok := cmdlineTemplates.Load(key); ok {
+		t = v.(*template.Template)
+	} else {
+		var err error
+		t, err = template.New(profile).Option("missingkey=error").Parse(tmpl)
+		if err != nil {
+			return "", fmt.Errorf("profile %q: spec.boot.cmdline: %v", profile, err)
+		}
+		if cmdlineCached.Add(1) > 1024 {
+			cmdlineTemplates.Clear()
+			cmdlineCached.Store(1)
+		}
+		cmdlineTemplates.Store(key, t)
 	}
 	var b bytes.Buffer
 	if err := t.Execute(&b, data); err != nil {

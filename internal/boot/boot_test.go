@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kilnhq/kiln/internal/boot"
 	"github.com/kilnhq/kiln/internal/inventory"
@@ -256,5 +257,58 @@ func TestArtifactsVerifiedRangeETag(t *testing.T) {
 	}
 	if code, _ := e.get("/artifacts/nope"); code != 404 {
 		t.Fatalf("missing artifact: %d", code)
+	}
+}
+
+// TestScriptCache: profiles and artifacts are reused for CacheTTL, the machine is
+// read on every request, and a changed profile is served once the TTL passed.
+func TestScriptCache(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, t.TempDir(), sqlstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	inv := &inventory.Service{Store: st}
+	apply := func(m string) {
+		t.Helper()
+		objs, err := resource.ParseManifests(strings.NewReader(m), "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := inv.Apply(ctx, inventory.Actor{ID: "test"}, objs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(manifests)
+	b := &boot.Server{Inventory: inv, CacheTTL: 300 * time.Millisecond}
+	mux := http.NewServeMux()
+	b.Register(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	script := func() string {
+		resp, err := http.Get(srv.URL + "/ipxe?mac=52-54-00-00-00-01")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	if s := script(); !strings.Contains(s, "console=ttyS0 hostname=web-1") {
+		t.Fatalf("script:\n%s", s)
+	}
+	changed := strings.Replace(manifests, "console=ttyS0", "console=tty1", 1)
+	apply(changed)
+	if s := script(); !strings.Contains(s, "console=ttyS0") {
+		t.Errorf("within the TTL the cached profile is served:\n%s", s)
+	}
+	apply(strings.Replace(changed, "role: web", "role: db", 1)) // the machine is not cached
+	if s := script(); !strings.Contains(s, "role=db") {
+		t.Errorf("machine changes are served at once:\n%s", s)
+	}
+	time.Sleep(350 * time.Millisecond)
+	if s := script(); !strings.Contains(s, "console=tty1 hostname=web-1") {
+		t.Errorf("after the TTL the new profile is served:\n%s", s)
 	}
 }

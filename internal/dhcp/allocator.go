@@ -18,11 +18,12 @@ type leaseTable interface {
 	// get returns the lease on ip and an opaque token for update; a nil lease when
 	// there is none.
 	get(ctx context.Context, ip netip.Addr) (*Lease, any, error)
-	// create stores a new lease; errTableExists when the address has a record.
-	create(ctx context.Context, l *Lease) error
-	// update replaces the lease read with token; errTableConflict when it changed
-	// since.
-	update(ctx context.Context, l *Lease, token any) error
+	// create stores a new lease and returns its token; errTableExists when the
+	// address has a record.
+	create(ctx context.Context, l *Lease) (any, error)
+	// update replaces the lease read with token and returns the new token;
+	// errTableConflict when it changed since.
+	update(ctx context.Context, l *Lease, token any) (any, error)
 }
 
 var (
@@ -55,7 +56,23 @@ type allocator struct {
 	byIP      map[netip.Addr]hint
 	byClient  map[string]netip.Addr // clientKey → address
 	cursor    map[string]netip.Addr // subnet → last address handed out
+	// written holds the records this allocator wrote last (the lease and its
+	// token), so that the REQUEST following an OFFER updates the record without
+	// reading it first: the token makes the update fail if the record changed
+	// since, and the operation then reads it.
+	written map[netip.Addr]record
+	// older is the previous generation of written: when written is full it becomes
+	// older, so the records written last are always kept.
+	older map[netip.Addr]record
 }
+
+type record struct {
+	l     *Lease
+	token any
+}
+
+// maxWritten bounds each generation of allocator.written.
+const maxWritten = 1 << 13
 
 func newAllocator() *allocator {
 	return &allocator{
@@ -63,7 +80,17 @@ func newAllocator() *allocator {
 		byIP:      map[netip.Addr]hint{},
 		byClient:  map[string]netip.Addr{},
 		cursor:    map[string]netip.Addr{},
+		written:   map[netip.Addr]record{},
 	}
+}
+
+// wrote records a write: the hints learn it, and written keeps it.
+func (a *allocator) wrote(l *Lease, token any) {
+	a.learn(l)
+	if len(a.written) >= maxWritten {
+		a.older, a.written = a.written, make(map[netip.Addr]record, maxWritten)
+	}
+	a.written[l.IP] = record{l: cloneLease(l), token: token}
 }
 
 func clientKey(subnet string, mac []byte) string { return subnet + "|" + string(mac) }
@@ -100,6 +127,8 @@ func (a *allocator) learn(l *Lease) {
 func (a *allocator) reset() {
 	clear(a.byIP)
 	clear(a.byClient)
+	clear(a.written)
+	a.older = nil
 }
 
 type takeMode int
@@ -111,34 +140,73 @@ const (
 )
 
 // take gives ip to the client if the record allows it.
+//
+// The record is not read first when the allocator knows it without a read: an
+// address it has no hint for is assumed free (the create fails if another server
+// took it), a record it wrote itself is assumed unchanged (the update fails if it
+// changed). Only a decision that wrote is kept from such a guess; any other
+// outcome (a refusal, a failed write, nothing to write) is decided again on the
+// record read from the table.
 func (a *allocator) take(ctx context.Context, t leaseTable, ip netip.Addr, c Client, sn *Subnet, mode takeMode, now, until time.Time, hostname string, discovery bool) (*Lease, error) {
+	if cur, token, ok := a.guess(ip); ok {
+		l, wrote, err := a.decide(ctx, t, ip, cur, token, c, sn, mode, now, until, hostname, discovery)
+		if wrote && err == nil {
+			return l, nil
+		}
+		if err != nil && !errors.Is(err, ErrAddressTaken) && !errors.Is(err, ErrNoLease) && !errors.Is(err, errTableConflict) {
+			return nil, err
+		}
+	}
 	cur, token, err := t.get(ctx, ip)
 	if err != nil {
 		return nil, err
 	}
 	a.learn(cur)
+	l, _, err := a.decide(ctx, t, ip, cur, token, c, sn, mode, now, until, hostname, discovery)
+	return l, err
+}
+
+// guess returns the record of ip as far as the allocator knows it without a
+// read; ok false when it does not.
+func (a *allocator) guess(ip netip.Addr) (cur *Lease, token any, ok bool) {
+	if r, found := a.written[ip]; found {
+		return cloneLease(r.l), r.token, true
+	}
+	if r, found := a.older[ip]; found {
+		return cloneLease(r.l), r.token, true
+	}
+	if _, known := a.byIP[ip]; !known {
+		return nil, nil, true
+	}
+	return nil, nil, false
+}
+
+// decide gives ip to the client if cur (the record, read with token) allows it;
+// wrote reports whether it wrote the table.
+func (a *allocator) decide(ctx context.Context, t leaseTable, ip netip.Addr, cur *Lease, token any, c Client, sn *Subnet, mode takeMode, now, until time.Time, hostname string, discovery bool) (*Lease, bool, error) {
 	switch {
 	case cur == nil:
 		if mode == takeExisting {
-			return nil, ErrNoLease
+			return nil, false, ErrNoLease
 		}
 		l := &Lease{IP: ip, Subnet: sn.Name, MAC: c.MAC, ClientID: c.ClientID, Hostname: hostname, Discovery: discovery}
 		l.State, l.ExpiresAt = resource.LeaseOffered, until
 		if mode != takeOffer {
 			l.State = resource.LeaseBound
 		}
-		if err := t.create(ctx, l); err != nil {
+		tok, err := t.create(ctx, l)
+		if err != nil {
 			if errors.Is(err, errTableExists) {
-				return nil, ErrAddressTaken // created by another server since our read
+				return nil, false, ErrAddressTaken // created by another server since our read
 			}
-			return nil, err
+			return nil, false, err
 		}
-		a.learn(l)
-		return l, nil
+		a.wrote(l, tok)
+		return l, true, nil
 	case cur.State == resource.LeaseDeclined && now.Before(cur.ExpiresAt):
 		// RFC 2131 4.3.3: a declined address is "not available" to anyone, the client
 		// that declined it included, until its quarantine ends.
-		return nil, ErrAddressTaken
+		return nil, false, ErrAddressTaken
 	case c.Owns(cur):
 		l := *cur
 		l.MAC, l.ClientID, l.Subnet = c.MAC, c.ClientID, sn.Name
@@ -160,15 +228,16 @@ func (a *allocator) take(ctx context.Context, t leaseTable, ip netip.Addr, c Cli
 		}
 		if l.State == cur.State && l.ExpiresAt.Equal(cur.ExpiresAt) && l.Hostname == cur.Hostname &&
 			l.Discovery == cur.Discovery && slices.Equal(l.MAC, cur.MAC) && slices.Equal(l.ClientID, cur.ClientID) {
-			return &l, nil // nothing to write
+			return &l, false, nil // nothing to write
 		}
-		if err := t.update(ctx, &l, token); err != nil {
-			return nil, err
+		tok, err := t.update(ctx, &l, token)
+		if err != nil {
+			return nil, false, err
 		}
-		a.learn(&l)
-		return &l, nil
+		a.wrote(&l, tok)
+		return &l, true, nil
 	case mode == takeExisting:
-		return nil, ErrAddressTaken
+		return nil, false, ErrAddressTaken
 	case cur.Available(now):
 		// Another client's lease expired or was released: take it over.
 		l := &Lease{IP: ip, Subnet: sn.Name, MAC: c.MAC, ClientID: c.ClientID, Hostname: hostname, Discovery: discovery}
@@ -176,13 +245,14 @@ func (a *allocator) take(ctx context.Context, t leaseTable, ip netip.Addr, c Cli
 		if mode != takeOffer {
 			l.State = resource.LeaseBound
 		}
-		if err := t.update(ctx, l, token); err != nil {
-			return nil, err
+		tok, err := t.update(ctx, l, token)
+		if err != nil {
+			return nil, false, err
 		}
-		a.learn(l)
-		return l, nil
+		a.wrote(l, tok)
+		return l, true, nil
 	default:
-		return nil, ErrAddressTaken
+		return nil, false, ErrAddressTaken
 	}
 }
 
@@ -285,10 +355,11 @@ func (a *allocator) release(ctx context.Context, t leaseTable, req ReleaseReques
 	// The owner is kept: a client coming back gets the same address if nobody
 	// took it meanwhile.
 	l.State, l.ExpiresAt = resource.LeaseReleased, req.Now
-	if err := t.update(ctx, &l, token); err != nil {
+	tok, err := t.update(ctx, &l, token)
+	if err != nil {
 		return err
 	}
-	a.learn(&l)
+	a.wrote(&l, tok)
 	return nil
 }
 
@@ -307,10 +378,11 @@ func (a *allocator) decline(ctx context.Context, t leaseTable, req DeclineReques
 	}
 	l := *cur
 	l.State, l.ExpiresAt = resource.LeaseDeclined, req.Until
-	if err := t.update(ctx, &l, token); err != nil {
+	tok, err := t.update(ctx, &l, token)
+	if err != nil {
 		return err
 	}
-	a.learn(&l)
+	a.wrote(&l, tok)
 	return nil
 }
 

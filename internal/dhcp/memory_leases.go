@@ -42,21 +42,21 @@ func (t memTable) get(_ context.Context, ip netip.Addr) (*Lease, any, error) {
 	return cloneLease(&r.l), r.version, nil
 }
 
-func (t memTable) create(_ context.Context, l *Lease) error {
+func (t memTable) create(_ context.Context, l *Lease) (any, error) {
 	if _, ok := t.m[l.IP]; ok {
-		return errTableExists
+		return nil, errTableExists
 	}
 	t.m[l.IP] = &memRecord{l: *cloneLease(l), version: 1}
-	return nil
+	return 1, nil
 }
 
-func (t memTable) update(_ context.Context, l *Lease, token any) error {
+func (t memTable) update(_ context.Context, l *Lease, token any) (any, error) {
 	r, ok := t.m[l.IP]
-	if !ok || r.version != token.(int) {
-		return errTableConflict
+	if v, isInt := token.(int); !ok || !isInt || r.version != v {
+		return nil, errTableConflict
 	}
 	r.l, r.version = *cloneLease(l), r.version+1
-	return nil
+	return r.version, nil
 }
 
 // Offer implements Leases.

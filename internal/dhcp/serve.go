@@ -12,12 +12,12 @@ import (
 
 // queueLen bounds the datagrams waiting for a worker; beyond it they are dropped
 // (DropOverload) rather than piling up behind a slow store.
-const queueLen = 1024
+const queueLen = 4096
 
 // DefaultWorkers is how many datagrams Serve handles at once when Server.Workers
 // is 0. A worker mostly waits for the lease store's group commit, so there are
 // many: the more requests wait together, the more one transaction stores.
-const DefaultWorkers = 128
+const DefaultWorkers = 256
 
 // socketBuffer is the receive buffer Serve asks for, so that a burst (a rack
 // powering on, a relay flushing its queue) waits in the kernel instead of being
@@ -65,11 +65,12 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 	}()
 
 	oob := make([]byte, 128)
+	// One byte more than accepted, so that a giant datagram is seen as such
+	// instead of silently truncated. The buffer is reused; each datagram is copied
+	// out at its size (a few hundred bytes, not a buffer's worth of garbage each).
+	buf := make([]byte, MaxPacketSize+1)
 	for {
-		// One byte more than accepted, so that a giant datagram is seen as such
-		// instead of silently truncated.
-		b := make([]byte, MaxPacketSize+1)
-		n, oobn, _, src, err := conn.ReadMsgUDPAddrPort(b, oob)
+		n, oobn, _, src, err := conn.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -80,7 +81,7 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 			}
 			return fmt.Errorf("dhcp: read from %s: %w", la, err)
 		}
-		d := datagram{b: b[:n], src: src, ifindex: parsePktInfo(oob[:oobn])}
+		d := datagram{b: append([]byte(nil), buf[:n]...), src: src, ifindex: parsePktInfo(oob[:oobn])}
 		select {
 		case jobs <- d:
 		default:

@@ -414,36 +414,36 @@ func (t txTable) get(ctx context.Context, ip netip.Addr) (*Lease, any, error) {
 	return l, obj, nil
 }
 
-func (t txTable) create(ctx context.Context, l *Lease) error {
+func (t txTable) create(ctx context.Context, l *Lease) (any, error) {
 	obj, err := leaseObject(l, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := t.tx.Create(ctx, obj); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			return errTableExists
+			return nil, errTableExists
 		}
-		return err
+		return nil, err
 	}
-	return nil
+	return obj, nil // the store set its resourceVersion
 }
 
-func (t txTable) update(ctx context.Context, l *Lease, token any) error {
+func (t txTable) update(ctx context.Context, l *Lease, token any) (any, error) {
 	old, _ := token.(*resource.Object)
 	if old == nil {
-		return errTableConflict
+		return nil, errTableConflict
 	}
 	obj, err := leaseObject(l, old)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := t.tx.Update(ctx, obj); err != nil {
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
-			return errTableConflict
+			return nil, errTableConflict
 		}
-		return err
+		return nil, err
 	}
-	return nil
+	return obj, nil
 }
 
 // leaseObject encodes a lease as a Lease object; old (if not nil) is the stored
@@ -534,6 +534,19 @@ type StoreMachines struct {
 
 	cmu   sync.Mutex
 	cache map[string]machineEntry
+
+	// Lookups that miss the cache at the same time share one read transaction.
+	lmu     sync.Mutex
+	pending []*machineLookup
+	looking bool
+}
+
+// machineLookup is one MAC waiting for a shared read.
+type machineLookup struct {
+	mac  net.HardwareAddr
+	m    *Machine
+	err  error
+	done chan struct{}
 }
 
 // DefaultMachineCacheTTL is how long StoreMachines reuses a MAC lookup: a machine
@@ -565,7 +578,7 @@ func (m *StoreMachines) MachineByMAC(ctx context.Context, mac net.HardwareAddr) 
 			return &c, nil
 		}
 	}
-	out, err := m.lookup(ctx, mac)
+	out, err := m.lookupShared(ctx, mac)
 	if ttl > 0 && (err == nil || errors.Is(err, ErrUnknownMachine)) {
 		m.cmu.Lock()
 		if m.cache == nil || len(m.cache) >= maxMachineCache {
@@ -582,13 +595,75 @@ func (m *StoreMachines) MachineByMAC(ctx context.Context, mac net.HardwareAddr) 
 	return out, err
 }
 
-func (m *StoreMachines) lookup(ctx context.Context, mac net.HardwareAddr) (*Machine, error) {
-	var obj *resource.Object
-	err := m.Store.View(ctx, func(tx store.Tx) error {
-		var err error
-		obj, err = tx.LookupKey(ctx, "Machine", "mac:"+mac.String())
-		return err
-	})
+// lookupShared reads a MAC's machine in a read transaction shared with the
+// lookups waiting at the same time (a burst of DISCOVERs from a rack costs one
+// transaction, not one each).
+func (m *StoreMachines) lookupShared(ctx context.Context, mac net.HardwareAddr) (*Machine, error) {
+	req := &machineLookup{mac: mac, done: make(chan struct{})}
+	m.lmu.Lock()
+	m.pending = append(m.pending, req)
+	if !m.looking {
+		m.looking = true
+		go m.lookupLoop()
+	}
+	m.lmu.Unlock()
+	select {
+	case <-req.done:
+		return req.m, req.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// lookupLoop answers pending lookups, a read transaction per batch, until none
+// are left.
+func (m *StoreMachines) lookupLoop() {
+	for {
+		runtime.Gosched() // let the lookups that are about to start join this batch
+		m.lmu.Lock()
+		batch := m.pending
+		m.pending = nil
+		if len(batch) == 0 {
+			m.looking = false
+			m.lmu.Unlock()
+			return
+		}
+		m.lmu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := m.Store.View(ctx, func(tx store.Tx) error {
+			for _, r := range batch {
+				r.m, r.err = m.lookup(ctx, tx, r.mac)
+				if r.err != nil && !errors.Is(r.err, ErrUnknownMachine) {
+					return r.err // the transaction may be unusable now
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			// One lookup failed the transaction: the others get their own.
+			for _, r := range batch {
+				if r.err == nil && r.m != nil || errors.Is(r.err, ErrUnknownMachine) {
+					continue
+				}
+				verr := m.Store.View(ctx, func(tx store.Tx) error {
+					r.m, r.err = m.lookup(ctx, tx, r.mac)
+					return nil
+				})
+				if verr != nil {
+					r.m, r.err = nil, fmt.Errorf("dhcp: look up machine by MAC %s: %w", r.mac, verr)
+				}
+			}
+		}
+		cancel()
+		for _, r := range batch {
+			close(r.done)
+		}
+	}
+}
+
+// lookup reads a MAC's machine in tx: ErrUnknownMachine when no machine claims it.
+func (m *StoreMachines) lookup(ctx context.Context, tx store.Tx, mac net.HardwareAddr) (*Machine, error) {
+	obj, err := tx.LookupKey(ctx, "Machine", "mac:"+mac.String())
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ErrUnknownMachine
 	}
