@@ -6,7 +6,7 @@ BIN := bin/kiln
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/kilnhq/kiln/internal/cli.Version=$(VERSION)
 
-.PHONY: all build deps test vet fmt-check demo demo-inventory bench bench-store bench-get bench-image bench-dhcp bench-tftp bench-http fuzz clean
+.PHONY: all build deps test vet fmt-check demo demo-inventory bench bench-store bench-get bench-image bench-dhcp bench-tftp bench-http bench-enroll fuzz clean
 
 all: build
 
@@ -40,7 +40,7 @@ demo-inventory: build
 	./scripts/demo-inventory.sh
 
 # Benchmarks; figures and commands are recorded in BENCHMARKS.md.
-bench: deps build bench-store bench-get bench-dhcp bench-tftp bench-http
+bench: deps build bench-store bench-get bench-dhcp bench-tftp bench-http bench-enroll bench-image
 
 bench-store:
 	$(GO) test -run '^$$' -bench LookupMAC -benchtime 20000x ./internal/store/sqlite ./internal/store/postgres
@@ -61,6 +61,11 @@ bench-tftp: build
 
 bench-http: build
 	./scripts/bench-http.sh
+
+# Enrollment: server-side throughput, and N concurrent agents over real HTTPS (key,
+# CSR, enroll, one mTLS call) on SQLite and PostgreSQL.
+bench-enroll:
+	$(GO) test -run '^$$' -bench 'Enroll' -benchtime 10000x -timeout 30m ./internal/enroll
 
 # image2disk writing 1 GiB to a loop device, against curl | dd and curl | zstd -d | dd.
 bench-image: build
