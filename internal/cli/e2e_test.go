@@ -801,3 +801,27 @@ spec:
 		t.Fatal("the server log carries the value")
 	}
 }
+
+// TestImpossibleTemplateRefusedAtApply: what can be known about a workflow template
+// before any machine runs it is refused when it is applied, with the field's path.
+func TestImpossibleTemplateRefusedAtApply(t *testing.T) {
+	s := startServer(t, t.TempDir(), nil)
+	_, err := s.kiln(`kind: Template
+metadata: {name: bad-layout}
+spec:
+  actions:
+    - name: disk
+      type: partition
+      args:
+        disk: /dev/vda
+        partitions:
+          - {label: root, size: rest}
+          - {label: data, size: rest}
+`, "apply", "-f", "-")
+	if err == nil || !strings.Contains(err.Error(), `template "bad-layout": spec.actions[0] (disk).args.partitions[1].size: only one partition can take the rest`) {
+		t.Fatalf("impossible layout: %v", err)
+	}
+	if out := s.mustKiln("", "get", "templates"); !strings.Contains(out, "No templates found") {
+		t.Fatalf("a refused template was stored:\n%s", out)
+	}
+}

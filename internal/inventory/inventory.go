@@ -21,6 +21,19 @@ type Service struct {
 	Store store.Store
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Check, if set, validates an object beyond its own spec (a Template's actions
+	// against what the agent can run); its error is reported as invalid input.
+	Check func(o *resource.Object) error
+}
+
+func (s *Service) check(o *resource.Object) error {
+	if s.Check == nil {
+		return nil
+	}
+	if err := s.Check(o); err != nil {
+		return &ValidationError{Err: &resource.ObjectError{Kind: o.Kind, Name: o.Metadata.Name, Err: err}}
+	}
+	return nil
 }
 
 // Actor is who makes a change: an API token's id, or "system".
@@ -66,6 +79,11 @@ func (s *Service) now() time.Time {
 func (s *Service) Apply(ctx context.Context, actor Actor, objs []*resource.Object) ([]Result, error) {
 	if err := checkBatch(objs); err != nil {
 		return nil, err
+	}
+	for _, o := range objs {
+		if err := s.check(o); err != nil {
+			return nil, err
+		}
 	}
 	ordered := append([]*resource.Object(nil), objs...)
 	resource.SortForApply(ordered)
@@ -155,6 +173,9 @@ func newObject(in *resource.Object) *resource.Object {
 
 // Create stores a new object; ErrExists if the name is taken.
 func (s *Service) Create(ctx context.Context, actor Actor, in *resource.Object) (*resource.Object, error) {
+	if err := s.check(in); err != nil {
+		return nil, err
+	}
 	obj := newObject(in)
 	err := s.Store.Update(ctx, func(tx store.Tx) error {
 		if err := tx.Create(ctx, obj); err != nil {
@@ -174,6 +195,9 @@ func (s *Service) Create(ctx context.Context, actor Actor, in *resource.Object) 
 // Update replaces an object's labels and spec. With a resourceVersion it fails with
 // ErrConflict unless that is the stored version.
 func (s *Service) Update(ctx context.Context, actor Actor, in *resource.Object) (*resource.Object, error) {
+	if err := s.check(in); err != nil {
+		return nil, err
+	}
 	var out *resource.Object
 	err := s.Store.Update(ctx, func(tx store.Tx) error {
 		cur, err := tx.Get(ctx, in.Kind, in.Metadata.Name)

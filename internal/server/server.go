@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/kilnhq/kiln/internal/agent"
 	"github.com/kilnhq/kiln/internal/api"
 	"github.com/kilnhq/kiln/internal/apitoken"
 	"github.com/kilnhq/kiln/internal/atomicfile"
@@ -28,6 +29,7 @@ import (
 	"github.com/kilnhq/kiln/internal/boot"
 	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/inventory"
+	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/secrets"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/open"
@@ -208,7 +210,7 @@ func (s *Server) Store() store.Store { return s.store }
 
 func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 	mux := http.NewServeMux()
-	inv := &inventory.Service{Store: s.store}
+	inv := &inventory.Service{Store: s.store, Check: checkObject}
 	scripts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kiln_boot_scripts_total", Help: "iPXE scripts served, by kind (install, local-disk, discovery, ignore).",
 	}, []string{"kind"})
@@ -489,4 +491,17 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 	s.registry.MustRegister(enrolls)
 	en.OnEnroll = func(outcome string, d time.Duration) { enrolls.WithLabelValues(outcome).Observe(d.Seconds()) }
 	return en, nil
+}
+
+// checkObject validates what a kind's own spec cannot know: a Template's actions
+// against what the agent runs.
+func checkObject(o *resource.Object) error {
+	if o.Kind != "Template" {
+		return nil
+	}
+	spec, err := resource.Typed[resource.TemplateSpec](o)
+	if err != nil {
+		return err
+	}
+	return agent.CheckTemplate(spec)
 }

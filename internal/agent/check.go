@@ -1,0 +1,68 @@
+package agent
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/kilnhq/kiln/internal/resource"
+)
+
+// CheckTemplate finds, at apply time, the action errors that do not depend on the
+// machine: missing required arguments and partition layouts that can never be
+// written (duplicate labels, two "rest" partitions, bad sizes or types, more than
+// 128 entries). Arguments that are Go templates are left to the render, and sizes
+// against the real disk to the agent.
+func CheckTemplate(spec *resource.TemplateSpec) error {
+	required := map[string][]string{
+		"image2disk": {"disk", "image"},
+		"partition":  {"disk", "partitions"},
+		"write-file": {"path"},
+		"exec":       {"command"},
+	}
+	for i, a := range spec.Actions {
+		path := fmt.Sprintf("spec.actions[%d] (%s).args", i, a.Name)
+		args := Args(a.Args)
+		for _, k := range required[a.Type] {
+			if k == "image" && (args.Has("imageURL") || args.Has("url")) {
+				continue
+			}
+			if !args.Has(k) {
+				return fmt.Errorf("%s.%s: required by %s", path, k, a.Type)
+			}
+		}
+		if a.Type != "partition" || templated(a.Args["partitions"]) {
+			continue
+		}
+		var specs []PartitionSpec
+		if err := args.Decode("partitions", &specs); err != nil {
+			return fmt.Errorf("%s: %v", path, err)
+		}
+		// The largest disk GPT can describe at 512-byte sectors: only what can never
+		// fit anywhere is refused here.
+		if _, err := PlanGPT(specs, 1<<52, 512); err != nil {
+			return fmt.Errorf("%s.%v", path, err)
+		}
+	}
+	return nil
+}
+
+// templated reports whether a value holds a Go template anywhere.
+func templated(v any) bool {
+	switch x := v.(type) {
+	case string:
+		return strings.Contains(x, "{{")
+	case []any:
+		for _, e := range x {
+			if templated(e) {
+				return true
+			}
+		}
+	case map[string]any:
+		for _, e := range x {
+			if templated(e) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,45 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/kilnhq/kiln/internal/resource"
+)
+
+func TestCheckTemplate(t *testing.T) {
+	parts := func(p ...map[string]any) map[string]any {
+		l := make([]any, len(p))
+		for i, x := range p {
+			l[i] = x
+		}
+		return map[string]any{"disk": "/dev/vda", "partitions": l}
+	}
+	cases := []struct {
+		name string
+		a    resource.Action
+		want string
+	}{
+		{"ok", resource.Action{Name: "p", Type: "partition", Args: parts(map[string]any{"label": "root", "size": "rest"})}, ""},
+		{"templated is left to render", resource.Action{Name: "p", Type: "partition", Args: map[string]any{"disk": "/dev/vda", "partitions": "{{ .X }}"}}, ""},
+		{"two rests", resource.Action{Name: "p", Type: "partition", Args: parts(map[string]any{"label": "a", "size": "rest"}, map[string]any{"label": "b", "size": "rest"})}, "only one partition can take the rest"},
+		{"duplicate label", resource.Action{Name: "p", Type: "partition", Args: parts(map[string]any{"label": "a", "size": "1G"}, map[string]any{"label": "a", "size": "1G"})}, `"a" is also partitions[0]'s`},
+		{"bad size", resource.Action{Name: "p", Type: "partition", Args: parts(map[string]any{"label": "a", "size": "huge"})}, "partitions[0].size"},
+		{"missing disk", resource.Action{Name: "i", Type: "image2disk", Args: map[string]any{"image": "x"}}, "spec.actions[0] (i).args.disk: required by image2disk"},
+		{"missing path", resource.Action{Name: "w", Type: "write-file", Args: map[string]any{"content": "x"}}, "args.path: required by write-file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := CheckTemplate(&resource.TemplateSpec{Actions: []resource.Action{c.a}})
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want %q", err, c.want)
+			}
+		})
+	}
+}
