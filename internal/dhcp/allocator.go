@@ -93,6 +93,13 @@ func (a *allocator) wrote(l *Lease, token any) {
 	a.written[l.IP] = record{l: cloneLease(l), token: token}
 }
 
+// forget drops what written keeps of ip: the next operation on it reads the
+// record.
+func (a *allocator) forget(ip netip.Addr) {
+	delete(a.written, ip)
+	delete(a.older, ip)
+}
+
 func clientKey(subnet string, mac []byte) string { return subnet + "|" + string(mac) }
 
 // learn records what a read or write showed about an address.

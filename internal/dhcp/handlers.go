@@ -221,6 +221,9 @@ func (s *Server) request(ctx context.Context, r *request) (*Reply, DropReason) {
 		// silent" (4.3.2) — the client may belong to another server.
 		return nil, DropNoRecord
 	case errors.Is(err, ErrAddressTaken):
+		// Also the answer to a SELECTING client whose offer another replica bound
+		// first (offers are not stored, so two servers on one database may offer one
+		// address): on the NAK it restarts with a DISCOVER (RFC 2131 4.3.2).
 		return s.nak(ctx, r, ip, fmt.Sprintf("%s is leased to another client", ip))
 	case err != nil:
 		// No answer: the client retransmits, and no ACK may leave before the lease

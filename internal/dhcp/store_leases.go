@@ -36,7 +36,11 @@ const LabelDiscovery = "kiln.dev/discovery"
 // cursor) only choose which few records an allocation reads, and are rebuilt from
 // the store every Resync.
 //
-// Writes are group-committed: Offer, Commit, Release and Decline queue their
+// Offers are not written: an offered address is held in memory for the client
+// until the REQUEST, whose Commit is the only write of an exchange (see hold in
+// store_holds.go for how two servers that offer one address are told apart).
+//
+// Writes are group-committed: Commit, Release and Decline queue their
 // operation and wait; one writer goroutine takes everything queued (up to
 // MaxBatch operations) and applies it in one store transaction, each operation
 // checked against the records on its own. A lone operation is applied at once;
@@ -63,9 +67,13 @@ type StoreLeases struct {
 	// Set it before first use.
 	BatchWindow time.Duration
 
-	mu       sync.Mutex // serializes use of the hints; held during a transaction
+	mu       sync.Mutex // serializes use of the hints and holds; held during a transaction
 	alloc    *allocator
 	lastSync time.Time
+	// holds are the offered addresses, held in memory only until the client's
+	// REQUEST (or the hold's end).
+	holds     map[netip.Addr]*hold
+	lastPrune time.Time
 
 	qmu     sync.Mutex
 	queue   []*leaseOp
@@ -97,7 +105,8 @@ var ErrLeasesClosed = errors.New("dhcp: lease store is closed")
 // rebuilt from all Lease objects (0: DefaultLeaseResync); in between they learn
 // from the records each operation reads, including those another server wrote.
 func NewStoreLeases(st store.Store, resync time.Duration) *StoreLeases {
-	return &StoreLeases{st: st, resync: or(resync, DefaultLeaseResync), alloc: newAllocator(), kick: make(chan struct{}, 1)}
+	return &StoreLeases{st: st, resync: or(resync, DefaultLeaseResync), alloc: newAllocator(), kick: make(chan struct{}, 1),
+		holds: map[netip.Addr]*hold{}}
 }
 
 // maxAttempts bounds the retries of an operation that lost a race to another server.
@@ -346,24 +355,33 @@ func (s *StoreLeases) Close() error {
 	return nil
 }
 
-// Offer implements Leases.
+// Offer implements Leases. It writes nothing to the store: the address is held
+// for the client in memory until req.Until (see hold).
 func (s *StoreLeases) Offer(ctx context.Context, req OfferRequest) (*Lease, error) {
-	var l *Lease
-	err := s.run(ctx, func(ctx context.Context, t leaseTable) (err error) {
-		l, err = s.alloc.offer(ctx, t, req)
-		return err
-	})
-	if err != nil {
-		return nil, err // l is not read: the writer may still be setting it
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	return l, nil
+	s.qmu.Lock()
+	closed := s.closed
+	s.qmu.Unlock()
+	if closed {
+		return nil, ErrLeasesClosed
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.syncLocked(ctx)
+	s.pruneHolds(req.Now)
+	return s.alloc.offer(ctx, offerTable{s: s, now: req.Now, until: req.Until}, req)
 }
 
-// Commit implements Leases.
+// Commit implements Leases: the only write of an exchange. It binds the address
+// at the record the offer was decided on; when another server wrote that record
+// since (it offered the address too, and its client's REQUEST came first), the
+// commit is decided again on the record and refused with ErrAddressTaken (NAK).
 func (s *StoreLeases) Commit(ctx context.Context, req CommitRequest) (*Lease, error) {
 	var l *Lease
 	err := s.run(ctx, func(ctx context.Context, t leaseTable) (err error) {
-		l, err = s.alloc.commit(ctx, t, req)
+		l, err = s.alloc.commit(ctx, heldTable{t, s, req.Now}, req)
 		return err
 	})
 	if err != nil {
@@ -373,13 +391,22 @@ func (s *StoreLeases) Commit(ctx context.Context, req CommitRequest) (*Lease, er
 }
 
 // Release implements Leases.
+// An address the client was only offered is let go without a store write.
 func (s *StoreLeases) Release(ctx context.Context, req ReleaseRequest) error {
-	return s.run(ctx, func(ctx context.Context, t leaseTable) error { return s.alloc.release(ctx, t, req) })
+	if s.dropHold(req.Client, req.IP, req.Now) {
+		return nil
+	}
+	return s.run(ctx, func(ctx context.Context, t leaseTable) error {
+		return s.alloc.release(ctx, heldTable{t, s, req.Now}, req)
+	})
 }
 
-// Decline implements Leases.
+// Decline implements Leases. The quarantine is stored, also of an address the
+// client was only offered.
 func (s *StoreLeases) Decline(ctx context.Context, req DeclineRequest) error {
-	return s.run(ctx, func(ctx context.Context, t leaseTable) error { return s.alloc.decline(ctx, t, req) })
+	return s.run(ctx, func(ctx context.Context, t leaseTable) error {
+		return s.alloc.decline(ctx, heldTable{t, s, req.Now}, req)
+	})
 }
 
 // Lookup implements Leases. It reads, so it runs in a read-only transaction.
@@ -388,7 +415,7 @@ func (s *StoreLeases) Lookup(ctx context.Context, subnet string, c Client) (l *L
 	defer s.mu.Unlock()
 	s.syncLocked(ctx)
 	err = s.st.View(ctx, func(tx store.Tx) error {
-		l, err = s.alloc.lookup(ctx, txTable{tx}, subnet, c)
+		l, err = s.alloc.lookup(ctx, heldTable{txTable{tx}, s, time.Time{}}, subnet, c)
 		return err
 	})
 	return l, err

@@ -182,11 +182,103 @@ func TestStaleHintsTwoHandles(t *testing.T) {
 			h = b
 		}
 		hw := fmt.Sprintf("52:54:00:00:05:%02x", i)
-		ip := h.dora(hw).YourIPAddr.String()
+		ip := doraRestarting(h, hw)
 		if other, dup := seen[ip]; dup {
 			t.Fatalf("%s given to %s and %s", ip, other, hw)
 		}
 		seen[ip] = hw
+	}
+}
+
+// doraRestarting runs DORA for a client that, NAKed (the address offered to it
+// was bound by the other server meanwhile), starts over with a DISCOVER.
+func doraRestarting(h *harness, hw string) string {
+	h.t.Helper()
+	for range 10 {
+		off := h.send(msg(h.t, hw, dhcpv4.MessageTypeDiscover))
+		if off == nil {
+			h.t.Fatalf("%s: no offer", hw)
+		}
+		ip := off.Msg.YourIPAddr.String()
+		r := h.send(msg(h.t, hw, dhcpv4.MessageTypeRequest, withRequested(ip), withServerID(serverIP.String())))
+		switch {
+		case r != nil && r.Msg.MessageType() == dhcpv4.MessageTypeAck:
+			return ip
+		case r == nil || r.Msg.MessageType() != dhcpv4.MessageTypeNak:
+			h.t.Fatalf("%s: no ACK for %s: %v", hw, ip, r)
+		}
+	}
+	h.t.Fatalf("%s: NAKed 10 times", hw)
+	return ""
+}
+
+// TestOffersHeldInMemory: a DISCOVER writes nothing to the store; the offered
+// address is held for the client on this server (another client is offered
+// another one); the REQUEST stores the lease. When another server bound the
+// offered address meanwhile (two replicas may offer one address), the REQUEST
+// gets a NAK, and the client's next DISCOVER is offered another address. An offer
+// the client turns down (it selected another server) is let go without a write;
+// a DECLINE is stored.
+func TestOffersHeldInMemory(t *testing.T) {
+	dir := t.TempDir()
+	st := openSQLite(t, dir)
+	a := storeHarness(t, st)
+	b := storeHarness(t, openSQLite(t, dir))
+	b.clock, b.srv.Now = a.clock, a.clock.Now
+
+	offA := a.send(msg(t, macA, dhcpv4.MessageTypeDiscover))
+	offB := a.send(msg(t, macB, dhcpv4.MessageTypeDiscover))
+	if offA == nil || offB == nil {
+		t.Fatal("no offer")
+	}
+	ipA, ipB := offA.Msg.YourIPAddr.String(), offB.Msg.YourIPAddr.String()
+	if ipA == ipB {
+		t.Fatalf("%s offered to two clients by one server", ipA)
+	}
+	if got := storedLeases(t, st); len(got) != 0 {
+		t.Fatalf("DISCOVERs stored %d leases: %+v", len(got), got[0])
+	}
+	// A retransmitted DISCOVER gets the same address back.
+	if again := a.send(msg(t, macA, dhcpv4.MessageTypeDiscover)); again.Msg.YourIPAddr.String() != ipA {
+		t.Errorf("retransmitted DISCOVER offered %s, want %s", again.Msg.YourIPAddr, ipA)
+	}
+
+	// Server b, blind to a's offer, offers and binds ipA to another client.
+	if got := doraRestarting(b, "52:54:00:00:06:01"); got != ipA {
+		t.Fatalf("b bound %s, want %s (the address a offered)", got, ipA)
+	}
+	// a's client asks for its offer: NAK (RFC 2131 4.3.2), nothing written for it.
+	r := a.send(msg(t, macA, dhcpv4.MessageTypeRequest, withRequested(ipA), withServerID(serverIP.String())))
+	if r == nil || r.Msg.MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("REQUEST of an address bound by the other server meanwhile: %v", r)
+	}
+	if l := storedLease(t, st, ipA); l == nil || l.MAC.String() != "52:54:00:00:06:01" || l.State != resource.LeaseBound {
+		t.Fatalf("stored lease of %s: %+v", ipA, l)
+	}
+	// It starts over and gets another address (neither ipA nor b's offer to macB).
+	ack := a.dora(macA).YourIPAddr.String()
+	if ack == ipA || ack == ipB {
+		t.Errorf("after the NAK a leased %s to %s", ack, macA)
+	}
+	if l := storedLease(t, st, ack); l == nil || l.MAC.String() != macA || l.State != resource.LeaseBound {
+		t.Errorf("stored lease of %s: %+v", ack, l)
+	}
+
+	// macB takes another server's offer: a's hold ends, nothing is written.
+	if r := a.send(msg(t, macB, dhcpv4.MessageTypeRequest, withRequested("10.0.0.150"), withServerID("10.0.0.2"))); r != nil {
+		t.Fatal("answered a request for another server")
+	}
+	if l := storedLease2(st, ipB); l != nil {
+		t.Errorf("turned-down offer of %s stored: %+v", ipB, l)
+	}
+
+	// A DECLINE is stored (quarantine).
+	h := a
+	hw := "52:54:00:00:06:02"
+	ip := h.dora(hw).YourIPAddr.String()
+	h.send(msg(t, hw, dhcpv4.MessageTypeDecline, withRequested(ip), withServerID(serverIP.String())))
+	if l := storedLease(t, st, ip); l == nil || l.State != resource.LeaseDeclined {
+		t.Errorf("declined %s stored as %+v", ip, l)
 	}
 }
 
@@ -198,20 +290,42 @@ func hammer(t *testing.T, st store.Store, servers []*harness, clients, rounds in
 	errs := make(chan error, clients)
 	var mu sync.Mutex
 	acked := map[string]string{} // ip → mac, from the ACKs seen
+	naks := 0
 	for c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			hw := fmt.Sprintf("52:54:00:10:%02x:%02x", c/256, c%256)
+			last := ""
 			for r := range rounds {
 				h := servers[(c+r)%len(servers)]
-				off := h.srv.HandlePacket(context.Background(), msg(t, hw, dhcpv4.MessageTypeDiscover).ToBytes(), h.in)
-				if off == nil {
-					errs <- fmt.Errorf("%s: no offer in round %d", hw, r)
-					return
+				// Offers are held in memory: two servers may offer one address, and the
+				// client whose REQUEST comes second gets a NAK and starts over with a
+				// DISCOVER (RFC 2131 4.3.2); the server then knows the address is taken.
+				// From round 1 on the client asks for the address it had (option 50 in the
+				// DISCOVER, as dhclient does): the other server, which may not know that
+				// lease yet, learns it from the record when it commits.
+				var mods []dhcpv4.Modifier
+				if last != "" {
+					mods = append(mods, withRequested(last))
 				}
-				ip := off.Msg.YourIPAddr.String()
-				ack := h.srv.HandlePacket(context.Background(), msg(t, hw, dhcpv4.MessageTypeRequest, withRequested(ip), withServerID("10.0.0.1")).ToBytes(), h.in)
+				var ip string
+				var ack *Reply
+				for try := 0; ; try++ {
+					off := h.srv.HandlePacket(context.Background(), msg(t, hw, dhcpv4.MessageTypeDiscover, mods...).ToBytes(), h.in)
+					if off == nil {
+						errs <- fmt.Errorf("%s: no offer in round %d", hw, r)
+						return
+					}
+					ip = off.Msg.YourIPAddr.String()
+					ack = h.srv.HandlePacket(context.Background(), msg(t, hw, dhcpv4.MessageTypeRequest, withRequested(ip), withServerID("10.0.0.1")).ToBytes(), h.in)
+					if ack == nil || ack.Msg.MessageType() != dhcpv4.MessageTypeNak || try >= 20 {
+						break
+					}
+					mu.Lock()
+					naks++
+					mu.Unlock()
+				}
 				if ack == nil || ack.Msg.MessageType() != dhcpv4.MessageTypeAck {
 					errs <- fmt.Errorf("%s: no ACK for %s in round %d: %v", hw, ip, r, ack)
 					return
@@ -224,6 +338,7 @@ func hammer(t *testing.T, st store.Store, servers []*harness, clients, rounds in
 				}
 				acked[ip] = hw
 				mu.Unlock()
+				last = ip
 			}
 		}()
 	}
@@ -232,6 +347,7 @@ func hammer(t *testing.T, st store.Store, servers []*harness, clients, rounds in
 	for err := range errs {
 		t.Error(err)
 	}
+	t.Logf("%d NAKs (an address offered by both servers)", naks)
 	// The store agrees: one bound lease per client, distinct addresses.
 	byMAC := map[string]string{}
 	for _, l := range storedLeases(t, st) {
