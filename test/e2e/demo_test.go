@@ -22,7 +22,7 @@ func (k *kilnServer) demoShow(machine string) {
 	defer f.Close()
 	for _, args := range [][]string{
 		{"get", "machines"},
-		{"describe", "machine", machine},
+		{"describe", "machine", machine, "--events", "100"},
 		{"get", "leases"},
 		{"audit", "verify"},
 	} {
