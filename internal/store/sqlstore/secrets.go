@@ -233,18 +233,8 @@ func (t *tx) CreateSecretHandle(ctx context.Context, h *store.SecretHandle) erro
 	if h.UsedAt != nil {
 		used = sql.NullInt64{Int64: h.UsedAt.UnixNano(), Valid: true}
 	}
-	res, err := t.exec(ctx, t.s.d.Rebind(qInsertHandle), h.IDHash, h.Secret, h.Version, h.Machine, h.Channel,
-		h.ExpiresAt.UnixNano(), used, h.CreatedAt.UnixNano())
-	if t.s.d.isUniqueViolation(err) {
-		err = store.ErrExists
-	}
-	if err == nil {
-		var n int64
-		if n, err = res.RowsAffected(); err == nil && n == 0 {
-			err = store.ErrExists
-		}
-	}
-	if err != nil {
+	if err := t.insert(ctx, t.s.d.Rebind(qInsertHandle), h.IDHash, h.Secret, h.Version, h.Machine, h.Channel,
+		h.ExpiresAt.UnixNano(), used, h.CreatedAt.UnixNano()); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
 	return nil

@@ -284,6 +284,24 @@ func (t *tx) releaseKeys(ctx context.Context, kind, name string, keys []string) 
 	return nil
 }
 
+// insert runs an INSERT that must add one row: a unique violation, or no row added
+// (ON CONFLICT DO NOTHING), is store.ErrExists. The transaction stays usable.
+func (t *tx) insert(ctx context.Context, q string, args ...any) error {
+	res, err := t.exec(ctx, q, args...)
+	if t.s.d.isUniqueViolation(err) {
+		return store.ErrExists
+	}
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return store.ErrExists
+	}
+	return nil
+}
+
 func (t *tx) Create(ctx context.Context, obj *resource.Object) error {
 	op := what("create", obj.Kind, obj.Metadata.Name)
 	if err := t.writable(op); err != nil {
@@ -309,17 +327,8 @@ func (t *tx) create(ctx context.Context, obj *resource.Object) error {
 		return err
 	}
 	ts := now()
-	res, err := t.exec(ctx, t.q.insertObject, kind, name, enc.labels, enc.spec, enc.status, ts.UnixNano(), ts.UnixNano())
-	if t.s.d.isUniqueViolation(err) {
-		return store.ErrExists
-	}
-	if err != nil {
+	if err := t.insert(ctx, t.q.insertObject, kind, name, enc.labels, enc.spec, enc.status, ts.UnixNano(), ts.UnixNano()); err != nil {
 		return err
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return err
-	} else if n == 0 {
-		return store.ErrExists
 	}
 	if err := t.claimKeys(ctx, kind, name, keys); err != nil {
 		// Undo the insert so that a caller handling the error keeps a clean transaction.
@@ -632,17 +641,7 @@ func (t *tx) CreateAPIToken(ctx context.Context, tok *store.APIToken) error {
 		revoked = sql.NullInt64{Int64: tok.RevokedAt.UnixNano(), Valid: true}
 		tok.RevokedAt = ptr(tok.RevokedAt.UTC().Round(0))
 	}
-	res, err := t.exec(ctx, t.q.insertToken, tok.ID, tok.Name, tok.Role, tok.Hash, tok.CreatedAt.UnixNano(), revoked)
-	if t.s.d.isUniqueViolation(err) {
-		err = store.ErrExists
-	}
-	if err == nil {
-		var n int64
-		if n, err = res.RowsAffected(); err == nil && n == 0 {
-			err = store.ErrExists
-		}
-	}
-	if err != nil {
+	if err := t.insert(ctx, t.q.insertToken, tok.ID, tok.Name, tok.Role, tok.Hash, tok.CreatedAt.UnixNano(), revoked); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
 	return nil
