@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/kilnhq/kiln/internal/server"
 )
 
@@ -114,3 +116,13 @@ func (c *client) do(ctx context.Context, method, path string, query url.Values, 
 }
 
 const defaultTimeout = 60 * time.Second
+
+// call makes one API request for a command: the server and token are resolved as
+// newClient does, the request runs under the command's context.
+func call(cmd *cobra.Command, g *globalFlags, method, path string, query url.Values, body, out any) error {
+	c, err := newClient(g)
+	if err != nil {
+		return err
+	}
+	return c.do(cmdContext(cmd), method, path, query, body, out)
+}

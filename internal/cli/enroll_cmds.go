@@ -50,12 +50,8 @@ netboot. Scope it as narrowly as you can: --machine or --mac for one machine,
 				return fmt.Errorf("-o: %q is not token or json", output)
 			}
 			req.TTL = ttl.String()
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var out enroll.TokenCreated
-			if err := c.do(cmdContext(cmd), http.MethodPost, "/api/v1/enroll/jointokens", nil, req, &out); err != nil {
+			if err := call(cmd, g, http.MethodPost, "/api/v1/enroll/jointokens", nil, req, &out); err != nil {
 				return err
 			}
 			if output == "json" {
@@ -88,16 +84,12 @@ netboot. Scope it as narrowly as you can: --machine or --mac for one machine,
 		Short: "List join tokens: scope and uses, never the tokens",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var out enroll.TokenList
 			q := url.Values{}
 			if listBoot {
 				q.Set("boot", "true")
 			}
-			if err := c.do(cmdContext(cmd), http.MethodGet, "/api/v1/enroll/jointokens", q, nil, &out); err != nil {
+			if err := call(cmd, g, http.MethodGet, "/api/v1/enroll/jointokens", q, nil, &out); err != nil {
 				return err
 			}
 			if listOut == "json" {
@@ -133,11 +125,7 @@ netboot. Scope it as narrowly as you can: --machine or --mac for one machine,
 		Short: "Revoke a join token",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmdContext(cmd), http.MethodPost, "/api/v1/enroll/jointokens/"+url.PathEscape(args[0])+"/revoke", nil, nil, nil); err != nil {
+			if err := call(cmd, g, http.MethodPost, "/api/v1/enroll/jointokens/"+url.PathEscape(args[0])+"/revoke", nil, nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "jointoken/%s revoked\n", args[0])
@@ -182,12 +170,8 @@ func newCACmd(g *globalFlags) *cobra.Command {
 		Short: "Print the CA certificate and its SHA-256 fingerprint (what agents pin)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var ca enroll.CAInfo
-			if err := c.do(cmdContext(cmd), http.MethodGet, "/api/v1/enroll/ca", nil, nil, &ca); err != nil {
+			if err := call(cmd, g, http.MethodGet, "/api/v1/enroll/ca", nil, nil, &ca); err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
@@ -216,12 +200,8 @@ func enrollMachineCmds(g *globalFlags) []*cobra.Command {
 		Short: "Revoke a machine's certificates: the agent API refuses them at once, and /crl lists them",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var res enroll.RevokeResult
-			if err := c.do(cmdContext(cmd), http.MethodPost, "/api/v1/enroll/machines/"+url.PathEscape(args[0])+"/revoke", nil, nil, &res); err != nil {
+			if err := call(cmd, g, http.MethodPost, "/api/v1/enroll/machines/"+url.PathEscape(args[0])+"/revoke", nil, nil, &res); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "machine/%s: revoked certificate serial %s\n", res.Machine, strings.Join(res.Serials, ", "))
@@ -247,16 +227,12 @@ NAME revokes the certificate.`,
 			if outDir == "" {
 				return errors.New("--out: required")
 			}
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			req := enroll.BootCertRequest{KeyType: keyType}
 			if ttl > 0 {
 				req.TTL = ttl.String()
 			}
 			var bc enroll.BootCert
-			if err := c.do(cmdContext(cmd), http.MethodPost, "/api/v1/enroll/machines/"+url.PathEscape(args[0])+"/bootcert", nil, req, &bc); err != nil {
+			if err := call(cmd, g, http.MethodPost, "/api/v1/enroll/machines/"+url.PathEscape(args[0])+"/bootcert", nil, req, &bc); err != nil {
 				return err
 			}
 			if err := os.MkdirAll(outDir, 0o700); err != nil {

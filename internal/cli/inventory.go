@@ -49,12 +49,8 @@ Applying the same manifests again changes nothing (and audits nothing).`,
 			for i, o := range objs {
 				raws[i], _ = json.Marshal(o)
 			}
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var resp api.ApplyResponse
-			if err := c.do(cmdContext(cmd), http.MethodPost, "/api/v1/apply", nil, api.ApplyRequest{Objects: raws}, &resp); err != nil {
+			if err := call(cmd, g, http.MethodPost, "/api/v1/apply", nil, api.ApplyRequest{Objects: raws}, &resp); err != nil {
 				return err
 			}
 			for _, r := range resp.Results {
@@ -161,17 +157,13 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 			if output != "table" && output != "yaml" && output != "json" && output != "name" {
 				return fmt.Errorf("-o: %q is not one of table, yaml, json, name", output)
 			}
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var items []*resource.Object
 			if len(args) == 2 {
 				if selector != "" {
 					return fmt.Errorf("-l: a selector cannot be combined with a name")
 				}
 				var obj resource.Object
-				if err := c.do(cmdContext(cmd), http.MethodGet, objectPath(k, args[1]), nil, nil, &obj); err != nil {
+				if err := call(cmd, g, http.MethodGet, objectPath(k, args[1]), nil, nil, &obj); err != nil {
 					return err
 				}
 				items = []*resource.Object{&obj}
@@ -186,7 +178,7 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 						q.Set("continue", cont)
 					}
 					var page api.ListResponse
-					if err := c.do(cmdContext(cmd), http.MethodGet, "/api/v1/"+k.Plural, q, nil, &page); err != nil {
+					if err := call(cmd, g, http.MethodGet, "/api/v1/"+k.Plural, q, nil, &page); err != nil {
 						return err
 					}
 					items = append(items, page.Items...)
@@ -380,12 +372,8 @@ func newDescribeCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var obj resource.Object
-			if err := c.do(cmdContext(cmd), http.MethodGet, objectPath(k, args[1]), nil, nil, &obj); err != nil {
+			if err := call(cmd, g, http.MethodGet, objectPath(k, args[1]), nil, nil, &obj); err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
@@ -410,7 +398,7 @@ func newDescribeCmd(g *globalFlags) *cobra.Command {
 				return nil
 			}
 			var wf api.WorkflowView
-			err = c.do(cmdContext(cmd), http.MethodGet, objectPath(k, args[1])+"/workflow", nil, nil, &wf)
+			err = call(cmd, g, http.MethodGet, objectPath(k, args[1])+"/workflow", nil, nil, &wf)
 			if err == nil && wf.Status != nil {
 				printWorkflow(w, wf)
 			} else if ae, ok := err.(*APIError); err != nil && !(ok && ae.Code == http.StatusNotFound) {
@@ -418,7 +406,7 @@ func newDescribeCmd(g *globalFlags) *cobra.Command {
 			}
 			var evs api.EventList
 			q := url.Values{"limit": {strconv.Itoa(events)}}
-			if err := c.do(cmdContext(cmd), http.MethodGet, objectPath(k, args[1])+"/events", q, nil, &evs); err != nil {
+			if err := call(cmd, g, http.MethodGet, objectPath(k, args[1])+"/events", q, nil, &evs); err != nil {
 				return err
 			}
 			fmt.Fprintln(w, "Events:")
@@ -515,12 +503,8 @@ func newDeleteCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			for _, name := range args[1:] {
-				if err := c.do(cmdContext(cmd), http.MethodDelete, objectPath(k, name), nil, nil, nil); err != nil {
+				if err := call(cmd, g, http.MethodDelete, objectPath(k, name), nil, nil, nil); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s/%s deleted\n", strings.ToLower(k.Name), name)
@@ -538,12 +522,8 @@ func newAPITokenCmd(g *globalFlags) *cobra.Command {
 		Short: "Create a token; it is printed once and only its hash is stored",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var out api.APITokenCreated
-			if err := c.do(cmdContext(cmd), http.MethodPost, "/api/v1/apitokens", nil, api.APITokenRequest{Name: name, Role: role}, &out); err != nil {
+			if err := call(cmd, g, http.MethodPost, "/api/v1/apitokens", nil, api.APITokenRequest{Name: name, Role: role}, &out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "created API token %s (role %s); it is shown only now:\n", out.ID, out.Role)
@@ -558,12 +538,8 @@ func newAPITokenCmd(g *globalFlags) *cobra.Command {
 		Short: "List tokens (ids, names, roles; never secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var out api.APITokenList
-			if err := c.do(cmdContext(cmd), http.MethodGet, "/api/v1/apitokens", nil, nil, &out); err != nil {
+			if err := call(cmd, g, http.MethodGet, "/api/v1/apitokens", nil, nil, &out); err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 3, ' ', 0)
@@ -587,11 +563,7 @@ func newAPITokenCmd(g *globalFlags) *cobra.Command {
 		Short: "Revoke a token; it stops working at once",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmdContext(cmd), http.MethodDelete, "/api/v1/apitokens/"+url.PathEscape(args[0]), nil, nil, nil); err != nil {
+			if err := call(cmd, g, http.MethodDelete, "/api/v1/apitokens/"+url.PathEscape(args[0]), nil, nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "api-token/%s revoked\n", args[0])
@@ -614,13 +586,9 @@ func newAuditCmd(g *globalFlags) *cobra.Command {
 			if secret != "" {
 				return printSecretAudit(cmd, g, secret, int64(after), int64(limit), output)
 			}
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var out api.AuditList
 			q := url.Values{"after": {strconv.Itoa(after)}, "limit": {strconv.Itoa(limit)}}
-			if err := c.do(cmdContext(cmd), http.MethodGet, "/api/v1/audit", q, nil, &out); err != nil {
+			if err := call(cmd, g, http.MethodGet, "/api/v1/audit", q, nil, &out); err != nil {
 				return err
 			}
 			return printAudit(cmd.OutOrStdout(), out.Items, output, true)
@@ -635,12 +603,8 @@ func newAuditCmd(g *globalFlags) *cobra.Command {
 		Short: "Check the audit hash chain; exits non-zero if an entry was edited, removed or reordered",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var out api.AuditVerifyResponse
-			if err := c.do(cmdContext(cmd), http.MethodGet, "/api/v1/audit/verify", nil, nil, &out); err != nil {
+			if err := call(cmd, g, http.MethodGet, "/api/v1/audit/verify", nil, nil, &out); err != nil {
 				return err
 			}
 			if !out.OK {

@@ -25,13 +25,9 @@ func newMachineCmd(g *globalFlags) *cobra.Command {
 		Short: "Start a new workflow on a machine (its profile's template, or --template); next netboot runs it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var out api.WorkflowView
 			path := "/api/v1/machines/" + url.PathEscape(args[0]) + "/reprovision"
-			if err := c.do(cmdContext(cmd), http.MethodPost, path, nil, api.ReprovisionRequest{Template: tmpl, NoPower: noPower}, &out); err != nil {
+			if err := call(cmd, g, http.MethodPost, path, nil, api.ReprovisionRequest{Template: tmpl, NoPower: noPower}, &out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "machine/%s reprovisioning: workflow %s (%d actions)\n", args[0], out.Name, len(out.Status.Actions))
@@ -73,10 +69,6 @@ func newPowerCmd(g *globalFlags) *cobra.Command {
 			if (len(args) == 2) == (selector != "") {
 				return fmt.Errorf("give a machine NAME or -l SELECTOR (one of them)")
 			}
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			path := "/api/v1/power"
 			if len(args) == 2 {
 				path = "/api/v1/machines/" + url.PathEscape(args[1]) + "/power"
@@ -85,7 +77,7 @@ func newPowerCmd(g *globalFlags) *cobra.Command {
 				Jobs []powerJob `json:"jobs"`
 			}
 			body := map[string]any{"op": args[0], "device": device, "selector": selector, "wait": wait}
-			if err := c.do(cmdContext(cmd), http.MethodPost, path, nil, body, &out); err != nil {
+			if err := call(cmd, g, http.MethodPost, path, nil, body, &out); err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 3, ' ', 0)
@@ -180,16 +172,12 @@ func newLogsCmd(g *globalFlags) *cobra.Command {
 			if k, err := kindArg(args[0]); err != nil || k.Name != "Machine" {
 				return fmt.Errorf("logs: only machines have logs (kiln logs machine NAME)")
 			}
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			path := "/api/v1/machines/" + url.PathEscape(args[1]) + "/events"
 			var lastID int64
 			first := true
 			for {
 				var evs api.EventList
-				if err := c.do(cmdContext(cmd), http.MethodGet, path, url.Values{"limit": {strconv.Itoa(max(tail, 1000))}}, nil, &evs); err != nil {
+				if err := call(cmd, g, http.MethodGet, path, url.Values{"limit": {strconv.Itoa(max(tail, 1000))}}, nil, &evs); err != nil {
 					return err
 				}
 				var lines []string

@@ -77,13 +77,9 @@ in the process list and the shell history.`,
 			if len(value) == 0 {
 				return fmt.Errorf("the value is empty")
 			}
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var vi secrets.VersionInfo
 			body := secrets.SetValueRequest{Value: base64.StdEncoding.EncodeToString(value)}
-			if err := c.do(cmdContext(cmd), http.MethodPut, secretPath(args[0], "value"), nil, body, &vi); err != nil {
+			if err := call(cmd, g, http.MethodPut, secretPath(args[0], "value"), nil, body, &vi); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "secret/%s version %d set\n", vi.Name, vi.Version)
@@ -126,18 +122,13 @@ func newSecretGetCmd(g *globalFlags) *cobra.Command {
 			"  kiln secret get db-password --reveal > db-password   # the value, byte for byte",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
-			ctx := cmdContext(cmd)
 			if reveal {
 				q := url.Values{}
 				if version > 0 {
 					q.Set("version", strconv.FormatInt(version, 10))
 				}
 				var v secrets.ValueResponse
-				if err := c.do(ctx, http.MethodGet, secretPath(args[0], "value"), q, nil, &v); err != nil {
+				if err := call(cmd, g, http.MethodGet, secretPath(args[0], "value"), q, nil, &v); err != nil {
 					return err
 				}
 				b, err := base64.StdEncoding.DecodeString(v.Value)
@@ -152,11 +143,11 @@ func newSecretGetCmd(g *globalFlags) *cobra.Command {
 				return fmt.Errorf("--version goes with --reveal")
 			}
 			var obj resource.Object
-			if err := c.do(ctx, http.MethodGet, secretPath(args[0]), nil, nil, &obj); err != nil {
+			if err := call(cmd, g, http.MethodGet, secretPath(args[0]), nil, nil, &obj); err != nil {
 				return err
 			}
 			var vl secrets.VersionList
-			if err := c.do(ctx, http.MethodGet, secretPath(args[0], "versions"), nil, nil, &vl); err != nil {
+			if err := call(cmd, g, http.MethodGet, secretPath(args[0], "versions"), nil, nil, &vl); err != nil {
 				return err
 			}
 			switch output {
@@ -223,10 +214,6 @@ func newSecretListCmd(g *globalFlags) *cobra.Command {
 		Short: "List secrets with their release rules and newest version (never values)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			k, _ := resource.LookupKind("Secret")
 			var items []*resource.Object
 			cont := ""
@@ -242,7 +229,7 @@ func newSecretListCmd(g *globalFlags) *cobra.Command {
 					Items    []*resource.Object `json:"items"`
 					Continue string             `json:"continue"`
 				}
-				if err := c.do(cmdContext(cmd), http.MethodGet, "/api/v1/secrets", q, nil, &page); err != nil {
+				if err := call(cmd, g, http.MethodGet, "/api/v1/secrets", q, nil, &page); err != nil {
 					return err
 				}
 				items = append(items, page.Items...)
@@ -268,11 +255,7 @@ func newSecretDeleteCmd(g *globalFlags) *cobra.Command {
 		Short: "Delete a secret and every version of it (refused while a profile or machine refers to it)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmdContext(cmd), http.MethodDelete, secretPath(args[0]), nil, nil, nil); err != nil {
+			if err := call(cmd, g, http.MethodDelete, secretPath(args[0]), nil, nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "secret/%s deleted\n", args[0])
@@ -290,12 +273,8 @@ transaction, then replace <data-dir>/kek.key. Values are not re-encrypted. With 
 replicas, copy the new kek.key to the others and restart them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var res secrets.RotationResult
-			if err := c.do(cmdContext(cmd), http.MethodPost, "/api/v1/secrets/rotate-key", nil, nil, &res); err != nil {
+			if err := call(cmd, g, http.MethodPost, "/api/v1/secrets/rotate-key", nil, nil, &res); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "key-encryption key rotated: %s -> %s, %d data keys re-wrapped\n", res.OldKEKID, res.NewKEKID, res.Rewrapped)
@@ -324,13 +303,9 @@ func newSecretAuditCmd(g *globalFlags) *cobra.Command {
 // printSecretAudit prints the audit entries about one secret (also behind
 // `kiln audit list --secret NAME`).
 func printSecretAudit(cmd *cobra.Command, g *globalFlags, name string, after, limit int64, output string) error {
-	c, err := newClient(g)
-	if err != nil {
-		return err
-	}
 	var out secrets.AuditList
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {strconv.FormatInt(limit, 10)}}
-	if err := c.do(cmdContext(cmd), http.MethodGet, secretPath(name, "audit"), q, nil, &out); err != nil {
+	if err := call(cmd, g, http.MethodGet, secretPath(name, "audit"), q, nil, &out); err != nil {
 		return err
 	}
 	return printAudit(cmd.OutOrStdout(), out.Items, output, false)
@@ -346,12 +321,8 @@ func newSecretHandleStatusCmd(g *globalFlags) *cobra.Command {
 			if i := strings.LastIndex(id, "/secret-handles/"); i >= 0 {
 				id = strings.TrimSuffix(id[i+len("/secret-handles/"):], "/status")
 			}
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			var st secrets.HandleStatus
-			if err := c.do(cmdContext(cmd), http.MethodGet, "/secret-handles/"+url.PathEscape(id)+"/status", nil, nil, &st); err != nil {
+			if err := call(cmd, g, http.MethodGet, "/secret-handles/"+url.PathEscape(id)+"/status", nil, nil, &st); err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
@@ -383,16 +354,12 @@ func newRenderCmd(g *globalFlags) *cobra.Command {
 			if args[0] != "machine" && args[0] != "machines" && args[0] != "m" {
 				return fmt.Errorf("render: %q: only machines have rendered configs (kiln render machine NAME)", args[0])
 			}
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
 			q := url.Values{"kind": {kind}}
 			if part != "" {
 				q.Set("part", part)
 			}
 			var out secrets.RenderResponse
-			if err := c.do(cmdContext(cmd), http.MethodGet, "/api/v1/render/"+url.PathEscape(args[1]), q, nil, &out); err != nil {
+			if err := call(cmd, g, http.MethodGet, "/api/v1/render/"+url.PathEscape(args[1]), q, nil, &out); err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
@@ -415,7 +382,7 @@ func newRenderCmd(g *globalFlags) *cobra.Command {
 			if out.Public && len(out.Releases) == 0 {
 				fmt.Fprintln(cmd.ErrOrStderr(), "#   also served over plain HTTP (profile allows it, no secrets)")
 			}
-			_, err = io.WriteString(w, out.Content)
+			_, err := io.WriteString(w, out.Content)
 			if err == nil && !strings.HasSuffix(out.Content, "\n") {
 				fmt.Fprintln(w)
 			}
