@@ -255,79 +255,11 @@ func blankDisk(t *testing.T, l *lab, name string, size int64, head []byte) strin
 	return p
 }
 
-// installVMConfig is a VM that installs onto its disks: unlike startVM's, it may
-// reboot (the workflow's last action does), and it has memory for the agent's
-// initramfs.
-type installVMConfig struct {
-	Name, MAC string
-	// Disks are raw images: the first is the boot disk (after the NIC in the boot
-	// order: the firmware falls through to it when iPXE exits), the others data disks.
-	Disks    []string
-	MemoryMB int
-	// Timeout bounds the VM's life; QEMU is killed after it.
-	Timeout time.Duration
-}
-
-// startInstallVM boots a BIOS VM (SeaBIOS, virtio-net's iPXE ROM) on a new tap of
-// the lab's bridge. Its serial console goes to a file, printed if the test fails.
-func startInstallVM(t *testing.T, l *lab, cfg installVMConfig) *vm {
+// startInstallVM boots a BIOS VM (SeaBIOS, virtio-net's iPXE ROM) that installs onto
+// its disks: memory for the agent environment, and reboots allowed.
+func startInstallVM(t *testing.T, l *lab, name, mac string, disks []string, timeout time.Duration) *vm {
 	t.Helper()
-	if cfg.MemoryMB == 0 {
-		cfg.MemoryMB = 512
-	}
-	dir := filepath.Join(l.dir, "vm-"+cfg.Name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	v := &vm{cfg: vmConfig{Name: cfg.Name, MAC: cfg.MAC, Firmware: firmwareBIOS, NIC: "virtio-net-pci", Timeout: cfg.Timeout},
-		serial: filepath.Join(dir, "serial.log"), done: make(chan struct{})}
-	if len(cfg.Disks) > 0 {
-		v.cfg.Disk = cfg.Disks[0]
-	}
-	tap := l.addTap()
-	args := []string{"qemu-system-x86_64",
-		"-machine", "pc,accel=tcg", "-cpu", "max", "-m", fmt.Sprint(cfg.MemoryMB), "-smp", "1",
-		"-nographic",
-		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=n0,mac=" + cfg.MAC + ",bootindex=1",
-	}
-	for i, d := range cfg.Disks {
-		// cache=unsafe: the guest's flushes need not reach the host's disk; the data
-		// is in the image file for the test to read either way.
-		dev := fmt.Sprintf("virtio-blk-pci,drive=disk%d", i)
-		if i == 0 {
-			dev += ",bootindex=2"
-		}
-		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=none,id=disk%d,cache=unsafe", d, i), "-device", dev)
-	}
-	serial, err := os.Create(v.serial)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
-	cmd := l.nsCommand(ctx, args...)
-	v.started = time.Now()
-	stamped := &stampWriter{w: serial, start: v.started, bol: true}
-	cmd.Stdout, cmd.Stderr = stamped, stamped
-	if err := cmd.Start(); err != nil {
-		cancel()
-		serial.Close()
-		t.Fatalf("start QEMU for %s: %v", cfg.Name, err)
-	}
-	t.Logf("vm %s: bios firmware, virtio-net %s on %s, %d MiB, disks %v", cfg.Name, cfg.MAC, tap, cfg.MemoryMB, cfg.Disks)
-	go func() {
-		_ = cmd.Wait()
-		serial.Close()
-		close(v.done)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		stopProcess(cmd, v.done, 5*time.Second)
-		if t.Failed() || os.Getenv("KILN_E2E_VERBOSE") != "" {
-			t.Logf("vm %s: serial console (%s):\n%s", cfg.Name, v.serial, tail(v.serial, 80))
-		}
-	})
-	return v
+	return startVM(t, l, vmConfig{Name: name, MAC: mac, Firmware: firmwareBIOS, Disks: disks, MemoryMB: 512, MayReboot: true, Timeout: timeout})
 }
 
 // gptPartition is a partition of a disk image as sfdisk reads it: an independent

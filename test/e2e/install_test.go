@@ -202,7 +202,7 @@ func TestInstallToDiskAndBoot(t *testing.T) {
 
 	boot := blankDisk(t, l, "boot-disk.img", 256<<20, nil)
 	data := blankDisk(t, l, "data-disk.img", 64<<20, nil)
-	v := startInstallVM(t, l, installVMConfig{Name: name, MAC: mac, Disks: []string{boot, data}, Timeout: installBudget + time.Minute})
+	v := startInstallVM(t, l, name, mac, []string{boot, data}, installBudget+time.Minute)
 
 	steps := append([]step{{"WorkflowCreated", []string{"template " + installTemplate, "5 actions"}}}, agentSteps(mac, ip)...)
 	steps = append(steps,
@@ -353,7 +353,7 @@ spec:
 
 	// The disk holds an earlier system: the boot sector TestNetbootProvisionedBootsLocalDisk boots.
 	boot := blankDisk(t, l, "boot-disk.img", 256<<20, bootSector())
-	v := startInstallVM(t, l, installVMConfig{Name: name, MAC: mac, Disks: []string{boot}, Timeout: 4 * time.Minute})
+	v := startInstallVM(t, l, name, mac, []string{boot}, 4*time.Minute)
 	steps := append([]step{{"WorkflowCreated", []string{"template e2e-install-mirror", "2 actions"}}}, agentSteps(mac, ip)...)
 	steps = append(steps,
 		step{"ActionFailed", []string{"action image failed", "sha256 mismatch", "the download is " + sum, "expected " + wrongSum}},

@@ -208,7 +208,7 @@ func TestNetbootProvisionedBootsLocalDisk(t *testing.T) {
 	if err := os.WriteFile(disk, img, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v := startVM(t, l, vmConfig{Name: name, MAC: mac, Firmware: firmwareBIOS, Disk: disk, Timeout: 90 * time.Second})
+	v := startVM(t, l, vmConfig{Name: name, MAC: mac, Firmware: firmwareBIOS, Disks: []string{disk}, Timeout: 90 * time.Second})
 	evs := waitTimeline(t, k, v, name, []step{{"BootScript", []string{"served local-disk script", mac, "(i386 pcbios)"}}}, bootTimeout)
 	deadline := time.Now().Add(60 * time.Second)
 	for !v.serialContains(diskMarker) && !v.exited() && time.Now().Before(deadline) {

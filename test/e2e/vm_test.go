@@ -32,8 +32,14 @@ type vmConfig struct {
 	Firmware string
 	// NIC is the QEMU device: virtio-net-pci (default) or e1000.
 	NIC string
-	// Disk, if set, is a raw image attached as the second boot device.
-	Disk string
+	// Disks are raw images: the first is the boot disk, after the NIC in the boot
+	// order (the firmware falls through to it when iPXE exits); the others are data
+	// disks.
+	Disks []string
+	// MemoryMB is the VM's memory (default 256; the agent environment needs 512).
+	MemoryMB int
+	// MayReboot lets the guest reboot (an install does); otherwise QEMU exits.
+	MayReboot bool
 	// Timeout bounds the VM's life (default 150 s); QEMU is killed after it.
 	Timeout time.Duration
 	// Extra are more QEMU arguments (-S and -qmp for a VM driven by its "BMC").
@@ -66,10 +72,15 @@ func startVM(t *testing.T, l *lab, cfg vmConfig) *vm {
 	v := &vm{cfg: cfg, serial: filepath.Join(dir, "serial.log"), done: make(chan struct{})}
 	tap := l.addTap()
 
+	if cfg.MemoryMB == 0 {
+		cfg.MemoryMB = 256
+	}
 	args := []string{"qemu-system-x86_64",
-		"-cpu", "max", "-m", "256", "-smp", "1",
-		"-nographic", "-no-reboot",
+		"-cpu", "max", "-m", fmt.Sprint(cfg.MemoryMB), "-smp", "1", "-nographic",
 		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
+	}
+	if !cfg.MayReboot {
+		args = append(args, "-no-reboot")
 	}
 	nic := cfg.NIC + ",netdev=n0,mac=" + cfg.MAC + ",bootindex=1"
 	switch cfg.Firmware {
@@ -88,10 +99,14 @@ func startVM(t *testing.T, l *lab, cfg vmConfig) *vm {
 		t.Fatalf("vm %s: unknown firmware %q", cfg.Name, cfg.Firmware)
 	}
 	args = append(args, "-device", nic)
-	if cfg.Disk != "" {
-		args = append(args,
-			"-drive", "file="+cfg.Disk+",format=raw,if=none,id=disk0",
-			"-device", "virtio-blk-pci,drive=disk0,bootindex=2")
+	for i, d := range cfg.Disks {
+		// cache=unsafe: the guest's flushes need not reach the host's disk; the data
+		// is in the image file for the test to read either way.
+		dev := fmt.Sprintf("virtio-blk-pci,drive=disk%d", i)
+		if i == 0 {
+			dev += ",bootindex=2"
+		}
+		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=none,id=disk%d,cache=unsafe", d, i), "-device", dev)
 	}
 
 	args = append(args, cfg.Extra...)
@@ -110,7 +125,7 @@ func startVM(t *testing.T, l *lab, cfg vmConfig) *vm {
 		serial.Close()
 		t.Fatalf("start QEMU for %s: %v", cfg.Name, err)
 	}
-	t.Logf("vm %s: %s firmware, %s %s on %s", cfg.Name, cfg.Firmware, cfg.NIC, cfg.MAC, tap)
+	t.Logf("vm %s: %s firmware, %s %s on %s, %d MiB, disks %v", cfg.Name, cfg.Firmware, cfg.NIC, cfg.MAC, tap, cfg.MemoryMB, cfg.Disks)
 	go func() {
 		_ = cmd.Wait()
 		serial.Close()
@@ -120,7 +135,7 @@ func startVM(t *testing.T, l *lab, cfg vmConfig) *vm {
 		cancel()
 		stopProcess(cmd, v.done, 5*time.Second)
 		if t.Failed() || os.Getenv("KILN_E2E_VERBOSE") != "" {
-			t.Logf("vm %s: serial console (%s):\n%s", cfg.Name, v.serial, tail(v.serial, 60))
+			t.Logf("vm %s: serial console (%s):\n%s", cfg.Name, v.serial, tail(v.serial, 80))
 		}
 	})
 	return v
