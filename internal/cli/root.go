@@ -168,6 +168,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 		configFile string
 		logFormat  string
 		logLevel   string
+		pprofAddr  string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -194,6 +195,11 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 			cfg.Version = Version
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if pprofAddr != "" {
+				if err := servePprof(ctx, pprofAddr, log); err != nil {
+					return err
+				}
+			}
 			srv, err := server.New(ctx, cfg, log)
 			if err != nil {
 				return err
@@ -228,6 +234,7 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 	f.StringVar(&cfg.CAImportKey, "ca-import-key", "", "PEM file of that CA's private key (env KILN_CA_IMPORT_KEY)")
 	f.BoolVar(&cfg.EnrollByMAC, "enroll-by-mac", false, "let machines in state provisioning enroll on their MAC alone, without a token (a MAC is self-reported: off by default) (env KILN_ENROLL_BY_MAC)")
 	f.BoolVar(&cfg.ServerRSA, "server-rsa-cert", false, "also serve an RSA server certificate, for TLS clients (old iPXE builds) without ECDSA (env KILN_SERVER_RSA_CERT)")
+	f.StringVar(&pprofAddr, "pprof-listen", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, for performance work; keep it on loopback; empty: off (env KILN_PPROF_LISTEN)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json (env KILN_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error (env KILN_LOG_LEVEL)")
 	return cmd

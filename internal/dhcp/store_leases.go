@@ -552,8 +552,15 @@ type StoreMachines struct {
 	// ReservationTTL is how long the reserved-address index is reused; 0: 30 s.
 	ReservationTTL time.Duration
 	// CacheTTL is how long a MAC lookup is reused; 0: DefaultMachineCacheTTL,
-	// negative: not at all.
+	// negative: not at all (and no MAC index either).
 	CacheTTL time.Duration
+	// MACIndexTTL bounds how stale the in-memory set of known MACs may be (changes
+	// by other replicas; this process's own are seen at once); 0:
+	// DefaultMACIndexTTL, negative: no index (every unknown MAC is a store read).
+	MACIndexTTL time.Duration
+
+	macsOnce sync.Once
+	macs     *macIndex
 
 	mu         sync.Mutex
 	reserved   map[netip.Addr]string
@@ -593,6 +600,12 @@ func (m *StoreMachines) MachineByMAC(ctx context.Context, mac net.HardwareAddr) 
 	ttl := or(m.CacheTTL, DefaultMachineCacheTTL)
 	key := string(mac)
 	now := time.Now()
+	if ttl > 0 && m.MACIndexTTL >= 0 {
+		m.macsOnce.Do(func() { m.macs = &macIndex{st: m.Store, ttl: or(m.MACIndexTTL, DefaultMACIndexTTL)} })
+		if known, ok := m.macs.known(mac, now); ok && !known {
+			return nil, ErrUnknownMachine
+		}
+	}
 	if ttl > 0 {
 		m.cmu.Lock()
 		e, ok := m.cache[key]

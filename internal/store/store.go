@@ -80,6 +80,13 @@ type Store interface {
 	Close() error
 }
 
+// KeysNotifier is implemented by stores that count this process's own commits that
+// claimed or released unique keys, so that a cache of keys (ListKeys, KeysVersion)
+// sees them at once; other replicas' changes show in KeysVersion only.
+type KeysNotifier interface {
+	LocalKeysChanges() int64
+}
+
 // Tx is what a transaction can do.
 type Tx interface {
 	Get(ctx context.Context, kind, name string) (*resource.Object, error)
@@ -93,6 +100,13 @@ type Tx interface {
 	Delete(ctx context.Context, kind, name, resourceVersion string) error
 	// LookupKey finds the object of a kind claiming a unique key ("mac:...").
 	LookupKey(ctx context.Context, kind, key string) (*resource.Object, error)
+	// ListKeys returns every unique key of a kind's objects that starts with prefix,
+	// sorted.
+	ListKeys(ctx context.Context, kind, prefix string) ([]string, error)
+	// KeysVersion changes (grows) with every committed transaction that claimed or
+	// released a unique key, whichever replica wrote it: a cache of ListKeys is
+	// current while it reads the same number.
+	KeysVersion(ctx context.Context) (int64, error)
 
 	// AppendAudit seals e into the hash chain (sets Seq, PrevHash, Hash) and stores it.
 	AppendAudit(ctx context.Context, e *audit.Entry) error

@@ -8,6 +8,7 @@ type queries struct {
 	insertObject, objectVersion, updateObject                 string
 	deleteObject, deleteObjectAt                              string
 	keysOf, keyOwner, insertKey, deleteKey                    string
+	listKeys, keysVersion, bumpKeysVersion                    string
 	auditHead, insertAudit, setAuditHead, listAudit, allAudit string
 	insertEvent, listEvents, allEvents                        string
 	insertToken, getToken, listTokens, revokeToken            string
@@ -47,6 +48,11 @@ func newQueries(d *Dialect) *queries {
 		keyOwner:  r(`SELECT name FROM object_keys WHERE kind = ? AND key = ?`),
 		insertKey: r(`INSERT INTO object_keys (kind, key, name) VALUES (?, ?, ?) ON CONFLICT (kind, key) DO NOTHING`),
 		deleteKey: r(`DELETE FROM object_keys WHERE kind = ? AND key = ? AND name = ?`),
+		// key >= prefix AND key < prefix+U+10FFFF (4 bytes F4 8F BF BF, above any
+		// byte of a key) lets the primary key's index serve the prefix.
+		listKeys:        r(`SELECT key FROM object_keys WHERE kind = ? AND key >= ? AND key < ? ORDER BY key`),
+		keysVersion:     `SELECT keys_version FROM meta WHERE id = 1`,
+		bumpKeysVersion: `UPDATE meta SET keys_version = keys_version + 1 WHERE id = 1`,
 
 		auditHead: `SELECT audit_seq, audit_hash FROM meta WHERE id = 1`,
 		insertAudit: r(`INSERT INTO audit (seq, time, actor, action, kind, name, summary, prev_hash, hash)

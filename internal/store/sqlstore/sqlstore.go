@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/store"
@@ -89,6 +90,7 @@ type Store struct {
 	rstmts      map[string]*sql.Stmt
 	closeOnce   sync.Once
 	closeErr    error
+	keysCommits atomic.Int64 // committed transactions that changed keys (LocalKeysChanges)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -172,7 +174,8 @@ func (s *Store) run(ctx context.Context, db *sql.DB, stmts map[string]*sql.Stmt,
 			return fmt.Errorf("store: take the write lock: %w", err)
 		}
 	}
-	if err := fn(&tx{s: s, q: s.q, tx: sqlTx, stmts: stmts, rw: rw}); err != nil {
+	t := &tx{s: s, q: s.q, tx: sqlTx, stmts: stmts, rw: rw}
+	if err := fn(t); err != nil {
 		return err
 	}
 	done = true
@@ -184,13 +187,23 @@ func (s *Store) run(ctx context.Context, db *sql.DB, stmts map[string]*sql.Stmt,
 		return nil
 	}
 	if err := sqlTx.Commit(); err != nil {
+		if t.keysBumped {
+			s.keysCommits.Add(1) // it may have committed: readers check the version
+		}
 		return fmt.Errorf("store: commit: %w", err)
+	}
+	if t.keysBumped {
+		s.keysCommits.Add(1)
 	}
 	return nil
 }
 
 // Ping checks that the database answers. It uses the read pool, so that a health
 // check does not queue behind a long write.
+// LocalKeysChanges implements store.KeysNotifier: it counts this process's
+// committed transactions that claimed or released unique keys.
+func (s *Store) LocalKeysChanges() int64 { return s.keysCommits.Load() }
+
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.read.PingContext(ctx); err != nil {
 		return fmt.Errorf("store: ping %s: %w", s.d.Name, err)

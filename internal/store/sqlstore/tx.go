@@ -24,6 +24,8 @@ type tx struct {
 	tx    *sql.Tx
 	stmts map[string]*sql.Stmt // prepared statements of the transaction's pool, by query
 	rw    bool
+	// keysBumped: this transaction bumped the keys version already.
+	keysBumped bool
 }
 
 var _ store.Tx = (*tx)(nil)
@@ -199,6 +201,46 @@ func (t *tx) LookupKey(ctx context.Context, kind, key string) (*resource.Object,
 	return obj, nil
 }
 
+func (t *tx) ListKeys(ctx context.Context, kind, prefix string) ([]string, error) {
+	rows, err := t.query(ctx, t.q.listKeys, kind, prefix, prefix+"\U0010FFFF")
+	if err != nil {
+		return nil, fmt.Errorf("store: list %s keys: %w", strings.ToLower(kind), err)
+	}
+	defer rows.Close()
+	var keys []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, fmt.Errorf("store: list %s keys: %w", strings.ToLower(kind), err)
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list %s keys: %w", strings.ToLower(kind), err)
+	}
+	return keys, nil
+}
+
+func (t *tx) KeysVersion(ctx context.Context) (int64, error) {
+	var v int64
+	if err := t.queryRow(ctx, t.q.keysVersion).Scan(&v); err != nil {
+		return 0, fmt.Errorf("store: read the keys version: %w", err)
+	}
+	return v, nil
+}
+
+// keysChanged bumps the keys version, once per transaction.
+func (t *tx) keysChanged(ctx context.Context) error {
+	if t.keysBumped {
+		return nil
+	}
+	if _, err := t.exec(ctx, t.q.bumpKeysVersion); err != nil {
+		return fmt.Errorf("bump the keys version: %w", err)
+	}
+	t.keysBumped = true
+	return nil
+}
+
 // encoded is an object's columns.
 type encoded struct{ labels, spec, status string }
 
@@ -261,6 +303,9 @@ func (t *tx) claimKeys(ctx context.Context, kind, name string, keys []string) er
 		if n, err := res.RowsAffected(); err != nil {
 			return err
 		} else if n == 1 {
+			if err := t.keysChanged(ctx); err != nil {
+				return err
+			}
 			continue
 		}
 		var owner string
@@ -279,6 +324,9 @@ func (t *tx) releaseKeys(ctx context.Context, kind, name string, keys []string) 
 	for _, k := range keys {
 		if _, err := t.exec(ctx, t.q.deleteKey, kind, k, name); err != nil {
 			return fmt.Errorf("release %s: %w", k, err)
+		}
+		if err := t.keysChanged(ctx); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -467,8 +515,11 @@ func (t *tx) delete(ctx context.Context, kind, name, resourceVersion string) err
 		return err
 	}
 	n, err := res.RowsAffected()
+	if err == nil && n == 1 && t.s.keyed[kind] {
+		return t.keysChanged(ctx) // the object's keys went with it (ON DELETE CASCADE)
+	}
 	if err != nil || n == 1 {
-		return err // the object's keys go with it (ON DELETE CASCADE)
+		return err
 	}
 	rv, _, err := t.storedVersion(ctx, kind, name)
 	if err != nil {

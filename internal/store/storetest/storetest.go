@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CRUD", testCRUD},
 		{"ResourceVersion", testResourceVersion},
 		{"UniqueKeys", testUniqueKeys},
+		{"KeysVersion", testKeysVersion},
 		{"List", testList},
 		{"Rollback", testRollback},
 		{"ReadOnlyView", testReadOnlyView},
@@ -1189,3 +1191,103 @@ func testReopen(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Fatalf("resourceVersion after reopen and update: %q", got.Metadata.ResourceVersion)
 	}
 }
+
+// testKeysVersion: ListKeys lists a kind's keys by prefix; KeysVersion grows with
+// every committed transaction that claims or releases a key, and with nothing else.
+func testKeysVersion(t *testing.T, open func(t *testing.T) store.Store) {
+	st := open(t)
+	ctx := context.Background()
+	version := func() int64 {
+		t.Helper()
+		var v int64
+		err := st.View(ctx, func(tx store.Tx) error {
+			var err error
+			v, err = tx.KeysVersion(ctx)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("KeysVersion: %v", err)
+		}
+		return v
+	}
+	keys := func(kind, prefix string) []string {
+		t.Helper()
+		var out []string
+		err := st.View(ctx, func(tx store.Tx) error {
+			var err error
+			out, err = tx.ListKeys(ctx, kind, prefix)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("ListKeys: %v", err)
+		}
+		return out
+	}
+	step := func(what string, changes bool, fn func(tx store.Tx) error) {
+		t.Helper()
+		before := version()
+		err := st.Update(ctx, fn)
+		after := version()
+		if err != nil && !errors.Is(err, errRollback) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if changes && after <= before || !changes && after != before {
+			t.Fatalf("%s: keys version %d -> %d, want a change: %v", what, before, after, changes)
+		}
+	}
+	if got := keys("Machine", "mac:"); len(got) != 0 {
+		t.Fatalf("keys of an empty store: %v", got)
+	}
+	step("create a keyed machine", true, func(tx store.Tx) error {
+		return tx.Create(ctx, NewMachine("m1", nil, "52:54:00:00:00:02", "52:54:00:00:00:01"))
+	})
+	step("create a machine without interfaces", false, func(tx store.Tx) error {
+		return tx.Create(ctx, NewMachine("m0", nil))
+	})
+	step("create an unkeyed kind", false, func(tx store.Tx) error {
+		return tx.Create(ctx, profile("p1"))
+	})
+	step("a rolled-back claim", false, func(tx store.Tx) error {
+		if err := tx.Create(ctx, NewMachine("m2", nil, "52:54:00:00:00:09")); err != nil {
+			return err
+		}
+		return errRollback
+	})
+	if got, want := keys("Machine", "mac:"), []string{"mac:52:54:00:00:00:01", "mac:52:54:00:00:00:02"}; !slices.Equal(got, want) {
+		t.Fatalf("ListKeys = %v, want %v", got, want)
+	}
+	if got := keys("Machine", "mac:52:54:00:00:00:02"); !slices.Equal(got, []string{"mac:52:54:00:00:00:02"}) {
+		t.Fatalf("ListKeys by a full key = %v", got)
+	}
+	if got := keys("Machine", "serial:"); len(got) != 0 {
+		t.Fatalf("ListKeys of another prefix = %v", got)
+	}
+	if got := keys("Profile", ""); len(got) != 0 {
+		t.Fatalf("ListKeys of another kind = %v", got)
+	}
+	step("update labels only", false, func(tx store.Tx) error {
+		o, err := tx.Get(ctx, "Machine", "m1")
+		if err != nil {
+			return err
+		}
+		o.Metadata.Labels = map[string]string{"rack": "r1"}
+		return tx.Update(ctx, o)
+	})
+	step("update a MAC", true, func(tx store.Tx) error {
+		o, err := tx.Get(ctx, "Machine", "m1")
+		if err != nil {
+			return err
+		}
+		o.Spec = NewMachine("m1", nil, "52:54:00:00:00:03").Spec
+		return tx.Update(ctx, o)
+	})
+	if got := keys("Machine", "mac:"); !slices.Equal(got, []string{"mac:52:54:00:00:00:03"}) {
+		t.Fatalf("ListKeys after the update = %v", got)
+	}
+	step("delete the keyed machine", true, func(tx store.Tx) error { return tx.Delete(ctx, "Machine", "m1", "") })
+	if got := keys("Machine", "mac:"); len(got) != 0 {
+		t.Fatalf("ListKeys after the delete = %v", got)
+	}
+}
+
+var errRollback = errors.New("roll back")
