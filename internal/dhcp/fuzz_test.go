@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"bytes"
 	"context"
 	"net/netip"
 	"reflect"
@@ -70,7 +71,11 @@ func FuzzHandlePacket(f *testing.F) {
 				if parseErr != nil {
 					t.Fatalf("answered a packet that does not parse (%v)", parseErr)
 				}
-				out, err := dhcpv4.FromBytes(r.Msg.ToBytes())
+				wire := r.Msg.ToBytes()
+				if got := appendPacket(nil, r.Msg); !bytes.Equal(got, wire) {
+					t.Fatalf("appendPacket differs from ToBytes:\n%x\n%x", got, wire)
+				}
+				out, err := dhcpv4.FromBytes(wire)
 				if err != nil {
 					t.Fatalf("reply does not decode: %v", err)
 				}
@@ -114,8 +119,14 @@ func FuzzParsePacket(f *testing.F) {
 		c := classify(m)
 		_ = pxeBootItem(m)
 		_ = c.Netboot()
-		if _, err := dhcpv4.FromBytes(m.ToBytes()); err != nil {
+		wire := m.ToBytes()
+		if _, err := dhcpv4.FromBytes(wire); err != nil {
 			t.Fatalf("re-encoded packet does not decode: %v", err)
+		}
+		// The server's encoder writes what the library's does, with the buffer
+		// it is given kept as a prefix.
+		if got := appendPacket([]byte("x"), m); !bytes.Equal(got[1:], wire) || got[0] != 'x' {
+			t.Fatalf("appendPacket differs from ToBytes:\n%x\n%x", got[1:], wire)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -137,7 +138,9 @@ func (s *Server) discover(ctx context.Context, r *request) (*Reply, DropReason) 
 	if s.logs(ctx, slog.LevelInfo) {
 		s.log().Info("dhcp: offer", "mac", r.mac.String(), "machine", r.machineName(), "ip", l.IP.String(), "subnet", r.sn.Name, "boot", file)
 	}
-	s.event(ctx, Event{MAC: r.mac, Machine: r.machineName(), IP: l.IP, Type: EventOffer, Message: fmt.Sprintf("offered %s on subnet %s%s", l.IP, r.sn.Name, bootNote(file))})
+	if s.wantEvent(r) {
+		s.event(ctx, Event{MAC: r.mac, Machine: r.machineName(), IP: l.IP, Type: EventOffer, Message: fmt.Sprintf("offered %s on subnet %s%s", l.IP, r.sn.Name, bootNote(file))})
+	}
 	return s.reply(r, rep), noDrop
 }
 
@@ -239,8 +242,10 @@ func (s *Server) request(ctx context.Context, r *request) (*Reply, DropReason) {
 	if s.logs(ctx, slog.LevelInfo) {
 		s.log().Info("dhcp: ack", "mac", r.mac.String(), "machine", r.machineName(), "ip", l.IP.String(), "subnet", r.sn.Name, "state", state, "boot", file)
 	}
-	s.event(ctx, Event{MAC: r.mac, Machine: r.machineName(), IP: l.IP, Type: EventAck,
-		Message: fmt.Sprintf("leased %s on subnet %s for %s (%s)%s", l.IP, r.sn.Name, lt, state, bootNote(file))})
+	if s.wantEvent(r) {
+		s.event(ctx, Event{MAC: r.mac, Machine: r.machineName(), IP: l.IP, Type: EventAck,
+			Message: fmt.Sprintf("leased %s on subnet %s for %s (%s)%s", l.IP, r.sn.Name, lt, state, bootNote(file))})
+	}
 	return s.reply(r, rep), noDrop
 }
 
@@ -436,6 +441,15 @@ func (s *Server) bootServer(ctx context.Context, r *request) (*Reply, DropReason
 // ---- replies ------------------------------------------------------------------------
 
 // newReply starts a reply per RFC 2131 table 3.
+// messageTypeBytes holds option 53's value for each message type (shared,
+// never changed).
+var messageTypeBytes = func() (m [256][]byte) {
+	for t := range m {
+		m[t] = []byte{byte(t)}
+	}
+	return m
+}()
+
 func newReply(req *dhcpv4.DHCPv4, t dhcpv4.MessageType, server netip.Addr) *dhcpv4.DHCPv4 {
 	rep := &dhcpv4.DHCPv4{
 		OpCode:        dhcpv4.OpcodeBootReply,
@@ -447,10 +461,15 @@ func newReply(req *dhcpv4.DHCPv4, t dhcpv4.MessageType, server netip.Addr) *dhcp
 		ServerIPAddr:  net.IPv4zero,
 		GatewayIPAddr: req.GatewayIPAddr,
 		ClientHWAddr:  req.ClientHWAddr,
-		Options:       dhcpv4.Options{},
+		Options:       make(dhcpv4.Options, 16),
 	}
-	rep.UpdateOption(dhcpv4.OptMessageType(t))
-	rep.UpdateOption(dhcpv4.OptServerIdentifier(server.AsSlice()))
+	rep.Options[dhcpv4.OptionDHCPMessageType.Code()] = messageTypeBytes[t]
+	if server.Is4() {
+		a := server.As4()
+		rep.Options[dhcpv4.OptionServerIdentifier.Code()] = a[:]
+	} else {
+		rep.UpdateOption(dhcpv4.OptServerIdentifier(server.AsSlice()))
+	}
 	// RFC 6842: the client identifier is echoed, or a client may discard the reply.
 	if v := req.Options.Get(dhcpv4.OptionClientIdentifier); v != nil {
 		rep.Options[dhcpv4.OptionClientIdentifier.Code()] = v
@@ -466,33 +485,22 @@ func newReply(req *dhcpv4.DHCPv4, t dhcpv4.MessageType, server netip.Addr) *dhcp
 // networkOptions adds the subnet's configuration; lease times only withLease
 // (never in an answer to INFORM, 4.3.5).
 func (s *Server) networkOptions(rep *dhcpv4.DHCPv4, r *request, lt time.Duration, withLease bool) {
-	sn := r.sn
-	rep.UpdateOption(dhcpv4.OptSubnetMask(sn.Mask()))
-	rep.UpdateOption(dhcpv4.OptBroadcastAddress(sn.Broadcast().AsSlice()))
-	if sn.Router.IsValid() {
-		rep.UpdateOption(dhcpv4.OptRouter(sn.Router.AsSlice()))
-	}
-	if len(sn.DNS) > 0 {
-		ips := make([]net.IP, len(sn.DNS))
-		for i, a := range sn.DNS {
-			ips[i] = a.AsSlice()
-		}
-		rep.UpdateOption(dhcpv4.OptDNS(ips...))
-	}
-	if sn.Domain != "" {
-		rep.UpdateOption(dhcpv4.OptDomainName(sn.Domain))
-	}
-	if sn.MTU > 0 {
-		rep.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionInterfaceMTU, []byte{byte(sn.MTU >> 8), byte(sn.MTU)}))
+	for _, o := range r.sn.networkWire() {
+		rep.Options[o.code] = o.value
 	}
 	if h := r.replyHostname(); h != "" {
 		rep.UpdateOption(dhcpv4.OptHostName(h))
 	}
 	if withLease {
 		// T1 = 0.5 and T2 = 0.875 of the lease, the defaults of RFC 2131 4.4.5.
-		rep.UpdateOption(dhcpv4.OptIPAddressLeaseTime(lt))
-		rep.UpdateOption(dhcpv4.OptRenewTimeValue(lt / 2))
-		rep.UpdateOption(dhcpv4.OptRebindingTimeValue(lt * 7 / 8))
+		var b [12]byte
+		binary.BigEndian.PutUint32(b[0:], uint32(lt/time.Second))
+		binary.BigEndian.PutUint32(b[4:], uint32(lt/2/time.Second))
+		binary.BigEndian.PutUint32(b[8:], uint32(lt*7/8/time.Second))
+		v := b[:]
+		rep.Options[dhcpv4.OptionIPAddressLeaseTime.Code()] = v[0:4:4]
+		rep.Options[dhcpv4.OptionRenewTimeValue.Code()] = v[4:8:8]
+		rep.Options[dhcpv4.OptionRebindingTimeValue.Code()] = v[8:12:12]
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -54,8 +55,9 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			out := make([]byte, 0, 1500) // this worker's reply buffer
 			for d := range jobs {
-				s.serveOne(ctx, conn, port, d)
+				out = s.serveOne(ctx, conn, port, d, out)
 			}
 		}()
 	}
@@ -84,6 +86,10 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 		d := datagram{b: append([]byte(nil), buf[:n]...), src: src, ifindex: parsePktInfo(oob[:oobn])}
 		select {
 		case jobs <- d:
+			// Let the worker answer now rather than after this loop has drained the
+			// socket: on a busy core the replies then leave as the requests come,
+			// not in bursts that overflow the receive buffers of relays and clients.
+			runtime.Gosched()
 		default:
 			s.Metrics.countReceived(0)
 			s.Metrics.countDrop(DropOverload)
@@ -91,7 +97,9 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 	}
 }
 
-func (s *Server) serveOne(ctx context.Context, conn *net.UDPConn, port uint16, d datagram) {
+// serveOne answers one datagram; out is the worker's buffer for the reply, and
+// is returned for the next one.
+func (s *Server) serveOne(ctx context.Context, conn *net.UDPConn, port uint16, d datagram, out []byte) []byte {
 	defer func() {
 		// HandlePacket does not panic on any input (the fuzz targets check that);
 		// this keeps one bug in a seam implementation from taking the server down.
@@ -105,7 +113,7 @@ func (s *Server) serveOne(ctx context.Context, conn *net.UDPConn, port uint16, d
 	}
 	rep := s.HandlePacket(ctx, d.b, in)
 	if rep == nil {
-		return
+		return out
 	}
 	local := false
 	for _, p := range in.IfaceAddrs {
@@ -119,10 +127,12 @@ func (s *Server) serveOne(ctx context.Context, conn *net.UDPConn, port uint16, d
 	}
 	// The interface index makes a broadcast leave through the interface the
 	// request came in on, also on a socket bound to all interfaces.
-	if _, _, err := conn.WriteMsgUDPAddrPort(rep.Msg.ToBytes(), pktInfo(d.ifindex, from), rep.Dst); err != nil {
+	out = appendPacket(out[:0], rep.Msg)
+	if _, _, err := conn.WriteMsgUDPAddrPort(out, pktInfo(d.ifindex, from), rep.Dst); err != nil {
 		s.Metrics.SendErrors.Add(1)
 		s.log().Warn("dhcp: send reply", "mac", rep.Msg.ClientHWAddr.String(), "dst", rep.Dst.String(), "err", err)
 	}
+	return out
 }
 
 // ListenAndServe serves DHCP on port 67, and the PXE boot server on PXEPort, of

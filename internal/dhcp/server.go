@@ -47,6 +47,9 @@ type Server struct {
 	// OnEvent, if not nil, is called for offers, acks, naks, declines and releases,
 	// synchronously: it must be quick.
 	OnEvent func(ctx context.Context, e Event)
+	// MachineEventsOnly: OnEvent gets offers and acks only for known machines (for
+	// unknown MACs the event is not even built).
+	MachineEventsOnly bool
 
 	// LeaseTime is used for subnets that set none; 0: DefaultLeaseTime.
 	LeaseTime time.Duration
@@ -141,6 +144,11 @@ func (s *Server) booter() Booter {
 		return s.Booter
 	}
 	return &DefaultBooter{}
+}
+
+// wantEvent says whether an offer or ack event for r goes anywhere.
+func (s *Server) wantEvent(r *request) bool {
+	return s.OnEvent != nil && (!s.MachineEventsOnly || r.mach != nil)
 }
 
 func (s *Server) event(ctx context.Context, e Event) {

@@ -3,6 +3,7 @@ package dhcp
 import (
 	"context"
 	"fmt"
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"net"
 	"net/netip"
 	"slices"
@@ -33,6 +34,45 @@ type Subnet struct {
 	Interfaces       []string
 	UnknownMachines  string // resource.UnknownIgnore (also for ""), UnknownDiscovery, UnknownAllocate
 	DiscoveryProfile string
+
+	// wire holds the network options in wire form, built by NewSubnet (a Subnet
+	// made otherwise builds them for each reply).
+	wire []wireOpt
+}
+
+// wireOpt is one option's code and encoded value.
+type wireOpt struct {
+	code  uint8
+	value []byte
+}
+
+// networkWire returns the subnet's network options (mask, broadcast, router,
+// DNS, domain, MTU) encoded; the slices are shared and never changed.
+func (s *Subnet) networkWire() []wireOpt {
+	if s.wire != nil {
+		return s.wire
+	}
+	var out []wireOpt
+	add := func(o dhcpv4.Option) { out = append(out, wireOpt{o.Code.Code(), o.Value.ToBytes()}) }
+	add(dhcpv4.OptSubnetMask(s.Mask()))
+	add(dhcpv4.OptBroadcastAddress(s.Broadcast().AsSlice()))
+	if s.Router.IsValid() {
+		add(dhcpv4.OptRouter(s.Router.AsSlice()))
+	}
+	if len(s.DNS) > 0 {
+		ips := make([]net.IP, len(s.DNS))
+		for i, a := range s.DNS {
+			ips[i] = a.AsSlice()
+		}
+		add(dhcpv4.OptDNS(ips...))
+	}
+	if s.Domain != "" {
+		add(dhcpv4.OptDomainName(s.Domain))
+	}
+	if s.MTU > 0 {
+		add(dhcpv4.OptGeneric(dhcpv4.OptionInterfaceMTU, []byte{byte(s.MTU >> 8), byte(s.MTU)}))
+	}
+	return out
 }
 
 // Pool is an inclusive range of addresses.
@@ -78,6 +118,7 @@ func NewSubnet(name string, spec resource.SubnetSpec) (*Subnet, error) {
 	if spec.BootServer != "" {
 		s.BootServer = netip.MustParseAddr(spec.BootServer)
 	}
+	s.wire = s.networkWire()
 	return s, nil
 }
 

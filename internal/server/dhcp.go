@@ -32,6 +32,8 @@ func (s *Server) newDHCP(events *eventSink) (*dhcp.Server, error) {
 		Leases:   dhcp.NewStoreLeases(s.store, 0),
 		Booter:   booter,
 		Logger:   s.log,
+		// The timeline is per machine: events of unknown MACs would be dropped.
+		MachineEventsOnly: true,
 		OnEvent: func(_ context.Context, e dhcp.Event) {
 			if e.Machine == "" {
 				return
