@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -450,8 +451,21 @@ var messageTypeBytes = func() (m [256][]byte) {
 	return m
 }()
 
+// replyPool recycles replies (and their option maps) that Serve has sent.
+var replyPool = sync.Pool{New: func() any { return &dhcpv4.DHCPv4{Options: dhcpv4.Options{}} }}
+
+// releaseReply returns a reply nobody uses any more to the pool.
+func releaseReply(m *dhcpv4.DHCPv4) {
+	if m != nil && m.Options != nil {
+		replyPool.Put(m)
+	}
+}
+
 func newReply(req *dhcpv4.DHCPv4, t dhcpv4.MessageType, server netip.Addr) *dhcpv4.DHCPv4 {
-	rep := &dhcpv4.DHCPv4{
+	rep := replyPool.Get().(*dhcpv4.DHCPv4)
+	opts := rep.Options
+	clear(opts)
+	*rep = dhcpv4.DHCPv4{
 		OpCode:        dhcpv4.OpcodeBootReply,
 		HWType:        req.HWType,
 		TransactionID: req.TransactionID,
@@ -461,7 +475,7 @@ func newReply(req *dhcpv4.DHCPv4, t dhcpv4.MessageType, server netip.Addr) *dhcp
 		ServerIPAddr:  net.IPv4zero,
 		GatewayIPAddr: req.GatewayIPAddr,
 		ClientHWAddr:  req.ClientHWAddr,
-		Options:       make(dhcpv4.Options, 16),
+		Options:       opts,
 	}
 	rep.Options[dhcpv4.OptionDHCPMessageType.Code()] = messageTypeBytes[t]
 	if server.Is4() {

@@ -132,6 +132,7 @@ func (s *Server) serveOne(ctx context.Context, conn *net.UDPConn, port uint16, d
 		s.Metrics.SendErrors.Add(1)
 		s.log().Warn("dhcp: send reply", "mac", rep.Msg.ClientHWAddr.String(), "dst", rep.Dst.String(), "err", err)
 	}
+	releaseReply(rep.Msg)
 	return out
 }
 
