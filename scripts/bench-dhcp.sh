@@ -254,6 +254,7 @@ run_step_once() {
     t0=$(kb_pg_ticks "$SRV_PG")
     { TIMEFORMAT='%R %U %S'; time perfdhcp_run -r "$rate" -R "$CLIENTS" -p "$per" -W 500000 >"$rep"; } 2>"$tm"
     t1=$(kb_pg_ticks "$SRV_PG")
+    STEP_RSS=$(kb_pg_hwm_mib "$SRV_PG")
     c1=$(udp_rcvbuf_errors "$NS_CLI") s1=$(udp_rcvbuf_errors "$NS_SRV")
     [ "$name" = kiln ] && { in_srv curl -fsS -m 5 "$KILN_URL/metrics" 2>/dev/null |
         grep -E '^kiln_(dhcp|store)' >"$WORK/logs/$name-r$rate.metrics.txt" || true; }
@@ -267,8 +268,8 @@ run_step_once() {
     STEP_OK=$(kb_fmt '%d' "($ds>0 && $STEP_DROP < $MAXDROP) ? 1 : 0")
     local gen=
     [ "$(kb_fmt '%d' "($ds < 0.97*$rate*$per) ? 1 : 0")" = 1 ] && gen=" GEN-LIMITED(sent $(kb_fmt '%.0f' "$ds/$per")/s)"
-    printf 'run  %-8s rate=%-6s period=%ss DISC=%s OFFER=%s REQ=%s ACK=%s drop=%s%% leases/s=%s srv_cpu=%s%% perfdhcp_cpu=%s%% rcvbuf_drops(srv/perfdhcp)=%s/%s %s%s\n' \
-        "$name" "$rate" "$per" "$ds" "$or" "$rs" "$ar" "$STEP_DROP" "$STEP_LPS" "$STEP_CPU" \
+    printf 'run  %-8s rate=%-6s period=%ss DISC=%s OFFER=%s REQ=%s ACK=%s drop=%s%% leases/s=%s srv_cpu=%s%% srv_peak_rss=%sMiB perfdhcp_cpu=%s%% rcvbuf_drops(srv/perfdhcp)=%s/%s %s%s\n' \
+        "$name" "$rate" "$per" "$ds" "$or" "$rs" "$ar" "$STEP_DROP" "$STEP_LPS" "$STEP_CPU" "$STEP_RSS" \
         "$(kb_fmt '%.0f' "100*($usr+$sys)/$real")" "$((s1 - s0))" "$((c1 - c0))" "$([ "$STEP_OK" = 1 ] && echo PASS || echo FAIL)" "$gen"
 }
 run_step() {

@@ -84,6 +84,21 @@ kb_pg_scan() {
     echo "$live $sum"
 }
 kb_pg_ticks() { local s; s=$(kb_pg_scan "$1"); echo "${s##* }"; }
+# kb_pg_hwm_mib PGID -> the peak resident set (VmHWM) of the group's largest live
+# process, in MiB
+kb_pg_hwm_mib() {
+    local pg=$1 d line rest kb max=0
+    for d in /proc/[0-9]*; do
+        { read -r line <"$d/stat"; } 2>/dev/null || continue
+        rest=${line##*) }
+        # shellcheck disable=SC2086
+        set -- $rest
+        [ "${3:-}" = "$pg" ] || continue
+        kb=$(awk '/^VmHWM:/ {print $2}' "$d/status" 2>/dev/null)
+        [ -n "$kb" ] && [ "$kb" -gt "$max" ] && max=$kb
+    done
+    echo $((max / 1024))
+}
 kb_alive() {
     kill -0 -- "-$1" 2>/dev/null || return 1
     local s; s=$(kb_pg_scan "$1"); [ "${s%% *}" -gt 0 ]

@@ -191,6 +191,7 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 			if err != nil {
 				return err
 			}
+			tuneGC(log)
 			cfg.DataDir = g.dataDir
 			cfg.Version = Version
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

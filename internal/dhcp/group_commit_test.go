@@ -117,6 +117,15 @@ func (t failingTx) Create(ctx context.Context, obj *resource.Object) error {
 	return t.Tx.Create(ctx, obj)
 }
 
+func (t failingTx) CreateBatch(ctx context.Context, objs []*resource.Object) ([]bool, error) {
+	for _, obj := range objs {
+		if obj.Metadata.Name == t.name {
+			return nil, errors.New("disk on fire")
+		}
+	}
+	return t.Tx.CreateBatch(ctx, objs)
+}
+
 // TestGroupCommitItemErrors: an operation that fails with a store error aborts
 // its batch's transaction, the batch is applied again one operation at a time, and
 // only that operation fails; refusals (an address held by another client) stay
@@ -288,4 +297,56 @@ func TestStoreMachinesCache(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestGroupCommitBatchedCreateTaken: the leases of a batch are created in one
+// statement; when one address was bound meanwhile by another server (a record
+// this server's hints do not know), that commit is refused (NAK: the client
+// starts over) and the others of its batch are stored.
+func TestGroupCommitBatchedCreateTaken(t *testing.T) {
+	st := openSQLite(t, t.TempDir())
+	sl := NewStoreLeases(st, 0)
+	sl.BatchWindow = 20 * time.Millisecond
+	defer sl.Close()
+	sn := hammerSubnet(t)
+	// The hints are loaded on first use, so bind an address first, then write
+	// another server's lease behind this one's back.
+	if _, err := sl.Commit(context.Background(), commitReq(sn, "10.0.0.10", 900)); err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour)
+	obj, err := leaseObject(&Lease{IP: netip.MustParseAddr("10.0.0.33"), MAC: net.HardwareAddr{2, 9, 9, 9, 9, 9}, Subnet: sn.Name, State: resource.LeaseBound, ExpiresAt: exp}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Update(context.Background(), func(tx store.Tx) error { return tx.Create(context.Background(), obj) }); err != nil {
+		t.Fatal(err)
+	}
+	before := sl.batches.Load()
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = sl.Commit(context.Background(), commitReq(sn, fmt.Sprintf("10.0.0.%d", 20+i), i))
+		}()
+	}
+	wg.Wait()
+	if n := sl.batches.Load() - before; n >= 20 {
+		t.Fatalf("%d transactions for 20 commits: nothing was batched", n)
+	}
+	for i, err := range errs {
+		ip := fmt.Sprintf("10.0.0.%d", 20+i)
+		l := storedLease(t, st, ip)
+		if ip == "10.0.0.33" {
+			if !errors.Is(err, ErrAddressTaken) || l == nil || l.MAC.String() != "02:09:09:09:09:09" {
+				t.Errorf("%s, bound by another server: err %v, record %+v", ip, err, l)
+			}
+			continue
+		}
+		if err != nil || l == nil || l.State != resource.LeaseBound || l.MAC[5] != byte(i) {
+			t.Errorf("%s: err %v, record %+v", ip, err, l)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -256,12 +257,20 @@ func (s *StoreLeases) apply(batch []*leaseOp) {
 	s.batches.Add(1)
 	s.batched.Add(int64(len(live)))
 	err := s.st.Update(ctx, func(tx store.Tx) error {
-		t := txTable{tx}
+		var t leaseTable = txTable{tx}
+		var bt *batchTable
+		if len(live) > 1 {
+			bt = &batchTable{txTable: txTable{tx}}
+			t = bt
+		}
 		for _, op := range live {
 			op.err = applyOne(ctx, t, op)
 			if op.err != nil && !refused(op.err) {
 				return op.err
 			}
+		}
+		if bt != nil {
+			return bt.flush(ctx)
 		}
 		return nil
 	})
@@ -419,6 +428,59 @@ func (s *StoreLeases) Lookup(ctx context.Context, subnet string, c Client) (l *L
 		return err
 	})
 	return l, err
+}
+
+// batchTable is the leaseTable of a group commit of several operations: the
+// leases they create are stored together (store.Tx.CreateBatch: one multi-row
+// INSERT instead of one statement each), before any other use of the table and
+// at the end of the batch. A create whose address turns out taken (another
+// server bound it meanwhile) fails the batch with errBatchTaken; apply then runs
+// the operations again one per transaction, each deciding on the records.
+type batchTable struct {
+	txTable
+	pending []*resource.Object
+}
+
+var errBatchTaken = errors.New("dhcp: a lease created in a batch found its address taken")
+
+func (b *batchTable) get(ctx context.Context, ip netip.Addr) (*Lease, any, error) {
+	if err := b.flush(ctx); err != nil {
+		return nil, nil, err
+	}
+	return b.txTable.get(ctx, ip)
+}
+
+func (b *batchTable) update(ctx context.Context, l *Lease, token any) (any, error) {
+	if err := b.flush(ctx); err != nil {
+		return nil, err
+	}
+	return b.txTable.update(ctx, l, token)
+}
+
+func (b *batchTable) create(_ context.Context, l *Lease) (any, error) {
+	obj, err := leaseObject(l, nil)
+	if err != nil {
+		return nil, err
+	}
+	obj.Metadata.ResourceVersion = "1" // what the store gives a new object
+	b.pending = append(b.pending, obj)
+	return obj, nil
+}
+
+// flush stores the pending creates.
+func (b *batchTable) flush(ctx context.Context) error {
+	if len(b.pending) == 0 {
+		return nil
+	}
+	taken, err := b.tx.CreateBatch(ctx, b.pending)
+	b.pending = b.pending[:0]
+	if err != nil {
+		return err
+	}
+	if slices.Contains(taken, true) {
+		return errBatchTaken
+	}
+	return nil
 }
 
 // txTable is a leaseTable on a store transaction.

@@ -93,6 +93,12 @@ type Tx interface {
 	List(ctx context.Context, kind string, opts ListOptions) (objs []*resource.Object, next string, err error)
 	// Create stores a new object with resourceVersion "1" and sets its timestamps.
 	Create(ctx context.Context, obj *resource.Object) error
+	// CreateBatch stores new objects as Create does, in few statements (the DHCP
+	// group commit writes its leases so). An object whose name is taken, or named
+	// twice in objs, is not stored and is reported in taken (ErrExists for
+	// Create); any other error fails the call (the transaction should then be
+	// rolled back).
+	CreateBatch(ctx context.Context, objs []*resource.Object) (taken []bool, err error)
 	// Update replaces spec, labels and status. obj.Metadata.ResourceVersion must be the
 	// stored one (ErrConflict otherwise); on success it is the new one.
 	Update(ctx context.Context, obj *resource.Object) error

@@ -361,6 +361,97 @@ func (t *tx) Create(ctx context.Context, obj *resource.Object) error {
 	return nil
 }
 
+// createBatchRows bounds the rows of one multi-row INSERT (8 parameters each,
+// far below SQLite's and PostgreSQL's limits on parameters).
+const createBatchRows = 256
+
+func (t *tx) CreateBatch(ctx context.Context, objs []*resource.Object) ([]bool, error) {
+	if err := t.writable("create objects"); err != nil {
+		return nil, err
+	}
+	taken := make([]bool, len(objs))
+	type key struct{ kind, name string }
+	seen := make(map[key]bool, len(objs))
+	var rows []int // indexes of the objects a multi-row INSERT stores
+	for i, obj := range objs {
+		k := key{obj.Kind, obj.Metadata.Name}
+		if k.kind == "" || k.name == "" {
+			return nil, fmt.Errorf("store: %s: kind and name are required", what("create", k.kind, k.name))
+		}
+		if seen[k] {
+			taken[i] = true
+			continue
+		}
+		seen[k] = true
+		if t.s.keyed[obj.Kind] && len(obj.Spec) > 0 {
+			// Objects that claim unique keys go one by one (the keys are checked per object).
+			if err := t.Create(ctx, obj); errors.Is(err, store.ErrExists) {
+				taken[i] = true
+			} else if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		rows = append(rows, i)
+	}
+	for len(rows) > 0 {
+		n := min(len(rows), createBatchRows)
+		if err := t.insertRows(ctx, objs, rows[:n], taken); err != nil {
+			return nil, err
+		}
+		rows = rows[n:]
+	}
+	return taken, nil
+}
+
+// insertRows stores objs[rows] in one INSERT; those whose names are taken are
+// marked in taken.
+func (t *tx) insertRows(ctx context.Context, objs []*resource.Object, rows []int, taken []bool) error {
+	ts := now()
+	var q strings.Builder
+	q.WriteString(`INSERT INTO objects (kind, name, labels, spec, status, resource_version, created_at, updated_at) VALUES `)
+	args := make([]any, 0, 7*len(rows))
+	for j, i := range rows {
+		obj := objs[i]
+		enc, err := encode(obj)
+		if err != nil {
+			return fmt.Errorf("store: %s: %w", what("create", obj.Kind, obj.Metadata.Name), err)
+		}
+		if j > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("(?, ?, ?, ?, ?, 1, ?, ?)")
+		args = append(args, obj.Kind, obj.Metadata.Name, enc.labels, enc.spec, enc.status, ts.UnixNano(), ts.UnixNano())
+	}
+	q.WriteString(` ON CONFLICT (kind, name) DO NOTHING RETURNING kind, name`)
+	res, err := t.tx.QueryContext(ctx, t.s.d.Rebind(q.String()), args...)
+	if err != nil {
+		return fmt.Errorf("store: create %d objects: %w", len(rows), err)
+	}
+	defer res.Close()
+	inserted := make(map[[2]string]bool, len(rows))
+	for res.Next() {
+		var k [2]string
+		if err := res.Scan(&k[0], &k[1]); err != nil {
+			return fmt.Errorf("store: create %d objects: %w", len(rows), err)
+		}
+		inserted[k] = true
+	}
+	if err := res.Err(); err != nil {
+		return fmt.Errorf("store: create %d objects: %w", len(rows), err)
+	}
+	for _, i := range rows {
+		obj := objs[i]
+		if !inserted[[2]string{obj.Kind, obj.Metadata.Name}] {
+			taken[i] = true
+			continue
+		}
+		obj.Metadata.ResourceVersion = "1"
+		obj.Metadata.CreatedAt, obj.Metadata.UpdatedAt = ptr(ts), ptr(ts)
+	}
+	return nil
+}
+
 func (t *tx) create(ctx context.Context, obj *resource.Object) error {
 	kind, name := obj.Kind, obj.Metadata.Name
 	if kind == "" || name == "" {

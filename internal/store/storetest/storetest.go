@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ResourceVersion", testResourceVersion},
 		{"UniqueKeys", testUniqueKeys},
 		{"KeysVersion", testKeysVersion},
+		{"CreateBatch", testCreateBatch},
 		{"List", testList},
 		{"Rollback", testRollback},
 		{"ReadOnlyView", testReadOnlyView},
@@ -772,6 +773,10 @@ func testReadOnlyView(t *testing.T, open func(t *testing.T) store.Store) {
 	update(t, st, func(tx store.Tx) error { return tx.Create(ctx, profile("p")) })
 	writes := map[string]func(tx store.Tx) error{
 		"create": func(tx store.Tx) error { return tx.Create(ctx, profile("q")) },
+		"create batch": func(tx store.Tx) error {
+			_, err := tx.CreateBatch(ctx, []*resource.Object{profile("q")})
+			return err
+		},
 		"update": func(tx store.Tx) error {
 			p, err := tx.Get(ctx, "Profile", "p")
 			if err != nil {
@@ -1291,3 +1296,61 @@ func testKeysVersion(t *testing.T, open func(t *testing.T) store.Store) {
 }
 
 var errRollback = errors.New("roll back")
+
+// testCreateBatch: CreateBatch stores new objects like Create, reports names that
+// are taken (stored before, or twice in the batch) without failing, claims keys,
+// and stores objects enough to need several statements.
+func testCreateBatch(t *testing.T, open func(t *testing.T) store.Store) {
+	st := open(t)
+	ctx := context.Background()
+	update(t, st, func(tx store.Tx) error { return tx.Create(ctx, profile("a")) })
+	before := mustGet(t, st, "Profile", "a")
+	objs := []*resource.Object{profile("b"), profile("a"), profile("c"), profile("b"),
+		NewMachine("m1", nil, "52:54:00:00:07:01"), NewMachine("m0", nil)}
+	for i := range 600 {
+		objs = append(objs, profile(fmt.Sprintf("bulk-%04d", i)))
+	}
+	var taken []bool
+	update(t, st, func(tx store.Tx) error {
+		var err error
+		taken, err = tx.CreateBatch(ctx, objs)
+		return err
+	})
+	for i, o := range objs {
+		want := i == 1 || i == 3
+		if taken[i] != want {
+			t.Fatalf("object %d (%s): taken = %v, want %v", i, o.Metadata.Name, taken[i], want)
+		}
+		if !want && (o.Metadata.ResourceVersion != "1" || o.Metadata.CreatedAt == nil) {
+			t.Fatalf("object %d (%s): metadata not set: %+v", i, o.Metadata.Name, o.Metadata)
+		}
+		if !want {
+			got := mustGet(t, st, o.Kind, o.Metadata.Name)
+			if got.Metadata.ResourceVersion != "1" || string(got.Spec) != string(o.Spec) {
+				t.Fatalf("stored %s: %+v", o.Metadata.Name, got)
+			}
+		}
+	}
+	if got := mustGet(t, st, "Profile", "a"); got.Metadata.ResourceVersion != before.Metadata.ResourceVersion || !got.Metadata.CreatedAt.Equal(*before.Metadata.CreatedAt) {
+		t.Fatalf("a taken name changed the stored object: %+v", got.Metadata)
+	}
+	err := st.View(ctx, func(tx store.Tx) error {
+		o, err := tx.LookupKey(ctx, "Machine", "mac:52:54:00:00:07:01")
+		if err != nil || o.Metadata.Name != "m1" {
+			return fmt.Errorf("the batch's machine did not claim its MAC: %v %v", o, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A key conflict fails the call; with the transaction rolled back nothing stays.
+	err = st.Update(ctx, func(tx store.Tx) error {
+		_, err := tx.CreateBatch(ctx, []*resource.Object{profile("y"), NewMachine("m2", nil, "52:54:00:00:07:01")})
+		return err
+	})
+	wantErr(t, "a batch claiming a taken MAC", err, store.ErrDuplicateKey)
+	if _, err := get(t, st, "Profile", "y"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a failed batch left an object: %v", err)
+	}
+}
