@@ -61,11 +61,11 @@ usage() {
     cat <<'EOF'
 Options:
   -s LIST   servers, comma separated (default: kiln,kea,dnsmasq)
-  -r LIST   offered rates, ascending (default: 1000,2000,4000,8000,12000,16000,20000)
+  -r LIST   offered rates, ascending (default: 1000,2000,4000,8000,12000,16000,20000,24000,28000,32000)
   -p SEC    perfdhcp period (default: 10)
   -R N      simulated clients (default: 1000000)
   -b N      bisection steps after the first failing rate (default: 2)
-  -T N      tries per rate: a failing rate is retried up to N-1 times (default: 1)
+  -T N      tries per rate: a failing rate is retried up to N-1 times (default: 2)
   -D PCT    max drop for a pass (default: 2.5)
   -N 12|16  address plan (default: 12, see above)
   -c MODE   split | same | none (default: split: server cpu1, perfdhcp cpu0)
@@ -77,8 +77,8 @@ Options:
 EOF
 }
 
-SERVERS=kiln,kea,dnsmasq RATES=1000,2000,4000,8000,12000,16000,20000 PERIOD=10 CLIENTS=1000000
-BISECT=2 TRIES=1 MAXDROP=2.5 NPREFIX=12 PIN=split DURABILITY=1 KILN_EXTRA= WORK= NICE=-10
+SERVERS=kiln,kea,dnsmasq RATES=1000,2000,4000,8000,12000,16000,20000,24000,28000,32000 PERIOD=10 CLIENTS=1000000
+BISECT=2 TRIES=2 MAXDROP=2.5 NPREFIX=12 PIN=split DURABILITY=1 KILN_EXTRA= WORK= NICE=-10
 while getopts 's:r:p:R:b:T:D:N:c:n:Kk:w:h' opt; do
     case $opt in
         s) SERVERS=$OPTARG ;; r) RATES=$OPTARG ;; p) PERIOD=$OPTARG ;; R) CLIENTS=$OPTARG ;;

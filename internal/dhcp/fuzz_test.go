@@ -108,6 +108,17 @@ func FuzzParsePacket(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The server's decoder reads what the library's does.
+		if len(b) >= minPacketSize && [4]byte(b[236:240]) == magicCookie {
+			want, werr := dhcpv4.FromBytes(b)
+			got, gerr := decodePacket(b)
+			if (werr == nil) != (gerr == nil) {
+				t.Fatalf("decodePacket error %v, FromBytes error %v", gerr, werr)
+			}
+			if werr == nil && !reflect.DeepEqual(got, want) {
+				t.Fatalf("decodePacket differs from FromBytes:\n%+v\n%+v", got, want)
+			}
+		}
 		m, err := ParsePacket(b)
 		if err != nil {
 			if m != nil {

@@ -66,7 +66,7 @@ func ParsePacket(b []byte) (*dhcpv4.DHCPv4, error) {
 	case [4]byte(b[236:240]) != magicCookie:
 		return nil, dropErr(DropMalformed, "wrong magic cookie % x", b[236:240])
 	}
-	m, err := dhcpv4.FromBytes(b)
+	m, err := decodePacket(b)
 	if err != nil {
 		return nil, dropErr(DropMalformed, "%v", err)
 	}
