@@ -236,12 +236,19 @@ func applyOne(ctx context.Context, t leaseTable, op *leaseOp) error {
 
 // apply runs a batch in one transaction and answers its callers; after a store
 // failure it runs the operations one per transaction.
+//
+// The allocator's lock is held while an operation decides (and, outside a
+// batch, writes), not while the batch's rows are stored and committed: offers
+// (in memory) go on meanwhile, so that replies leave as the requests come
+// instead of in bursts after each commit. What an operation wrote is in the
+// hints before it is committed; a batch that fails is applied again operation
+// by operation, each deciding on the store's records.
 func (s *StoreLeases) apply(batch []*leaseOp) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
+	s.mu.Lock()
 	s.syncLocked(ctx)
+	s.mu.Unlock()
 	live := batch[:0:0]
 	for _, op := range batch {
 		if err := op.ctx.Err(); err != nil {
@@ -264,7 +271,9 @@ func (s *StoreLeases) apply(batch []*leaseOp) {
 			t = bt
 		}
 		for _, op := range live {
+			s.mu.Lock()
 			op.err = applyOne(ctx, t, op)
+			s.mu.Unlock()
 			if op.err != nil && !refused(op.err) {
 				return op.err
 			}
@@ -288,7 +297,9 @@ func (s *StoreLeases) apply(batch []*leaseOp) {
 	for _, op := range live {
 		var res error
 		err := s.st.Update(ctx, func(tx store.Tx) error {
+			s.mu.Lock()
 			res = applyOne(ctx, txTable{tx}, op)
+			s.mu.Unlock()
 			if res != nil && refused(res) {
 				return nil // nothing was written
 			}
