@@ -47,6 +47,7 @@ func DropReasonOf(err error) DropReason {
 // the magic cookie, well-formed options ending with End, a DHCP message type and
 // sane lengths for the options whose values the server reads. Anything else is
 // an error carrying a DropReason; ParsePacket never panics.
+// The message's option values are slices of b (see decodePacket).
 func ParsePacket(b []byte) (*dhcpv4.DHCPv4, error) {
 	switch {
 	case len(b) > MaxPacketSize:

@@ -168,6 +168,8 @@ func or[T comparable](v, def T) T {
 // HandlePacket is the whole protocol for one datagram: it parses b, updates the
 // leases and returns the reply to send, or nil. It counts the datagram in
 // Metrics. It never panics on any input and changes no state for a malformed one.
+// b is not copied: the parsed message's option values are slices of it and the
+// leases may keep some (a client identifier), so the caller must not reuse b.
 func (s *Server) HandlePacket(ctx context.Context, b []byte, in Inbound) *Reply {
 	m, err := ParsePacket(b)
 	if err != nil {
