@@ -58,16 +58,18 @@ const (
 
 // Job is one power request, as persisted. Error never holds a credential.
 type Job struct {
-	ID          string   `json:"id"`
-	Machine     string   `json:"machine"`
-	Op          Op       `json:"op"`
-	Device      Device   `json:"device,omitempty"`
-	Actor       string   `json:"actor,omitempty"`
-	BMCDriver   string   `json:"bmcDriver"`
-	BMCAddress  string   `json:"bmcAddress"`
-	State       JobState `json:"state"`
-	Attempts    int      `json:"attempts"`
-	MaxAttempts int      `json:"maxAttempts"`
+	ID         string   `json:"id"`
+	Machine    string   `json:"machine"`
+	Op         Op       `json:"op"`
+	Device     Device   `json:"device,omitempty"`
+	Actor      string   `json:"actor,omitempty"`
+	BMCDriver  string   `json:"bmcDriver"`
+	BMCAddress string   `json:"bmcAddress"`
+	State      JobState `json:"state"`
+	// Owner is the runner (server) that accepted the job.
+	Owner       string `json:"owner,omitempty"`
+	Attempts    int    `json:"attempts"`
+	MaxAttempts int    `json:"maxAttempts"`
 	// PowerState is what the BMC reported, for status jobs.
 	PowerState State     `json:"powerState,omitempty"`
 	Error      string    `json:"error,omitempty"`
@@ -136,7 +138,14 @@ type RunnerConfig struct {
 	MaxBackoff time.Duration
 	Logger     *slog.Logger
 	Now        func() time.Time
+	// Owner names this runner in the jobs it accepts (Job.Owner), so that a
+	// restarted server can tell the jobs it left unfinished from another
+	// replica's.
+	Owner string
 }
+
+// Timeout returns how long a job may run, retries included.
+func (r *Runner) Timeout() time.Duration { return r.cfg.Timeout }
 
 // Runner runs power jobs: requests to one BMC are serialized, at most Parallelism
 // jobs run at once, and each job is retried with backoff inside its timeout.
@@ -334,7 +343,7 @@ func (r *Runner) accept(ctx context.Context, req Request) (*Job, error) {
 	j := &Job{
 		ID: newJobID(), Machine: req.Machine, Op: req.Op, Device: req.Device, Actor: req.Actor,
 		BMCDriver: req.BMC.Driver, BMCAddress: req.BMC.Address,
-		State: JobPending, MaxAttempts: r.cfg.Attempts, CreatedAt: r.cfg.Now().UTC(),
+		State: JobPending, MaxAttempts: r.cfg.Attempts, CreatedAt: r.cfg.Now().UTC(), Owner: r.cfg.Owner,
 	}
 	if err := r.cfg.Jobs.SaveJob(ctx, j.copy()); err != nil {
 		return nil, fmt.Errorf("save power job for machine %q: %w", req.Machine, err)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -25,6 +27,7 @@ type powerService struct {
 	st     store.Store
 	inv    *inventory.Service
 	runner *power.Runner
+	owner  string // this server in Job.Owner
 }
 
 // bmcCredentials reads a BMC's credentials from a Secret whose value is
@@ -49,7 +52,7 @@ func (c bmcCredentials) BMCCredentials(ctx context.Context, name string) (string
 }
 
 func newPowerService(st store.Store, inv *inventory.Service, sec *secrets.Service, s *Server) *powerService {
-	p := &powerService{st: st, inv: inv}
+	p := &powerService{st: st, inv: inv, owner: powerOwner(s.cfg.DataDir)}
 	creds := bmcCredentials{sec: sec}
 	p.runner = power.NewRunner(power.RunnerConfig{
 		NewDriver: func(ctx context.Context, b resource.BMC) (power.Driver, error) {
@@ -61,8 +64,100 @@ func newPowerService(st store.Store, inv *inventory.Service, sec *secrets.Servic
 		Attempts:    3,
 		Timeout:     10 * time.Minute,
 		Logger:      s.log,
+		Owner:       p.owner,
 	})
 	return p
+}
+
+// powerOwner names this server in the jobs it runs: the host and the data
+// directory, the same across restarts and different for each replica.
+func powerOwner(dataDir string) string {
+	host, _ := os.Hostname()
+	if abs, err := filepath.Abs(dataDir); err == nil {
+		dataDir = abs
+	}
+	return host + ":" + dataDir
+}
+
+// jobSweepSlack is how long past its timeout a running job must be before the
+// sweep takes its runner for dead.
+const jobSweepSlack = time.Minute
+
+// sweepJobs fails the power jobs that no runner will finish, so that none stays
+// pending or running for ever: at startup, the jobs this server accepted before
+// it stopped (kill -9, a crash, a shutdown in the middle of a job), and at any
+// time, jobs running longer than a job may (their server died). The machine's
+// power state is then unknown; the job's error says so. It returns how many
+// jobs it failed.
+func (p *powerService) sweepJobs(ctx context.Context, startup bool, now time.Time) (int, error) {
+	var stale []*resource.Object
+	err := p.st.View(ctx, func(tx store.Tx) error {
+		cont := ""
+		for {
+			objs, next, err := tx.List(ctx, "PowerJob", store.ListOptions{Limit: 1000, Continue: cont})
+			if err != nil {
+				return err
+			}
+			for _, o := range objs {
+				var j power.Job
+				if json.Unmarshal(o.Status, &j) != nil || j.Done() {
+					continue
+				}
+				mine := startup && j.Owner == p.owner
+				overdue := j.State == power.JobRunning && !j.StartedAt.IsZero() &&
+					now.Sub(j.StartedAt) > p.runner.Timeout()+jobSweepSlack
+				if mine || overdue {
+					stale = append(stale, o)
+				}
+			}
+			if next == "" {
+				return nil
+			}
+			cont = next
+		}
+	})
+	if err != nil {
+		return 0, fmt.Errorf("power jobs sweep: %w", err)
+	}
+	failed := 0
+	for _, o := range stale {
+		var j power.Job
+		if err := json.Unmarshal(o.Status, &j); err != nil {
+			continue
+		}
+		why := "the server running it stopped"
+		if startup && j.Owner == p.owner {
+			why = "kiln serve stopped before it finished"
+		}
+		was := j.State
+		j.State, j.FinishedAt = power.JobFailed, now.UTC()
+		j.Error = fmt.Sprintf("interrupted: %s (it was %s); the machine's power state is unknown: run kiln machine power status %s", why, was, j.Machine)
+		status, err := json.Marshal(&j)
+		if err != nil {
+			continue
+		}
+		err = p.st.Update(ctx, func(tx store.Tx) error {
+			cur, err := tx.Get(ctx, "PowerJob", o.Metadata.Name)
+			if err != nil {
+				return err
+			}
+			if cur.Metadata.ResourceVersion != o.Metadata.ResourceVersion {
+				return nil // its runner moved it on meanwhile: not stale
+			}
+			cur.Status = status
+			if err := tx.Update(ctx, cur); err != nil {
+				return err
+			}
+			failed++
+			summary := fmt.Sprintf("power job %s (%s) failed: %s", j.ID, j.Op, why)
+			return tx.AppendAudit(ctx, &audit.Entry{Time: now.UTC(), Actor: "system", Action: "power-interrupted", Kind: "Machine", Name: j.Machine, Summary: summary})
+		})
+		if err != nil {
+			return failed, fmt.Errorf("power jobs sweep: fail job %s: %w", o.Metadata.Name, err)
+		}
+		p.Event(ctx, j.Machine, power.EventPowerFailed, j.Error)
+	}
+	return failed, nil
 }
 
 // SaveJob implements power.JobStore.

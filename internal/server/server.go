@@ -275,6 +275,28 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 	ss := &secrets.Server{Service: s.secrets, Actor: api.ActorOf, Logger: s.log}
 	ss.RegisterPublic(mux)
 	s.power = newPowerService(s.store, inv, s.secrets, s)
+	if n, err := s.power.sweepJobs(ctx, true, time.Now()); err != nil {
+		s.log.Warn("power jobs left by the last run", "err", err)
+	} else if n > 0 {
+		s.log.Warn("power jobs left unfinished by the last run marked failed", "count", n)
+	}
+	s.udpServers = append(s.udpServers, func(ctx context.Context) error {
+		// Fail power jobs whose server died while running them (another replica).
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case now := <-t.C:
+				if n, err := s.power.sweepJobs(ctx, false, now); err != nil {
+					s.log.Warn("power jobs sweep", "err", err)
+				} else if n > 0 {
+					s.log.Warn("power jobs whose server stopped marked failed", "count", n)
+				}
+			}
+		}
+	})
 	a := &api.Server{
 		PowerReprovision: s.power.reprovision,
 		Workflows:        wfe,
