@@ -30,6 +30,11 @@ func CheckTemplate(spec *resource.TemplateSpec) error {
 				return fmt.Errorf("%s.%s: required by %s", path, k, a.Type)
 			}
 		}
+		if v, isMap := a.Args["disk"].(map[string]any); isMap && !templated(v) {
+			if _, err := parseDiskSelector(v); err != nil {
+				return fmt.Errorf("spec.actions[%d] (%s).%v", i, a.Name, err)
+			}
+		}
 		if a.Type != "partition" || templated(a.Args["partitions"]) {
 			continue
 		}

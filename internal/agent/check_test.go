@@ -27,6 +27,10 @@ func TestCheckTemplate(t *testing.T) {
 		{"bad size", resource.Action{Name: "p", Type: "partition", Args: parts(map[string]any{"label": "a", "size": "huge"})}, "partitions[0].size"},
 		{"missing disk", resource.Action{Name: "i", Type: "image2disk", Args: map[string]any{"image": "x"}}, "spec.actions[0] (i).args.disk: required by image2disk"},
 		{"missing path", resource.Action{Name: "w", Type: "write-file", Args: map[string]any{"content": "x"}}, "args.path: required by write-file"},
+		{"disk selector", resource.Action{Name: "i", Type: "image2disk", Args: map[string]any{"image": "x", "disk": map[string]any{"type": "ssd", "minSize": "200G"}}}, ""},
+		{"disk selector, unknown key", resource.Action{Name: "i", Type: "image2disk", Args: map[string]any{"image": "x", "disk": map[string]any{"size": "200G"}}}, `spec.actions[0] (i).args.disk: a device path or a selector`},
+		{"disk selector, bad type", resource.Action{Name: "i", Type: "image2disk", Args: map[string]any{"image": "x", "disk": map[string]any{"type": "floppy"}}}, `args.disk.type: "floppy" is not ssd, hdd or nvme`},
+		{"disk selector, bad size", resource.Action{Name: "p", Type: "partition", Args: map[string]any{"disk": map[string]any{"minSize": "lots"}, "partitions": []any{}}}, `args.disk.minSize: "lots" is not a size`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -69,15 +69,16 @@ func normalizeCompression(s string) (string, error) {
 // and last MiB (partition tables, boot sectors, GPT backup) are zeroed so that a
 // half-written image cannot boot. Arguments:
 //
-//	disk         whole block device (/dev/sda, /dev/disk/by-id/...); required
+//	disk         whole block device (/dev/sda, /dev/disk/by-id/...), or a
+//	             DiskSelector ({type: ssd, minSize: 200G}); required
 //	imageURL     the image (the server sets it from args.image); or url
 //	sha256       of the file as served (compressed); required unless verify: false
 //	compression  auto (by magic bytes, default), none, gzip, zstd, xz
 //	idleTimeout  fail when no data arrives for this long (default 60s)
 func image2disk(ctx context.Context, env *Env, args Args) error {
-	disk, err := args.Required("disk")
+	disk, err := env.disk(args)
 	if err != nil {
-		return permanent(err)
+		return err
 	}
 	src, err := args.String("imageURL")
 	if err == nil && src == "" {

@@ -11,7 +11,7 @@ import (
 
 // partition writes a GPT to a whole disk. Arguments:
 //
-//	disk        whole block device; required
+//	disk        whole block device, or a DiskSelector ({type: ssd, pick: largest}); required
 //	partitions  list of {label, size, type, guid}: sizes like 512MiB or 20G, one
 //	            may be "rest"; types linux (default), esp, swap, bios, lvm, raid, ...
 //	            or a type GUID
@@ -20,9 +20,9 @@ import (
 // asked to re-read the table (BLKRRPART, else partx -u), so the partitions can be
 // formatted and written to by the next actions.
 func partition(ctx context.Context, env *Env, args Args) error {
-	disk, err := args.Required("disk")
+	disk, err := env.disk(args)
 	if err != nil {
-		return permanent(err)
+		return err
 	}
 	var specs []PartitionSpec
 	if !args.Has("partitions") {
