@@ -230,6 +230,28 @@ func (s *bmcSim) Boot() (target, enabled string) {
 	return target, enabled
 }
 
+// BootMode is the system's BootSourceOverrideMode ("" when it has none).
+func (s *bmcSim) BootMode() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, _ := s.doc(s.systemPath)["Boot"].(map[string]any)["BootSourceOverrideMode"].(string)
+	return m
+}
+
+// SetBootProperty changes a property of the system's Boot object (nil removes
+// it), as another BMC firmware would show it.
+func (s *bmcSim) SetBootProperty(k string, v any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.doc(s.systemPath)["Boot"].(map[string]any)
+	if v == nil {
+		delete(b, k)
+	} else {
+		b[k] = v
+	}
+	s.changed(s.systemPath)
+}
+
 func (s *bmcSim) Resets() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

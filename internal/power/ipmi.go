@@ -27,6 +27,7 @@ type ipmi struct {
 	user     string
 	password string
 	opts     Options
+	bootMode string // resource.BMC.BootMode
 }
 
 func newIPMI(bmc resource.BMC, user, password string, opts Options) (*ipmi, error) {
@@ -37,7 +38,7 @@ func newIPMI(bmc resource.BMC, user, password string, opts Options) (*ipmi, erro
 	if strings.ContainsAny(user, "\x00\n") {
 		return nil, fmt.Errorf("%w: BMC user name contains a control character", ErrConfig)
 	}
-	return &ipmi{addr: net.JoinHostPort(host, port), host: host, port: port, user: user, password: password, opts: opts}, nil
+	return &ipmi{addr: net.JoinHostPort(host, port), host: host, port: port, user: user, password: password, opts: opts, bootMode: bmc.BootMode}, nil
 }
 
 // parseIPMIAddress accepts host, host:port, [v6]:port and ipmi://host[:port]
@@ -267,7 +268,7 @@ func (d *ipmi) SetNextBoot(ctx context.Context, dev Device) error {
 		return d.wrap("set next boot", fmt.Errorf("%w: boot device %q", ErrConfig, dev))
 	}
 	args := []string{"chassis", "bootdev", name}
-	if d.opts.IPMIEFIBoot {
+	if d.opts.IPMIEFIBoot || d.bootMode == "uefi" {
 		args = append(args, "options=efiboot")
 	}
 	_, err := d.run(ctx, args...)

@@ -207,6 +207,28 @@ func TestIPMI(t *testing.T) {
 		t.Fatalf("status %s, %v", st, err)
 	}
 
+	// spec.bmc.bootMode uefi: the one-time boot carries IPMI's EFI boot flag,
+	// which ipmi_sim accepts.
+	if strings.Contains(sim.file("argv"), "efiboot") {
+		t.Fatal("options=efiboot sent without bootMode uefi")
+	}
+	uefi, err := New(ctx, resource.BMC{Driver: "ipmi", Address: sim.addr, CredentialsSecret: "bmc", BootMode: "uefi"},
+		staticCreds{testUser, testPassword}, func() Options {
+			o := fastOptions(log)
+			o.RequestTimeout, o.IPMICipherSuite, o.IPMITool = 8*time.Second, "3", wrapper
+			return o
+		}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	step("set next boot pxe (uefi)", uefi.SetNextBoot(ctx, DevicePXE), "")
+	if got := sim.file("boot"); got != "pxe" {
+		t.Fatalf("boot device %q, want pxe", got)
+	}
+	if !strings.Contains(sim.file("argv"), "chassis bootdev pxe options=efiboot") {
+		t.Fatalf("bootMode uefi did not ask for an EFI boot: %s", sim.file("argv"))
+	}
+
 	argv := sim.file("argv")
 	if !strings.Contains(argv, "-E") || !strings.Contains(argv, "chassis power") {
 		t.Fatalf("unexpected ipmitool command lines: %s", argv)

@@ -48,6 +48,7 @@ type redfish struct {
 	basic        bool   // basic auth instead of a session
 	resetTypes   []string
 	resetSource  string // where resetTypes came from, for messages
+	bootMode     string // BootSourceOverrideMode to ask for: "UEFI", "Legacy" or ""
 }
 
 func newRedfish(bmc resource.BMC, user, password string, opts Options) (*redfish, error) {
@@ -69,6 +70,7 @@ func newRedfish(bmc resource.BMC, user, password string, opts Options) (*redfish
 		IdleConnTimeout:       30 * time.Second,
 	}
 	return &redfish{
+		bootMode:   map[string]string{"uefi": "UEFI", "legacy": "Legacy"}[bmc.BootMode],
 		addr:       base.Host,
 		base:       base,
 		systemPath: systemPath,
@@ -160,6 +162,8 @@ type computerSystem struct {
 		TargetAllowed  []string `json:"BootSourceOverrideTarget@Redfish.AllowableValues"`
 		Enabled        string   `json:"BootSourceOverrideEnabled"`
 		EnabledAllowed []string `json:"BootSourceOverrideEnabled@Redfish.AllowableValues"`
+		Mode           string   `json:"BootSourceOverrideMode"`
+		ModeAllowed    []string `json:"BootSourceOverrideMode@Redfish.AllowableValues"`
 	}
 	Actions struct {
 		Reset struct {
@@ -847,10 +851,24 @@ func (r *redfish) setNextBoot(ctx context.Context, d Device) error {
 		return fmt.Errorf("%w: a one-time boot override is not offered (BootSourceOverrideEnabled@Redfish.AllowableValues: %s)",
 			ErrUnsupported, strings.Join(a, ", "))
 	}
-	body := map[string]any{"Boot": map[string]string{
+	boot := map[string]string{
 		"BootSourceOverrideTarget":  target,
 		"BootSourceOverrideEnabled": "Once",
-	}}
+	}
+	if m := r.bootMode; m != "" {
+		switch {
+		case len(sys.Boot.ModeAllowed) > 0 && !slices.Contains(sys.Boot.ModeAllowed, m):
+			return fmt.Errorf("%w: boot mode %s is not offered (BootSourceOverrideMode@Redfish.AllowableValues: %s)",
+				ErrUnsupported, m, strings.Join(sys.Boot.ModeAllowed, ", "))
+		case sys.Boot.Mode == "" && len(sys.Boot.ModeAllowed) == 0:
+			// The BMC has no BootSourceOverrideMode (older Redfish): the firmware
+			// boots in the mode it is set to.
+			r.log.Warn("redfish: the BMC cannot set the boot mode; the firmware's own setting applies", "want", m)
+		case sys.Boot.Mode != m:
+			boot["BootSourceOverrideMode"] = m
+		}
+	}
+	body := map[string]any{"Boot": boot}
 	err = r.patch(ctx, r.systemPath, body, etag, func(ctx context.Context) (string, error) {
 		_, etag, err := r.getSystem(ctx)
 		return etag, err
@@ -858,10 +876,11 @@ func (r *redfish) setNextBoot(ctx context.Context, d Device) error {
 	if err != nil {
 		return err
 	}
-	if after, _, err := r.getSystem(ctx); err == nil && (after.Boot.Target != target || after.Boot.Enabled != "Once") {
+	if after, _, err := r.getSystem(ctx); err == nil && (after.Boot.Target != target || after.Boot.Enabled != "Once" ||
+		boot["BootSourceOverrideMode"] != "" && after.Boot.Mode != boot["BootSourceOverrideMode"]) {
 		// Some BMCs apply the override only at the next reset; the PATCH was
 		// accepted, so this is worth a log line, not a failure.
-		r.log.Debug("redfish: boot override not reflected yet", "target", after.Boot.Target, "enabled", after.Boot.Enabled)
+		r.log.Debug("redfish: boot override not reflected yet", "target", after.Boot.Target, "enabled", after.Boot.Enabled, "mode", after.Boot.Mode)
 	}
 	return nil
 }

@@ -458,3 +458,63 @@ func TestRedact(t *testing.T) {
 		t.Fatal("a redacted error must not unwrap to the original text")
 	}
 }
+
+// TestRedfishBootMode: spec.bmc.bootMode sets BootSourceOverrideMode with the
+// one-time boot where the BMC has it and it differs; a mode outside the BMC's
+// allowable values is refused before anything is changed; a BMC without the
+// property still gets its boot override.
+func TestRedfishBootMode(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		fixture, mode, want string
+	}{
+		{"gigabyte-ami-h262-z63", "uefi", "UEFI"},      // in Legacy, both allowed
+		{"openbmc-stock", "legacy", "Legacy"},          // in UEFI, both allowed
+		{"dmtf-public-rackmount1", "legacy", "Legacy"}, // no allowable values listed
+		{"hpe-ilo5-dl325-gen10plus", "uefi", "UEFI"},   // already UEFI: not sent
+		{"gigabyte-ami-h262-z63", "", "Legacy"},        // no bootMode: left as it is
+	}
+	for _, c := range cases {
+		t.Run(c.fixture+"/"+c.mode, func(t *testing.T) {
+			sim := newBMCSim(t, simConfig{fixture: c.fixture, requireIfMatch: c.fixture == "hpe-ilo5-dl325-gen10plus"})
+			d := newTestRedfish(t, sim, &logBuffer{}, func(b *resource.BMC, _ *Options) { b.BootMode = c.mode })
+			defer d.Close(ctx)
+			if err := d.SetNextBoot(ctx, DevicePXE); err != nil {
+				t.Fatalf("SetNextBoot: %v", err)
+			}
+			if tg, en := sim.Boot(); tg != "Pxe" || en != "Once" {
+				t.Fatalf("boot override = %s/%s, want Pxe/Once", tg, en)
+			}
+			if got := sim.BootMode(); got != c.want {
+				t.Fatalf("BootSourceOverrideMode = %q, want %q", got, c.want)
+			}
+		})
+	}
+	t.Run("not offered", func(t *testing.T) {
+		sim := newBMCSim(t, simConfig{fixture: "openbmc-stock"})
+		sim.SetBootProperty("BootSourceOverrideMode@Redfish.AllowableValues", []any{"UEFI"})
+		d := newTestRedfish(t, sim, &logBuffer{}, func(b *resource.BMC, _ *Options) { b.BootMode = "legacy" })
+		defer d.Close(ctx)
+		before, _ := sim.Boot()
+		err := d.SetNextBoot(ctx, DevicePXE)
+		if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "boot mode Legacy is not offered") {
+			t.Fatalf("SetNextBoot = %v, want ErrUnsupported naming the mode", err)
+		}
+		if tg, _ := sim.Boot(); tg != before || sim.BootMode() != "UEFI" {
+			t.Fatalf("a refused boot mode changed the BMC: %s, %s", tg, sim.BootMode())
+		}
+	})
+	t.Run("no such property", func(t *testing.T) {
+		sim := newBMCSim(t, simConfig{fixture: "openbmc-stock"})
+		sim.SetBootProperty("BootSourceOverrideMode", nil)
+		sim.SetBootProperty("BootSourceOverrideMode@Redfish.AllowableValues", nil)
+		d := newTestRedfish(t, sim, &logBuffer{}, func(b *resource.BMC, _ *Options) { b.BootMode = "uefi" })
+		defer d.Close(ctx)
+		if err := d.SetNextBoot(ctx, DevicePXE); err != nil {
+			t.Fatalf("SetNextBoot on a BMC without BootSourceOverrideMode: %v", err)
+		}
+		if tg, _ := sim.Boot(); tg != "Pxe" {
+			t.Fatalf("boot override = %s", tg)
+		}
+	})
+}

@@ -40,6 +40,7 @@ spec:
 		{"profile both", "kind: Profile\nmetadata: {name: p}\nspec: {boot: {agent: true, kernel: k}}", `spec.boot: set either agent or kernel, not both`},
 		{"artifact sha", "kind: Artifact\nmetadata: {name: a}\nspec: {source: /x, sha256: abc}", `spec.sha256: "abc" is not 64 lower-case hex digits`},
 		{"bmc driver", "kind: Machine\nmetadata: {name: a}\nspec: {bmc: {driver: ilo, address: x}}", `spec.bmc.driver: "ilo" is not one of ipmi, redfish, qemu`},
+		{"bmc boot mode", "kind: Machine\nmetadata: {name: a}\nspec: {bmc: {driver: redfish, address: x, bootMode: bios}}", `spec.bmc.bootMode: "bios" is not uefi or legacy`},
 		{"api version", "apiVersion: v2\nkind: Machine\nmetadata: {name: a}", `apiVersion: v2 is not kiln.dev/v1`},
 		{"not a mapping", "- a\n- b", `expected an object with kind, metadata and spec, got a list`},
 		{"yaml syntax", "kind: Machine\nmetadata: {name: a\n", `document 1:`},

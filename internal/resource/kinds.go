@@ -119,6 +119,10 @@ type BMC struct {
 	Address           string `json:"address"`
 	CredentialsSecret string `json:"credentialsSecret,omitempty"`
 	CAFingerprint     string `json:"caFingerprint,omitempty"`
+	// BootMode is the firmware mode a one-time network or disk boot asks for:
+	// uefi or legacy (Redfish BootSourceOverrideMode, IPMI's EFI boot flag);
+	// empty leaves the BMC's setting as it is.
+	BootMode string `json:"bootMode,omitempty"`
 }
 
 // MachineSpec is what an operator declares about a machine.
@@ -194,6 +198,11 @@ func (s *MachineSpec) Validate() error {
 		}
 		if b.CAFingerprint != "" && !sha256HexOK(strings.ReplaceAll(b.CAFingerprint, ":", "")) {
 			return fmt.Errorf("spec.bmc.caFingerprint: not a SHA-256 fingerprint (64 hex digits)")
+		}
+		switch b.BootMode {
+		case "", "uefi", "legacy":
+		default:
+			return fmt.Errorf("spec.bmc.bootMode: %q is not uefi or legacy", b.BootMode)
 		}
 	}
 	return nil
