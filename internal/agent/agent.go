@@ -453,6 +453,30 @@ type Env struct {
 // bounds the download instead. A relative URL ("/artifacts/NAME", what Kiln renders
 // when it has no public URL) is resolved against the URL the agent reached Kiln by.
 func (e *Env) Get(ctx context.Context, rawURL string) (*http.Response, error) {
+	return e.get(ctx, rawURL, nil, http.StatusOK)
+}
+
+// getRange asks for rawURL from byte offset on (RFC 9110 14.2), only if it is
+// still the representation etag names (If-Match): a 206 whose Content-Range
+// starts at offset, or an error.
+func (e *Env) getRange(ctx context.Context, rawURL string, offset int64, etag string) (*http.Response, error) {
+	h := http.Header{"Range": {fmt.Sprintf("bytes=%d-", offset)}}
+	if etag != "" {
+		h.Set("If-Match", etag)
+	}
+	resp, err := e.get(ctx, rawURL, h, http.StatusPartialContent)
+	if err != nil {
+		return nil, err
+	}
+	var start int64
+	if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-", &start); err != nil || start != offset {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s from byte %d: Content-Range %q", redactURL(rawURL), offset, resp.Header.Get("Content-Range"))
+	}
+	return resp, nil
+}
+
+func (e *Env) get(ctx context.Context, rawURL string, h http.Header, want int) (*http.Response, error) {
 	if e.kiln != nil {
 		if u, err := url.Parse(rawURL); err == nil && u.Scheme == "" && u.Host == "" {
 			if base, err := url.Parse(e.kiln.BaseURL()); err == nil && base.Host != "" {
@@ -474,11 +498,14 @@ func (e *Env) Get(ctx context.Context, rawURL string) (*http.Response, error) {
 	if err != nil {
 		return nil, permanent(fmt.Errorf("url %q: %w", rawURL, err))
 	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", redactURL(rawURL), err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode != want {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		resp.Body.Close()
 		msg := strings.TrimSpace(string(b))

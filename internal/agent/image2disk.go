@@ -140,14 +140,29 @@ func image2disk(ctx context.Context, env *Env, args Args) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	// A broken connection resumes where it stopped (see resumingBody): with the
+	// server's strong ETag, or without one when the sha256 check covers it.
+	etag := resp.Header.Get("ETag")
+	if strings.HasPrefix(etag, "W/") {
+		etag = ""
+	}
+	body := &resumingBody{ctx: ctx, body: resp.Body, etag: etag, total: resp.ContentLength,
+		allow: etag != "" || want != "", backof: resumeBackoff, logf: env.Logf,
+		get: func(ctx context.Context, off int64, etag string) (io.ReadCloser, error) {
+			r, err := env.getRange(ctx, src, off, etag)
+			if err != nil {
+				return nil, err
+			}
+			return r.Body, nil
+		}}
+	defer body.Close()
 	total := resp.ContentLength
 	if total > 0 && size > 0 && total > size && (comp == CompressionNone) {
 		return permanent(fmt.Errorf("image is %d bytes, larger than %s (%d bytes)", total, disk, size))
 	}
 	env.Logf("writing %s (%s) to %s (%s)", redactURL(src), sizeText(total), disk, sizeText(size))
 	start := time.Now()
-	res, err := WriteImage(ctx, f, resp.Body, ImageOptions{
+	res, err := WriteImage(ctx, f, body, ImageOptions{
 		Compression: comp, Total: total, IdleTimeout: idle,
 		Progress: func(read int64) { env.Progress(read, total) },
 	})

@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -130,6 +131,8 @@ type imageServer struct {
 	files map[string][]byte
 	mu    sync.Mutex
 	hits  map[string]int
+	// ranges records the Range headers of flaky/ requests.
+	ranges []string
 }
 
 func (s *imageServer) hitCount(name string) int {
@@ -145,9 +148,22 @@ func newImageServer(t testing.TB) *imageServer {
 		s.mu.Lock()
 		s.hits[name]++
 		s.mu.Unlock()
-		data, ok := s.files[strings.TrimPrefix(strings.TrimPrefix(name, "truncated/"), "slow/")]
+		file := strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(name, "truncated/"), "slow/"), "flaky/")
+		data, ok := s.files[file]
 		if !ok {
 			http.NotFound(w, r)
+			return
+		}
+		if strings.HasPrefix(name, "flaky/") {
+			// Every response breaks off after 1.5 MiB; Range requests (bound by
+			// If-Match to the ETag) are served from their offset, as a file server
+			// or Kiln's artifact endpoint does.
+			s.mu.Lock()
+			s.ranges = append(s.ranges, r.Header.Get("Range")+" "+r.Header.Get("If-Match"))
+			s.mu.Unlock()
+			w.Header().Set("ETag", `"v1-`+file+`"`)
+			bw := &breakingWriter{ResponseWriter: w, left: 3 << 19}
+			http.ServeContent(bw, r, file, time.Time{}, bytes.NewReader(data))
 			return
 		}
 		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
@@ -176,6 +192,26 @@ func newImageServer(t testing.TB) *imageServer {
 	return s
 }
 
+// breakingWriter drops the connection once left bytes are written.
+type breakingWriter struct {
+	http.ResponseWriter
+	left int
+}
+
+func (b *breakingWriter) Write(p []byte) (int, error) {
+	if len(p) >= b.left {
+		n, _ := b.ResponseWriter.Write(p[:b.left])
+		b.ResponseWriter.(http.Flusher).Flush()
+		if conn, _, err := b.ResponseWriter.(http.Hijacker).Hijack(); err == nil {
+			conn.Close()
+		}
+		b.left = 0
+		return n, errors.New("connection dropped")
+	}
+	b.left -= len(p)
+	return b.ResponseWriter.Write(p)
+}
+
 func testEnv(t testing.TB, sys *System) *Env {
 	return &Env{System: sys, Action: "test", Attempt: 1, logger: slog.New(slog.DiscardHandler), rep: &reporter{}}
 }
@@ -195,6 +231,8 @@ func diskFile(t testing.TB, size int64) string {
 }
 
 func TestImage2Disk(t *testing.T) {
+	defer func(b time.Duration) { resumeBackoff = b }(resumeBackoff)
+	resumeBackoff = 5 * time.Millisecond // the truncated cases try to resume first
 	img := testImage(6 << 20)
 	srv := newImageServer(t)
 	srv.files["img.zst"] = compress(t, CompressionZstd, img)
@@ -258,6 +296,53 @@ func TestImage2Disk(t *testing.T) {
 			// Failed after writing started (or could have): nothing bootable is left.
 			if !bytes.Equal(got[:1<<20], make([]byte, 1<<20)) || !bytes.Equal(got[len(got)-1<<20:], make([]byte, 1<<20)) {
 				t.Error("the first and last MiB were not wiped")
+			}
+		})
+	}
+}
+
+// TestImage2DiskResumes: a download whose connection breaks every 1.5 MiB is
+// resumed with Range requests from where it broke, bound to the first
+// response's ETag, through the decompressor and the running sha256: the image
+// is written whole and verified in one attempt.
+func TestImage2DiskResumes(t *testing.T) {
+	defer func(b time.Duration) { resumeBackoff = b }(resumeBackoff)
+	resumeBackoff = 5 * time.Millisecond
+	img := testImage(6 << 20)
+	srv := newImageServer(t)
+	srv.files["img.zst"] = compress(t, CompressionZstd, img)
+	srv.files["img.raw"] = img
+	sys := &System{AllowRegularFiles: true}
+	for _, name := range []string{"img.raw", "img.zst"} {
+		t.Run(name, func(t *testing.T) {
+			srv.mu.Lock()
+			srv.ranges = nil
+			srv.mu.Unlock()
+			disk := diskFile(t, 16<<20)
+			env := testEnv(t, sys)
+			err := image2disk(context.Background(), env, Args{"disk": disk, "imageURL": srv.URL + "/flaky/" + name, "sha256": sum(srv.files[name])})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := os.ReadFile(disk)
+			if !bytes.Equal(got[:len(img)], img) {
+				t.Fatal("the disk does not hold the image")
+			}
+			srv.mu.Lock()
+			ranges := slices.Clone(srv.ranges)
+			srv.mu.Unlock()
+			n := len(srv.files[name])
+			if want := (n + 3<<19 - 1) / (3 << 19); len(ranges) != want {
+				t.Fatalf("%d requests for %d bytes broken every 1.5 MiB, want %d: %q", len(ranges), n, want, ranges)
+			}
+			for i, r := range ranges[1:] {
+				want := fmt.Sprintf("bytes=%d- \"v1-%s\"", (i+1)*(3<<19), name)
+				if r != want {
+					t.Errorf("request %d: %q, want %q", i+2, r, want)
+				}
+			}
+			if logs := strings.Join(env.rep.takeLogs(-1), "\n"); !strings.Contains(logs, "resumed from there") {
+				t.Errorf("no resumption in the action's log:\n%s", logs)
 			}
 		})
 	}
