@@ -128,58 +128,63 @@ mkdir -p "$root"/{bin,dev,proc,sys,etc,tmp,lib/modules,run}
 cp "$busybox" "$root/bin/busybox"
 for m in $nic_modules; do cp "$dir/modules/$m.ko" "$root/lib/modules/"; done
 
-cat >"$root/init" <<'EOF'
-#!/bin/busybox sh
-# Kiln e2e phone-home initramfs: NIC driver, DHCP, one HTTP call, power off.
+# What both test systems' /init do (sourced from /lib/e2e.sh): mounts, console
+# messages, modules without modprobe, the first NIC, DHCP, the phone-home call.
+write_e2e_lib() {
+cat >"$1/lib/e2e.sh" <<'LIB'
+# Kiln e2e test system library; E2E_TAG prefixes the console messages.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
-say() { echo "kiln-e2e: $*" >/dev/console; }
+say() { echo "$E2E_TAG: $*" >/dev/console; }
 finish() { say "$1"; sync; poweroff -f; sleep 5; echo o >/proc/sysrq-trigger; }
 
-# Dependency order: Debian's kernel has these as modules and there is no modprobe here.
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net e1000; do
-  insmod /lib/modules/$m.ko 2>/dev/null || say "insmod $m failed"
-done
-
-url=
-for w in $(cat /proc/cmdline); do
-  case "$w" in kiln.url=*) url=${w#kiln.url=} ;; esac
-done
-[ -n "$url" ] || finish "no kiln.url= on the kernel command line"
-
-ifc=
-i=0
-while [ -z "$ifc" ] && [ $i -lt 100 ]; do
-  for n in /sys/class/net/*; do
-    n=${n##*/}
-    [ "$n" = lo ] || [ ! -e /sys/class/net/$n/device ] || { ifc=$n; break; }
+# load_modules M...: insmod in the order given (dependencies first; no modprobe).
+load_modules() {
+  for m in "$@"; do
+    insmod /lib/modules/$m.ko 2>/dev/null || say "insmod $m failed"
   done
-  [ -n "$ifc" ] || { sleep 0.1; i=$((i+1)); }
-done
-[ -n "$ifc" ] || finish "no network interface appeared"
-mac=$(cat /sys/class/net/$ifc/address)
-ip link set lo up
-ip link set "$ifc" up
-say "interface $ifc mac $mac; DHCP"
-udhcpc -i "$ifc" -s /etc/udhcpc.script -n -q -f -t 20 -T 1 -A 1 >/dev/console 2>&1 ||
-  finish "DHCP failed on $ifc"
-addr=$(cat /run/dhcp-ip 2>/dev/null)
-msg="initrd+up+on+$ifc+$addr+kernel+$(uname -r)"
-hyp=$(echo "$mac" | tr ':' '-')
-n=0
-# Not wget -T: Debian's static busybox 1.35 wget segfaults with it; timeout instead.
-until out=$(timeout 10 wget -q -O- "$url/phone-home?mac=$hyp&msg=$msg" 2>&1); do
-  n=$((n+1))
-  [ $n -lt 5 ] || finish "phone-home to $url failed: $out"
-  sleep 1
-done
-finish "phoned home to $url as $mac ($addr): $out"
-EOF
+}
 
-cat >"$root/etc/udhcpc.script" <<'EOF'
+# nic_up: the first interface backed by a device, up; sets ifc and mac.
+nic_up() {
+  ifc=
+  i=0
+  while [ -z "$ifc" ] && [ $i -lt 100 ]; do
+    for n in /sys/class/net/*; do
+      n=${n##*/}
+      [ "$n" = lo ] || [ ! -e /sys/class/net/$n/device ] || { ifc=$n; break; }
+    done
+    [ -n "$ifc" ] || { sleep 0.1; i=$((i+1)); }
+  done
+  [ -n "$ifc" ] || finish "no network interface appeared"
+  mac=$(cat /sys/class/net/$ifc/address)
+  ip link set lo up
+  ip link set "$ifc" up
+}
+
+# dhcp: an address on $ifc; sets addr.
+dhcp() {
+  udhcpc -i "$ifc" -s /etc/udhcpc.script -n -q -f -t 20 -T 1 -A 1 >/dev/console 2>&1 ||
+    finish "DHCP failed on $ifc"
+  addr=$(cat /run/dhcp-ip 2>/dev/null)
+}
+
+# phone_home URL MSG: Kiln's phone-home call, retried; sets out.
+phone_home() {
+  hyp=$(echo "$mac" | tr ':' '-')
+  n=0
+  # Not wget -T: Debian's static busybox 1.35 wget segfaults with it; timeout instead.
+  until out=$(timeout 10 wget -q -O- "$1/phone-home?mac=$hyp&msg=$2" 2>&1); do
+    n=$((n+1))
+    [ $n -lt 5 ] || finish "phone-home to $1 failed: $out"
+    sleep 1
+  done
+}
+LIB
+cat >"$1/etc/udhcpc.script" <<'DHCP'
 #!/bin/sh
 # udhcpc calls this with deconfig|bound|renew|nak; $ip, $mask (prefix length), $router.
 case "$1" in
@@ -191,6 +196,29 @@ case "$1" in
     for r in $router; do ip route add default via "$r" dev "$interface"; break; done ;;
 esac
 exit 0
+DHCP
+}
+
+write_e2e_lib "$root"
+cat >"$root/init" <<'EOF'
+#!/bin/busybox sh
+# Kiln e2e phone-home initramfs: NIC driver, DHCP, one HTTP call, power off.
+E2E_TAG=kiln-e2e
+. /lib/e2e.sh
+
+load_modules virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net e1000
+
+url=
+for w in $(cat /proc/cmdline); do
+  case "$w" in kiln.url=*) url=${w#kiln.url=} ;; esac
+done
+[ -n "$url" ] || finish "no kiln.url= on the kernel command line"
+
+nic_up
+say "interface $ifc mac $mac; DHCP"
+dhcp
+phone_home "$url" "initrd+up+on+$ifc+$addr+kernel+$(uname -r)"
+finish "phoned home to $url as $mac ($addr): $out"
 EOF
 chmod 0755 "$root/init" "$root/etc/udhcpc.script" "$root/bin/busybox"
 
@@ -233,24 +261,16 @@ mkdir -p "$root"/{bin,dev,proc,sys,etc,tmp,mnt,lib/modules,run}
 cp "$busybox" "$root/bin/busybox"
 for m in $nic_modules $disk_modules; do cp "$dir/modules/$m.ko" "$root/lib/modules/"; done
 printf '%s\n' $nic_modules $disk_modules >"$root/etc/modules"
+write_e2e_lib "$root"
 cat >"$root/init" <<'INIT'
 #!/bin/busybox sh
 # Kiln e2e installed system, booted by SYSLINUX from the disk a Kiln workflow wrote:
 # mounts its root partition, reads what the workflow wrote there, phones home with
 # it, powers off.
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-say() { echo "kiln-e2e-disk: $*" >/dev/console; }
-finish() { say "$1"; sync; poweroff -f; sleep 5; echo o >/proc/sysrq-trigger; }
+E2E_TAG=kiln-e2e-disk
+. /lib/e2e.sh
 say "booted from the local disk: $(cat /proc/cmdline)"
-
-# Dependency order (etc/modules); there is no modprobe here.
-for m in $(cat /etc/modules); do
-  insmod /lib/modules/$m.ko 2>/dev/null || say "insmod $m failed"
-done
+load_modules $(cat /etc/modules)
 
 # A partition by its GPT name, from the kernel's uevent (no udev, no blkid).
 partition() {
@@ -274,48 +294,15 @@ umount /mnt
 data=$(partition kiln-data) || data=none
 say "/dev/$rootdev has machine-name=$name; data partition: $data"
 
-ifc=
-i=0
-while [ -z "$ifc" ] && [ $i -lt 100 ]; do
-  for n in /sys/class/net/*; do
-    n=${n##*/}
-    [ "$n" = lo ] || [ ! -e /sys/class/net/$n/device ] || { ifc=$n; break; }
-  done
-  [ -n "$ifc" ] || { sleep 0.1; i=$((i+1)); }
-done
-[ -n "$ifc" ] || finish "no network interface appeared"
-mac=$(cat /sys/class/net/$ifc/address)
-ip link set lo up
-ip link set "$ifc" up
-udhcpc -i "$ifc" -s /etc/udhcpc.script -n -q -f -t 20 -T 1 -A 1 >/dev/console 2>&1 ||
-  finish "DHCP failed on $ifc"
-addr=$(cat /run/dhcp-ip 2>/dev/null)
+nic_up
+dhcp
 boot=none
 for w in $(cat /proc/cmdline); do
   case "$w" in BOOT_IMAGE=*) boot=${w#BOOT_IMAGE=} ;; esac
 done
-msg="booted+from+disk+root=$rootdev+boot_image=$boot+data=$data+machine-name=$name"
-hyp=$(echo "$mac" | tr ':' '-')
-n=0
-# Not wget -T: Debian's static busybox 1.35 wget segfaults with it; timeout instead.
-until out=$(timeout 10 wget -q -O- "$url/phone-home?mac=$hyp&msg=$msg" 2>&1); do
-  n=$((n+1))
-  [ $n -lt 5 ] || finish "phone-home to $url failed: $out"
-  sleep 1
-done
+phone_home "$url" "booted+from+disk+root=$rootdev+boot_image=$boot+data=$data+machine-name=$name"
 finish "phoned home to $url as $mac ($addr): machine-name=$name"
 INIT
-cat >"$root/etc/udhcpc.script" <<'DHCP'
-#!/bin/sh
-case "$1" in
-  deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
-  bound|renew)
-    ip -4 addr flush dev "$interface"
-    ip addr add "$ip/${mask:-24}" dev "$interface"
-    echo "$ip" >/run/dhcp-ip ;;
-esac
-exit 0
-DHCP
 chmod 0755 "$root/init" "$root/etc/udhcpc.script" "$root/bin/busybox"
 find "$root" -exec touch -h -d @0 {} +
 (cd "$root" && find . -mindepth 1 | LC_ALL=C sort |
