@@ -12,6 +12,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/testclock"
 )
 
 // fakeMachines is an in-memory Machines and Reservations, keyed by MAC.
@@ -34,30 +35,12 @@ func (f fakeMachines) ReservedBy(_ context.Context, ip netip.Addr) (string, erro
 	return "", nil
 }
 
-// testClock is a settable clock.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // harness is a Server on in-memory seams, driven through HandlePacket.
 type harness struct {
 	t      testing.TB
 	srv    *Server
 	leases *MemoryLeases
-	clock  *testClock
+	clock  *testclock.Clock
 	mu     sync.Mutex
 	events []Event
 	in     Inbound
@@ -90,7 +73,7 @@ func newHarness(t testing.TB, machines fakeMachines, subnets ...*Subnet) *harnes
 	h := &harness{
 		t:      t,
 		leases: NewMemoryLeases(),
-		clock:  &testClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
+		clock:  testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)),
 		in: Inbound{
 			Iface: "kd0", IfaceIndex: 7, IfaceAddrs: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/24")},
 			Src: netip.MustParseAddrPort("0.0.0.0:68"), LocalPort: ServerPort,

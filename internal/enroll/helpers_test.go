@@ -20,7 +20,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
 	"github.com/kilnhq/kiln/internal/store/sqlite"
 	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testclock"
 )
 
 func TestMain(m *testing.M) {
@@ -44,24 +44,6 @@ func TestMain(m *testing.M) {
 	os.Exit(pgtest.Main(m))
 }
 
-// testClock is a settable clock.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // env is an enrollment server on SQLite behind a real HTTPS listener on loopback.
 type env struct {
 	t     testing.TB
@@ -69,7 +51,7 @@ type env struct {
 	st    store.Store
 	srv   *Server
 	url   string
-	clock *testClock
+	clock *testclock.Clock
 	dir   string
 }
 
@@ -103,7 +85,7 @@ func newEnvOn(t testing.TB, st store.Store, dir string, opts ...envOption) *env 
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &testClock{t: time.Now().UTC()}
+	clock := testclock.New(time.Now().UTC())
 	srv.Now = clock.Now
 	e := &env{t: t, ctx: ctx, st: st, srv: srv, clock: clock, dir: dir}
 	e.url = serveHTTPS(t, srv, nil)
