@@ -3,7 +3,6 @@ package power
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -179,35 +178,11 @@ func (d *ipmi) Status(ctx context.Context) (State, error) {
 // waitFor polls chassis power status until want, for at most StateTimeout;
 // transient session failures are tolerated until then.
 func (d *ipmi) waitFor(ctx context.Context, want State, after string) error {
-	wctx, cancel := context.WithTimeout(ctx, d.opts.StateTimeout)
-	defer cancel()
-	last, lastErr := StateUnknown, error(nil)
-	for {
-		s, err := d.status(wctx)
-		switch {
-		case err == nil:
-			if last = s; s == want {
-				return nil
-			}
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case wctx.Err() != nil: // the deadline cut this read short
-		case !errors.Is(err, ErrUnreachable):
-			return err
-		default:
-			lastErr = err
-		}
-		if err := sleepCtx(wctx, d.opts.PollInterval); err != nil || wctx.Err() != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			msg := fmt.Sprintf("after %s, chassis power is still %s after %s (wanted %s)", after, last, d.opts.StateTimeout, want)
-			if lastErr != nil {
-				msg += "; last error: " + lastErr.Error()
-			}
-			return fmt.Errorf("%w: %s", ErrStateTimeout, msg)
-		}
-	}
+	return waitForState(ctx, d.opts.PollInterval, d.opts.StateTimeout, want, string(want), "chassis power", after,
+		func(ctx context.Context) (State, string, error) {
+			s, err := d.status(ctx)
+			return s, string(s), err
+		})
 }
 
 func (d *ipmi) change(ctx context.Context, skipIf, want State, verb string) error {

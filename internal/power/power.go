@@ -281,3 +281,41 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+// waitForState polls read every poll until it reports want, for at most limit.
+// read returns the state and how the BMC words it (for the timeout message); an
+// unreachable BMC is polled again (the last such error goes into the message),
+// any other error ends the wait. what names the reading in the message
+// ("chassis power", "PowerState").
+func waitForState(ctx context.Context, poll, limit time.Duration, want State, wantText, what, after string,
+	read func(ctx context.Context) (State, string, error)) error {
+	wctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	last, lastErr := string(StateUnknown), error(nil)
+	for {
+		s, text, err := read(wctx)
+		switch {
+		case err == nil:
+			if last = text; s == want {
+				return nil
+			}
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case wctx.Err() != nil: // the deadline cut this read short
+		case !errors.Is(err, ErrUnreachable):
+			return err
+		default:
+			lastErr = err
+		}
+		if err := sleepCtx(wctx, poll); err != nil || wctx.Err() != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			msg := fmt.Sprintf("after %s, %s is still %s after %s (wanted %s)", after, what, last, limit, wantText)
+			if lastErr != nil {
+				msg += "; last error: " + lastErr.Error()
+			}
+			return fmt.Errorf("%w: %s", ErrStateTimeout, msg)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -708,36 +709,14 @@ func (r *redfish) reset(ctx context.Context, sys *computerSystem, candidates ...
 // with the power change may drop a connection or time out: such errors are
 // tolerated until the deadline; any other error ends the wait.
 func (r *redfish) waitFor(ctx context.Context, want State, after string) error {
-	wctx, cancel := context.WithTimeout(ctx, r.opts.StateTimeout)
-	defer cancel()
-	last, lastErr := "", error(nil)
-	for {
-		sys, _, err := r.getSystem(wctx)
-		switch {
-		case err == nil:
-			last = sys.PowerState
-			if redfishState(last) == want {
-				return nil
+	return waitForState(ctx, r.opts.PollInterval, r.opts.StateTimeout, want, strconv.Quote(redfishStateName[want]), "PowerState", after,
+		func(ctx context.Context) (State, string, error) {
+			sys, _, err := r.getSystem(ctx)
+			if err != nil {
+				return StateUnknown, "", err
 			}
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case wctx.Err() != nil: // the deadline cut this read short
-		case !errors.Is(err, ErrUnreachable):
-			return err
-		default:
-			lastErr = err
-		}
-		if err := sleepCtx(wctx, r.opts.PollInterval); err != nil || wctx.Err() != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			msg := fmt.Sprintf("after %s, PowerState is still %q after %s (wanted %q)", after, last, r.opts.StateTimeout, redfishStateName[want])
-			if lastErr != nil {
-				msg += "; last error: " + lastErr.Error()
-			}
-			return fmt.Errorf("%w: %s", ErrStateTimeout, msg)
-		}
-	}
+			return redfishState(sys.PowerState), strconv.Quote(sys.PowerState), nil
+		})
 }
 
 func (r *redfish) PowerOn(ctx context.Context) error { return r.wrap("power on", r.powerOn(ctx)) }
