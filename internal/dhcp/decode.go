@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"errors"
 	"io"
 	"net"
 
@@ -78,11 +79,7 @@ func decodePacket(b []byte) (*dhcpv4.DHCPv4, error) {
 	return p, nil
 }
 
-var errBadCookie = errorString("malformed DHCP packet: wrong magic cookie")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
+var errBadCookie = errors.New("malformed DHCP packet: wrong magic cookie")
 
 // cString is a NUL-terminated field's text (all of it without a NUL).
 func cString(f []byte) string {
