@@ -31,9 +31,13 @@ type DigestRecorder interface {
 type ArtifactStore struct {
 	Dir      string
 	Recorder DigestRecorder
+	// Client fetches remote sources (see remote.go); nil: one with the
+	// environment's proxy settings.
+	Client *http.Client
 
 	mu       sync.Mutex
-	verified map[string]fileState // by artifact name
+	verified map[string]fileState   // by artifact name
+	fetching map[string]*remoteCall // remote downloads in progress, by source and digest
 }
 
 type fileState struct {
@@ -172,17 +176,34 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad artifact record", http.StatusInternalServerError)
 		return
 	}
+	var f *os.File
+	var sum string
 	if strings.HasPrefix(spec.Source, "http://") || strings.HasPrefix(spec.Source, "https://") {
-		// Remote artifacts are fetched by the machine itself; its loader (iPXE, the
-		// agent) checks the sha256 where it can.
-		http.Redirect(w, r, spec.Source, http.StatusFound)
-		return
+		// Served from Kiln's verified copy (remote.go), never by redirect. A copy
+		// that changed on disk is fetched again, once.
+		for try := 0; try < 2; try++ {
+			var cp *resource.ArtifactSpec
+			if cp, err = s.Artifacts.remote(ctx, obj, spec); err != nil {
+				break
+			}
+			if f, sum, err = s.Artifacts.open(ctx, obj, cp); !errors.Is(err, ErrDigestMismatch) {
+				break
+			}
+			os.Remove(filepath.Join(s.Artifacts.Dir, cp.Source))
+		}
+		if err != nil && ctx.Err() != nil {
+			return
+		}
+	} else {
+		f, sum, err = s.Artifacts.open(ctx, obj, spec)
 	}
-	f, sum, err := s.Artifacts.open(ctx, obj, spec)
 	if err != nil {
 		code := http.StatusInternalServerError
-		if errors.Is(err, os.ErrNotExist) {
+		switch {
+		case errors.Is(err, os.ErrNotExist):
 			code = http.StatusNotFound
+		case errors.Is(err, ErrRemoteFetch):
+			code = http.StatusBadGateway
 		}
 		s.Logger.Error("artifact refused", "artifact", name, "machine", machine, "err", err)
 		s.event(ctx, machine, "ArtifactRefused", fmt.Sprintf("%s: %v", name, err))

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -310,5 +313,142 @@ func TestScriptCache(t *testing.T) {
 	time.Sleep(350 * time.Millisecond)
 	if s := script(); !strings.Contains(s, "console=tty1 hostname=web-1") {
 		t.Errorf("after the TTL the new profile is served:\n%s", s)
+	}
+}
+
+// TestRemoteArtifactsVerifiedCopy: an artifact whose source is an http URL is
+// fetched by Kiln once, checked against its declared sha256 (or recorded, when it
+// declared none) and served from Kiln's copy with Range; a source whose content
+// changed is refused (500 and an event), never served; an unreachable source is a
+// 502. iPXE never gets a redirect to the source.
+func TestRemoteArtifactsVerifiedCopy(t *testing.T) {
+	e := newEnv(t, boot.Policy{})
+	ctx := context.Background()
+	var mu sync.Mutex
+	content := map[string]string{"/kernel": strings.Repeat("R", 70000), "/initrd": strings.Repeat("S", 3000)}
+	hits := map[string]int{}
+	remote := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		c, ok := content[r.URL.Path]
+		hits[r.URL.Path]++
+		mu.Unlock()
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		if r.URL.Path == "/slow" {
+			time.Sleep(200 * time.Millisecond) // the requests below arrive meanwhile
+		}
+		io.WriteString(w, c)
+	}))
+	defer remote.Close()
+	content["/slow"] = strings.Repeat("Z", 1000)
+	ksum := sha256.Sum256([]byte(content["/kernel"]))
+	m := fmt.Sprintf(`kind: Artifact
+metadata: {name: rkernel}
+spec: {source: %q, sha256: %s}
+---
+kind: Artifact
+metadata: {name: rinitrd}
+spec: {source: %q}
+---
+kind: Artifact
+metadata: {name: rgone}
+spec: {source: %q}
+---
+kind: Artifact
+metadata: {name: rslow}
+spec: {source: %q}
+`, remote.URL+"/kernel", hex.EncodeToString(ksum[:]), remote.URL+"/initrd", "http://127.0.0.1:1/nothing", remote.URL+"/slow")
+	objs, err := resource.ParseManifests(strings.NewReader(m), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.inv.Apply(ctx, inventory.Actor{ID: "test"}, objs); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return errors.New("redirected") }}
+	get := func(path string, hdr ...string) (int, string, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+
+	for range 3 {
+		if code, body, _ := get("/artifacts/rkernel"); code != 200 || body != content["/kernel"] {
+			t.Fatalf("remote kernel: %d, %d bytes", code, len(body))
+		}
+	}
+	if code, body, h := get("/artifacts/rkernel", "Range", "bytes=5-9"); code != 206 || body != "RRRRR" || h.Get("Content-Range") != "bytes 5-9/70000" {
+		t.Fatalf("range on the copy: %d %q %v", code, body, h)
+	}
+	if hits["/kernel"] != 1 {
+		t.Fatalf("the source was fetched %d times for 4 requests, want once", hits["/kernel"])
+	}
+	// Machines booting at once share one download.
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if code, body, _ := get("/artifacts/rslow"); code != 200 || len(body) != 1000 {
+				t.Errorf("concurrent fetch: %d, %d bytes", code, len(body))
+			}
+		}()
+	}
+	wg.Wait()
+	if hits["/slow"] != 1 {
+		t.Fatalf("10 concurrent requests fetched the source %d times, want once", hits["/slow"])
+	}
+	// No declared digest: the first fetch records it.
+	if code, body, _ := get("/artifacts/rinitrd"); code != 200 || body != content["/initrd"] {
+		t.Fatalf("remote initrd: %d %d bytes", code, len(body))
+	}
+	isum := sha256.Sum256([]byte(content["/initrd"]))
+	if a, _ := e.inv.Get(ctx, "Artifact", "rinitrd"); !strings.Contains(string(a.Status), hex.EncodeToString(isum[:])) {
+		t.Fatalf("digest not recorded: %s", a.Status)
+	}
+
+	// Kiln's copy damaged on disk: fetched again from the source, then served.
+	copyPath := filepath.Join(e.dir, ".remote", hex.EncodeToString(ksum[:]))
+	if err := os.WriteFile(copyPath, []byte(strings.Repeat("Q", 70000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := get("/artifacts/rkernel"); code != 200 || body != content["/kernel"] {
+		t.Fatalf("after the copy was damaged: %d, %.20q", code, body)
+	}
+	if hits["/kernel"] != 2 {
+		t.Fatalf("the damaged copy was not fetched again (%d fetches)", hits["/kernel"])
+	}
+	// The source changes and Kiln's copy is gone (a new server, a cleaned cache):
+	// the new content does not match and is refused.
+	mu.Lock()
+	content["/kernel"] = strings.Repeat("X", 70000)
+	content["/initrd"] = strings.Repeat("Y", 3000)
+	mu.Unlock()
+	if err := os.RemoveAll(filepath.Join(e.dir, ".remote")); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"rkernel", "rinitrd"} {
+		code, body, _ := get("/artifacts/" + name + "?mac=52-54-00-00-00-01")
+		if code != 500 || strings.Contains(body, "XXXX") || strings.Contains(body, "YYYY") {
+			t.Fatalf("%s with changed content: %d %.40q", name, code, body)
+		}
+	}
+	evs, _ := e.inv.Events(ctx, "web-1", 10)
+	if last := evs[len(evs)-1]; last.Type != "ArtifactRefused" || !strings.Contains(last.Message, "does not match its recorded sha256") {
+		t.Fatalf("refusal event: %+v", last)
+	}
+	if code, _, _ := get("/artifacts/rgone"); code != 502 {
+		t.Fatalf("unreachable source: %d, want 502", code)
 	}
 }

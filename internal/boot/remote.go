@@ -1,0 +1,168 @@
+package boot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/resource"
+)
+
+// Remote artifacts (an http or https source) are not handed to machines as a
+// redirect, where nothing would check what the loader (iPXE) fetches: Kiln fetches
+// the file once into RemoteDir, hashing it on the way, keeps it only if its sha256
+// is the declared one (or, for an artifact that declared none, records the
+// digest, as for a local file), and serves that copy like a local file: verified
+// on every change, with Range and ETag. A source whose content changed is refused
+// (500 and an ArtifactRefused event), never served. It also lets iPXE builds
+// without HTTPS boot from https sources.
+
+// remoteDir is where verified copies of remote artifacts live, under Dir.
+const remoteDir = ".remote"
+
+// RemoteFetchTimeout bounds one download of a remote artifact.
+const RemoteFetchTimeout = 30 * time.Minute
+
+// maxRemoteBytes bounds a remote artifact without a declared size.
+const maxRemoteBytes = 64 << 30
+
+// ErrRemoteFetch: the remote source could not be fetched (502).
+var ErrRemoteFetch = errors.New("cannot fetch the artifact's source")
+
+type remoteCall struct {
+	done chan struct{}
+	sum  string
+	err  error
+}
+
+// remote makes sure a verified copy of a remote artifact is in the cache and
+// returns a spec for it: its relative path and sha256. Concurrent requests share
+// one download, which does not depend on any one request staying.
+func (a *ArtifactStore) remote(ctx context.Context, obj *resource.Object, spec *resource.ArtifactSpec) (*resource.ArtifactSpec, error) {
+	if a == nil || a.Dir == "" {
+		return nil, fmt.Errorf("no artifact directory configured")
+	}
+	want := spec.SHA256
+	if want == "" {
+		var as artifactStatus
+		if len(obj.Status) > 0 {
+			_ = jsonUnmarshal(obj.Status, &as)
+		}
+		want = as.SHA256
+	}
+	if want != "" {
+		if st, err := os.Stat(filepath.Join(a.Dir, remoteDir, want)); err == nil && st.Mode().IsRegular() {
+			return &resource.ArtifactSpec{Source: filepath.Join(remoteDir, want), SHA256: want}, nil // open() verifies it
+		}
+	}
+	key := spec.Source + " " + want
+	a.mu.Lock()
+	if a.fetching == nil {
+		a.fetching = map[string]*remoteCall{}
+	}
+	c, ok := a.fetching[key]
+	if !ok {
+		c = &remoteCall{done: make(chan struct{})}
+		a.fetching[key] = c
+		go func() {
+			fctx, cancel := context.WithTimeout(context.Background(), RemoteFetchTimeout)
+			defer cancel()
+			c.sum, c.err = a.fetch(fctx, obj.Metadata.Name, spec, want)
+			a.mu.Lock()
+			delete(a.fetching, key)
+			a.mu.Unlock()
+			close(c.done)
+		}()
+	}
+	a.mu.Unlock()
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	return &resource.ArtifactSpec{Source: filepath.Join(remoteDir, c.sum), SHA256: c.sum}, nil
+}
+
+// fetch downloads spec.Source into the cache and returns its sha256.
+func (a *ArtifactStore) fetch(ctx context.Context, name string, spec *resource.ArtifactSpec, want string) (string, error) {
+	dir := filepath.Join(a.Dir, remoteDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	client := a.Client
+	if client == nil {
+		client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, TLSHandshakeTimeout: 30 * time.Second,
+			ResponseHeaderTimeout: time.Minute}}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, spec.Source, nil)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrRemoteFetch, err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrRemoteFetch, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%w: GET %s: %s", ErrRemoteFetch, redact(spec.Source), resp.Status)
+	}
+	limit := int64(maxRemoteBytes)
+	if spec.Size > 0 {
+		limit = spec.Size
+	}
+	tmp, err := os.CreateTemp(dir, "fetch-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name()) // after the rename: nothing
+	defer tmp.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return "", fmt.Errorf("%w: GET %s: %v after %d bytes", ErrRemoteFetch, redact(spec.Source), err, n)
+	}
+	if n > limit || spec.Size > 0 && n != spec.Size {
+		return "", fmt.Errorf("%w: %s is %d bytes, not the declared %d", ErrDigestMismatch, redact(spec.Source), n, spec.Size)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if want != "" && sum != want {
+		return "", fmt.Errorf("%w: %s has sha256 %s, recorded %s", ErrDigestMismatch, redact(spec.Source), sum, want)
+	}
+	if err := tmp.Sync(); err != nil {
+		return "", err
+	}
+	if err := tmp.Close(); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, sum)); err != nil {
+		return "", err
+	}
+	if want == "" && a.Recorder != nil {
+		if err := a.Recorder.RecordArtifactDigest(ctx, name, sum); err != nil {
+			return "", fmt.Errorf("record sha256 of %q: %w", name, err)
+		}
+	}
+	return sum, nil
+}
+
+// redact drops userinfo, query and fragment from a URL for messages (they may
+// hold credentials).
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	return u.String()
+}
