@@ -99,6 +99,7 @@ func TestWriteFileArgs(t *testing.T) {
 		{Args{"path": "/etc/x", "content": "x"}, "partitionLabel"},
 		{Args{"path": "/etc/x", "partitionLabel": "root"}, "args.content: required"},
 		{Args{"path": "/etc/x", "content": "x", "partitionLabel": "root", "mode": "999"}, "octal"},
+		{Args{"path": "/etc/x", "content": "x", "partitionLabel": "root", "fsLabel": "root"}, "give one of partitionLabel"},
 	} {
 		err := writeFile(context.Background(), env, c.args)
 		if err == nil || !errors.Is(err, errPermanent) || !strings.Contains(err.Error(), c.want) {

@@ -16,8 +16,11 @@ import (
 // writeFile writes one file into a filesystem on the target disk, found by its GPT
 // partition label. Arguments:
 //
-//	partitionLabel  GPT partition name (PARTNAME); or device, a block device path
-//	fsType          ext4, vfat, xfs, btrfs; default: tried in that order
+//	partitionLabel  GPT partition name (PARTNAME); or
+//	fsLabel         the filesystem's label (ext2/3/4, xfs, vfat, btrfs; what cloud
+//	                images set, e.g. cloudimg-rootfs); or device, a block device path
+//	fsType          ext4, vfat, xfs, btrfs; default: the one fsLabel found, else
+//	                tried in that order
 //	path            absolute path inside that filesystem; required
 //	content         the file's content (the server renders templates in it); or
 //	artifactURL     a file to download (the server sets it, and sha256, from
@@ -61,16 +64,35 @@ func writeFile(ctx context.Context, env *Env, args Args) error {
 	if err != nil {
 		return permanent(err)
 	}
-	if (device == "") == (label == "") {
-		return permanent(errors.New("args: give partitionLabel (a GPT partition name) or device, one of them"))
+	fsLbl, err := args.String("fsLabel")
+	if err != nil {
+		return permanent(err)
+	}
+	given := 0
+	for _, v := range []string{device, label, fsLbl} {
+		if v != "" {
+			given++
+		}
+	}
+	if given != 1 {
+		return permanent(errors.New("args: give one of partitionLabel (a GPT partition name), fsLabel (a filesystem label) or device"))
 	}
 	data, err := fileContent(ctx, env, args)
 	if err != nil {
 		return err
 	}
-	if device == "" {
+	switch {
+	case label != "":
 		if device, err = env.findPartition(ctx, label); err != nil {
 			return err
+		}
+	case fsLbl != "":
+		var found string
+		if device, found, err = env.findFilesystem(ctx, fsLbl); err != nil {
+			return err
+		}
+		if fsType == "" {
+			fsType = found
 		}
 	}
 	dir, err := os.MkdirTemp("", "kiln-mnt-")
@@ -162,6 +184,30 @@ func (s *System) findPartition(ctx context.Context, label string) (string, error
 		}
 		if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
 			return "", err
+		}
+	}
+}
+
+// findFilesystem waits (10 s) for the one partition whose filesystem is labelled
+// label, and returns it with the filesystem's type.
+func (s *System) findFilesystem(ctx context.Context, label string) (string, string, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		devs, types, err := s.partitionsByFSLabel(label)
+		if err != nil {
+			return "", "", fmt.Errorf("list block devices: %w", err)
+		}
+		switch {
+		case len(devs) == 1:
+			return devs[0], types[0], nil
+		case len(devs) > 1:
+			return "", "", permanent(fmt.Errorf("filesystem label %q is on %s: give args.device", label, strings.Join(devs, " and ")))
+		}
+		if time.Now().After(deadline) {
+			return "", "", fmt.Errorf("no filesystem labelled %q on any partition", label)
+		}
+		if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
+			return "", "", err
 		}
 	}
 }
