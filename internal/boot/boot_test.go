@@ -452,3 +452,39 @@ spec: {source: %q}
 		t.Fatalf("unreachable source: %d, want 502", code)
 	}
 }
+
+// TestPrefetchRemoteArtifacts: Prefetch fetches remote artifacts into the verified
+// cache once, skips local ones, and names the ones it could not fetch.
+func TestPrefetchRemoteArtifacts(t *testing.T) {
+	var hits int
+	var mu sync.Mutex
+	remote := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits++
+		mu.Unlock()
+		io.WriteString(w, "kernel bytes")
+	}))
+	defer remote.Close()
+	sum := sha256.Sum256([]byte("kernel bytes"))
+	obj := func(name, spec string) *resource.Object {
+		return &resource.Object{Kind: "Artifact", Metadata: resource.Metadata{Name: name}, Spec: json.RawMessage(spec)}
+	}
+	objs := []*resource.Object{
+		obj("k", fmt.Sprintf(`{"source": %q, "sha256": %q}`, remote.URL+"/k", hex.EncodeToString(sum[:]))),
+		obj("local", `{"source": "vmlinuz"}`),
+		obj("gone", `{"source": "http://127.0.0.1:1/x"}`),
+	}
+	a := &boot.ArtifactStore{Dir: t.TempDir()}
+	for i := range 2 {
+		n, err := a.Prefetch(context.Background(), objs)
+		if n != 1 || err == nil || !strings.Contains(err.Error(), `artifact "gone"`) || strings.Contains(err.Error(), "local") {
+			t.Fatalf("prefetch %d: %d ready, %v", i, n, err)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(a.Dir, ".remote", hex.EncodeToString(sum[:]))); err != nil || string(b) != "kernel bytes" {
+		t.Fatalf("cached copy: %q %v", b, err)
+	}
+	if hits != 1 {
+		t.Fatalf("the source was fetched %d times by two prefetches, want once", hits)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/resource"
@@ -165,4 +166,25 @@ func redact(s string) string {
 	}
 	u.User, u.RawQuery, u.Fragment = nil, "", ""
 	return u.String()
+}
+
+// Prefetch makes sure Kiln has a verified copy of every remote artifact, so that
+// the first machine to boot one does not wait for the download. It returns how
+// many artifacts it fetched or found ready, and the errors of the others (each
+// named).
+func (a *ArtifactStore) Prefetch(ctx context.Context, objs []*resource.Object) (int, error) {
+	ready := 0
+	var errs []error
+	for _, obj := range objs {
+		spec, err := resource.Typed[resource.ArtifactSpec](obj)
+		if err != nil || !(strings.HasPrefix(spec.Source, "http://") || strings.HasPrefix(spec.Source, "https://")) {
+			continue
+		}
+		if _, err := a.remote(ctx, obj, spec); err != nil {
+			errs = append(errs, fmt.Errorf("artifact %q: %w", obj.Metadata.Name, err))
+			continue
+		}
+		ready++
+	}
+	return ready, errors.Join(errs...)
 }

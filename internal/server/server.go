@@ -229,6 +229,47 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 		OnScript:    func(kind string) { scripts.WithLabelValues(kind).Inc() },
 	}
 	b.Register(mux)
+	s.udpServers = append(s.udpServers, func(ctx context.Context) error {
+		// Fetch remote kernels and initrds (those profiles boot) ahead of the
+		// machines; disk images go from their source to the agent, not through Kiln.
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			var objs []*resource.Object
+			err := s.store.View(ctx, func(tx store.Tx) error {
+				profiles, _, err := tx.List(ctx, "Profile", store.ListOptions{})
+				if err != nil {
+					return err
+				}
+				booted := map[string]bool{s.cfg.AgentKernel: true, s.cfg.AgentInitrd: true}
+				for _, p := range profiles {
+					if ps, err := resource.Typed[resource.ProfileSpec](p); err == nil {
+						booted[ps.Boot.Kernel] = true
+						for _, i := range ps.Boot.Initrds {
+							booted[i] = true
+						}
+					}
+				}
+				arts, _, err := tx.List(ctx, "Artifact", store.ListOptions{})
+				for _, a := range arts {
+					if booted[a.Metadata.Name] {
+						objs = append(objs, a)
+					}
+				}
+				return err
+			})
+			if err == nil {
+				if _, err := b.Artifacts.Prefetch(ctx, objs); err != nil && ctx.Err() == nil {
+					s.log.Warn("prefetch remote artifacts", "err", err)
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
+	})
 	events := newEventSink(s.store, s.log, s.registry)
 	s.udpServers = append(s.udpServers, events.run)
 	if len(s.cfg.DHCPInterfaces) > 0 {
