@@ -38,6 +38,7 @@ type ArtifactStore struct {
 	mu       sync.Mutex
 	verified map[string]fileState   // by artifact name
 	fetching map[string]*remoteCall // remote downloads in progress, by source and digest
+	fetched  map[string]string      // the sha256 of each remote source this server fetched
 }
 
 type fileState struct {

@@ -59,6 +59,12 @@ func (a *ArtifactStore) remote(ctx context.Context, obj *resource.Object, spec *
 		}
 		want = as.SHA256
 	}
+	a.mu.Lock()
+	if want == "" {
+		// Recorded by this server's first fetch, which the object read may predate.
+		want = a.fetched[spec.Source]
+	}
+	a.mu.Unlock()
 	if want != "" {
 		if st, err := os.Stat(filepath.Join(a.Dir, remoteDir, want)); err == nil && st.Mode().IsRegular() {
 			return &resource.ArtifactSpec{Source: filepath.Join(remoteDir, want), SHA256: want}, nil // open() verifies it
@@ -78,6 +84,12 @@ func (a *ArtifactStore) remote(ctx context.Context, obj *resource.Object, spec *
 			defer cancel()
 			c.sum, c.err = a.fetch(fctx, obj.Metadata.Name, spec, want)
 			a.mu.Lock()
+			if c.err == nil {
+				if a.fetched == nil {
+					a.fetched = map[string]string{}
+				}
+				a.fetched[spec.Source] = c.sum
+			}
 			delete(a.fetching, key)
 			a.mu.Unlock()
 			close(c.done)
