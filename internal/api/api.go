@@ -16,6 +16,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/apitoken"
 	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/httpjson"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
@@ -625,10 +626,7 @@ func (s *Server) tokenRevoke(w http.ResponseWriter, r *http.Request) {
 // ---- plumbing -------------------------------------------------------------
 
 // ErrorResponse is the body of every error.
-type ErrorResponse struct {
-	Error string `json:"error"`
-	Code  int    `json:"code"`
-}
+type ErrorResponse = httpjson.ErrorResponse
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ve *inventory.ValidationError
@@ -648,17 +646,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, ErrorResponse{Error: msg, Code: code})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	_ = enc.Encode(v)
-}
+var (
+	writeError = httpjson.Error
+	writeJSON  = httpjson.Write
+)
 
 func intParam(s string, def, min, max int) (int, error) {
 	if s == "" {

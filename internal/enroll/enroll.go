@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/httpjson"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -806,22 +807,12 @@ func remoteAddr(r *http.Request) netip.Addr {
 }
 
 // ErrorResponse is the body of every error, as in the operator API.
-type ErrorResponse struct {
-	Error string `json:"error"`
-	Code  int    `json:"code"`
-}
+type ErrorResponse = httpjson.ErrorResponse
 
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, ErrorResponse{Error: msg, Code: code})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
+var (
+	writeError = httpjson.Error
+	writeJSON  = httpjson.Write
+)
 
 func anyIn(have, allowed []string) bool {
 	for _, h := range have {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/config"
+	"github.com/kilnhq/kiln/internal/httpjson"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
@@ -477,23 +478,10 @@ func writeContent(w http.ResponseWriter, contentType string, body []byte) {
 	w.Write(body)
 }
 
-// errorBody is the API's error shape.
-type errorBody struct {
-	Error string `json:"error"`
-	Code  int    `json:"code"`
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, errorBody{Error: msg, Code: code})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
+var (
+	writeError = httpjson.Error
+	writeJSON  = httpjson.Write
+)
 
 func int64Param(s string) (int64, error) {
 	if s == "" {
