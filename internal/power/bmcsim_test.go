@@ -44,6 +44,7 @@ type bmcSim struct {
 	sessionsPath string
 	sessions     map[string]string // token -> session path
 	pending      *pendingPower
+	task         *simTask
 
 	// Observations for assertions.
 	resets         []string
@@ -72,6 +73,17 @@ type simConfig struct {
 	dropResetType  string        // removed from the inline ResetType@Redfish.AllowableValues
 	noActionInfo   bool          // the @Redfish.ActionInfo resource answers 404
 	powerState     string        // initial PowerState, instead of the mockup's
+	asyncReset     int           // Reset answers 202 with a task monitor that says 202 this many times
+	resetTaskFails bool          // that task ends in Exception, with a message, and changes nothing
+}
+
+// simTaskMonitor is where an asynchronous Reset's task is watched.
+const simTaskMonitor = "/redfish/v1/TaskService/TaskMonitors/1"
+
+type simTask struct {
+	polls int    // 202s left
+	final string // PowerState once the task completes
+	fail  bool
 }
 
 func newBMCSim(t *testing.T, cfg simConfig) *bmcSim {
@@ -252,6 +264,13 @@ func (s *bmcSim) SetBootProperty(k string, v any) {
 	s.changed(s.systemPath)
 }
 
+// Requests lists the requests served, as "METHOD /path".
+func (s *bmcSim) Requests() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.requests)
+}
+
 func (s *bmcSim) Resets() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -306,6 +325,10 @@ func (s *bmcSim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.Method {
 	case http.MethodGet:
+		if p == simTaskMonitor && s.task != nil {
+			s.pollTask(w)
+			return
+		}
 		if s.cfg.malformed && p == s.systemPath {
 			w.Header().Set("Content-Type", "application/json")
 			b, _ := json.Marshal(s.doc(p))
@@ -436,6 +459,12 @@ func (s *bmcSim) reset(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
+	if s.cfg.asyncReset > 0 {
+		s.task = &simTask{polls: s.cfg.asyncReset, final: final, fail: s.cfg.resetTaskFails}
+		w.Header().Set("Location", simTaskMonitor)
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
 	if s.cfg.transition > 0 {
 		sys["PowerState"] = during
 		s.pending = &pendingPower{state: final, at: time.Now().Add(s.cfg.transition)}
@@ -444,6 +473,29 @@ func (s *bmcSim) reset(w http.ResponseWriter, r *http.Request) {
 	}
 	s.changed(s.systemPath)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// pollTask answers the task monitor: 202 while the task runs, then the Task;
+// a completed task applies its power change.
+func (s *bmcSim) pollTask(w http.ResponseWriter) {
+	t := s.task
+	if t.polls > 0 {
+		t.polls--
+		w.Header().Set("Location", simTaskMonitor)
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	s.task = nil
+	task := map[string]any{"@odata.id": "/redfish/v1/TaskService/Tasks/1", "Id": "1", "TaskState": "Completed", "TaskStatus": "OK"}
+	if t.fail {
+		task["TaskState"], task["TaskStatus"] = "Exception", "Critical"
+		task["Messages"] = []any{map[string]any{"MessageId": "Base.1.8.InternalError", "Message": "The power supply refused the request."}}
+	} else {
+		s.doc(s.systemPath)["PowerState"] = t.final
+		s.changed(s.systemPath)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(task)
 }
 
 // checkIfMatch applies the If-Match rules: 428 when required and absent, 412 when stale.

@@ -697,12 +697,73 @@ func (r *redfish) reset(ctx context.Context, sys *computerSystem, candidates ...
 			ErrUnsupported, strings.Join(candidates, " or "), strings.Join(allowed, ", "), r.resetSource)
 	}
 	rt := candidates[i]
-	if _, err := r.call(ctx, http.MethodPost, target, map[string]string{"ResetType": rt}, "",
-		http.StatusOK, http.StatusAccepted, http.StatusNoContent); err != nil {
+	resp, err := r.call(ctx, http.MethodPost, target, map[string]string{"ResetType": rt}, "",
+		http.StatusOK, http.StatusAccepted, http.StatusNoContent)
+	if err != nil {
 		return "", fmt.Errorf("ResetType %s: %w", rt, err)
+	}
+	if loc := resp.header.Get("Location"); resp.status == http.StatusAccepted && loc != "" {
+		if err := r.followTask(ctx, loc); err != nil {
+			return "", fmt.Errorf("ResetType %s: %w", rt, err)
+		}
 	}
 	r.log.Debug("redfish reset", "resetType", rt)
 	return rt, nil
+}
+
+// redfishTask is what a task monitor answers once the task has ended (Redfish
+// DSP0266 13.2, Task).
+type redfishTask struct {
+	TaskState  string
+	TaskStatus string
+	Messages   []struct{ Message string }
+}
+
+// followTask polls a task monitor (the Location of a 202 Accepted) every
+// PollInterval, for at most StateTimeout, until the task ends: 202 means still
+// running; 200 with a Task says how it ended (Exception, Killed or Cancelled
+// fail with the BMC's messages); 204, or a monitor that is gone (404, as BMCs
+// delete it once the task is done), mean done.
+func (r *redfish) followTask(ctx context.Context, monitor string) error {
+	wctx, cancel := context.WithTimeout(ctx, r.opts.StateTimeout)
+	defer cancel()
+	for {
+		resp, err := r.call(wctx, http.MethodGet, monitor, nil, "", http.StatusOK, http.StatusAccepted, http.StatusNoContent, http.StatusNotFound)
+		if err != nil {
+			if ctx.Err() == nil && wctx.Err() != nil {
+				return fmt.Errorf("%w: task %s still running after %s", ErrStateTimeout, monitor, r.opts.StateTimeout)
+			}
+			return err
+		}
+		switch resp.status {
+		case http.StatusNoContent, http.StatusNotFound:
+			return nil
+		case http.StatusOK:
+			var t redfishTask
+			if err := decodeResource(resp.body, "task "+monitor, &t); err != nil {
+				return err
+			}
+			switch t.TaskState {
+			case "Exception", "Killed", "Cancelled":
+				var msgs []string
+				for _, m := range t.Messages {
+					if m.Message != "" {
+						msgs = append(msgs, m.Message)
+					}
+				}
+				return fmt.Errorf("the BMC's task ended %s (%s): %s", t.TaskState, t.TaskStatus, strings.Join(msgs, "; "))
+			case "", "Completed":
+				return nil
+			}
+			// Any other state (Running, Pending, ...) in a 200: still going.
+		}
+		if err := sleepCtx(wctx, r.opts.PollInterval); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%w: task %s still running after %s", ErrStateTimeout, monitor, r.opts.StateTimeout)
+		}
+	}
 }
 
 // waitFor polls PowerState until it is want, for at most StateTimeout. A BMC busy

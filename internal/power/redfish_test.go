@@ -518,3 +518,43 @@ func TestRedfishBootMode(t *testing.T) {
 		}
 	})
 }
+
+// TestRedfishResetTaskMonitor: a BMC that answers Reset with 202 and a task
+// monitor is followed until the task ends; a task that ends in Exception fails
+// the operation with the BMC's message, at once rather than at the state timeout.
+func TestRedfishResetTaskMonitor(t *testing.T) {
+	ctx := context.Background()
+	sim := newBMCSim(t, simConfig{fixture: "openbmc-stock", asyncReset: 3, powerState: "Off"})
+	d := newTestRedfish(t, sim, &logBuffer{})
+	defer d.Close(ctx)
+	if err := d.PowerOn(ctx); err != nil {
+		t.Fatalf("power on through a task monitor: %v", err)
+	}
+	if got := sim.PowerState(); got != "On" {
+		t.Fatalf("PowerState %q after the task completed", got)
+	}
+	polls := 0
+	for _, r := range sim.Requests() {
+		if r == "GET "+simTaskMonitor {
+			polls++
+		}
+	}
+	if polls != 4 {
+		t.Fatalf("the task monitor was polled %d times, want 4 (three 202s, then the Task)", polls)
+	}
+
+	failing := newBMCSim(t, simConfig{fixture: "openbmc-stock", asyncReset: 1, resetTaskFails: true, powerState: "Off"})
+	fd := newTestRedfish(t, failing, &logBuffer{}, func(_ *resource.BMC, o *Options) { o.StateTimeout = time.Minute })
+	defer fd.Close(ctx)
+	start := time.Now()
+	err := fd.PowerOn(ctx)
+	if err == nil || !strings.Contains(err.Error(), "task ended Exception") || !strings.Contains(err.Error(), "The power supply refused the request.") {
+		t.Fatalf("a failed task: %v", err)
+	}
+	if time.Since(start) > 20*time.Second {
+		t.Fatalf("a failed task took %s to report", time.Since(start))
+	}
+	if got := failing.PowerState(); got != "Off" {
+		t.Fatalf("a failed task changed PowerState to %q", got)
+	}
+}
