@@ -147,7 +147,7 @@ func image2disk(ctx context.Context, env *Env, args Args) error {
 		etag = ""
 	}
 	body := &resumingBody{ctx: ctx, body: resp.Body, etag: etag, total: resp.ContentLength,
-		allow: etag != "" || want != "", backof: resumeBackoff, logf: env.Logf,
+		allow: etag != "" || want != "", backoff: resumeBackoff, logf: env.Logf,
 		get: func(ctx context.Context, off int64, etag string) (io.ReadCloser, error) {
 			r, err := env.getRange(ctx, src, off, etag)
 			if err != nil {

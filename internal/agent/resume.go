@@ -20,13 +20,13 @@ const maxResumes = 8
 // the download with the original error. Resuming without an ETag is allowed
 // only when the whole download is verified by its sha256 anyway.
 type resumingBody struct {
-	ctx    context.Context
-	get    func(ctx context.Context, offset int64, etag string) (io.ReadCloser, error)
-	logf   func(format string, args ...any)
-	etag   string
-	total  int64 // the whole representation's length; -1: unknown
-	allow  bool  // resuming is safe (an ETag, or a verified download)
-	backof time.Duration
+	ctx     context.Context
+	get     func(ctx context.Context, offset int64, etag string) (io.ReadCloser, error)
+	logf    func(format string, args ...any)
+	etag    string
+	total   int64 // the whole representation's length; -1: unknown
+	allow   bool  // resuming is safe (an ETag, or a verified download)
+	backoff time.Duration
 
 	mu      sync.Mutex
 	body    io.ReadCloser
@@ -64,7 +64,7 @@ func (r *resumingBody) Read(p []byte) (int, error) {
 // resume replaces the broken body with the rest of the representation.
 func (r *resumingBody) resume(off int64) error {
 	r.resumes++
-	wait := r.backof << (r.resumes - 1)
+	wait := r.backoff << (r.resumes - 1)
 	select {
 	case <-time.After(min(wait, 10*time.Second)):
 	case <-r.ctx.Done():

@@ -58,6 +58,19 @@ type artifactStatus struct {
 	SHA256 string `json:"sha256,omitempty"`
 }
 
+// expectedSHA256 is the digest an artifact's file must have: the declared one,
+// else the one Kiln recorded at first serve ("" when neither).
+func expectedSHA256(obj *resource.Object, spec *resource.ArtifactSpec) string {
+	if spec.SHA256 != "" {
+		return spec.SHA256
+	}
+	var as artifactStatus
+	if len(obj.Status) > 0 {
+		_ = json.Unmarshal(obj.Status, &as)
+	}
+	return as.SHA256
+}
+
 // open returns the verified file and its digest. The file is opened first and checked
 // through the open descriptor, so a swap after the check cannot be served.
 func (a *ArtifactStore) open(ctx context.Context, obj *resource.Object, spec *resource.ArtifactSpec) (*os.File, string, error) {
@@ -86,14 +99,7 @@ func (a *ArtifactStore) open(ctx context.Context, obj *resource.Object, spec *re
 		f.Close()
 		return nil, "", fmt.Errorf("source %q is not a regular file", spec.Source)
 	}
-	want := spec.SHA256
-	if want == "" {
-		var as artifactStatus
-		if len(obj.Status) > 0 {
-			_ = json.Unmarshal(obj.Status, &as)
-		}
-		want = as.SHA256
-	}
+	want := expectedSHA256(obj, spec)
 	cur := fileState{size: st.Size(), mtime: st.ModTime()}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		cur.ino = sys.Ino

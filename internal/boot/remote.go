@@ -51,14 +51,7 @@ func (a *ArtifactStore) remote(ctx context.Context, obj *resource.Object, spec *
 	if a == nil || a.Dir == "" {
 		return nil, fmt.Errorf("no artifact directory configured")
 	}
-	want := spec.SHA256
-	if want == "" {
-		var as artifactStatus
-		if len(obj.Status) > 0 {
-			_ = jsonUnmarshal(obj.Status, &as)
-		}
-		want = as.SHA256
-	}
+	want := expectedSHA256(obj, spec)
 	a.mu.Lock()
 	if want == "" {
 		// Recorded by this server's first fetch, which the object read may predate.
@@ -67,7 +60,7 @@ func (a *ArtifactStore) remote(ctx context.Context, obj *resource.Object, spec *
 	a.mu.Unlock()
 	if want != "" {
 		if st, err := os.Stat(filepath.Join(a.Dir, remoteDir, want)); err == nil && st.Mode().IsRegular() {
-			return &resource.ArtifactSpec{Source: filepath.Join(remoteDir, want), SHA256: want}, nil // open() verifies it
+			return cachedCopy(want), nil // open() verifies it
 		}
 	}
 	key := spec.Source + " " + want
@@ -104,7 +97,12 @@ func (a *ArtifactStore) remote(ctx context.Context, obj *resource.Object, spec *
 	if c.err != nil {
 		return nil, c.err
 	}
-	return &resource.ArtifactSpec{Source: filepath.Join(remoteDir, c.sum), SHA256: c.sum}, nil
+	return cachedCopy(c.sum), nil
+}
+
+// cachedCopy is the spec of the verified copy of a remote artifact.
+func cachedCopy(sum string) *resource.ArtifactSpec {
+	return &resource.ArtifactSpec{Source: filepath.Join(remoteDir, sum), SHA256: sum}
 }
 
 // fetch downloads spec.Source into the cache and returns its sha256.

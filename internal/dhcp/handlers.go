@@ -441,7 +441,6 @@ func (s *Server) bootServer(ctx context.Context, r *request) (*Reply, DropReason
 
 // ---- replies ------------------------------------------------------------------------
 
-// newReply starts a reply per RFC 2131 table 3.
 // messageTypeBytes holds option 53's value for each message type (shared,
 // never changed).
 var messageTypeBytes = func() (m [256][]byte) {
@@ -461,6 +460,7 @@ func releaseReply(m *dhcpv4.DHCPv4) {
 	}
 }
 
+// newReply starts a reply per RFC 2131 table 3, from the pool.
 func newReply(req *dhcpv4.DHCPv4, t dhcpv4.MessageType, server netip.Addr) *dhcpv4.DHCPv4 {
 	rep := replyPool.Get().(*dhcpv4.DHCPv4)
 	opts := rep.Options
