@@ -109,6 +109,23 @@ type Server struct {
 	tlsLn      net.Listener
 }
 
+// every runs fn beside the listeners, at start and then every d, until the
+// server stops.
+func (s *Server) every(d time.Duration, fn func(ctx context.Context)) {
+	s.udpServers = append(s.udpServers, func(ctx context.Context) error {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			fn(ctx)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
+	})
+}
+
 // openSecrets loads the key-encryption key (creating it at first start) and finishes
 // a key rotation a crash interrupted.
 func (s *Server) openSecrets(ctx context.Context) error {
@@ -229,45 +246,37 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 		OnScript:    func(kind string) { scripts.WithLabelValues(kind).Inc() },
 	}
 	b.Register(mux)
-	s.udpServers = append(s.udpServers, func(ctx context.Context) error {
-		// Fetch remote kernels and initrds (those profiles boot) ahead of the
-		// machines; disk images go from their source to the agent, not through Kiln.
-		t := time.NewTicker(time.Minute)
-		defer t.Stop()
-		for {
-			var objs []*resource.Object
-			err := s.store.View(ctx, func(tx store.Tx) error {
-				profiles, _, err := tx.List(ctx, "Profile", store.ListOptions{})
-				if err != nil {
-					return err
-				}
-				booted := map[string]bool{s.cfg.AgentKernel: true, s.cfg.AgentInitrd: true}
-				for _, p := range profiles {
-					if ps, err := resource.Typed[resource.ProfileSpec](p); err == nil {
-						booted[ps.Boot.Kernel] = true
-						for _, i := range ps.Boot.Initrds {
-							booted[i] = true
-						}
-					}
-				}
-				arts, _, err := tx.List(ctx, "Artifact", store.ListOptions{})
-				for _, a := range arts {
-					if booted[a.Metadata.Name] {
-						objs = append(objs, a)
-					}
-				}
+	// Fetch remote kernels and initrds (those profiles boot) ahead of the machines;
+	// disk images go from their source to the agent, not through Kiln.
+	s.every(time.Minute, func(ctx context.Context) {
+		var objs []*resource.Object
+		err := s.store.View(ctx, func(tx store.Tx) error {
+			profiles, _, err := tx.List(ctx, "Profile", store.ListOptions{})
+			if err != nil {
 				return err
-			})
-			if err == nil {
-				if _, err := b.Artifacts.Prefetch(ctx, objs); err != nil && ctx.Err() == nil {
-					s.log.Warn("prefetch remote artifacts", "err", err)
+			}
+			booted := map[string]bool{s.cfg.AgentKernel: true, s.cfg.AgentInitrd: true}
+			for _, p := range profiles {
+				if ps, err := resource.Typed[resource.ProfileSpec](p); err == nil {
+					booted[ps.Boot.Kernel] = true
+					for _, i := range ps.Boot.Initrds {
+						booted[i] = true
+					}
 				}
 			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
+			arts, _, err := tx.List(ctx, "Artifact", store.ListOptions{})
+			for _, a := range arts {
+				if booted[a.Metadata.Name] {
+					objs = append(objs, a)
+				}
 			}
+			return err
+		})
+		if err == nil {
+			_, err = b.Artifacts.Prefetch(ctx, objs)
+		}
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("prefetch remote artifacts", "err", err)
 		}
 	})
 	events := newEventSink(s.store, s.log, s.registry)
@@ -296,21 +305,12 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 		})
 	}
 	wfe := &workflow.Engine{Store: s.store, ArtifactURL: s.artifactURL}
-	s.udpServers = append(s.udpServers, func(ctx context.Context) error {
-		// Time out workflows whose agent went silent.
-		t := time.NewTicker(15 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
-				if n, err := wfe.Sweep(ctx); err != nil {
-					s.log.Warn("workflow sweep", "err", err)
-				} else if n > 0 {
-					s.log.Info("workflows timed out", "count", n)
-				}
-			}
+	// Time out workflows whose agent went silent.
+	s.every(15*time.Second, func(ctx context.Context) {
+		if n, err := wfe.Sweep(ctx); err != nil {
+			s.log.Warn("workflow sweep", "err", err)
+		} else if n > 0 {
+			s.log.Info("workflows timed out", "count", n)
 		}
 	})
 	ss := &secrets.Server{Service: s.secrets, Actor: api.ActorOf, Logger: s.log}
@@ -321,21 +321,12 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 	} else if n > 0 {
 		s.log.Warn("power jobs left unfinished by the last run marked failed", "count", n)
 	}
-	s.udpServers = append(s.udpServers, func(ctx context.Context) error {
-		// Fail power jobs whose server died while running them (another replica).
-		t := time.NewTicker(time.Minute)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case now := <-t.C:
-				if n, err := s.power.sweepJobs(ctx, false, now); err != nil {
-					s.log.Warn("power jobs sweep", "err", err)
-				} else if n > 0 {
-					s.log.Warn("power jobs whose server stopped marked failed", "count", n)
-				}
-			}
+	// Fail power jobs whose server died while running them (another replica).
+	s.every(time.Minute, func(ctx context.Context) {
+		if n, err := s.power.sweepJobs(ctx, false, time.Now()); err != nil {
+			s.log.Warn("power jobs sweep", "err", err)
+		} else if n > 0 {
+			s.log.Warn("power jobs whose server stopped marked failed", "count", n)
 		}
 	})
 	a := &api.Server{
