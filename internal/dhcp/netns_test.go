@@ -201,6 +201,26 @@ func startServer(t *testing.T, n *labNet, st store.Store, spec resource.SubnetSp
 }
 
 // waitFor polls cond until it holds or the timeout passes.
+// startClient runs a DHCP client (argv) in the lab's namespace (`ip netns exec`
+// execs it: the process is the client itself); stop kills it and, when the test
+// failed, logs its output and the events its script wrote.
+func (n *labNet) startClient(ctx context.Context, t *testing.T, events string, argv ...string) (cmd *exec.Cmd, stop func()) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.ns}, argv...)...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s:\n%s\nscript events: %v", argv[0], out.String(), fileLines(events))
+		}
+	}
+}
+
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -268,19 +288,8 @@ timeout 20;
 	args := []string{"-4", "-cf", filepath.Join(dir, "conf"), "-lf", filepath.Join(dir, "leases"), "-pf", filepath.Join(dir, "pid"), "-sf", filepath.Join(dir, "script")}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.ns, "dhclient", "-d", "-v"}, append(args, n.nsIf)...)...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("dhclient:\n%s\nscript events: %v", out.String(), fileLines(events))
-		}
-	}()
+	_, stop := n.startClient(ctx, t, events, append([]string{"dhclient", "-d", "-v"}, append(args, n.nsIf)...)...)
+	defer stop()
 
 	waitFor(t, 20*time.Second, "dhclient BOUND", func() bool { return fileHas(events, "BOUND") })
 	l := leaseOf(t, st, hw)
@@ -327,27 +336,15 @@ exit 0
 `, 0o755)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", n.ns, "busybox", "udhcpc", "-f", "-i", n.nsIf,
+	cmd, stop := n.startClient(ctx, t, events, "busybox", "udhcpc", "-f", "-i", n.nsIf,
 		"-s", filepath.Join(dir, "script"), "-t", "5", "-T", "1", "-A", "1", "-x", "hostname:e2e-udhcpc")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("udhcpc:\n%s\nscript events: %v", out.String(), fileLines(events))
-		}
-	}()
+	defer stop()
 	waitFor(t, 20*time.Second, "udhcpc bound", func() bool { return fileHas(events, "bound") })
 	l := leaseOf(t, st, hw)
 	if l == nil || l.State != resource.LeaseBound || l.Hostname != "e2e-udhcpc" {
 		t.Fatalf("stored lease %+v", l)
 	}
 	time.Sleep(1100 * time.Millisecond) // let the clock move so the renewal shows
-	// `ip netns exec` execs the command: the process is udhcpc itself.
 	_ = cmd.Process.Signal(sigRenew)
 	waitFor(t, 10*time.Second, "udhcpc renew", func() bool { return fileHas(events, "renew") })
 	waitFor(t, 5*time.Second, "renewed lease in the store", func() bool { return leaseOf(t, st, hw).ExpiresAt.After(l.ExpiresAt) })
