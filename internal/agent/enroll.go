@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -19,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -69,6 +71,8 @@ type EnrollOptions struct {
 	Facts map[string]any
 	// Timeout bounds the enrollment request (default 60s).
 	Timeout time.Duration
+	// Key is the key to enroll; nil: a new one (NewEnrollKey).
+	Key *EnrollKey
 }
 
 // Identity is an enrolled machine's key, certificate and pinned CA.
@@ -82,6 +86,34 @@ type Identity struct {
 	tlsCert tls.Certificate
 	cas     *x509.CertPool
 	caRaw   []byte // the pinned CA, PEM
+	// conn is the enrollment's transport when Kiln bound its connection to this
+	// identity (see Enroll); NewMTLSTransport takes it over.
+	conn *enrollConn
+}
+
+// enrollConn is the transport an agent enrolled with, and the certificate it presents.
+type enrollConn struct {
+	transport *http.Transport
+	certs     *certSource
+}
+
+// certSource is the client certificate a transport presents at its next handshake.
+type certSource struct {
+	mu   sync.Mutex
+	cert tls.Certificate
+}
+
+func (c *certSource) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cert := c.cert
+	return &cert, nil
+}
+
+func (c *certSource) set(cert tls.Certificate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cert = cert
 }
 
 // EnrollResponse is Kiln's answer to POST /enroll and /agent/v1/renew.
@@ -93,6 +125,8 @@ type EnrollResponse struct {
 	Serial        string    `json:"serial"`
 	NotAfter      time.Time `json:"notAfter"`
 	RenewAfter    time.Time `json:"renewAfter"`
+	// BoundConnection: the connection enrolled on now speaks for the machine.
+	BoundConnection bool `json:"boundConnection,omitempty"`
 }
 
 // ServerError is an error answer from Kiln.
@@ -153,6 +187,36 @@ func PinnedTLSConfig(serverName, fp string) *tls.Config {
 			return nil
 		},
 	}
+}
+
+// EnrollKey is what an agent enrolls with: a new P-256 key, a CSR for it with no
+// names (Kiln assigns them) and a self-signed certificate for it, which the agent
+// presents on the enrollment connection. That proves it holds the key in the TLS
+// handshake, so that Kiln can let the connection speak for the machine once it has
+// certified the key (the agent's next calls then need no new handshake).
+type EnrollKey struct {
+	Key       *ecdsa.PrivateKey
+	CSR       string
+	Bootstrap tls.Certificate
+}
+
+// NewEnrollKey makes an EnrollKey.
+func NewEnrollKey() (*EnrollKey, error) {
+	key, csr, err := NewKeyAndCSR()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kiln-agent-enrollment"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, err
+	}
+	return &EnrollKey{Key: key, CSR: csr, Bootstrap: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}, nil
 }
 
 // NewKeyAndCSR makes a P-256 key and a CSR for it with no names: Kiln assigns them.
@@ -226,25 +290,46 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 	if facts == nil {
 		facts = Facts()
 	}
-	key, csr, err := NewKeyAndCSR()
-	if err != nil {
-		return nil, err
+	ek := opts.Key
+	if ek == nil {
+		if ek, err = NewEnrollKey(); err != nil {
+			return nil, err
+		}
 	}
-	client := &http.Client{Timeout: opts.Timeout, Transport: &http.Transport{TLSClientConfig: PinnedTLSConfig(u.Hostname(), fp), ForceAttemptHTTP2: true}}
-	defer client.CloseIdleConnections()
-	body, _ := json.Marshal(map[string]any{"token": opts.Token, "csr": csr, "facts": facts})
+	conn := newEnrollConn(PinnedTLSConfig(u.Hostname(), fp), ek.Bootstrap)
+	client := &http.Client{Timeout: opts.Timeout, Transport: conn.transport}
+	body, _ := json.Marshal(map[string]any{"token": opts.Token, "csr": ek.CSR, "facts": facts})
 	var resp EnrollResponse
-	if err := postEnrollJSON(ctx, client, u.String()+"/enroll", body, &resp); err != nil {
-		return nil, fmt.Errorf("enroll with %s: %w", u.Host, err)
+	id, err := func() (*Identity, error) {
+		if err := postEnrollJSON(ctx, client, u.String()+"/enroll", body, &resp); err != nil {
+			return nil, fmt.Errorf("enroll with %s: %w", u.Host, err)
+		}
+		id, err := identityFrom(opts.Dir, u.String(), ek.Key, &resp, fp)
+		if err != nil {
+			return nil, err
+		}
+		if err := id.save(ek.Key); err != nil {
+			return nil, err
+		}
+		return id, nil
+	}()
+	if err != nil || !resp.BoundConnection {
+		conn.transport.CloseIdleConnections()
+		return id, err
 	}
-	id, err := identityFrom(opts.Dir, u.String(), key, &resp, fp)
-	if err != nil {
-		return nil, err
-	}
-	if err := id.save(key); err != nil {
-		return nil, err
-	}
+	// New connections present the machine certificate; the one enrolled on goes on.
+	conn.certs.set(id.tlsCert)
+	id.conn = conn
 	return id, nil
+}
+
+// newEnrollConn is the transport an agent enrolls with, presenting boot (the
+// certificate of its new key) until it has its machine certificate.
+func newEnrollConn(cfg *tls.Config, boot tls.Certificate) *enrollConn {
+	c := &enrollConn{certs: &certSource{cert: boot}}
+	cfg.GetClientCertificate = c.certs.get
+	c.transport = &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
+	return c
 }
 
 func postEnrollJSON(ctx context.Context, c *http.Client, u string, body []byte, out any) error {
@@ -506,23 +591,24 @@ func (id *Identity) RenewIfDue(ctx context.Context, now time.Time) (*Identity, b
 type MTLSTransport struct {
 	mu     sync.Mutex
 	id     *Identity
+	certs  *certSource
 	client *http.Client
 }
 
 // NewMTLSTransport makes an MTLSTransport for an identity.
 func NewMTLSTransport(id *Identity) *MTLSTransport {
 	t := &MTLSTransport{id: id}
-	cfg := id.TLSConfig()
-	cfg.Certificates = nil
 	// The certificate is looked up at each handshake, so a renewal takes effect on the
 	// next connection.
-	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		c := t.id.tlsCert
-		return &c, nil
+	conn := id.conn
+	id.conn = nil
+	if conn == nil {
+		cfg := id.TLSConfig()
+		cfg.Certificates = nil
+		conn = newEnrollConn(cfg, id.tlsCert)
 	}
-	t.client = &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 4}}
+	t.certs = conn.certs
+	t.client = &http.Client{Timeout: 5 * time.Minute, Transport: conn.transport}
 	return t
 }
 
@@ -549,6 +635,7 @@ func (t *MTLSTransport) Renew(ctx context.Context) error {
 	t.mu.Lock()
 	t.id = next
 	t.mu.Unlock()
+	t.certs.set(next.tlsCert)
 	t.client.CloseIdleConnections()
 	return nil
 }

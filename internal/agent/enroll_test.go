@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,10 +66,60 @@ func startEnrollKiln(t *testing.T, withURL bool) (*enroll.Server, store.Store, s
 	agentMux := http.NewServeMux()
 	srv.RegisterAgent(agentMux)
 	mux.Handle("/agent/", srv.AgentAuth(agentMux))
-	hs := &http.Server{Handler: mux, TLSConfig: srv.TLSConfig()}
+	hs := &http.Server{Handler: mux, TLSConfig: srv.TLSConfig(), ConnContext: enroll.ConnContext,
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				kilnConns.Add(1)
+			}
+		}}
 	go hs.ServeTLS(ln, "", "")
 	t.Cleanup(func() { hs.Close() })
 	return srv, st, url
+}
+
+// kilnConns counts the connections made to the servers of startEnrollKiln.
+var kilnConns atomic.Int64
+
+// The agent goes on as the machine on the connection it enrolled on (Kiln binds it),
+// and makes new connections with the machine certificate.
+func TestEnrollGoesOnOnTheEnrollmentConnection(t *testing.T) {
+	srv, _, url := kilnForEnroll(t)
+	ctx := context.Background()
+	tok, err := srv.CreateToken(ctx, "token:test", enroll.TokenRequest{Profile: "worker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := kilnConns.Load()
+	id, err := Enroll(ctx, EnrollOptions{Server: url, CAFingerprint: srv.CAFingerprint(), Token: tok.Token, Dir: filepath.Join(t.TempDir(), "id"),
+		Facts: map[string]any{"hostname": "bound-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := NewMTLSTransport(id)
+	self := func() string {
+		t.Helper()
+		res, err := tr.Client().Get(tr.BaseURL() + "/agent/v1/self")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("self: %d %s", res.StatusCode, b)
+		}
+		return string(b)
+	}
+	if body := self(); !strings.Contains(body, `"machine":"bound-1"`) {
+		t.Fatalf("self: %s", body)
+	}
+	if n := kilnConns.Load() - before; n != 1 {
+		t.Fatalf("enrollment and first call took %d connections, want 1", n)
+	}
+	tr.Client().CloseIdleConnections()
+	self()
+	if n := kilnConns.Load() - before; n != 2 {
+		t.Fatalf("%d connections after a reconnect, want 2", n)
+	}
 }
 
 func TestEnrollStoresIdentityAndRenews(t *testing.T) {

@@ -77,6 +77,9 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (*AgentIdent
 		return nil, refuse(http.StatusUnauthorized, "no client certificate: enroll first (kiln agent enroll)")
 	}
 	leaf := r.TLS.PeerCertificates[0]
+	if b := boundIdentity(ctx, leaf); b != nil {
+		return s.authenticateBound(ctx, b)
+	}
 	name := leaf.Subject.CommonName
 	fp := Fingerprint(leaf.Raw)
 	var m *resource.Object
@@ -114,6 +117,35 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (*AgentIdent
 		hex.EncodeToString(leaf.SerialNumber.Bytes()), name)
 	ref.Machine = name
 	return nil, ref
+}
+
+// authenticateBound checks a request on a connection an enrollment bound (see
+// connbind.go) as authenticate checks a presented certificate: the certificate issued
+// on the connection must be the machine's current one, and valid now.
+func (s *Server) authenticateBound(ctx context.Context, b *boundCert) (*AgentIdentity, error) {
+	var m *resource.Object
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		m, err = tx.Get(ctx, "Machine", b.machine)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, refuse(http.StatusUnauthorized, "certificate for machine %s: no such machine (deleted?)", b.machine)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if machineCertStatus(m).CertFingerprint != b.fingerprint {
+		ref := refuse(http.StatusUnauthorized, "certificate serial %s of machine %s is no longer valid: revoked, or replaced by a renewal or re-enrollment", b.serial, b.machine)
+		ref.Machine = b.machine
+		return nil, ref
+	}
+	if now := s.now(); now.Before(b.notBefore) || now.After(b.notAfter) {
+		ref := refuse(http.StatusUnauthorized, "client certificate of machine %s is expired or not yet valid (renew, or enroll again)", b.machine)
+		ref.Machine = b.machine
+		return nil, ref
+	}
+	return &AgentIdentity{Machine: b.machine, Fingerprint: b.fingerprint, Serial: b.serial, NotAfter: b.notAfter, Object: m}, nil
 }
 
 // checkIssued verifies a client certificate against the CA, to explain a refusal.

@@ -435,7 +435,9 @@ type issued struct {
 	der         []byte
 	serial      string // hex
 	fingerprint string
+	notBefore   time.Time
 	notAfter    time.Time
+	keyHash     string // SHA-256 of the certified SubjectPublicKeyInfo, hex
 }
 
 // issueClient signs a machine certificate for pub, valid from five minutes before now
@@ -446,7 +448,13 @@ func (a *authority) issueClient(name string, pub crypto.PublicKey, now time.Time
 	if err != nil {
 		return nil, fmt.Errorf("sign certificate for %q: %w", name, err)
 	}
-	return &issued{name: name, der: der, serial: hex.EncodeToString(tmpl.SerialNumber.Bytes()), fingerprint: Fingerprint(der), notAfter: tmpl.NotAfter.UTC()}, nil
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("sign certificate for %q: %w", name, err)
+	}
+	kh := sha256.Sum256(spki)
+	return &issued{name: name, der: der, serial: hex.EncodeToString(tmpl.SerialNumber.Bytes()), fingerprint: Fingerprint(der),
+		notBefore: tmpl.NotBefore.UTC(), notAfter: tmpl.NotAfter.UTC(), keyHash: hex.EncodeToString(kh[:])}, nil
 }
 
 // verifyClient checks that a presented client certificate was issued by this CA for

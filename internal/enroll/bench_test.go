@@ -198,7 +198,7 @@ func runBenchServer(spec string) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: mux, TLSConfig: srv.TLSConfig(), ReadHeaderTimeout: 10 * time.Second,
+	hs := &http.Server{Handler: mux, TLSConfig: srv.TLSConfig(), ConnContext: ConnContext, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: log.New(io.Discard, "", 0)}
 	go hs.ServeTLS(ln, "", "")
 	json.NewEncoder(os.Stdout).Encode(benchServerHello{URL: "https://" + ln.Addr().String(), Token: tok.Token, CA: string(srv.CACertificatePEM())})

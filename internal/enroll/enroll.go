@@ -44,6 +44,12 @@ type EnrollResponse struct {
 	NotAfter      time.Time `json:"notAfter"`
 	// RenewAfter is when the agent should renew: at two thirds of the lifetime.
 	RenewAfter time.Time `json:"renewAfter"`
+	// BoundConnection: the connection the agent enrolled on now speaks for the machine
+	// (see connbind.go); false: the agent must open a new connection with the
+	// certificate.
+	BoundConnection bool `json:"boundConnection,omitempty"`
+
+	issued *issued
 }
 
 // Refusal is a request Kiln refused: its status, a reason safe to show the client (it
@@ -661,7 +667,7 @@ func (s *Server) issue(ctx context.Context, tx store.Tx, e *enrollment, b *bindi
 func (s *Server) response(c *issued, now time.Time) *EnrollResponse {
 	return &EnrollResponse{
 		Machine: c.name, Certificate: certPEM(c.der), CAChain: string(s.ca.chainPEM), CAFingerprint: s.ca.fingerprint,
-		Serial: c.serial, NotAfter: c.notAfter, RenewAfter: now.Add(c.notAfter.Sub(now) * 2 / 3),
+		Serial: c.serial, NotAfter: c.notAfter, RenewAfter: now.Add(c.notAfter.Sub(now) * 2 / 3), issued: c,
 	}
 }
 
@@ -793,7 +799,8 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "enrollment failed on the server (store unavailable); retry later")
 		return
 	}
-	s.log().Info("enrolled", "machine", resp.Machine, "serial", resp.Serial, "remote", remote)
+	resp.BoundConnection = bindConnection(r, resp)
+	s.log().Info("enrolled", "machine", resp.Machine, "serial", resp.Serial, "remote", remote, "bound_connection", resp.BoundConnection)
 	writeJSON(w, http.StatusOK, resp)
 }
 

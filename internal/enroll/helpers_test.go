@@ -108,7 +108,7 @@ func serveHTTPS(t testing.TB, srv *Server, extra func(mux *http.ServeMux)) strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: mux, TLSConfig: srv.TLSConfig(), ErrorLog: nil, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: mux, TLSConfig: srv.TLSConfig(), ConnContext: ConnContext, ReadHeaderTimeout: 10 * time.Second}
 	go hs.ServeTLS(ln, "", "")
 	t.Cleanup(func() { hs.Close() })
 	return "https://" + ln.Addr().String()

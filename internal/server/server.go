@@ -203,6 +203,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.https = &http.Server{
 			Handler:           h,
 			TLSConfig:         s.enroll.TLSConfig(),
+			ConnContext:       enroll.ConnContext,
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       2 * time.Minute,
 			IdleTimeout:       2 * time.Minute,

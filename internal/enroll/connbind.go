@@ -1,0 +1,101 @@
+package enroll
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Enrollment connections. An agent enrolls on a TLS connection on which it presents
+// a self-signed certificate for the key its CSR asks Kiln to certify: the handshake
+// proves it holds that key. Once Kiln has issued the machine certificate for that
+// key, the connection speaks for the machine, so the agent's first calls (its report,
+// its workflow) need no second handshake, which would cost both sides as much CPU as
+// the enrollment itself. Every new connection presents the machine certificate.
+//
+// The binding lives and dies with its connection, and each request on it is checked
+// as a presented machine certificate is: the certificate issued on the connection
+// must still be the machine's current one (a revocation, renewal or re-enrollment
+// ends the binding at once) and unexpired. A connection whose client key is not the
+// CSR's is not bound: the enrollment succeeds and the agent reconnects.
+
+type connKey struct{}
+
+// connState is what Kiln knows about one TLS connection.
+type connState struct {
+	mu    sync.Mutex
+	bound *boundCert
+}
+
+// boundCert is the machine certificate issued on a connection.
+type boundCert struct {
+	machine     string
+	fingerprint string
+	serial      string
+	notBefore   time.Time
+	notAfter    time.Time
+	keyHash     string // SHA-256 of the certified SubjectPublicKeyInfo, hex
+}
+
+// ConnContext is the http.Server ConnContext of the server that serves enrollment and
+// the agent API: it gives each connection the state that enrollment binds.
+func ConnContext(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, &connState{})
+}
+
+func connStateFrom(ctx context.Context) *connState {
+	cs, _ := ctx.Value(connKey{}).(*connState)
+	return cs
+}
+
+func (cs *connState) get() *boundCert {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.bound
+}
+
+func (cs *connState) set(b *boundCert) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.bound = b
+}
+
+// spkiHash is the SHA-256 of a certificate's public key, hex, as csrInfo.keyHash.
+func spkiHash(c *x509.Certificate) string {
+	h := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(h[:])
+}
+
+// bindConnection binds the request's connection to the certificate just issued, if
+// the client's TLS key is the certified key. It reports whether it did.
+func bindConnection(r *http.Request, resp *EnrollResponse) bool {
+	cs := connStateFrom(r.Context())
+	if cs == nil || r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || resp.issued == nil {
+		return false
+	}
+	if spkiHash(r.TLS.PeerCertificates[0]) != resp.issued.keyHash {
+		return false
+	}
+	cs.set(&boundCert{machine: resp.Machine, fingerprint: resp.issued.fingerprint, serial: resp.Serial,
+		notBefore: resp.issued.notBefore, notAfter: resp.NotAfter, keyHash: resp.issued.keyHash})
+	return true
+}
+
+// boundIdentity is the machine a request's connection was bound to by an enrollment
+// on it, if the client certificate is the one the connection was opened with.
+func boundIdentity(ctx context.Context, leaf *x509.Certificate) *boundCert {
+	cs := connStateFrom(ctx)
+	if cs == nil {
+		return nil
+	}
+	b := cs.get()
+	if b == nil || spkiHash(leaf) != b.keyHash {
+		return nil
+	}
+	return b
+}
