@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -66,7 +68,13 @@ func startEnrollKiln(t *testing.T, withURL bool) (*enroll.Server, store.Store, s
 	agentMux := http.NewServeMux()
 	srv.RegisterAgent(agentMux)
 	mux.Handle("/agent/", srv.AgentAuth(agentMux))
-	hs := &http.Server{Handler: mux, TLSConfig: srv.TLSConfig(), ConnContext: enroll.ConnContext,
+	record := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			kilnCurves.Store(r.URL.Path, r.TLS.CurveID)
+		}
+		mux.ServeHTTP(w, r)
+	})
+	hs := &http.Server{Handler: record, TLSConfig: srv.TLSConfig(), ConnContext: enroll.ConnContext,
 		ConnState: func(_ net.Conn, s http.ConnState) {
 			if s == http.StateNew {
 				kilnConns.Add(1)
@@ -77,8 +85,12 @@ func startEnrollKiln(t *testing.T, withURL bool) (*enroll.Server, store.Store, s
 	return srv, st, url
 }
 
-// kilnConns counts the connections made to the servers of startEnrollKiln.
-var kilnConns atomic.Int64
+// kilnConns counts the connections made to the servers of startEnrollKiln;
+// kilnCurves has the key exchange of the last request to each path.
+var (
+	kilnConns  atomic.Int64
+	kilnCurves sync.Map
+)
 
 // The agent goes on as the machine on the connection it enrolled on (Kiln binds it),
 // and makes new connections with the machine certificate.
@@ -119,6 +131,20 @@ func TestEnrollGoesOnOnTheEnrollmentConnection(t *testing.T) {
 	self()
 	if n := kilnConns.Load() - before; n != 2 {
 		t.Fatalf("%d connections after a reconnect, want 2", n)
+	}
+	// What can carry a secret goes over a post-quantum key exchange, the rest over P-256.
+	for path, want := range map[string]tls.CurveID{"/enroll": tls.CurveP256, "/agent/v1/self": tls.CurveP256,
+		"/config/ignition": tls.X25519MLKEM768, "/secret-handles/x": tls.X25519MLKEM768} {
+		if path != "/enroll" {
+			res, err := tr.Client().Get(tr.BaseURL() + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+		}
+		if got, _ := kilnCurves.Load(path); got != want {
+			t.Errorf("%s: key exchange %v, want %v", path, got, want)
+		}
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kilnhq/kiln/internal/api"
+	"github.com/kilnhq/kiln/internal/gctune"
 	"github.com/kilnhq/kiln/internal/server"
 )
 
@@ -191,7 +192,7 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 			if err != nil {
 				return err
 			}
-			tuneGC(log)
+			gctune.Tune(log)
 			cfg.DataDir = g.dataDir
 			cfg.Version = Version
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

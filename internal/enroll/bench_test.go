@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/gctune"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/postgres"
 	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
@@ -95,24 +97,32 @@ func BenchmarkEnrollHTTPS(b *testing.B) {
 		roots := x509.NewCertPool()
 		roots.AppendCertsFromPEM(pem)
 		pid, _ := strconv.Atoi(os.Getenv("KILN_BENCH_ENROLL_PID"))
-		for _, keygen := range []string{"ahead", "inline"} {
-			b.Run(fmt.Sprintf("store=external/keygen=%s/clients=%d", keygen, clients), func(b *testing.B) {
-				benchHTTPS(b, benchTarget{url: url, token: os.Getenv("KILN_BENCH_ENROLL_TOKEN"), roots: roots, pid: pid}, clients, keygen == "inline")
+		for _, m := range benchModes {
+			b.Run(fmt.Sprintf("store=external/keygen=%s/call=%s/clients=%d", m.keygen, m.call, clients), func(b *testing.B) {
+				benchHTTPS(b, benchTarget{url: url, token: os.Getenv("KILN_BENCH_ENROLL_TOKEN"), roots: roots, pid: pid}, clients, m.keygen == "inline", m.call == "reconnect")
 			})
 		}
 		return
 	}
 	for _, storeName := range []string{"sqlite", "postgres"} {
-		for _, keygen := range []string{"ahead", "inline"} {
-			b.Run(fmt.Sprintf("store=%s/keygen=%s/clients=%d", storeName, keygen, clients), func(b *testing.B) {
+		for _, m := range benchModes {
+			b.Run(fmt.Sprintf("store=%s/keygen=%s/call=%s/clients=%d", storeName, m.keygen, m.call, clients), func(b *testing.B) {
 				spec := "sqlite:" + b.TempDir()
 				if storeName == "postgres" {
 					spec = "postgres:" + pgtest.NewDatabase(b)
 				}
-				benchHTTPS(b, startBenchServer(b, spec), clients, keygen == "inline")
+				benchHTTPS(b, startBenchServer(b, spec), clients, m.keygen == "inline", m.call == "reconnect")
 			})
 		}
 	}
+}
+
+// benchModes: keygen=ahead|inline (keys made before the clock starts, or by each agent
+// on the spot); call=bound (the mTLS call on the enrollment connection, as the agent
+// makes it) or reconnect (on a new connection with the machine certificate: two
+// handshakes, as before connections were bound).
+var benchModes = []struct{ keygen, call string }{
+	{"ahead", "bound"}, {"inline", "bound"}, {"ahead", "reconnect"},
 }
 
 // benchTarget is a server to load.
@@ -158,6 +168,8 @@ func startBenchServer(b *testing.B, spec string) benchTarget {
 // runBenchServer is server mode: serve until standard input closes.
 func runBenchServer(spec string) error {
 	ctx := context.Background()
+	gctune.Tune(slog.New(slog.DiscardHandler)) // as kiln serve
+
 	kind, arg, _ := strings.Cut(spec, ":")
 	var st store.Store
 	var err error
@@ -235,19 +247,22 @@ func cpuTime(pid int) (time.Duration, bool) {
 }
 
 type benchAgent struct {
-	key *ecdsa.PrivateKey
-	csr string
+	key  *ecdsa.PrivateKey
+	csr  string
+	boot *tls.Certificate // self-signed, presented on the enrollment connection
 }
 
+// newBenchAgent makes what internal/agent's NewEnrollKey makes: a key, a CSR and a
+// self-signed certificate.
 func newBenchAgent(b *testing.B) benchAgent {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return benchAgent{key: key, csr: csrPEM(b, nil, key)}
+	return benchAgent{key: key, csr: csrPEM(b, nil, key), boot: selfSignedClient(b, key)}
 }
 
-func benchHTTPS(b *testing.B, target benchTarget, clients int, inline bool) {
+func benchHTTPS(b *testing.B, target benchTarget, clients int, inline, reconnect bool) {
 	// Key generation cost, measured apart.
 	const samples = 200
 	t0 := time.Now()
@@ -290,7 +305,7 @@ func benchHTTPS(b *testing.B, target benchTarget, clients int, inline bool) {
 				}
 				t := time.Now()
 				mac := net.HardwareAddr{0x52, base[0], base[1], byte(i >> 16), byte(i >> 8), byte(i)}.String()
-				if err := benchOneAgent(target, a, mac); err != nil {
+				if err := benchOneAgent(target, a, mac, reconnect); err != nil {
 					if failed.Add(1) == 1 {
 						b.Error(err)
 					}
@@ -320,11 +335,18 @@ func benchHTTPS(b *testing.B, target benchTarget, clients int, inline bool) {
 	}
 }
 
-// benchOneAgent enrolls one simulated agent and makes one mTLS call, each on a new
-// connection.
-func benchOneAgent(target benchTarget, a benchAgent, mac string) error {
+// benchOneAgent enrolls one simulated agent and makes one mTLS call, as the agent
+// does: on the connection it enrolled on, which Kiln binds to the machine (see
+// connbind.go). With reconnect, the call is made on a new connection presenting the
+// machine certificate instead.
+func benchOneAgent(target benchTarget, a benchAgent, mac string, reconnect bool) error {
 	url, roots := target.url, target.roots
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}, DisableKeepAlives: true}
+	var current atomic.Pointer[tls.Certificate]
+	current.Store(a.boot)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1",
+		CurvePreferences: []tls.CurveID{tls.CurveP256}, // as the agent (internal/agent classicalCurves)
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return current.Load(), nil }}}
+	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: time.Minute}
 	body, _ := json.Marshal(EnrollRequest{Token: target.token, CSR: a.csr, Facts: facts(mac, "cpus", 8)})
 	res, err := c.Post(url+"/enroll", "application/json", bytes.NewReader(body))
@@ -341,10 +363,14 @@ func benchOneAgent(target benchTarget, a benchAgent, mac string) error {
 		return err
 	}
 	blk, _ := pem.Decode([]byte(resp.Certificate))
-	cert := tls.Certificate{Certificate: [][]byte{blk.Bytes}, PrivateKey: a.key}
-	mtls := &http.Client{Timeout: time.Minute, Transport: &http.Transport{DisableKeepAlives: true,
-		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}}}}
-	res, err = mtls.Get(url + "/agent/v1/self")
+	if blk == nil {
+		return fmt.Errorf("enroll: no certificate in %s", data)
+	}
+	current.Store(&tls.Certificate{Certificate: [][]byte{blk.Bytes}, PrivateKey: a.key})
+	if reconnect || !resp.BoundConnection {
+		tr.CloseIdleConnections()
+	}
+	res, err = c.Get(url + "/agent/v1/self")
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,5 @@
-package cli
+// Package gctune sets the garbage collector up for a long-running server.
+package gctune
 
 import (
 	"bufio"
@@ -17,10 +18,10 @@ import (
 // the machine has.
 const serverGCPercent = 400
 
-// tuneGC applies serverGCPercent unless GOGC is set, and a soft memory limit
+// Tune applies serverGCPercent unless GOGC is set, and a soft memory limit
 // of half the memory available (the machine's, or the cgroup's when smaller)
 // unless GOMEMLIMIT is set.
-func tuneGC(log *slog.Logger) {
+func Tune(log *slog.Logger) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(serverGCPercent)
 	}
