@@ -330,7 +330,9 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 func newEnrollConn(cfg *tls.Config, boot tls.Certificate) *enrollConn {
 	c := &enrollConn{certs: &certSource{cert: boot}}
 	cfg.GetClientCertificate = c.certs.get
-	c.transport = &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
+	// HTTP/1.1: the agent's calls come one after another, and an HTTP/1.1 connection
+	// costs both ends less than an HTTP/2 one.
+	c.transport = &http.Transport{TLSClientConfig: cfg, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
 	return c
 }
 

@@ -79,8 +79,9 @@ func (s *Server) commitBatch(batch []*batchItem) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err := s.st.Update(ctx, func(tx store.Tx) error {
+		bt := batchTokens{}
 		for _, it := range batch {
-			it.resp, it.err = s.commitOne(ctx, tx, it.e)
+			it.resp, it.err = s.commitOne(ctx, tx, bt, it.e)
 			var ref *Refusal
 			if errors.As(it.err, &ref) && !ref.partial {
 				continue
@@ -89,7 +90,7 @@ func (s *Server) commitBatch(batch []*batchItem) {
 				return it.err
 			}
 		}
-		return nil
+		return bt.flush(ctx, tx)
 	})
 	if err == nil {
 		return
@@ -102,7 +103,7 @@ func (s *Server) commitBatch(batch []*batchItem) {
 		var resp *EnrollResponse
 		err := s.st.Update(ctx, func(tx store.Tx) error {
 			var err error
-			resp, err = s.commitOne(ctx, tx, it.e)
+			resp, err = s.commitOne(ctx, tx, nil, it.e)
 			return err
 		})
 		it.resp, it.err = resp, err

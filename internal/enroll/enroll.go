@@ -297,9 +297,10 @@ func (s *Server) enroll(ctx context.Context, req *EnrollRequest, remote netip.Ad
 	if csrErr != nil {
 		return nil, ref(http.StatusBadRequest, "%v", csrErr)
 	}
-	// Sign before the write transaction, for the machine the read-only binding named,
-	// so that writers (serialized, across replicas too) do not wait on signatures. The
-	// transaction binds again and signs anew in the rare case the answer changed.
+	// Sign before the write transaction, for the machine the binding will most likely
+	// name, so that writers (serialized, across replicas too) do not wait on
+	// signatures. The transaction binds and signs anew in the rare case it names
+	// another machine.
 	if name != "" && e.csr.checkName(name) == nil {
 		if cert, err := s.ca.issueClient(name, e.csr.pub, e.now, s.cfg.CertTTL); err == nil {
 			e.presigned = cert
@@ -308,26 +309,30 @@ func (s *Server) enroll(ctx context.Context, req *EnrollRequest, remote netip.Ad
 	return s.commit(ctx, e)
 }
 
-// prepare reads, in one read-only transaction, the token profile's spec.enrollPolicy
-// and the machine the enrollment would bind (name "" if it would be refused: the
-// write transaction makes the authoritative checks, in their order). The policy is
-// read from the raw spec so that this works before and after resource.ProfileSpec
-// has the field.
+// prepare reads the token profile's spec.enrollPolicy, and guesses the name of the
+// machine the enrollment will bind without reading the store: the one the token
+// names, else that of a new machine ("" without a CSR). The write transaction binds
+// for good, in the order of its checks. The policy is read from the raw spec so that
+// this works before and after resource.ProfileSpec has the field.
 func (s *Server) prepare(ctx context.Context, e *enrollment) (policy []string, name string, err error) {
 	profile := e.claims.Scope.Profile
 	var obj *resource.Object
 	err = s.st.View(ctx, func(tx store.Tx) error {
 		var err error
-		if obj, err = tx.Get(ctx, "Profile", profile); err != nil {
-			return err
-		}
-		if e.csr != nil {
-			if b, err := s.bind(ctx, tx, e); err == nil {
-				name = b.name
+		obj, err = tx.Get(ctx, "Profile", profile)
+		return err
+	})
+	if e.csr != nil {
+		name = e.claims.Scope.Machine
+		for _, n := range newMachineNames(e) {
+			if name != "" {
+				break
+			}
+			if resource.ValidateName(n) == nil {
+				name = n
 			}
 		}
-		return nil
-	})
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, "", refuse(http.StatusForbidden, "the token's profile %q does not exist", profile)
 	}
@@ -375,30 +380,74 @@ func (s *Server) commit(ctx context.Context, e *enrollment) (*EnrollResponse, er
 	return s.batches.submit(ctx, s, e)
 }
 
+// txToken is a join token as read in a write transaction.
+type txToken struct {
+	obj    *resource.Object
+	spec   *resource.JoinTokenSpec
+	status tokenStatus
+	used   bool // status changed: to write
+}
+
+// batchTokens keeps the join tokens a shared transaction has read, so that a token
+// several of its enrollments use (a batch of machines, an image) is read and written
+// once per transaction; each enrollment still sees the uses of the ones before it.
+type batchTokens map[string]*txToken
+
+// token reads a join token, from the batch if it has it (bt may be nil).
+func (bt batchTokens) token(ctx context.Context, tx store.Tx, id string) (*txToken, error) {
+	if t, ok := bt[id]; ok {
+		return t, nil
+	}
+	obj, err := tx.Get(ctx, "JoinToken", id)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := resource.Typed[resource.JoinTokenSpec](obj)
+	if err != nil {
+		return nil, err
+	}
+	t := &txToken{obj: obj, spec: spec}
+	if len(obj.Status) > 0 {
+		_ = json.Unmarshal(obj.Status, &t.status)
+	}
+	if bt != nil {
+		bt[id] = t
+	}
+	return t, nil
+}
+
+// flush writes the tokens the transaction used.
+func (bt batchTokens) flush(ctx context.Context, tx store.Tx) error {
+	for _, t := range bt {
+		if !t.used {
+			continue
+		}
+		t.obj.Status, _ = json.Marshal(t.status)
+		if err := tx.Update(ctx, t.obj); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // commitOne is one enrollment's part of a write transaction. A *Refusal it returns
-// means it wrote nothing, unless the refusal is marked partial.
-func (s *Server) commitOne(ctx context.Context, tx store.Tx, e *enrollment) (*EnrollResponse, error) {
+// means it wrote nothing, unless the refusal is marked partial. With bt (a shared
+// transaction) the token's new use count is written by bt.flush.
+func (s *Server) commitOne(ctx context.Context, tx store.Tx, bt batchTokens, e *enrollment) (*EnrollResponse, error) {
 	c := e.claims
 	ref := func(status int, format string, a ...any) *Refusal {
 		r := refuse(status, format, a...)
 		r.TokenID, r.Machine = c.ID, c.Scope.Machine
 		return r
 	}
-	tok, err := tx.Get(ctx, "JoinToken", c.ID)
+	t, err := bt.token(ctx, tx, c.ID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ref(http.StatusUnauthorized, "token %s is unknown to this Kiln (deleted, or never issued here)", c.ID)
 	}
 	if err != nil {
 		return nil, err
 	}
-	spec, err := resource.Typed[resource.JoinTokenSpec](tok)
-	if err != nil {
-		return nil, err
-	}
-	var ts tokenStatus
-	if len(tok.Status) > 0 {
-		_ = json.Unmarshal(tok.Status, &ts)
-	}
+	tok, spec, ts := t.obj, t.spec, t.status
 	if subtle.ConstantTimeCompare([]byte(spec.Hash), []byte(e.tokenHash)) != 1 {
 		if c.Scope.Boot {
 			return nil, ref(http.StatusUnauthorized, "per-boot token %s was superseded: the machine fetched a newer boot script since", c.ID)
@@ -430,9 +479,12 @@ func (s *Server) commitOne(ctx context.Context, tx store.Tx, e *enrollment) (*En
 	}
 	ts.Uses++
 	ts.LastUsedAt, ts.LastMachine = &e.now, b.name
-	tok.Status, _ = json.Marshal(ts)
-	if err := tx.Update(ctx, tok); err != nil {
-		return nil, err
+	t.status, t.used = ts, true
+	if bt == nil {
+		tok.Status, _ = json.Marshal(ts)
+		if err := tx.Update(ctx, tok); err != nil {
+			return nil, err
+		}
 	}
 	return resp, nil
 }
@@ -528,17 +580,8 @@ func (s *Server) newBinding(ctx context.Context, tx store.Tx, e *enrollment, nam
 		return false, err
 	}
 	if name == "" {
-		var candidates []string
-		if h, ok := e.req.Facts["hostname"].(string); ok {
-			h = strings.ToLower(strings.TrimSpace(h))
-			if h != "" && h != "localhost" && !strings.HasPrefix(h, "localhost.") {
-				candidates = append(candidates, h)
-			}
-		}
-		if len(e.macs) > 0 {
-			candidates = append(candidates, "m-"+strings.ReplaceAll(e.macs[0], ":", ""))
-		}
-		for _, cand := range candidates {
+		cands := newMachineNames(e)
+		for _, cand := range cands[:len(cands)-1] {
 			ok, err := free(cand)
 			if err != nil {
 				return nil, err
@@ -549,9 +592,7 @@ func (s *Server) newBinding(ctx context.Context, tx store.Tx, e *enrollment, nam
 			}
 		}
 		if name == "" {
-			// Derived from the key, so that the read-only binding before the
-			// transaction and the one in it agree.
-			name = "m-" + e.csr.keyHash[:12]
+			name = cands[len(cands)-1]
 		}
 	}
 	spec := &resource.MachineSpec{Profile: c.Scope.Profile}
@@ -562,6 +603,23 @@ func (s *Server) newBinding(ctx context.Context, tx store.Tx, e *enrollment, nam
 		return nil, &Refusal{Status: http.StatusBadRequest, Reason: "machine from facts: " + err.Error(), TokenID: c.ID}
 	}
 	return &binding{name: name, spec: spec}, nil
+}
+
+// newMachineNames are the names a new machine may get, in order: the reported
+// hostname, m-<first MAC>, and last m-<key hash>, which is always taken (derived
+// from the key, it is never another machine's).
+func newMachineNames(e *enrollment) []string {
+	var out []string
+	if h, ok := e.req.Facts["hostname"].(string); ok {
+		h = strings.ToLower(strings.TrimSpace(h))
+		if h != "" && h != "localhost" && !strings.HasPrefix(h, "localhost.") {
+			out = append(out, h)
+		}
+	}
+	if len(e.macs) > 0 {
+		out = append(out, "m-"+strings.ReplaceAll(e.macs[0], ":", ""))
+	}
+	return append(out, "m-"+e.csr.keyHash[:12])
 }
 
 // interfaceName is the reported name of the interface with mac, if it is a plain one.
