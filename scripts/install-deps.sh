@@ -5,6 +5,7 @@ set -euo pipefail
 pkgs=(
   postgresql          # the PostgreSQL store's tests start a throwaway server
   tftp-hpa atftp curl # real TFTP clients the TFTP server is tested against
+  openssl             # openssl req makes and checks CSRs with attributes (enrollment)
   ca-certificates bc  # bc: the benchmark scripts
   isc-dhcp-client busybox-static kea-admin tcpdump iproute2 # real DHCP clients (dhclient, udhcpc, perfdhcp)
   fdisk gdisk e2fsprogs  # sfdisk/sgdisk check GPT layouts, mkfs.ext4/debugfs for write-file

@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -20,13 +21,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,8 +72,8 @@ type EnrollOptions struct {
 	Facts map[string]any
 	// Timeout bounds the enrollment request (default 60s).
 	Timeout time.Duration
-	// Key is the key to enroll; nil: a new one (NewEnrollKey).
-	Key *EnrollKey
+	// Key is the key to enroll; nil: a new P-256 key.
+	Key *ecdsa.PrivateKey
 }
 
 // Identity is an enrolled machine's key, certificate and pinned CA.
@@ -94,7 +95,10 @@ type Identity struct {
 // enrollConn is the transport an agent enrolled with, and the certificate it presents.
 type enrollConn struct {
 	transport *http.Transport
+	cfg       *tls.Config
 	certs     *certSource
+	mu        sync.Mutex
+	next      *tls.Conn // the connection opened to enroll, until the transport takes it
 }
 
 // certSource is the client certificate a transport presents at its next handshake.
@@ -189,34 +193,65 @@ func PinnedTLSConfig(serverName, fp string) *tls.Config {
 	}
 }
 
-// EnrollKey is what an agent enrolls with: a new P-256 key, a CSR for it with no
-// names (Kiln assigns them) and a self-signed certificate for it, which the agent
-// presents on the enrollment connection. That proves it holds the key in the TLS
-// handshake, so that Kiln can let the connection speak for the machine once it has
-// certified the key (the agent's next calls then need no new handshake).
-type EnrollKey struct {
-	Key       *ecdsa.PrivateKey
-	CSR       string
-	Bootstrap tls.Certificate
-}
+// The enrollment connection. The agent opens the TLS connection first, then makes
+// its CSR with the connection's channel binding in it: RFC 9266's tls-exporter value,
+// in the CSR's challengePassword attribute, as EST (RFC 7030 section 3.5) links a CSR
+// to its TLS session. The CSR's signature then proves that whoever is on this
+// connection holds the key, so Kiln lets the connection speak for the machine once it
+// has certified the key, and the agent's next calls need no second handshake. New
+// connections present the machine certificate.
 
-// NewEnrollKey makes an EnrollKey.
-func NewEnrollKey() (*EnrollKey, error) {
-	key, csr, err := NewKeyAndCSR()
+// channelBindingLabel is RFC 9266's exporter label; channelBindingPrefix starts the
+// challengePassword that carries the value (base64). internal/enroll reads them.
+const (
+	channelBindingLabel  = "EXPORTER-Channel-Binding"
+	channelBindingPrefix = "tls-exporter:"
+)
+
+var (
+	oidChallengePassword = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}
+	oidECDSAWithSHA256   = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
+)
+
+// ChannelBoundCSR makes a PKCS #10 CSR for key with no names (Kiln assigns them) and
+// binding in its challengePassword attribute. crypto/x509 cannot write that
+// attribute (it writes attributes as name sets), so the request is built here.
+func ChannelBoundCSR(key *ecdsa.PrivateKey, binding []byte) (string, error) {
+	spki, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kiln-agent-enrollment"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	value := channelBindingPrefix + base64.StdEncoding.EncodeToString(binding)
+	attr, err := asn1.Marshal(struct {
+		Type   asn1.ObjectIdentifier
+		Values []asn1.RawValue `asn1:"set"`
+	}{oidChallengePassword, []asn1.RawValue{{Tag: asn1.TagUTF8String, Bytes: []byte(value)}}})
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	return &EnrollKey{Key: key, CSR: csr, Bootstrap: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}, nil
+	info, err := asn1.Marshal(struct {
+		Version    int
+		Subject    asn1.RawValue
+		PublicKey  asn1.RawValue
+		Attributes []asn1.RawValue `asn1:"tag:0"`
+	}{0, asn1.RawValue{FullBytes: []byte{0x30, 0}}, asn1.RawValue{FullBytes: spki}, []asn1.RawValue{{FullBytes: attr}}})
+	if err != nil {
+		return "", err
+	}
+	digest := sha256.Sum256(info)
+	sig, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
+	if err != nil {
+		return "", err
+	}
+	der, err := asn1.Marshal(struct {
+		Info      asn1.RawValue
+		Algorithm pkix.AlgorithmIdentifier
+		Signature asn1.BitString
+	}{asn1.RawValue{FullBytes: info}, pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA256}, asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
+	if err != nil {
+		return "", err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), nil
 }
 
 // NewKeyAndCSR makes a P-256 key and a CSR for it with no names: Kiln assigns them.
@@ -263,6 +298,27 @@ func TokenIssuer(token string) string {
 // Enroll enrolls this machine with Kiln and stores its identity in opts.Dir. Without
 // opts.Server it uses the server URL written in the token.
 func Enroll(ctx context.Context, opts EnrollOptions) (*Identity, error) {
+	if opts.Dir == "" {
+		opts.Dir = DefaultDir
+	}
+	if err := secureDir(opts.Dir); err != nil {
+		return nil, err
+	}
+	id, err := EnrollSession(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := id.save(id.tlsCert.PrivateKey.(crypto.Signer)); err != nil {
+		id.Close()
+		return nil, err
+	}
+	return id, nil
+}
+
+// EnrollSession enrolls without storing the identity (Enroll stores it). Kiln lets
+// the connection it enrolled on go on as the machine: NewMTLSTransport takes it over
+// (or Close drops it).
+func EnrollSession(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 	if opts.Server == "" {
 		opts.Server = TokenIssuer(opts.Token)
 	}
@@ -277,46 +333,53 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 	if opts.Token == "" {
 		return nil, errors.New("token: required")
 	}
-	if opts.Dir == "" {
-		opts.Dir = DefaultDir
-	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 60 * time.Second
-	}
-	if err := secureDir(opts.Dir); err != nil {
-		return nil, err
 	}
 	facts := opts.Facts
 	if facts == nil {
 		facts = Facts()
 	}
-	ek := opts.Key
-	if ek == nil {
-		if ek, err = NewEnrollKey(); err != nil {
+	key := opts.Key
+	if key == nil {
+		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
 			return nil, err
 		}
 	}
-	conn := newEnrollConn(PinnedTLSConfig(u.Hostname(), fp), ek.Bootstrap)
+	cfg := PinnedTLSConfig(u.Hostname(), fp)
 	// Nothing secret travels on this connection (see secretPath).
-	conn.transport.TLSClientConfig.CurvePreferences = classicalCurves
-	client := &http.Client{Timeout: opts.Timeout, Transport: conn.transport}
-	body, _ := json.Marshal(map[string]any{"token": opts.Token, "csr": ek.CSR, "facts": facts})
+	cfg.CurvePreferences = classicalCurves
+	conn := newEnrollConn(cfg)
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	tc, err := conn.dial(ctx, "tcp", hostPort(u))
+	if err != nil {
+		return nil, fmt.Errorf("enroll with %s: %w", u.Host, err)
+	}
+	conn.next = tc
+	st := tc.ConnectionState()
+	binding, err := st.ExportKeyingMaterial(channelBindingLabel, nil, 32)
+	if err != nil {
+		tc.Close()
+		return nil, fmt.Errorf("enroll with %s: channel binding: %w", u.Host, err)
+	}
+	csr, err := ChannelBoundCSR(key, binding)
+	if err != nil {
+		tc.Close()
+		return nil, err
+	}
+	client := &http.Client{Transport: conn.transport}
+	body, _ := json.Marshal(map[string]any{"token": opts.Token, "csr": csr, "facts": facts})
 	var resp EnrollResponse
 	id, err := func() (*Identity, error) {
 		if err := postEnrollJSON(ctx, client, u.String()+"/enroll", body, &resp); err != nil {
 			return nil, fmt.Errorf("enroll with %s: %w", u.Host, err)
 		}
-		id, err := identityFrom(opts.Dir, u.String(), ek.Key, &resp, fp)
-		if err != nil {
-			return nil, err
-		}
-		if err := id.save(ek.Key); err != nil {
-			return nil, err
-		}
-		return id, nil
+		return identityFrom(opts.Dir, u.String(), key, &resp, fp)
 	}()
 	if err != nil || !resp.BoundConnection {
 		conn.transport.CloseIdleConnections()
+		conn.dropNext()
 		return id, err
 	}
 	// New connections present the machine certificate; the one enrolled on goes on.
@@ -325,15 +388,61 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 	return id, nil
 }
 
-// newEnrollConn is the transport an agent enrolls with, presenting boot (the
-// certificate of its new key) until it has its machine certificate.
-func newEnrollConn(cfg *tls.Config, boot tls.Certificate) *enrollConn {
-	c := &enrollConn{certs: &certSource{cert: boot}}
+// Close drops the connection the identity was enrolled on, unless a transport took
+// it over.
+func (id *Identity) Close() {
+	if id.conn != nil {
+		id.conn.transport.CloseIdleConnections()
+		id.conn = nil
+	}
+}
+
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	return net.JoinHostPort(u.Hostname(), "443")
+}
+
+// newEnrollConn is the transport an agent enrolls with; it presents the machine
+// certificate on new connections once there is one.
+func newEnrollConn(cfg *tls.Config) *enrollConn {
+	c := &enrollConn{certs: &certSource{}, cfg: cfg}
 	cfg.GetClientCertificate = c.certs.get
 	// HTTP/1.1: the agent's calls come one after another, and an HTTP/1.1 connection
 	// costs both ends less than an HTTP/2 one.
-	c.transport = &http.Transport{TLSClientConfig: cfg, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
+	c.transport = &http.Transport{TLSClientConfig: cfg, DialTLSContext: c.dialTLS, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
 	return c
+}
+
+// dial opens a TLS connection with the transport's configuration.
+func (c *enrollConn) dial(ctx context.Context, network, addr string) (*tls.Conn, error) {
+	nc, err := (&tls.Dialer{Config: c.cfg}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return nc.(*tls.Conn), nil
+}
+
+// dialTLS is the transport's dialer: the enrollment connection first, then new ones.
+func (c *enrollConn) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	c.mu.Lock()
+	next := c.next
+	c.next = nil
+	c.mu.Unlock()
+	if next != nil {
+		return next, nil
+	}
+	return c.dial(ctx, network, addr)
+}
+
+func (c *enrollConn) dropNext() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.next != nil {
+		c.next.Close()
+		c.next = nil
+	}
 }
 
 func postEnrollJSON(ctx context.Context, c *http.Client, u string, body []byte, out any) error {
@@ -377,36 +486,47 @@ func identityFrom(dir, server string, key crypto.Signer, r *EnrollResponse, fp s
 	if !samePublicKey(cert.PublicKey, key.Public()) {
 		return nil, errors.New("enroll: the certificate is not for this machine's key")
 	}
-	cas, caRaw, err := pinnedPool([]byte(r.CAChain), fp)
+	cas, caRaw, ca, err := pinnedPool([]byte(r.CAChain), fp)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: cas, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return nil, fmt.Errorf("enroll: the certificate is not from the pinned CA: %w", err)
+	// The answer came over a connection authenticated by the pinned CA, from Kiln,
+	// which is that CA: checking the CA's signature on the certificate again would cost
+	// an ECDSA verification and prove nothing more. What is checked is that it is what
+	// the agent asked for: its key (above), under the pinned CA's name, for client
+	// authentication, valid now.
+	now := time.Now()
+	switch {
+	case !bytes.Equal(cert.RawIssuer, ca.RawSubject):
+		return nil, fmt.Errorf("enroll: the certificate is not from the pinned CA (issuer %q)", cert.Issuer)
+	case !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth):
+		return nil, errors.New("enroll: the certificate is not for client authentication")
+	case now.Before(cert.NotBefore.Add(-5*time.Minute)) || now.After(cert.NotAfter):
+		return nil, fmt.Errorf("enroll: the certificate is valid from %s to %s, not now (is this machine's clock right?)", cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return &Identity{Dir: dir, Server: server, Machine: cert.Subject.CommonName, Cert: cert, CAFingerprint: fp,
 		tlsCert: tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, cas: cas, caRaw: caRaw}, nil
 }
 
 // pinnedPool finds the pinned CA in a PEM chain and returns a pool holding only it.
-func pinnedPool(chainPEM []byte, fp string) (*x509.CertPool, []byte, error) {
+func pinnedPool(chainPEM []byte, fp string) (*x509.CertPool, []byte, *x509.Certificate, error) {
 	rest := chainPEM
 	for {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
 		if b == nil {
-			return nil, nil, fmt.Errorf("CA chain does not contain the CA with fingerprint %s", fp)
+			return nil, nil, nil, fmt.Errorf("CA chain does not contain the CA with fingerprint %s", fp)
 		}
 		if b.Type != "CERTIFICATE" || certFingerprint(b.Bytes) != fp {
 			continue
 		}
 		c, err := x509.ParseCertificate(b.Bytes)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		pool := x509.NewCertPool()
 		pool.AddCert(c)
-		return pool, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}), nil
+		return pool, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}), c, nil
 	}
 }
 
@@ -505,7 +625,7 @@ func Load(dir string) (*Identity, error) {
 		return nil, fmt.Errorf("identity in %s: %s is not PEM", dir, CAFile)
 	}
 	fp := certFingerprint(cb.Bytes)
-	cas, caRaw, err := pinnedPool(caPEM, fp)
+	cas, caRaw, _, err := pinnedPool(caPEM, fp)
 	if err != nil {
 		return nil, err
 	}
@@ -609,13 +729,15 @@ func NewMTLSTransport(id *Identity) *MTLSTransport {
 	if conn == nil {
 		cfg := id.TLSConfig()
 		cfg.Certificates = nil
-		conn = newEnrollConn(cfg, id.tlsCert)
+		cfg.CurvePreferences = classicalCurves
+		conn = newEnrollConn(cfg)
+		conn.certs.set(id.tlsCert)
 	}
 	t.certs = conn.certs
-	conn.transport.TLSClientConfig.CurvePreferences = classicalCurves
 	// Configs and secrets go over a post-quantum key exchange, on connections of their own.
-	pq := conn.transport.Clone()
-	pq.TLSClientConfig.CurvePreferences = nil // Go's default: X25519MLKEM768 first
+	pqCfg := conn.cfg.Clone()
+	pqCfg.CurvePreferences = nil // Go's default: X25519MLKEM768 first
+	pq := &http.Transport{TLSClientConfig: pqCfg, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
 	t.client = &http.Client{Timeout: 5 * time.Minute, Transport: &splitTransport{plain: conn.transport, secret: pq}}
 	return t
 }

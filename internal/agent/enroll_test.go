@@ -1,14 +1,25 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
 	"encoding/json"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -289,5 +300,81 @@ func TestCmdlineEnrollment(t *testing.T) {
 	s, fp, tok := CmdlineEnrollment(`BOOTIF=01-52-54-00-00-00-01 kiln.server=https://10.0.0.2:8443 kiln.ca_fingerprint=abcd quiet kiln.token=eyJ.a.b`)
 	if s != "https://10.0.0.2:8443" || fp != "abcd" || tok != "eyJ.a.b" {
 		t.Fatalf("%q %q %q", s, fp, tok)
+	}
+}
+
+// The CSR the agent makes is a valid PKCS #10 request to crypto/x509 and to openssl,
+// with the channel binding in its challengePassword.
+func TestChannelBoundCSR(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	binding := bytes.Repeat([]byte{0xab}, 32)
+	csr, err := ChannelBoundCSR(key, binding)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode([]byte(csr))
+	req, err := x509.ParseCertificateRequest(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := req.CheckSignature(); err != nil {
+		t.Fatal(err)
+	}
+	if !samePublicKey(req.PublicKey, key.Public()) || len(req.Subject.Names) != 0 || len(req.DNSNames) != 0 {
+		t.Fatalf("request %+v", req)
+	}
+	cmd := exec.Command("openssl", "req", "-verify", "-noout", "-text")
+	cmd.Stdin = strings.NewReader(csr)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl req -verify: %v\n%s", err, out)
+	}
+	want := "challengePassword        :tls-exporter:" + base64.StdEncoding.EncodeToString(binding)
+	if !strings.Contains(string(out), "verify OK") || !strings.Contains(string(out), want) {
+		t.Fatalf("openssl req -verify -text:\n%s", out)
+	}
+}
+
+// The certificate in Kiln's answer must be for the agent's key, under the pinned CA's
+// name, for client authentication.
+func TestIdentityFromChecksTheAnswer(t *testing.T) {
+	mkCA := func(cn string) (*x509.Certificate, *ecdsa.PrivateKey) {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, IsCA: true, BasicConstraintsValid: true,
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}
+		der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+		c, _ := x509.ParseCertificate(der)
+		return c, k
+	}
+	pinned, pinnedKey := mkCA("Kiln CA")
+	other, otherKey := mkCA("Someone else")
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	issue := func(ca *x509.Certificate, caKey *ecdsa.PrivateKey, pub crypto.PublicKey, eku x509.ExtKeyUsage) string {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "web-1"},
+			NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{eku}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, pub, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	}
+	chain := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: pinned.Raw}))
+	fp := certFingerprint(pinned.Raw)
+	otherKeyPair, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, tc := range []struct {
+		name, cert, want string
+	}{
+		{"good", issue(pinned, pinnedKey, key.Public(), x509.ExtKeyUsageClientAuth), ""},
+		{"another CA", issue(other, otherKey, key.Public(), x509.ExtKeyUsageClientAuth), "not from the pinned CA"},
+		{"another key", issue(pinned, pinnedKey, otherKeyPair.Public(), x509.ExtKeyUsageClientAuth), "not for this machine's key"},
+		{"server certificate", issue(pinned, pinnedKey, key.Public(), x509.ExtKeyUsageServerAuth), "not for client authentication"},
+	} {
+		_, err := identityFrom(t.TempDir(), "https://kiln", key, &EnrollResponse{Certificate: tc.cert, CAChain: chain}, fp)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
 	}
 }

@@ -73,13 +73,13 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (*AgentIdent
 	if r.TLS == nil {
 		return nil, refuse(http.StatusUnauthorized, "the agent API needs HTTPS with the machine's client certificate")
 	}
+	if b := boundIdentity(ctx); b != nil {
+		return s.authenticateBound(ctx, b)
+	}
 	if len(r.TLS.PeerCertificates) == 0 {
 		return nil, refuse(http.StatusUnauthorized, "no client certificate: enroll first (kiln agent enroll)")
 	}
 	leaf := r.TLS.PeerCertificates[0]
-	if b := boundIdentity(ctx, leaf); b != nil {
-		return s.authenticateBound(ctx, b)
-	}
 	name := leaf.Subject.CommonName
 	fp := Fingerprint(leaf.Raw)
 	var m *resource.Object

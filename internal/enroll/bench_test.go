@@ -1,15 +1,13 @@
 package enroll
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -28,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/agent"
 	"github.com/kilnhq/kiln/internal/gctune"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/postgres"
@@ -94,12 +93,14 @@ func BenchmarkEnrollHTTPS(b *testing.B) {
 		if err != nil {
 			b.Fatal("KILN_BENCH_ENROLL_CA: ", err)
 		}
-		roots := x509.NewCertPool()
-		roots.AppendCertsFromPEM(pem)
+		fp, err := caFingerprintOfPEM(pem)
+		if err != nil {
+			b.Fatal("KILN_BENCH_ENROLL_CA: ", err)
+		}
 		pid, _ := strconv.Atoi(os.Getenv("KILN_BENCH_ENROLL_PID"))
 		for _, m := range benchModes {
 			b.Run(fmt.Sprintf("store=external/keygen=%s/call=%s/clients=%d", m.keygen, m.call, clients), func(b *testing.B) {
-				benchHTTPS(b, benchTarget{url: url, token: os.Getenv("KILN_BENCH_ENROLL_TOKEN"), roots: roots, pid: pid}, clients, m.keygen == "inline", m.call == "reconnect")
+				benchHTTPS(b, benchTarget{url: url, token: os.Getenv("KILN_BENCH_ENROLL_TOKEN"), caFingerprint: fp, pid: pid}, clients, m.keygen == "inline", m.call == "reconnect")
 			})
 		}
 		return
@@ -128,7 +129,7 @@ var benchModes = []struct{ keygen, call string }{
 // benchTarget is a server to load.
 type benchTarget struct {
 	url, token string
-	roots      *x509.CertPool
+	caFingerprint string
 	pid        int // for CPU accounting; 0: unknown
 }
 
@@ -160,9 +161,20 @@ func startBenchServer(b *testing.B, spec string) benchTarget {
 	if err := json.NewDecoder(stdout).Decode(&hello); err != nil {
 		b.Fatal("bench server: ", err)
 	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM([]byte(hello.CA))
-	return benchTarget{url: hello.URL, token: hello.Token, roots: roots, pid: cmd.Process.Pid}
+	fp, err := caFingerprintOfPEM([]byte(hello.CA))
+	if err != nil {
+		b.Fatal("bench server: ", err)
+	}
+	return benchTarget{url: hello.URL, token: hello.Token, caFingerprint: fp, pid: cmd.Process.Pid}
+}
+
+// caFingerprintOfPEM is the fingerprint agents pin: that of the first certificate.
+func caFingerprintOfPEM(b []byte) (string, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return "", errors.New("no PEM certificate")
+	}
+	return Fingerprint(blk.Bytes), nil
 }
 
 // runBenchServer is server mode: serve until standard input closes.
@@ -244,20 +256,17 @@ func cpuTime(pid int) (time.Duration, bool) {
 	return time.Duration(ut+st) * time.Second / 100, true // USER_HZ is 100 on Linux
 }
 
+// benchAgent is a simulated agent's key, made ahead of the clock or inline.
 type benchAgent struct {
-	key  *ecdsa.PrivateKey
-	csr  string
-	boot *tls.Certificate // self-signed, presented on the enrollment connection
+	key *ecdsa.PrivateKey
 }
 
-// newBenchAgent makes what internal/agent's NewEnrollKey makes: a key, a CSR and a
-// self-signed certificate.
 func newBenchAgent(b *testing.B) benchAgent {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return benchAgent{key: key, csr: csrPEM(b, nil, key), boot: selfSignedClient(b, key)}
+	return benchAgent{key: key}
 }
 
 func benchHTTPS(b *testing.B, target benchTarget, clients int, inline, reconnect bool) {
@@ -338,42 +347,25 @@ func benchHTTPS(b *testing.B, target benchTarget, clients int, inline, reconnect
 	}
 }
 
-// benchOneAgent enrolls one simulated agent and makes one mTLS call, as the agent
-// does: on the connection it enrolled on, which Kiln binds to the machine (see
-// connbind.go). With reconnect, the call is made on a new connection presenting the
-// machine certificate instead.
+// benchOneAgent is one simulated agent: the agent's own enrollment code
+// (agent.EnrollSession: TLS connection, CSR with its channel binding, POST /enroll,
+// checking the certificate against the pinned CA) and one mTLS call through the
+// agent's transport, on the connection it enrolled on as the agent makes it. With
+// reconnect, the call is made on a new connection presenting the machine certificate
+// instead (two handshakes).
 func benchOneAgent(target benchTarget, a benchAgent, mac string, reconnect bool) error {
-	url, roots := target.url, target.roots
-	var current atomic.Pointer[tls.Certificate]
-	current.Store(a.boot)
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1",
-		CurvePreferences:     []tls.CurveID{tls.CurveP256}, // as the agent (internal/agent classicalCurves)
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return current.Load(), nil }}}
-	defer tr.CloseIdleConnections()
-	c := &http.Client{Transport: tr, Timeout: time.Minute}
-	body, _ := json.Marshal(EnrollRequest{Token: target.token, CSR: a.csr, Facts: facts(mac, "cpus", 8)})
-	res, err := c.Post(url+"/enroll", "application/json", bytes.NewReader(body))
+	ctx := context.Background()
+	id, err := agent.EnrollSession(ctx, agent.EnrollOptions{Server: target.url, CAFingerprint: target.caFingerprint,
+		Token: target.token, Key: a.key, Facts: facts(mac, "cpus", 8), Timeout: time.Minute})
 	if err != nil {
 		return err
 	}
-	data, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("enroll: %d %s", res.StatusCode, data)
+	if reconnect {
+		id.Close()
 	}
-	var resp EnrollResponse
-	if err := json.Unmarshal(data, &resp); err != nil {
-		return err
-	}
-	blk, _ := pem.Decode([]byte(resp.Certificate))
-	if blk == nil {
-		return fmt.Errorf("enroll: no certificate in %s", data)
-	}
-	current.Store(&tls.Certificate{Certificate: [][]byte{blk.Bytes}, PrivateKey: a.key})
-	if reconnect || !resp.BoundConnection {
-		tr.CloseIdleConnections()
-	}
-	res, err = c.Get(url + "/agent/v1/self")
+	tr := agent.NewMTLSTransport(id)
+	defer tr.Client().CloseIdleConnections()
+	res, err := tr.Client().Get(target.url + "/agent/v1/self")
 	if err != nil {
 		return err
 	}

@@ -11,18 +11,22 @@ import (
 	"time"
 )
 
-// Enrollment connections. An agent enrolls on a TLS connection on which it presents
-// a self-signed certificate for the key its CSR asks Kiln to certify: the handshake
-// proves it holds that key. Once Kiln has issued the machine certificate for that
-// key, the connection speaks for the machine, so the agent's first calls (its report,
-// its workflow) need no second handshake, which would cost both sides as much CPU as
-// the enrollment itself. Every new connection presents the machine certificate.
+// Enrollment connections. Once Kiln has certified a key on a connection whose client
+// proved it holds that key, the connection speaks for the machine, so the agent's
+// first calls (its report, its workflow) need no second handshake, which would cost
+// both sides as much CPU as the enrollment itself. Every new connection presents the
+// machine certificate. The proof is either
+//   - the CSR's channel binding (csr.go): the CSR's signature covers this
+//     connection's exporter value; the agent's way, or
+//   - a client certificate presented in the handshake (any, self-signed will do) for
+//     the CSR's key: the handshake proves the key; for clients that cannot read
+//     their connection's exporter (curl with a self-signed certificate).
 //
 // The binding lives and dies with its connection, and each request on it is checked
 // as a presented machine certificate is: the certificate issued on the connection
 // must still be the machine's current one (a revocation, renewal or re-enrollment
-// ends the binding at once) and unexpired. A connection whose client key is not the
-// CSR's is not bound: the enrollment succeeds and the agent reconnects.
+// ends the binding at once) and unexpired. Without a proof the connection is not
+// bound: the enrollment succeeds and the agent reconnects.
 
 type connKey struct{}
 
@@ -75,10 +79,12 @@ func spkiHash(c *x509.Certificate) string {
 // the client's TLS key is the certified key. It reports whether it did.
 func bindConnection(r *http.Request, resp *EnrollResponse) bool {
 	cs := connStateFrom(r.Context())
-	if cs == nil || r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || resp.issued == nil {
+	if cs == nil || r.TLS == nil || resp.issued == nil {
 		return false
 	}
-	if spkiHash(r.TLS.PeerCertificates[0]) != resp.issued.keyHash {
+	proven := resp.channelBound ||
+		len(r.TLS.PeerCertificates) > 0 && spkiHash(r.TLS.PeerCertificates[0]) == resp.issued.keyHash
+	if !proven {
 		return false
 	}
 	cs.set(&boundCert{machine: resp.Machine, fingerprint: resp.issued.fingerprint, serial: resp.Serial,
@@ -87,15 +93,11 @@ func bindConnection(r *http.Request, resp *EnrollResponse) bool {
 }
 
 // boundIdentity is the machine a request's connection was bound to by an enrollment
-// on it, if the client certificate is the one the connection was opened with.
-func boundIdentity(ctx context.Context, leaf *x509.Certificate) *boundCert {
-	cs := connStateFrom(ctx)
-	if cs == nil {
-		return nil
+// on it, or nil. (A connection's client certificate, if any, is that of its handshake:
+// it cannot change under a binding.)
+func boundIdentity(ctx context.Context) *boundCert {
+	if cs := connStateFrom(ctx); cs != nil {
+		return cs.get()
 	}
-	b := cs.get()
-	if b == nil || spkiHash(leaf) != b.keyHash {
-		return nil
-	}
-	return b
+	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"sync/atomic"
 	"testing"
+
+	"github.com/kilnhq/kiln/internal/agent"
 	"time"
 )
 
@@ -137,5 +139,37 @@ func TestEnrollmentConnectionSpeaksForTheMachine(t *testing.T) {
 				t.Fatalf("unbound connection: %d", code)
 			}
 		})
+	}
+}
+
+// The agent's way: its CSR carries the enrollment connection's channel binding, and
+// the connection goes on as the machine with no client certificate at all.
+func TestChannelBoundEnrollment(t *testing.T) {
+	e := newEnv(t)
+	tok := e.token(TokenRequest{Profile: "worker"})
+	before := acceptedConns.Load()
+	id, err := agent.EnrollSession(e.ctx, agent.EnrollOptions{Server: e.url, CAFingerprint: e.srv.CAFingerprint(), Token: tok,
+		Facts: facts("52:54:00:00:20:01", "hostname", "cb-1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := agent.NewMTLSTransport(id)
+	defer tr.Client().CloseIdleConnections()
+	res, err := tr.Client().Get(e.url + "/agent/v1/self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var self AgentSelf
+	json.NewDecoder(res.Body).Decode(&self)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || self.Machine != "cb-1" {
+		t.Fatalf("self on the enrollment connection: %d %+v", res.StatusCode, self)
+	}
+	if n := acceptedConns.Load() - before; n != 1 {
+		t.Fatalf("enrollment and call took %d connections, want 1", n)
+	}
+	// The audit entry and the event are those of any enrollment.
+	if evs := e.events("cb-1"); len(evs) == 0 || evs[len(evs)-1].Type != "Enrolled" {
+		t.Fatalf("events %v", evs)
 	}
 }

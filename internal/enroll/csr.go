@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
@@ -34,6 +35,75 @@ type csrInfo struct {
 	dns     string // "" or its one DNS SAN
 	keyHash string // SHA-256 of the SubjectPublicKeyInfo, hex
 	keyDesc string // "ECDSA P-256"
+	// channel is the TLS channel binding the CSR carries (see ChannelBindingLabel), or nil.
+	channel []byte
+}
+
+// Channel binding. A CSR may carry, in its challengePassword attribute, the channel
+// binding of the TLS connection it is sent on: "tls-exporter:" and the base64 of the
+// connection's RFC 9266 exporter value (label ChannelBindingLabel, no context, 32
+// bytes). That is how EST (RFC 7030 section 3.5) ties a CSR to its TLS session, with
+// TLS 1.3's exporter for tls-unique. Its signature then proves that the client on
+// this connection holds the key, and Kiln lets the connection go on as the machine
+// once it has certified the key (connbind.go). A CSR bound to another connection is
+// refused: it was replayed or relayed.
+const (
+	ChannelBindingLabel  = "EXPORTER-Channel-Binding"
+	channelBindingPrefix = "tls-exporter:"
+	channelBindingBytes  = 32
+)
+
+var (
+	oidChallengePassword = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}
+	oidExtensionRequest  = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 14}
+)
+
+// csrAttributes returns the channel binding of a CSR's attributes; any attribute
+// other than extensionRequest (read by crypto/x509) and a channel-binding
+// challengePassword is refused.
+func csrAttributes(tbs []byte) ([]byte, error) {
+	var info struct {
+		Version    int
+		Subject    asn1.RawValue
+		PublicKey  asn1.RawValue
+		Attributes []asn1.RawValue `asn1:"optional,tag:0"`
+	}
+	if _, err := asn1.Unmarshal(tbs, &info); err != nil {
+		return nil, csrErr("malformed attributes: %v", truncate(err.Error(), 120))
+	}
+	var binding []byte
+	for _, raw := range info.Attributes {
+		var attr struct {
+			Type   asn1.ObjectIdentifier
+			Values []asn1.RawValue `asn1:"set"`
+		}
+		if rest, err := asn1.Unmarshal(raw.FullBytes, &attr); err != nil || len(rest) > 0 {
+			return nil, csrErr("malformed attribute")
+		}
+		switch {
+		case attr.Type.Equal(oidExtensionRequest):
+		case attr.Type.Equal(oidChallengePassword):
+			if binding != nil || len(attr.Values) != 1 {
+				return nil, csrErr("challengePassword: one value, the TLS channel binding, is allowed")
+			}
+			v := attr.Values[0]
+			if v.Class != asn1.ClassUniversal || (v.Tag != asn1.TagUTF8String && v.Tag != asn1.TagPrintableString) {
+				return nil, csrErr("challengePassword: not a UTF8String or PrintableString")
+			}
+			b64, ok := strings.CutPrefix(string(v.Bytes), channelBindingPrefix)
+			if !ok {
+				return nil, csrErr("challengePassword is only used for the TLS channel binding (%s<base64>); Kiln takes no passwords in CSRs", channelBindingPrefix)
+			}
+			b, err := base64.StdEncoding.DecodeString(b64)
+			if err != nil || len(b) != channelBindingBytes {
+				return nil, csrErr("challengePassword: the channel binding is not the base64 of %d bytes", channelBindingBytes)
+			}
+			binding = b
+		default:
+			return nil, csrErr("attribute %s is not allowed", attr.Type)
+		}
+	}
+	return binding, nil
 }
 
 // CSRError says why a CSR was refused.
@@ -75,6 +145,9 @@ func parseCSR(pemText string) (*csrInfo, error) {
 		return nil, csrErr("%v", err)
 	}
 	info := &csrInfo{pub: req.PublicKey, keyDesc: keyDescription(req.PublicKey)}
+	if info.channel, err = csrAttributes(req.RawTBSCertificateRequest); err != nil {
+		return nil, err
+	}
 	for _, atv := range req.Subject.Names {
 		if !atv.Type.Equal(oidCN) {
 			return nil, csrErr("subject attribute %s is not allowed: only CN, and only the machine's name", atv.Type)

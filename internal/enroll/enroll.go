@@ -32,6 +32,10 @@ type EnrollRequest struct {
 	CSR string `json:"csr"`
 	// Facts are what the agent reports about the machine (see FactMACs for the MACs).
 	Facts map[string]any `json:"facts,omitempty"`
+
+	// channel is the channel binding of the connection the request came on (set by
+	// the HTTP handler), for a CSR that carries one.
+	channel []byte
 }
 
 // EnrollResponse carries the issued certificate.
@@ -50,6 +54,8 @@ type EnrollResponse struct {
 	BoundConnection bool `json:"boundConnection,omitempty"`
 
 	issued *issued
+	// channelBound: the CSR carried the request connection's channel binding.
+	channelBound bool
 }
 
 // Refusal is a request Kiln refused: its status, a reason safe to show the client (it
@@ -221,7 +227,14 @@ func (s *Server) enroll(ctx context.Context, req *EnrollRequest, remote netip.Ad
 		if e.csr, err = parseCSR(req.CSR); err != nil {
 			return nil, refuse(http.StatusBadRequest, "%v", err)
 		}
-		return s.commitByMAC(ctx, e)
+		if err := e.checkChannel(); err != nil {
+			return nil, refuse(http.StatusBadRequest, "%v", err)
+		}
+		resp, err := s.commitByMAC(ctx, e)
+		if resp != nil {
+			resp.channelBound = e.csr.channel != nil
+		}
+		return resp, err
 	}
 
 	e.tokenHash = tokenHash(req.Token)
@@ -297,6 +310,9 @@ func (s *Server) enroll(ctx context.Context, req *EnrollRequest, remote netip.Ad
 	if csrErr != nil {
 		return nil, ref(http.StatusBadRequest, "%v", csrErr)
 	}
+	if err := e.checkChannel(); err != nil {
+		return nil, ref(http.StatusBadRequest, "%v", err)
+	}
 	// Sign before the write transaction, for the machine the binding will most likely
 	// name, so that writers (serialized, across replicas too) do not wait on
 	// signatures. The transaction binds and signs anew in the rare case it names
@@ -306,7 +322,23 @@ func (s *Server) enroll(ctx context.Context, req *EnrollRequest, remote netip.Ad
 			e.presigned = cert
 		}
 	}
-	return s.commit(ctx, e)
+	resp, err := s.commit(ctx, e)
+	if resp != nil {
+		resp.channelBound = e.csr.channel != nil
+	}
+	return resp, err
+}
+
+// checkChannel checks the CSR's channel binding, if it has one, against the request's
+// connection.
+func (e *enrollment) checkChannel() error {
+	if e.csr.channel == nil {
+		return nil
+	}
+	if e.req.channel == nil || subtle.ConstantTimeCompare(e.csr.channel, e.req.channel) != 1 {
+		return csrErr("its TLS channel binding is not that of this connection: a CSR made for another connection (replayed or relayed) is refused")
+	}
+	return nil
 }
 
 // prepare reads the token profile's spec.enrollPolicy, and guesses the name of the
@@ -835,6 +867,9 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req EnrollRequest
+	if cb, err := r.TLS.ExportKeyingMaterial(ChannelBindingLabel, nil, channelBindingBytes); err == nil {
+		req.channel = cb
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()

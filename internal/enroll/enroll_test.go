@@ -29,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/agent"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -261,6 +262,17 @@ func TestEnrollBadInput(t *testing.T) {
 		{"CSR with a weak RSA key", func() input { return input{csr: csrPEM(t, nil, weakRSA)} }, 400, "weak key: RSA 1024 bits"},
 		{"CSR on P-224", func() input { return input{csr: csrPEM(t, nil, p224)} }, 400, "ECDSA on P-224"},
 		{"CSR with a bad signature", func() input { return input{csr: badSig()} }, 400, "signature does not verify"},
+		{"CSR bound to another connection", func() input {
+			other := make([]byte, 32)
+			rand.Read(other)
+			csr, err := agent.ChannelBoundCSR(key(), other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return input{csr: csr}
+		}, 400, "channel binding is not that of this connection"},
+		{"CSR with a password", func() input { return input{csr: opensslCSR(t, "challengePassword = hunter2")} }, 400, "Kiln takes no passwords in CSRs"},
+		{"CSR with another attribute", func() input { return input{csr: opensslCSR(t, "unstructuredName = rack 7")} }, 400, "attribute 1.2.840.113549.1.9.2 is not allowed"},
 		{"CSR not PEM", func() input { return input{csr: "hello"} }, 400, "csr: not PEM"},
 		{"oversized body", func() input {
 			return input{body: []byte(`{"csr":"` + strings.Repeat("A", DefaultMaxBodyBytes+10) + `"}`)}
@@ -332,6 +344,25 @@ func TestEnrollBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// opensslCSR is a CSR made by openssl req for a new P-256 key, with CN m-525400aa0001
+// (the name TestEnrollBadInput's machine gets; openssl writes attributes only with a
+// subject from its configuration) and the given request attribute.
+func opensslCSR(t *testing.T, attribute string) string {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := "[req]\nprompt = no\ndistinguished_name = dn\nattributes = attrs\n[dn]\nCN = m-525400aa0001\n[attrs]\n" + attribute + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "req.cnf"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+		"-keyout", filepath.Join(dir, "key.pem"), "-config", filepath.Join(dir, "req.cnf"))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("openssl req: %v", err)
+	}
+	return string(out)
 }
 
 func TestEnrollOverPlainHTTPRefused(t *testing.T) {

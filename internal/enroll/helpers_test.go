@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,6 +93,9 @@ func newEnvOn(t testing.TB, st store.Store, dir string, opts ...envOption) *env 
 	return e
 }
 
+// acceptedConns counts the connections the servers of serveHTTPS accepted.
+var acceptedConns atomic.Int64
+
 // serveHTTPS serves srv's routes (and the agent routes behind AgentAuth) on a loopback
 // HTTPS listener; extra, if set, adds routes.
 func serveHTTPS(t testing.TB, srv *Server, extra func(mux *http.ServeMux)) string {
@@ -108,7 +112,12 @@ func serveHTTPS(t testing.TB, srv *Server, extra func(mux *http.ServeMux)) strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: mux, TLSConfig: srv.TLSConfig(), ConnContext: ConnContext, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: mux, TLSConfig: srv.TLSConfig(), ConnContext: ConnContext, ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				acceptedConns.Add(1)
+			}
+		}}
 	go hs.ServeTLS(ln, "", "")
 	t.Cleanup(func() { hs.Close() })
 	return "https://" + ln.Addr().String()

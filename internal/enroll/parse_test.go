@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/kilnhq/kiln/internal/agent"
 	"time"
 )
 
@@ -139,6 +141,11 @@ func FuzzParseCSR(f *testing.F) {
 	f.Add(csrPEM(f, &x509.CertificateRequest{DNSNames: []string{"a", "b"}, EmailAddresses: []string{"x@y"}}, key))
 	f.Add("-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n")
 	f.Add("")
+	bound, err := agent.ChannelBoundCSR(key, make([]byte, channelBindingBytes))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(bound)
 	f.Fuzz(func(t *testing.T, s string) {
 		info, err := parseCSR(s)
 		if err != nil {
@@ -146,6 +153,9 @@ func FuzzParseCSR(f *testing.F) {
 		}
 		if info.pub == nil || len(info.keyHash) != 64 {
 			t.Fatalf("accepted without a key: %+v", info)
+		}
+		if info.channel != nil && len(info.channel) != channelBindingBytes {
+			t.Fatalf("accepted a channel binding of %d bytes", len(info.channel))
 		}
 		if err := checkKeyStrength(info.pub); err != nil {
 			t.Fatalf("accepted a key it refuses: %v", err)
