@@ -128,9 +128,9 @@ var benchModes = []struct{ keygen, call string }{
 
 // benchTarget is a server to load.
 type benchTarget struct {
-	url, token string
+	url, token    string
 	caFingerprint string
-	pid        int // for CPU accounting; 0: unknown
+	pid           int // for CPU accounting; 0: unknown
 }
 
 // benchServerEnv selects server mode in TestMain: "sqlite:DIR" or "postgres:URL".
