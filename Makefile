@@ -64,8 +64,11 @@ bench-http: build
 
 # Enrollment: server-side throughput, and N concurrent agents over real HTTPS (key,
 # CSR, enroll, one mTLS call) on SQLite and PostgreSQL.
-bench-enroll:
-	$(GO) test -run '^$$' -bench 'Enroll' -benchtime 10000x -timeout 30m ./internal/enroll
+# Simulated agents against a real kiln serve, on SQLite and on PostgreSQL, then the
+# in-process benchmarks (the server side alone; the enrollment service in a child process).
+bench-enroll: build
+	./scripts/bench-enroll.sh
+	$(GO) test -run '^$$' -bench 'Enroll$$|IssueClient' -benchtime 10000x -timeout 30m ./internal/enroll
 
 # image2disk writing 1 GiB to a loop device, against curl | dd and curl | zstd -d | dd.
 bench-image: build
