@@ -83,7 +83,7 @@ func (s *Server) commitBatch(batch []*batchItem) {
 		for _, it := range batch {
 			it.resp, it.err = s.commitOne(ctx, tx, bt, it.e)
 			var ref *Refusal
-			if errors.As(it.err, &ref) && !ref.partial {
+			if errors.As(it.err, &ref) && !ref.partial || errors.Is(it.err, errProfileChanged) {
 				continue
 			}
 			if it.err != nil {

@@ -2,7 +2,9 @@ package enroll
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
 	"sync/atomic"
 	"testing"
 
@@ -81,5 +83,54 @@ func TestBatchCommitsTogetherAndFallsBack(t *testing.T) {
 	}
 	if e.tokenUses(tokenID(t, tok2)) != 3 || e.count("Machine") != 5 {
 		t.Fatalf("after fallback: uses %d, machines %d", e.tokenUses(tokenID(t, tok2)), e.count("Machine"))
+	}
+}
+
+// The profile's enrollPolicy is cached between enrollments, but an enrollment is
+// always checked against the policy the profile has when it commits.
+func TestProfilePolicyChangesTakeEffect(t *testing.T) {
+	e := newEnv(t)
+	setProfile := func(spec string) {
+		err := e.st.Update(e.ctx, func(tx store.Tx) error {
+			p, err := tx.Get(e.ctx, "Profile", "db")
+			if err != nil {
+				return err
+			}
+			if spec == "" {
+				return tx.Delete(e.ctx, "Profile", "db", "")
+			}
+			p.Spec = json.RawMessage(spec)
+			return tx.Update(e.ctx, p)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok := e.token(TokenRequest{Profile: "db", MaxUses: 10})
+	small := func(mac string) map[string]any { return facts(mac, "memory_mb", 1024) }
+	if code, _, msg := e.enroll(e.newAgent(), tok, small("52:54:00:00:07:01")); code != http.StatusOK {
+		t.Fatalf("before the change: %d %s", code, msg)
+	}
+	setProfile(`{"boot":{"agent":true},"enrollPolicy":["facts.memory_mb >= 65536"]}`)
+	code, _, msg := e.enroll(e.newAgent(), tok, small("52:54:00:00:07:02"))
+	if code != http.StatusForbidden {
+		t.Fatalf("after the policy was tightened: %d %s", code, msg)
+	}
+	mustContain(t, "refusal", msg, "profile \"db\" expression 0 `facts.memory_mb >= 65536` is false")
+	if code, _, msg := e.enroll(e.newAgent(), tok, facts("52:54:00:00:07:03", "memory_mb", 131072)); code != http.StatusOK {
+		t.Fatalf("a machine the new policy admits: %d %s", code, msg)
+	}
+	setProfile(`{"boot":{"agent":true}}`)
+	if code, _, msg := e.enroll(e.newAgent(), tok, small("52:54:00:00:07:04")); code != http.StatusOK {
+		t.Fatalf("after the policy was dropped: %d %s", code, msg)
+	}
+	setProfile("")
+	code, _, msg = e.enroll(e.newAgent(), tok, small("52:54:00:00:07:05"))
+	if code != http.StatusForbidden {
+		t.Fatalf("after the profile was deleted: %d %s", code, msg)
+	}
+	mustContain(t, "refusal", msg, `the token's profile "db" does not exist`)
+	if u := e.tokenUses(tokenID(t, tok)); u != 3 {
+		t.Fatalf("token uses %d, want 3", u)
 	}
 }

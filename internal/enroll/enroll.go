@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -186,8 +187,11 @@ type enrollment struct {
 	macs      []string
 	csr       *csrInfo
 	// presigned is the certificate signed before the write transaction for the name
-	// a read-only binding gave; used if the binding in the transaction agrees.
+	// the binding most likely gives; used if the binding in the transaction agrees.
 	presigned *issued
+	// profilePolicy is the token profile's enrollPolicy the enrollment was checked
+	// against; the write transaction refuses to go on if the profile's is another.
+	profilePolicy []string
 }
 
 // Enroll checks an enrollment and, if every check passes, binds the machine and issues
@@ -296,37 +300,113 @@ func (s *Server) enroll(ctx context.Context, req *EnrollRequest, remote netip.Ad
 	// profile's policy, in the order refusals are documented.
 	var csrErr error
 	e.csr, csrErr = parseCSR(req.CSR)
-	profPolicy, name, err := s.prepare(ctx, e)
-	if err != nil {
-		var r *Refusal
-		if errors.As(err, &r) {
-			r.TokenID, r.Machine = c.ID, c.Scope.Machine
+	// The profile's policy, as last read; the write transaction checks it is still the
+	// profile's, else it is read and evaluated again. A refusal is never made on a
+	// cached policy: it is read again first.
+	for attempt := 0; ; attempt++ {
+		fresh := attempt > 0
+		policy, err := s.profilePolicy(ctx, c.Scope.Profile, fresh)
+		if err != nil {
+			var r *Refusal
+			if errors.As(err, &r) {
+				r.TokenID, r.Machine = c.ID, c.Scope.Machine
+			}
+			return nil, err
 		}
+		if err := s.policy.check(ctx, fmt.Sprintf("profile %q", c.Scope.Profile), policy, vars); err != nil {
+			if !fresh {
+				continue
+			}
+			return nil, ref(http.StatusForbidden, "%v", err)
+		}
+		if csrErr != nil {
+			return nil, ref(http.StatusBadRequest, "%v", csrErr)
+		}
+		if err := e.checkChannel(); err != nil {
+			return nil, ref(http.StatusBadRequest, "%v", err)
+		}
+		e.profilePolicy = policy
+		if e.presigned == nil {
+			e.presign(s)
+		}
+		resp, err := s.commit(ctx, e)
+		if errors.Is(err, errProfileChanged) && attempt < 3 {
+			continue
+		}
+		if resp != nil {
+			resp.channelBound = e.csr.channel != nil
+		}
+		return resp, err
+	}
+}
+
+// errProfileChanged: the profile's enrollPolicy in the write transaction is not the
+// one the enrollment was checked against (it changed since it was read): the
+// enrollment is checked again with the new one.
+var errProfileChanged = errors.New("the profile's enrollPolicy changed meanwhile")
+
+// profilePolicy returns a profile's spec.enrollPolicy as last read, or reads it
+// (fresh: always). The cache only saves reads: the write transaction compares what
+// an enrollment was checked against with the stored profile (profileCheck).
+func (s *Server) profilePolicy(ctx context.Context, profile string, fresh bool) ([]string, error) {
+	if !fresh {
+		if p, ok := s.profiles.Load(profile); ok {
+			return p.([]string), nil
+		}
+	}
+	var obj *resource.Object
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		obj, err = tx.Get(ctx, "Profile", profile)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		s.profiles.Delete(profile)
+		return nil, refuse(http.StatusForbidden, "the token's profile %q does not exist", profile)
+	}
+	if err != nil {
 		return nil, err
 	}
-	if err := s.policy.check(ctx, fmt.Sprintf("profile %q", c.Scope.Profile), profPolicy, vars); err != nil {
-		return nil, ref(http.StatusForbidden, "%v", err)
+	policy := enrollPolicyOf(obj)
+	s.profiles.Store(profile, policy)
+	return policy, nil
+}
+
+// enrollPolicyOf reads spec.enrollPolicy from the raw spec, so that this works
+// before and after resource.ProfileSpec has the field.
+func enrollPolicyOf(obj *resource.Object) []string {
+	var p struct {
+		EnrollPolicy []string `json:"enrollPolicy"`
 	}
-	if csrErr != nil {
-		return nil, ref(http.StatusBadRequest, "%v", csrErr)
+	if len(obj.Spec) > 0 {
+		_ = json.Unmarshal(obj.Spec, &p)
 	}
-	if err := e.checkChannel(); err != nil {
-		return nil, ref(http.StatusBadRequest, "%v", err)
+	if p.EnrollPolicy == nil {
+		return []string{}
 	}
-	// Sign before the write transaction, for the machine the binding will most likely
-	// name, so that writers (serialized, across replicas too) do not wait on
-	// signatures. The transaction binds and signs anew in the rare case it names
-	// another machine.
+	return p.EnrollPolicy
+}
+
+// presign signs the certificate before the write transaction, for the machine the
+// binding will most likely name, so that writers (serialized, across replicas too)
+// do not wait on signatures: the one the token names, else that of a new machine.
+// The transaction binds for good and signs anew in the rare case it names another
+// machine.
+func (e *enrollment) presign(s *Server) {
+	name := e.claims.Scope.Machine
+	for _, n := range newMachineNames(e) {
+		if name != "" {
+			break
+		}
+		if resource.ValidateName(n) == nil {
+			name = n
+		}
+	}
 	if name != "" && e.csr.checkName(name) == nil {
 		if cert, err := s.ca.issueClient(name, e.csr.pub, e.now, s.cfg.CertTTL); err == nil {
 			e.presigned = cert
 		}
 	}
-	resp, err := s.commit(ctx, e)
-	if resp != nil {
-		resp.channelBound = e.csr.channel != nil
-	}
-	return resp, err
 }
 
 // checkChannel checks the CSR's channel binding, if it has one, against the request's
@@ -339,45 +419,6 @@ func (e *enrollment) checkChannel() error {
 		return csrErr("its TLS channel binding is not that of this connection: a CSR made for another connection (replayed or relayed) is refused")
 	}
 	return nil
-}
-
-// prepare reads the token profile's spec.enrollPolicy, and guesses the name of the
-// machine the enrollment will bind without reading the store: the one the token
-// names, else that of a new machine ("" without a CSR). The write transaction binds
-// for good, in the order of its checks. The policy is read from the raw spec so that
-// this works before and after resource.ProfileSpec has the field.
-func (s *Server) prepare(ctx context.Context, e *enrollment) (policy []string, name string, err error) {
-	profile := e.claims.Scope.Profile
-	var obj *resource.Object
-	err = s.st.View(ctx, func(tx store.Tx) error {
-		var err error
-		obj, err = tx.Get(ctx, "Profile", profile)
-		return err
-	})
-	if e.csr != nil {
-		name = e.claims.Scope.Machine
-		for _, n := range newMachineNames(e) {
-			if name != "" {
-				break
-			}
-			if resource.ValidateName(n) == nil {
-				name = n
-			}
-		}
-	}
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, "", refuse(http.StatusForbidden, "the token's profile %q does not exist", profile)
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	var p struct {
-		EnrollPolicy []string `json:"enrollPolicy"`
-	}
-	if len(obj.Spec) > 0 {
-		_ = json.Unmarshal(obj.Spec, &p)
-	}
-	return p.EnrollPolicy, name, nil
 }
 
 // claimsCache remembers tokens whose signature verified, by hash, so that a
@@ -417,13 +458,43 @@ type txToken struct {
 	obj    *resource.Object
 	spec   *resource.JoinTokenSpec
 	status tokenStatus
-	used   bool // status changed: to write
+	used   bool     // status changed: to write
+	policy []string // a profile's enrollPolicy
 }
 
-// batchTokens keeps the join tokens a shared transaction has read, so that a token
-// several of its enrollments use (a batch of machines, an image) is read and written
-// once per transaction; each enrollment still sees the uses of the ones before it.
+// batchTokens keeps the join tokens (and the profiles, with a "profile/" prefix) a
+// shared transaction has read, so that a token several of its enrollments use (a
+// batch of machines, an image) is read and written once per transaction; each
+// enrollment still sees the uses of the ones before it.
 type batchTokens map[string]*txToken
+
+// profileCheck checks, in the write transaction, that the enrollment's profile exists
+// and has the enrollPolicy the enrollment was checked against.
+func (bt batchTokens) profileCheck(ctx context.Context, tx store.Tx, s *Server, e *enrollment) error {
+	name := e.claims.Scope.Profile
+	t, ok := bt["profile/"+name]
+	if !ok {
+		obj, err := tx.Get(ctx, "Profile", name)
+		if errors.Is(err, store.ErrNotFound) {
+			s.profiles.Delete(name)
+			r := refuse(http.StatusForbidden, "the token's profile %q does not exist", name)
+			r.TokenID, r.Machine = e.claims.ID, e.claims.Scope.Machine
+			return r
+		}
+		if err != nil {
+			return err
+		}
+		t = &txToken{obj: obj, policy: enrollPolicyOf(obj)}
+		if bt != nil {
+			bt["profile/"+name] = t
+		}
+	}
+	if !slices.Equal(t.policy, e.profilePolicy) {
+		s.profiles.Store(name, t.policy)
+		return errProfileChanged
+	}
+	return nil
+}
 
 // token reads a join token, from the batch if it has it (bt may be nil).
 func (bt batchTokens) token(ctx context.Context, tx store.Tx, id string) (*txToken, error) {
@@ -451,7 +522,7 @@ func (bt batchTokens) token(ctx context.Context, tx store.Tx, id string) (*txTok
 // flush writes the tokens the transaction used.
 func (bt batchTokens) flush(ctx context.Context, tx store.Tx) error {
 	for _, t := range bt {
-		if !t.used {
+		if !t.used || t.spec == nil {
 			continue
 		}
 		t.obj.Status, _ = json.Marshal(t.status)
@@ -471,6 +542,9 @@ func (s *Server) commitOne(ctx context.Context, tx store.Tx, bt batchTokens, e *
 		r := refuse(status, format, a...)
 		r.TokenID, r.Machine = c.ID, c.Scope.Machine
 		return r
+	}
+	if err := bt.profileCheck(ctx, tx, s, e); err != nil {
+		return nil, err
 	}
 	t, err := bt.token(ctx, tx, c.ID)
 	if errors.Is(err, store.ErrNotFound) {

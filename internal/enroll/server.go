@@ -106,6 +106,8 @@ type Server struct {
 	// verified caches token signatures (see claimsCache).
 	verified claimsCache
 	batches  batcher
+	// profiles caches profiles' enrollPolicy (see profilePolicy).
+	profiles sync.Map
 
 	crlMu     sync.Mutex
 	crlDER    []byte
