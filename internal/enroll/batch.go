@@ -15,10 +15,16 @@ import (
 // on PostgreSQL three round trips) is paid once per batch. Each enrollment in a batch
 // sees the ones before it (a token's use count included). A refused enrollment writes
 // nothing, so it does not spoil its batch; an enrollment that fails otherwise makes
-// the batch roll back, and its enrollments are then run one transaction each.
+// the batch roll back, and its enrollments are then run one transaction each. Under
+// load a batch waits up to a millisecond for more enrollments (see run).
 
-// maxBatch bounds the enrollments in one transaction.
-const maxBatch = 64
+// maxBatch bounds the enrollments in one transaction. A batch that starts within
+// busyGap of the end of the last one waits up to batchLinger for more.
+const (
+	maxBatch    = 64
+	busyGap     = 5 * time.Millisecond
+	batchLinger = time.Millisecond
+)
 
 type batchItem struct {
 	ctx  context.Context
@@ -52,18 +58,36 @@ func (b *batcher) submit(ctx context.Context, s *Server, e *enrollment) (*Enroll
 }
 
 func (b *batcher) run(s *Server) {
+	var lastEnd time.Time
 	for first := range b.queue {
 		batch := []*batchItem{first}
+		// Under load (the last batch ended moments ago) the batch waits a little for
+		// more enrollments, so that they share its commit, which costs as much as a
+		// few enrollments; alone, an enrollment commits at once.
+		var linger <-chan time.Time
+		if time.Since(lastEnd) < busyGap {
+			linger = time.After(batchLinger)
+		}
 	fill:
 		for len(batch) < maxBatch {
 			select {
 			case it := <-b.queue:
 				batch = append(batch, it)
+				continue
 			default:
+			}
+			if linger == nil {
+				break
+			}
+			select {
+			case it := <-b.queue:
+				batch = append(batch, it)
+			case <-linger:
 				break fill
 			}
 		}
 		s.commitBatch(batch)
+		lastEnd = time.Now()
 	}
 }
 
