@@ -46,10 +46,13 @@
 // POST /enroll (HTTPS only) checks, in order: the token's form and signature, its
 // nbf/exp, its CIDRs against the request's source address and its MACs against the
 // reported facts, the token's CEL policy, the profile's (spec.enrollPolicy), then the
-// CSR. Then, in one write transaction (serialized, across replicas too): the stored
-// token (hash, revocation, expiry, remaining uses), the machine binding, the CSR's
-// names against the assigned name, the replay record, and the writes: machine
-// created or updated, use counted, audit entry, event. N uses means N.
+// CSR (and its channel binding). Then, in one write transaction (serialized, across
+// replicas too): the profile's policy is still the one checked (it is cached between
+// enrollments; a changed one is read and checked again, and a refusal is never made
+// on a cached one), the stored token (hash, revocation, expiry, remaining uses), the
+// machine binding, the CSR's names against the assigned name, the replay record, and
+// the writes: machine created or updated, use counted, audit entry, event. N uses
+// means N. Enrollments arriving together share the transaction (batch.go).
 //
 // The machine is the one the token names (created if missing); else the one owning a
 // reported MAC, if the token's MAC scope covers it or the machine was never enrolled
@@ -61,8 +64,16 @@
 // and assigns the names itself. A CSR says nothing about names (empty subject, no
 // SANs: the agent's way, since a generic token cannot tell it its name) or exactly the
 // assigned one (CN = name, at most one DNS SAN = name). Other subject attributes,
-// other SANs, requested extensions: refused. The certificate has CN and DNS SAN =
+// other SANs, requested extensions, request attributes (a challengePassword other
+// than a channel binding included): refused. The certificate has CN and DNS SAN =
 // the machine's name, client authentication only, lifetime Config.CertTTL (24h).
+//
+// One handshake per enrollment (connbind.go): a CSR may carry its TLS connection's
+// channel binding (RFC 9266 tls-exporter, in challengePassword, as EST does); or the
+// client may present any certificate of the CSR's key in the handshake. Either proves
+// that the client on this connection holds the key, so once the key is certified the
+// connection speaks for the machine, checked on every request as a presented
+// certificate is. A CSR bound to another connection is refused.
 //
 // Every public key enrolls once (an internal EnrollKey record, kept for
 // Config.ReplayWindow): replaying an enrollment request is refused even with a
@@ -76,10 +87,12 @@
 // # Agent API
 //
 // The HTTPS listener requests client certificates without requiring them (one port
-// for enrollment and mTLS). AgentAuth admits a request only if its certificate's
-// SHA-256 is the machine's current status.certFingerprint: revocation clears it,
-// renewal and re-enrollment replace it, so an old certificate stops working at once;
-// this is checked on every request. Refusals explain themselves (another CA, expired,
+// for enrollment and mTLS), and issues no session tickets (none of its clients
+// resumes). AgentAuth admits a request on a connection an enrollment bound (above),
+// or with a certificate whose SHA-256 is the machine's current
+// status.certFingerprint: revocation clears it, renewal and re-enrollment replace it,
+// so an old certificate (or binding) stops working at once; this is checked on every
+// request. Refusals explain themselves (another CA, expired,
 // revoked or superseded). RefuseOtherMachine / OwnMachineOnly answer 403 with an
 // audit entry to a machine asking for another's data. POST /agent/v1/renew renews
 // (agents do it at two thirds of the lifetime, with a new key); GET /crl lists
