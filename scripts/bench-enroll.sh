@@ -16,9 +16,12 @@
 #   pg     for the PostgreSQL run: a throwaway cluster of the installed PostgreSQL
 #          (durable: fsync and synchronous_commit on), Unix socket only
 #
+# Each measurement runs against a fresh kiln serve (and, on PostgreSQL, a new
+# database of the cluster), so that runs do not load each other's machines.
+#
 # Output: go test's benchmark lines (enroll/min, p50/p99 latency, the agents' and the
-# server's CPU per enrollment) for each store and each number of concurrent agents,
-# and the server-side CPU including PostgreSQL's.
+# server's CPU per enrollment) for each store, number of concurrent agents and
+# sub-benchmark, and PostgreSQL's CPU per enrollment.
 #
 # Requirements: go, curl; postgresql for the PostgreSQL run (installed when missing,
 # as root). KILN=path/to/kiln (default bin/kiln, built when missing).
@@ -35,17 +38,23 @@ Options:
   -s LIST   stores (default: sqlite,postgres)
   -c LIST   concurrent agents (default: 32,256)
   -n N      enrollments per benchmark (default: 20000)
-  -b REGEX  sub-benchmarks (default: all; e.g. 'keygen=ahead/call=bound')
+  -m LIST   sub-benchmarks (default: keygen=ahead/call=bound,keygen=inline/call=bound,
+            keygen=ahead/call=reconnect)
+  -r N      runs of each (default: 1)
+  -k        keep the data dirs
 EOF
 }
 
-STORES=sqlite,postgres CLIENTS=32,256 N=20000 SUB=.
-while getopts "s:c:n:b:h" o; do
+STORES=sqlite,postgres CLIENTS=32,256 N=20000 REPEAT=1 KEEP=0
+MODES=keygen=ahead/call=bound,keygen=inline/call=bound,keygen=ahead/call=reconnect
+while getopts "s:c:n:m:r:kh" o; do
     case $o in
     s) STORES=$OPTARG ;;
     c) CLIENTS=$OPTARG ;;
     n) N=$OPTARG ;;
-    b) SUB=$OPTARG ;;
+    m) MODES=$OPTARG ;;
+    r) REPEAT=$OPTARG ;;
+    k) KEEP=1 ;;
     *) usage; exit 2 ;;
     esac
 done
@@ -57,7 +66,7 @@ WORK=$(mktemp -d /tmp/bench-enroll.XXXXXX)
 : >"$WORK/results"
 kb_log "work dir $WORK; $(kb_load)"
 
-# pg_start: a throwaway PostgreSQL cluster in $WORK/pg; sets DBURL.
+# pg_start: a throwaway PostgreSQL cluster in $WORK/pg (PG_PGID, PG_BIN, PG_AS).
 pg_start() {
     local bin
     bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
@@ -68,9 +77,11 @@ pg_start() {
     local as=()
     mkdir -p "$WORK/pg"
     if [ "$(id -u)" = 0 ]; then
+        chmod 755 "$WORK"
         chown postgres: "$WORK/pg"
         as=(runuser -u postgres --)
     fi
+    PG_BIN=$bin PG_AS=("${as[@]}")
     "${as[@]}" "$bin/initdb" -D "$WORK/pg/data" -U postgres --auth=trust -E UTF8 --locale=C >"$WORK/pg/initdb.log" 2>&1 ||
         kb_die "initdb failed: $(tail -3 "$WORK/pg/initdb.log")"
     kb_start "$WORK/pg/postgres.log" "${as[@]}" "$bin/postgres" -D "$WORK/pg/data" -k "$WORK/pg" -p 5432 \
@@ -81,58 +92,64 @@ pg_start() {
         "${as[@]}" "$bin/pg_isready" -q -h "$WORK/pg" -p 5432 && break
         sleep 0.1
     done
-    "${as[@]}" "$bin/createdb" -h "$WORK/pg" -p 5432 -U postgres kiln || kb_die "createdb failed"
-    DBURL="postgres://postgres@/kiln?host=$WORK/pg&port=5432&sslmode=disable"
 }
 
-# run STORE: kiln serve on STORE, then the benchmarks.
-run() {
-    local store=$1 dir=$WORK/$1 db="" https="" i
+# kiln_start STORE DIR: a fresh kiln serve (for postgres, on a new database of the
+# cluster) with the profile and the token; sets KILN_PID, HTTPS, TOKEN.
+kiln_start() {
+    local store=$1 dir=$2 db="" i
     mkdir -p "$dir"
-    PG_PGID=
     if [ "$store" = postgres ]; then
-        pg_start
-        db=$DBURL
+        [ -n "$PG_PGID" ] || pg_start
+        DBN=$((${DBN:-0} + 1))
+        "${PG_AS[@]}" "$PG_BIN/createdb" -h "$WORK/pg" -p 5432 -U postgres "kiln$DBN" || kb_die "createdb failed"
+        db="postgres://postgres@/kiln$DBN?host=$WORK/pg&port=5432&sslmode=disable"
     fi
     kb_start "$dir/serve.log" "$KILN" serve --data-dir "$dir" --listen 127.0.0.1:0 --https-listen 127.0.0.1:0 \
         --tftp-listen "" --database "$db" --log-format json
-    local kiln=$KB_LAST_PID
+    KILN_PID=$KB_LAST_PID HTTPS=
     for ((i = 0; i < 300; i++)); do
-        https=$(sed -n 's/.*"msg":"kiln serving https","listen":"\([^"]*\)".*/\1/p' "$dir/serve.log")
-        [ -n "$https" ] && break
-        kb_alive "$kiln" || kb_die "kiln serve exited: $(tail -3 "$dir/serve.log")"
+        HTTPS=$(sed -n 's/.*"msg":"kiln serving https","listen":"\([^"]*\)".*/\1/p' "$dir/serve.log")
+        [ -n "$HTTPS" ] && break
+        kb_alive "$KILN_PID" || kb_die "kiln serve exited: $(tail -3 "$dir/serve.log")"
         sleep 0.1
     done
-    [ -n "$https" ] || kb_die "kiln serve did not start: $(tail -3 "$dir/serve.log")"
+    [ -n "$HTTPS" ] || kb_die "kiln serve did not start: $(tail -3 "$dir/serve.log")"
     printf 'kind: Profile\nmetadata:\n  name: worker\nspec:\n  boot:\n    agent: true\n' >"$dir/profile.yaml"
     "$KILN" --data-dir "$dir" apply -f "$dir/profile.yaml" >/dev/null
-    local token
-    token=$("$KILN" --data-dir "$dir" join-token create --profile worker --max-uses 1000000 --ttl 6h)
-    curl -sfk "https://$https/ca.crt" -o "$dir/ca.pem"
-    local c t0 t1 before runs
-    for c in ${CLIENTS//,/ }; do
-        t0=0
-        [ -n "$PG_PGID" ] && t0=$(kb_pg_ticks "$PG_PGID")
-        before=$(wc -l <"$WORK/results")
-        KILN_BENCH_CLIENTS=$c KILN_BENCH_ENROLL_URL=https://$https KILN_BENCH_ENROLL_TOKEN=$token \
-            KILN_BENCH_ENROLL_CA=$dir/ca.pem KILN_BENCH_ENROLL_PID=$kiln \
-            kb_run go test -run '^$' -bench "EnrollHTTPS/store=external/.*$SUB" -benchtime "${N}x" -timeout 60m ./internal/enroll |
-            grep -E '^Benchmark' | sed "s/store=external/store=$store/" | tee -a "$WORK/results"
-        runs=$(($(wc -l <"$WORK/results") - before))
-        if [ -n "$PG_PGID" ] && [ "$runs" -gt 0 ]; then
-            t1=$(kb_pg_ticks "$PG_PGID")
-            # Ticks are 10 ms; this includes the agents' key generation pauses (PostgreSQL idle).
-            echo "    postgres CPU: $(kb_fmt %.0f "($t1 - $t0) * 10000 / ($N * $runs)") µs per enrollment, to add to server-cpu-µs/op"
-        fi
-    done
-    kb_stop "$kiln"
-    [ -n "$PG_PGID" ] && kb_stop "$PG_PGID"
-    return 0
+    TOKEN=$("$KILN" --data-dir "$dir" join-token create --profile worker --max-uses 1000000 --ttl 6h 2>/dev/null)
+    curl -sfk "https://$HTTPS/ca.crt" -o "$dir/ca.pem"
 }
 
+# bench STORE CLIENTS MODE: one sub-benchmark against a fresh kiln serve.
+bench() {
+    local store=$1 c=$2 mode=$3 dir t0=0 t1 before
+    RUN=$((${RUN:-0} + 1))
+    dir=$WORK/run$RUN
+    kiln_start "$store" "$dir"
+    [ -n "$PG_PGID" ] && t0=$(kb_pg_ticks "$PG_PGID")
+    before=$(wc -l <"$WORK/results")
+    KILN_BENCH_CLIENTS=$c KILN_BENCH_ENROLL_URL=https://$HTTPS KILN_BENCH_ENROLL_TOKEN=$TOKEN \
+        KILN_BENCH_ENROLL_CA=$dir/ca.pem KILN_BENCH_ENROLL_PID=$KILN_PID \
+        kb_run go test -run '^$' -bench "EnrollHTTPS/store=external/$mode/" -benchtime "${N}x" -timeout 60m ./internal/enroll |
+        grep -E '^Benchmark' | sed "s/store=external/store=$store/" | tee -a "$WORK/results"
+    if [ -n "$PG_PGID" ] && [ "$(wc -l <"$WORK/results")" -gt "$before" ]; then
+        t1=$(kb_pg_ticks "$PG_PGID")
+        # Ticks are 10 ms.
+        echo "    postgres CPU: $(kb_fmt %.0f "($t1 - $t0) * 10000 / $N") µs per enrollment, to add to server-cpu-µs/op"
+    fi
+    kb_stop "$KILN_PID"
+    [ "$KEEP" = 1 ] || rm -rf "$dir"
+}
+
+PG_PGID=
 for s in ${STORES//,/ }; do
-    case $s in
-    sqlite | postgres) run "$s" ;;
-    *) kb_die "unknown store $s" ;;
-    esac
+    case $s in sqlite | postgres) ;; *) kb_die "unknown store $s" ;; esac
+    for c in ${CLIENTS//,/ }; do
+        for m in ${MODES//,/ }; do
+            for ((r = 0; r < REPEAT; r++)); do bench "$s" "$c" "$m"; done
+        done
+    done
+    [ -n "$PG_PGID" ] && kb_stop "$PG_PGID" && PG_PGID=
 done
+kb_log "results in $WORK/results"
