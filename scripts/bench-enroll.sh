@@ -19,6 +19,12 @@
 # Each measurement runs against a fresh kiln serve (and, on PostgreSQL, a new
 # database of the cluster), so that runs do not load each other's machines.
 #
+#   nginx  the peer (BenchmarkEnrollPeer): the same simulated agents doing the same
+#          TLS and HTTP work (connection, channel-bound CSR, POST /enroll with the
+#          same body, GET /agent/v1/self on the same connection) against nginx
+#          (2 workers, TLS 1.3, P-256, no tickets) answering both with a constant
+#          body of the size of Kiln's answers: the cost of the transport alone.
+#
 # Output: go test's benchmark lines (enroll/min, p50/p99 latency, the agents' and the
 # server's CPU per enrollment) for each store, number of concurrent agents and
 # sub-benchmark, and PostgreSQL's CPU per enrollment.
@@ -35,20 +41,22 @@ usage() {
     sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
     cat <<'EOF'
 Options:
-  -s LIST   stores (default: sqlite,postgres)
+  -s LIST   stores (default: sqlite,postgres; "none": the peer only)
   -c LIST   concurrent agents (default: 32,256)
   -n N      enrollments per benchmark (default: 20000)
   -m LIST   sub-benchmarks (default: keygen=ahead/call=bound,keygen=inline/call=bound,
             keygen=ahead/call=reconnect)
   -r N      runs of each (default: 1)
+  -p LIST   concurrent agents for the nginx peer (default: those of -c; "none": no peer)
   -k        keep the data dirs
 EOF
 }
 
-STORES=sqlite,postgres CLIENTS=32,256 N=20000 REPEAT=1 KEEP=0
+STORES=sqlite,postgres CLIENTS=32,256 N=20000 REPEAT=1 KEEP=0 PEER_CLIENTS=
 MODES=keygen=ahead/call=bound,keygen=inline/call=bound,keygen=ahead/call=reconnect
-while getopts "s:c:n:m:r:kh" o; do
+while getopts "s:c:n:m:r:p:kh" o; do
     case $o in
+    p) PEER_CLIENTS=$OPTARG ;;
     s) STORES=$OPTARG ;;
     c) CLIENTS=$OPTARG ;;
     n) N=$OPTARG ;;
@@ -58,6 +66,8 @@ while getopts "s:c:n:m:r:kh" o; do
     *) usage; exit 2 ;;
     esac
 done
+[ -n "$PEER_CLIENTS" ] || PEER_CLIENTS=$CLIENTS
+[ "$PEER_CLIENTS" = none ] && PEER_CLIENTS=
 trap kb_cleanup EXIT
 trap 'exit 130' INT TERM
 kb_kiln
@@ -142,7 +152,67 @@ bench() {
     [ "$KEEP" = 1 ] || rm -rf "$dir"
 }
 
+# peer CLIENTS: the same agents' transport work (BenchmarkEnrollPeer) against nginx
+# answering both requests with a constant body of the size of Kiln's answers.
+peer() {
+    local c=$1 st=$WORK/nginx port t0 t1 i
+    kb_install nginx:nginx-light openssl:openssl
+    port=$((20000 + $$ % 20000))
+    if [ ! -f "$st/srv.pem" ]; then
+        mkdir -p "$st"
+        chmod 755 "$WORK" "$st"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$st/ca.key" -out "$st/ca.pem" \
+            -subj /CN=peer-ca -days 1 2>/dev/null
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$st/srv.key" -out "$st/srv.csr" \
+            -subj /CN=127.0.0.1 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >"$st/ext.cnf"
+        openssl x509 -req -in "$st/srv.csr" -CA "$st/ca.pem" -CAkey "$st/ca.key" -CAcreateserial -days 1 \
+            -extfile "$st/ext.cnf" -out "$st/leaf.pem" 2>/dev/null
+        cat "$st/leaf.pem" "$st/ca.pem" >"$st/srv.pem"   # the chain, as Kiln sends it
+        chmod 644 "$st"/*
+        # Kiln's answer to an enrollment is ~1.9 kB (certificate and CA chain in PEM).
+        local big
+        big=$(head -c 1900 /dev/zero | tr '\0' 'x')
+        cat >"$st/nginx.conf" <<EOF
+worker_processes 2;
+pid $st/nginx.pid;
+error_log $st/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $st/body; proxy_temp_path $st/proxy;
+    fastcgi_temp_path $st/fastcgi; uwsgi_temp_path $st/uwsgi; scgi_temp_path $st/scgi;
+    server {
+        listen 127.0.0.1:$port ssl backlog=4096;
+        ssl_certificate $st/srv.pem; ssl_certificate_key $st/srv.key;
+        ssl_protocols TLSv1.3; ssl_ecdh_curve prime256v1; ssl_session_tickets off;
+        default_type application/json;
+        location = /enroll { return 200 '{"c":"$big"}'; }
+        location / { return 200 '{"machine":"m-525400000001","state":"new"}'; }
+    }
+}
+EOF
+    fi
+    kb_start "$st/server.log" nginx -p "$st/" -c "$st/nginx.conf" -e "$st/error.log" -g 'daemon off;'
+    local npg=$KB_LAST_PID
+    for ((i = 0; i < 100; i++)); do
+        curl -sf --cacert "$st/ca.pem" -o /dev/null "https://127.0.0.1:$port/agent/v1/self" && break
+        sleep 0.1
+    done
+    t0=$(kb_pg_ticks "$npg")
+    KILN_BENCH_CLIENTS=$c KILN_BENCH_PEER_URL=https://127.0.0.1:$port KILN_BENCH_PEER_CA=$st/ca.pem \
+        kb_run go test -run '^$' -bench "EnrollPeer/" -benchtime "${N}x" -timeout 60m ./internal/enroll |
+        grep -E '^Benchmark' | tee -a "$WORK/results"
+    t1=$(kb_pg_ticks "$npg")
+    echo "    nginx CPU: $(kb_fmt %.0f "($t1 - $t0) * 10000 / $N") µs per agent"
+    kb_stop "$npg"
+}
+
 PG_PGID=
+for c in ${PEER_CLIENTS//,/ }; do
+    for ((r = 0; r < REPEAT; r++)); do peer "$c"; done
+done
+[ "$STORES" = none ] && STORES=
 for s in ${STORES//,/ }; do
     case $s in sqlite | postgres) ;; *) kb_die "unknown store $s" ;; esac
     for c in ${CLIENTS//,/ }; do

@@ -1,10 +1,12 @@
 package enroll
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -17,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -285,6 +288,28 @@ func benchHTTPS(b *testing.B, target benchTarget, clients int, inline, reconnect
 			ahead[i] = newBenchAgent(b)
 		}
 	}
+	b.ReportMetric(float64(keygen.Microseconds()), "keygen-µs")
+	runAgents(b, clients, target.pid, "enroll/min", func(i int, mac string) error {
+		a := benchAgent{}
+		if inline {
+			a = newBenchAgent(b)
+		} else {
+			a = ahead[i]
+		}
+		return benchOneAgent(target, a, mac, reconnect)
+	})
+}
+
+// runAgents runs b.N simulated agents, clients at a time, and reports the rate (in
+// unit), the
+// latency of one agent (p50/p99), the agents' CPU per agent (this process) and the
+// server's (process pid, if not 0).
+//
+// The agents' process collects garbage at 400 % as kiln serve does (as many agents
+// in one process allocate as much as a server): a real agent, a process of its own
+// on its own machine, hardly collects during an enrollment.
+func runAgents(b *testing.B, clients, pid int, unit string, agent func(i int, mac string) error) {
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	// A different MAC range per run, so that runs against one server create new machines.
 	var base [2]byte
 	rand.Read(base[:])
@@ -292,8 +317,9 @@ func benchHTTPS(b *testing.B, target benchTarget, clients int, inline, reconnect
 	var next atomic.Int64
 	var failed atomic.Int64
 	var wg sync.WaitGroup
+	runtime.GC()
 	b.ResetTimer()
-	cpu0, haveCPU := cpuTime(target.pid)
+	cpu0, haveCPU := cpuTime(pid)
 	self0, _ := cpuTime(os.Getpid())
 	start := time.Now()
 	for c := 0; c < clients; c++ {
@@ -305,15 +331,9 @@ func benchHTTPS(b *testing.B, target benchTarget, clients int, inline, reconnect
 				if i >= b.N {
 					return
 				}
-				var a benchAgent
-				if inline {
-					a = newBenchAgent(b)
-				} else {
-					a = ahead[i]
-				}
 				t := time.Now()
 				mac := net.HardwareAddr{0x52, base[0], base[1], byte(i >> 16), byte(i >> 8), byte(i)}.String()
-				if err := benchOneAgent(target, a, mac, reconnect); err != nil {
+				if err := agent(i, mac); err != nil {
 					if failed.Add(1) == 1 {
 						b.Error(err)
 					}
@@ -325,7 +345,7 @@ func benchHTTPS(b *testing.B, target benchTarget, clients int, inline, reconnect
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu1, _ := cpuTime(target.pid)
+	cpu1, _ := cpuTime(pid)
 	self1, _ := cpuTime(os.Getpid())
 	b.StopTimer()
 	if failed.Load() > 0 {
@@ -333,10 +353,9 @@ func benchHTTPS(b *testing.B, target benchTarget, clients int, inline, reconnect
 	}
 	slices.Sort(lat)
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(float64(len(lat))*p))] }
-	b.ReportMetric(float64(b.N)/elapsed.Minutes(), "enroll/min")
+	b.ReportMetric(float64(b.N)/elapsed.Minutes(), unit)
 	b.ReportMetric(float64(pct(0.50).Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(pct(0.99).Microseconds())/1000, "p99-ms")
-	b.ReportMetric(float64(keygen.Microseconds()), "keygen-µs")
 	// The agents' CPU (this process, keys made ahead excluded): with the server's, what
 	// an enrollment costs the machine.
 	b.ReportMetric(float64((self1-self0).Microseconds())/float64(b.N), "agent-cpu-µs/op")
@@ -373,6 +392,95 @@ func benchOneAgent(target benchTarget, a benchAgent, mac string, reconnect bool)
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK {
 		return fmt.Errorf("mTLS call: %d", res.StatusCode)
+	}
+	return nil
+}
+
+// BenchmarkEnrollPeer is the peer of BenchmarkEnrollHTTPS (scripts/bench-enroll.sh
+// runs it against nginx): simulated agents doing an agent's transport work, and
+// nothing else, against a server that answers both requests with a constant body.
+// Each agent opens a TLS connection to the pinned CA's server exactly as
+// agent.EnrollSession does (ECDHE P-256, the chain checked against the pinned CA),
+// makes a CSR with the connection's channel binding, POSTs the same enrollment body
+// to /enroll and GETs /agent/v1/self on the same connection. The rate it reaches is
+// what any server costs on this machine for the TLS and HTTP of an enrollment;
+// Kiln's enrollments/min divided by it is how much of that Kiln's enrollment work
+// (token, policy, CSR check, signing, store) leaves. KILN_BENCH_PEER_URL is the
+// server's base URL, KILN_BENCH_PEER_CA its CA (PEM); the script measures the
+// server's CPU (nginx runs several processes).
+func BenchmarkEnrollPeer(b *testing.B) {
+	url := os.Getenv("KILN_BENCH_PEER_URL")
+	if url == "" {
+		b.Skip("KILN_BENCH_PEER_URL is not set (scripts/bench-enroll.sh sets it)")
+	}
+	pemCA, err := os.ReadFile(os.Getenv("KILN_BENCH_PEER_CA"))
+	if err != nil {
+		b.Fatal("KILN_BENCH_PEER_CA: ", err)
+	}
+	fp, err := caFingerprintOfPEM(pemCA)
+	if err != nil {
+		b.Fatal(err)
+	}
+	clients := 32
+	if v, err := strconv.Atoi(os.Getenv("KILN_BENCH_CLIENTS")); err == nil && v > 0 {
+		clients = v
+	}
+	b.Run(fmt.Sprintf("keygen=ahead/clients=%d", clients), func(b *testing.B) {
+		keys := make([]*ecdsa.PrivateKey, b.N)
+		for i := range keys {
+			keys[i] = newBenchAgent(b).key
+		}
+		host := strings.TrimPrefix(url, "https://")
+		runAgents(b, clients, 0, "agents/min", func(i int, mac string) error {
+			return peerAgent(host, fp, keys[i], mac)
+		})
+	})
+}
+
+// peerAgent is one agent's transport work against the peer.
+func peerAgent(host, fp string, key *ecdsa.PrivateKey, mac string) error {
+	cfg := agent.PinnedTLSConfig(strings.Split(host, ":")[0], fp)
+	cfg.CurvePreferences = []tls.CurveID{tls.CurveP256}
+	nc, err := (&tls.Dialer{Config: cfg}).Dial("tcp", host)
+	if err != nil {
+		return err
+	}
+	conn := nc.(*tls.Conn)
+	st := conn.ConnectionState()
+	cb, err := st.ExportKeyingMaterial(ChannelBindingLabel, nil, channelBindingBytes)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	csr, err := agent.ChannelBoundCSR(key, cb)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	used := false
+	tr := &http.Transport{DialTLSContext: func(context.Context, string, string) (net.Conn, error) {
+		if used {
+			return nil, errors.New("peer: a second connection")
+		}
+		used = true
+		return conn, nil
+	}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: time.Minute}
+	body, _ := json.Marshal(map[string]any{"token": "x", "csr": csr, "facts": facts(mac, "cpus", 8)})
+	for _, req := range []func() (*http.Response, error){
+		func() (*http.Response, error) { return c.Post("https://"+host+"/enroll", "application/json", bytes.NewReader(body)) },
+		func() (*http.Response, error) { return c.Get("https://" + host + "/agent/v1/self") },
+	} {
+		res, err := req()
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("peer: %d", res.StatusCode)
+		}
 	}
 	return nil
 }
