@@ -469,7 +469,9 @@ func peerAgent(host, fp string, key *ecdsa.PrivateKey, mac string) error {
 	c := &http.Client{Transport: tr, Timeout: time.Minute}
 	body, _ := json.Marshal(map[string]any{"token": "x", "csr": csr, "facts": facts(mac, "cpus", 8)})
 	for _, req := range []func() (*http.Response, error){
-		func() (*http.Response, error) { return c.Post("https://"+host+"/enroll", "application/json", bytes.NewReader(body)) },
+		func() (*http.Response, error) {
+			return c.Post("https://"+host+"/enroll", "application/json", bytes.NewReader(body))
+		},
 		func() (*http.Response, error) { return c.Get("https://" + host + "/agent/v1/self") },
 	} {
 		res, err := req()
