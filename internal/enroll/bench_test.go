@@ -467,7 +467,8 @@ func peerAgent(host, fp string, key *ecdsa.PrivateKey, mac string) error {
 	}}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: time.Minute}
-	body, _ := json.Marshal(map[string]any{"token": "x", "csr": csr, "facts": facts(mac, "cpus", 8)})
+	// A token of the length of Kiln's (an EdDSA JWT with its claims).
+	body, _ := json.Marshal(map[string]any{"token": strings.Repeat("x", 420), "csr": csr, "facts": facts(mac, "cpus", 8)})
 	for _, req := range []func() (*http.Response, error){
 		func() (*http.Response, error) {
 			return c.Post("https://"+host+"/enroll", "application/json", bytes.NewReader(body))

@@ -29,10 +29,10 @@ var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
 type clientSigner struct {
 	key    *ecdsa.PrivateKey
 	issuer []byte // the CA's RawSubject
-	sigAlg pkix.AlgorithmIdentifier
-	// exts are the extensions of a machine certificate as CreateCertificate orders
-	// and encodes them; the SAN (index san) is replaced per name.
-	exts []pkix.Extension
+	sigAlg []byte // DER AlgorithmIdentifier
+	// exts are the DER extensions of a machine certificate as CreateCertificate
+	// orders and encodes them; the SAN (index san) is made per name.
+	exts [][]byte
 	san  int
 }
 
@@ -46,12 +46,6 @@ type tbsCertificate struct {
 	Subject            asn1.RawValue
 	PublicKey          asn1.RawValue
 	Extensions         []pkix.Extension `asn1:"omitempty,optional,explicit,tag:3"`
-}
-
-type certificate struct {
-	TBS                asn1.RawValue
-	SignatureAlgorithm pkix.AlgorithmIdentifier
-	SignatureValue     asn1.BitString
 }
 
 // newClientSigner returns nil when the CA key is not an in-memory P-256 key: then
@@ -74,16 +68,84 @@ func newClientSigner(a *authority) *clientSigner {
 	if rest, err := asn1.Unmarshal(ref, &c); err != nil || len(rest) > 0 {
 		return nil
 	}
-	s := &clientSigner{key: key, issuer: a.cert.RawSubject, sigAlg: c.TBS.SignatureAlgorithm, exts: c.TBS.Extensions, san: -1}
-	for i, e := range s.exts {
+	if !c.TBS.SignatureAlgorithm.Algorithm.Equal(asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}) {
+		return nil
+	}
+	s := &clientSigner{key: key, issuer: a.cert.RawSubject, san: -1}
+	if s.sigAlg, err = asn1.Marshal(c.TBS.SignatureAlgorithm); err != nil {
+		return nil
+	}
+	for i, e := range c.TBS.Extensions {
 		if e.Id.Equal(oidSubjectAltName) {
+			if e.Critical {
+				return nil
+			}
 			s.san = i
 		}
+		der, err := asn1.Marshal(e)
+		if err != nil {
+			return nil
+		}
+		s.exts = append(s.exts, der)
 	}
-	if s.san < 0 || !s.sigAlg.Algorithm.Equal(asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}) {
+	if s.san < 0 {
 		return nil
 	}
 	return s
+}
+
+// DER tags used below.
+const (
+	tagInteger         = 0x02
+	tagBitString       = 0x03
+	tagOctetString     = 0x04
+	tagPrintableString = 0x13
+	tagUTCTime         = 0x17
+	tagSequence        = 0x30
+	tagSet             = 0x31
+)
+
+// oidCommonName and oidSANExt are the DER of id-at-commonName and id-ce-subjectAltName.
+var (
+	oidCommonNameDER = []byte{0x06, 0x03, 0x55, 0x04, 0x03}
+	oidSANExtDER     = []byte{0x06, 0x03, 0x55, 0x1d, 0x11}
+)
+
+// tlv is a DER element: tag, definite length, the contents.
+func tlv(tag byte, contents ...[]byte) []byte {
+	n := 0
+	for _, c := range contents {
+		n += len(c)
+	}
+	out := make([]byte, 0, n+6)
+	out = append(out, tag)
+	switch {
+	case n < 0x80:
+		out = append(out, byte(n))
+	case n < 0x100:
+		out = append(out, 0x81, byte(n))
+	case n < 0x10000:
+		out = append(out, 0x82, byte(n>>8), byte(n))
+	default:
+		out = append(out, 0x83, byte(n>>16), byte(n>>8), byte(n))
+	}
+	for _, c := range contents {
+		out = append(out, c...)
+	}
+	return out
+}
+
+// derInteger is a positive integer's DER contents (a leading zero when its top bit is set).
+func derInteger(v *big.Int) []byte {
+	b := v.Bytes()
+	if len(b) == 0 || b[0]&0x80 != 0 {
+		b = append([]byte{0}, b...)
+	}
+	return b
+}
+
+func utcTime(t time.Time) []byte {
+	return []byte(t.UTC().Format("060102150405Z"))
 }
 
 // issue signs a machine certificate for tmpl (from clientTemplate). ok is false when
@@ -101,37 +163,24 @@ func (s *clientSigner) issue(tmpl *x509.Certificate, pub crypto.PublicKey) (der 
 	if err != nil {
 		return nil, false, err
 	}
-	subject, err := asn1.Marshal(pkix.Name{CommonName: name}.ToRDNSequence())
-	if err != nil {
-		return nil, false, err
-	}
-	san, err := asn1.Marshal([]asn1.RawValue{{Class: asn1.ClassContextSpecific, Tag: 2, Bytes: []byte(name)}})
-	if err != nil {
-		return nil, false, err
-	}
-	exts := append([]pkix.Extension(nil), s.exts...)
-	exts[s.san].Value = san
-	tbs := tbsCertificate{
-		Version: 2, SerialNumber: tmpl.SerialNumber, SignatureAlgorithm: s.sigAlg,
-		Issuer: asn1.RawValue{FullBytes: s.issuer}, Subject: asn1.RawValue{FullBytes: subject}, PublicKey: asn1.RawValue{FullBytes: spki},
-		Extensions: exts,
-	}
-	// Whole seconds, UTC, as CreateCertificate writes them.
-	tbs.Validity.NotBefore, tbs.Validity.NotAfter = tmpl.NotBefore.UTC().Truncate(time.Second), tmpl.NotAfter.UTC().Truncate(time.Second)
-	raw, err := asn1.Marshal(tbs)
-	if err != nil {
-		return nil, false, err
-	}
+	subject := tlv(tagSequence, tlv(tagSet, tlv(tagSequence, oidCommonNameDER, tlv(tagPrintableString, []byte(name)))))
+	exts := make([][]byte, len(s.exts))
+	copy(exts, s.exts)
+	exts[s.san] = tlv(tagSequence, oidSANExtDER, tlv(tagOctetString, tlv(tagSequence, tlv(0x82, []byte(name)))))
+	raw := tlv(tagSequence,
+		[]byte{0xa0, 0x03, tagInteger, 0x01, 0x02}, // [0] version v3
+		tlv(tagInteger, derInteger(tmpl.SerialNumber)),
+		s.sigAlg, s.issuer,
+		tlv(tagSequence, tlv(tagUTCTime, utcTime(tmpl.NotBefore)), tlv(tagUTCTime, utcTime(tmpl.NotAfter))),
+		subject, spki,
+		tlv(0xa3, tlv(tagSequence, exts...)), // [3] extensions
+	)
 	digest := sha256.Sum256(raw)
 	sig, err := ecdsa.SignASN1(rand.Reader, s.key, digest[:])
 	if err != nil {
 		return nil, false, err
 	}
-	der, err = asn1.Marshal(certificate{TBS: asn1.RawValue{FullBytes: raw}, SignatureAlgorithm: s.sigAlg, SignatureValue: asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
-	if err != nil {
-		return nil, false, err
-	}
-	return der, true, nil
+	return tlv(tagSequence, raw, s.sigAlg, tlv(tagBitString, []byte{0}, sig)), true, nil
 }
 
 // printable is asn1's PrintableString alphabet (what encoding/asn1 picks for such a

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/x509"
+	"strings"
 	"testing"
 	"time"
 )
@@ -17,7 +18,8 @@ func TestClientSignerMatchesCreateCertificate(t *testing.T) {
 		t.Fatal("a P-256 CA has no fast signer")
 	}
 	now := time.Now()
-	for _, name := range []string{"web-1", "m-525400000001", "a.b-c.example", "x"} {
+	long := strings.Repeat("rack-42-row-7.", 14) + "example" // long-form DER lengths
+	for _, name := range []string{"web-1", "m-525400000001", "a.b-c.example", "x", long} {
 		key, err := newP256()
 		if err != nil {
 			t.Fatal(err)
