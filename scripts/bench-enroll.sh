@@ -30,7 +30,7 @@
 # sub-benchmark, and PostgreSQL's CPU per enrollment.
 #
 # Requirements: go, curl; postgresql for the PostgreSQL run (installed when missing,
-# as root). KILN=path/to/kiln (default bin/kiln, built when missing).
+# as root). KILN=path/to/kiln (default: bin/kiln, built from this tree).
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +42,7 @@ usage() {
     cat <<'EOF'
 Options:
   -s LIST   stores (default: sqlite,postgres; "none": the peer only)
-  -c LIST   concurrent agents (default: 32,256)
+  -c LIST   concurrent agents (default: 32,64,256)
   -n N      enrollments per benchmark (default: 20000)
   -m LIST   sub-benchmarks (default: keygen=ahead/call=bound,keygen=inline/call=bound,
             keygen=ahead/call=reconnect)
@@ -52,7 +52,7 @@ Options:
 EOF
 }
 
-STORES=sqlite,postgres CLIENTS=32,256 N=20000 REPEAT=1 KEEP=0 PEER_CLIENTS=
+STORES=sqlite,postgres CLIENTS=32,64,256 N=20000 REPEAT=1 KEEP=0 PEER_CLIENTS=
 MODES=keygen=ahead/call=bound,keygen=inline/call=bound,keygen=ahead/call=reconnect
 while getopts "s:c:n:m:r:p:kh" o; do
     case $o in
@@ -70,6 +70,10 @@ done
 [ "$PEER_CLIENTS" = none ] && PEER_CLIENTS=
 trap kb_cleanup EXIT
 trap 'exit 130' INT TERM
+if [ -z "${KILN:-}" ]; then   # this tree's kiln, rebuilt if the sources changed
+    KILN=$PWD/bin/kiln
+    CGO_ENABLED=0 go build -trimpath -o "$KILN" ./cmd/kiln || kb_die "go build failed"
+fi
 kb_kiln
 command -v curl >/dev/null || kb_install curl:curl
 WORK=$(mktemp -d /tmp/bench-enroll.XXXXXX)
