@@ -168,8 +168,10 @@ func TestChannelBoundEnrollment(t *testing.T) {
 	if n := acceptedConns.Load() - before; n != 1 {
 		t.Fatalf("enrollment and call took %d connections, want 1", n)
 	}
-	// The audit entry and the event are those of any enrollment.
-	if evs := e.events("cb-1"); len(evs) == 0 || evs[len(evs)-1].Type != "Enrolled" {
+	// The event says the connection was bound.
+	evs := e.events("cb-1")
+	if len(evs) == 0 || evs[len(evs)-1].Type != "Enrolled" {
 		t.Fatalf("events %v", evs)
 	}
+	mustContain(t, "Enrolled event", evs[len(evs)-1].Message, "the CSR was bound to its TLS connection")
 }

@@ -819,6 +819,9 @@ func (s *Server) issue(ctx context.Context, tx store.Tx, e *enrollment, b *bindi
 	}
 	summary := fmt.Sprintf("%s with %s from %s: certificate serial %s, fingerprint %s, %s, expires %s",
 		what, via, e.remote, serial, fp[:16], e.csr.keyDesc, cert.notAfter.Format(time.RFC3339))
+	if e.csr.channel != nil {
+		summary += "; the CSR was bound to its TLS connection, which goes on as the machine"
+	}
 	if err := tx.AppendAudit(ctx, &audit.Entry{Time: e.now, Actor: "enroll", Action: "enroll", Kind: "Machine", Name: b.name, Summary: summary}); err != nil {
 		return nil, err
 	}

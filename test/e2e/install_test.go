@@ -131,7 +131,8 @@ func agentSteps(mac, ip string) []step {
 		{"BootScript", []string{"served install script", mac, "pcbios"}},
 		{"ArtifactFetched", []string{"kiln-agent-kernel:"}},
 		{"ArtifactFetched", []string{"kiln-agent-initrd:"}},
-		{"Enrolled", []string{"enrolled"}},
+		// The agent's CSR carries its connection's channel binding (one handshake).
+		{"Enrolled", []string{"enrolled", "bound to its TLS connection"}},
 	}
 }
 
