@@ -384,14 +384,18 @@ func benchOneAgent(target benchTarget, a benchAgent, mac string, reconnect bool)
 	}
 	tr := agent.NewMTLSTransport(id)
 	defer tr.Client().CloseIdleConnections()
-	res, err := tr.Client().Get(target.url + "/agent/v1/self")
+	return readOK(tr.Client().Get(target.url + "/agent/v1/self"))
+}
+
+// readOK reads and closes a response, which must be a 200.
+func readOK(res *http.Response, err error) error {
 	if err != nil {
 		return err
 	}
 	io.Copy(io.Discard, res.Body)
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("mTLS call: %d", res.StatusCode)
+		return fmt.Errorf("%s %s: %d", res.Request.Method, res.Request.URL.Path, res.StatusCode)
 	}
 	return nil
 }
@@ -469,21 +473,8 @@ func peerAgent(host, fp string, key *ecdsa.PrivateKey, mac string) error {
 	c := &http.Client{Transport: tr, Timeout: time.Minute}
 	// A token of the length of Kiln's (an EdDSA JWT with its claims).
 	body, _ := json.Marshal(map[string]any{"token": strings.Repeat("x", 420), "csr": csr, "facts": facts(mac, "cpus", 8)})
-	for _, req := range []func() (*http.Response, error){
-		func() (*http.Response, error) {
-			return c.Post("https://"+host+"/enroll", "application/json", bytes.NewReader(body))
-		},
-		func() (*http.Response, error) { return c.Get("https://" + host + "/agent/v1/self") },
-	} {
-		res, err := req()
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			return fmt.Errorf("peer: %d", res.StatusCode)
-		}
+	if err := readOK(c.Post("https://"+host+"/enroll", "application/json", bytes.NewReader(body))); err != nil {
+		return err
 	}
-	return nil
+	return readOK(c.Get("https://" + host + "/agent/v1/self"))
 }
