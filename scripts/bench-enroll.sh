@@ -108,6 +108,23 @@ pg_start() {
     done
 }
 
+# pg_ticks: CPU ticks of the PostgreSQL cluster: the postmaster and its children,
+# exited ones included (the children start sessions of their own, so they are not in
+# the group kb_start recorded).
+pg_ticks() {
+    local pm f line rest sum=0
+    pm=$(head -1 "$WORK/pg/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+    for f in /proc/[0-9]*/stat; do
+        { read -r line <"$f"; } 2>/dev/null || continue
+        rest=${line##*) }
+        # shellcheck disable=SC2086
+        set -- $rest
+        [ "${f#/proc/}" = "$pm/stat" ] || [ "${2:-}" = "$pm" ] || continue
+        sum=$((sum + ${12} + ${13} + ${14} + ${15}))
+    done
+    echo "$sum"
+}
+
 # kiln_start STORE DIR: a fresh kiln serve (for postgres, on a new database of the
 # cluster) with the profile and the token; sets KILN_PID, HTTPS, TOKEN.
 kiln_start() {
@@ -141,14 +158,14 @@ bench() {
     RUN=$((${RUN:-0} + 1))
     dir=$WORK/run$RUN
     kiln_start "$store" "$dir"
-    [ -n "$PG_PGID" ] && t0=$(kb_pg_ticks "$PG_PGID")
+    [ -n "$PG_PGID" ] && t0=$(pg_ticks)
     before=$(wc -l <"$WORK/results")
     KILN_BENCH_CLIENTS=$c KILN_BENCH_ENROLL_URL=https://$HTTPS KILN_BENCH_ENROLL_TOKEN=$TOKEN \
         KILN_BENCH_ENROLL_CA=$dir/ca.pem KILN_BENCH_ENROLL_PID=$KILN_PID \
         kb_run go test -run '^$' -bench "EnrollHTTPS/store=external/$mode/" -benchtime "${N}x" -timeout 60m ./internal/enroll |
         grep -E '^Benchmark' | sed "s/store=external/store=$store/" | tee -a "$WORK/results"
     if [ -n "$PG_PGID" ] && [ "$(wc -l <"$WORK/results")" -gt "$before" ]; then
-        t1=$(kb_pg_ticks "$PG_PGID")
+        t1=$(pg_ticks)
         # Ticks are 10 ms.
         echo "    postgres CPU: $(kb_fmt %.0f "($t1 - $t0) * 10000 / $N") µs per enrollment, to add to server-cpu-µs/op"
     fi

@@ -24,10 +24,14 @@ import (
 // first: "kiln" in ASCII, then 1.
 const WriteLockKey int64 = 0x6b696c6e_00000001
 
-// Pool sizes: the server's connections per replica.
+// Pool sizes: the server's connections per replica. All of them may stay idle (for
+// up to ConnMaxIdleTime): with fewer, a load that uses more than the idle ones closes
+// and reopens connections all the time, and each new one costs PostgreSQL a backend
+// process (at 256 concurrent enrollments that doubled PostgreSQL's CPU per
+// enrollment, BENCHMARKS.md).
 const (
 	maxOpenConns = 32
-	maxIdleConns = 16
+	maxIdleConns = maxOpenConns
 )
 
 //go:embed migrations/*.sql
