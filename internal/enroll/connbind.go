@@ -76,7 +76,8 @@ func spkiHash(c *x509.Certificate) string {
 }
 
 // bindConnection binds the request's connection to the certificate just issued, if
-// the client's TLS key is the certified key. It reports whether it did.
+// the client proved on it that it holds the certified key (the CSR's channel
+// binding, or a client certificate of that key). It reports whether it did.
 func bindConnection(r *http.Request, resp *EnrollResponse) bool {
 	cs := connStateFrom(r.Context())
 	if cs == nil || r.TLS == nil || resp.issued == nil {
