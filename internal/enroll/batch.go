@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/store"
@@ -16,13 +17,12 @@ import (
 // sees the ones before it (a token's use count included). A refused enrollment writes
 // nothing, so it does not spoil its batch; an enrollment that fails otherwise makes
 // the batch roll back, and its enrollments are then run one transaction each. Under
-// load a batch waits up to a millisecond for more enrollments (see run).
+// load a batch waits up to a millisecond for the enrollments on their way (see run).
 
-// maxBatch bounds the enrollments in one transaction. A batch that starts within
-// busyGap of the end of the last one waits up to batchLinger for more.
+// maxBatch bounds the enrollments in one transaction. A batch waits up to
+// batchLinger for enrollments on their way.
 const (
 	maxBatch    = 64
-	busyGap     = 5 * time.Millisecond
 	batchLinger = time.Millisecond
 )
 
@@ -38,6 +38,9 @@ type batchItem struct {
 type batcher struct {
 	once  sync.Once
 	queue chan *batchItem
+	// preparing counts the enrollments between their arrival and their submission
+	// (see Server.enroll): the batches to come.
+	preparing atomic.Int64
 }
 
 func (b *batcher) submit(ctx context.Context, s *Server, e *enrollment) (*EnrollResponse, error) {
@@ -58,16 +61,9 @@ func (b *batcher) submit(ctx context.Context, s *Server, e *enrollment) (*Enroll
 }
 
 func (b *batcher) run(s *Server) {
-	var lastEnd time.Time
 	for first := range b.queue {
 		batch := []*batchItem{first}
-		// Under load (the last batch ended moments ago) the batch waits a little for
-		// more enrollments, so that they share its commit, which costs as much as a
-		// few enrollments; alone, an enrollment commits at once.
 		var linger <-chan time.Time
-		if time.Since(lastEnd) < busyGap {
-			linger = time.After(batchLinger)
-		}
 	fill:
 		for len(batch) < maxBatch {
 			select {
@@ -76,8 +72,14 @@ func (b *batcher) run(s *Server) {
 				continue
 			default:
 			}
-			if linger == nil {
+			// Nothing queued. If enrollments are on their way (being checked and
+			// signed), wait a little for them, so that they share the commit, which
+			// costs as much as a few enrollments; else commit at once.
+			if b.preparing.Load() == 0 {
 				break
+			}
+			if linger == nil {
+				linger = time.After(batchLinger)
 			}
 			select {
 			case it := <-b.queue:
@@ -87,7 +89,6 @@ func (b *batcher) run(s *Server) {
 			}
 		}
 		s.commitBatch(batch)
-		lastEnd = time.Now()
 	}
 }
 

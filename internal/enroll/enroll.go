@@ -241,6 +241,14 @@ func (s *Server) enroll(ctx context.Context, req *EnrollRequest, remote netip.Ad
 		return resp, err
 	}
 
+	// From here to its submission the enrollment is on its way to a batch.
+	s.batches.preparing.Add(1)
+	preparing := true
+	defer func() {
+		if preparing {
+			s.batches.preparing.Add(-1)
+		}
+	}()
 	e.tokenHash = tokenHash(req.Token)
 	c, ok := s.verified.get(e.tokenHash)
 	if !ok {
@@ -328,6 +336,10 @@ func (s *Server) enroll(ctx context.Context, req *EnrollRequest, remote netip.Ad
 		e.profilePolicy = policy
 		if e.presigned == nil {
 			e.presign(s)
+		}
+		if preparing {
+			s.batches.preparing.Add(-1)
+			preparing = false
 		}
 		resp, err := s.commit(ctx, e)
 		if errors.Is(err, errProfileChanged) && attempt < 3 {
