@@ -43,7 +43,6 @@ type boundCert struct {
 	serial      string
 	notBefore   time.Time
 	notAfter    time.Time
-	keyHash     string // SHA-256 of the certified SubjectPublicKeyInfo, hex
 }
 
 // ConnContext is the http.Server ConnContext of the server that serves enrollment and
@@ -89,7 +88,7 @@ func bindConnection(r *http.Request, resp *EnrollResponse) bool {
 		return false
 	}
 	cs.set(&boundCert{machine: resp.Machine, fingerprint: resp.issued.fingerprint, serial: resp.Serial,
-		notBefore: resp.issued.notBefore, notAfter: resp.NotAfter, keyHash: resp.issued.keyHash})
+		notBefore: resp.issued.notBefore, notAfter: resp.NotAfter})
 	return true
 }
 
