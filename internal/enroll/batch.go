@@ -104,9 +104,9 @@ func (s *Server) commitBatch(batch []*batchItem) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err := s.st.Update(ctx, func(tx store.Tx) error {
-		bt := batchTokens{}
+		br := newBatchReads()
 		for _, it := range batch {
-			it.resp, it.err = s.commitOne(ctx, tx, bt, it.e)
+			it.resp, it.err = s.commitOne(ctx, tx, br, it.e)
 			var ref *Refusal
 			if errors.As(it.err, &ref) && !ref.partial || errors.Is(it.err, errProfileChanged) {
 				continue
@@ -115,7 +115,7 @@ func (s *Server) commitBatch(batch []*batchItem) {
 				return it.err
 			}
 		}
-		return bt.flush(ctx, tx)
+		return br.flush(ctx, tx)
 	})
 	if err == nil {
 		return

@@ -470,21 +470,31 @@ type txToken struct {
 	obj    *resource.Object
 	spec   *resource.JoinTokenSpec
 	status tokenStatus
-	used   bool     // status changed: to write
-	policy []string // a profile's enrollPolicy
+	used   bool // status changed: to write
 }
 
-// batchTokens keeps the join tokens (and the profiles, with a "profile/" prefix) a
-// shared transaction has read, so that a token several of its enrollments use (a
-// batch of machines, an image) is read and written once per transaction; each
-// enrollment still sees the uses of the ones before it.
-type batchTokens map[string]*txToken
+// batchReads keeps what a shared transaction has read: the join tokens, so that a
+// token several of its enrollments use (a batch of machines, an image) is read and
+// written once per transaction (each enrollment still sees the uses of the ones
+// before it), and the profiles' enrollPolicy. A nil *batchReads reads every time
+// and keeps nothing (a transaction of one enrollment).
+type batchReads struct {
+	tokens   map[string]*txToken
+	profiles map[string][]string
+}
+
+func newBatchReads() *batchReads {
+	return &batchReads{tokens: map[string]*txToken{}, profiles: map[string][]string{}}
+}
 
 // profileCheck checks, in the write transaction, that the enrollment's profile exists
 // and has the enrollPolicy the enrollment was checked against.
-func (bt batchTokens) profileCheck(ctx context.Context, tx store.Tx, s *Server, e *enrollment) error {
+func (br *batchReads) profileCheck(ctx context.Context, tx store.Tx, s *Server, e *enrollment) error {
 	name := e.claims.Scope.Profile
-	t, ok := bt["profile/"+name]
+	policy, ok := []string(nil), false
+	if br != nil {
+		policy, ok = br.profiles[name]
+	}
 	if !ok {
 		obj, err := tx.Get(ctx, "Profile", name)
 		if errors.Is(err, store.ErrNotFound) {
@@ -496,22 +506,24 @@ func (bt batchTokens) profileCheck(ctx context.Context, tx store.Tx, s *Server, 
 		if err != nil {
 			return err
 		}
-		t = &txToken{obj: obj, policy: enrollPolicyOf(obj)}
-		if bt != nil {
-			bt["profile/"+name] = t
+		policy = enrollPolicyOf(obj)
+		if br != nil {
+			br.profiles[name] = policy
 		}
 	}
-	if !slices.Equal(t.policy, e.profilePolicy) {
-		s.profiles.Store(name, t.policy)
+	if !slices.Equal(policy, e.profilePolicy) {
+		s.profiles.Store(name, policy)
 		return errProfileChanged
 	}
 	return nil
 }
 
-// token reads a join token, from the batch if it has it (bt may be nil).
-func (bt batchTokens) token(ctx context.Context, tx store.Tx, id string) (*txToken, error) {
-	if t, ok := bt[id]; ok {
-		return t, nil
+// token reads a join token, from the batch if it has it.
+func (br *batchReads) token(ctx context.Context, tx store.Tx, id string) (*txToken, error) {
+	if br != nil {
+		if t, ok := br.tokens[id]; ok {
+			return t, nil
+		}
 	}
 	obj, err := tx.Get(ctx, "JoinToken", id)
 	if err != nil {
@@ -525,16 +537,16 @@ func (bt batchTokens) token(ctx context.Context, tx store.Tx, id string) (*txTok
 	if len(obj.Status) > 0 {
 		_ = json.Unmarshal(obj.Status, &t.status)
 	}
-	if bt != nil {
-		bt[id] = t
+	if br != nil {
+		br.tokens[id] = t
 	}
 	return t, nil
 }
 
 // flush writes the tokens the transaction used.
-func (bt batchTokens) flush(ctx context.Context, tx store.Tx) error {
-	for _, t := range bt {
-		if !t.used || t.spec == nil {
+func (br *batchReads) flush(ctx context.Context, tx store.Tx) error {
+	for _, t := range br.tokens {
+		if !t.used {
 			continue
 		}
 		t.obj.Status, _ = json.Marshal(t.status)
@@ -546,19 +558,19 @@ func (bt batchTokens) flush(ctx context.Context, tx store.Tx) error {
 }
 
 // commitOne is one enrollment's part of a write transaction. A *Refusal it returns
-// means it wrote nothing, unless the refusal is marked partial. With bt (a shared
-// transaction) the token's new use count is written by bt.flush.
-func (s *Server) commitOne(ctx context.Context, tx store.Tx, bt batchTokens, e *enrollment) (*EnrollResponse, error) {
+// means it wrote nothing, unless the refusal is marked partial. With br (a shared
+// transaction) the token's new use count is written by br.flush.
+func (s *Server) commitOne(ctx context.Context, tx store.Tx, br *batchReads, e *enrollment) (*EnrollResponse, error) {
 	c := e.claims
 	ref := func(status int, format string, a ...any) *Refusal {
 		r := refuse(status, format, a...)
 		r.TokenID, r.Machine = c.ID, c.Scope.Machine
 		return r
 	}
-	if err := bt.profileCheck(ctx, tx, s, e); err != nil {
+	if err := br.profileCheck(ctx, tx, s, e); err != nil {
 		return nil, err
 	}
-	t, err := bt.token(ctx, tx, c.ID)
+	t, err := br.token(ctx, tx, c.ID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ref(http.StatusUnauthorized, "token %s is unknown to this Kiln (deleted, or never issued here)", c.ID)
 	}
@@ -598,7 +610,7 @@ func (s *Server) commitOne(ctx context.Context, tx store.Tx, bt batchTokens, e *
 	ts.Uses++
 	ts.LastUsedAt, ts.LastMachine = &e.now, b.name
 	t.status, t.used = ts, true
-	if bt == nil {
+	if br == nil {
 		tok.Status, _ = json.Marshal(ts)
 		if err := tx.Update(ctx, tok); err != nil {
 			return nil, err
