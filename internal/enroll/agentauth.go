@@ -73,21 +73,25 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (*AgentIdent
 	if r.TLS == nil {
 		return nil, refuse(http.StatusUnauthorized, "the agent API needs HTTPS with the machine's client certificate")
 	}
+	// The certificate the request stands on: the one its connection was bound to by
+	// an enrollment on it (connbind.go), else the client certificate it presents.
+	var c boundCert
+	var leaf *x509.Certificate
 	if b := boundIdentity(ctx); b != nil {
-		return s.authenticateBound(ctx, b)
+		c = *b
+	} else {
+		if len(r.TLS.PeerCertificates) == 0 {
+			return nil, refuse(http.StatusUnauthorized, "no client certificate: enroll first (kiln agent enroll)")
+		}
+		leaf = r.TLS.PeerCertificates[0]
+		c = boundCert{machine: leaf.Subject.CommonName, fingerprint: Fingerprint(leaf.Raw),
+			serial: hex.EncodeToString(leaf.SerialNumber.Bytes()), notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
 	}
-	if len(r.TLS.PeerCertificates) == 0 {
-		return nil, refuse(http.StatusUnauthorized, "no client certificate: enroll first (kiln agent enroll)")
-	}
-	leaf := r.TLS.PeerCertificates[0]
-	name := leaf.Subject.CommonName
-	fp := Fingerprint(leaf.Raw)
 	var m *resource.Object
-	var err error
-	if resource.ValidateName(name) == nil {
-		err = s.st.View(ctx, func(tx store.Tx) error {
+	if resource.ValidateName(c.machine) == nil {
+		err := s.st.View(ctx, func(tx store.Tx) error {
 			var err error
-			m, err = tx.Get(ctx, "Machine", name)
+			m, err = tx.Get(ctx, "Machine", c.machine)
 			return err
 		})
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -96,56 +100,29 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (*AgentIdent
 	}
 	// The machine's current certificate is the one Kiln issued last and recorded by
 	// its SHA-256: a match proves Kiln issued exactly this certificate, so the chain
-	// need not be verified again (the handshake proved the key). What remains is time.
-	if m != nil && machineCertStatus(m).CertFingerprint == fp {
-		now := s.now()
-		if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
-			r := refuse(http.StatusUnauthorized, "client certificate of machine %s is expired or not yet valid (renew, or enroll again)", name)
-			r.Machine = name
+	// need not be verified again (the handshake, or the bound CSR, proved the key).
+	// What remains is time.
+	if m != nil && machineCertStatus(m).CertFingerprint == c.fingerprint {
+		if now := s.now(); now.Before(c.notBefore) || now.After(c.notAfter) {
+			r := refuse(http.StatusUnauthorized, "client certificate of machine %s is expired or not yet valid (renew, or enroll again)", c.machine)
+			r.Machine = c.machine
 			return nil, r
 		}
-		return &AgentIdentity{Machine: name, Fingerprint: fp, Serial: hex.EncodeToString(leaf.SerialNumber.Bytes()), NotAfter: leaf.NotAfter, Object: m}, nil
+		return &AgentIdentity{Machine: c.machine, Fingerprint: c.fingerprint, Serial: c.serial, NotAfter: c.notAfter, Object: m}, nil
 	}
 	// Refused; say why.
-	if err := s.checkIssued(leaf); err != nil {
-		return nil, err
+	if leaf != nil {
+		if err := s.checkIssued(leaf); err != nil {
+			return nil, err
+		}
 	}
 	if m == nil {
-		return nil, refuse(http.StatusUnauthorized, "certificate for machine %s: no such machine (deleted?)", truncate(name, 64))
+		return nil, refuse(http.StatusUnauthorized, "certificate for machine %s: no such machine (deleted?)", truncate(c.machine, 64))
 	}
 	ref := refuse(http.StatusUnauthorized, "certificate serial %s of machine %s is no longer valid: revoked, or replaced by a renewal or re-enrollment",
-		hex.EncodeToString(leaf.SerialNumber.Bytes()), name)
-	ref.Machine = name
+		c.serial, c.machine)
+	ref.Machine = c.machine
 	return nil, ref
-}
-
-// authenticateBound checks a request on a connection an enrollment bound (see
-// connbind.go) as authenticate checks a presented certificate: the certificate issued
-// on the connection must be the machine's current one, and valid now.
-func (s *Server) authenticateBound(ctx context.Context, b *boundCert) (*AgentIdentity, error) {
-	var m *resource.Object
-	err := s.st.View(ctx, func(tx store.Tx) error {
-		var err error
-		m, err = tx.Get(ctx, "Machine", b.machine)
-		return err
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, refuse(http.StatusUnauthorized, "certificate for machine %s: no such machine (deleted?)", b.machine)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if machineCertStatus(m).CertFingerprint != b.fingerprint {
-		ref := refuse(http.StatusUnauthorized, "certificate serial %s of machine %s is no longer valid: revoked, or replaced by a renewal or re-enrollment", b.serial, b.machine)
-		ref.Machine = b.machine
-		return nil, ref
-	}
-	if now := s.now(); now.Before(b.notBefore) || now.After(b.notAfter) {
-		ref := refuse(http.StatusUnauthorized, "client certificate of machine %s is expired or not yet valid (renew, or enroll again)", b.machine)
-		ref.Machine = b.machine
-		return nil, ref
-	}
-	return &AgentIdentity{Machine: b.machine, Fingerprint: b.fingerprint, Serial: b.serial, NotAfter: b.notAfter, Object: m}, nil
 }
 
 // checkIssued verifies a client certificate against the CA, to explain a refusal.

@@ -36,7 +36,8 @@ type connState struct {
 	bound *boundCert
 }
 
-// boundCert is the machine certificate issued on a connection.
+// boundCert is the machine certificate issued on a connection (AgentAuth also uses it
+// for the one a request presents).
 type boundCert struct {
 	machine     string
 	fingerprint string
