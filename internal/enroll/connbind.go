@@ -7,7 +7,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,10 +30,10 @@ import (
 
 type connKey struct{}
 
-// connState is what Kiln knows about one TLS connection.
+// connState is what Kiln knows about one TLS connection: the certificate an
+// enrollment on it bound it to, if any.
 type connState struct {
-	mu    sync.Mutex
-	bound *boundCert
+	bound atomic.Pointer[boundCert]
 }
 
 // boundCert is the machine certificate issued on a connection (AgentAuth also uses it
@@ -57,18 +57,6 @@ func connStateFrom(ctx context.Context) *connState {
 	return cs
 }
 
-func (cs *connState) get() *boundCert {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	return cs.bound
-}
-
-func (cs *connState) set(b *boundCert) {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	cs.bound = b
-}
-
 // spkiHash is the SHA-256 of a certificate's public key, hex, as csrInfo.keyHash.
 func spkiHash(c *x509.Certificate) string {
 	h := sha256.Sum256(c.RawSubjectPublicKeyInfo)
@@ -88,7 +76,7 @@ func bindConnection(r *http.Request, resp *EnrollResponse) bool {
 	if !proven {
 		return false
 	}
-	cs.set(&boundCert{machine: resp.Machine, fingerprint: resp.issued.fingerprint, serial: resp.Serial,
+	cs.bound.Store(&boundCert{machine: resp.Machine, fingerprint: resp.issued.fingerprint, serial: resp.Serial,
 		notBefore: resp.issued.notBefore, notAfter: resp.NotAfter})
 	return true
 }
@@ -98,7 +86,7 @@ func bindConnection(r *http.Request, resp *EnrollResponse) bool {
 // it cannot change under a binding.)
 func boundIdentity(ctx context.Context) *boundCert {
 	if cs := connStateFrom(ctx); cs != nil {
-		return cs.get()
+		return cs.bound.Load()
 	}
 	return nil
 }
