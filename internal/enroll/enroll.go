@@ -406,12 +406,12 @@ func enrollPolicyOf(obj *resource.Object) []string {
 // machine.
 func (e *enrollment) presign(s *Server) {
 	name := e.claims.Scope.Machine
-	for _, n := range newMachineNames(e) {
-		if name != "" {
-			break
-		}
-		if resource.ValidateName(n) == nil {
-			name = n
+	if name == "" {
+		for _, n := range newMachineNames(e) {
+			if resource.ValidateName(n) == nil {
+				name = n
+				break
+			}
 		}
 	}
 	if name != "" && e.csr.checkName(name) == nil {

@@ -22,9 +22,6 @@ import (
 // compares them), and signs it once. Other CA keys (RSA, an HSM-like signer) go
 // through CreateCertificate.
 
-// oidSubjectAltName is id-ce-subjectAltName.
-var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
-
 // clientSigner issues machine certificates for one CA.
 type clientSigner struct {
 	key    *ecdsa.PrivateKey
@@ -76,7 +73,7 @@ func newClientSigner(a *authority) *clientSigner {
 		return nil
 	}
 	for i, e := range c.TBS.Extensions {
-		if e.Id.Equal(oidSubjectAltName) {
+		if e.Id.Equal(oidSAN) {
 			if e.Critical {
 				return nil
 			}
