@@ -363,3 +363,8 @@ func statusForError(err error) int {
 	}
 	return http.StatusInternalServerError
 }
+
+func tokenHash(tok string) string {
+	h := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(h[:])
+}
