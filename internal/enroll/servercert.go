@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/resource"
 )
 
 // The server's own TLS certificates, issued from the CA and reissued in place.
@@ -92,22 +94,10 @@ func newServerCerts(ca *authority, sans []string, ttl time.Duration, withRSA boo
 	return sc, nil
 }
 
+// validDNSName accepts a host name for a certificate's DNS SANs, or a wildcard
+// (*.name) over one.
 func validDNSName(s string) bool {
-	s = strings.TrimPrefix(s, "*.")
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(s, ".") {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for _, c := range l {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
+	return resource.ValidHostname(strings.TrimPrefix(s, "*."))
 }
 
 // issue signs new certificates for the server's keys; the caller holds mu or owns sc.

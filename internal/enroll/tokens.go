@@ -8,8 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -157,12 +158,7 @@ func scopeSummary(spec *resource.JoinTokenSpec, policies int) string {
 		parts = append(parts, "cidrs "+strings.Join(spec.CIDRs, ","))
 	}
 	if len(spec.Labels) > 0 {
-		keys := make([]string, 0, len(spec.Labels))
-		for k := range spec.Labels {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		parts = append(parts, "labels "+strings.Join(keys, ","))
+		parts = append(parts, "labels "+strings.Join(slices.Sorted(maps.Keys(spec.Labels)), ","))
 	}
 	if policies > 0 {
 		parts = append(parts, fmt.Sprintf("%d policy expressions", policies))
