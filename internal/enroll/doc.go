@@ -31,8 +31,9 @@
 // machine, CEL policy). The parser accepts nothing else (jwt.go). The store keeps a
 // JoinToken object named by the id with the scope, the SHA-256 of the token and, in
 // its status, the use count; never the token. Signed claims define the scope; the
-// stored object can only narrow it (revoked, expiresAt, maxUses), and revocation is
-// also recorded in the status so that re-applying an old manifest does not undo it.
+// stored object can only narrow it (revoked, expiresAt, maxUses). Revocation is
+// one-way: RevokeToken also records it in the status, and the inventory keeps a
+// revoked token's spec.revoked true when a manifest (an old one re-applied) clears it.
 //
 // Per-boot tokens (MintBootToken, BootCmdline) are minted when Kiln serves a
 // machine's iPXE script: single use, bound to that machine and MAC, valid for
