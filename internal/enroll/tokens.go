@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -343,23 +342,7 @@ func (s *Server) BootCmdline(ctx context.Context, machineName, mac string) (stri
 	return fmt.Sprintf("%s=%s %s=%s %s=%s", CmdlineServer, s.cfg.PublicURL, CmdlineCA, s.ca.fingerprint, CmdlineToken, tok), nil
 }
 
-// statusForError maps service errors to HTTP statuses for the operator handlers.
-func statusForError(err error) int {
-	var ie *InvalidError
-	var ref *Refusal
-	switch {
-	case errors.As(err, &ref):
-		return ref.Status
-	case errors.As(err, &ie):
-		return http.StatusUnprocessableEntity
-	case errors.Is(err, store.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrConflict):
-		return http.StatusConflict
-	}
-	return http.StatusInternalServerError
-}
-
+// tokenHash is what the store keeps of a token: its SHA-256, hex.
 func tokenHash(tok string) string {
 	h := sha256.Sum256([]byte(tok))
 	return hex.EncodeToString(h[:])
