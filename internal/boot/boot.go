@@ -8,6 +8,7 @@ package boot
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -347,7 +348,7 @@ func (s *Server) profileScript(ctx context.Context, r *http.Request, m *resource
 	}
 	var b strings.Builder
 	b.WriteString("#!ipxe\n")
-	fmt.Fprintf(&b, "echo Kiln: booting %s with profile %s\n", sanitizeEcho(firstNonEmpty(data.Machine.Name, mac)), p.Metadata.Name)
+	fmt.Fprintf(&b, "echo Kiln: booting %s with profile %s\n", sanitizeEcho(cmp.Or(data.Machine.Name, mac)), p.Metadata.Name)
 	// initrd= names each initrd for the kernel: UEFI kernels (EFI stub) need it to find
 	// initrds loaded by iPXE; BIOS kernels ignore it.
 	args := ""
@@ -441,15 +442,6 @@ func nameOf(m *resource.Object) string {
 		return ""
 	}
 	return m.Metadata.Name
-}
-
-func firstNonEmpty(a ...string) string {
-	for _, s := range a {
-		if s != "" {
-			return s
-		}
-	}
-	return ""
 }
 
 // phoneHome records that a booted environment reached Kiln: the last step of a netboot

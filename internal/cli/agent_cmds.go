@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -64,7 +65,7 @@ kiln.token=), in that order.`,
 			server, joinToken := g.server, g.token
 			if b, err := os.ReadFile("/proc/cmdline"); err == nil {
 				s, fp, tok := agent.CmdlineEnrollment(string(b))
-				server, caFP, joinToken = firstNonEmpty(server, s), firstNonEmpty(caFP, fp), firstNonEmpty(joinToken, tok)
+				server, caFP, joinToken = cmp.Or(server, s), cmp.Or(caFP, fp), cmp.Or(joinToken, tok)
 			}
 			id, err := loadOrEnroll(ctx, log, agent.EnrollOptions{Server: server, CAFingerprint: caFP, Token: joinToken, Dir: dir, Facts: agent.Facts()})
 			if err != nil {
@@ -100,13 +101,6 @@ kiln.token=), in that order.`,
 	f.BoolVar(&once, "once", false, "run the current workflow, if any, and exit")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error (env KILN_LOG_LEVEL)")
 	return cmd
-}
-
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // loadOrEnroll returns the stored identity, or enrolls. Enrollment is retried while

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net/http"
@@ -87,7 +88,7 @@ func newPowerCmd(g *globalFlags) *cobra.Command {
 				if j.State == "failed" {
 					failed++
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.Machine, j.ID, j.Op, j.State, orNone(j.PowerState), j.Error)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", j.Machine, j.ID, j.Op, j.State, cmp.Or(j.PowerState, "-"), j.Error)
 			}
 			tw.Flush()
 			if failed > 0 {
@@ -100,13 +101,6 @@ func newPowerCmd(g *globalFlags) *cobra.Command {
 	cmd.Flags().StringVar(&device, "device", "", "for set-boot: pxe, disk or cdrom (default pxe)")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the jobs to finish (status always waits)")
 	return cmd
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 // printWorkflow shows a workflow's actions for `describe machine`.

@@ -31,8 +31,9 @@
 // machine, CEL policy). The parser accepts nothing else (jwt.go). The store keeps a
 // JoinToken object named by the id with the scope, the SHA-256 of the token and, in
 // its status, the use count; never the token. Signed claims define the scope; the
-// stored object can only narrow it (revoked, expiresAt, maxUses), and revocation is
-// also recorded in the status so that re-applying an old manifest does not undo it.
+// stored object can only narrow it (revoked, expiresAt, maxUses). Revocation is
+// one-way: RevokeToken also records it in the status, and the inventory keeps a
+// revoked token's spec.revoked true when a manifest (an old one re-applied) clears it.
 //
 // Per-boot tokens (MintBootToken, BootCmdline) are minted when Kiln serves a
 // machine's iPXE script: single use, bound to that machine and MAC, valid for
@@ -103,4 +104,18 @@
 // For iPXE builds with an embedded client certificate (ExportBootCert, `kiln machine
 // cert NAME --out DIR`), GET /ipxe/by-cert serves the machine's script, chosen by the
 // certificate's fingerprint.
+//
+// # Files
+//
+// One concept a file. The CA: authority.go (stored and sealed, seal.go), caimport.go,
+// signing.go (machine certificates, CRL; fastcert.go the fast path), servercert.go.
+// Join tokens: jwt.go (format), tokens.go (create, list, revoke, per-boot). An
+// enrollment, in order: handler.go (POST /enroll; messages.go its bodies), pipeline.go
+// (checks before the store: token, policies, CSR in csr.go, channel binding in
+// connbind.go), batch.go and batchreads.go (the shared write transaction), commit.go
+// (the checks in it), binding.go (which machine), issue.go (certificate and writes);
+// refusal.go (refusals and their record), stored.go (internal kinds, statuses),
+// facts.go. The agent API: agentauth.go (mTLS authentication), agentapi.go (self,
+// renew), revoke.go (revocation, CRL). bootcert.go: boot by certificate. operator.go:
+// the operator API's routes and housekeeping; server.go: Config, New, routes.
 package enroll

@@ -1,11 +1,9 @@
 package enroll
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 )
@@ -127,24 +125,4 @@ func parseToken(pub ed25519.PublicKey, tok string) (*Claims, error) {
 		return nil, tokenErr("malformed claims: jti and exp are required")
 	}
 	return &c, nil
-}
-
-// strictJSON decodes exactly one JSON object with no unknown fields.
-func strictJSON(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return errors.New(truncate(err.Error(), 120))
-	}
-	if dec.More() {
-		return errors.New("trailing data")
-	}
-	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
 }

@@ -69,6 +69,23 @@ func (s *Server) opFail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, code, msg)
 }
 
+// statusForError maps service errors to HTTP statuses for the operator handlers.
+func statusForError(err error) int {
+	var ie *InvalidError
+	var ref *Refusal
+	switch {
+	case errors.As(err, &ref):
+		return ref.Status
+	case errors.As(err, &ie):
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrConflict):
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}
+
 func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {

@@ -8,8 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -157,12 +157,7 @@ func scopeSummary(spec *resource.JoinTokenSpec, policies int) string {
 		parts = append(parts, "cidrs "+strings.Join(spec.CIDRs, ","))
 	}
 	if len(spec.Labels) > 0 {
-		keys := make([]string, 0, len(spec.Labels))
-		for k := range spec.Labels {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		parts = append(parts, "labels "+strings.Join(keys, ","))
+		parts = append(parts, "labels "+strings.Join(slices.Sorted(maps.Keys(spec.Labels)), ","))
 	}
 	if policies > 0 {
 		parts = append(parts, fmt.Sprintf("%d policy expressions", policies))
@@ -347,19 +342,8 @@ func (s *Server) BootCmdline(ctx context.Context, machineName, mac string) (stri
 	return fmt.Sprintf("%s=%s %s=%s %s=%s", CmdlineServer, s.cfg.PublicURL, CmdlineCA, s.ca.fingerprint, CmdlineToken, tok), nil
 }
 
-// statusForError maps service errors to HTTP statuses for the operator handlers.
-func statusForError(err error) int {
-	var ie *InvalidError
-	var ref *Refusal
-	switch {
-	case errors.As(err, &ref):
-		return ref.Status
-	case errors.As(err, &ie):
-		return http.StatusUnprocessableEntity
-	case errors.Is(err, store.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrConflict):
-		return http.StatusConflict
-	}
-	return http.StatusInternalServerError
+// tokenHash is what the store keeps of a token: its SHA-256, hex.
+func tokenHash(tok string) string {
+	h := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(h[:])
 }

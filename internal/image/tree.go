@@ -3,9 +3,10 @@ package image
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -98,12 +99,7 @@ func (t *Tree) CharDevice(name string, perm, major, minor uint32) error {
 
 // Names returns the sorted entry names.
 func (t *Tree) Names() []string {
-	names := make([]string, 0, len(t.entries))
-	for n := range t.entries {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(t.entries))
 }
 
 // Size is the sum of the file and symlink contents (progress total).

@@ -3,6 +3,7 @@ package inventory
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"sort"
 	"strings"
@@ -12,15 +13,8 @@ import (
 
 // sameContent reports whether applying in over cur would change nothing an operator owns.
 func sameContent(cur, in *resource.Object) bool {
-	if len(cur.Metadata.Labels) != len(in.Metadata.Labels) {
-		return false
-	}
-	for k, v := range cur.Metadata.Labels {
-		if w, ok := in.Metadata.Labels[k]; !ok || w != v {
-			return false
-		}
-	}
-	return reflect.DeepEqual(generic(cur.Spec), generic(in.Spec))
+	return maps.Equal(cur.Metadata.Labels, in.Metadata.Labels) &&
+		reflect.DeepEqual(generic(cur.Spec), generic(in.Spec))
 }
 
 func generic(raw json.RawMessage) any {

@@ -139,6 +139,9 @@ func (s *Service) applyOne(ctx context.Context, tx store.Tx, actor Actor, in *re
 	case err != nil:
 		return res, objectErr(in, "read", err)
 	}
+	if in, err = keepRevocation(cur, in); err != nil {
+		return res, err
+	}
 	if sameContent(cur, in) {
 		res.Outcome, res.ResourceVersion = Unchanged, cur.Metadata.ResourceVersion
 		return res, nil
@@ -207,6 +210,9 @@ func (s *Service) Update(ctx context.Context, actor Actor, in *resource.Object) 
 		if in.Metadata.ResourceVersion != "" && in.Metadata.ResourceVersion != cur.Metadata.ResourceVersion {
 			return objectErr(in, "update", fmt.Errorf("%w: resourceVersion %s is stale, the stored one is %s",
 				store.ErrConflict, in.Metadata.ResourceVersion, cur.Metadata.ResourceVersion))
+		}
+		if in, err = keepRevocation(cur, in); err != nil {
+			return err
 		}
 		if sameContent(cur, in) {
 			out = cur

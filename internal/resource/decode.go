@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -90,7 +92,7 @@ func Decode(v any) (*Object, error) {
 	if md, ok := m["metadata"].(map[string]any); ok {
 		obj.Metadata.Name, _ = md["name"].(string)
 	}
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		switch k {
 		case "kind", "metadata", "spec", "status":
 		case "apiVersion":
@@ -105,7 +107,7 @@ func Decode(v any) (*Object, error) {
 	if !ok {
 		return fail(fmt.Errorf("metadata: required, with at least a name"))
 	}
-	for _, k := range sortedKeys(md) {
+	for _, k := range slices.Sorted(maps.Keys(md)) {
 		val := md[k]
 		switch k {
 		case "name":
@@ -121,7 +123,7 @@ func Decode(v any) (*Object, error) {
 				return fail(fmt.Errorf("metadata.labels: expected a mapping, got %s", jsonType(val)))
 			}
 			obj.Metadata.Labels = map[string]string{}
-			for _, lk := range sortedKeys(lm) {
+			for _, lk := range slices.Sorted(maps.Keys(lm)) {
 				s, ok := lm[lk].(string)
 				if !ok {
 					return fail(fmt.Errorf("metadata.labels.%s: expected a string, got %s (quote it)", lk, jsonType(lm[lk])))
@@ -259,10 +261,10 @@ func checkValue(path string, v any, t reflect.Type) error {
 			}
 			fields[name] = f
 		}
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			f, ok := fields[k]
 			if !ok {
-				return fmt.Errorf("%s.%s: unknown field (known: %s)", path, k, strings.Join(sortedKeys(fields), ", "))
+				return fmt.Errorf("%s.%s: unknown field (known: %s)", path, k, strings.Join(slices.Sorted(maps.Keys(fields)), ", "))
 			}
 			if err := checkValue(path+"."+k, m[k], f.Type); err != nil {
 				return err
@@ -273,7 +275,7 @@ func checkValue(path string, v any, t reflect.Type) error {
 		if !ok {
 			return fmt.Errorf("%s: expected a mapping, got %s", path, jsonType(v))
 		}
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			if err := checkValue(path+"."+k, m[k], t.Elem()); err != nil {
 				return err
 			}

@@ -2,10 +2,11 @@ package resource
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"reflect"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 )
@@ -178,7 +179,7 @@ func (s *MachineSpec) Validate() error {
 				return fmt.Errorf("%s.ip: %q is not an IPv4 address", p, ifc.IP)
 			}
 		}
-		if ifc.Hostname != "" && !hostnameOK(ifc.Hostname) {
+		if ifc.Hostname != "" && !ValidHostname(ifc.Hostname) {
 			return fmt.Errorf("%s.hostname: %q is not a valid hostname", p, ifc.Hostname)
 		}
 	}
@@ -267,7 +268,7 @@ func (s *ProfileSpec) Validate() error {
 		return fmt.Errorf("spec.workflow: %q is not a template name", s.Workflow)
 	}
 	if c := s.Configs; c != nil {
-		for _, k := range sortedKeys(c.CloudInit) {
+		for _, k := range slices.Sorted(maps.Keys(c.CloudInit)) {
 			switch k {
 			case "meta-data", "user-data", "network-config", "vendor-data":
 			default:
@@ -348,7 +349,7 @@ func (s *TemplateSpec) Validate() error {
 			return fmt.Errorf("%s.name: %q is used by an earlier action", p, a.Name)
 		}
 		names[a.Name] = true
-		if !contains(ActionTypes, a.Type) {
+		if !slices.Contains(ActionTypes, a.Type) {
 			return fmt.Errorf("%s.type: %q is not one of %s", p, a.Type, strings.Join(ActionTypes, ", "))
 		}
 		if err := durationOK(p+".timeout", a.Timeout); err != nil {
@@ -522,7 +523,7 @@ func (s *SubnetSpec) Validate() error {
 			return fmt.Errorf("spec.dns[%d]: %q is not an IPv4 address", i, d)
 		}
 	}
-	if s.Domain != "" && !hostnameOK(s.Domain) {
+	if s.Domain != "" && !ValidHostname(s.Domain) {
 		return fmt.Errorf("spec.domain: %q is not a valid domain name", s.Domain)
 	}
 	if err := durationOK("spec.leaseTime", s.LeaseTime); err != nil {
@@ -649,7 +650,11 @@ func NormalizeMAC(s string) (string, error) {
 	return hw.String(), nil
 }
 
-func hostnameOK(h string) bool {
+// ValidHostname reports whether h is an RFC 1123 host name: dot-separated labels of
+// 1-63 letters, digits and hyphens, no label starting or ending with a hyphen, at most
+// 253 characters in all. It is the one check of host names in Kiln: a machine's
+// interface hostname, a subnet's domain, a server certificate's DNS names.
+func ValidHostname(h string) bool {
 	if len(h) > 253 {
 		return false
 	}
@@ -687,22 +692,4 @@ func durationOK(path, s string) error {
 		return fmt.Errorf("%s: %q is not a positive duration like 30s, 10m or 2h", path, s)
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -5,8 +5,9 @@ package resource
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 )
@@ -70,12 +71,7 @@ func ValidateName(name string) error {
 
 // ValidateLabels checks label keys and values.
 func ValidateLabels(labels map[string]string) error {
-	keys := make([]string, 0, len(labels))
-	for k := range labels {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		if !labelKeyRE.MatchString(k) {
 			return fmt.Errorf("metadata.labels: %q is not a valid label key", k)
 		}

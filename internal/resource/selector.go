@@ -2,6 +2,7 @@ package resource
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -137,11 +138,11 @@ func (s Selector) Matches(labels map[string]string) bool {
 				return false
 			}
 		case "in":
-			if !has || !contains(r.values, v) {
+			if !has || !slices.Contains(r.values, v) {
 				return false
 			}
 		case "notin":
-			if has && contains(r.values, v) {
+			if has && slices.Contains(r.values, v) {
 				return false
 			}
 		case "exists":

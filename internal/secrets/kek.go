@@ -11,9 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -276,13 +277,7 @@ func (r *KeyRing) CurrentKey() []byte {
 func (r *KeyRing) IDs() []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	ids := []string{r.current.id}
-	var rest []string
-	for id := range r.others {
-		rest = append(rest, id)
-	}
-	sort.Strings(rest)
-	return append(ids, rest...)
+	return append([]string{r.current.id}, slices.Sorted(maps.Keys(r.others))...)
 }
 
 func (r *KeyRing) lookup(id string) (*kek, bool) {
