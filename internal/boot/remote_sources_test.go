@@ -115,7 +115,13 @@ func TestRemoteSourceRedirectToAnotherHostRefused(t *testing.T) {
 // the global cap when none is declared, is refused and not kept; a wrong sha256 is
 // refused. The errors name the artifact and the field.
 func TestRemoteSourceSizeBounds(t *testing.T) {
-	src, _ := countingSource(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, strings.Repeat("A", 4096)) })
+	src, _ := countingSource(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/c" {
+			io.WriteString(w, "small") // within every bound, but not the declared digest
+			return
+		}
+		io.WriteString(w, strings.Repeat("A", 4096))
+	})
 	cases := []struct {
 		name, spec, field string
 	}{

@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kilnhq/kiln/internal/api"
+	"github.com/kilnhq/kiln/internal/boot"
 	"github.com/kilnhq/kiln/internal/gctune"
 	"github.com/kilnhq/kiln/internal/server"
 )
@@ -216,6 +217,8 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", api.DefaultMaxBodyBytes, "largest accepted API request body; larger ones get 413 (env KILN_MAX_BODY_BYTES)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM (env KILN_SHUTDOWN_TIMEOUT)")
 	f.StringVar(&cfg.ArtifactDir, "artifact-dir", "", "directory of local artifact files (kernels, initrds, images); default <data-dir>/artifacts (env KILN_ARTIFACT_DIR)")
+	f.StringArrayVar(&cfg.ArtifactAllow, "artifact-allow", nil, "allow-list of remote artifact sources (repeatable): \"public\" (any address outside loopback, link-local, metadata, private, CGNAT, ULA, multicast), an address, a CIDR prefix, or a host name (*.example.com for subdomains); default: public only (env KILN_ARTIFACT_ALLOW, comma-separated)")
+	f.Int64Var(&cfg.ArtifactMaxBytes, "artifact-max-bytes", boot.DefaultMaxRemoteBytes, "largest remote artifact fetched when its spec.size is not declared (env KILN_ARTIFACT_MAX_BYTES)")
 	f.StringVar(&cfg.DiscoveryProfile, "discovery-profile", "", "profile booted by unknown machines where their subnet sets no policy; empty: they boot their next device (env KILN_DISCOVERY_PROFILE)")
 	f.StringVar(&cfg.AgentKernel, "agent-kernel", "kiln-agent-kernel", "artifact holding the agent environment's kernel, booted by profiles with boot.agent (env KILN_AGENT_KERNEL)")
 	f.StringVar(&cfg.AgentInitrd, "agent-initrd", "kiln-agent-initrd", "artifact holding the agent environment's initramfs (env KILN_AGENT_INITRD)")

@@ -53,6 +53,12 @@ type Config struct {
 	Version         string
 	// ArtifactDir holds local artifact files; default <data-dir>/artifacts.
 	ArtifactDir string
+	// ArtifactAllow is the allow-list of remote artifact sources (boot.SourcePolicy):
+	// "public", addresses, CIDR prefixes, host names; empty: public addresses only.
+	ArtifactAllow []string
+	// ArtifactMaxBytes bounds a remote artifact without a declared spec.size; 0:
+	// boot.DefaultMaxRemoteBytes.
+	ArtifactMaxBytes int64
 	// DiscoveryProfile is booted by unknown machines where no subnet says otherwise.
 	DiscoveryProfile string
 	// AgentKernel and AgentInitrd name the artifacts profiles with boot.agent boot.
@@ -237,9 +243,13 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 	if artifactDir == "" {
 		artifactDir = filepath.Join(s.cfg.DataDir, "artifacts")
 	}
+	sources, err := boot.ParseSourcePolicy(s.cfg.ArtifactAllow)
+	if err != nil {
+		return nil, fmt.Errorf("--artifact-allow: %w", err)
+	}
 	b := &boot.Server{
 		Inventory:   inv,
-		Artifacts:   &boot.ArtifactStore{Dir: artifactDir, Recorder: inv},
+		Artifacts:   &boot.ArtifactStore{Dir: artifactDir, Recorder: inv, Sources: sources, MaxRemoteBytes: s.cfg.ArtifactMaxBytes},
 		Policy:      boot.Policy{DiscoveryProfile: s.cfg.DiscoveryProfile, FailedBootsAgent: s.cfg.FailedBootsAgent},
 		Logger:      s.log,
 		AgentKernel: s.cfg.AgentKernel,
