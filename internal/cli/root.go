@@ -21,6 +21,7 @@ import (
 	"github.com/kilnhq/kiln/internal/boot"
 	"github.com/kilnhq/kiln/internal/gctune"
 	"github.com/kilnhq/kiln/internal/server"
+	"github.com/kilnhq/kiln/internal/tftp"
 )
 
 // Version is set at build time (-ldflags "-X github.com/kilnhq/kiln/internal/cli.Version=...").
@@ -224,6 +225,9 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 	f.StringVar(&cfg.AgentInitrd, "agent-initrd", "kiln-agent-initrd", "artifact holding the agent environment's initramfs (env KILN_AGENT_INITRD)")
 	f.BoolVar(&cfg.FailedBootsAgent, "failed-boots-agent", false, "machines whose provisioning failed boot their profile again (for debugging) instead of the local disk (env KILN_FAILED_BOOTS_AGENT)")
 	f.StringVar(&cfg.TFTPListen, "tftp-listen", "0.0.0.0:69", "TFTP listen address for iPXE binaries; empty disables TFTP (env KILN_TFTP_LISTEN)")
+	f.IntVar(&cfg.TFTPMaxTransfers, "tftp-max-transfers", tftp.DefaultMaxTransfers, "most TFTP transfers running at once; more get ERROR \"server busy\" (env KILN_TFTP_MAX_TRANSFERS)")
+	f.IntVar(&cfg.TFTPMaxTransfersPerAddress, "tftp-max-transfers-per-address", tftp.DefaultMaxTransfersPerAddress, "most TFTP transfers running at once for one client IP address (env KILN_TFTP_MAX_TRANSFERS_PER_ADDRESS)")
+	f.DurationVar(&cfg.TFTPFirstACKTimeout, "tftp-first-ack-timeout", tftp.DefaultFirstACKTimeout, "longest TFTP retransmission timeout before the client's first ACK; a client-chosen timeout option applies only after it (env KILN_TFTP_FIRST_ACK_TIMEOUT)")
 	f.StringVar(&cfg.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "directory of iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi), default: Debian's ipxe package (env KILN_IPXE_DIR)")
 	f.StringArrayVar(&cfg.DHCPInterfaces, "dhcp-interface", nil, "serve DHCP on this interface (repeatable); subnets come from Subnet objects; none: DHCP off (env KILN_DHCP_INTERFACE, comma-separated)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL machines reach Kiln's HTTP at (http://10.0.0.2:8080); default: the subnet's bootServer and the --listen port (env KILN_PUBLIC_URL)")

@@ -67,6 +67,11 @@ type Config struct {
 	FailedBootsAgent bool
 	// TFTPListen is the TFTP listen address; empty disables TFTP.
 	TFTPListen string
+	// TFTPMaxTransfers and TFTPMaxTransfersPerAddress cap concurrent TFTP
+	// transfers; TFTPFirstACKTimeout caps the wait for a client's first ACK
+	// (0: the tftp package's defaults).
+	TFTPMaxTransfers, TFTPMaxTransfersPerAddress int
+	TFTPFirstACKTimeout                          time.Duration
 	// IPXEDir holds the iPXE binaries served over TFTP.
 	IPXEDir string
 	// DHCPInterfaces are the interfaces DHCP serves; none disables DHCP.

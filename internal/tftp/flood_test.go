@@ -135,6 +135,8 @@ func TestFirstACKTimeout(t *testing.T) {
 		t.Fatalf("after the first-ACK timeout: %v", err)
 	}
 
+	waitFor(t, "the transfer's slot to be released", func() bool { return m.TransfersCompleted.Load() == 1 })
+
 	// After ACK 0 the client's timeout (1 s here) is honoured: the server does
 	// not resend DATA 1 after its own 10 ms.
 	c2 := newRawClient(t)
