@@ -3,6 +3,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"github.com/kilnhq/kiln/internal/atomicfile"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/boot"
+	"github.com/kilnhq/kiln/internal/datadir"
 	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
@@ -103,6 +105,20 @@ type Config struct {
 	ServerRSA bool
 }
 
+// artifactDir is where local artifact files are: ArtifactDir, else
+// <data-dir>/artifacts.
+func (c Config) artifactDir() string {
+	return cmp.Or(c.ArtifactDir, filepath.Join(c.DataDir, "artifacts"))
+}
+
+// closeListeners closes what New bound, when it fails after binding.
+func (s *Server) closeListeners() {
+	s.listener.Close()
+	if s.tlsLn != nil {
+		s.tlsLn.Close()
+	}
+}
+
 // Server is a running Kiln.
 type Server struct {
 	cfg      Config
@@ -162,8 +178,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("data dir: required (--data-dir)")
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, datadir.DirMode); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	// A data directory made by packaging (0755), or files written under umask
+	// 022, would leave the KEK, the database and tokens readable by every local
+	// user: fixed with a warning, or Kiln refuses to start.
+	fixed, err := datadir.Secure(cfg.DataDir, cfg.artifactDir())
+	for _, p := range fixed {
+		log.Warn("data dir: removed group and other permissions", "path", p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s is not private, not starting: %w", cfg.DataDir, err)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -221,6 +247,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
 	}
+	// Files written while starting (the admin token, the CA certificate, the
+	// database's -wal and -shm) are checked again; Kiln wrote them, so quietly.
+	fixed, err = datadir.Secure(cfg.DataDir, cfg.artifactDir())
+	for _, p := range fixed {
+		log.Debug("data dir: removed group and other permissions", "path", p)
+	}
+	if err != nil {
+		s.closeListeners()
+		st.Close()
+		return nil, fmt.Errorf("data dir %s is not private, not starting: %w", cfg.DataDir, err)
+	}
 	s.http = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -244,10 +281,7 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 		Name: "kiln_boot_scripts_total", Help: "iPXE scripts served, by kind (install, local-disk, discovery, ignore).",
 	}, []string{"kind"})
 	s.registry.MustRegister(scripts)
-	artifactDir := s.cfg.ArtifactDir
-	if artifactDir == "" {
-		artifactDir = filepath.Join(s.cfg.DataDir, "artifacts")
-	}
+	artifactDir := s.cfg.artifactDir()
 	sources, err := boot.ParseSourcePolicy(s.cfg.ArtifactAllow)
 	if err != nil {
 		return nil, fmt.Errorf("--artifact-allow: %w", err)
@@ -522,7 +556,7 @@ func writeServerURL(dataDir string, addr *net.TCPAddr) error {
 		host = "127.0.0.1"
 	}
 	url := "http://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
-	return atomicfile.Write(filepath.Join(dataDir, ServerURLFile), []byte(url+"\n"), 0o644)
+	return atomicfile.Write(filepath.Join(dataDir, ServerURLFile), []byte(url+"\n"), datadir.FileMode)
 }
 
 // newEnroll opens the CA and token signing key (creating them at first start, sealed
