@@ -35,11 +35,16 @@ type globalFlags struct {
 	token   string
 	dataDir string
 	timeout time.Duration
+	// caFingerprint pins an https server's CA; knownServers remembers the CAs
+	// trusted on first use (servertrust.go).
+	caFingerprint string
+	knownServers  string
+	errOut        io.Writer
 }
 
 // NewRoot builds the command tree. Output goes to out, diagnostics to errOut.
 func NewRoot(out, errOut io.Writer) *cobra.Command {
-	g := &globalFlags{}
+	g := &globalFlags{errOut: errOut}
 	root := &cobra.Command{
 		Use:           "kiln",
 		Short:         "Kiln provisions bare-metal servers and VMs over the network",
@@ -55,6 +60,8 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 	pf.StringVar(&g.server, "server", "", "Kiln API URL (env KILN_SERVER; default: the URL the local server recorded in the data dir, else http://127.0.0.1:8080)")
 	pf.StringVar(&g.token, "token", "", "API token (env KILN_TOKEN; default: the admin token in the data dir)")
 	pf.StringVar(&g.dataDir, "data-dir", DefaultDataDir, "data directory (env KILN_DATA_DIR)")
+	pf.StringVar(&g.caFingerprint, "ca-fingerprint", "", "SHA-256 fingerprint of the Kiln CA an https server must present (kiln ca show); default: the data dir's ca.crt for the local server, else the one remembered in --known-servers, else trusted on first use and remembered (env KILN_CA_FINGERPRINT)")
+	pf.StringVar(&g.knownServers, "known-servers", "", "file of the CA fingerprints of https servers trusted on first use, like ssh's known_hosts; default <user config dir>/kiln/known_servers (env KILN_KNOWN_SERVERS)")
 	pf.DurationVar(&g.timeout, "request-timeout", defaultTimeout, "timeout of each API request (env KILN_REQUEST_TIMEOUT)")
 
 	root.AddCommand(
@@ -214,7 +221,9 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "YAML config file whose keys are these flags' names (env KILN_CONFIG)")
 	f.StringVar(&cfg.Database, "database", "", "database URL: empty for the embedded SQLite store in --data-dir, or postgres://user:pass@host/db (env KILN_DATABASE)")
-	f.StringVar(&cfg.Listen, "listen", "0.0.0.0:8080", "HTTP listen address for the API and boot endpoints (env KILN_LISTEN)")
+	f.StringVar(&cfg.Listen, "listen", "0.0.0.0:8080", "HTTP listen address for the boot endpoints, and the operator API unless --api-listen is set (env KILN_LISTEN)")
+	f.StringVar(&cfg.APIListen, "api-listen", "", "the operator API's own listen address, HTTPS with the server certificate (recommended: 127.0.0.1:9443 or a management address); the boot listeners then serve no API; empty: the API is on --listen and --https-listen as before (env KILN_API_LISTEN)")
+	f.BoolVar(&cfg.APIPlaintext, "api-plaintext", false, "serve --api-listen over plain HTTP, for a TLS-terminating proxy on the same host (env KILN_API_PLAINTEXT)")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", api.DefaultMaxBodyBytes, "largest accepted API request body; larger ones get 413 (env KILN_MAX_BODY_BYTES)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM (env KILN_SHUTDOWN_TIMEOUT)")
 	f.StringVar(&cfg.ArtifactDir, "artifact-dir", "", "directory of local artifact files (kernels, initrds, images); default <data-dir>/artifacts (env KILN_ARTIFACT_DIR)")
