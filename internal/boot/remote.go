@@ -123,6 +123,9 @@ func (a *ArtifactStore) fetch(ctx context.Context, name string, spec *resource.A
 	if err != nil {
 		return "", fmt.Errorf("spec.source %s: %w: %v", src, ErrRemoteFetch, err)
 	}
+	if err := a.Sources.checkProxied(ctx, req); err != nil {
+		return "", fmt.Errorf("spec.source %s: %w: %w", src, ErrRemoteFetch, err)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		// url.Error repeats the URL, query and all; src is the redacted one.

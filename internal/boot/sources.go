@@ -149,6 +149,30 @@ func (p SourcePolicy) CheckAddr(host string, addr netip.Addr) error {
 	return fmt.Errorf("%w: %s (host %s) is not in the allow-list", ErrSourceNotAllowed, addr, host)
 }
 
+// checkProxied checks a source's host before a request that goes through a
+// proxy (HTTP_PROXY and friends): the dialer then only sees the proxy, which must
+// be allowed itself. The proxy resolves the name again, so for sources fetched
+// through a proxy the check is on the URL, not the connection.
+func (p SourcePolicy) checkProxied(ctx context.Context, req *http.Request) error {
+	proxy, err := http.ProxyFromEnvironment(req)
+	if err != nil || proxy == nil {
+		return err
+	}
+	host := req.URL.Hostname()
+	addrs := []netip.Addr{}
+	if a, err := netip.ParseAddr(host); err == nil {
+		addrs = append(addrs, a)
+	} else if addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host); err != nil {
+		return fmt.Errorf("resolve %s: %w", host, err)
+	}
+	for _, a := range addrs {
+		if err := p.CheckAddr(host, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // client is the HTTP client remote sources are fetched with: every connection's
 // address passes the policy (Control runs on the resolved address, just before
 // connect), and a redirect to another host or from https to http is refused.
