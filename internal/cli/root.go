@@ -243,7 +243,7 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 	f.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key file (64 hex digits, mode 0600) for secrets and the CA key; default <data-dir>/kek.key, created at first start (env KILN_KEK_FILE)")
 	f.Int64Var(&cfg.SecretMaxBytes, "secret-max-bytes", 1<<20, "largest secret value accepted (env KILN_SECRET_MAX_BYTES)")
 	f.DurationVar(&cfg.SecretHandleTTL, "secret-handle-ttl", 5*time.Minute, "lifetime of single-use secret handles ({{ secretURL }}) (env KILN_SECRET_HANDLE_TTL)")
-	f.StringVar(&cfg.HTTPSListen, "https-listen", "0.0.0.0:8443", "HTTPS listener: enrollment, the agent API (mTLS), and the API and boot endpoints over TLS; empty disables it (env KILN_HTTPS_LISTEN)")
+	f.StringVar(&cfg.HTTPSListen, "https-listen", "0.0.0.0:8443", "HTTPS listener: enrollment, the agent API (mTLS), and the boot endpoints (and the API, unless --api-listen is set) over TLS; empty disables it (env KILN_HTTPS_LISTEN)")
 	f.StringVar(&cfg.EnrollURL, "enroll-url", "", "https URL agents enroll at, written into join tokens and agent kernel command lines; default: --public-url's host with the --https-listen port (env KILN_ENROLL_URL)")
 	f.StringArrayVar(&cfg.ServerSANs, "server-san", nil, "DNS name or IP address of Kiln's server certificate (repeatable; default: this host's names and addresses) (env KILN_SERVER_SAN, comma-separated)")
 	f.DurationVar(&cfg.CertTTL, "cert-ttl", 24*time.Hour, "lifetime of machine certificates; agents renew at two thirds (env KILN_CERT_TTL)")
