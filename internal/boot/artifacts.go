@@ -31,14 +31,18 @@ type DigestRecorder interface {
 type ArtifactStore struct {
 	Dir      string
 	Recorder DigestRecorder
-	// Client fetches remote sources (see remote.go); nil: one with the
-	// environment's proxy settings.
-	Client *http.Client
+	// Sources is the allow-list of addresses remote sources may be fetched from
+	// (sources.go); the zero value allows public addresses only.
+	Sources SourcePolicy
+	// MaxRemoteBytes bounds a remote artifact that declares no spec.size; 0:
+	// DefaultMaxRemoteBytes.
+	MaxRemoteBytes int64
 
 	mu       sync.Mutex
 	verified map[string]fileState   // by artifact name
 	fetching map[string]*remoteCall // remote downloads in progress, by source and digest
 	fetched  map[string]string      // the sha256 of each remote source this server fetched
+	client   *http.Client           // built from Sources at the first fetch
 }
 
 type fileState struct {

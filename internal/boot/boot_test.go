@@ -101,7 +101,13 @@ func newEnv(t *testing.T, policy boot.Policy) *env {
 	os.WriteFile(filepath.Join(art, "vmlinuz"), []byte(strings.Repeat("K", 100000)), 0o644)
 	os.WriteFile(filepath.Join(art, "sub", "initrd.img"), []byte(strings.Repeat("I", 5000)), 0o644)
 	os.WriteFile(filepath.Join(dir, "outside"), []byte("secret"), 0o644)
-	b := &boot.Server{Inventory: inv, Artifacts: &boot.ArtifactStore{Dir: art, Recorder: inv}, Policy: policy}
+	// The remote sources these tests fetch are httptest servers on loopback,
+	// which Kiln refuses unless allow-listed.
+	loopback, err := boot.ParseSourcePolicy([]string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &boot.Server{Inventory: inv, Artifacts: &boot.ArtifactStore{Dir: art, Recorder: inv, Sources: loopback}, Policy: policy}
 	mux := http.NewServeMux()
 	b.Register(mux)
 	srv := httptest.NewServer(mux)
@@ -474,7 +480,7 @@ func TestPrefetchRemoteArtifacts(t *testing.T) {
 		obj("local", `{"source": "vmlinuz"}`),
 		obj("gone", `{"source": "http://127.0.0.1:1/x"}`),
 	}
-	a := &boot.ArtifactStore{Dir: t.TempDir()}
+	a := &boot.ArtifactStore{Dir: t.TempDir(), Sources: mustPolicy(t, "127.0.0.1")}
 	for i := range 2 {
 		n, err := a.Prefetch(context.Background(), objs)
 		if n != 1 || err == nil || !strings.Contains(err.Error(), `artifact "gone"`) || strings.Contains(err.Error(), "local") {

@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -32,8 +33,8 @@ const remoteDir = ".remote"
 // RemoteFetchTimeout bounds one download of a remote artifact.
 const RemoteFetchTimeout = 30 * time.Minute
 
-// maxRemoteBytes bounds a remote artifact without a declared size.
-const maxRemoteBytes = 64 << 30
+// DefaultMaxRemoteBytes bounds a remote artifact without a declared size.
+const DefaultMaxRemoteBytes = 64 << 30
 
 // ErrRemoteFetch: the remote source could not be fetched (502).
 var ErrRemoteFetch = errors.New("cannot fetch the artifact's source")
@@ -108,29 +109,42 @@ func cachedCopy(sum string) *resource.ArtifactSpec {
 // fetch downloads spec.Source into the cache and returns its sha256.
 func (a *ArtifactStore) fetch(ctx context.Context, name string, spec *resource.ArtifactSpec, want string) (string, error) {
 	dir := filepath.Join(a.Dir, remoteDir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	client := a.Client
-	if client == nil {
-		client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, TLSHandshakeTimeout: 30 * time.Second,
-			ResponseHeaderTimeout: time.Minute}}
+	a.mu.Lock()
+	if a.client == nil {
+		a.client = a.Sources.client()
 	}
+	client := a.client
+	a.mu.Unlock()
+	src := redact(spec.Source)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, spec.Source, nil)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrRemoteFetch, err)
+		return "", fmt.Errorf("spec.source %s: %w: %v", src, ErrRemoteFetch, err)
+	}
+	if err := a.Sources.checkProxied(ctx, req); err != nil {
+		return "", fmt.Errorf("spec.source %s: %w: %w", src, ErrRemoteFetch, err)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrRemoteFetch, err)
+		// url.Error repeats the URL, query and all; src is the redacted one.
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", fmt.Errorf("spec.source %s: %w: %w", src, ErrRemoteFetch, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%w: GET %s: %s", ErrRemoteFetch, redact(spec.Source), resp.Status)
+		return "", fmt.Errorf("spec.source %s: %w: GET: %s", src, ErrRemoteFetch, resp.Status)
 	}
-	limit := int64(maxRemoteBytes)
+	// The declared size bounds the download; without one, the global cap does.
+	limit, field := cmp.Or(a.MaxRemoteBytes, DefaultMaxRemoteBytes), "size (no spec.size declared; the cap is --artifact-max-bytes)"
 	if spec.Size > 0 {
-		limit = spec.Size
+		limit, field = spec.Size, "spec.size"
+	}
+	if resp.ContentLength > limit {
+		return "", fmt.Errorf("%s: %w: %s announces %d bytes, more than %d", field, ErrDigestMismatch, src, resp.ContentLength, limit)
 	}
 	tmp, err := os.CreateTemp(dir, "fetch-*")
 	if err != nil {
@@ -141,14 +155,21 @@ func (a *ArtifactStore) fetch(ctx context.Context, name string, spec *resource.A
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return "", fmt.Errorf("%w: GET %s: %v after %d bytes", ErrRemoteFetch, redact(spec.Source), err, n)
+		return "", fmt.Errorf("spec.source %s: %w: %v after %d bytes", src, ErrRemoteFetch, err, n)
 	}
-	if n > limit || spec.Size > 0 && n != spec.Size {
-		return "", fmt.Errorf("%w: %s is %d bytes, not the declared %d", ErrDigestMismatch, redact(spec.Source), n, spec.Size)
+	if n > limit {
+		return "", fmt.Errorf("%s: %w: %s sent more than %d bytes", field, ErrDigestMismatch, src, limit)
+	}
+	if spec.Size > 0 && n != spec.Size {
+		return "", fmt.Errorf("spec.size: %w: %s is %d bytes, not the declared %d", ErrDigestMismatch, src, n, spec.Size)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if want != "" && sum != want {
-		return "", fmt.Errorf("%w: %s has sha256 %s, recorded %s", ErrDigestMismatch, redact(spec.Source), sum, want)
+		field := "spec.sha256"
+		if spec.SHA256 == "" {
+			field = "status.sha256 (recorded at the first fetch)"
+		}
+		return "", fmt.Errorf("%s: %w: %s has sha256 %s, expected %s", field, ErrDigestMismatch, src, sum, want)
 	}
 	if err := tmp.Sync(); err != nil {
 		return "", err

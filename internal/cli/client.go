@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/server"
 )
 
@@ -40,9 +41,11 @@ func (e *APIError) Error() string {
 // to the flags), then the files `kiln serve` leaves in the data dir on this host.
 func newClient(g *globalFlags) (*client, error) {
 	base := g.server
+	var caFile string // the data dir's CA, for a server URL from the same data dir
 	if base == "" {
 		if b, err := os.ReadFile(filepath.Join(g.dataDir, server.ServerURLFile)); err == nil {
 			base = strings.TrimSpace(string(b))
+			caFile = filepath.Join(g.dataDir, enroll.CACertFileName)
 		}
 	}
 	if base == "" {
@@ -60,7 +63,21 @@ func newClient(g *globalFlags) (*client, error) {
 		}
 		tok = strings.TrimSpace(string(b))
 	}
-	return &client{base: strings.TrimRight(base, "/"), token: tok, http: &http.Client{Timeout: g.timeout}}, nil
+	hc := &http.Client{Timeout: g.timeout}
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, fmt.Errorf("server URL %q: %w", base, err)
+	}
+	if u.Scheme == "https" {
+		trust, err := newServerTrust(g, u, caFile)
+		if err != nil {
+			return nil, err
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = trust.tlsConfig()
+		hc.Transport = tr
+	}
+	return &client{base: strings.TrimRight(base, "/"), token: tok, http: hc}, nil
 }
 
 func (c *client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {

@@ -18,8 +18,10 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kilnhq/kiln/internal/api"
+	"github.com/kilnhq/kiln/internal/boot"
 	"github.com/kilnhq/kiln/internal/gctune"
 	"github.com/kilnhq/kiln/internal/server"
+	"github.com/kilnhq/kiln/internal/tftp"
 )
 
 // Version is set at build time (-ldflags "-X github.com/kilnhq/kiln/internal/cli.Version=...").
@@ -33,11 +35,16 @@ type globalFlags struct {
 	token   string
 	dataDir string
 	timeout time.Duration
+	// caFingerprint pins an https server's CA; knownServers remembers the CAs
+	// trusted on first use (servertrust.go).
+	caFingerprint string
+	knownServers  string
+	errOut        io.Writer
 }
 
 // NewRoot builds the command tree. Output goes to out, diagnostics to errOut.
 func NewRoot(out, errOut io.Writer) *cobra.Command {
-	g := &globalFlags{}
+	g := &globalFlags{errOut: errOut}
 	root := &cobra.Command{
 		Use:           "kiln",
 		Short:         "Kiln provisions bare-metal servers and VMs over the network",
@@ -53,6 +60,8 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 	pf.StringVar(&g.server, "server", "", "Kiln API URL (env KILN_SERVER; default: the URL the local server recorded in the data dir, else http://127.0.0.1:8080)")
 	pf.StringVar(&g.token, "token", "", "API token (env KILN_TOKEN; default: the admin token in the data dir)")
 	pf.StringVar(&g.dataDir, "data-dir", DefaultDataDir, "data directory (env KILN_DATA_DIR)")
+	pf.StringVar(&g.caFingerprint, "ca-fingerprint", "", "SHA-256 fingerprint of the Kiln CA an https server must present (kiln ca show); default: the data dir's ca.crt for the local server, else the one remembered in --known-servers, else trusted on first use and remembered (env KILN_CA_FINGERPRINT)")
+	pf.StringVar(&g.knownServers, "known-servers", "", "file of the CA fingerprints of https servers trusted on first use, like ssh's known_hosts; default <user config dir>/kiln/known_servers (env KILN_KNOWN_SERVERS)")
 	pf.DurationVar(&g.timeout, "request-timeout", defaultTimeout, "timeout of each API request (env KILN_REQUEST_TIMEOUT)")
 
 	root.AddCommand(
@@ -212,22 +221,29 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "YAML config file whose keys are these flags' names (env KILN_CONFIG)")
 	f.StringVar(&cfg.Database, "database", "", "database URL: empty for the embedded SQLite store in --data-dir, or postgres://user:pass@host/db (env KILN_DATABASE)")
-	f.StringVar(&cfg.Listen, "listen", "0.0.0.0:8080", "HTTP listen address for the API and boot endpoints (env KILN_LISTEN)")
+	f.StringVar(&cfg.Listen, "listen", "0.0.0.0:8080", "HTTP listen address for the boot endpoints, and the operator API unless --api-listen is set (env KILN_LISTEN)")
+	f.StringVar(&cfg.APIListen, "api-listen", "", "the operator API's own listen address, HTTPS with the server certificate (recommended: 127.0.0.1:9443 or a management address); the boot listeners then serve no API; empty: the API is on --listen and --https-listen as before (env KILN_API_LISTEN)")
+	f.BoolVar(&cfg.APIPlaintext, "api-plaintext", false, "serve --api-listen over plain HTTP, for a TLS-terminating proxy on the same host (env KILN_API_PLAINTEXT)")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", api.DefaultMaxBodyBytes, "largest accepted API request body; larger ones get 413 (env KILN_MAX_BODY_BYTES)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM (env KILN_SHUTDOWN_TIMEOUT)")
 	f.StringVar(&cfg.ArtifactDir, "artifact-dir", "", "directory of local artifact files (kernels, initrds, images); default <data-dir>/artifacts (env KILN_ARTIFACT_DIR)")
+	f.StringArrayVar(&cfg.ArtifactAllow, "artifact-allow", nil, "allow-list of remote artifact sources (repeatable): \"public\" (any address outside loopback, link-local, metadata, private, CGNAT, ULA, multicast), an address, a CIDR prefix, or a host name (*.example.com for subdomains); default: public only (env KILN_ARTIFACT_ALLOW, comma-separated)")
+	f.Int64Var(&cfg.ArtifactMaxBytes, "artifact-max-bytes", boot.DefaultMaxRemoteBytes, "largest remote artifact fetched when its spec.size is not declared (env KILN_ARTIFACT_MAX_BYTES)")
 	f.StringVar(&cfg.DiscoveryProfile, "discovery-profile", "", "profile booted by unknown machines where their subnet sets no policy; empty: they boot their next device (env KILN_DISCOVERY_PROFILE)")
 	f.StringVar(&cfg.AgentKernel, "agent-kernel", "kiln-agent-kernel", "artifact holding the agent environment's kernel, booted by profiles with boot.agent (env KILN_AGENT_KERNEL)")
 	f.StringVar(&cfg.AgentInitrd, "agent-initrd", "kiln-agent-initrd", "artifact holding the agent environment's initramfs (env KILN_AGENT_INITRD)")
 	f.BoolVar(&cfg.FailedBootsAgent, "failed-boots-agent", false, "machines whose provisioning failed boot their profile again (for debugging) instead of the local disk (env KILN_FAILED_BOOTS_AGENT)")
 	f.StringVar(&cfg.TFTPListen, "tftp-listen", "0.0.0.0:69", "TFTP listen address for iPXE binaries; empty disables TFTP (env KILN_TFTP_LISTEN)")
+	f.IntVar(&cfg.TFTPMaxTransfers, "tftp-max-transfers", tftp.DefaultMaxTransfers, "most TFTP transfers running at once; more get ERROR \"server busy\" (env KILN_TFTP_MAX_TRANSFERS)")
+	f.IntVar(&cfg.TFTPMaxTransfersPerAddress, "tftp-max-transfers-per-address", tftp.DefaultMaxTransfersPerAddress, "most TFTP transfers running at once for one client IP address (env KILN_TFTP_MAX_TRANSFERS_PER_ADDRESS)")
+	f.DurationVar(&cfg.TFTPFirstACKTimeout, "tftp-first-ack-timeout", tftp.DefaultFirstACKTimeout, "longest TFTP retransmission timeout before the client's first ACK; a client-chosen timeout option applies only after it (env KILN_TFTP_FIRST_ACK_TIMEOUT)")
 	f.StringVar(&cfg.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "directory of iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi), default: Debian's ipxe package (env KILN_IPXE_DIR)")
 	f.StringArrayVar(&cfg.DHCPInterfaces, "dhcp-interface", nil, "serve DHCP on this interface (repeatable); subnets come from Subnet objects; none: DHCP off (env KILN_DHCP_INTERFACE, comma-separated)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL machines reach Kiln's HTTP at (http://10.0.0.2:8080); default: the subnet's bootServer and the --listen port (env KILN_PUBLIC_URL)")
 	f.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key file (64 hex digits, mode 0600) for secrets and the CA key; default <data-dir>/kek.key, created at first start (env KILN_KEK_FILE)")
 	f.Int64Var(&cfg.SecretMaxBytes, "secret-max-bytes", 1<<20, "largest secret value accepted (env KILN_SECRET_MAX_BYTES)")
 	f.DurationVar(&cfg.SecretHandleTTL, "secret-handle-ttl", 5*time.Minute, "lifetime of single-use secret handles ({{ secretURL }}) (env KILN_SECRET_HANDLE_TTL)")
-	f.StringVar(&cfg.HTTPSListen, "https-listen", "0.0.0.0:8443", "HTTPS listener: enrollment, the agent API (mTLS), and the API and boot endpoints over TLS; empty disables it (env KILN_HTTPS_LISTEN)")
+	f.StringVar(&cfg.HTTPSListen, "https-listen", "0.0.0.0:8443", "HTTPS listener: enrollment, the agent API (mTLS), and the boot endpoints (and the API, unless --api-listen is set) over TLS; empty disables it (env KILN_HTTPS_LISTEN)")
 	f.StringVar(&cfg.EnrollURL, "enroll-url", "", "https URL agents enroll at, written into join tokens and agent kernel command lines; default: --public-url's host with the --https-listen port (env KILN_ENROLL_URL)")
 	f.StringArrayVar(&cfg.ServerSANs, "server-san", nil, "DNS name or IP address of Kiln's server certificate (repeatable; default: this host's names and addresses) (env KILN_SERVER_SAN, comma-separated)")
 	f.DurationVar(&cfg.CertTTL, "cert-ttl", 24*time.Hour, "lifetime of machine certificates; agents renew at two thirds (env KILN_CERT_TTL)")

@@ -11,7 +11,7 @@ import (
 // instrument counts requests and their latency by route pattern and status code.
 // The route is the mux pattern ("GET /api/v1/{kind}/{name}"), never the raw path,
 // so that label cardinality stays bounded.
-func instrument(reg *prometheus.Registry, next http.Handler) http.Handler {
+func instrument(reg *prometheus.Registry) func(next http.Handler) http.Handler {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kiln_http_requests_total", Help: "HTTP requests by route and status code.",
 	}, []string{"route", "code"})
@@ -20,17 +20,19 @@ func instrument(reg *prometheus.Registry, next http.Handler) http.Handler {
 		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
 	}, []string{"route"})
 	reg.MustRegister(requests, latency)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		next.ServeHTTP(sw, r)
-		route := r.Pattern
-		if route == "" {
-			route = "unmatched"
-		}
-		requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
-		latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
-	})
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+			next.ServeHTTP(sw, r)
+			route := r.Pattern
+			if route == "" {
+				route = "unmatched"
+			}
+			requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+			latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		})
+	}
 }
 
 type statusWriter struct {

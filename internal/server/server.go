@@ -3,7 +3,9 @@
 package server
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +29,7 @@ import (
 	"github.com/kilnhq/kiln/internal/atomicfile"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/boot"
+	"github.com/kilnhq/kiln/internal/datadir"
 	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
@@ -45,14 +48,30 @@ const (
 
 // Config is everything `kiln serve` can be told.
 type Config struct {
-	DataDir         string
-	Database        string
-	Listen          string
+	DataDir  string
+	Database string
+	// Listen is the plain-HTTP listener: boot endpoints, and the operator API
+	// too unless APIListen is set.
+	Listen string
+	// APIListen, when set, is the operator API's own listener (HTTPS with the
+	// server certificate unless APIPlaintext): the API then leaves Listen and
+	// HTTPSListen, which serve only boot, enrollment and agent paths, so an API
+	// token never crosses the provisioning network in cleartext.
+	APIListen string
+	// APIPlaintext serves APIListen over plain HTTP (behind a TLS-terminating
+	// proxy on the same host).
+	APIPlaintext    bool
 	MaxBodyBytes    int64
 	ShutdownTimeout time.Duration
 	Version         string
 	// ArtifactDir holds local artifact files; default <data-dir>/artifacts.
 	ArtifactDir string
+	// ArtifactAllow is the allow-list of remote artifact sources (boot.SourcePolicy):
+	// "public", addresses, CIDR prefixes, host names; empty: public addresses only.
+	ArtifactAllow []string
+	// ArtifactMaxBytes bounds a remote artifact without a declared spec.size; 0:
+	// boot.DefaultMaxRemoteBytes.
+	ArtifactMaxBytes int64
 	// DiscoveryProfile is booted by unknown machines where no subnet says otherwise.
 	DiscoveryProfile string
 	// AgentKernel and AgentInitrd name the artifacts profiles with boot.agent boot.
@@ -61,6 +80,11 @@ type Config struct {
 	FailedBootsAgent bool
 	// TFTPListen is the TFTP listen address; empty disables TFTP.
 	TFTPListen string
+	// TFTPMaxTransfers and TFTPMaxTransfersPerAddress cap concurrent TFTP
+	// transfers; TFTPFirstACKTimeout caps the wait for a client's first ACK
+	// (0: the tftp package's defaults).
+	TFTPMaxTransfers, TFTPMaxTransfersPerAddress int
+	TFTPFirstACKTimeout                          time.Duration
 	// IPXEDir holds the iPXE binaries served over TFTP.
 	IPXEDir string
 	// DHCPInterfaces are the interfaces DHCP serves; none disables DHCP.
@@ -92,6 +116,23 @@ type Config struct {
 	ServerRSA bool
 }
 
+// artifactDir is where local artifact files are: ArtifactDir, else
+// <data-dir>/artifacts.
+func (c Config) artifactDir() string {
+	return cmp.Or(c.ArtifactDir, filepath.Join(c.DataDir, "artifacts"))
+}
+
+// closeListeners closes what New bound, when it fails after binding.
+func (s *Server) closeListeners() {
+	s.listener.Close()
+	if s.apiLn != nil {
+		s.apiLn.Close()
+	}
+	if s.tlsLn != nil {
+		s.tlsLn.Close()
+	}
+}
+
 // Server is a running Kiln.
 type Server struct {
 	cfg      Config
@@ -107,6 +148,9 @@ type Server struct {
 	enroll     *enroll.Server
 	https      *http.Server
 	tlsLn      net.Listener
+	// api and apiLn serve the operator API when Config.APIListen is set.
+	api   *http.Server
+	apiLn net.Listener
 }
 
 // every runs fn beside the listeners, at start and then every d, until the
@@ -151,8 +195,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("data dir: required (--data-dir)")
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, datadir.DirMode); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	// A data directory made by packaging (0755), or files written under umask
+	// 022, would leave the KEK, the database and tokens readable by every local
+	// user: fixed with a warning, or Kiln refuses to start.
+	fixed, err := datadir.Secure(cfg.DataDir, cfg.artifactDir())
+	for _, p := range fixed {
+		log.Warn("data dir: removed group and other permissions", "path", p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s is not private, not starting: %w", cfg.DataDir, err)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -183,19 +237,33 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	s.listener = ln
-	if err := writeServerURL(cfg.DataDir, ln.Addr().(*net.TCPAddr)); err != nil {
+	cliURL := "http://" + loopbackHostPort(ln.Addr().(*net.TCPAddr))
+	if cfg.APIListen != "" {
+		aln, err := net.Listen("tcp", cfg.APIListen)
+		if err != nil {
+			ln.Close()
+			st.Close()
+			return nil, fmt.Errorf("listen %s (--api-listen): %w", cfg.APIListen, err)
+		}
+		s.apiLn = aln
+		cliURL = "https://" + loopbackHostPort(aln.Addr().(*net.TCPAddr))
+		if cfg.APIPlaintext {
+			cliURL = "http://" + loopbackHostPort(aln.Addr().(*net.TCPAddr))
+		}
+	}
+	if err := atomicfile.Write(filepath.Join(cfg.DataDir, ServerURLFile), []byte(cliURL+"\n"), datadir.FileMode); err != nil {
 		log.Warn("cannot record the server URL for the CLI", "err", err)
 	}
-	h, err := s.handler(ctx)
+	h, apiHandler, err := s.handler(ctx)
 	if err != nil {
-		ln.Close()
+		s.closeListeners()
 		st.Close()
 		return nil, err
 	}
 	if cfg.HTTPSListen != "" {
 		tln, err := net.Listen("tcp", cfg.HTTPSListen)
 		if err != nil {
-			ln.Close()
+			s.closeListeners()
 			st.Close()
 			return nil, fmt.Errorf("listen %s: %w", cfg.HTTPSListen, err)
 		}
@@ -210,6 +278,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
 	}
+	// Files written while starting (the admin token, the CA certificate, the
+	// database's -wal and -shm) are checked again; Kiln wrote them, so quietly.
+	fixed, err = datadir.Secure(cfg.DataDir, cfg.artifactDir())
+	for _, p := range fixed {
+		log.Debug("data dir: removed group and other permissions", "path", p)
+	}
+	if err != nil {
+		s.closeListeners()
+		st.Close()
+		return nil, fmt.Errorf("data dir %s is not private, not starting: %w", cfg.DataDir, err)
+	}
 	s.http = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -217,7 +296,31 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if s.apiLn != nil {
+		s.api = &http.Server{
+			Handler:           apiHandler,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       2 * time.Minute,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+		if !cfg.APIPlaintext {
+			// The same certificate as the HTTPS listener, but no client
+			// certificate requested: operators authenticate with API tokens.
+			tc := s.enroll.TLSConfig()
+			tc.ClientAuth, tc.ClientCAs = tls.NoClientCert, nil
+			s.api.TLSConfig = tc
+		}
+	}
 	return s, nil
+}
+
+// APIAddr is the operator API's own listener address (nil without APIListen).
+func (s *Server) APIAddr() net.Addr {
+	if s.apiLn == nil {
+		return nil
+	}
+	return s.apiLn.Addr()
 }
 
 // Addr is the bound listener address.
@@ -226,20 +329,28 @@ func (s *Server) Addr() net.Addr { return s.listener.Addr() }
 // Store is the opened store.
 func (s *Server) Store() store.Store { return s.store }
 
-func (s *Server) handler(ctx context.Context) (http.Handler, error) {
+// handler builds the boot handler (boot, configs, enrollment, agent API) and the
+// operator API handler (API, metrics). Without APIListen they are one: the API
+// is registered on the boot mux and api is nil.
+func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err error) {
 	mux := http.NewServeMux()
+	apiMux := mux
+	if s.cfg.APIListen != "" {
+		apiMux = http.NewServeMux()
+	}
 	inv := &inventory.Service{Store: s.store, Check: checkObject}
 	scripts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kiln_boot_scripts_total", Help: "iPXE scripts served, by kind (install, local-disk, discovery, ignore).",
 	}, []string{"kind"})
 	s.registry.MustRegister(scripts)
-	artifactDir := s.cfg.ArtifactDir
-	if artifactDir == "" {
-		artifactDir = filepath.Join(s.cfg.DataDir, "artifacts")
+	artifactDir := s.cfg.artifactDir()
+	sources, err := boot.ParseSourcePolicy(s.cfg.ArtifactAllow)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--artifact-allow: %w", err)
 	}
 	b := &boot.Server{
 		Inventory:   inv,
-		Artifacts:   &boot.ArtifactStore{Dir: artifactDir, Recorder: inv},
+		Artifacts:   &boot.ArtifactStore{Dir: artifactDir, Recorder: inv, Sources: sources, MaxRemoteBytes: s.cfg.ArtifactMaxBytes},
 		Policy:      boot.Policy{DiscoveryProfile: s.cfg.DiscoveryProfile, FailedBootsAgent: s.cfg.FailedBootsAgent},
 		Logger:      s.log,
 		AgentKernel: s.cfg.AgentKernel,
@@ -285,7 +396,7 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 	if len(s.cfg.DHCPInterfaces) > 0 {
 		d, err := s.newDHCP(events)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		ifaces := s.cfg.DHCPInterfaces
 		s.udpServers = append(s.udpServers, func(ctx context.Context) error {
@@ -341,7 +452,7 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 	}
 	en, err := s.newEnroll(ctx, b)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	en.Register(mux)
 	en.RegisterAgent(mux)
@@ -358,11 +469,11 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 	ss.RegisterOperator(a.AddRoute)
 	a.AddRoute("POST", "/api/v1/machines/{name}/power", store.RoleOperator, "Power a machine through its BMC: op on, off, cycle, soft-off, status, set-boot (device pxe, disk, cdrom), reprovision; wait runs it before answering", s.power.handle)
 	a.AddRoute("POST", "/api/v1/power", store.RoleOperator, "Power every machine a label selector picks (bounded parallelism, one request at a time per BMC)", s.power.handle)
-	a.Register(mux)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	a.Register(apiMux)
+	healthz := func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+	}
+	readyz := func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := s.store.Ping(ctx); err != nil {
@@ -371,9 +482,17 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 			return
 		}
 		w.Write([]byte("ok\n"))
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
-	return instrument(s.registry, mux), nil
+	}
+	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /readyz", readyz)
+	apiMux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	instrumented := instrument(s.registry)
+	if apiMux == mux {
+		return instrumented(mux), nil, nil
+	}
+	apiMux.HandleFunc("GET /healthz", healthz)
+	apiMux.HandleFunc("GET /readyz", readyz)
+	return instrumented(mux), instrumented(apiMux), nil
 }
 
 // Run serves until ctx ends, then shuts down gracefully: in-flight requests finish
@@ -387,6 +506,14 @@ func (s *Server) Run(ctx context.Context) error {
 	// Logged before serving, so that anyone who reached the server can find the line.
 	s.log.Info("kiln serving", "listen", s.listener.Addr().String(), "data_dir", s.cfg.DataDir, "store", storeKind(s.cfg.Database))
 	go func() { errc <- s.http.Serve(s.listener) }()
+	if s.api != nil {
+		if s.api.TLSConfig != nil {
+			go func() { errc <- s.api.ServeTLS(s.apiLn, "", "") }()
+		} else {
+			go func() { errc <- s.api.Serve(s.apiLn) }()
+		}
+		s.log.Info("kiln serving the operator API", "listen", s.apiLn.Addr().String(), "tls", s.api.TLSConfig != nil, "ca_fingerprint", s.enroll.CAFingerprint())
+	}
 	if s.https != nil {
 		go func() { errc <- s.https.ServeTLS(s.tlsLn, "", "") }()
 		s.log.Info("kiln serving https", "listen", s.tlsLn.Addr().String(), "ca_fingerprint", s.enroll.CAFingerprint())
@@ -419,6 +546,11 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.https != nil {
 		if err := s.https.Shutdown(sctx); err != nil {
 			s.log.Warn("shutdown https", "err", err)
+		}
+	}
+	if s.api != nil {
+		if err := s.api.Shutdown(sctx); err != nil {
+			s.log.Warn("shutdown api", "err", err)
 		}
 	}
 	cancel()
@@ -501,13 +633,14 @@ func (s *Server) bootstrapAdmin(ctx context.Context) error {
 	return nil
 }
 
-func writeServerURL(dataDir string, addr *net.TCPAddr) error {
+// loopbackHostPort is how the CLI on this host reaches a listener: a wildcard
+// address becomes 127.0.0.1.
+func loopbackHostPort(addr *net.TCPAddr) string {
 	host := addr.IP.String()
 	if addr.IP.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	url := "http://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
-	return atomicfile.Write(filepath.Join(dataDir, ServerURLFile), []byte(url+"\n"), 0o644)
+	return net.JoinHostPort(host, strconv.Itoa(addr.Port))
 }
 
 // newEnroll opens the CA and token signing key (creating them at first start, sealed

@@ -49,6 +49,8 @@ func (s *Server) newTFTP(inv *inventory.Service) *tftp.Server {
 	}{
 		{"requests_total", "TFTP requests received.", m.Requests.Load},
 		{"refused_total", "TFTP requests refused with an error packet.", m.Refused.Load},
+		{"refused_busy_total", "TFTP requests refused with \"server busy\": a transfers cap was reached.", m.RefusedBusy.Load},
+		{"refused_busy_address_total", "TFTP requests refused with \"server busy\" because their address reached the per-address cap.", m.RefusedBusyAddress.Load},
 		{"transfers_completed_total", "TFTP transfers completed.", m.TransfersCompleted.Load},
 		{"transfers_failed_total", "TFTP transfers failed (timeout, I/O, shutdown).", m.TransfersFailed.Load},
 		{"transfers_aborted_total", "TFTP transfers aborted by the client.", m.TransfersAborted.Load},
@@ -65,6 +67,10 @@ func (s *Server) newTFTP(inv *inventory.Service) *tftp.Server {
 		Handler: tftp.DirHandler(s.cfg.IPXEDir, resolveIPXEFiles(s.cfg.IPXEDir)),
 		Logger:  s.log,
 		Metrics: m,
+		// Zero values take the tftp package's defaults.
+		MaxTransfers:           s.cfg.TFTPMaxTransfers,
+		MaxTransfersPerAddress: s.cfg.TFTPMaxTransfersPerAddress,
+		FirstACKTimeout:        s.cfg.TFTPFirstACKTimeout,
 		OnTransfer: func(r tftp.TransferResult) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

@@ -8,7 +8,9 @@ import "sync/atomic"
 // counts those that got past the Handler.
 type Metrics struct {
 	Requests           atomic.Uint64 // well-formed RRQ and WRQ packets, duplicates excluded
-	Refused            atomic.Uint64 // requests answered with an ERROR packet (WRQ, bad mode, handler error)
+	Refused            atomic.Uint64 // requests answered with an ERROR packet (WRQ, bad mode, handler error, busy)
+	RefusedBusy        atomic.Uint64 // of Refused: "server busy", a transfers cap was reached
+	RefusedBusyAddress atomic.Uint64 // of RefusedBusy: the client's address had MaxTransfersPerAddress running
 	TransfersStarted   atomic.Uint64
 	TransfersCompleted atomic.Uint64 // the last block was acknowledged
 	TransfersFailed    atomic.Uint64 // timed out, I/O error or server shutdown

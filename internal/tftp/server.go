@@ -1,6 +1,7 @@
 package tftp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,16 @@ const (
 	DefaultRetries          = 5
 	DefaultTimeout          = time.Second
 	DefaultMaxTimeout       = 8 * time.Second
+	// DefaultFirstACKTimeout caps the retransmission timeout until the client's
+	// first ACK: a spoofed request is never acknowledged, so with the defaults
+	// its slot is free again after about 1+2+2+2+2+2 = 11 s.
+	DefaultFirstACKTimeout = 2 * time.Second
+	// DefaultMaxTransfers and DefaultMaxTransfersPerAddress bound concurrent
+	// transfers. Each holds a socket and an open file; 512 keeps TFTP well
+	// under a 1024-descriptor limit shared with HTTP, and 16 per address is
+	// more than a PXE ROM (or a NAT gateway of a few) ever runs at once.
+	DefaultMaxTransfers           = 512
+	DefaultMaxTransfersPerAddress = 16
 )
 
 // Server is a read-only TFTP server. The zero value of every field but Handler
@@ -49,8 +60,21 @@ type Server struct {
 	// consecutive retransmission up to MaxTimeout. 0 means DefaultTimeout.
 	Timeout time.Duration
 	// MaxTimeout caps the backoff. 0 means DefaultMaxTimeout. A negotiated
-	// timeout larger than MaxTimeout is still honoured.
+	// timeout larger than MaxTimeout is still honoured, but only once the
+	// client has acknowledged something (see FirstACKTimeout).
 	MaxTimeout time.Duration
+	// FirstACKTimeout caps the retransmission timeout until the client's first
+	// ACK; until then a timeout the client asked for (RFC 2349, up to 255 s)
+	// is not used, because a spoofed request never acknowledges and would hold
+	// its socket for 255 s per retry. 0 means DefaultFirstACKTimeout.
+	FirstACKTimeout time.Duration
+	// MaxTransfers and MaxTransfersPerAddress cap the transfers running at
+	// once, in total and per client IP address; a request beyond either is
+	// answered with ERROR 0 "server busy" from the listening socket (no new
+	// descriptor) and counted. 0 means DefaultMaxTransfers and
+	// DefaultMaxTransfersPerAddress.
+	MaxTransfers           int
+	MaxTransfersPerAddress int
 	// Metrics, if not nil, receives the server's counters.
 	Metrics *Metrics
 	// OnTransfer, if not nil, is called when a transfer that got past the
@@ -79,6 +103,9 @@ type settings struct {
 	retries    int
 	timeout    time.Duration
 	maxTimeout time.Duration
+	firstACK   time.Duration
+	maxTotal   int
+	maxPerAddr int
 	m          *Metrics
 	onTransfer func(TransferResult)
 }
@@ -92,6 +119,9 @@ func (s *Server) settings() settings {
 		retries:    s.Retries,
 		timeout:    s.Timeout,
 		maxTimeout: s.MaxTimeout,
+		firstACK:   cmp.Or(s.FirstACKTimeout, DefaultFirstACKTimeout),
+		maxTotal:   cmp.Or(s.MaxTransfers, DefaultMaxTransfers),
+		maxPerAddr: cmp.Or(s.MaxTransfersPerAddress, DefaultMaxTransfersPerAddress),
 		m:          s.Metrics,
 		onTransfer: s.OnTransfer,
 	}
@@ -192,9 +222,24 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		// second transfer to the same port would make the client answer one
 		// of them with ERROR 5, or confuse simple PXE ROMs; the running
 		// transfer already retransmits.
-		if !active.add(from) {
+		switch active.add(from, c.maxTotal, c.maxPerAddr) {
+		case admitDuplicate:
 			c.m.DuplicateRequests.Add(1)
 			c.log.Debug("tftp duplicate request ignored", "remote", from.String(), "file", req.filename)
+			continue
+		case admitFull, admitAddressFull:
+			// Refused from the listening socket: opening a transfer socket
+			// for the answer would spend the descriptor the cap protects.
+			c.m.Requests.Add(1)
+			c.m.Refused.Add(1)
+			c.m.RefusedBusy.Add(1)
+			reason := "total transfers cap"
+			if active.lastRefusal == admitAddressFull {
+				c.m.RefusedBusyAddress.Add(1)
+				reason = "per-address transfers cap"
+			}
+			c.log.Debug("tftp request refused", "remote", from.String(), "file", req.filename, "reason", reason)
+			conn.WriteTo(encodeError(ErrCodeNotDefined, "server busy"), net.UDPAddrFromAddrPort(from))
 			continue
 		}
 		c.m.Requests.Add(1)
@@ -273,6 +318,8 @@ func (c *settings) serveRequest(ctx context.Context, listener net.PacketConn, re
 		window:     neg.window,
 		timeout:    c.timeout,
 		maxTimeout: c.maxTimeout,
+		firstACK:   min(c.firstACK, c.maxTimeout),
+		serverTO:   c.timeout,
 		retries:    c.retries,
 		m:          c.m,
 		log:        log,
@@ -331,29 +378,56 @@ func listenTransfer(remote netip.AddrPort, local netip.Addr) (*net.UDPConn, erro
 	return net.ListenUDP(network, laddr)
 }
 
-// activeSet is the set of client addresses with a transfer in progress.
+// activeSet is the set of client addresses with a transfer in progress, with
+// counts per IP address for the caps. Only Serve's loop adds, so lastRefusal
+// needs no lock of its own.
 type activeSet struct {
-	mu sync.Mutex
-	m  map[netip.AddrPort]struct{}
+	mu          sync.Mutex
+	m           map[netip.AddrPort]struct{}
+	perAddr     map[netip.Addr]int
+	lastRefusal admission
 }
 
-func (a *activeSet) add(k netip.AddrPort) bool {
+// admission is what activeSet.add decided about a request.
+type admission int
+
+const (
+	admitted admission = iota
+	admitDuplicate
+	admitFull        // MaxTransfers reached
+	admitAddressFull // MaxTransfersPerAddress reached for the client's address
+)
+
+func (a *activeSet) add(k netip.AddrPort, maxTotal, maxPerAddr int) admission {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, ok := a.m[k]; ok {
-		return false
+		return admitDuplicate
+	}
+	switch {
+	case a.perAddr[k.Addr()] >= maxPerAddr:
+		a.lastRefusal = admitAddressFull
+		return admitAddressFull
+	case len(a.m) >= maxTotal:
+		a.lastRefusal = admitFull
+		return admitFull
 	}
 	if a.m == nil {
 		a.m = make(map[netip.AddrPort]struct{})
+		a.perAddr = make(map[netip.Addr]int)
 	}
 	a.m[k] = struct{}{}
-	return true
+	a.perAddr[k.Addr()]++
+	return admitted
 }
 
 func (a *activeSet) remove(k netip.AddrPort) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.m, k)
+	if a.perAddr[k.Addr()]--; a.perAddr[k.Addr()] <= 0 {
+		delete(a.perAddr, k.Addr())
+	}
 }
 
 // packetSource reads datagrams from the listening socket and reports the local

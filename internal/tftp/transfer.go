@@ -1,6 +1,7 @@
 package tftp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,10 +44,16 @@ type transfer struct {
 	window     int
 	timeout    time.Duration // first retransmission timeout
 	maxTimeout time.Duration // backoff cap
-	retries    int
-	oack       []byte // nil: no options were acknowledged
-	m          *Metrics
-	log        *slog.Logger
+	// firstACK caps the backoff, and the negotiated timeout is not used, until
+	// the client has acknowledged once (acknowledged): only then is it known
+	// that the request did not come from a spoofed address.
+	firstACK     time.Duration
+	serverTO     time.Duration // the server's own first timeout, used until then
+	acknowledged bool
+	retries      int
+	oack         []byte // nil: no options were acknowledged
+	m            *Metrics
+	log          *slog.Logger
 
 	ring    [][]byte // DATA packets of the current window, index block%window
 	read    uint64   // highest block read from src
@@ -123,12 +130,18 @@ func (t *transfer) send(ctx context.Context) error {
 // consecutive loss up to maxTimeout, so a congested link or a slow PXE ROM is
 // not flooded; after retries resends it gives up with errTimeout.
 func (t *transfer) await(ctx context.Context, send func(attempt int) error, accept func(uint16) (uint64, bool)) (uint64, error) {
-	timeout := t.timeout
+	timeout, maxTimeout := t.timeout, t.maxTimeout
+	if !t.acknowledged {
+		timeout, maxTimeout = min(cmp.Or(t.serverTO, t.timeout), t.firstACK), t.firstACK
+	}
 	for attempt := 0; ; attempt++ {
 		if err := send(attempt); err != nil {
 			return 0, err
 		}
 		n, err := t.waitACK(ctx, time.Now().Add(timeout), accept)
+		if err == nil {
+			t.acknowledged = true
+		}
 		if !errors.Is(err, errTimeout) {
 			return n, err
 		}
@@ -136,7 +149,7 @@ func (t *transfer) await(ctx context.Context, send func(attempt int) error, acce
 			return 0, fmt.Errorf("%w (%d retransmissions)", errTimeout, attempt)
 		}
 		t.log.Debug("tftp retransmit", "block", t.acked+1, "attempt", attempt+1, "timeout", timeout)
-		timeout = min(2*timeout, t.maxTimeout)
+		timeout = min(2*timeout, maxTimeout)
 	}
 }
 

@@ -73,6 +73,14 @@ func Open(ctx context.Context, dataDir string, opts sqlstore.Options) (store.Sto
 		return nil, fmt.Errorf("store: open sqlite: create data directory: %w", err)
 	}
 	path := filepath.Join(dataDir, FileName)
+	// SQLite's unix VFS creates the -wal and -shm files with the database file's
+	// permissions, so creating kiln.db 0600 ourselves (SQLite's own default is
+	// 0644 less the umask) keeps all three private; an existing kiln.db is made
+	// 0600 too. This, rather than the process umask, because the umask is
+	// process-wide and Open is also used by tests and tools in other processes.
+	if err := createPrivate(path); err != nil {
+		return nil, fmt.Errorf("store: open sqlite: %w", err)
+	}
 	const common = "_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_pragma=mmap_size(268435456)"
 	write, err := sql.Open("sqlite", path+"?"+common+"&_pragma=journal_mode(WAL)&_txlock=immediate")
 	if err != nil {
@@ -88,6 +96,14 @@ func Open(ctx context.Context, dataDir string, opts sqlstore.Options) (store.Sto
 		write.Close()
 		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
 	}
+	// WAL mode is on now, so -wal and -shm exist: checked in case they were left
+	// by an earlier, more permissive run.
+	for _, f := range []string{path + "-wal", path + "-shm"} {
+		if err := chmodPrivate(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			write.Close()
+			return nil, fmt.Errorf("store: open sqlite: %w", err)
+		}
+	}
 	read, err := sql.Open("sqlite", path+"?"+common+"&_pragma=query_only(1)")
 	if err != nil {
 		write.Close()
@@ -102,4 +118,32 @@ func Open(ctx context.Context, dataDir string, opts sqlstore.Options) (store.Sto
 		return nil, fmt.Errorf("%w (database %s)", err, path)
 	}
 	return s, nil
+}
+
+// createPrivate creates the database file with mode 0600 if it does not exist
+// (an empty file is an empty SQLite database), else makes it 0600.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		return f.Close()
+	}
+	if !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return chmodPrivate(path)
+}
+
+// chmodPrivate removes group and other permissions from path.
+func chmodPrivate(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	if err := os.Chmod(path, st.Mode().Perm()&0o600); err != nil {
+		return fmt.Errorf("make %s private (mode %o): %w", path, st.Mode().Perm(), err)
+	}
+	return nil
 }

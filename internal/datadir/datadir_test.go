@@ -1,0 +1,61 @@
+package datadir_test
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/kilnhq/kiln/internal/datadir"
+)
+
+// TestSecure: too-open directories and files are made 0700/0600 and reported;
+// private ones, the skipped artifact subtree and symbolic links' targets are left
+// alone.
+func TestSecure(t *testing.T) {
+	dir := t.TempDir()
+	outside := filepath.Join(t.TempDir(), "outside")
+	write := func(p string, mode os.FileMode) {
+		t.Helper()
+		if err := os.WriteFile(p, []byte("x"), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // whatever the umask
+			t.Fatal(err)
+		}
+	}
+	os.Chmod(dir, 0o755)
+	write(filepath.Join(dir, "kek.key"), 0o640)
+	write(filepath.Join(dir, "private"), 0o600)
+	write(filepath.Join(dir, "readonly"), 0o444)
+	os.Mkdir(filepath.Join(dir, "artifacts"), 0o755)
+	write(filepath.Join(dir, "artifacts", "vmlinuz"), 0o644)
+	write(outside, 0o644)
+	if err := os.Symlink(outside, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	fixed, err := datadir.Secure(dir, filepath.Join(dir, "artifacts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(fixed)
+	want := []string{dir, filepath.Join(dir, "kek.key"), filepath.Join(dir, "readonly")}
+	if !slices.Equal(fixed, want) {
+		t.Errorf("fixed %v, want %v", fixed, want)
+	}
+	for p, mode := range map[string]os.FileMode{
+		dir: 0o700, filepath.Join(dir, "kek.key"): 0o600, filepath.Join(dir, "private"): 0o600,
+		filepath.Join(dir, "readonly"): 0o400, filepath.Join(dir, "artifacts", "vmlinuz"): 0o644, outside: 0o644,
+	} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != mode {
+			t.Errorf("%s: %o, want %o", p, st.Mode().Perm(), mode)
+		}
+	}
+	if fixed, err := datadir.Secure(dir); err != nil || len(fixed) != 2 { // now the artifacts dir and its file too
+		t.Errorf("second pass without the skip: %v %v", fixed, err)
+	}
+}
