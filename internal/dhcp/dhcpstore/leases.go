@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"runtime"
@@ -569,11 +570,8 @@ func leaseObject(l *dhcp.Lease, old *resource.Object) (*resource.Object, error) 
 	if old != nil {
 		obj.Metadata.ResourceVersion = old.Metadata.ResourceVersion
 		obj.Status = old.Status
-		for k, v := range old.Metadata.Labels {
-			if obj.Metadata.Labels == nil {
-				obj.Metadata.Labels = map[string]string{}
-			}
-			obj.Metadata.Labels[k] = v
+		if len(old.Metadata.Labels) > 0 {
+			obj.Metadata.Labels = maps.Clone(old.Metadata.Labels)
 		}
 	}
 	if l.Discovery {
