@@ -11,24 +11,28 @@ import (
 	"github.com/kilnhq/kiln/internal/resource"
 )
 
-// leaseTable is the record one lease operation reads and writes: a store
-// transaction (StoreLeases) or a map (MemoryLeases). The record is the authority;
-// the allocator's hints only decide which addresses to look at first.
-type leaseTable interface {
-	// get returns the lease on ip and an opaque token for update; a nil lease when
+// LeaseTable is the record one lease operation reads and writes: a store
+// transaction (dhcpstore.Leases) or a map (MemoryLeases). The record is the
+// authority; the allocator's hints only decide which addresses to look at first.
+// A Leases implementation outside this package runs the [Allocator] on its own
+// LeaseTable.
+type LeaseTable interface {
+	// Get returns the lease on ip and an opaque token for Update; a nil lease when
 	// there is none.
-	get(ctx context.Context, ip netip.Addr) (*Lease, any, error)
-	// create stores a new lease and returns its token; errTableExists when the
+	Get(ctx context.Context, ip netip.Addr) (*Lease, any, error)
+	// Create stores a new lease and returns its token; ErrTableExists when the
 	// address has a record.
-	create(ctx context.Context, l *Lease) (any, error)
-	// update replaces the lease read with token and returns the new token;
-	// errTableConflict when it changed since.
-	update(ctx context.Context, l *Lease, token any) (any, error)
+	Create(ctx context.Context, l *Lease) (any, error)
+	// Update replaces the lease read with token and returns the new token;
+	// ErrTableConflict when it changed since.
+	Update(ctx context.Context, l *Lease, token any) (any, error)
 }
 
+// Errors of a [LeaseTable]: the record it was asked to create exists, or the
+// record it was asked to update changed since it was read.
 var (
-	errTableExists   = errors.New("lease record exists")
-	errTableConflict = errors.New("lease record changed")
+	ErrTableExists   = errors.New("lease record exists")
+	ErrTableConflict = errors.New("lease record changed")
 )
 
 // defaultMaxProbes bounds the records one Offer reads while walking a pool whose
@@ -47,11 +51,12 @@ func (h hint) available(now time.Time) bool {
 	return !now.Before(h.expires) || h.state == resource.LeaseReleased
 }
 
-// allocator holds the lease algorithm shared by the Leases implementations and
+// Allocator holds the lease algorithm shared by the Leases implementations and
 // its in-memory hints: who holds which address, and a per-subnet cursor, so that
 // an allocation reads a handful of records instead of the whole table. Callers
 // serialize its use (one operation at a time, with the table's transaction).
-type allocator struct {
+// [NewAllocator] returns one.
+type Allocator struct {
 	maxProbes int
 	byIP      map[netip.Addr]hint
 	byClient  map[string]netip.Addr // clientKey → address
@@ -74,8 +79,9 @@ type record struct {
 // maxWritten bounds each generation of allocator.written.
 const maxWritten = 1 << 13
 
-func newAllocator() *allocator {
-	return &allocator{
+// NewAllocator returns an Allocator with no hints.
+func NewAllocator() *Allocator {
+	return &Allocator{
 		maxProbes: defaultMaxProbes,
 		byIP:      map[netip.Addr]hint{},
 		byClient:  map[string]netip.Addr{},
@@ -85,25 +91,25 @@ func newAllocator() *allocator {
 }
 
 // wrote records a write: the hints learn it, and written keeps it.
-func (a *allocator) wrote(l *Lease, token any) {
-	a.learn(l)
+func (a *Allocator) wrote(l *Lease, token any) {
+	a.Learn(l)
 	if len(a.written) >= maxWritten {
 		a.older, a.written = a.written, make(map[netip.Addr]record, maxWritten)
 	}
-	a.written[l.IP] = record{l: cloneLease(l), token: token}
+	a.written[l.IP] = record{l: CloneLease(l), token: token}
 }
 
-// forget drops what written keeps of ip: the next operation on it reads the
+// Forget drops what written keeps of ip: the next operation on it reads the
 // record.
-func (a *allocator) forget(ip netip.Addr) {
+func (a *Allocator) Forget(ip netip.Addr) {
 	delete(a.written, ip)
 	delete(a.older, ip)
 }
 
 func clientKey(subnet string, mac []byte) string { return subnet + "|" + string(mac) }
 
-// learn records what a read or write showed about an address.
-func (a *allocator) learn(l *Lease) {
+// Learn records what a read or write showed about an address.
+func (a *Allocator) Learn(l *Lease) {
 	if l == nil {
 		return
 	}
@@ -130,8 +136,8 @@ func (a *allocator) learn(l *Lease) {
 	a.byClient[k] = l.IP
 }
 
-// reset drops all hints (before a resync).
-func (a *allocator) reset() {
+// Reset drops all hints (before a resync).
+func (a *Allocator) Reset() {
 	clear(a.byIP)
 	clear(a.byClient)
 	clear(a.written)
@@ -154,33 +160,33 @@ const (
 // changed). Only a decision that wrote is kept from such a guess; any other
 // outcome (a refusal, a failed write, nothing to write) is decided again on the
 // record read from the table.
-func (a *allocator) take(ctx context.Context, t leaseTable, ip netip.Addr, c Client, sn *Subnet, mode takeMode, now, until time.Time, hostname string, discovery bool) (*Lease, error) {
+func (a *Allocator) take(ctx context.Context, t LeaseTable, ip netip.Addr, c Client, sn *Subnet, mode takeMode, now, until time.Time, hostname string, discovery bool) (*Lease, error) {
 	if cur, token, ok := a.guess(ip); ok {
 		l, wrote, err := a.decide(ctx, t, ip, cur, token, c, sn, mode, now, until, hostname, discovery)
 		if wrote && err == nil {
 			return l, nil
 		}
-		if err != nil && !errors.Is(err, ErrAddressTaken) && !errors.Is(err, ErrNoLease) && !errors.Is(err, errTableConflict) {
+		if err != nil && !errors.Is(err, ErrAddressTaken) && !errors.Is(err, ErrNoLease) && !errors.Is(err, ErrTableConflict) {
 			return nil, err
 		}
 	}
-	cur, token, err := t.get(ctx, ip)
+	cur, token, err := t.Get(ctx, ip)
 	if err != nil {
 		return nil, err
 	}
-	a.learn(cur)
+	a.Learn(cur)
 	l, _, err := a.decide(ctx, t, ip, cur, token, c, sn, mode, now, until, hostname, discovery)
 	return l, err
 }
 
 // guess returns the record of ip as far as the allocator knows it without a
 // read; ok false when it does not.
-func (a *allocator) guess(ip netip.Addr) (cur *Lease, token any, ok bool) {
+func (a *Allocator) guess(ip netip.Addr) (cur *Lease, token any, ok bool) {
 	if r, found := a.written[ip]; found {
-		return cloneLease(r.l), r.token, true
+		return CloneLease(r.l), r.token, true
 	}
 	if r, found := a.older[ip]; found {
-		return cloneLease(r.l), r.token, true
+		return CloneLease(r.l), r.token, true
 	}
 	if _, known := a.byIP[ip]; !known {
 		return nil, nil, true
@@ -190,7 +196,7 @@ func (a *allocator) guess(ip netip.Addr) (cur *Lease, token any, ok bool) {
 
 // decide gives ip to the client if cur (the record, read with token) allows it;
 // wrote reports whether it wrote the table.
-func (a *allocator) decide(ctx context.Context, t leaseTable, ip netip.Addr, cur *Lease, token any, c Client, sn *Subnet, mode takeMode, now, until time.Time, hostname string, discovery bool) (*Lease, bool, error) {
+func (a *Allocator) decide(ctx context.Context, t LeaseTable, ip netip.Addr, cur *Lease, token any, c Client, sn *Subnet, mode takeMode, now, until time.Time, hostname string, discovery bool) (*Lease, bool, error) {
 	switch {
 	case cur == nil:
 		if mode == takeExisting {
@@ -201,9 +207,9 @@ func (a *allocator) decide(ctx context.Context, t leaseTable, ip netip.Addr, cur
 		if mode != takeOffer {
 			l.State = resource.LeaseBound
 		}
-		tok, err := t.create(ctx, l)
+		tok, err := t.Create(ctx, l)
 		if err != nil {
-			if errors.Is(err, errTableExists) {
+			if errors.Is(err, ErrTableExists) {
 				return nil, false, ErrAddressTaken // created by another server since our read
 			}
 			return nil, false, err
@@ -237,7 +243,7 @@ func (a *allocator) decide(ctx context.Context, t leaseTable, ip netip.Addr, cur
 			l.Discovery == cur.Discovery && slices.Equal(l.MAC, cur.MAC) && slices.Equal(l.ClientID, cur.ClientID) {
 			return &l, false, nil // nothing to write
 		}
-		tok, err := t.update(ctx, &l, token)
+		tok, err := t.Update(ctx, &l, token)
 		if err != nil {
 			return nil, false, err
 		}
@@ -252,7 +258,7 @@ func (a *allocator) decide(ctx context.Context, t leaseTable, ip netip.Addr, cur
 		if mode != takeOffer {
 			l.State = resource.LeaseBound
 		}
-		tok, err := t.update(ctx, l, token)
+		tok, err := t.Update(ctx, l, token)
 		if err != nil {
 			return nil, false, err
 		}
@@ -263,8 +269,8 @@ func (a *allocator) decide(ctx context.Context, t leaseTable, ip netip.Addr, cur
 	}
 }
 
-// offer implements Leases.Offer on a table.
-func (a *allocator) offer(ctx context.Context, t leaseTable, req OfferRequest) (*Lease, error) {
+// Offer implements Leases.Offer on a table.
+func (a *Allocator) Offer(ctx context.Context, t LeaseTable, req OfferRequest) (*Lease, error) {
 	sn, c := req.Subnet, req.Client
 	skip := func(ip netip.Addr) bool { return req.Skip != nil && req.Skip(ip) }
 	try := func(ip netip.Addr) (*Lease, error) {
@@ -331,8 +337,8 @@ func (a *allocator) offer(ctx context.Context, t leaseTable, req OfferRequest) (
 	return nil, ErrNoAddress
 }
 
-// commit implements Leases.Commit on a table.
-func (a *allocator) commit(ctx context.Context, t leaseTable, req CommitRequest) (*Lease, error) {
+// Commit implements Leases.Commit on a table.
+func (a *Allocator) Commit(ctx context.Context, t LeaseTable, req CommitRequest) (*Lease, error) {
 	mode := takeCommit
 	if req.Existing {
 		mode = takeExisting
@@ -340,13 +346,13 @@ func (a *allocator) commit(ctx context.Context, t leaseTable, req CommitRequest)
 	return a.take(ctx, t, req.IP, req.Client, req.Subnet, mode, req.Now, req.Until, req.Hostname, req.Discovery)
 }
 
-// release implements Leases.Release on a table.
-func (a *allocator) release(ctx context.Context, t leaseTable, req ReleaseRequest) error {
-	cur, token, err := t.get(ctx, req.IP)
+// Release implements Leases.Release on a table.
+func (a *Allocator) Release(ctx context.Context, t LeaseTable, req ReleaseRequest) error {
+	cur, token, err := t.Get(ctx, req.IP)
 	if err != nil {
 		return err
 	}
-	a.learn(cur)
+	a.Learn(cur)
 	if cur == nil || !req.Client.Owns(cur) {
 		return ErrNoLease
 	}
@@ -362,7 +368,7 @@ func (a *allocator) release(ctx context.Context, t leaseTable, req ReleaseReques
 	// The owner is kept: a client coming back gets the same address if nobody
 	// took it meanwhile.
 	l.State, l.ExpiresAt = resource.LeaseReleased, req.Now
-	tok, err := t.update(ctx, &l, token)
+	tok, err := t.Update(ctx, &l, token)
 	if err != nil {
 		return err
 	}
@@ -370,13 +376,13 @@ func (a *allocator) release(ctx context.Context, t leaseTable, req ReleaseReques
 	return nil
 }
 
-// decline implements Leases.Decline on a table.
-func (a *allocator) decline(ctx context.Context, t leaseTable, req DeclineRequest) error {
-	cur, token, err := t.get(ctx, req.IP)
+// Decline implements Leases.Decline on a table.
+func (a *Allocator) Decline(ctx context.Context, t LeaseTable, req DeclineRequest) error {
+	cur, token, err := t.Get(ctx, req.IP)
 	if err != nil {
 		return err
 	}
-	a.learn(cur)
+	a.Learn(cur)
 	if cur == nil || !req.Client.Owns(cur) || cur.Available(req.Now) {
 		return ErrNoLease
 	}
@@ -385,7 +391,7 @@ func (a *allocator) decline(ctx context.Context, t leaseTable, req DeclineReques
 	}
 	l := *cur
 	l.State, l.ExpiresAt = resource.LeaseDeclined, req.Until
-	tok, err := t.update(ctx, &l, token)
+	tok, err := t.Update(ctx, &l, token)
 	if err != nil {
 		return err
 	}
@@ -393,17 +399,17 @@ func (a *allocator) decline(ctx context.Context, t leaseTable, req DeclineReques
 	return nil
 }
 
-// lookup implements Leases.Lookup from the hints, checked against the table.
-func (a *allocator) lookup(ctx context.Context, t leaseTable, subnet string, c Client) (*Lease, error) {
+// Lookup implements Leases.Lookup from the hints, checked against the table.
+func (a *Allocator) Lookup(ctx context.Context, t LeaseTable, subnet string, c Client) (*Lease, error) {
 	ip, ok := a.byClient[clientKey(subnet, c.MAC)]
 	if !ok {
 		return nil, ErrNoLease
 	}
-	cur, _, err := t.get(ctx, ip)
+	cur, _, err := t.Get(ctx, ip)
 	if err != nil {
 		return nil, err
 	}
-	a.learn(cur)
+	a.Learn(cur)
 	if cur == nil || !c.Owns(cur) || cur.Subnet != subnet || cur.State == resource.LeaseDeclined {
 		return nil, ErrNoLease
 	}

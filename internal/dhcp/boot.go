@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"net/netip"
@@ -138,20 +139,13 @@ func (b *DefaultBooter) url(server netip.Addr, name string) string {
 	return strings.TrimSuffix(base, "/") + "/" + strings.TrimPrefix(name, "/")
 }
 
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
 // efiFile returns the iPXE binary for a UEFI architecture, "" if there is none.
 func (b *DefaultBooter) efiFile(a Arch) string {
 	switch a {
 	case ArchEFIx64, ArchEFIBC, ArchEFIx64HTTP:
-		return orDefault(b.EFIx64File, "ipxe.efi")
+		return cmp.Or(b.EFIx64File, "ipxe.efi")
 	case ArchEFIArm64, ArchEFIArm64HTTP:
-		return orDefault(b.EFIArm64File, "ipxe-arm64.efi")
+		return cmp.Or(b.EFIArm64File, "ipxe-arm64.efi")
 	}
 	return ""
 }
@@ -164,7 +158,7 @@ func (b *DefaultBooter) BootInfo(_ context.Context, req BootRequest) (*BootInfo,
 		// iPXE is already running: hand it the script. This check comes first because
 		// iPXE also sends "PXEClient" and an architecture, and answering it with the
 		// iPXE binary again would loop forever.
-		return &BootInfo{Filename: b.url(req.Server, orDefault(b.Script, "boot.ipxe"))}, nil
+		return &BootInfo{Filename: b.url(req.Server, cmp.Or(b.Script, "boot.ipxe"))}, nil
 	case c.HTTP || c.HasArch && (c.Arch == ArchEFIx64HTTP || c.Arch == ArchEFIArm64HTTP):
 		arch := c.Arch
 		if !c.HasArch {
@@ -179,7 +173,7 @@ func (b *DefaultBooter) BootInfo(_ context.Context, req BootRequest) (*BootInfo,
 		return &BootInfo{Filename: b.url(req.Server, f), VendorClass: vendorHTTP}, nil
 	case c.PXE || c.HasArch:
 		if !c.HasArch || c.Arch == ArchBIOS {
-			return &BootInfo{NextServer: req.Server, Filename: orDefault(b.BIOSFile, "undionly.kpxe")}, nil
+			return &BootInfo{NextServer: req.Server, Filename: cmp.Or(b.BIOSFile, "undionly.kpxe")}, nil
 		}
 		if f := b.efiFile(c.Arch); f != "" {
 			return &BootInfo{NextServer: req.Server, Filename: f}, nil

@@ -10,8 +10,8 @@
 //   - [Booter]: what a client of a given class (BIOS PXE, UEFI PXE, UEFI HTTP boot,
 //     iPXE) should load next.
 //
-// [StoreLeases], [StoreMachines] and [StoreSubnets] implement the first three on
-// Kiln's store; [MemoryLeases] is an in-memory Leases for tests and tools;
+// Package dhcp/dhcpstore implements the first three on Kiln's store (this package
+// imports no store); [MemoryLeases] is an in-memory Leases for tests and tools;
 // [DefaultBooter] is the standard chain (firmware → iPXE over TFTP or HTTP → the
 // boot script over HTTP).
 //

@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -41,7 +42,7 @@ func (s *Server) full(ctx context.Context, r *request) (*Reply, DropReason) {
 }
 
 func (s *Server) leaseTime(sn *Subnet) time.Duration {
-	return or(sn.LeaseTime, or(s.LeaseTime, DefaultLeaseTime))
+	return cmp.Or(sn.LeaseTime, cmp.Or(s.LeaseTime, DefaultLeaseTime))
 }
 
 // reserved is the client's reservation inside the request's subnet.
@@ -117,7 +118,7 @@ func (s *Server) discover(ctx context.Context, r *request) (*Reply, DropReason) 
 	l, err := s.Leases.Offer(ctx, OfferRequest{
 		Subnet: r.sn, Client: r.client, Hostname: r.leaseHostname(),
 		Reserved: reserved, Requested: optAddr(r.m, dhcpv4.OptionRequestedIPAddress),
-		Now: r.now, Until: r.now.Add(or(s.OfferHold, DefaultOfferHold)),
+		Now: r.now, Until: r.now.Add(cmp.Or(s.OfferHold, DefaultOfferHold)),
 		Discovery: r.discovery(), Skip: s.skip(ctx, r),
 	})
 	switch {
@@ -276,10 +277,10 @@ func (s *Server) decline(ctx context.Context, r *request) (*Reply, DropReason) {
 	if !r.sn.Contains(ip) {
 		return nil, DropNoRecord
 	}
-	q := or(s.DeclineQuarantine, DefaultDeclineQuarantine)
+	q := cmp.Or(s.DeclineQuarantine, DefaultDeclineQuarantine)
 	until := r.now.Add(q)
-	maxSubnet := or(s.MaxDeclinedPerSubnet, max(1, r.sn.PoolSize()/8))
-	maxMAC := or(s.MaxDeclinesPerClient, DefaultDeclinesPerClient)
+	maxSubnet := cmp.Or(s.MaxDeclinedPerSubnet, max(1, r.sn.PoolSize()/8))
+	maxMAC := cmp.Or(s.MaxDeclinesPerClient, DefaultDeclinesPerClient)
 	var err error
 	admitted, _ := s.declines.admit(r.sn.Name, r.mac.String(), r.now, until, maxSubnet, maxMAC, func() error {
 		err = s.Leases.Decline(ctx, DeclineRequest{Subnet: r.sn, Client: r.client, IP: ip, Now: r.now, Until: until})

@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -51,7 +52,7 @@ func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
 
 	jobs := make(chan datagram, queueLen)
 	var wg sync.WaitGroup
-	for range or(s.Workers, DefaultWorkers) {
+	for range cmp.Or(s.Workers, DefaultWorkers) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

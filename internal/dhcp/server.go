@@ -157,14 +157,6 @@ func (s *Server) event(ctx context.Context, e Event) {
 	}
 }
 
-func or[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
-}
-
 // HandlePacket is the whole protocol for one datagram: it parses b, updates the
 // leases and returns the reply to send, or nil. It counts the datagram in
 // Metrics. It never panics on any input and changes no state for a malformed one.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -252,14 +253,7 @@ type redactedError struct {
 
 func (e *redactedError) Error() string { return e.msg }
 
-func (e *redactedError) Is(target error) bool {
-	for _, k := range e.kinds {
-		if k == target {
-			return true
-		}
-	}
-	return false
-}
+func (e *redactedError) Is(target error) bool { return slices.Contains(e.kinds, target) }
 
 // clip shortens text quoted from a BMC in an error.
 func clip(s string, n int) string {

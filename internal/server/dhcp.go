@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kilnhq/kiln/internal/dhcp"
+	"github.com/kilnhq/kiln/internal/dhcp/dhcpstore"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -27,9 +28,9 @@ func (s *Server) newDHCP(events *eventSink) (*dhcp.Server, error) {
 		return nil, fmt.Errorf("--public-url: %w", err)
 	}
 	srv := &dhcp.Server{
-		Subnets:  &dhcp.StoreSubnets{Store: s.store},
-		Machines: &dhcp.StoreMachines{Store: s.store},
-		Leases:   dhcp.NewStoreLeases(s.store, 0),
+		Subnets:  &dhcpstore.Subnets{Store: s.store},
+		Machines: &dhcpstore.Machines{Store: s.store},
+		Leases:   dhcpstore.NewLeases(s.store, 0),
 		Booter:   booter,
 		Logger:   s.log,
 		// The timeline is per machine: events of unknown MACs would be dropped.

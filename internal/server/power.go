@@ -13,6 +13,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/api"
 	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/httpjson"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/power"
 	"github.com/kilnhq/kiln/internal/resource"
@@ -260,11 +261,11 @@ func (p *powerService) handle(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		httpJSON(w, http.StatusBadRequest, map[string]any{"error": "malformed JSON: " + err.Error()})
+		httpjson.Error(w, http.StatusBadRequest, "malformed JSON: "+err.Error())
 		return
 	}
 	if !validOp(req.Op) {
-		httpJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": fmt.Sprintf("op: %q is not one of on, off, cycle, soft-off, status, set-boot, reprovision", req.Op)})
+		httpjson.Error(w, http.StatusUnprocessableEntity, fmt.Sprintf("op: %q is not one of on, off, cycle, soft-off, status, set-boot, reprovision", req.Op))
 		return
 	}
 	if req.Op == string(power.OpSetBoot) && req.Device == "" {
@@ -274,13 +275,13 @@ func (p *powerService) handle(w http.ResponseWriter, r *http.Request) {
 	var ve *inventory.ValidationError
 	switch {
 	case errors.As(err, &ve):
-		httpJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": err.Error()})
+		httpjson.Error(w, http.StatusUnprocessableEntity, err.Error())
 		return
 	case errors.Is(err, store.ErrNotFound):
-		httpJSON(w, http.StatusNotFound, map[string]any{"error": err.Error()})
+		httpjson.Error(w, http.StatusNotFound, err.Error())
 		return
 	case err != nil:
-		httpJSON(w, http.StatusInternalServerError, map[string]any{"error": "cannot read machines"})
+		httpjson.Error(w, http.StatusInternalServerError, "cannot read machines")
 		return
 	}
 	actor := api.ActorOf(r).ID
@@ -295,11 +296,11 @@ func (p *powerService) handle(w http.ResponseWriter, r *http.Request) {
 	} else {
 		jobs, err = p.runner.SubmitAll(context.WithoutCancel(r.Context()), reqs)
 		if err != nil {
-			httpJSON(w, http.StatusServiceUnavailable, map[string]any{"error": err.Error()})
+			httpjson.Error(w, http.StatusServiceUnavailable, err.Error())
 			return
 		}
 	}
-	httpJSON(w, code, PowerResponse{Jobs: jobs})
+	httpjson.Write(w, code, PowerResponse{Jobs: jobs})
 }
 
 // reprovision sets next boot to PXE once and power-cycles, for `kiln machine
@@ -318,10 +319,4 @@ func (p *powerService) reprovision(ctx context.Context, actor, machine string) (
 		return "", err
 	}
 	return j.ID, nil
-}
-
-func httpJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
 }

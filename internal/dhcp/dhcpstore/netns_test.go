@@ -1,6 +1,6 @@
 //go:build linux
 
-package dhcp
+package dhcpstore
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -170,16 +171,16 @@ func (w testLogWriter) Write(b []byte) (int, error) {
 }
 
 // startServer runs a Server on the store on n.hostIf until the test ends.
-func startServer(t *testing.T, n *labNet, st store.Store, spec resource.SubnetSpec, level slog.Level) *Server {
+func startServer(t *testing.T, n *labNet, st store.Store, spec resource.SubnetSpec, level slog.Level) *dhcp.Server {
 	t.Helper()
-	srv := &Server{
-		Subnets:  StaticSubnets{mustSubnet(t, "lab", spec)},
-		Machines: &StoreMachines{Store: st},
-		Leases:   NewStoreLeases(st, 0),
+	srv := &dhcp.Server{
+		Subnets:  dhcp.StaticSubnets{mustSubnet(t, "lab", spec)},
+		Machines: &Machines{Store: st},
+		Leases:   NewLeases(st, 0),
 		Logger:   slog.New(slog.NewTextHandler(testLogWriter{t, &sync.Mutex{}}, &slog.HandlerOptions{Level: level})),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	conn, err := ListenUDP(ctx, n.hostIf, ServerPort)
+	conn, err := dhcp.ListenUDP(ctx, n.hostIf, dhcp.ServerPort)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -233,8 +234,8 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 }
 
 // leaseOf returns the stored lease of a MAC (the one expiring last).
-func leaseOf(t *testing.T, st store.Store, hw string) *Lease {
-	var best *Lease
+func leaseOf(t *testing.T, st store.Store, hw string) *dhcp.Lease {
+	var best *dhcp.Lease
 	for _, l := range storedLeases(t, st) {
 		if l.MAC.String() == hw && (best == nil || l.ExpiresAt.After(best.ExpiresAt)) {
 			best = l

@@ -1,6 +1,6 @@
 //go:build linux
 
-package dhcp
+package dhcpstore
 
 import (
 	"context"
@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"golang.org/x/sys/unix"
 
+	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
 )
 
@@ -30,9 +32,9 @@ func BenchmarkServeRelayedSQLite(b *testing.B) {
 	st := openSQLite(b, b.TempDir())
 	sn := mustSubnet(b, "bench", resource.SubnetSpec{CIDR: "127.0.0.0/8", Pools: []resource.Pool{{Start: "127.1.0.0", End: "127.16.255.250"}},
 		LeaseTime: "1h", UnknownMachines: resource.UnknownAllocate})
-	srv := &Server{Subnets: StaticSubnets{sn}, Machines: &StoreMachines{Store: st}, Leases: NewStoreLeases(st, 0), PXEPort: -1}
+	srv := &dhcp.Server{Subnets: dhcp.StaticSubnets{sn}, Machines: &Machines{Store: st}, Leases: NewLeases(st, 0), PXEPort: -1}
 	ctx, cancel := context.WithCancel(context.Background())
-	conn, err := ListenUDP(ctx, "", 0)
+	conn, err := dhcp.ListenUDP(ctx, "", 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -42,13 +44,15 @@ func BenchmarkServeRelayedSQLite(b *testing.B) {
 		cancel()
 		<-done
 	}()
-	lc := net.ListenConfig{Control: socketControl("")}
+	// The relay is a plain socket: it needs none of the server's options
+	// (broadcast, IP_PKTINFO), only a receive buffer as large as the server's.
+	var lc net.ListenConfig
 	pc, err := lc.ListenPacket(ctx, "udp4", "127.0.0.2:67")
 	if err != nil {
 		b.Fatal(err)
 	}
 	relay := pc.(*net.UDPConn)
-	setReadBuffer(relay, socketBuffer)
+	forceReadBuffer(relay, relayBuffer)
 	defer relay.Close()
 	dst := conn.LocalAddr().(*net.UDPAddr)
 	dst.IP = net.IPv4(127, 0, 0, 1)
@@ -105,7 +109,26 @@ func BenchmarkServeRelayedSQLite(b *testing.B) {
 	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(acked.Load())/b.Elapsed().Seconds(), "leases/s")
-	if sl := srv.Leases.(*StoreLeases); sl.batches.Load() > 0 {
+	if sl := srv.Leases.(*Leases); sl.batches.Load() > 0 {
 		b.ReportMetric(float64(sl.batched.Load())/float64(sl.batches.Load()), "ops/tx")
 	}
+}
+
+// relayBuffer is the relay's receive buffer: the size dhcp.Server.Serve asks for
+// its own socket (serve.go's socketBuffer), so that neither side drops a burst.
+const relayBuffer = 4 << 20
+
+// forceReadBuffer asks for an n-byte receive buffer the way dhcp's setReadBuffer
+// does: SO_RCVBUFFORCE (root, beyond net.core.rmem_max), else SO_RCVBUF. Best
+// effort.
+func forceReadBuffer(conn *net.UDPConn, n int) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+		}
+	})
 }

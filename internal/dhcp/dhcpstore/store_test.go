@@ -1,4 +1,4 @@
-package dhcp
+package dhcpstore
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/postgres"
@@ -57,17 +58,17 @@ func createObject(tb testing.TB, st store.Store, kind, name string, spec any) {
 }
 
 // storeHarness is a harness whose seams are the store-backed ones.
-func storeHarness(tb testing.TB, st store.Store, subnets ...*Subnet) *harness {
+func storeHarness(tb testing.TB, st store.Store, subnets ...*dhcp.Subnet) *harness {
 	tb.Helper()
 	h := newHarness(tb, nil, subnets...)
-	h.srv.Machines = &StoreMachines{Store: st}
-	h.srv.Leases = NewStoreLeases(st, 0)
+	h.srv.Machines = &Machines{Store: st}
+	h.srv.Leases = NewLeases(st, 0)
 	return h
 }
 
-func storedLeases(tb testing.TB, st store.Store) []*Lease {
+func storedLeases(tb testing.TB, st store.Store) []*dhcp.Lease {
 	tb.Helper()
-	var out []*Lease
+	var out []*dhcp.Lease
 	err := st.View(context.Background(), func(tx store.Tx) error {
 		objs, _, err := tx.List(context.Background(), LeaseKind, store.ListOptions{})
 		for _, o := range objs {
@@ -132,7 +133,7 @@ func TestStoreLeasesSQLite(t *testing.T) {
 		t.Error("b got its declined address")
 	}
 
-	// A new StoreLeases (a restarted server) learns the leases from the store.
+	// A new Leases (a restarted server) learns the leases from the store.
 	h2 := storeHarness(t, st)
 	h2.clock = h.clock
 	h2.srv.Now = h.clock.Now
@@ -158,7 +159,7 @@ func TestStoreSubnets(t *testing.T) {
 	createObject(t, st, "Subnet", "lab", labSubnet)
 	createObject(t, st, "Subnet", "broken", map[string]any{"cidr": "10.1.0.0/33"})
 	var skipped []string
-	ss := &StoreSubnets{Store: st, OnError: func(name string, err error) { skipped = append(skipped, name) }}
+	ss := &Subnets{Store: st, OnError: func(name string, err error) { skipped = append(skipped, name) }}
 	got, err := ss.Subnets(context.Background())
 	if err != nil || len(got) != 1 || got[0].Name != "lab" || got[0].LeaseTime != 2*time.Hour {
 		t.Fatalf("subnets %v %v", got, err)
@@ -168,7 +169,7 @@ func TestStoreSubnets(t *testing.T) {
 	}
 }
 
-// TestStaleHintsTwoHandles: two StoreLeases on one SQLite database, each blind to
+// TestStaleHintsTwoHandles: two Leases on one SQLite database, each blind to
 // the other's allocations, never hand out one address twice.
 func TestStaleHintsTwoHandles(t *testing.T) {
 	dir := t.TempDir()
@@ -310,7 +311,7 @@ func hammer(t *testing.T, st store.Store, servers []*harness, clients, rounds in
 					mods = append(mods, withRequested(last))
 				}
 				var ip string
-				var ack *Reply
+				var ack *dhcp.Reply
 				for try := 0; ; try++ {
 					off := h.srv.HandlePacket(context.Background(), msg(t, hw, dhcpv4.MessageTypeDiscover, mods...).ToBytes(), h.in)
 					if off == nil {
@@ -364,7 +365,7 @@ func hammer(t *testing.T, st store.Store, servers []*harness, clients, rounds in
 	}
 }
 
-func hammerSubnet(t testing.TB) *Subnet {
+func hammerSubnet(t testing.TB) *dhcp.Subnet {
 	return mustSubnet(t, "lab", resource.SubnetSpec{CIDR: "10.0.0.0/24", Pools: []resource.Pool{{Start: "10.0.0.10", End: "10.0.0.250"}}, UnknownMachines: "allocate"})
 }
 
@@ -388,7 +389,7 @@ func TestStoreMachines(t *testing.T) {
 	st := openSQLite(t, t.TempDir())
 	createObject(t, st, "Machine", "web-1", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: macM, IP: "10.0.0.20"}}})
 	createObject(t, st, "Machine", "db-1", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: macB}}})
-	m := &StoreMachines{Store: st}
+	m := &Machines{Store: st}
 	got, err := m.MachineByMAC(context.Background(), mac(macM))
 	if err != nil || got.Name != "web-1" || got.IP != netip.MustParseAddr("10.0.0.20") {
 		t.Fatalf("%+v %v", got, err)
@@ -396,7 +397,7 @@ func TestStoreMachines(t *testing.T) {
 	if got, err := m.MachineByMAC(context.Background(), mac(macB)); err != nil || got.Name != "db-1" || got.IP.IsValid() {
 		t.Errorf("%+v %v", got, err)
 	}
-	if _, err := m.MachineByMAC(context.Background(), mac(macA)); err != ErrUnknownMachine {
+	if _, err := m.MachineByMAC(context.Background(), mac(macA)); err != dhcp.ErrUnknownMachine {
 		t.Errorf("unknown MAC: %v", err)
 	}
 	if owner, err := m.ReservedBy(context.Background(), netip.MustParseAddr("10.0.0.20")); err != nil || owner != "web-1" {

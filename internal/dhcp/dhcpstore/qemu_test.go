@@ -1,6 +1,6 @@
 //go:build linux
 
-package dhcp
+package dhcpstore
 
 import (
 	"bytes"
@@ -14,21 +14,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
 )
 
 // nilBooter gives no boot information: a plain DHCP server.
 type nilBooter struct{}
 
-func (nilBooter) BootInfo(context.Context, BootRequest) (*BootInfo, error) { return nil, nil }
+func (nilBooter) BootInfo(context.Context, dhcp.BootRequest) (*dhcp.BootInfo, error) { return nil, nil }
 
 // eventLog collects a server's events.
 type eventLog struct {
 	mu     sync.Mutex
-	events []Event
+	events []dhcp.Event
 }
 
-func (l *eventLog) add(_ context.Context, e Event) {
+func (l *eventLog) add(_ context.Context, e dhcp.Event) {
 	l.mu.Lock()
 	l.events = append(l.events, e)
 	l.mu.Unlock()
@@ -46,16 +47,16 @@ func (l *eventLog) has(typ, substr string) bool {
 }
 
 // serve runs srv on n.hostIf (port 67, and the PXE port when pxe) until the test ends.
-func serveOn(t *testing.T, n *labNet, srv *Server, pxe bool) {
+func serveOn(t *testing.T, n *labNet, srv *dhcp.Server, pxe bool) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	ports := []int{ServerPort}
+	ports := []int{dhcp.ServerPort}
 	if pxe {
-		ports = append(ports, PXEPort)
+		ports = append(ports, dhcp.PXEPort)
 	}
 	var wg sync.WaitGroup
 	for _, p := range ports {
-		conn, err := ListenUDP(ctx, n.hostIf, p)
+		conn, err := dhcp.ListenUDP(ctx, n.hostIf, p)
 		if err != nil {
 			cancel()
 			t.Fatal(err)
@@ -114,11 +115,11 @@ func TestQEMUFirmware(t *testing.T) {
 		n := newLabNet(t)
 		st := openSQLite(t, t.TempDir())
 		var ev eventLog
-		srv := &Server{Subnets: StaticSubnets{mustSubnet(t, "lab", labSpec(n, "1h"))}, Machines: &StoreMachines{Store: st},
-			Leases: NewStoreLeases(st, 0), Logger: logger(), OnEvent: ev.add}
+		srv := &dhcp.Server{Subnets: dhcp.StaticSubnets{mustSubnet(t, "lab", labSpec(n, "1h"))}, Machines: &Machines{Store: st},
+			Leases: NewLeases(st, 0), Logger: logger(), OnEvent: ev.add}
 		serveOn(t, n, srv, false)
 		startQEMU(t, n, "-machine", "pc,accel=tcg", "-device", "virtio-net-pci,netdev=n0,mac="+vmMAC, "-boot", "n")
-		waitFor(t, 90*time.Second, "iPXE to get the boot script", func() bool { return ev.has(EventAck, "boot.ipxe") })
+		waitFor(t, 90*time.Second, "iPXE to get the boot script", func() bool { return ev.has(dhcp.EventAck, "boot.ipxe") })
 		if l := leaseOf(t, st, vmMAC); l == nil || l.State != resource.LeaseBound {
 			t.Errorf("lease %+v", l)
 		}
@@ -137,19 +138,19 @@ func TestQEMUFirmware(t *testing.T) {
 		writeFile(t, vars, string(b), 0o644)
 		// Another DHCP server owns the addresses (a Kiln server without boot
 		// information stands in for it); Kiln in proxy mode adds the boot file.
-		dhcpd := &Server{Subnets: StaticSubnets{mustSubnet(t, "lab", labSpec(n, "1h"))}, Leases: NewMemoryLeases(),
+		dhcpd := &dhcp.Server{Subnets: dhcp.StaticSubnets{mustSubnet(t, "lab", labSpec(n, "1h"))}, Leases: dhcp.NewMemoryLeases(),
 			Booter: nilBooter{}, Logger: logger()}
 		serveOn(t, n, dhcpd, false)
 		spec := resource.SubnetSpec{CIDR: n.server.Masked().String(), Mode: resource.ModeProxy, UnknownMachines: resource.UnknownAllocate}
 		var ev eventLog
-		proxy := &Server{Subnets: StaticSubnets{mustSubnet(t, "lab", spec)}, Logger: logger(), OnEvent: ev.add}
+		proxy := &dhcp.Server{Subnets: dhcp.StaticSubnets{mustSubnet(t, "lab", spec)}, Logger: logger(), OnEvent: ev.add}
 		serveOn(t, n, proxy, true)
 		startQEMU(t, n, "-machine", "q35,accel=tcg",
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars,
 			// romfile= disables the NIC's iPXE ROM: OVMF's own PXE stack boots.
 			"-device", "virtio-net-pci,netdev=n0,mac="+vmMAC+",romfile=,bootindex=1")
-		waitFor(t, 100*time.Second, "OVMF to ask the PXE boot server", func() bool { return ev.has(EventAck, "PXE boot server, boot ipxe.efi") })
+		waitFor(t, 100*time.Second, "OVMF to ask the PXE boot server", func() bool { return ev.has(dhcp.EventAck, "PXE boot server, boot ipxe.efi") })
 		if s := proxy.Metrics.Snapshot(); s.Sent["offer"] == 0 {
 			t.Errorf("proxy counters %+v", s)
 		}

@@ -1,11 +1,13 @@
-package dhcp
+package dhcpstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"runtime"
@@ -14,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -26,7 +29,7 @@ const LeaseKind = "Lease"
 // subnet's discovery profile.
 const LabelDiscovery = "kiln.dev/discovery"
 
-// StoreLeases implements Leases on Kiln's store, one Lease object per address.
+// Leases implements dhcp.Leases on Kiln's store, one Lease object per address.
 //
 // An address is taken by creating its Lease object (the name is the IP, so the
 // store's uniqueness refuses a second one: store.ErrExists means another server
@@ -39,7 +42,7 @@ const LabelDiscovery = "kiln.dev/discovery"
 //
 // Offers are not written: an offered address is held in memory for the client
 // until the REQUEST, whose Commit is the only write of an exchange (see hold in
-// store_holds.go for how two servers that offer one address are told apart).
+// holds.go for how two servers that offer one address are told apart).
 //
 // Writes are group-committed: Commit, Release and Decline queue their
 // operation and wait; one writer goroutine takes everything queued (up to
@@ -54,7 +57,7 @@ const LabelDiscovery = "kiln.dev/discovery"
 // batch is then applied again one operation per transaction, so that only that
 // one fails. A caller is answered only once the transaction holding its operation
 // has committed: what Commit returns is durable before the server sends the ACK.
-type StoreLeases struct {
+type Leases struct {
 	st     store.Store
 	resync time.Duration
 
@@ -69,7 +72,7 @@ type StoreLeases struct {
 	BatchWindow time.Duration
 
 	mu       sync.Mutex // serializes use of the hints and holds; held during a transaction
-	alloc    *allocator
+	alloc    *dhcp.Allocator
 	lastSync time.Time
 	// holds are the offered addresses, held in memory only until the client's
 	// REQUEST (or the hold's end).
@@ -90,7 +93,7 @@ type StoreLeases struct {
 	batches, batched atomic.Int64
 }
 
-// DefaultLeaseResync is how often StoreLeases rebuilds its hints from the store.
+// DefaultLeaseResync is how often Leases rebuilds its hints from the store.
 const DefaultLeaseResync = 5 * time.Minute
 
 // DefaultMaxBatch bounds the lease operations of one group commit.
@@ -99,14 +102,14 @@ const DefaultMaxBatch = 256
 // DefaultBatchWindow is how long a batch may gather while operations keep coming.
 const DefaultBatchWindow = time.Millisecond
 
-// ErrLeasesClosed is returned by the write operations of a closed StoreLeases.
+// ErrLeasesClosed is returned by the write operations of a closed Leases.
 var ErrLeasesClosed = errors.New("dhcp: lease store is closed")
 
-// NewStoreLeases returns a StoreLeases on st. resync is how often the hints are
+// NewLeases returns a Leases on st. resync is how often the hints are
 // rebuilt from all Lease objects (0: DefaultLeaseResync); in between they learn
 // from the records each operation reads, including those another server wrote.
-func NewStoreLeases(st store.Store, resync time.Duration) *StoreLeases {
-	return &StoreLeases{st: st, resync: or(resync, DefaultLeaseResync), alloc: newAllocator(), kick: make(chan struct{}, 1),
+func NewLeases(st store.Store, resync time.Duration) *Leases {
+	return &Leases{st: st, resync: cmp.Or(resync, DefaultLeaseResync), alloc: dhcp.NewAllocator(), kick: make(chan struct{}, 1),
 		holds: map[netip.Addr]*hold{}}
 }
 
@@ -120,14 +123,14 @@ const batchTimeout = 30 * time.Second
 // leaseOp is one write operation waiting for a group commit.
 type leaseOp struct {
 	ctx  context.Context // the caller's: an operation whose caller gave up is skipped
-	fn   func(ctx context.Context, t leaseTable) error
+	fn   func(ctx context.Context, t dhcp.LeaseTable) error
 	err  error
 	done chan struct{} // closed when err is set
 }
 
 // run queues fn for the next group commit and waits until the transaction that
 // applied it has committed (or failed).
-func (s *StoreLeases) run(ctx context.Context, fn func(ctx context.Context, t leaseTable) error) error {
+func (s *Leases) run(ctx context.Context, fn func(ctx context.Context, t dhcp.LeaseTable) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -160,16 +163,16 @@ func (s *StoreLeases) run(ctx context.Context, fn func(ctx context.Context, t le
 	}
 }
 
-func (s *StoreLeases) maxBatch() int { return or(s.MaxBatch, DefaultMaxBatch) }
+func (s *Leases) maxBatch() int { return cmp.Or(s.MaxBatch, DefaultMaxBatch) }
 
 // writer applies queued operations, a batch per transaction, until the queue is
 // empty.
-func (s *StoreLeases) writer() {
+func (s *Leases) writer() {
 	defer s.idle.Done()
 	first := true
 	for {
 		s.qmu.Lock()
-		if w := or(s.BatchWindow, DefaultBatchWindow); !first && w > 0 && !s.closed && len(s.queue) < s.target && len(s.queue) < s.maxBatch() {
+		if w := cmp.Or(s.BatchWindow, DefaultBatchWindow); !first && w > 0 && !s.closed && len(s.queue) < s.target && len(s.queue) < s.maxBatch() {
 			s.waiting = true
 			s.qmu.Unlock()
 			t := time.NewTimer(w)
@@ -218,16 +221,16 @@ func (s *StoreLeases) writer() {
 // refused reports whether an operation's error is an answer about the leases (it
 // wrote nothing, and the transaction stays usable) rather than a store failure.
 func refused(err error) bool {
-	return errors.Is(err, ErrAddressTaken) || errors.Is(err, ErrNoLease) || errors.Is(err, ErrNoAddress) ||
-		errors.Is(err, errTableConflict) || errors.Is(err, errTableExists) ||
+	return errors.Is(err, dhcp.ErrAddressTaken) || errors.Is(err, dhcp.ErrNoLease) || errors.Is(err, dhcp.ErrNoAddress) ||
+		errors.Is(err, dhcp.ErrTableConflict) || errors.Is(err, dhcp.ErrTableExists) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // applyOne runs one operation in the transaction, again while it loses races.
-func applyOne(ctx context.Context, t leaseTable, op *leaseOp) error {
+func applyOne(ctx context.Context, t dhcp.LeaseTable, op *leaseOp) error {
 	var err error
 	for range maxAttempts {
-		if err = op.fn(ctx, t); !errors.Is(err, errTableConflict) {
+		if err = op.fn(ctx, t); !errors.Is(err, dhcp.ErrTableConflict) {
 			return err
 		}
 	}
@@ -243,7 +246,7 @@ func applyOne(ctx context.Context, t leaseTable, op *leaseOp) error {
 // instead of in bursts after each commit. What an operation wrote is in the
 // hints before it is committed; a batch that fails is applied again operation
 // by operation, each deciding on the store's records.
-func (s *StoreLeases) apply(batch []*leaseOp) {
+func (s *Leases) apply(batch []*leaseOp) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
 	s.mu.Lock()
@@ -264,7 +267,7 @@ func (s *StoreLeases) apply(batch []*leaseOp) {
 	s.batches.Add(1)
 	s.batched.Add(int64(len(live)))
 	err := s.st.Update(ctx, func(tx store.Tx) error {
-		var t leaseTable = txTable{tx}
+		var t dhcp.LeaseTable = txTable{tx}
 		var bt *batchTable
 		if len(live) > 1 {
 			bt = &batchTable{txTable: txTable{tx}}
@@ -315,13 +318,13 @@ func (s *StoreLeases) apply(batch []*leaseOp) {
 
 // syncLocked rebuilds the hints when they are older than the resync period. A
 // failure leaves the old hints: they are only hints.
-func (s *StoreLeases) syncLocked(ctx context.Context) {
+func (s *Leases) syncLocked(ctx context.Context) {
 	now := time.Now()
 	if !s.lastSync.IsZero() && now.Sub(s.lastSync) < s.resync {
 		return
 	}
 	s.lastSync = now
-	var leases []*Lease
+	var leases []*dhcp.Lease
 	err := s.st.View(ctx, func(tx store.Tx) error {
 		leases = leases[:0]
 		cont := ""
@@ -344,14 +347,14 @@ func (s *StoreLeases) syncLocked(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	s.alloc.reset()
+	s.alloc.Reset()
 	for _, l := range leases {
-		s.alloc.learn(l)
+		s.alloc.Learn(l)
 	}
 }
 
 // Resync makes the next operation rebuild the hints from the store.
-func (s *StoreLeases) Resync() {
+func (s *Leases) Resync() {
 	s.mu.Lock()
 	s.lastSync = time.Time{}
 	s.mu.Unlock()
@@ -360,7 +363,7 @@ func (s *StoreLeases) Resync() {
 // Close applies the operations already queued, waits for them, and makes later
 // writes fail with ErrLeasesClosed. Lookup keeps working. It does not close the
 // store.
-func (s *StoreLeases) Close() error {
+func (s *Leases) Close() error {
 	s.qmu.Lock()
 	s.closed = true
 	if s.waiting {
@@ -375,9 +378,9 @@ func (s *StoreLeases) Close() error {
 	return nil
 }
 
-// Offer implements Leases. It writes nothing to the store: the address is held
+// Offer implements dhcp.Leases. It writes nothing to the store: the address is held
 // for the client in memory until req.Until (see hold).
-func (s *StoreLeases) Offer(ctx context.Context, req OfferRequest) (*Lease, error) {
+func (s *Leases) Offer(ctx context.Context, req dhcp.OfferRequest) (*dhcp.Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -391,17 +394,17 @@ func (s *StoreLeases) Offer(ctx context.Context, req OfferRequest) (*Lease, erro
 	defer s.mu.Unlock()
 	s.syncLocked(ctx)
 	s.pruneHolds(req.Now)
-	return s.alloc.offer(ctx, offerTable{s: s, now: req.Now, until: req.Until}, req)
+	return s.alloc.Offer(ctx, offerTable{s: s, now: req.Now, until: req.Until}, req)
 }
 
-// Commit implements Leases: the only write of an exchange. It binds the address
+// Commit implements dhcp.Leases: the only write of an exchange. It binds the address
 // at the record the offer was decided on; when another server wrote that record
 // since (it offered the address too, and its client's REQUEST came first), the
 // commit is decided again on the record and refused with ErrAddressTaken (NAK).
-func (s *StoreLeases) Commit(ctx context.Context, req CommitRequest) (*Lease, error) {
-	var l *Lease
-	err := s.run(ctx, func(ctx context.Context, t leaseTable) (err error) {
-		l, err = s.alloc.commit(ctx, heldTable{t, s, req.Now}, req)
+func (s *Leases) Commit(ctx context.Context, req dhcp.CommitRequest) (*dhcp.Lease, error) {
+	var l *dhcp.Lease
+	err := s.run(ctx, func(ctx context.Context, t dhcp.LeaseTable) (err error) {
+		l, err = s.alloc.Commit(ctx, heldTable{t, s, req.Now}, req)
 		return err
 	})
 	if err != nil {
@@ -410,32 +413,32 @@ func (s *StoreLeases) Commit(ctx context.Context, req CommitRequest) (*Lease, er
 	return l, nil
 }
 
-// Release implements Leases.
+// Release implements dhcp.Leases.
 // An address the client was only offered is let go without a store write.
-func (s *StoreLeases) Release(ctx context.Context, req ReleaseRequest) error {
+func (s *Leases) Release(ctx context.Context, req dhcp.ReleaseRequest) error {
 	if s.dropHold(req.Client, req.IP, req.Now) {
 		return nil
 	}
-	return s.run(ctx, func(ctx context.Context, t leaseTable) error {
-		return s.alloc.release(ctx, heldTable{t, s, req.Now}, req)
+	return s.run(ctx, func(ctx context.Context, t dhcp.LeaseTable) error {
+		return s.alloc.Release(ctx, heldTable{t, s, req.Now}, req)
 	})
 }
 
-// Decline implements Leases. The quarantine is stored, also of an address the
+// Decline implements dhcp.Leases. The quarantine is stored, also of an address the
 // client was only offered.
-func (s *StoreLeases) Decline(ctx context.Context, req DeclineRequest) error {
-	return s.run(ctx, func(ctx context.Context, t leaseTable) error {
-		return s.alloc.decline(ctx, heldTable{t, s, req.Now}, req)
+func (s *Leases) Decline(ctx context.Context, req dhcp.DeclineRequest) error {
+	return s.run(ctx, func(ctx context.Context, t dhcp.LeaseTable) error {
+		return s.alloc.Decline(ctx, heldTable{t, s, req.Now}, req)
 	})
 }
 
-// Lookup implements Leases. It reads, so it runs in a read-only transaction.
-func (s *StoreLeases) Lookup(ctx context.Context, subnet string, c Client) (l *Lease, err error) {
+// Lookup implements dhcp.Leases. It reads, so it runs in a read-only transaction.
+func (s *Leases) Lookup(ctx context.Context, subnet string, c dhcp.Client) (l *dhcp.Lease, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.syncLocked(ctx)
 	err = s.st.View(ctx, func(tx store.Tx) error {
-		l, err = s.alloc.lookup(ctx, heldTable{txTable{tx}, s, time.Time{}}, subnet, c)
+		l, err = s.alloc.Lookup(ctx, heldTable{txTable{tx}, s, time.Time{}}, subnet, c)
 		return err
 	})
 	return l, err
@@ -454,21 +457,21 @@ type batchTable struct {
 
 var errBatchTaken = errors.New("dhcp: a lease created in a batch found its address taken")
 
-func (b *batchTable) get(ctx context.Context, ip netip.Addr) (*Lease, any, error) {
+func (b *batchTable) Get(ctx context.Context, ip netip.Addr) (*dhcp.Lease, any, error) {
 	if err := b.flush(ctx); err != nil {
 		return nil, nil, err
 	}
-	return b.txTable.get(ctx, ip)
+	return b.txTable.Get(ctx, ip)
 }
 
-func (b *batchTable) update(ctx context.Context, l *Lease, token any) (any, error) {
+func (b *batchTable) Update(ctx context.Context, l *dhcp.Lease, token any) (any, error) {
 	if err := b.flush(ctx); err != nil {
 		return nil, err
 	}
-	return b.txTable.update(ctx, l, token)
+	return b.txTable.Update(ctx, l, token)
 }
 
-func (b *batchTable) create(_ context.Context, l *Lease) (any, error) {
+func (b *batchTable) Create(_ context.Context, l *dhcp.Lease) (any, error) {
 	obj, err := leaseObject(l, nil)
 	if err != nil {
 		return nil, err
@@ -497,7 +500,7 @@ func (b *batchTable) flush(ctx context.Context) error {
 // txTable is a leaseTable on a store transaction.
 type txTable struct{ tx store.Tx }
 
-func (t txTable) get(ctx context.Context, ip netip.Addr) (*Lease, any, error) {
+func (t txTable) Get(ctx context.Context, ip netip.Addr) (*dhcp.Lease, any, error) {
 	obj, err := t.tx.Get(ctx, LeaseKind, ip.String())
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil, nil
@@ -509,29 +512,29 @@ func (t txTable) get(ctx context.Context, ip netip.Addr) (*Lease, any, error) {
 	if err != nil || l.IP != ip {
 		// A record Kiln cannot read is left alone: the address counts as held until
 		// an operator fixes or deletes the object.
-		return &Lease{IP: ip, State: "unreadable", ExpiresAt: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}, obj, nil
+		return &dhcp.Lease{IP: ip, State: "unreadable", ExpiresAt: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}, obj, nil
 	}
 	return l, obj, nil
 }
 
-func (t txTable) create(ctx context.Context, l *Lease) (any, error) {
+func (t txTable) Create(ctx context.Context, l *dhcp.Lease) (any, error) {
 	obj, err := leaseObject(l, nil)
 	if err != nil {
 		return nil, err
 	}
 	if err := t.tx.Create(ctx, obj); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			return nil, errTableExists
+			return nil, dhcp.ErrTableExists
 		}
 		return nil, err
 	}
 	return obj, nil // the store set its resourceVersion
 }
 
-func (t txTable) update(ctx context.Context, l *Lease, token any) (any, error) {
+func (t txTable) Update(ctx context.Context, l *dhcp.Lease, token any) (any, error) {
 	old, _ := token.(*resource.Object)
 	if old == nil {
-		return nil, errTableConflict
+		return nil, dhcp.ErrTableConflict
 	}
 	obj, err := leaseObject(l, old)
 	if err != nil {
@@ -539,7 +542,7 @@ func (t txTable) update(ctx context.Context, l *Lease, token any) (any, error) {
 	}
 	if err := t.tx.Update(ctx, obj); err != nil {
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
-			return nil, errTableConflict
+			return nil, dhcp.ErrTableConflict
 		}
 		return nil, err
 	}
@@ -548,7 +551,7 @@ func (t txTable) update(ctx context.Context, l *Lease, token any) (any, error) {
 
 // leaseObject encodes a lease as a Lease object; old (if not nil) is the stored
 // object it replaces, whose other labels, status and resourceVersion are kept.
-func leaseObject(l *Lease, old *resource.Object) (*resource.Object, error) {
+func leaseObject(l *dhcp.Lease, old *resource.Object) (*resource.Object, error) {
 	exp := l.ExpiresAt.UTC()
 	spec := resource.LeaseSpec{
 		IP: l.IP.String(), Subnet: l.Subnet, Hostname: l.Hostname, State: l.State, ExpiresAt: &exp,
@@ -567,11 +570,8 @@ func leaseObject(l *Lease, old *resource.Object) (*resource.Object, error) {
 	if old != nil {
 		obj.Metadata.ResourceVersion = old.Metadata.ResourceVersion
 		obj.Status = old.Status
-		for k, v := range old.Metadata.Labels {
-			if obj.Metadata.Labels == nil {
-				obj.Metadata.Labels = map[string]string{}
-			}
-			obj.Metadata.Labels[k] = v
+		if len(old.Metadata.Labels) > 0 {
+			obj.Metadata.Labels = maps.Clone(old.Metadata.Labels)
 		}
 	}
 	if l.Discovery {
@@ -586,7 +586,7 @@ func leaseObject(l *Lease, old *resource.Object) (*resource.Object, error) {
 }
 
 // leaseFromObject decodes a Lease object.
-func leaseFromObject(o *resource.Object) (*Lease, error) {
+func leaseFromObject(o *resource.Object) (*dhcp.Lease, error) {
 	spec, err := resource.Typed[resource.LeaseSpec](o)
 	if err != nil {
 		return nil, err
@@ -595,7 +595,7 @@ func leaseFromObject(o *resource.Object) (*Lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lease %s: spec.ip: %w", o.Metadata.Name, err)
 	}
-	l := &Lease{IP: ip, Subnet: spec.Subnet, Hostname: spec.Hostname, State: spec.State,
+	l := &dhcp.Lease{IP: ip, Subnet: spec.Subnet, Hostname: spec.Hostname, State: spec.State,
 		Discovery: o.Metadata.Labels[LabelDiscovery] == "true"}
 	if spec.MAC != "" {
 		if l.MAC, err = net.ParseMAC(spec.MAC); err != nil {
@@ -611,234 +611,4 @@ func leaseFromObject(o *resource.Object) (*Lease, error) {
 		l.ExpiresAt = *spec.ExpiresAt
 	}
 	return l, nil
-}
-
-// ---- machines ---------------------------------------------------------------------
-
-// StoreMachines implements Machines and Reservations on Kiln's store: a machine
-// is found by MAC through the store's unique-key index ("mac:..."); the reserved
-// addresses are an index rebuilt from all machines at most every ReservationTTL.
-// A lookup's answer (found or unknown) is reused for CacheTTL: a client's DISCOVER
-// and REQUEST, and its retransmissions, cost one store read.
-type StoreMachines struct {
-	Store store.Store
-	// ReservationTTL is how long the reserved-address index is reused; 0: 30 s.
-	ReservationTTL time.Duration
-	// CacheTTL is how long a MAC lookup is reused; 0: DefaultMachineCacheTTL,
-	// negative: not at all (and no MAC index either).
-	CacheTTL time.Duration
-	// MACIndexTTL bounds how stale the in-memory set of known MACs may be (changes
-	// by other replicas; this process's own are seen at once); 0:
-	// DefaultMACIndexTTL, negative: no index (every unknown MAC is a store read).
-	MACIndexTTL time.Duration
-
-	macsOnce sync.Once
-	macs     *macIndex
-
-	mu         sync.Mutex
-	reserved   map[netip.Addr]string
-	reservedAt time.Time
-
-	cmu   sync.Mutex
-	cache map[string]machineEntry
-
-	// Lookups that miss the cache at the same time share one read transaction.
-	lmu     sync.Mutex
-	pending []*machineLookup
-	looking bool
-}
-
-// machineLookup is one MAC waiting for a shared read.
-type machineLookup struct {
-	mac  net.HardwareAddr
-	m    *Machine
-	err  error
-	done chan struct{}
-}
-
-// DefaultMachineCacheTTL is how long StoreMachines reuses a MAC lookup: a machine
-// applied (or changed) meanwhile is seen by DHCP within that time.
-const DefaultMachineCacheTTL = 2 * time.Second
-
-// maxMachineCache bounds the cached lookups; the cache is emptied when full.
-const maxMachineCache = 1 << 16
-
-type machineEntry struct {
-	m   *Machine // nil: unknown
-	exp time.Time
-}
-
-// MachineByMAC implements Machines.
-func (m *StoreMachines) MachineByMAC(ctx context.Context, mac net.HardwareAddr) (*Machine, error) {
-	ttl := or(m.CacheTTL, DefaultMachineCacheTTL)
-	key := string(mac)
-	now := time.Now()
-	if ttl > 0 && m.MACIndexTTL >= 0 {
-		m.macsOnce.Do(func() { m.macs = &macIndex{st: m.Store, ttl: or(m.MACIndexTTL, DefaultMACIndexTTL)} })
-		if known, ok := m.macs.known(mac, now); ok && !known {
-			return nil, ErrUnknownMachine
-		}
-	}
-	if ttl > 0 {
-		m.cmu.Lock()
-		e, ok := m.cache[key]
-		m.cmu.Unlock()
-		if ok && now.Before(e.exp) {
-			if e.m == nil {
-				return nil, ErrUnknownMachine
-			}
-			c := *e.m
-			return &c, nil
-		}
-	}
-	out, err := m.lookupShared(ctx, mac)
-	if ttl > 0 && (err == nil || errors.Is(err, ErrUnknownMachine)) {
-		m.cmu.Lock()
-		if m.cache == nil || len(m.cache) >= maxMachineCache {
-			m.cache = make(map[string]machineEntry)
-		}
-		e := machineEntry{exp: now.Add(ttl)}
-		if out != nil {
-			c := *out
-			e.m = &c
-		}
-		m.cache[key] = e
-		m.cmu.Unlock()
-	}
-	return out, err
-}
-
-// lookupShared reads a MAC's machine in a read transaction shared with the
-// lookups waiting at the same time (a burst of DISCOVERs from a rack costs one
-// transaction, not one each).
-func (m *StoreMachines) lookupShared(ctx context.Context, mac net.HardwareAddr) (*Machine, error) {
-	req := &machineLookup{mac: mac, done: make(chan struct{})}
-	m.lmu.Lock()
-	m.pending = append(m.pending, req)
-	if !m.looking {
-		m.looking = true
-		go m.lookupLoop()
-	}
-	m.lmu.Unlock()
-	select {
-	case <-req.done:
-		return req.m, req.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-// lookupLoop answers pending lookups, a read transaction per batch, until none
-// are left.
-func (m *StoreMachines) lookupLoop() {
-	for {
-		runtime.Gosched() // let the lookups that are about to start join this batch
-		m.lmu.Lock()
-		batch := m.pending
-		m.pending = nil
-		if len(batch) == 0 {
-			m.looking = false
-			m.lmu.Unlock()
-			return
-		}
-		m.lmu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := m.Store.View(ctx, func(tx store.Tx) error {
-			for _, r := range batch {
-				r.m, r.err = m.lookup(ctx, tx, r.mac)
-				if r.err != nil && !errors.Is(r.err, ErrUnknownMachine) {
-					return r.err // the transaction may be unusable now
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			// One lookup failed the transaction: the others get their own.
-			for _, r := range batch {
-				if r.err == nil && r.m != nil || errors.Is(r.err, ErrUnknownMachine) {
-					continue
-				}
-				verr := m.Store.View(ctx, func(tx store.Tx) error {
-					r.m, r.err = m.lookup(ctx, tx, r.mac)
-					return nil
-				})
-				if verr != nil {
-					r.m, r.err = nil, fmt.Errorf("dhcp: look up machine by MAC %s: %w", r.mac, verr)
-				}
-			}
-		}
-		cancel()
-		for _, r := range batch {
-			close(r.done)
-		}
-	}
-}
-
-// lookup reads a MAC's machine in tx: ErrUnknownMachine when no machine claims it.
-func (m *StoreMachines) lookup(ctx context.Context, tx store.Tx, mac net.HardwareAddr) (*Machine, error) {
-	obj, err := tx.LookupKey(ctx, "Machine", "mac:"+mac.String())
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrUnknownMachine
-	}
-	if err != nil {
-		return nil, fmt.Errorf("dhcp: look up machine by MAC %s: %w", mac, err)
-	}
-	spec, err := resource.Typed[resource.MachineSpec](obj)
-	if err != nil {
-		return nil, fmt.Errorf("dhcp: machine %q: %w", obj.Metadata.Name, err)
-	}
-	out := &Machine{Name: obj.Metadata.Name}
-	for _, ifc := range spec.Interfaces {
-		if n, err := resource.NormalizeMAC(ifc.MAC); err != nil || n != mac.String() {
-			continue
-		}
-		if a, err := netip.ParseAddr(ifc.IP); err == nil && a.Is4() {
-			out.IP = a
-		}
-		out.Hostname = ifc.Hostname
-		break
-	}
-	return out, nil
-}
-
-// ReservedBy implements Reservations.
-func (m *StoreMachines) ReservedBy(ctx context.Context, ip netip.Addr) (string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.reserved == nil || time.Since(m.reservedAt) >= or(m.ReservationTTL, 30*time.Second) {
-		idx := map[netip.Addr]string{}
-		err := m.Store.View(ctx, func(tx store.Tx) error {
-			cont := ""
-			for {
-				objs, next, err := tx.List(ctx, "Machine", store.ListOptions{Limit: 1000, Continue: cont})
-				if err != nil {
-					return err
-				}
-				for _, o := range objs {
-					spec, err := resource.Typed[resource.MachineSpec](o)
-					if err != nil {
-						continue
-					}
-					for _, ifc := range spec.Interfaces {
-						if a, err := netip.ParseAddr(ifc.IP); err == nil && a.Is4() {
-							idx[a] = o.Metadata.Name
-						}
-					}
-				}
-				if next == "" {
-					return nil
-				}
-				cont = next
-			}
-		})
-		if err != nil {
-			if m.reserved == nil {
-				return "", fmt.Errorf("dhcp: index reserved addresses: %w", err)
-			}
-		} else {
-			m.reserved = idx
-		}
-		m.reservedAt = time.Now()
-	}
-	return m.reserved[ip], nil
 }

@@ -1,4 +1,4 @@
-package dhcp
+package dhcpstore
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -28,7 +29,7 @@ func (c *countingStore) LocalKeysChanges() int64 {
 }
 
 // waitIndexed polls until the MAC index is current and knows hw (if given).
-func waitIndexed(t *testing.T, m *StoreMachines, hw ...string) {
+func waitIndexed(t *testing.T, m *Machines, hw ...string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -57,11 +58,11 @@ func TestMACIndex(t *testing.T) {
 	dir := t.TempDir()
 	inner := openSQLite(t, dir)
 	st := &countingStore{Store: inner}
-	m := &StoreMachines{Store: st, CacheTTL: 50 * time.Millisecond, MACIndexTTL: 100 * time.Millisecond}
+	m := &Machines{Store: st, CacheTTL: 50 * time.Millisecond, MACIndexTTL: 100 * time.Millisecond}
 	ctx := context.Background()
 	createObject(t, inner, "Machine", "web-1", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: macM, IP: "10.0.0.20"}}})
 
-	if _, err := m.MachineByMAC(ctx, mac("52:54:00:00:0a:01")); !errors.Is(err, ErrUnknownMachine) {
+	if _, err := m.MachineByMAC(ctx, mac("52:54:00:00:0a:01")); !errors.Is(err, dhcp.ErrUnknownMachine) {
 		t.Fatalf("unknown MAC before the index: %v", err)
 	}
 	waitIndexed(t, m)
@@ -69,7 +70,7 @@ func TestMACIndex(t *testing.T) {
 	for i := range 100 {
 		hw := mac("52:54:00:00:0b:00")
 		hw[5] = byte(i)
-		if _, err := m.MachineByMAC(ctx, hw); !errors.Is(err, ErrUnknownMachine) {
+		if _, err := m.MachineByMAC(ctx, hw); !errors.Is(err, dhcp.ErrUnknownMachine) {
 			t.Fatalf("unknown MAC %s: %v", hw, err)
 		}
 	}
@@ -96,7 +97,7 @@ func TestMACIndex(t *testing.T) {
 		if err == nil && got.Name == "web-3" {
 			break
 		}
-		if !errors.Is(err, ErrUnknownMachine) || time.Now().After(deadline) {
+		if !errors.Is(err, dhcp.ErrUnknownMachine) || time.Now().After(deadline) {
 			t.Fatalf("a machine created by another replica: %+v %v", got, err)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -116,7 +117,7 @@ func TestMACIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(60 * time.Millisecond) // the found answer's cache
-	if _, err := m.MachineByMAC(ctx, mac(macM)); !errors.Is(err, ErrUnknownMachine) {
+	if _, err := m.MachineByMAC(ctx, mac(macM)); !errors.Is(err, dhcp.ErrUnknownMachine) {
 		t.Fatalf("a deleted machine's MAC: %v", err)
 	}
 }

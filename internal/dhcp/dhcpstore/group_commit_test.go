@@ -1,4 +1,4 @@
-package dhcp
+package dhcpstore
 
 import (
 	"context"
@@ -10,20 +10,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
 // commitReq is a REQUEST-style commit of ip for MAC 02:00:00:00:hi:lo.
-func commitReq(sn *Subnet, ip string, n int) CommitRequest {
+func commitReq(sn *dhcp.Subnet, ip string, n int) dhcp.CommitRequest {
 	hw := net.HardwareAddr{2, 0, 0, 0, byte(n >> 8), byte(n)}
 	now := time.Now()
-	return CommitRequest{Subnet: sn, Client: Client{MAC: hw}, IP: netip.MustParseAddr(ip), Now: now, Until: now.Add(time.Hour)}
+	return dhcp.CommitRequest{Subnet: sn, Client: dhcp.Client{MAC: hw}, IP: netip.MustParseAddr(ip), Now: now, Until: now.Add(time.Hour)}
 }
 
-func storedLease(t *testing.T, st store.Store, ip string) *Lease {
+func storedLease(t *testing.T, st store.Store, ip string) *dhcp.Lease {
 	t.Helper()
-	var l *Lease
+	var l *dhcp.Lease
 	err := st.View(context.Background(), func(tx store.Tx) error {
 		obj, err := tx.Get(context.Background(), LeaseKind, ip)
 		if err != nil {
@@ -43,7 +44,7 @@ func storedLease(t *testing.T, st store.Store, ip string) *Lease {
 // get exactly one winner while the others' commits in the same batches succeed.
 func TestGroupCommitConcurrent(t *testing.T) {
 	st := openSQLite(t, t.TempDir())
-	sl := NewStoreLeases(st, 0)
+	sl := NewLeases(st, 0)
 	defer sl.Close()
 	sn := hammerSubnet(t)
 	const distinct, racers = 150, 60
@@ -62,7 +63,7 @@ func TestGroupCommitConcurrent(t *testing.T) {
 			req := commitReq(sn, ip, i)
 			l, err := sl.Commit(context.Background(), req)
 			switch {
-			case i >= distinct && errors.Is(err, ErrAddressTaken):
+			case i >= distinct && errors.Is(err, dhcp.ErrAddressTaken):
 				return
 			case err != nil:
 				errs <- fmt.Errorf("commit %s for client %d: %v", ip, i, err)
@@ -132,7 +133,7 @@ func (t failingTx) CreateBatch(ctx context.Context, objs []*resource.Object) ([]
 // with their operation and do not undo the batch.
 func TestGroupCommitItemErrors(t *testing.T) {
 	inner := openSQLite(t, t.TempDir())
-	sl := NewStoreLeases(failingStore{inner, "10.0.0.77"}, 0)
+	sl := NewLeases(failingStore{inner, "10.0.0.77"}, 0)
 	sl.BatchWindow = 20 * time.Millisecond // gather everything below into few batches
 	defer sl.Close()
 	sn := hammerSubnet(t)
@@ -162,11 +163,11 @@ func TestGroupCommitItemErrors(t *testing.T) {
 	for r := range results {
 		switch r.ip {
 		case "10.0.0.77":
-			if r.err == nil || errors.Is(r.err, ErrAddressTaken) {
+			if r.err == nil || errors.Is(r.err, dhcp.ErrAddressTaken) {
 				t.Errorf("%s: err %v, want the store's error", r.ip, r.err)
 			}
 		case "10.0.0.50":
-			if !errors.Is(r.err, ErrAddressTaken) {
+			if !errors.Is(r.err, dhcp.ErrAddressTaken) {
 				t.Errorf("%s: err %v, want ErrAddressTaken", r.ip, r.err)
 			}
 		default:
@@ -190,7 +191,7 @@ func TestGroupCommitItemErrors(t *testing.T) {
 // ends is answered at once.
 func TestGroupCommitShutdown(t *testing.T) {
 	st := openSQLite(t, t.TempDir())
-	sl := NewStoreLeases(st, 0)
+	sl := NewLeases(st, 0)
 	sl.BatchWindow = 50 * time.Millisecond
 	sn := hammerSubnet(t)
 	ctx := context.Background()
@@ -234,12 +235,12 @@ func TestGroupCommitShutdown(t *testing.T) {
 	if _, err := sl.Commit(ctx, commitReq(sn, "10.0.0.200", 200)); !errors.Is(err, ErrLeasesClosed) {
 		t.Errorf("commit after Close: %v", err)
 	}
-	if _, err := sl.Lookup(ctx, sn.Name, Client{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 0}}); err != nil && !errors.Is(err, ErrNoLease) {
+	if _, err := sl.Lookup(ctx, sn.Name, dhcp.Client{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 0}}); err != nil && !errors.Is(err, dhcp.ErrNoLease) {
 		t.Errorf("lookup after Close: %v", err)
 	}
 
 	// A caller whose context has ended gets its error, not a wait.
-	sl2 := NewStoreLeases(st, 0)
+	sl2 := NewLeases(st, 0)
 	defer sl2.Close()
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
@@ -248,8 +249,8 @@ func TestGroupCommitShutdown(t *testing.T) {
 	}
 }
 
-func storedLease2(st store.Store, ip string) *Lease {
-	var l *Lease
+func storedLease2(st store.Store, ip string) *dhcp.Lease {
+	var l *dhcp.Lease
 	_ = st.View(context.Background(), func(tx store.Tx) error {
 		obj, err := tx.Get(context.Background(), LeaseKind, ip)
 		if err == nil {
@@ -264,20 +265,20 @@ func storedLease2(st store.Store, ip string) *Lease {
 // concurrent misses share reads.
 func TestStoreMachinesCache(t *testing.T) {
 	st := openSQLite(t, t.TempDir())
-	m := &StoreMachines{Store: st, CacheTTL: 200 * time.Millisecond}
+	m := &Machines{Store: st, CacheTTL: 200 * time.Millisecond}
 	ctx := context.Background()
-	if _, err := m.MachineByMAC(ctx, mac(macM)); !errors.Is(err, ErrUnknownMachine) {
+	if _, err := m.MachineByMAC(ctx, mac(macM)); !errors.Is(err, dhcp.ErrUnknownMachine) {
 		t.Fatalf("unknown MAC: %v", err)
 	}
 	createObject(t, st, "Machine", "web-1", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: macM, IP: "10.0.0.20"}}})
-	if _, err := m.MachineByMAC(ctx, mac(macM)); !errors.Is(err, ErrUnknownMachine) {
+	if _, err := m.MachineByMAC(ctx, mac(macM)); !errors.Is(err, dhcp.ErrUnknownMachine) {
 		t.Errorf("within the TTL the cached answer is reused: %v", err)
 	}
 	time.Sleep(250 * time.Millisecond)
 	if got, err := m.MachineByMAC(ctx, mac(macM)); err != nil || got.Name != "web-1" {
 		t.Errorf("after the TTL: %+v %v", got, err)
 	}
-	uncached := &StoreMachines{Store: st, CacheTTL: -1}
+	uncached := &Machines{Store: st, CacheTTL: -1}
 	var wg sync.WaitGroup
 	for i := range 50 {
 		wg.Add(1)
@@ -291,7 +292,7 @@ func TestStoreMachinesCache(t *testing.T) {
 			if i%2 == 0 && (err != nil || got.Name != "web-1" || got.IP != netip.MustParseAddr("10.0.0.20")) {
 				t.Errorf("%s: %+v %v", hw, got, err)
 			}
-			if i%2 == 1 && !errors.Is(err, ErrUnknownMachine) {
+			if i%2 == 1 && !errors.Is(err, dhcp.ErrUnknownMachine) {
 				t.Errorf("%s: %+v %v", hw, got, err)
 			}
 		}()
@@ -305,7 +306,7 @@ func TestStoreMachinesCache(t *testing.T) {
 // starts over) and the others of its batch are stored.
 func TestGroupCommitBatchedCreateTaken(t *testing.T) {
 	st := openSQLite(t, t.TempDir())
-	sl := NewStoreLeases(st, 0)
+	sl := NewLeases(st, 0)
 	sl.BatchWindow = 20 * time.Millisecond
 	defer sl.Close()
 	sn := hammerSubnet(t)
@@ -315,7 +316,7 @@ func TestGroupCommitBatchedCreateTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	exp := time.Now().Add(time.Hour)
-	obj, err := leaseObject(&Lease{IP: netip.MustParseAddr("10.0.0.33"), MAC: net.HardwareAddr{2, 9, 9, 9, 9, 9}, Subnet: sn.Name, State: resource.LeaseBound, ExpiresAt: exp}, nil)
+	obj, err := leaseObject(&dhcp.Lease{IP: netip.MustParseAddr("10.0.0.33"), MAC: net.HardwareAddr{2, 9, 9, 9, 9, 9}, Subnet: sn.Name, State: resource.LeaseBound, ExpiresAt: exp}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +341,7 @@ func TestGroupCommitBatchedCreateTaken(t *testing.T) {
 		ip := fmt.Sprintf("10.0.0.%d", 20+i)
 		l := storedLease(t, st, ip)
 		if ip == "10.0.0.33" {
-			if !errors.Is(err, ErrAddressTaken) || l == nil || l.MAC.String() != "02:09:09:09:09:09" {
+			if !errors.Is(err, dhcp.ErrAddressTaken) || l == nil || l.MAC.String() != "02:09:09:09:09:09" {
 				t.Errorf("%s, bound by another server: err %v, record %+v", ip, err, l)
 			}
 			continue

@@ -1,4 +1,4 @@
-package dhcp
+package dhcpstore
 
 import (
 	"context"
@@ -6,11 +6,12 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
-// Offers of a StoreLeases are held in memory, not in the store.
+// Offers of a dhcpstore.Leases are held in memory, not in the store.
 //
 // A DHCPOFFER writes nothing: the offered address is held for the client in a
 // per-server table (the hold ends at OfferRequest.Until, the server's OfferHold)
@@ -30,8 +31,8 @@ import (
 
 // hold is an offered address kept for a client.
 type hold struct {
-	l     *Lease    // the lease as offered (offered, or the client's bound lease extended)
-	until time.Time // the hold ends
+	l     *dhcp.Lease // the lease as offered (offered, or the client's bound lease extended)
+	until time.Time   // the hold ends
 	// base is the store token (*resource.Object) of the record the offer was
 	// decided on; nil when the address had no record. The REQUEST writes at it.
 	base any
@@ -50,7 +51,7 @@ func sameRecord(a, b any) bool {
 
 // liveHold returns the hold on ip if it has not ended at now (zero now: any
 // hold); an ended one is dropped. Callers hold s.mu.
-func (s *StoreLeases) liveHold(ip netip.Addr, now time.Time) *hold {
+func (s *Leases) liveHold(ip netip.Addr, now time.Time) *hold {
 	h := s.holds[ip]
 	if h == nil {
 		return nil
@@ -65,7 +66,7 @@ func (s *StoreLeases) liveHold(ip netip.Addr, now time.Time) *hold {
 // overlay puts a live hold over the record read from the store (cur, with token
 // tok): the address is held as offered. A hold decided on another version of the
 // record than the one read is stale (another server wrote since) and is dropped.
-func (s *StoreLeases) overlay(ip netip.Addr, cur *Lease, tok any, now time.Time) (*Lease, any) {
+func (s *Leases) overlay(ip netip.Addr, cur *dhcp.Lease, tok any, now time.Time) (*dhcp.Lease, any) {
 	h := s.liveHold(ip, now)
 	if h == nil {
 		return cur, tok
@@ -74,12 +75,12 @@ func (s *StoreLeases) overlay(ip netip.Addr, cur *Lease, tok any, now time.Time)
 		delete(s.holds, ip)
 		return cur, tok
 	}
-	return cloneLease(h.l), h
+	return dhcp.CloneLease(h.l), h
 }
 
 // pruneHolds drops the holds that have ended (offers not followed by a REQUEST),
 // at most every holdPruneEvery.
-func (s *StoreLeases) pruneHolds(now time.Time) {
+func (s *Leases) pruneHolds(now time.Time) {
 	if d := now.Sub(s.lastPrune); d >= 0 && d < holdPruneEvery && len(s.holds) < maxHoldsBeforePrune {
 		return
 	}
@@ -99,19 +100,19 @@ const (
 // offerTable is the leaseTable of an Offer: it reads the store (through the
 // holds) and writes holds only.
 type offerTable struct {
-	s          *StoreLeases
+	s          *Leases
 	now, until time.Time
 }
 
-func (t offerTable) get(ctx context.Context, ip netip.Addr) (*Lease, any, error) {
+func (t offerTable) Get(ctx context.Context, ip netip.Addr) (*dhcp.Lease, any, error) {
 	// The record is read even under a live hold: a hold another server's write
 	// made stale (it bound the address meanwhile, perhaps to this very client) is
 	// dropped here rather than keep the address from its holder.
-	var cur *Lease
+	var cur *dhcp.Lease
 	var tok any
 	err := t.s.st.View(ctx, func(tx store.Tx) error {
 		var err error
-		cur, tok, err = txTable{tx}.get(ctx, ip)
+		cur, tok, err = txTable{tx}.Get(ctx, ip)
 		return err
 	})
 	if err != nil {
@@ -121,27 +122,27 @@ func (t offerTable) get(ctx context.Context, ip netip.Addr) (*Lease, any, error)
 	return cur, tok, nil
 }
 
-func (t offerTable) create(_ context.Context, l *Lease) (any, error) {
+func (t offerTable) Create(_ context.Context, l *dhcp.Lease) (any, error) {
 	if t.s.liveHold(l.IP, t.now) != nil {
-		return nil, errTableExists
+		return nil, dhcp.ErrTableExists
 	}
-	h := &hold{l: cloneLease(l), until: t.until}
+	h := &hold{l: dhcp.CloneLease(l), until: t.until}
 	t.s.holds[l.IP] = h
 	return h, nil
 }
 
-func (t offerTable) update(_ context.Context, l *Lease, token any) (any, error) {
+func (t offerTable) Update(_ context.Context, l *dhcp.Lease, token any) (any, error) {
 	cur := t.s.liveHold(l.IP, t.now)
 	base := token
 	if h, ok := token.(*hold); ok {
 		if cur != nil && cur != h {
-			return nil, errTableConflict
+			return nil, dhcp.ErrTableConflict
 		}
 		base = h.base
 	} else if cur != nil {
-		return nil, errTableConflict // decided on the record, not on the hold over it
+		return nil, dhcp.ErrTableConflict // decided on the record, not on the hold over it
 	}
-	h := &hold{l: cloneLease(l), until: t.until, base: base}
+	h := &hold{l: dhcp.CloneLease(l), until: t.until, base: base}
 	t.s.holds[l.IP] = h
 	return h, nil
 }
@@ -151,13 +152,13 @@ func (t offerTable) update(_ context.Context, l *Lease, token any) (any, error) 
 // Writing at a hold writes at the record the offer was decided on; a write drops
 // the hold on its address.
 type heldTable struct {
-	leaseTable
-	s   *StoreLeases
+	dhcp.LeaseTable
+	s   *Leases
 	now time.Time // holds ended at now are not seen; zero: all are
 }
 
-func (t heldTable) get(ctx context.Context, ip netip.Addr) (*Lease, any, error) {
-	cur, tok, err := t.leaseTable.get(ctx, ip)
+func (t heldTable) Get(ctx context.Context, ip netip.Addr) (*dhcp.Lease, any, error) {
+	cur, tok, err := t.LeaseTable.Get(ctx, ip)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -165,29 +166,29 @@ func (t heldTable) get(ctx context.Context, ip netip.Addr) (*Lease, any, error) 
 	return cur, tok, nil
 }
 
-func (t heldTable) create(ctx context.Context, l *Lease) (any, error) {
-	tok, err := t.leaseTable.create(ctx, l)
+func (t heldTable) Create(ctx context.Context, l *dhcp.Lease) (any, error) {
+	tok, err := t.LeaseTable.Create(ctx, l)
 	if err == nil {
 		delete(t.s.holds, l.IP)
 	}
 	return tok, err
 }
 
-func (t heldTable) update(ctx context.Context, l *Lease, token any) (any, error) {
+func (t heldTable) Update(ctx context.Context, l *dhcp.Lease, token any) (any, error) {
 	var tok any
 	var err error
 	if h, ok := token.(*hold); ok {
 		if h.base == nil {
-			tok, err = t.leaseTable.create(ctx, l)
-			if errors.Is(err, errTableExists) {
+			tok, err = t.LeaseTable.Create(ctx, l)
+			if errors.Is(err, dhcp.ErrTableExists) {
 				// Another server created the record since the offer: decide again on it.
-				err = errTableConflict
+				err = dhcp.ErrTableConflict
 			}
 		} else {
-			tok, err = t.leaseTable.update(ctx, l, h.base)
+			tok, err = t.LeaseTable.Update(ctx, l, h.base)
 		}
 	} else {
-		tok, err = t.leaseTable.update(ctx, l, token)
+		tok, err = t.LeaseTable.Update(ctx, l, token)
 	}
 	if err == nil {
 		delete(t.s.holds, l.IP)
@@ -199,7 +200,7 @@ func (t heldTable) update(ctx context.Context, l *Lease, token any) (any, error)
 // another server's offer, or released an address it was only offered); ok false
 // when there is none or it covers the client's bound lease (the store has to be
 // asked).
-func (s *StoreLeases) dropHold(c Client, ip netip.Addr, now time.Time) bool {
+func (s *Leases) dropHold(c dhcp.Client, ip netip.Addr, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := s.liveHold(ip, time.Time{})
@@ -207,12 +208,12 @@ func (s *StoreLeases) dropHold(c Client, ip netip.Addr, now time.Time) bool {
 		return false
 	}
 	delete(s.holds, ip)
-	s.alloc.forget(ip)
+	s.alloc.Forget(ip)
 	if h.l.State != resource.LeaseOffered {
 		return false
 	}
-	released := cloneLease(h.l)
+	released := dhcp.CloneLease(h.l)
 	released.State, released.ExpiresAt = resource.LeaseReleased, now
-	s.alloc.learn(released)
+	s.alloc.Learn(released)
 	return true
 }

@@ -1,4 +1,4 @@
-package dhcp
+package dhcpstore
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"github.com/kilnhq/kiln/internal/store"
 )
 
-// DefaultMACIndexTTL is how long StoreMachines trusts its set of known MACs
+// DefaultMACIndexTTL is how long Machines trusts its set of known MACs
 // before it asks the store whether the machines' keys changed (one read of the
 // keys version; the set is reloaded only when that changed). Changes made through
 // this process are seen at once.
