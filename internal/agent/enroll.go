@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto"
@@ -26,9 +25,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -840,114 +837,4 @@ func (t *MTLSTransport) RunRenewal(ctx context.Context, log *slog.Logger) error 
 func CmdlineEnrollment(cmdline string) (server, caFingerprint, token string) {
 	c := ParseCmdline(cmdline)
 	return c["kiln.server"], c["kiln.ca_fingerprint"], c["kiln.token"]
-}
-
-// CollectFacts reports what this Linux host is: hostname, interfaces with their MACs
-// (and the one it netbooted from, from BOOTIF=), memory, CPUs, architecture, kernel,
-// OS and DMI identity. What cannot be read is left out.
-func CollectFacts() map[string]any {
-	f := map[string]any{"cpus": runtime.NumCPU(), "arch": unameArch()}
-	if h, err := os.Hostname(); err == nil {
-		f["hostname"] = h
-	}
-	var ifs []any
-	if list, err := net.Interfaces(); err == nil {
-		for _, i := range list {
-			if i.Flags&net.FlagLoopback != 0 || len(i.HardwareAddr) != 6 {
-				continue
-			}
-			e := map[string]any{"name": i.Name, "mac": i.HardwareAddr.String()}
-			if addrs, err := i.Addrs(); err == nil {
-				var as []any
-				for _, a := range addrs {
-					as = append(as, a.String())
-				}
-				if len(as) > 0 {
-					e["addresses"] = as
-				}
-			}
-			ifs = append(ifs, e)
-		}
-	}
-	if len(ifs) > 0 {
-		f["interfaces"] = ifs
-	}
-	if b, err := os.ReadFile("/proc/cmdline"); err == nil {
-		if m := ParseCmdline(string(b)).BootMAC(); m != "" {
-			f["boot_mac"] = m
-		}
-	}
-	if mb := memTotalMB(); mb > 0 {
-		f["memory_mb"] = mb
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		f["kernel"] = strings.TrimSpace(string(b))
-	}
-	if osr := osRelease(); len(osr) > 0 {
-		f["os"] = osr
-	}
-	dmi := map[string]any{}
-	for key, file := range map[string]string{"vendor": "sys_vendor", "product": "product_name", "serial": "product_serial",
-		"uuid": "product_uuid", "board_vendor": "board_vendor", "bios_version": "bios_version"} {
-		if b, err := os.ReadFile("/sys/class/dmi/id/" + file); err == nil {
-			if v := strings.TrimSpace(string(b)); v != "" {
-				dmi[key] = v
-			}
-		}
-	}
-	if len(dmi) > 0 {
-		f["dmi"] = dmi
-	}
-	return f
-}
-
-func unameArch() string {
-	switch runtime.GOARCH {
-	case "amd64":
-		return "x86_64"
-	case "arm64":
-		return "arm64"
-	}
-	return runtime.GOARCH
-}
-
-func memTotalMB() int64 {
-	fh, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer fh.Close()
-	sc := bufio.NewScanner(fh)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) >= 2 && fs[0] == "MemTotal:" {
-			kb, _ := strconv.ParseInt(fs[1], 10, 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
-func osRelease() map[string]any {
-	b, err := os.ReadFile("/etc/os-release")
-	if err != nil {
-		return nil
-	}
-	out := map[string]any{}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			continue
-		}
-		v = strings.Trim(v, `"'`)
-		switch k {
-		case "ID":
-			out["id"] = v
-		case "VERSION_ID":
-			out["version"] = v
-		case "PRETTY_NAME":
-			out["name"] = v
-		}
-	}
-	return out
 }
