@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/atomicfile"
 )
 
@@ -115,19 +116,6 @@ func (c *certSource) set(cert tls.Certificate) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.cert = cert
-}
-
-// EnrollResponse is Kiln's answer to POST /enroll and /agent/v1/renew.
-type EnrollResponse struct {
-	Machine       string    `json:"machine"`
-	Certificate   string    `json:"certificate"`
-	CAChain       string    `json:"caChain"`
-	CAFingerprint string    `json:"caFingerprint"`
-	Serial        string    `json:"serial"`
-	NotAfter      time.Time `json:"notAfter"`
-	RenewAfter    time.Time `json:"renewAfter"`
-	// BoundConnection: the connection enrolled on now speaks for the machine.
-	BoundConnection bool `json:"boundConnection,omitempty"`
 }
 
 // ServerError is an error answer from Kiln.
@@ -366,10 +354,10 @@ func EnrollSession(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 		return nil, err
 	}
 	client := &http.Client{Transport: conn.transport}
-	body, _ := json.Marshal(map[string]any{"token": opts.Token, "csr": csr, "facts": facts})
-	var resp EnrollResponse
+	body, _ := json.Marshal(agentwire.EnrollRequest{Token: opts.Token, CSR: csr, Facts: facts})
+	var resp agentwire.EnrollResponse
 	id, err := func() (*Identity, error) {
-		if err := postEnrollJSON(ctx, client, u.String()+"/enroll", body, &resp); err != nil {
+		if err := postEnrollJSON(ctx, client, u.String()+agentwire.EnrollPath, body, &resp); err != nil {
 			return nil, fmt.Errorf("enroll with %s: %w", u.Host, err)
 		}
 		return identityFrom(opts.Dir, u.String(), key, &resp, fp)
@@ -471,7 +459,7 @@ func postEnrollJSON(ctx context.Context, c *http.Client, u string, body []byte, 
 
 // identityFrom checks Kiln's answer: the certificate is for our key, issued by the
 // pinned CA, and the CA chain is the pinned one.
-func identityFrom(dir, server string, key crypto.Signer, r *EnrollResponse, fp string) (*Identity, error) {
+func identityFrom(dir, server string, key crypto.Signer, r *agentwire.EnrollResponse, fp string) (*Identity, error) {
 	cb, _ := pem.Decode([]byte(r.Certificate))
 	if cb == nil {
 		return nil, errors.New("enroll: the answer has no certificate")
@@ -676,9 +664,9 @@ func (id *Identity) Renew(ctx context.Context) (*Identity, error) {
 	}
 	c := id.HTTPClient(60 * time.Second)
 	defer c.CloseIdleConnections()
-	body, _ := json.Marshal(map[string]string{"csr": csr})
-	var resp EnrollResponse
-	if err := postEnrollJSON(ctx, c, strings.TrimRight(id.Server, "/")+"/agent/v1/renew", body, &resp); err != nil {
+	body, _ := json.Marshal(agentwire.RenewRequest{CSR: csr})
+	var resp agentwire.EnrollResponse
+	if err := postEnrollJSON(ctx, c, strings.TrimRight(id.Server, "/")+agentwire.RenewPath, body, &resp); err != nil {
 		return nil, fmt.Errorf("renew: %w", err)
 	}
 	next, err := identityFrom(id.Dir, id.Server, key, &resp, id.CAFingerprint)

@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/kilnhq/kiln/internal/agent"
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/api"
 	"github.com/kilnhq/kiln/internal/apitoken"
 	"github.com/kilnhq/kiln/internal/atomicfile"
@@ -558,5 +558,9 @@ func checkObject(o *resource.Object) error {
 	if err != nil {
 		return err
 	}
-	return agent.CheckTemplate(spec)
+	actions := make([]agentwire.Action, len(spec.Actions))
+	for i, a := range spec.Actions {
+		actions[i] = agentwire.Action{Name: a.Name, Type: a.Type, Args: a.Args}
+	}
+	return agentwire.CheckActions(actions)
 }

@@ -7,19 +7,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
 // Report is what the agent says about one action.
-type Report struct {
-	State    string    `json:"state"` // running, succeeded, failed
-	Attempt  int       `json:"attempt,omitempty"`
-	Progress *Progress `json:"progress,omitempty"`
-	Message  string    `json:"message,omitempty"`
-	Log      []string  `json:"log,omitempty"`
-}
+type Report = agentwire.Report
 
 // LogEventType is the event type of agent log lines (`kiln logs machine`).
 const LogEventType = "AgentLog"

@@ -18,66 +18,40 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
-// States of workflows and actions.
+// States of workflows and actions: the agent reads them, so agentwire defines them.
 const (
-	Pending   = "pending"
-	Running   = "running"
-	Succeeded = "succeeded"
-	Failed    = "failed"
-	TimedOut  = "timed-out"
+	Pending   = agentwire.Pending
+	Running   = agentwire.Running
+	Succeeded = agentwire.Succeeded
+	Failed    = agentwire.Failed
+	TimedOut  = agentwire.TimedOut
 )
 
 // Final reports whether a state is terminal.
-func Final(s string) bool { return s == Succeeded || s == Failed || s == TimedOut }
+func Final(s string) bool { return agentwire.Final(s) }
 
 // DefaultWorkflowTimeout applies when a template sets none.
 const DefaultWorkflowTimeout = 2 * time.Hour
 
 // DefaultActionTimeout applies when an action sets none.
-const DefaultActionTimeout = 30 * time.Minute
+const DefaultActionTimeout = agentwire.DefaultActionTimeout
 
 // MaxLogLines is how many of an action's last log lines the status keeps.
 const MaxLogLines = 20
 
-// Progress of a long action (image2disk).
-type Progress struct {
-	Bytes   int64   `json:"bytes"`
-	Total   int64   `json:"total,omitempty"`
-	Percent float64 `json:"percent,omitempty"`
-}
-
-// ActionStatus is one action's rendered form and state.
-type ActionStatus struct {
-	Name       string         `json:"name"`
-	Type       string         `json:"type"`
-	Timeout    string         `json:"timeout"`
-	Retries    int            `json:"retries,omitempty"`
-	Args       map[string]any `json:"args,omitempty"`
-	State      string         `json:"state"`
-	Attempts   int            `json:"attempts,omitempty"`
-	StartedAt  *time.Time     `json:"startedAt,omitempty"`
-	FinishedAt *time.Time     `json:"finishedAt,omitempty"`
-	Progress   *Progress      `json:"progress,omitempty"`
-	Message    string         `json:"message,omitempty"`
-	Log        []string       `json:"log,omitempty"`
-}
-
-// Status is a Workflow object's status.
-type Status struct {
-	State      string         `json:"state"`
-	Current    string         `json:"currentAction,omitempty"`
-	Timeout    string         `json:"timeout"`
-	CreatedAt  time.Time      `json:"createdAt"`
-	StartedAt  *time.Time     `json:"startedAt,omitempty"`
-	FinishedAt *time.Time     `json:"finishedAt,omitempty"`
-	Message    string         `json:"message,omitempty"`
-	Actions    []ActionStatus `json:"actions"`
-}
+// A workflow's status is what the agent reads of it: the types are agentwire's.
+type (
+	Progress     = agentwire.Progress
+	ActionStatus = agentwire.ActionStatus
+	// Status is a Workflow object's status.
+	Status = agentwire.WorkflowStatus
+)
 
 // Engine creates workflows and applies agent reports.
 type Engine struct {
