@@ -18,41 +18,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/httpjson"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
-// EnrollRequest is the body of POST /enroll.
-type EnrollRequest struct {
-	// Token is the join token. Empty only when registration by MAC is switched on.
-	Token string `json:"token,omitempty"`
-	// CSR is a PEM certificate request: the agent's public key, signed by its private
-	// key, which never leaves the machine. See csr.go for what its names may say.
-	CSR string `json:"csr"`
-	// Facts are what the agent reports about the machine (see FactMACs for the MACs).
-	Facts map[string]any `json:"facts,omitempty"`
+// EnrollRequest is the body of POST /enroll; agentwire defines it for both sides.
+type EnrollRequest = agentwire.EnrollRequest
 
-	// channel is the channel binding of the connection the request came on (set by
-	// the HTTP handler), for a CSR that carries one.
-	channel []byte
-}
-
-// EnrollResponse carries the issued certificate.
+// EnrollResponse is the answer to POST /enroll: agentwire's (the JSON the agent
+// reads), with what the server keeps about the issue for binding the connection.
 type EnrollResponse struct {
-	Machine       string    `json:"machine"`
-	Certificate   string    `json:"certificate"` // PEM
-	CAChain       string    `json:"caChain"`     // PEM: Kiln's CA, then its issuers if imported
-	CAFingerprint string    `json:"caFingerprint"`
-	Serial        string    `json:"serial"`
-	NotAfter      time.Time `json:"notAfter"`
-	// RenewAfter is when the agent should renew: at two thirds of the lifetime.
-	RenewAfter time.Time `json:"renewAfter"`
-	// BoundConnection: the connection the agent enrolled on now speaks for the machine
-	// (see connbind.go); false: the agent must open a new connection with the
-	// certificate.
-	BoundConnection bool `json:"boundConnection,omitempty"`
+	agentwire.EnrollResponse
 
 	issued *issued
 	// channelBound: the CSR carried the request connection's channel binding.
@@ -179,7 +158,10 @@ func FactMACs(facts map[string]any) []string {
 
 // enrollment is one enrollment in progress.
 type enrollment struct {
-	req       *EnrollRequest
+	req *EnrollRequest
+	// channel is the channel binding of the connection the request came on (set by
+	// the HTTP handler), for a CSR that carries one.
+	channel   []byte
 	remote    netip.Addr
 	now       time.Time
 	claims    *Claims // nil: registration by MAC
@@ -198,8 +180,14 @@ type enrollment struct {
 // its certificate; remote is the request's source address. A refusal is a *Refusal;
 // nothing is issued or consumed then, and the caller records it (RecordRefusal).
 func (s *Server) Enroll(ctx context.Context, req *EnrollRequest, remote netip.Addr) (*EnrollResponse, error) {
+	return s.enrollOnChannel(ctx, req, nil, remote)
+}
+
+// enrollOnChannel is Enroll for a request that came on a connection whose channel
+// binding is channel (nil: unknown).
+func (s *Server) enrollOnChannel(ctx context.Context, req *EnrollRequest, channel []byte, remote netip.Addr) (*EnrollResponse, error) {
 	start := time.Now()
-	resp, err := s.enroll(ctx, req, remote)
+	resp, err := s.enroll(ctx, req, channel, remote)
 	if s.OnEnroll != nil {
 		outcome := "issued"
 		var ref *Refusal
@@ -214,8 +202,8 @@ func (s *Server) Enroll(ctx context.Context, req *EnrollRequest, remote netip.Ad
 	return resp, err
 }
 
-func (s *Server) enroll(ctx context.Context, req *EnrollRequest, remote netip.Addr) (*EnrollResponse, error) {
-	e := &enrollment{req: req, remote: remote.Unmap(), now: s.now()}
+func (s *Server) enroll(ctx context.Context, req *EnrollRequest, channel []byte, remote netip.Addr) (*EnrollResponse, error) {
+	e := &enrollment{req: req, channel: channel, remote: remote.Unmap(), now: s.now()}
 	if req.Facts == nil {
 		req.Facts = map[string]any{}
 	}
@@ -427,7 +415,7 @@ func (e *enrollment) checkChannel() error {
 	if e.csr.channel == nil {
 		return nil
 	}
-	if e.req.channel == nil || subtle.ConstantTimeCompare(e.csr.channel, e.req.channel) != 1 {
+	if e.channel == nil || subtle.ConstantTimeCompare(e.csr.channel, e.channel) != 1 {
 		return csrErr("its TLS channel binding is not that of this connection: a CSR made for another connection (replayed or relayed) is refused")
 	}
 	return nil
@@ -856,10 +844,10 @@ func (s *Server) issue(ctx context.Context, tx store.Tx, e *enrollment, b *bindi
 }
 
 func (s *Server) response(c *issued, now time.Time) *EnrollResponse {
-	return &EnrollResponse{
+	return &EnrollResponse{EnrollResponse: agentwire.EnrollResponse{
 		Machine: c.name, Certificate: certPEM(c.der), CAChain: string(s.ca.chainPEM), CAFingerprint: s.ca.fingerprint,
-		Serial: c.serial, NotAfter: c.notAfter, RenewAfter: now.Add(c.notAfter.Sub(now) * 2 / 3), issued: c,
-	}
+		Serial: c.serial, NotAfter: c.notAfter, RenewAfter: now.Add(c.notAfter.Sub(now) * 2 / 3),
+	}, issued: c}
 }
 
 // commitByMAC enrolls a machine on its MAC alone (RegisterByMAC): it must be a known
@@ -968,8 +956,9 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req EnrollRequest
+	var channel []byte
 	if cb, err := r.TLS.ExportKeyingMaterial(ChannelBindingLabel, nil, channelBindingBytes); err == nil {
-		req.channel = cb
+		channel = cb
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -982,7 +971,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		fail(refuse(http.StatusBadRequest, "malformed JSON: data after the request object"))
 		return
 	}
-	resp, err := s.Enroll(r.Context(), &req, remote)
+	resp, err := s.enrollOnChannel(r.Context(), &req, channel, remote)
 	if err != nil {
 		var ref *Refusal
 		if errors.As(err, &ref) {

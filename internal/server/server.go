@@ -351,7 +351,7 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 	ss.RegisterAgent(mux, en.AgentAuth)
 	agentMux := http.NewServeMux()
 	(&workflow.AgentAPI{Engine: wfe, Identity: en.Identity, Logger: s.log}).Register(agentMux)
-	mux.Handle("/agent/v1/", en.AgentAuth(agentMux))
+	mux.Handle(agentwire.AgentPrefix, en.AgentAuth(agentMux))
 	s.secrets.RotationHooks = append(s.secrets.RotationHooks, en.ResealHook)
 	s.udpServers = append(s.udpServers, func(ctx context.Context) error { return en.Run(ctx, time.Hour) })
 	s.enroll = en
