@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -283,9 +284,7 @@ func TokenIssuer(token string) string {
 // Enroll enrolls this machine with Kiln and stores its identity in opts.Dir. Without
 // opts.Server it uses the server URL written in the token.
 func Enroll(ctx context.Context, opts EnrollOptions) (*Identity, error) {
-	if opts.Dir == "" {
-		opts.Dir = DefaultDir
-	}
+	opts.Dir = cmp.Or(opts.Dir, DefaultDir)
 	if err := secureDir(opts.Dir); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"cmp"
 	"net"
 	"os"
 	"path/filepath"
@@ -164,13 +165,9 @@ func blockDisks(sys *System) []Disk {
 		sectors, _ := sysInt(filepath.Join(dir, "size"))
 		d := Disk{Name: name, Path: "/dev/" + name, SizeBytes: sectors * 512}
 		d.Model = readTrim(filepath.Join(dir, "device", "model"))
-		d.Serial = readTrim(filepath.Join(dir, "device", "serial"))
-		if d.Serial == "" {
-			d.Serial = readTrim(filepath.Join(dir, "serial")) // virtio-blk
-		}
-		if d.Serial == "" {
-			d.Serial = readTrim(filepath.Join(dir, "device", "wwid"))
-		}
+		d.Serial = cmp.Or(readTrim(filepath.Join(dir, "device", "serial")),
+			readTrim(filepath.Join(dir, "serial")), // virtio-blk
+			readTrim(filepath.Join(dir, "device", "wwid")))
 		if r, ok := sysInt(filepath.Join(dir, "queue", "rotational")); ok {
 			d.Rotational = r == 1
 		}

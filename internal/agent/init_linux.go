@@ -9,7 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -182,7 +182,7 @@ func bringUpBootNIC(log *slog.Logger, bootMAC string) (string, error) {
 				}
 			}
 		}
-		sort.Strings(candidates)
+		slices.Sort(candidates)
 	}
 	if len(candidates) == 0 {
 		return "", fmt.Errorf("no NIC has a link (%d NICs)", len(nics))

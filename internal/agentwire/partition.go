@@ -1,6 +1,7 @@
 package agentwire
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -225,10 +226,7 @@ func PlanGPT(specs []PartitionSpec, diskBytes int64, sectorSize int) (*GPTLayout
 				}
 			}
 		}
-		typ := s.Type
-		if typ == "" {
-			typ = "linux"
-		}
+		typ := cmp.Or(s.Type, "linux")
 		if alias, ok := PartitionTypes[strings.ToLower(typ)]; ok {
 			typ = alias
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,12 +44,8 @@ func (e *Engine) Apply(ctx context.Context, machine, workflowName, action string
 		if Final(st.State) {
 			return fmt.Errorf("%w: workflow %q is already %s", ErrBadReport, workflowName, st.State)
 		}
-		idx := -1
-		for i := range st.Actions {
-			if st.Actions[i].Name == action {
-				idx = i
-			}
-		}
+		// Action names are unique in a template (TemplateSpec.Validate).
+		idx := slices.IndexFunc(st.Actions, func(a ActionStatus) bool { return a.Name == action })
 		if idx < 0 {
 			return fmt.Errorf("%w: workflow %q has no action %q", ErrBadReport, workflowName, action)
 		}

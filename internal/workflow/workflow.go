@@ -10,6 +10,7 @@ package workflow
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -196,9 +197,7 @@ func (e *Engine) renderData(ctx context.Context, tx store.Tx, m *resource.Object
 		i := ms.Interfaces[0]
 		d.Machine.MAC, d.Machine.IP, d.Machine.Hostname = i.MAC, i.IP, i.Hostname
 	}
-	if d.Machine.Hostname == "" {
-		d.Machine.Hostname = m.Metadata.Name
-	}
+	d.Machine.Hostname = cmp.Or(d.Machine.Hostname, m.Metadata.Name)
 	// Every artifact an action names (args.image, args.artifact) is resolved here, so
 	// the agent gets a URL and the sha256 to check while it writes.
 	for _, a := range ts.Actions {
@@ -236,11 +235,7 @@ func (e *Engine) renderData(ctx context.Context, tx store.Tx, m *resource.Object
 // Render turns a template into a workflow status with every action's arguments
 // rendered. An argument that does not render is an error naming the action and field.
 func Render(templateName string, ts *resource.TemplateSpec, data RenderData, now time.Time) (*Status, error) {
-	timeout := ts.Timeout
-	if timeout == "" {
-		timeout = DefaultWorkflowTimeout.String()
-	}
-	st := &Status{State: Pending, Timeout: timeout, CreatedAt: now}
+	st := &Status{State: Pending, Timeout: cmp.Or(ts.Timeout, DefaultWorkflowTimeout.String()), CreatedAt: now}
 	for i, a := range ts.Actions {
 		path := fmt.Sprintf("template %q: spec.actions[%d] (%s)", templateName, i, a.Name)
 		args, err := renderValue(path+".args", a.Args, data)
@@ -261,11 +256,7 @@ func Render(templateName string, ts *resource.TemplateSpec, data RenderData, now
 				}
 			}
 		}
-		to := a.Timeout
-		if to == "" {
-			to = DefaultActionTimeout.String()
-		}
-		st.Actions = append(st.Actions, ActionStatus{Name: a.Name, Type: a.Type, Timeout: to, Retries: a.Retries, Args: am, State: Pending})
+		st.Actions = append(st.Actions, ActionStatus{Name: a.Name, Type: a.Type, Timeout: cmp.Or(a.Timeout, DefaultActionTimeout.String()), Retries: a.Retries, Args: am, State: Pending})
 	}
 	return st, nil
 }
