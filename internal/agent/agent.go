@@ -28,7 +28,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kilnhq/kiln/internal/workflow"
+	"github.com/kilnhq/kiln/internal/agentwire"
 )
 
 // ActionFunc runs one attempt of an action. It returns nil on success; an error
@@ -152,16 +152,16 @@ func (a *Agent) RunWorkflow(ctx context.Context) (found bool, err error) {
 		}
 	}
 	log := a.Logger.With("workflow", wf.Name)
-	if workflow.Final(wf.Status.State) {
+	if agentwire.Final(wf.Status.State) {
 		return true, nil
 	}
 	log.Info("workflow", "state", wf.Status.State, "actions", len(wf.Status.Actions))
 	for _, act := range wf.Status.Actions {
 		switch {
-		case act.State == workflow.Succeeded:
+		case act.State == agentwire.Succeeded:
 			log.Info("action already succeeded; skipping", "action", act.Name)
 			continue
-		case workflow.Final(act.State):
+		case agentwire.Final(act.State):
 			log.Info("action is final; workflow over", "action", act.Name, "state", act.State)
 			return true, nil
 		}
@@ -186,7 +186,7 @@ func (a *Agent) RunWorkflow(ctx context.Context) (found bool, err error) {
 			return true, fmt.Errorf("report action %s: %w", act.Name, err)
 		}
 		log.Info("action finished", "action", act.Name, "state", rep.State, "attempt", rep.Attempt, "message", rep.Message)
-		if rep.State != workflow.Succeeded {
+		if rep.State != agentwire.Succeeded {
 			return true, nil
 		}
 		if after != nil {
@@ -203,23 +203,23 @@ var errActionTimeout = errors.New("action timed out")
 
 // runAction runs an action's attempts and returns its final report. err is set only
 // when there is nothing to report: the agent is stopping or the server moved on.
-func (a *Agent) runAction(ctx context.Context, wfName string, act workflow.ActionStatus) (workflow.Report, func() error, error) {
+func (a *Agent) runAction(ctx context.Context, wfName string, act agentwire.ActionStatus) (agentwire.Report, func() error, error) {
 	log := a.Logger.With("workflow", wfName, "action", act.Name, "type", act.Type)
 	timeout, err := time.ParseDuration(act.Timeout)
 	if err != nil || timeout <= 0 {
-		timeout = workflow.DefaultActionTimeout
+		timeout = agentwire.DefaultActionTimeout
 	}
 	fn := a.Actions[act.Type]
 	// Attempts go on from what the server saw: an agent that restarted mid-action
 	// runs it again as the next attempt, and gets at least that one.
 	first := 1
-	if act.State == workflow.Running {
+	if act.State == agentwire.Running {
 		first = act.Attempts + 1
 	}
 	last := max(act.Retries+1, first)
 	for attempt := first; ; attempt++ {
-		if err := a.api.reportReliably(ctx, wfName, act.Name, workflow.Report{State: workflow.Running, Attempt: attempt}); err != nil {
-			return workflow.Report{}, nil, err
+		if err := a.api.reportReliably(ctx, wfName, act.Name, agentwire.Report{State: agentwire.Running, Attempt: attempt}); err != nil {
+			return agentwire.Report{}, nil, err
 		}
 		log.Info("action started", "attempt", attempt, "of", last, "timeout", timeout)
 		env := &Env{System: a.System, Workflow: wfName, Action: act.Name, Type: act.Type, Attempt: attempt,
@@ -232,27 +232,27 @@ func (a *Agent) runAction(ctx context.Context, wfName string, act workflow.Actio
 			runErr = a.attempt(ctx, env, fn, Args(act.Args), timeout, wfName, act.Name)
 		}
 		if ctx.Err() != nil {
-			return workflow.Report{}, nil, context.Cause(ctx)
+			return agentwire.Report{}, nil, context.Cause(ctx)
 		}
 		if errors.Is(runErr, ErrMovedOn) {
-			return workflow.Report{}, nil, runErr
+			return agentwire.Report{}, nil, runErr
 		}
 		logs := env.rep.takeLogs(-1)
 		// Log lines beyond one report's share go first, in order.
 		for len(logs) > maxLogBatch {
 			batch := logs[:maxLogBatch]
 			logs = logs[maxLogBatch:]
-			if err := a.api.reportReliably(ctx, wfName, act.Name, workflow.Report{State: workflow.Running, Attempt: attempt, Log: batch}); err != nil {
-				return workflow.Report{}, nil, err
+			if err := a.api.reportReliably(ctx, wfName, act.Name, agentwire.Report{State: agentwire.Running, Attempt: attempt, Log: batch}); err != nil {
+				return agentwire.Report{}, nil, err
 			}
 		}
-		rep := workflow.Report{Attempt: attempt, Log: logs, Progress: env.rep.lastProgress()}
+		rep := agentwire.Report{Attempt: attempt, Log: logs, Progress: env.rep.lastProgress()}
 		if runErr == nil {
-			rep.State, rep.Message = workflow.Succeeded, env.message
+			rep.State, rep.Message = agentwire.Succeeded, env.message
 			return rep, env.after, nil
 		}
 		log.Warn("action attempt failed", "attempt", attempt, "of", last, "err", runErr)
-		rep.State, rep.Message = workflow.Failed, runErr.Error()
+		rep.State, rep.Message = agentwire.Failed, runErr.Error()
 		if attempt >= last || errors.Is(runErr, errPermanent) {
 			if attempt > 1 {
 				rep.Message = fmt.Sprintf("attempt %d of %d: %s", attempt, last, runErr)
@@ -260,14 +260,14 @@ func (a *Agent) runAction(ctx context.Context, wfName string, act workflow.Actio
 			return rep, nil, nil
 		}
 		d := a.RetryBackoff.Delay(attempt - first + 1)
-		rep.State = workflow.Running
+		rep.State = agentwire.Running
 		rep.Log = append(rep.Log, truncateLine(fmt.Sprintf("attempt %d failed: %v; retrying in %s", attempt, runErr, d.Round(time.Millisecond))))
 		rep.Message = fmt.Sprintf("attempt %d failed: %v", attempt, runErr)
 		if err := a.api.reportReliably(ctx, wfName, act.Name, rep); err != nil {
-			return workflow.Report{}, nil, err
+			return agentwire.Report{}, nil, err
 		}
 		if err := sleepCtx(ctx, d); err != nil {
-			return workflow.Report{}, nil, err
+			return agentwire.Report{}, nil, err
 		}
 	}
 }
@@ -344,7 +344,7 @@ func (a *Agent) stream(ctx context.Context, cancel context.CancelCauseFunc, env 
 			continue
 		}
 		lastSent = time.Now()
-		err := a.api.report(ctx, wfName, action, workflow.Report{State: workflow.Running, Attempt: env.Attempt, Progress: prog, Log: logs})
+		err := a.api.report(ctx, wfName, action, agentwire.Report{State: agentwire.Running, Attempt: env.Attempt, Progress: prog, Log: logs})
 		switch {
 		case err == nil:
 		case errors.Is(err, ErrMovedOn):
@@ -363,9 +363,9 @@ func (a *Agent) stream(ctx context.Context, cancel context.CancelCauseFunc, env 
 // pendingReport is a final report not yet delivered, kept on disk so that an agent
 // restart re-sends it rather than redoing the action.
 type pendingReport struct {
-	Workflow string          `json:"workflow"`
-	Action   string          `json:"action"`
-	Report   workflow.Report `json:"report"`
+	Workflow string           `json:"workflow"`
+	Action   string           `json:"action"`
+	Report   agentwire.Report `json:"report"`
 }
 
 func (a *Agent) pendingPath() string {
@@ -375,7 +375,7 @@ func (a *Agent) pendingPath() string {
 	return filepath.Join(a.Dir, "pending-report.json")
 }
 
-func (a *Agent) savePending(wf, action string, r workflow.Report) {
+func (a *Agent) savePending(wf, action string, r agentwire.Report) {
 	p := a.pendingPath()
 	if p == "" {
 		return
@@ -400,7 +400,7 @@ func (a *Agent) clearPending() {
 
 // deliverPending sends a result left by an earlier run of the agent, if it belongs
 // to this workflow and the server does not have it yet.
-func (a *Agent) deliverPending(ctx context.Context, wf *workflow.WorkflowResponse) (bool, error) {
+func (a *Agent) deliverPending(ctx context.Context, wf *agentwire.WorkflowResponse) (bool, error) {
 	p := a.pendingPath()
 	if p == "" {
 		return false, nil
@@ -418,7 +418,7 @@ func (a *Agent) deliverPending(ctx context.Context, wf *workflow.WorkflowRespons
 		if act.Name != pr.Action {
 			continue
 		}
-		if workflow.Final(act.State) {
+		if agentwire.Final(act.State) {
 			break
 		}
 		a.Logger.Info("delivering a result held from before a restart", "workflow", pr.Workflow, "action", pr.Action, "state", pr.Report.State)
@@ -561,7 +561,7 @@ type reporter struct {
 	mu       sync.Mutex
 	logs     []string
 	dropped  int
-	progress *workflow.Progress
+	progress *agentwire.Progress
 	dirty    bool
 }
 
@@ -606,7 +606,7 @@ func (r *reporter) putBackLogs(lines []string) {
 }
 
 func (r *reporter) setProgress(done, total int64) {
-	p := &workflow.Progress{Bytes: done, Total: total}
+	p := &agentwire.Progress{Bytes: done, Total: total}
 	if total > 0 {
 		p.Percent = float64(int(float64(done)*1000/float64(total))) / 10
 	}
@@ -615,7 +615,7 @@ func (r *reporter) setProgress(done, total int64) {
 	r.mu.Unlock()
 }
 
-func (r *reporter) progressIfChanged() (*workflow.Progress, bool) {
+func (r *reporter) progressIfChanged() (*agentwire.Progress, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.dirty {
@@ -631,7 +631,7 @@ func (r *reporter) markProgressDirty() {
 	r.mu.Unlock()
 }
 
-func (r *reporter) lastProgress() *workflow.Progress {
+func (r *reporter) lastProgress() *agentwire.Progress {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.progress
@@ -660,7 +660,7 @@ func RunLocal(ctx context.Context, sys *System, typ string, args Args, timeout t
 		log = slog.New(slog.DiscardHandler)
 	}
 	if timeout <= 0 {
-		timeout = workflow.DefaultActionTimeout
+		timeout = agentwire.DefaultActionTimeout
 	}
 	env := &Env{System: sys, Action: typ, Type: typ, Attempt: 1, logger: log, rep: &reporter{}}
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errActionTimeout)

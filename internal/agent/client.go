@@ -10,11 +10,10 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
-	"github.com/kilnhq/kiln/internal/workflow"
+	"github.com/kilnhq/kiln/internal/agentwire"
 )
 
 // Transport is how the agent reaches Kiln: an HTTP client that presents the
@@ -198,11 +197,11 @@ func (c *apiClient) reliably(ctx context.Context, what string, f func() error) e
 }
 
 // workflow fetches the current workflow; nil when there is none.
-func (c *apiClient) workflow(ctx context.Context) (*workflow.WorkflowResponse, error) {
-	var wf workflow.WorkflowResponse
+func (c *apiClient) workflow(ctx context.Context) (*agentwire.WorkflowResponse, error) {
+	var wf agentwire.WorkflowResponse
 	var found bool
 	err := c.reliably(ctx, "get workflow", func() (err error) {
-		found, err = c.call(ctx, http.MethodGet, "/agent/v1/workflow", nil, &wf)
+		found, err = c.call(ctx, http.MethodGet, agentwire.WorkflowPath, nil, &wf)
 		return err
 	})
 	if err != nil || !found {
@@ -217,14 +216,14 @@ func (c *apiClient) workflow(ctx context.Context) (*workflow.WorkflowResponse, e
 // facts sends the machine's facts.
 func (c *apiClient) facts(ctx context.Context, f map[string]any) error {
 	return c.reliably(ctx, "send facts", func() error {
-		_, err := c.call(ctx, http.MethodPost, "/agent/v1/facts", f, nil)
+		_, err := c.call(ctx, http.MethodPost, agentwire.FactsPath, f, nil)
 		return err
 	})
 }
 
 // report sends one report once; a 409 or 404 is ErrMovedOn.
-func (c *apiClient) report(ctx context.Context, wf, action string, r workflow.Report) error {
-	path := "/agent/v1/workflows/" + url.PathEscape(wf) + "/actions/" + url.PathEscape(action)
+func (c *apiClient) report(ctx context.Context, wf, action string, r agentwire.Report) error {
+	path := agentwire.ActionReportPath(wf, action)
 	_, err := c.call(ctx, http.MethodPost, path, r, nil)
 	var he *HTTPError
 	if errors.As(err, &he) && (he.Code == http.StatusConflict || he.Code == http.StatusNotFound) {
@@ -234,6 +233,6 @@ func (c *apiClient) report(ctx context.Context, wf, action string, r workflow.Re
 }
 
 // reportReliably sends a report until the server has it.
-func (c *apiClient) reportReliably(ctx context.Context, wf, action string, r workflow.Report) error {
+func (c *apiClient) reportReliably(ctx context.Context, wf, action string, r agentwire.Report) error {
 	return c.reliably(ctx, "report "+action+" "+r.State, func() error { return c.report(ctx, wf, action, r) })
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/kilnhq/kiln/internal/agentwire"
 )
 
 // TestDiskSelector picks among the disks facts report: an NVMe (960 GB, SSD),
@@ -33,11 +35,11 @@ func TestDiskSelector(t *testing.T) {
 		{map[string]any{"type": "hdd", "maxSize": "1T"}, `no disk matches {"type":"hdd","maxSize":"1T"}; this machine has: nvme0n1 (960.0 GB, ssd, "Dell Express Flash NVMe P4610"); sda (2.0 TB, hdd`},
 	}
 	for _, c := range cases {
-		sel, err := parseDiskSelector(c.sel)
+		sel, err := agentwire.ParseDiskSelector(c.sel)
 		if err != nil {
 			t.Fatalf("%v: %v", c.sel, err)
 		}
-		d, err := sel.Select(disks)
+		d, err := selectDisk(sel, disks)
 		switch {
 		case err != nil && !strings.Contains(err.Error(), c.want):
 			t.Errorf("%v: %v, want %q", c.sel, err, c.want)

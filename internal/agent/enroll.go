@@ -1,8 +1,8 @@
 package agent
 
 import (
-	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -26,13 +26,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/atomicfile"
 )
 
@@ -118,19 +117,6 @@ func (c *certSource) set(cert tls.Certificate) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.cert = cert
-}
-
-// EnrollResponse is Kiln's answer to POST /enroll and /agent/v1/renew.
-type EnrollResponse struct {
-	Machine       string    `json:"machine"`
-	Certificate   string    `json:"certificate"`
-	CAChain       string    `json:"caChain"`
-	CAFingerprint string    `json:"caFingerprint"`
-	Serial        string    `json:"serial"`
-	NotAfter      time.Time `json:"notAfter"`
-	RenewAfter    time.Time `json:"renewAfter"`
-	// BoundConnection: the connection enrolled on now speaks for the machine.
-	BoundConnection bool `json:"boundConnection,omitempty"`
 }
 
 // ServerError is an error answer from Kiln.
@@ -298,9 +284,7 @@ func TokenIssuer(token string) string {
 // Enroll enrolls this machine with Kiln and stores its identity in opts.Dir. Without
 // opts.Server it uses the server URL written in the token.
 func Enroll(ctx context.Context, opts EnrollOptions) (*Identity, error) {
-	if opts.Dir == "" {
-		opts.Dir = DefaultDir
-	}
+	opts.Dir = cmp.Or(opts.Dir, DefaultDir)
 	if err := secureDir(opts.Dir); err != nil {
 		return nil, err
 	}
@@ -369,10 +353,10 @@ func EnrollSession(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 		return nil, err
 	}
 	client := &http.Client{Transport: conn.transport}
-	body, _ := json.Marshal(map[string]any{"token": opts.Token, "csr": csr, "facts": facts})
-	var resp EnrollResponse
+	body, _ := json.Marshal(agentwire.EnrollRequest{Token: opts.Token, CSR: csr, Facts: facts})
+	var resp agentwire.EnrollResponse
 	id, err := func() (*Identity, error) {
-		if err := postEnrollJSON(ctx, client, u.String()+"/enroll", body, &resp); err != nil {
+		if err := postEnrollJSON(ctx, client, u.String()+agentwire.EnrollPath, body, &resp); err != nil {
 			return nil, fmt.Errorf("enroll with %s: %w", u.Host, err)
 		}
 		return identityFrom(opts.Dir, u.String(), key, &resp, fp)
@@ -474,7 +458,7 @@ func postEnrollJSON(ctx context.Context, c *http.Client, u string, body []byte, 
 
 // identityFrom checks Kiln's answer: the certificate is for our key, issued by the
 // pinned CA, and the CA chain is the pinned one.
-func identityFrom(dir, server string, key crypto.Signer, r *EnrollResponse, fp string) (*Identity, error) {
+func identityFrom(dir, server string, key crypto.Signer, r *agentwire.EnrollResponse, fp string) (*Identity, error) {
 	cb, _ := pem.Decode([]byte(r.Certificate))
 	if cb == nil {
 		return nil, errors.New("enroll: the answer has no certificate")
@@ -679,9 +663,9 @@ func (id *Identity) Renew(ctx context.Context) (*Identity, error) {
 	}
 	c := id.HTTPClient(60 * time.Second)
 	defer c.CloseIdleConnections()
-	body, _ := json.Marshal(map[string]string{"csr": csr})
-	var resp EnrollResponse
-	if err := postEnrollJSON(ctx, c, strings.TrimRight(id.Server, "/")+"/agent/v1/renew", body, &resp); err != nil {
+	body, _ := json.Marshal(agentwire.RenewRequest{CSR: csr})
+	var resp agentwire.EnrollResponse
+	if err := postEnrollJSON(ctx, c, strings.TrimRight(id.Server, "/")+agentwire.RenewPath, body, &resp); err != nil {
 		return nil, fmt.Errorf("renew: %w", err)
 	}
 	next, err := identityFrom(id.Dir, id.Server, key, &resp, id.CAFingerprint)
@@ -840,114 +824,4 @@ func (t *MTLSTransport) RunRenewal(ctx context.Context, log *slog.Logger) error 
 func CmdlineEnrollment(cmdline string) (server, caFingerprint, token string) {
 	c := ParseCmdline(cmdline)
 	return c["kiln.server"], c["kiln.ca_fingerprint"], c["kiln.token"]
-}
-
-// CollectFacts reports what this Linux host is: hostname, interfaces with their MACs
-// (and the one it netbooted from, from BOOTIF=), memory, CPUs, architecture, kernel,
-// OS and DMI identity. What cannot be read is left out.
-func CollectFacts() map[string]any {
-	f := map[string]any{"cpus": runtime.NumCPU(), "arch": unameArch()}
-	if h, err := os.Hostname(); err == nil {
-		f["hostname"] = h
-	}
-	var ifs []any
-	if list, err := net.Interfaces(); err == nil {
-		for _, i := range list {
-			if i.Flags&net.FlagLoopback != 0 || len(i.HardwareAddr) != 6 {
-				continue
-			}
-			e := map[string]any{"name": i.Name, "mac": i.HardwareAddr.String()}
-			if addrs, err := i.Addrs(); err == nil {
-				var as []any
-				for _, a := range addrs {
-					as = append(as, a.String())
-				}
-				if len(as) > 0 {
-					e["addresses"] = as
-				}
-			}
-			ifs = append(ifs, e)
-		}
-	}
-	if len(ifs) > 0 {
-		f["interfaces"] = ifs
-	}
-	if b, err := os.ReadFile("/proc/cmdline"); err == nil {
-		if m := ParseCmdline(string(b)).BootMAC(); m != "" {
-			f["boot_mac"] = m
-		}
-	}
-	if mb := memTotalMB(); mb > 0 {
-		f["memory_mb"] = mb
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		f["kernel"] = strings.TrimSpace(string(b))
-	}
-	if osr := osRelease(); len(osr) > 0 {
-		f["os"] = osr
-	}
-	dmi := map[string]any{}
-	for key, file := range map[string]string{"vendor": "sys_vendor", "product": "product_name", "serial": "product_serial",
-		"uuid": "product_uuid", "board_vendor": "board_vendor", "bios_version": "bios_version"} {
-		if b, err := os.ReadFile("/sys/class/dmi/id/" + file); err == nil {
-			if v := strings.TrimSpace(string(b)); v != "" {
-				dmi[key] = v
-			}
-		}
-	}
-	if len(dmi) > 0 {
-		f["dmi"] = dmi
-	}
-	return f
-}
-
-func unameArch() string {
-	switch runtime.GOARCH {
-	case "amd64":
-		return "x86_64"
-	case "arm64":
-		return "arm64"
-	}
-	return runtime.GOARCH
-}
-
-func memTotalMB() int64 {
-	fh, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer fh.Close()
-	sc := bufio.NewScanner(fh)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) >= 2 && fs[0] == "MemTotal:" {
-			kb, _ := strconv.ParseInt(fs[1], 10, 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
-func osRelease() map[string]any {
-	b, err := os.ReadFile("/etc/os-release")
-	if err != nil {
-		return nil
-	}
-	out := map[string]any{}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			continue
-		}
-		v = strings.Trim(v, `"'`)
-		switch k {
-		case "ID":
-			out["id"] = v
-		case "VERSION_ID":
-			out["version"] = v
-		case "PRETTY_NAME":
-			out["name"] = v
-		}
-	}
-	return out
 }

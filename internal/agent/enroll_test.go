@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
@@ -372,7 +373,7 @@ func TestIdentityFromChecksTheAnswer(t *testing.T) {
 		{"another key", issue(pinned, pinnedKey, otherKeyPair.Public(), x509.ExtKeyUsageClientAuth), "not for this machine's key"},
 		{"server certificate", issue(pinned, pinnedKey, key.Public(), x509.ExtKeyUsageServerAuth), "not for client authentication"},
 	} {
-		_, err := identityFrom(t.TempDir(), "https://kiln", key, &EnrollResponse{Certificate: tc.cert, CAChain: chain}, fp)
+		_, err := identityFrom(t.TempDir(), "https://kiln", key, &agentwire.EnrollResponse{Certificate: tc.cert, CAChain: chain}, fp)
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}

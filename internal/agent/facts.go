@@ -2,47 +2,35 @@ package agent
 
 import (
 	"bufio"
+	"cmp"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/kilnhq/kiln/internal/agentwire"
 )
 
-// Disk is a block device as facts report it.
-type Disk struct {
-	Name        string `json:"name"`
-	Path        string `json:"path"`
-	SizeBytes   int64  `json:"size_bytes"`
-	Model       string `json:"model,omitempty"`
-	Serial      string `json:"serial,omitempty"`
-	Rotational  bool   `json:"rotational"`
-	Removable   bool   `json:"removable,omitempty"`
-	SectorBytes int64  `json:"logical_sector_bytes,omitempty"`
-}
+// The facts' typed entries are agentwire's.
+type (
+	Disk = agentwire.Disk
+	NIC  = agentwire.NIC
+)
 
-// NIC is a network interface as facts report it.
-type NIC struct {
-	Name      string `json:"name"`
-	MAC       string `json:"mac"`
-	Driver    string `json:"driver,omitempty"`
-	Link      bool   `json:"link"`
-	State     string `json:"operstate,omitempty"`
-	SpeedMbps int64  `json:"speed_mbps,omitempty"`
-	MTU       int64  `json:"mtu,omitempty"`
-	Boot      bool   `json:"boot,omitempty"` // the NIC the machine netbooted from (BOOTIF)
-}
-
-// MachineFacts reads the machine's hardware from /sys and /proc under root ("" or
-// "/" for the real ones): DMI identity, CPUs, memory, disks and NICs. What cannot be
-// read is left out rather than failing the whole report.
+// MachineFacts is the agent's one fact collector: it reads the machine from /sys,
+// /proc and /etc under root ("" or "/" for the real ones): DMI identity, CPUs,
+// memory, kernel, hostname, OS, disks and NICs. What cannot be read is left out
+// rather than failing the whole report.
 func MachineFacts(root string) map[string]any {
 	sys := &System{Root: root}
 	f := map[string]any{"arch": goarchName()}
 	dmi := map[string]any{}
 	for key, file := range map[string]string{"uuid": "product_uuid", "serial": "product_serial", "vendor": "sys_vendor",
-		"product": "product_name", "board_serial": "board_serial", "bios_version": "bios_version", "chassis_serial": "chassis_serial"} {
+		"product": "product_name", "board_serial": "board_serial", "board_vendor": "board_vendor",
+		"bios_version": "bios_version", "chassis_serial": "chassis_serial"} {
 		if v := readTrim(sys.path("/sys/class/dmi/id/" + file)); v != "" && !placeholder(v) {
 			dmi[key] = v
 		}
@@ -67,6 +55,9 @@ func MachineFacts(root string) map[string]any {
 	}
 	if v := readTrim(sys.path("/proc/sys/kernel/hostname")); v != "" {
 		f["hostname"] = v
+	}
+	if osr := osRelease(sys.path("/etc/os-release")); len(osr) > 0 {
+		f["os"] = osr
 	}
 	bootMAC := ""
 	if b, err := os.ReadFile(sys.path("/proc/cmdline")); err == nil {
@@ -174,13 +165,9 @@ func blockDisks(sys *System) []Disk {
 		sectors, _ := sysInt(filepath.Join(dir, "size"))
 		d := Disk{Name: name, Path: "/dev/" + name, SizeBytes: sectors * 512}
 		d.Model = readTrim(filepath.Join(dir, "device", "model"))
-		d.Serial = readTrim(filepath.Join(dir, "device", "serial"))
-		if d.Serial == "" {
-			d.Serial = readTrim(filepath.Join(dir, "serial")) // virtio-blk
-		}
-		if d.Serial == "" {
-			d.Serial = readTrim(filepath.Join(dir, "device", "wwid"))
-		}
+		d.Serial = cmp.Or(readTrim(filepath.Join(dir, "device", "serial")),
+			readTrim(filepath.Join(dir, "serial")), // virtio-blk
+			readTrim(filepath.Join(dir, "device", "wwid")))
 		if r, ok := sysInt(filepath.Join(dir, "queue", "rotational")); ok {
 			d.Rotational = r == 1
 		}
@@ -190,7 +177,7 @@ func blockDisks(sys *System) []Disk {
 		d.SectorBytes, _ = sysInt(filepath.Join(dir, "queue", "logical_block_size"))
 		out = append(out, d)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	slices.SortFunc(out, func(a, b Disk) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -218,16 +205,76 @@ func physicalNICs(sys *System, bootMAC string) []NIC {
 		n.Boot = bootMAC != "" && n.MAC == bootMAC
 		out = append(out, n)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	slices.SortFunc(out, func(a, b NIC) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
-// Facts is what the agent reports: the enrollment facts (CollectFacts: hostname,
-// addresses, OS) with the hardware of MachineFacts over them.
+// Facts is what the agent reports: MachineFacts of the running system, with what
+// only the running kernel can tell (interface addresses) and, where /proc could not
+// be read, the CPU count and hostname as the Go runtime sees them.
 func Facts() map[string]any {
-	f := CollectFacts()
-	for k, v := range MachineFacts("") {
-		f[k] = v
+	f := MachineFacts("")
+	if _, ok := f["cpus"]; !ok {
+		f["cpus"] = runtime.NumCPU()
+	}
+	if _, ok := f["hostname"]; !ok {
+		if h, err := os.Hostname(); err == nil {
+			f["hostname"] = h
+		}
+	}
+	if ifs := interfaceAddresses(); len(ifs) > 0 {
+		f["interfaces"] = ifs
 	}
 	return f
+}
+
+// interfaceAddresses lists the Ethernet interfaces with their MACs and addresses.
+func interfaceAddresses() []any {
+	list, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var ifs []any
+	for _, i := range list {
+		if i.Flags&net.FlagLoopback != 0 || len(i.HardwareAddr) != 6 {
+			continue
+		}
+		e := map[string]any{"name": i.Name, "mac": i.HardwareAddr.String()}
+		if addrs, err := i.Addrs(); err == nil {
+			var as []any
+			for _, a := range addrs {
+				as = append(as, a.String())
+			}
+			if len(as) > 0 {
+				e["addresses"] = as
+			}
+		}
+		ifs = append(ifs, e)
+	}
+	return ifs
+}
+
+// osRelease reads the distribution's id, version and name from an os-release file.
+func osRelease(p string) map[string]any {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil
+	}
+	out := map[string]any{}
+	for line := range strings.Lines(string(b)) {
+		k, v, ok := strings.Cut(strings.TrimRight(line, "\n"), "=")
+		if !ok {
+			continue
+		}
+		v = strings.Trim(v, `"'`)
+		switch k {
+		case "ID":
+			out["id"] = v
+		case "VERSION_ID":
+			out["version"] = v
+		case "PRETTY_NAME":
+			out["name"] = v
+		}
+	}
+	return out
 }

@@ -126,3 +126,20 @@ func TestFactsOfThisMachine(t *testing.T) {
 		}
 	}
 }
+
+// TestMachineFactsKeepsEveryDMIKey: the agent's report once merged two collectors and
+// the hardware one's "dmi" map replaced the other's whole, losing board_vendor. The one
+// collector reads every DMI key either of them knew.
+func TestMachineFactsKeepsEveryDMIKey(t *testing.T) {
+	root := fakeSysfs(t)
+	mkfile(t, filepath.Join(root, "sys/class/dmi/id/board_vendor"), "Dell Inc.\n")
+	mkfile(t, filepath.Join(root, "sys/class/dmi/id/bios_version"), "2.19.1\n")
+	dmi, _ := MachineFacts(root)["dmi"].(map[string]any)
+	want := map[string]string{"uuid": "4c4c4544-0042-3510-8052-b4c04f595631", "serial": "4B5RYY1", "vendor": "Dell Inc.",
+		"product": "PowerEdge R640", "board_vendor": "Dell Inc.", "bios_version": "2.19.1"}
+	for k, v := range want {
+		if dmi[k] != v {
+			t.Errorf("dmi.%s = %v, want %q (dmi %v)", k, dmi[k], v, dmi)
+		}
+	}
+}

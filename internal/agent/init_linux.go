@@ -9,14 +9,14 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kilnhq/kiln/internal/image"
+	"github.com/kilnhq/kiln/internal/agentwire"
 )
 
 // InitOptions configure RunInit.
@@ -47,14 +47,14 @@ func RunInit(opts InitOptions) error {
 	os.Setenv("HOME", "/root")
 
 	mountKernelFilesystems(log)
-	if out, err := exec.Command("/"+image.BusyboxPath, "--install", "-s", "/bin").CombinedOutput(); err != nil {
+	if out, err := exec.Command("/"+agentwire.BusyboxPath, "--install", "-s", "/bin").CombinedOutput(); err != nil {
 		log.Warn("busybox --install", "err", err, "out", strings.TrimSpace(string(out)))
 	}
 	unix.Sethostname([]byte("kiln-agent"))
 	cmdlineText, _ := os.ReadFile("/proc/cmdline")
 	cmdline := ParseCmdline(string(cmdlineText))
 
-	n, failed := LoadModules(log, "/"+image.ModuleListPath)
+	n, failed := LoadModules(log, "/"+agentwire.ModuleListPath)
 	log.Info("kernel modules loaded", "loaded", n, "failed", failed)
 
 	if _, ok := cmdline["kiln.shell"]; ok {
@@ -182,7 +182,7 @@ func bringUpBootNIC(log *slog.Logger, bootMAC string) (string, error) {
 				}
 			}
 		}
-		sort.Strings(candidates)
+		slices.Sort(candidates)
 	}
 	if len(candidates) == 0 {
 		return "", fmt.Errorf("no NIC has a link (%d NICs)", len(nics))
@@ -192,7 +192,7 @@ func bringUpBootNIC(log *slog.Logger, bootMAC string) (string, error) {
 		log.Info("DHCP", "interface", ifc)
 		// -n: give up (exit 1) without a lease; -t/-T: 10 discovers 2 s apart; -A: wait
 		// 5 s before the next round. Without -q it forks into the background once bound.
-		err := runOnConsole("udhcpc", "-i", ifc, "-s", "/"+image.DHCPScriptPath, "-n", "-t", "10", "-T", "2", "-A", "5",
+		err := runOnConsole("udhcpc", "-i", ifc, "-s", "/"+agentwire.DHCPScriptPath, "-n", "-t", "10", "-T", "2", "-A", "5",
 			"-x", "hostname:kiln-agent", "-V", "kiln-agent")
 		if err == nil {
 			return ifc, nil
@@ -253,7 +253,7 @@ func consoleShell(log *slog.Logger) {
 func supervise(log *slog.Logger, opts InitOptions) error {
 	self, err := os.Executable()
 	if err != nil {
-		self = "/" + image.KilnPath
+		self = "/" + agentwire.KilnPath
 	}
 	start := func() int {
 		attr := &os.ProcAttr{Env: append(os.Environ(), opts.AgentEnv...), Files: []*os.File{os.Stdin, os.Stdout, os.Stderr}}

@@ -22,7 +22,7 @@ import (
 	"github.com/kilnhq/kiln/internal/api"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/resource"
-	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/role"
 )
 
 func newApplyCmd(g *globalFlags) *cobra.Command {
@@ -514,14 +514,14 @@ func newDeleteCmd(g *globalFlags) *cobra.Command {
 
 func newAPITokenCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "api-token", Short: "Manage operator API tokens (admin)"}
-	var role, name string
+	var tokenRole, name string
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Create a token; it is printed once and only its hash is stored",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out api.APITokenCreated
-			if err := call(cmd, g, http.MethodPost, "/api/v1/apitokens", nil, api.APITokenRequest{Name: name, Role: role}, &out); err != nil {
+			if err := call(cmd, g, http.MethodPost, "/api/v1/apitokens", nil, api.APITokenRequest{Name: name, Role: tokenRole}, &out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "created API token %s (role %s); it is shown only now:\n", out.ID, out.Role)
@@ -529,7 +529,7 @@ func newAPITokenCmd(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
-	create.Flags().StringVar(&role, "role", store.RoleViewer, "role: admin, operator or viewer")
+	create.Flags().StringVar(&tokenRole, "role", role.Viewer, "role: admin, operator or viewer")
 	create.Flags().StringVar(&name, "name", "", "a name to recognise the token by")
 	list := &cobra.Command{
 		Use:   "list",

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
@@ -39,9 +40,7 @@ func (s *Server) handleSelf(w http.ResponseWriter, r *http.Request) {
 }
 
 // RenewRequest is the body of POST /agent/v1/renew.
-type RenewRequest struct {
-	CSR string `json:"csr"`
-}
+type RenewRequest = agentwire.RenewRequest
 
 // handleRenew issues a new certificate to a machine presenting its current one. The
 // new certificate replaces the old at once (the old one stops authenticating); a

@@ -35,8 +35,9 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req EnrollRequest
+	var channel []byte
 	if cb, err := r.TLS.ExportKeyingMaterial(ChannelBindingLabel, nil, channelBindingBytes); err == nil {
-		req.channel = cb
+		channel = cb
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -49,7 +50,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		fail(refuse(http.StatusBadRequest, "malformed JSON: data after the request object"))
 		return
 	}
-	resp, err := s.Enroll(r.Context(), &req, remote)
+	resp, err := s.enrollOnChannel(r.Context(), &req, channel, remote)
 	if err != nil {
 		var ref *Refusal
 		if errors.As(err, &ref) {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
@@ -103,8 +104,8 @@ func (s *Server) issue(ctx context.Context, tx store.Tx, e *enrollment, b *bindi
 }
 
 func (s *Server) response(c *issued, now time.Time) *EnrollResponse {
-	return &EnrollResponse{
+	return &EnrollResponse{EnrollResponse: agentwire.EnrollResponse{
 		Machine: c.name, Certificate: certPEM(c.der), CAChain: string(s.ca.chainPEM), CAFingerprint: s.ca.fingerprint,
-		Serial: c.serial, NotAfter: c.notAfter, RenewAfter: now.Add(c.notAfter.Sub(now) * 2 / 3), issued: c,
-	}
+		Serial: c.serial, NotAfter: c.notAfter, RenewAfter: now.Add(c.notAfter.Sub(now) * 2 / 3),
+	}, issued: c}
 }

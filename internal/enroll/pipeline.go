@@ -26,7 +26,10 @@ const clockSkew = 30 * time.Second
 
 // enrollment is one enrollment in progress.
 type enrollment struct {
-	req       *EnrollRequest
+	req *EnrollRequest
+	// channel is the channel binding of the connection the request came on (set by
+	// the HTTP handler), for a CSR that carries one.
+	channel   []byte
 	remote    netip.Addr
 	now       time.Time
 	claims    *Claims // nil: registration by MAC
@@ -45,8 +48,14 @@ type enrollment struct {
 // its certificate; remote is the request's source address. A refusal is a *Refusal;
 // nothing is issued or consumed then, and the caller records it (RecordRefusal).
 func (s *Server) Enroll(ctx context.Context, req *EnrollRequest, remote netip.Addr) (*EnrollResponse, error) {
+	return s.enrollOnChannel(ctx, req, nil, remote)
+}
+
+// enrollOnChannel is Enroll for a request that came on a connection whose channel
+// binding is channel (nil: unknown).
+func (s *Server) enrollOnChannel(ctx context.Context, req *EnrollRequest, channel []byte, remote netip.Addr) (*EnrollResponse, error) {
 	start := time.Now()
-	resp, err := s.enroll(ctx, req, remote)
+	resp, err := s.enroll(ctx, req, channel, remote)
 	if s.OnEnroll != nil {
 		outcome := "issued"
 		var ref *Refusal
@@ -61,8 +70,8 @@ func (s *Server) Enroll(ctx context.Context, req *EnrollRequest, remote netip.Ad
 	return resp, err
 }
 
-func (s *Server) enroll(ctx context.Context, req *EnrollRequest, remote netip.Addr) (*EnrollResponse, error) {
-	e := &enrollment{req: req, remote: remote.Unmap(), now: s.now()}
+func (s *Server) enroll(ctx context.Context, req *EnrollRequest, channel []byte, remote netip.Addr) (*EnrollResponse, error) {
+	e := &enrollment{req: req, channel: channel, remote: remote.Unmap(), now: s.now()}
 	if req.Facts == nil {
 		req.Facts = map[string]any{}
 	}
@@ -274,7 +283,7 @@ func (e *enrollment) checkChannel() error {
 	if e.csr.channel == nil {
 		return nil
 	}
-	if e.req.channel == nil || subtle.ConstantTimeCompare(e.csr.channel, e.req.channel) != 1 {
+	if e.channel == nil || subtle.ConstantTimeCompare(e.csr.channel, e.channel) != 1 {
 		return csrErr("its TLS channel binding is not that of this connection: a CSR made for another connection (replayed or relayed) is refused")
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/atomicfile"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
@@ -275,9 +276,9 @@ func (s *Server) TLSConfig() *tls.Config {
 // Register adds the unauthenticated enrollment routes: POST /enroll (HTTPS only),
 // GET /ca.crt, GET /crl, and, with Scripts set, GET /ipxe/by-cert.
 func (s *Server) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /enroll", s.handleEnroll)
-	mux.HandleFunc("GET /ca.crt", s.handleCACert)
-	mux.HandleFunc("GET /crl", s.handleCRL)
+	mux.HandleFunc("POST "+agentwire.EnrollPath, s.handleEnroll)
+	mux.HandleFunc("GET "+agentwire.CACertPath, s.handleCACert)
+	mux.HandleFunc("GET "+agentwire.CRLPath, s.handleCRL)
 	if s.Scripts != nil {
 		mux.Handle("GET /ipxe/by-cert", s.BootByCert(s.Scripts))
 	}
@@ -286,8 +287,8 @@ func (s *Server) Register(mux *http.ServeMux) {
 // RegisterAgent adds the agent API routes this package owns, behind AgentAuth:
 // POST /agent/v1/renew and GET /agent/v1/self.
 func (s *Server) RegisterAgent(mux *http.ServeMux) {
-	mux.Handle("POST /agent/v1/renew", s.AgentAuth(http.HandlerFunc(s.handleRenew)))
-	mux.Handle("GET /agent/v1/self", s.AgentAuth(http.HandlerFunc(s.handleSelf)))
+	mux.Handle("POST "+agentwire.RenewPath, s.AgentAuth(http.HandlerFunc(s.handleRenew)))
+	mux.Handle("GET "+agentwire.SelfPath, s.AgentAuth(http.HandlerFunc(s.handleSelf)))
 }
 
 func (s *Server) handleCACert(w http.ResponseWriter, r *http.Request) {

@@ -20,21 +20,21 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/kilnhq/kiln/internal/agentwire"
 )
 
-// Paths inside the initramfs that the agent's init (internal/agent) relies on.
+// Paths inside the initramfs that the agent's init relies on: agentwire's, as the
+// agent imports nothing of the image builder.
 const (
-	// KilnPath is the static kiln binary.
-	KilnPath = "bin/kiln"
-	// BusyboxPath is busybox; init installs its applets as symlinks in /bin.
-	BusyboxPath = "bin/busybox"
-	// ModuleListPath lists the module files to load, one path a line, in load order.
-	ModuleListPath = "etc/kiln/modules"
-	// DHCPScriptPath is the udhcpc script that configures the boot NIC.
-	DHCPScriptPath = "etc/kiln/udhcpc.script"
-	// ModulesDir holds the decompressed .ko files.
-	ModulesDir = "lib/modules"
+	KilnPath       = agentwire.KilnPath
+	BusyboxPath    = agentwire.BusyboxPath
+	ModuleListPath = agentwire.ModuleListPath
+	DHCPScriptPath = agentwire.DHCPScriptPath
 )
+
+// ModulesDir holds the decompressed .ko files.
+const ModulesDir = "lib/modules"
 
 // Compression formats of the initramfs (both in Debian's kernel: CONFIG_RD_GZIP,
 // CONFIG_RD_ZSTD).

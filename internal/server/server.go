@@ -23,7 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/kilnhq/kiln/internal/agent"
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/api"
 	"github.com/kilnhq/kiln/internal/apitoken"
 	"github.com/kilnhq/kiln/internal/atomicfile"
@@ -462,7 +462,7 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 	ss.RegisterAgent(mux, en.AgentAuth)
 	agentMux := http.NewServeMux()
 	(&workflow.AgentAPI{Engine: wfe, Identity: en.Identity, Logger: s.log}).Register(agentMux)
-	mux.Handle("/agent/v1/", en.AgentAuth(agentMux))
+	mux.Handle(agentwire.AgentPrefix, en.AgentAuth(agentMux))
 	s.secrets.RotationHooks = append(s.secrets.RotationHooks, en.ResealHook)
 	s.udpServers = append(s.udpServers, func(ctx context.Context) error { return en.Run(ctx, time.Hour) })
 	s.enroll = en
@@ -691,5 +691,9 @@ func checkObject(o *resource.Object) error {
 	if err != nil {
 		return err
 	}
-	return agent.CheckTemplate(spec)
+	actions := make([]agentwire.Action, len(spec.Actions))
+	for i, a := range spec.Actions {
+		actions[i] = agentwire.Action{Name: a.Name, Type: a.Type, Args: a.Args}
+	}
+	return agentwire.CheckActions(actions)
 }

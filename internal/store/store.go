@@ -11,6 +11,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/role"
 )
 
 var (
@@ -52,11 +53,12 @@ type Event struct {
 	Message string    `json:"message"`
 }
 
-// Roles an API token can carry.
+// Roles an API token can carry (package role names them for those that do not
+// import the store).
 const (
-	RoleAdmin    = "admin"
-	RoleOperator = "operator"
-	RoleViewer   = "viewer"
+	RoleAdmin    = role.Admin
+	RoleOperator = role.Operator
+	RoleViewer   = role.Viewer
 )
 
 // APIToken is an operator credential; only the SHA-256 of its secret part is kept.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/httpjson"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -33,16 +34,13 @@ func (a *AgentAPI) Register(mux *http.ServeMux) {
 	if a.Logger == nil {
 		a.Logger = slog.New(slog.DiscardHandler)
 	}
-	mux.HandleFunc("GET /agent/v1/workflow", a.withMachine(a.current))
-	mux.HandleFunc("POST /agent/v1/workflows/{workflow}/actions/{action}", a.withMachine(a.report))
-	mux.HandleFunc("POST /agent/v1/facts", a.withMachine(a.facts))
+	mux.HandleFunc("GET "+agentwire.WorkflowPath, a.withMachine(a.current))
+	mux.HandleFunc("POST "+agentwire.ActionReportPattern, a.withMachine(a.report))
+	mux.HandleFunc("POST "+agentwire.FactsPath, a.withMachine(a.facts))
 }
 
 // WorkflowResponse is the agent's view of its current workflow.
-type WorkflowResponse struct {
-	Name   string  `json:"name"`
-	Status *Status `json:"status"`
-}
+type WorkflowResponse = agentwire.WorkflowResponse
 
 func (a *AgentAPI) withMachine(h func(w http.ResponseWriter, r *http.Request, machine string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

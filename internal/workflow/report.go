@@ -4,22 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
 // Report is what the agent says about one action.
-type Report struct {
-	State    string    `json:"state"` // running, succeeded, failed
-	Attempt  int       `json:"attempt,omitempty"`
-	Progress *Progress `json:"progress,omitempty"`
-	Message  string    `json:"message,omitempty"`
-	Log      []string  `json:"log,omitempty"`
-}
+type Report = agentwire.Report
 
 // LogEventType is the event type of agent log lines (`kiln logs machine`).
 const LogEventType = "AgentLog"
@@ -48,12 +44,8 @@ func (e *Engine) Apply(ctx context.Context, machine, workflowName, action string
 		if Final(st.State) {
 			return fmt.Errorf("%w: workflow %q is already %s", ErrBadReport, workflowName, st.State)
 		}
-		idx := -1
-		for i := range st.Actions {
-			if st.Actions[i].Name == action {
-				idx = i
-			}
-		}
+		// Action names are unique in a template (TemplateSpec.Validate).
+		idx := slices.IndexFunc(st.Actions, func(a ActionStatus) bool { return a.Name == action })
 		if idx < 0 {
 			return fmt.Errorf("%w: workflow %q has no action %q", ErrBadReport, workflowName, action)
 		}

@@ -10,6 +10,7 @@ package workflow
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,66 +19,40 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
-// States of workflows and actions.
+// States of workflows and actions: the agent reads them, so agentwire defines them.
 const (
-	Pending   = "pending"
-	Running   = "running"
-	Succeeded = "succeeded"
-	Failed    = "failed"
-	TimedOut  = "timed-out"
+	Pending   = agentwire.Pending
+	Running   = agentwire.Running
+	Succeeded = agentwire.Succeeded
+	Failed    = agentwire.Failed
+	TimedOut  = agentwire.TimedOut
 )
 
 // Final reports whether a state is terminal.
-func Final(s string) bool { return s == Succeeded || s == Failed || s == TimedOut }
+func Final(s string) bool { return agentwire.Final(s) }
 
 // DefaultWorkflowTimeout applies when a template sets none.
 const DefaultWorkflowTimeout = 2 * time.Hour
 
 // DefaultActionTimeout applies when an action sets none.
-const DefaultActionTimeout = 30 * time.Minute
+const DefaultActionTimeout = agentwire.DefaultActionTimeout
 
 // MaxLogLines is how many of an action's last log lines the status keeps.
 const MaxLogLines = 20
 
-// Progress of a long action (image2disk).
-type Progress struct {
-	Bytes   int64   `json:"bytes"`
-	Total   int64   `json:"total,omitempty"`
-	Percent float64 `json:"percent,omitempty"`
-}
-
-// ActionStatus is one action's rendered form and state.
-type ActionStatus struct {
-	Name       string         `json:"name"`
-	Type       string         `json:"type"`
-	Timeout    string         `json:"timeout"`
-	Retries    int            `json:"retries,omitempty"`
-	Args       map[string]any `json:"args,omitempty"`
-	State      string         `json:"state"`
-	Attempts   int            `json:"attempts,omitempty"`
-	StartedAt  *time.Time     `json:"startedAt,omitempty"`
-	FinishedAt *time.Time     `json:"finishedAt,omitempty"`
-	Progress   *Progress      `json:"progress,omitempty"`
-	Message    string         `json:"message,omitempty"`
-	Log        []string       `json:"log,omitempty"`
-}
-
-// Status is a Workflow object's status.
-type Status struct {
-	State      string         `json:"state"`
-	Current    string         `json:"currentAction,omitempty"`
-	Timeout    string         `json:"timeout"`
-	CreatedAt  time.Time      `json:"createdAt"`
-	StartedAt  *time.Time     `json:"startedAt,omitempty"`
-	FinishedAt *time.Time     `json:"finishedAt,omitempty"`
-	Message    string         `json:"message,omitempty"`
-	Actions    []ActionStatus `json:"actions"`
-}
+// A workflow's status is what the agent reads of it: the types are agentwire's.
+type (
+	Progress     = agentwire.Progress
+	ActionStatus = agentwire.ActionStatus
+	// Status is a Workflow object's status.
+	Status = agentwire.WorkflowStatus
+)
 
 // Engine creates workflows and applies agent reports.
 type Engine struct {
@@ -222,9 +197,7 @@ func (e *Engine) renderData(ctx context.Context, tx store.Tx, m *resource.Object
 		i := ms.Interfaces[0]
 		d.Machine.MAC, d.Machine.IP, d.Machine.Hostname = i.MAC, i.IP, i.Hostname
 	}
-	if d.Machine.Hostname == "" {
-		d.Machine.Hostname = m.Metadata.Name
-	}
+	d.Machine.Hostname = cmp.Or(d.Machine.Hostname, m.Metadata.Name)
 	// Every artifact an action names (args.image, args.artifact) is resolved here, so
 	// the agent gets a URL and the sha256 to check while it writes.
 	for _, a := range ts.Actions {
@@ -262,11 +235,7 @@ func (e *Engine) renderData(ctx context.Context, tx store.Tx, m *resource.Object
 // Render turns a template into a workflow status with every action's arguments
 // rendered. An argument that does not render is an error naming the action and field.
 func Render(templateName string, ts *resource.TemplateSpec, data RenderData, now time.Time) (*Status, error) {
-	timeout := ts.Timeout
-	if timeout == "" {
-		timeout = DefaultWorkflowTimeout.String()
-	}
-	st := &Status{State: Pending, Timeout: timeout, CreatedAt: now}
+	st := &Status{State: Pending, Timeout: cmp.Or(ts.Timeout, DefaultWorkflowTimeout.String()), CreatedAt: now}
 	for i, a := range ts.Actions {
 		path := fmt.Sprintf("template %q: spec.actions[%d] (%s)", templateName, i, a.Name)
 		args, err := renderValue(path+".args", a.Args, data)
@@ -287,11 +256,7 @@ func Render(templateName string, ts *resource.TemplateSpec, data RenderData, now
 				}
 			}
 		}
-		to := a.Timeout
-		if to == "" {
-			to = DefaultActionTimeout.String()
-		}
-		st.Actions = append(st.Actions, ActionStatus{Name: a.Name, Type: a.Type, Timeout: to, Retries: a.Retries, Args: am, State: Pending})
+		st.Actions = append(st.Actions, ActionStatus{Name: a.Name, Type: a.Type, Timeout: cmp.Or(a.Timeout, DefaultActionTimeout.String()), Retries: a.Retries, Args: am, State: Pending})
 	}
 	return st, nil
 }

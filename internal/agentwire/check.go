@@ -1,25 +1,32 @@
-package agent
+package agentwire
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
-
-	"github.com/kilnhq/kiln/internal/resource"
 )
 
-// CheckTemplate finds, at apply time, the action errors that do not depend on the
+// Action is an action as a Template declares it: what CheckActions reads.
+type Action struct {
+	Name string
+	Type string
+	Args map[string]any
+}
+
+// CheckActions finds, at apply time, the action errors that do not depend on the
 // machine: missing required arguments and partition layouts that can never be
 // written (duplicate labels, two "rest" partitions, bad sizes or types, more than
 // 128 entries). Arguments that are Go templates are left to the render, and sizes
 // against the real disk to the agent.
-func CheckTemplate(spec *resource.TemplateSpec) error {
+func CheckActions(actions []Action) error {
 	required := map[string][]string{
 		"image2disk": {"disk", "image"},
 		"partition":  {"disk", "partitions"},
 		"write-file": {"path"},
 		"exec":       {"command"},
 	}
-	for i, a := range spec.Actions {
+	for i, a := range actions {
 		path := fmt.Sprintf("spec.actions[%d] (%s).args", i, a.Name)
 		args := Args(a.Args)
 		for _, k := range required[a.Type] {
@@ -31,7 +38,7 @@ func CheckTemplate(spec *resource.TemplateSpec) error {
 			}
 		}
 		if v, isMap := a.Args["disk"].(map[string]any); isMap && !templated(v) {
-			if _, err := parseDiskSelector(v); err != nil {
+			if _, err := ParseDiskSelector(v); err != nil {
 				return fmt.Errorf("spec.actions[%d] (%s).%v", i, a.Name, err)
 			}
 		}
@@ -57,13 +64,9 @@ func templated(v any) bool {
 	case string:
 		return strings.Contains(x, "{{")
 	case []any:
-		for _, e := range x {
-			if templated(e) {
-				return true
-			}
-		}
+		return slices.ContainsFunc(x, templated)
 	case map[string]any:
-		for _, e := range x {
+		for e := range maps.Values(x) {
 			if templated(e) {
 				return true
 			}
