@@ -79,3 +79,18 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# Licences of the modules linked into kiln: fails on GPL, LGPL, AGPL or an unknown
+# licence and writes THIRD_PARTY_NOTICES (commit it: `make test` fails while it is
+# stale, in internal/thirdparty's TestNoticesFileIsCurrent).
+.PHONY: licenses release
+licenses:
+	$(GO) run ./tools/licenses
+
+# Release artefacts in dist/: static kiln binaries for linux/amd64 and linux/arm64
+# that are byte-identical when rebuilt from the same commit, SHA256SUMS and an SPDX
+# 2.3 SBOM. The version is `git describe --tags` (v0.0.0-<commit> before the first
+# tag). `make test` runs the same in internal/release's TestReleaseIsReproducibleAndVerifiable.
+release:
+	rm -rf dist
+	$(GO) run ./tools/release -o dist
