@@ -6,6 +6,8 @@ import (
 	"context"
 	"debug/elf"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
@@ -19,14 +21,14 @@ import (
 )
 
 // TestReleaseIsReproducibleAndVerifiable is `make release` in a test: it releases
-// this checkout into one directory, builds linux/amd64 again into another and
-// compares the bytes, then checks SHA256SUMS against the files, the SBOM's modules
+// this checkout into one directory, builds linux/amd64 again from a copy of the
+// checkout at another path into another directory and compares the bytes, then checks SHA256SUMS against the files, the SBOM's modules
 // against what the binaries themselves record (`go version -m`), that the binaries
 // are static, and what the host's binary says in `kiln version`.
 //
 // The second build shares the Go build cache with the first, so it proves that the
-// build settings leave nothing of time, place or checkout in the binary (the link
-// runs again); that the compiler's output is deterministic is the Go toolchain's own
+// build settings leave nothing of time, place or checkout in the binary (the copy's
+// own packages compile again at their new path, everything links again); that the compiler's output is deterministic is the Go toolchain's own
 // guarantee. Building one platform twice keeps the test near a minute on a warm
 // cache; a cold cache (the first run on a machine) compiles everything for both.
 func TestReleaseIsReproducibleAndVerifiable(t *testing.T) {
@@ -52,7 +54,7 @@ func TestReleaseIsReproducibleAndVerifiable(t *testing.T) {
 	}
 
 	amd64 := thirdparty.Platform{OS: "linux", Arch: "amd64"}
-	again, err := Build(ctx, repo, src, amd64, t.TempDir())
+	again, err := Build(ctx, copyCheckout(t, repo), src, amd64, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +140,35 @@ func TestReleaseIsReproducibleAndVerifiable(t *testing.T) {
 			t.Errorf("kiln version printed %q, want version %s and commit %s", out, src.Version, src.Commit)
 		}
 	}
+}
+
+// copyCheckout copies the files git would commit (tracked, and untracked but not
+// ignored, as they are in the working tree) to a new directory.
+func copyCheckout(t *testing.T, repo string) string {
+	t.Helper()
+	cmd := exec.Command("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+	cmd.Dir = repo
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("git ls-files: %v", err)
+	}
+	dst := t.TempDir()
+	for name := range strings.SplitSeq(strings.TrimSuffix(string(out), "\x00"), "\x00") {
+		data, err := os.ReadFile(filepath.Join(repo, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // deleted in the working tree, not yet in the index
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dst, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
 }
 
 func readFile(t *testing.T, path string) []byte {
