@@ -3,7 +3,8 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/kiln
-VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# The release version scheme (internal/release.Describe): the newest v-tag, else v0.0.0-<commit>.
+VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --abbrev=12 --dirty 2>/dev/null || echo v0.0.0-$$(git rev-parse --short=12 HEAD 2>/dev/null || echo dev))
 LDFLAGS := -X github.com/kilnhq/kiln/internal/cli.Version=$(VERSION)
 
 .PHONY: all build deps test vet fmt-check demo demo-inventory bench bench-store bench-get bench-image bench-dhcp bench-tftp bench-http bench-enroll fuzz clean
@@ -79,3 +80,18 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# Licences of the modules linked into kiln: fails on GPL, LGPL, AGPL or an unknown
+# licence and writes THIRD_PARTY_NOTICES (commit it: `make test` fails while it is
+# stale, in internal/thirdparty's TestNoticesFileIsCurrent).
+.PHONY: licenses release
+licenses:
+	$(GO) run ./tools/licenses
+
+# Release artefacts in dist/: static kiln binaries for linux/amd64 and linux/arm64
+# that are byte-identical when rebuilt from the same commit, SHA256SUMS and an SPDX
+# 2.3 SBOM. The version is `git describe --tags` (v0.0.0-<commit> before the first
+# tag). `make test` runs the same in internal/release's TestReleaseIsReproducibleAndVerifiable.
+release:
+	rm -rf dist
+	$(GO) run ./tools/release -o dist

@@ -3,12 +3,15 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -24,8 +27,14 @@ import (
 	"github.com/kilnhq/kiln/internal/tftp"
 )
 
-// Version is set at build time (-ldflags "-X github.com/kilnhq/kiln/internal/cli.Version=...").
-var Version = "dev"
+// Version and Commit are set at build time (-ldflags "-X
+// github.com/kilnhq/kiln/internal/cli.Version=v1.2.3 -X ...cli.Commit=<sha>"; make
+// release does). A build without them reports the commit that `go build` stamped
+// from the checkout, if any.
+var (
+	Version = "dev"
+	Commit  = ""
+)
 
 // DefaultDataDir is where `kiln serve` keeps its state and the CLI looks for it.
 const DefaultDataDir = "/var/lib/kiln"
@@ -66,14 +75,7 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 
 	root.AddCommand(
 		newServeCmd(g),
-		&cobra.Command{
-			Use:   "version",
-			Short: "Print the version",
-			Args:  cobra.NoArgs,
-			Run: func(cmd *cobra.Command, args []string) {
-				fmt.Fprintf(cmd.OutOrStdout(), "kiln %s\n", Version)
-			},
-		},
+		newVersionCmd(),
 		newApplyCmd(g),
 		newGetCmd(g),
 		newDescribeCmd(g),
@@ -90,6 +92,43 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newCACmd(g),
 	)
 	return root
+}
+
+// newVersionCmd prints the version on the first line ("kiln v1.2.3", as before
+// commit and Go version were added, for scripts that read only that line), then one
+// "key: value" line each for the commit, the Go version and the platform.
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version, the commit and the Go version kiln was built from",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, args []string) {
+			fmt.Fprintf(cmd.OutOrStdout(), "kiln %s\ncommit: %s\ngo: %s\nplatform: %s/%s\n",
+				Version, cmp.Or(Commit, stampedCommit(), "unknown"), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		},
+	}
+}
+
+// stampedCommit is the commit `go build` recorded from the checkout (absent with
+// -buildvcs=false, which release builds use), with "-dirty" for uncommitted changes.
+func stampedCommit() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	if rev != "" && modified == "true" {
+		rev += "-dirty"
+	}
+	return rev
 }
 
 // Execute runs the CLI and returns the process exit code.
