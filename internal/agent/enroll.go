@@ -73,6 +73,11 @@ type EnrollOptions struct {
 	Timeout time.Duration
 	// Key is the key to enroll; nil: a new P-256 key.
 	Key *ecdsa.PrivateKey
+	// PollInterval is the first wait between polls of an enrollment that waits for
+	// an operator's approval (default 5s; it backs off to a minute).
+	PollInterval time.Duration
+	// OnPending, if set, is told each time Kiln answers that the enrollment waits.
+	OnPending func(agentwire.EnrollPending)
 }
 
 // Identity is an enrolled machine's key, certificate and pinned CA.

@@ -72,6 +72,14 @@ type Config struct {
 	// RegisterByMAC lets a machine in state provisioning enroll with no token, on its
 	// MAC alone. Off by default: a MAC is self-reported.
 	RegisterByMAC bool
+	// ApprovalWithoutToken lets a host with no token ask to be enrolled and wait for
+	// an operator's approval (approval.go). Off by default.
+	ApprovalWithoutToken bool
+	// ApprovalTTL is how long an enrollment request waits for a decision (default 24h).
+	ApprovalTTL time.Duration
+	// MaxPendingEnrollments and MaxPendingPerSource cap the requests that wait, in
+	// all and per source address (default 1,000 and 5).
+	MaxPendingEnrollments, MaxPendingPerSource int
 	// ReplayWindow is how long an enrolled public key is remembered to refuse replays.
 	ReplayWindow time.Duration
 	// PolicyCostLimit and PolicyTimeout bound each CEL evaluation.
