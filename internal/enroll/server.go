@@ -285,6 +285,7 @@ func (s *Server) TLSConfig() *tls.Config {
 // GET /ca.crt, GET /crl, and, with Scripts set, GET /ipxe/by-cert.
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+agentwire.EnrollPath, s.handleEnroll)
+	mux.HandleFunc("POST "+agentwire.EnrollRequestPattern, s.handlePoll)
 	mux.HandleFunc("GET "+agentwire.CACertPath, s.handleCACert)
 	mux.HandleFunc("GET "+agentwire.CRLPath, s.handleCRL)
 	if s.Scripts != nil {
