@@ -86,7 +86,7 @@ func (s *Server) enroll(ctx context.Context, req *EnrollRequest, channel []byte,
 	}
 	if req.Token == "" {
 		if !s.cfg.RegisterByMAC && !s.cfg.ApprovalWithoutToken {
-			return nil, refuse(http.StatusUnauthorized, "token: missing (enrollment needs a join token; registration by MAC alone and approval without a token are switched off)")
+			return nil, refuse(http.StatusUnauthorized, "token: missing (enrollment needs a join token; registration by MAC alone is switched off, and so is approval without a token)")
 		}
 		if e.csr, err = parseCSR(req.CSR); err != nil {
 			return nil, refuse(http.StatusBadRequest, "%v", err)
