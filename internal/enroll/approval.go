@@ -560,3 +560,50 @@ func (s *Server) collect(ctx context.Context, id string, e *enrollment) (*Enroll
 	}
 	return resp, err
 }
+
+// sweepEnrollments marks pending requests past their expiry as expired (freeing their
+// places under the caps) and removes decided ones older than decidedRetention (their
+// audit entries stay). It returns how many it removed.
+func (s *Server) sweepEnrollments(ctx context.Context, now time.Time) (int, error) {
+	var objs []*resource.Object
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		objs, err = listAll(ctx, tx, enrollmentKind)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sweep enrollment requests: %w", err)
+	}
+	removed := 0
+	for _, o := range objs {
+		spec, err := resource.Typed[resource.EnrollmentSpec](o)
+		if err != nil {
+			continue
+		}
+		switch {
+		case spec.State == agentwire.EnrollmentPending && !now.Before(spec.ExpiresAt):
+			err = s.st.Update(ctx, func(tx store.Tx) error {
+				_, _, err := s.readEnrollment(ctx, tx, o.Metadata.Name, now)
+				return err
+			})
+		case spec.State != agentwire.EnrollmentPending && now.Sub(cmp.Or(ptrTime(spec.DecidedAt), spec.ExpiresAt)) > decidedRetention:
+			err = s.st.Update(ctx, func(tx store.Tx) error {
+				return tx.Delete(ctx, enrollmentKind, o.Metadata.Name, "")
+			})
+			if err == nil {
+				removed++
+			}
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return removed, fmt.Errorf("sweep enrollment request %s: %w", o.Metadata.Name, err)
+		}
+	}
+	return removed, nil
+}
+
+func ptrTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
+}

@@ -74,3 +74,40 @@ func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request) {
 	s.log().Info("enrolled", "machine", resp.Machine, "serial", resp.Serial, "remote", remote, "enrollment", id, "bound_connection", resp.BoundConnection)
 	writeJSON(w, http.StatusOK, resp)
 }
+
+// ApproveRequest is the body of POST /api/v1/enrollments/{id}/approve.
+type ApproveRequest struct {
+	// Machine, if set, is the machine the request enrolls as (see ApproveEnrollment).
+	Machine string `json:"machine,omitempty"`
+}
+
+// DenyRequest is the body of POST /api/v1/enrollments/{id}/deny.
+type DenyRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+func (s *Server) opApproveEnrollment(w http.ResponseWriter, r *http.Request) {
+	var req ApproveRequest
+	if !s.readJSON(w, r, &req) {
+		return
+	}
+	obj, err := s.ApproveEnrollment(r.Context(), s.actor(r), r.PathValue("id"), req.Machine)
+	if err != nil {
+		s.opFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, obj)
+}
+
+func (s *Server) opDenyEnrollment(w http.ResponseWriter, r *http.Request) {
+	var req DenyRequest
+	if !s.readJSON(w, r, &req) {
+		return
+	}
+	obj, err := s.DenyEnrollment(r.Context(), s.actor(r), r.PathValue("id"), req.Reason)
+	if err != nil {
+		s.opFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, obj)
+}
