@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -471,5 +472,81 @@ func TestAgentWaitsForApproval(t *testing.T) {
 	defer id.Close()
 	if id.Machine != "waits-1" {
 		t.Fatalf("agent enrolled as %q", id.Machine)
+	}
+}
+
+func TestApprovalOperatorRoutes(t *testing.T) {
+	e := newEnv(t, withApproval(100, 5))
+	e.srv.ActorOf = func(r *http.Request) string { return "token:" + r.Header.Get("X-Test-Actor") }
+	mux := http.NewServeMux()
+	roles := map[string]string{}
+	e.srv.RegisterOperator(func(method, path, role, summary string, h http.HandlerFunc) {
+		roles[method+" "+path] = role
+		mux.Handle(method+" "+path, h)
+	})
+	for _, rt := range []string{"POST /api/v1/enrollments/{id}/approve", "POST /api/v1/enrollments/{id}/deny"} {
+		if roles[rt] != store.RoleOperator {
+			t.Errorf("%s: role %q, want operator", rt, roles[rt])
+		}
+	}
+	key := newKey(t)
+	_, p, msg := e.requestEnrollment(key, "", facts("52:54:00:b0:00:01", "hostname", "routed-1"))
+	if p == nil {
+		t.Fatal(msg)
+	}
+	call := func(path, body string) (int, string) {
+		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
+		req.Header.Set("X-Test-Actor", "carol")
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := call("/api/v1/enrollments/enr-000000000000/approve", ""); code != http.StatusNotFound {
+		t.Fatalf("approve of an unknown request: %d %s", code, body)
+	}
+	if code, body := call("/api/v1/enrollments/"+p.ID+"/approve", `{"machine":"Not A Name"}`); code != http.StatusUnprocessableEntity {
+		t.Fatalf("approve with an invalid machine name: %d %s", code, body)
+	}
+	if code, body := call("/api/v1/enrollments/"+p.ID+"/approve", `{"machine":"routed-1"}`); code != http.StatusOK || !strings.Contains(body, `"state":"approved"`) {
+		t.Fatalf("approve: %d %s", code, body)
+	}
+	if code, body := call("/api/v1/enrollments/"+p.ID+"/deny", `{}`); code != http.StatusConflict {
+		t.Fatalf("deny after approve: %d %s, want 409", code, body)
+	}
+	if a := e.auditEntries("enrollment-approve"); len(a) != 1 || a[0].Actor != "token:carol" {
+		t.Fatalf("audit %+v", a)
+	}
+}
+
+func TestApprovalHousekeepExpiresAndFreesPlaces(t *testing.T) {
+	e := newEnv(t, withApproval(100, 1))
+	key := newKey(t)
+	_, p, msg := e.requestEnrollment(key, "", facts("52:54:00:b1:00:01"))
+	if p == nil {
+		t.Fatal(msg)
+	}
+	if code, _, _ := e.requestEnrollment(newKey(t), "", facts("52:54:00:b1:00:02")); code != http.StatusTooManyRequests {
+		t.Fatalf("second request from one source with a cap of 1: %d", code)
+	}
+	e.clock.Advance(DefaultApprovalTTL + time.Second)
+	if _, err := e.srv.Housekeep(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.enrollmentSpec(p.ID); s.State != agentwire.EnrollmentExpired {
+		t.Fatalf("state after expiry and housekeeping: %s", s.State)
+	}
+	if code, _, msg := e.requestEnrollment(newKey(t), "", facts("52:54:00:b1:00:03")); code != http.StatusAccepted {
+		t.Fatalf("request after the expired one left: %d %s", code, msg)
+	}
+	e.clock.Advance(decidedRetention + DefaultApprovalTTL + time.Hour)
+	if _, err := e.srv.Housekeep(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := e.st.View(e.ctx, func(tx store.Tx) error {
+		_, err := tx.Get(e.ctx, "Enrollment", p.ID)
+		return err
+	})
+	if err == nil {
+		t.Fatal("an expired request older than the retention was kept")
 	}
 }
