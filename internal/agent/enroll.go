@@ -73,6 +73,11 @@ type EnrollOptions struct {
 	Timeout time.Duration
 	// Key is the key to enroll; nil: a new P-256 key.
 	Key *ecdsa.PrivateKey
+	// PollInterval is the first wait between polls of an enrollment that waits for
+	// an operator's approval (default 5s; it backs off to a minute).
+	PollInterval time.Duration
+	// OnPending, if set, is told each time Kiln answers that the enrollment waits.
+	OnPending func(agentwire.EnrollPending)
 }
 
 // Identity is an enrolled machine's key, certificate and pinned CA.
@@ -301,7 +306,9 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 
 // EnrollSession enrolls without storing the identity (Enroll stores it). Kiln lets
 // the connection it enrolled on go on as the machine: NewMTLSTransport takes it over
-// (or Close drops it).
+// (or Close drops it). If Kiln answers that the enrollment waits for an operator's
+// approval, it polls until the request is decided (approval.go); opts.Timeout bounds
+// each request, not that wait, which ctx bounds.
 func EnrollSession(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 	if opts.Server == "" {
 		opts.Server = TokenIssuer(opts.Token)
@@ -313,9 +320,6 @@ func EnrollSession(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 	fp, err := NormalizeFingerprint(opts.CAFingerprint)
 	if err != nil {
 		return nil, err
-	}
-	if opts.Token == "" {
-		return nil, errors.New("token: required")
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 60 * time.Second
@@ -330,6 +334,19 @@ func EnrollSession(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 			return nil, err
 		}
 	}
+	id, pending, err := postBoundCSR(ctx, opts, u, fp, key, agentwire.EnrollPath, func(csr string) any {
+		// An empty token asks for an operator's approval, if Kiln allows that.
+		return agentwire.EnrollRequest{Token: opts.Token, CSR: csr, Facts: facts}
+	})
+	if pending != nil {
+		return waitForApproval(ctx, opts, u, fp, key, pending)
+	}
+	return id, err
+}
+
+// postBoundCSR posts, on a new connection, the body made around a CSR for key bound to
+// that connection, and reads Kiln's answer: an identity, or a pending request (202).
+func postBoundCSR(ctx context.Context, opts EnrollOptions, u *url.URL, fp string, key *ecdsa.PrivateKey, path string, body func(csr string) any) (*Identity, *agentwire.EnrollPending, error) {
 	cfg := PinnedTLSConfig(u.Hostname(), fp)
 	// Nothing secret travels on this connection (see secretPath).
 	cfg.CurvePreferences = classicalCurves
@@ -338,38 +355,44 @@ func EnrollSession(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 	defer cancel()
 	tc, err := conn.dial(ctx, "tcp", hostPort(u))
 	if err != nil {
-		return nil, fmt.Errorf("enroll with %s: %w", u.Host, err)
+		return nil, nil, fmt.Errorf("enroll with %s: %w", u.Host, err)
 	}
 	conn.next = tc
 	st := tc.ConnectionState()
 	binding, err := st.ExportKeyingMaterial(channelBindingLabel, nil, 32)
 	if err != nil {
 		tc.Close()
-		return nil, fmt.Errorf("enroll with %s: channel binding: %w", u.Host, err)
+		return nil, nil, fmt.Errorf("enroll with %s: channel binding: %w", u.Host, err)
 	}
 	csr, err := ChannelBoundCSR(key, binding)
 	if err != nil {
 		tc.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	client := &http.Client{Transport: conn.transport}
-	body, _ := json.Marshal(agentwire.EnrollRequest{Token: opts.Token, CSR: csr, Facts: facts})
+	data, _ := json.Marshal(body(csr))
 	var resp agentwire.EnrollResponse
+	var pending *agentwire.EnrollPending
 	id, err := func() (*Identity, error) {
-		if err := postEnrollJSON(ctx, client, u.String()+agentwire.EnrollPath, body, &resp); err != nil {
+		if err := postEnrollJSON(ctx, client, u.String()+path, data, &resp); err != nil {
+			var pe *pendingAnswer
+			if errors.As(err, &pe) {
+				pending = &pe.EnrollPending
+				return nil, nil
+			}
 			return nil, fmt.Errorf("enroll with %s: %w", u.Host, err)
 		}
 		return identityFrom(opts.Dir, u.String(), key, &resp, fp)
 	}()
-	if err != nil || !resp.BoundConnection {
+	if err != nil || pending != nil || !resp.BoundConnection {
 		conn.transport.CloseIdleConnections()
 		conn.dropNext()
-		return id, err
+		return id, pending, err
 	}
 	// New connections present the machine certificate; the one enrolled on goes on.
 	conn.certs.set(id.tlsCert)
 	id.conn = conn
-	return id, nil
+	return id, nil, nil
 }
 
 // Close drops the connection the identity was enrolled on, unless a transport took
@@ -443,6 +466,13 @@ func postEnrollJSON(ctx context.Context, c *http.Client, u string, body []byte, 
 	data, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 	if err != nil {
 		return err
+	}
+	if res.StatusCode == http.StatusAccepted {
+		var p pendingAnswer
+		if err := json.Unmarshal(data, &p.EnrollPending); err != nil || p.ID == "" {
+			return fmt.Errorf("a 202 answer without a request id: %s", truncateLine(string(data)))
+		}
+		return &p
 	}
 	if res.StatusCode != http.StatusOK {
 		var e struct {

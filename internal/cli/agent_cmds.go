@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kilnhq/kiln/internal/agent"
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/api"
 	"github.com/kilnhq/kiln/internal/image"
 	"github.com/kilnhq/kiln/internal/resource"
@@ -114,6 +115,12 @@ func loadOrEnroll(ctx context.Context, log *slog.Logger, opts agent.EnrollOption
 	}
 	if opts.Server == "" || opts.CAFingerprint == "" || opts.Token == "" {
 		return nil, fmt.Errorf("not enrolled (no identity in %s) and no enrollment parameters: give --server, --ca-fingerprint and --token, or boot with kiln.server=, kiln.ca_fingerprint= and kiln.token=", opts.Dir)
+	}
+	if opts.OnPending == nil {
+		// The profile enrolls by approval: the console says what the operator must do.
+		opts.OnPending = func(p agentwire.EnrollPending) {
+			log.Warn("enrollment waits for an operator: kiln enrollment approve "+p.ID, "enrollment", p.ID, "expires", p.ExpiresAt)
+		}
 	}
 	backoff := agent.Backoff{Initial: time.Second, Max: 30 * time.Second}
 	for n := 1; ; n++ {

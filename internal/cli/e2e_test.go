@@ -683,13 +683,19 @@ func TestEnrollThroughBinary(t *testing.T) {
 // httpsServer starts kiln serve with its HTTPS listener on a free loopback port.
 func httpsServer(t *testing.T) (*kilnServer, string) {
 	t.Helper()
+	return httpsServerWith(t)
+}
+
+// httpsServerWith is httpsServer with extra serve flags.
+func httpsServerWith(t *testing.T, args ...string) (*kilnServer, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	return startServer(t, t.TempDir(), nil, "--https-listen="+addr, "--server-san=127.0.0.1"), addr
+	return startServer(t, t.TempDir(), nil, append([]string{"--https-listen=" + addr, "--server-san=127.0.0.1"}, args...)...), addr
 }
 
 // enrollAgent makes a join token with the given flags and enrolls a new host with it;

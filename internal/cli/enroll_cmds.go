@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kilnhq/kiln/internal/agent"
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/enroll"
 )
 
@@ -271,9 +272,10 @@ NAME revokes the certificate.`,
 // Kiln's HTTPS enrollment URL and the join token.
 func agentEnrollCmds(g *globalFlags) []*cobra.Command {
 	var (
-		fp, dir     string
-		fromCmdline bool
-		timeout     time.Duration
+		fp, dir      string
+		fromCmdline  bool
+		timeout      time.Duration
+		pollInterval time.Duration
 	)
 	enrollCmd := &cobra.Command{
 		Use:   "enroll --server https://KILN:PORT --ca-fingerprint SHA256 --token TOKEN",
@@ -313,10 +315,15 @@ from /proc/cmdline.`,
 				return errors.New("--server: required (Kiln's https:// enrollment URL; the token names none)")
 			case fp == "":
 				return errors.New("--ca-fingerprint: required (kiln ca show --fingerprint)")
-			case token == "":
-				return errors.New("--token: required (kiln join-token create)")
 			}
-			id, err := agent.Enroll(cmdContext(cmd), agent.EnrollOptions{Server: server, CAFingerprint: fp, Token: token, Dir: dir, Timeout: timeout})
+			// Without a token the request waits for an operator, if Kiln allows that
+			// (kiln serve --enroll-approval-without-token).
+			onPending := func(p agentwire.EnrollPending) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "enrollment request %s waits for an operator: kiln enrollment approve %s (expires %s)\n",
+					p.ID, p.ID, p.ExpiresAt.Local().Format(time.RFC3339))
+			}
+			id, err := agent.Enroll(cmdContext(cmd), agent.EnrollOptions{Server: server, CAFingerprint: fp, Token: token, Dir: dir, Timeout: timeout,
+				PollInterval: pollInterval, OnPending: onPending})
 			if err != nil {
 				return err
 			}
@@ -329,7 +336,8 @@ from /proc/cmdline.`,
 	ef.StringVar(&fp, "ca-fingerprint", "", "SHA-256 fingerprint of Kiln's CA certificate (hex, colons allowed)")
 	ef.StringVar(&dir, "dir", agent.DefaultDir, "directory for the key, certificate and CA (created with mode 0700)")
 	ef.BoolVar(&fromCmdline, "from-cmdline", false, "take what is not given from kiln.* parameters on /proc/cmdline")
-	ef.DurationVar(&timeout, "enroll-timeout", 60*time.Second, "timeout of the enrollment request")
+	ef.DurationVar(&timeout, "enroll-timeout", 60*time.Second, "timeout of each enrollment request (not of the wait for an operator's approval)")
+	ef.DurationVar(&pollInterval, "poll-interval", 5*time.Second, "first wait between polls of a request that waits for approval (backs off to a minute)")
 
 	var (
 		renewDir string

@@ -89,6 +89,7 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newAgentCmd(g),
 		newImageCmd(g),
 		newJoinTokenCmd(g),
+		newEnrollmentCmd(g),
 		newCACmd(g),
 	)
 	return root
@@ -290,6 +291,8 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 	f.StringVar(&cfg.CAImportCert, "ca-import-cert", "", "PEM file of an intermediate CA (and its issuers) to use instead of a generated one, at first start (env KILN_CA_IMPORT_CERT)")
 	f.StringVar(&cfg.CAImportKey, "ca-import-key", "", "PEM file of that CA's private key (env KILN_CA_IMPORT_KEY)")
 	f.BoolVar(&cfg.EnrollByMAC, "enroll-by-mac", false, "let machines in state provisioning enroll on their MAC alone, without a token (a MAC is self-reported: off by default) (env KILN_ENROLL_BY_MAC)")
+	f.BoolVar(&cfg.EnrollApprovalWithoutToken, "enroll-approval-without-token", false, "let a host without a join token ask to be enrolled; its request waits for `kiln enrollment approve` (at most 1,000 pending, 5 per source address; off by default: anyone on the network could queue requests for an operator to approve by mistake) (env KILN_ENROLL_APPROVAL_WITHOUT_TOKEN)")
+	f.DurationVar(&cfg.EnrollApprovalTTL, "enroll-approval-ttl", 24*time.Hour, "how long an enrollment request waits for an operator's decision before it expires (env KILN_ENROLL_APPROVAL_TTL)")
 	f.BoolVar(&cfg.ServerRSA, "server-rsa-cert", false, "also serve an RSA server certificate, for TLS clients (old iPXE builds) without ECDSA (env KILN_SERVER_RSA_CERT)")
 	f.StringVar(&pprofAddr, "pprof-listen", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, for performance work; keep it on loopback; empty: off (env KILN_PPROF_LISTEN)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json (env KILN_LOG_FORMAT)")

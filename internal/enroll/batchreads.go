@@ -28,20 +28,26 @@ type txToken struct {
 // and keeps nothing (a transaction of one enrollment).
 type batchReads struct {
 	tokens   map[string]*txToken
-	profiles map[string][]string
+	profiles map[string]txProfile
+}
+
+// txProfile is what an enrollment needs of its profile, as read in a write transaction.
+type txProfile struct {
+	policy []string
+	mode   string // spec.enrollment (approval.go)
 }
 
 func newBatchReads() *batchReads {
-	return &batchReads{tokens: map[string]*txToken{}, profiles: map[string][]string{}}
+	return &batchReads{tokens: map[string]*txToken{}, profiles: map[string]txProfile{}}
 }
 
 // profileCheck checks, in the write transaction, that the enrollment's profile exists
 // and has the enrollPolicy the enrollment was checked against.
 func (br *batchReads) profileCheck(ctx context.Context, tx store.Tx, s *Server, e *enrollment) error {
 	name := e.claims.Scope.Profile
-	policy, ok := []string(nil), false
+	p, ok := txProfile{}, false
 	if br != nil {
-		policy, ok = br.profiles[name]
+		p, ok = br.profiles[name]
 	}
 	if !ok {
 		obj, err := tx.Get(ctx, "Profile", name)
@@ -54,15 +60,16 @@ func (br *batchReads) profileCheck(ctx context.Context, tx store.Tx, s *Server, 
 		if err != nil {
 			return err
 		}
-		policy = enrollPolicyOf(obj)
+		p = txProfile{policy: enrollPolicyOf(obj), mode: enrollmentModeOf(obj)}
 		if br != nil {
-			br.profiles[name] = policy
+			br.profiles[name] = p
 		}
 	}
-	if !slices.Equal(policy, e.profilePolicy) {
-		s.profiles.Store(name, policy)
+	if !slices.Equal(p.policy, e.profilePolicy) {
+		s.profiles.Store(name, p.policy)
 		return errProfileChanged
 	}
+	e.profileMode = p.mode
 	return nil
 }
 

@@ -72,6 +72,9 @@ func (s *Server) commitOne(ctx context.Context, tx store.Tx, br *batchReads, e *
 	if err != nil {
 		return nil, err
 	}
+	if mode := enrollmentMode(e, b); mode != resource.EnrollAutoBound {
+		return s.divert(ctx, tx, e, b, mode) // approval.go: nothing issued, the token's use not counted
+	}
 	resp, err := s.issue(ctx, tx, e, b, "token "+c.ID)
 	if err != nil {
 		return nil, err

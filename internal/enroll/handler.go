@@ -61,6 +61,10 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "enrollment failed on the server (store unavailable); retry later")
 		return
 	}
+	if resp.pending != nil {
+		writeJSON(w, http.StatusAccepted, resp.pending)
+		return
+	}
 	resp.BoundConnection = bindConnection(r, resp)
 	s.log().Info("enrolled", "machine", resp.Machine, "serial", resp.Serial, "remote", remote, "bound_connection", resp.BoundConnection)
 	writeJSON(w, http.StatusOK, resp)

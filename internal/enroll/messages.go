@@ -17,4 +17,7 @@ type EnrollResponse struct {
 	issued *issued
 	// channelBound: the CSR carried the request connection's channel binding.
 	channelBound bool
+	// pending, if set: nothing was issued, the enrollment waits for an operator
+	// (approval.go) and the answer is this, with 202.
+	pending *agentwire.EnrollPending
 }

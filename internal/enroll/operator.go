@@ -37,6 +37,8 @@ func (s *Server) OperatorRoutes() []OperatorRoute {
 		{"POST", "/api/v1/enroll/machines/{name}/revoke", roleOperator, "Revoke a machine's certificates (agent API refuses them at once; listed in /crl)", s.opRevokeMachine},
 		{"POST", "/api/v1/enroll/machines/{name}/bootcert", roleAdmin, "Issue a client certificate and key for a machine's iPXE build; the key is in the response only", s.opBootCert},
 		{"GET", "/api/v1/enroll/ca", roleViewer, "The CA certificate and its SHA-256 fingerprint", s.opCA},
+		{"POST", "/api/v1/enrollments/{id}/approve", roleOperator, "Approve a pending enrollment request (machine: enroll it as this machine); the requester collects its certificate when it next polls", s.opApproveEnrollment},
+		{"POST", "/api/v1/enrollments/{id}/deny", roleOperator, "Deny a pending enrollment request (reason: told to the requester)", s.opDenyEnrollment},
 	}
 }
 
@@ -202,6 +204,11 @@ func (s *Server) Housekeep(ctx context.Context) (int, error) {
 			}
 			return now.Sub(*js.ExpiresAt) > grace
 		}},
+	}
+	n, err := s.sweepEnrollments(ctx, now)
+	removed += n
+	if err != nil {
+		return removed, err
 	}
 	for _, rl := range rules {
 		after := ""

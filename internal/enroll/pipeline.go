@@ -42,6 +42,8 @@ type enrollment struct {
 	// profilePolicy is the token profile's enrollPolicy the enrollment was checked
 	// against; the write transaction refuses to go on if the profile's is another.
 	profilePolicy []string
+	// profileMode is the profile's spec.enrollment as read in the write transaction.
+	profileMode string
 }
 
 // Enroll checks an enrollment and, if every check passes, binds the machine and issues
@@ -64,6 +66,8 @@ func (s *Server) enrollOnChannel(ctx context.Context, req *EnrollRequest, channe
 			outcome = fmt.Sprintf("refused-%d", ref.Status)
 		case err != nil:
 			outcome = "error"
+		case resp.pending != nil:
+			outcome = "pending"
 		}
 		s.OnEnroll(outcome, time.Since(start))
 	}
@@ -81,14 +85,17 @@ func (s *Server) enroll(ctx context.Context, req *EnrollRequest, channel []byte,
 		return nil, refuse(http.StatusBadRequest, "facts: %v", err)
 	}
 	if req.Token == "" {
-		if !s.cfg.RegisterByMAC {
-			return nil, refuse(http.StatusUnauthorized, "token: missing (enrollment needs a join token; registration by MAC alone is switched off)")
+		if !s.cfg.RegisterByMAC && !s.cfg.ApprovalWithoutToken {
+			return nil, refuse(http.StatusUnauthorized, "token: missing (enrollment needs a join token; registration by MAC alone is switched off, and so is approval without a token)")
 		}
 		if e.csr, err = parseCSR(req.CSR); err != nil {
 			return nil, refuse(http.StatusBadRequest, "%v", err)
 		}
 		if err := e.checkChannel(); err != nil {
 			return nil, refuse(http.StatusBadRequest, "%v", err)
+		}
+		if !s.cfg.RegisterByMAC {
+			return s.requestWithoutToken(ctx, e)
 		}
 		resp, err := s.commitByMAC(ctx, e)
 		if resp != nil {

@@ -72,6 +72,14 @@ type Config struct {
 	// RegisterByMAC lets a machine in state provisioning enroll with no token, on its
 	// MAC alone. Off by default: a MAC is self-reported.
 	RegisterByMAC bool
+	// ApprovalWithoutToken lets a host with no token ask to be enrolled and wait for
+	// an operator's approval (approval.go). Off by default.
+	ApprovalWithoutToken bool
+	// ApprovalTTL is how long an enrollment request waits for a decision (default 24h).
+	ApprovalTTL time.Duration
+	// MaxPendingEnrollments and MaxPendingPerSource cap the requests that wait, in
+	// all and per source address (default 1,000 and 5).
+	MaxPendingEnrollments, MaxPendingPerSource int
 	// ReplayWindow is how long an enrolled public key is remembered to refuse replays.
 	ReplayWindow time.Duration
 	// PolicyCostLimit and PolicyTimeout bound each CEL evaluation.
@@ -277,6 +285,7 @@ func (s *Server) TLSConfig() *tls.Config {
 // GET /ca.crt, GET /crl, and, with Scripts set, GET /ipxe/by-cert.
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+agentwire.EnrollPath, s.handleEnroll)
+	mux.HandleFunc("POST "+agentwire.EnrollRequestPattern, s.handlePoll)
 	mux.HandleFunc("GET "+agentwire.CACertPath, s.handleCACert)
 	mux.HandleFunc("GET "+agentwire.CRLPath, s.handleCRL)
 	if s.Scripts != nil {

@@ -37,6 +37,8 @@ spec:
 		{"host bits", "kind: Subnet\nmetadata: {name: s}\nspec: {cidr: 10.0.0.1/24, mode: proxy}", `has host bits set (did you mean 10.0.0.0/24?)`},
 		{"bad duration", "kind: Subnet\nmetadata: {name: s}\nspec: {cidr: 10.0.0.0/24, mode: proxy, leaseTime: forever}", `spec.leaseTime: "forever" is not a positive duration`},
 		{"bad action type", "kind: Template\nmetadata: {name: t}\nspec: {actions: [{name: a, type: docker}]}", `spec.actions[0].type: "docker" is not one of`},
+		{"profile enrollment", "kind: Profile\nmetadata: {name: p}\nspec: {boot: {agent: true}, enrollment: manual}", `profile "p": spec.enrollment: "manual" is not one of auto-bound, approve, tpm`},
+		{"machine enrollment", "kind: Machine\nmetadata: {name: a}\nspec: {enrollment: Approve}", `machine "a": spec.enrollment: "Approve" is not one of auto-bound, approve, tpm`},
 		{"profile both", "kind: Profile\nmetadata: {name: p}\nspec: {boot: {agent: true, kernel: k}}", `spec.boot: set either agent or kernel, not both`},
 		{"artifact sha", "kind: Artifact\nmetadata: {name: a}\nspec: {source: /x, sha256: abc}", `spec.sha256: "abc" is not 64 lower-case hex digits`},
 		{"bmc driver", "kind: Machine\nmetadata: {name: a}\nspec: {bmc: {driver: ilo, address: x}}", `spec.bmc.driver: "ilo" is not one of ipmi, redfish, qemu`},

@@ -61,6 +61,8 @@ var kinds = []*Kind{
 		Columns: []Column{{"MACHINE", "spec.machine"}, {"TEMPLATE", "spec.template"}, {"STATE", "status.state"}}},
 	{Name: "PowerJob", Plural: "powerjobs", Aliases: []string{"powerjob", "pj"}, SpecType: reflect.TypeOf(PowerJobSpec{}), ReadOnly: true,
 		Columns: []Column{{"MACHINE", "spec.machine"}, {"OP", "spec.op"}, {"STATE", "status.state"}, {"ATTEMPTS", "status.attempts"}, {"ERROR", "status.error"}}},
+	{Name: "Enrollment", Plural: "enrollments", Aliases: []string{"enrollment", "enr"}, SpecType: reflect.TypeOf(EnrollmentSpec{}), ReadOnly: true,
+		Columns: []Column{{"STATE", "spec.state"}, {"SOURCE", "spec.source"}, {"MACS", "spec.macs"}, {"HOSTNAME", "spec.hostname"}, {"MACHINE", "spec.machine"}}},
 	{Name: "Lease", Plural: "leases", Aliases: []string{"lease"}, SpecType: reflect.TypeOf(LeaseSpec{}),
 		Columns: []Column{{"MAC", "spec.mac"}, {"SUBNET", "spec.subnet"}, {"STATE", "spec.state"}, {"EXPIRES", "spec.expiresAt"}}},
 }
@@ -131,6 +133,8 @@ type MachineSpec struct {
 	Profile    string      `json:"profile,omitempty"`
 	Interfaces []Interface `json:"interfaces,omitempty"`
 	BMC        *BMC        `json:"bmc,omitempty"`
+	// Enrollment overrides the profile's spec.enrollment for this machine.
+	Enrollment string `json:"enrollment,omitempty"`
 }
 
 // Machine states, kept in status.state.
@@ -182,6 +186,9 @@ func (s *MachineSpec) Validate() error {
 		if ifc.Hostname != "" && !ValidHostname(ifc.Hostname) {
 			return fmt.Errorf("%s.hostname: %q is not a valid hostname", p, ifc.Hostname)
 		}
+	}
+	if err := validateEnrollmentMode("spec.enrollment", s.Enrollment); err != nil {
+		return err
 	}
 	if b := s.BMC; b != nil {
 		switch b.Driver {
@@ -246,6 +253,9 @@ type ProfileSpec struct {
 	// EnrollPolicy are CEL expressions over facts, token claims and the request that
 	// must all hold for a machine of this profile to enroll.
 	EnrollPolicy []string `json:"enrollPolicy,omitempty"`
+	// Enrollment is how machines of this profile enroll: EnrollAutoBound (default),
+	// EnrollApprove or EnrollTPM.
+	Enrollment string `json:"enrollment,omitempty"`
 }
 
 func (s *ProfileSpec) Validate() error {
@@ -266,6 +276,9 @@ func (s *ProfileSpec) Validate() error {
 	}
 	if s.Workflow != "" && ValidateName(s.Workflow) != nil {
 		return fmt.Errorf("spec.workflow: %q is not a template name", s.Workflow)
+	}
+	if err := validateEnrollmentMode("spec.enrollment", s.Enrollment); err != nil {
+		return err
 	}
 	if c := s.Configs; c != nil {
 		for _, k := range slices.Sorted(maps.Keys(c.CloudInit)) {

@@ -112,6 +112,10 @@ type Config struct {
 	CAImportCert, CAImportKey string
 	// EnrollByMAC lets machines in state provisioning enroll on their MAC alone.
 	EnrollByMAC bool
+	// EnrollApprovalWithoutToken lets a host without a token ask to be enrolled and
+	// wait for an operator's approval; EnrollApprovalTTL is how long a request waits.
+	EnrollApprovalWithoutToken bool
+	EnrollApprovalTTL          time.Duration
 	// ServerRSA also serves an RSA certificate, for TLS clients without ECDSA.
 	ServerRSA bool
 }
@@ -664,6 +668,7 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 		ImportCACert: s.cfg.CAImportCert, ImportCAKey: s.cfg.CAImportKey,
 		PublicURL: enrollURL, ServerSANs: s.cfg.ServerSANs, ServerRSA: s.cfg.ServerRSA,
 		CertTTL: s.cfg.CertTTL, BootTokenTTL: s.cfg.BootTokenTTL, RegisterByMAC: s.cfg.EnrollByMAC,
+		ApprovalWithoutToken: s.cfg.EnrollApprovalWithoutToken, ApprovalTTL: s.cfg.EnrollApprovalTTL,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("enrollment: %w", err)
