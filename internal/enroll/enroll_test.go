@@ -116,7 +116,17 @@ func TestEnrollBindsExistingMachineByMAC(t *testing.T) {
 		t.Fatalf("second enrollment with a generic token: %d %s", code, msg)
 	}
 	mustContain(t, "refusal", msg, "already enrolled")
-	// ...a token for it does (re-enrollment), and the old certificate stops working.
+	// ...nor does a token for it while the machine holds a valid certificate and no
+	// operator reprovisioned it since (issue 13)...
+	code, _, msg = e.enroll(b, e.token(TokenRequest{Machine: "node-3"}), facts("52:54:00:00:00:03"))
+	if code != http.StatusForbidden {
+		t.Fatalf("re-enrollment without a reprovision: %d %s", code, msg)
+	}
+	mustContain(t, "refusal", msg, "reprovision")
+	// ...after a reprovision, a token for it does (once), and the old certificate
+	// stops working.
+	e.clock.Advance(time.Second)
+	e.startWorkflow("node-3")
 	code, _, msg = e.enroll(b, e.token(TokenRequest{Machine: "node-3"}), facts("52:54:00:00:00:03"))
 	if code != http.StatusOK {
 		t.Fatalf("re-enrollment: %d %s", code, msg)

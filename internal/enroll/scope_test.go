@@ -106,3 +106,30 @@ func cmpOrNone(s string) string {
 	}
 	return s
 }
+
+// startWorkflow does what `kiln machine reprovision` does to the store, for this
+// package's tests: a running workflow created now, and the machine provisioning.
+func (e *env) startWorkflow(machine string) string {
+	e.t.Helper()
+	name := machine + "-" + e.clock.Now().Format("20060102-150405-000")
+	err := e.st.Update(e.ctx, func(tx store.Tx) error {
+		spec, _ := json.Marshal(resource.WorkflowSpec{Machine: machine, Template: "t"})
+		status, _ := json.Marshal(map[string]any{"state": "pending", "createdAt": e.clock.Now().UTC(), "actions": []any{}})
+		if err := tx.Create(e.ctx, &resource.Object{Kind: "Workflow", Metadata: resource.Metadata{Name: name, Labels: map[string]string{"kiln.dev/machine": machine}},
+			Spec: spec, Status: status}); err != nil {
+			return err
+		}
+		m, err := tx.Get(e.ctx, "Machine", machine)
+		if err != nil {
+			return err
+		}
+		if m.Status, err = mergeStatus(m.Status, map[string]any{"state": resource.StateProvisioning}); err != nil {
+			return err
+		}
+		return tx.Update(e.ctx, m)
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return name
+}

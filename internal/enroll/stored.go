@@ -38,6 +38,7 @@ type certStatus struct {
 	CertFingerprint string     `json:"certFingerprint,omitempty"`
 	CertSerial      string     `json:"certSerial,omitempty"`
 	CertNotAfter    *time.Time `json:"certNotAfter,omitempty"`
+	EnrolledAt      *time.Time `json:"enrolledAt,omitempty"`
 }
 
 func machineCertStatus(m *resource.Object) certStatus {
