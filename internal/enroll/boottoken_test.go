@@ -62,7 +62,9 @@ func (e *env) newAgentFrom(from string) *agentClient {
 	a := e.newAgent()
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
 	a.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.srv.CACertPool(), ServerName: "127.0.0.1"},
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) { return d.DialContext(ctx, network, addr) }}
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		}}
 	return a
 }
 

@@ -49,7 +49,7 @@ func (s *Server) commitOne(ctx context.Context, tx store.Tx, br *batchReads, e *
 	tok, spec, ts := t.obj, t.spec, t.status
 	if subtle.ConstantTimeCompare([]byte(spec.Hash), []byte(e.tokenHash)) != 1 {
 		if c.Scope.Boot {
-			return nil, ref(http.StatusUnauthorized, "per-boot token %s was superseded: the machine fetched a newer boot script since", c.ID)
+			return nil, ref(http.StatusUnauthorized, "per-boot token %s was superseded: the machine was reprovisioned since", c.ID)
 		}
 		return nil, ref(http.StatusUnauthorized, "token %s does not match the token issued under that id", c.ID)
 	}

@@ -112,6 +112,9 @@ type Config struct {
 	CAImportCert, CAImportKey string
 	// EnrollByMAC lets machines in state provisioning enroll on their MAC alone.
 	EnrollByMAC bool
+	// BootTokensForNew mints per-boot tokens for machines in state new too, not only
+	// for machines an operator reprovisioned (README, #threat-model).
+	BootTokensForNew bool
 	// ServerRSA also serves an RSA certificate, for TLS clients without ECDSA.
 	ServerRSA bool
 }
@@ -664,6 +667,7 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 		ImportCACert: s.cfg.CAImportCert, ImportCAKey: s.cfg.CAImportKey,
 		PublicURL: enrollURL, ServerSANs: s.cfg.ServerSANs, ServerRSA: s.cfg.ServerRSA,
 		CertTTL: s.cfg.CertTTL, BootTokenTTL: s.cfg.BootTokenTTL, RegisterByMAC: s.cfg.EnrollByMAC,
+		BootTokensForNew: s.cfg.BootTokensForNew,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("enrollment: %w", err)
