@@ -55,7 +55,8 @@
 // # Enrollment
 //
 // POST /enroll (HTTPS only) checks, in order: the token's form and signature, its
-// nbf/exp, its CIDRs against the request's source address and its MACs against the
+// nbf/exp, its CIDRs (and a per-boot token's address) against the request's source
+// address and its MACs against the
 // reported facts, the token's CEL policy, the profile's (spec.enrollPolicy), then the
 // CSR (and its channel binding). Then, in one write transaction (serialized, across
 // replicas too): the profile's policy is still the one checked (it is cached between

@@ -137,6 +137,10 @@ func TestEnrollBindsExistingMachineByMAC(t *testing.T) {
 	if code, _ := e.get(b.http, "/agent/v1/self"); code != http.StatusOK {
 		t.Fatalf("new certificate: %d", code)
 	}
+	// One reprovision grants one re-enrollment: a second token for it is refused.
+	if code, _, msg := e.enroll(e.newAgent(), e.token(TokenRequest{Machine: "node-3"}), facts("52:54:00:00:00:03")); code != http.StatusForbidden {
+		t.Fatalf("second re-enrollment within one reprovision: %d %s", code, msg)
+	}
 }
 
 // Each bad input is refused with a clear reason and an audit entry; nothing is
