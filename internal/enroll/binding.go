@@ -123,18 +123,21 @@ func (s *Server) bind(ctx context.Context, tx store.Tx, e *enrollment) (*binding
 // it is in state provisioning and its certificate predates the running workflow.
 // Otherwise it keeps its identity: it renews with its certificate.
 func (s *Server) mayEnroll(ctx context.Context, tx store.Tx, e *enrollment, m *resource.Object) error {
-	c := e.claims
+	c := e.claims // nil: registration by MAC, which has no token and no profile to check
 	name := m.Metadata.Name
 	ref := func(format string, a ...any) *Refusal {
 		r := refuse(http.StatusForbidden, format, a...)
-		r.TokenID, r.Machine = c.ID, name
+		r.Machine = name
+		if c != nil {
+			r.TokenID = c.ID
+		}
 		return r
 	}
 	ms, err := resource.Typed[resource.MachineSpec](m)
 	if err != nil {
 		return fmt.Errorf("bind machine %s: %w", name, err)
 	}
-	if ms.Profile != "" && ms.Profile != c.Scope.Profile {
+	if c != nil && ms.Profile != "" && ms.Profile != c.Scope.Profile {
 		return ref("machine %s has profile %s; token %s is for profile %s", name, ms.Profile, c.ID, c.Scope.Profile)
 	}
 	cs := machineCertStatus(m)

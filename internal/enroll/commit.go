@@ -115,6 +115,9 @@ func (s *Server) commitByMAC(ctx context.Context, e *enrollment) (*EnrollRespons
 			r.Machine = found.Metadata.Name
 			return r
 		}
+		if err := s.mayEnroll(ctx, tx, e, found); err != nil {
+			return err
+		}
 		var err error
 		resp, err = s.issue(ctx, tx, e, &binding{obj: found, name: found.Metadata.Name}, "its MAC alone (registration by MAC is on)")
 		return err

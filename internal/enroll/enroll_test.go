@@ -694,6 +694,10 @@ func TestRegisterByMAC(t *testing.T) {
 	if code, resp, msg := e.enroll(a, "", facts("52:54:00:00:00:71")); code != http.StatusOK || resp.Machine != "mac-1" {
 		t.Fatal(code, msg)
 	}
+	// Enrolled, it is not enrolled again on its MAC: it renews, or is reprovisioned.
+	if code, _, msg := e.enroll(e.newAgent(), "", facts("52:54:00:00:00:71")); code != http.StatusForbidden || !strings.Contains(msg, "already enrolled") {
+		t.Fatalf("second registration by MAC: %d %s", code, msg)
+	}
 	if code, _, msg := e.enroll(e.newAgent(), "", facts("52:54:00:00:00:72")); code != http.StatusForbidden || !strings.Contains(msg, "not provisioning") {
 		t.Fatal(code, msg)
 	}
