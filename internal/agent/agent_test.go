@@ -408,7 +408,11 @@ func TestAgentResumesWithoutRedoing(t *testing.T) {
 	s := newScenario(t)
 	k := s.k
 	name := k.startWorkflow("install")
-	// A previous agent finished "one" and was in the middle of "image" when it died.
+	// A previous agent fetched the workflow, finished "one" and was in the middle of
+	// "image" when it died.
+	if _, err := k.eng.Fetch(context.Background(), "web-1"); err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range []struct{ action, state string }{{"one", "running"}, {"one", "succeeded"}, {"image", "running"}} {
 		if _, err := k.eng.Apply(context.Background(), "web-1", name, r.action, workflow.Report{State: r.state, Attempt: 1}); err != nil {
 			t.Fatal(err)
@@ -561,6 +565,9 @@ func TestAgentHoldsResultOnDisk(t *testing.T) {
 	a := newTestAgent(t, s.k, s.power)
 	// An agent that ran the action but died before Kiln had its result...
 	a.savePending(name, "flaky", workflow.Report{State: workflow.Succeeded, Attempt: 1, Message: "held"})
+	if _, err := s.k.eng.Fetch(context.Background(), "web-1"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.k.eng.Apply(context.Background(), "web-1", name, "flaky", workflow.Report{State: workflow.Running, Attempt: 1}); err != nil {
 		t.Fatal(err)
 	}

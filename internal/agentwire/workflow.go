@@ -45,14 +45,17 @@ type ActionStatus struct {
 
 // WorkflowStatus is a workflow's state and its actions' (a Workflow object's status).
 type WorkflowStatus struct {
-	State      string         `json:"state"`
-	Current    string         `json:"currentAction,omitempty"`
-	Timeout    string         `json:"timeout"`
-	CreatedAt  time.Time      `json:"createdAt"`
-	StartedAt  *time.Time     `json:"startedAt,omitempty"`
-	FinishedAt *time.Time     `json:"finishedAt,omitempty"`
-	Message    string         `json:"message,omitempty"`
-	Actions    []ActionStatus `json:"actions"`
+	State      string     `json:"state"`
+	Current    string     `json:"currentAction,omitempty"`
+	Timeout    string     `json:"timeout"`
+	CreatedAt  time.Time  `json:"createdAt"`
+	StartedAt  *time.Time `json:"startedAt,omitempty"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+	Message    string     `json:"message,omitempty"`
+	// FetchedAt is when the machine last fetched the workflow (GET WorkflowPath): the
+	// server accepts reports only once it has.
+	FetchedAt *time.Time     `json:"fetchedAt,omitempty"`
+	Actions   []ActionStatus `json:"actions"`
 }
 
 // WorkflowResponse is the agent's view of its current workflow: the answer to GET

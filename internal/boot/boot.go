@@ -63,10 +63,11 @@ type Server struct {
 	// Metrics, optional.
 	OnScript func(kind string)
 	// Credentials, if set, returns what an agent boot of a known machine needs to
-	// enroll (server URL, CA fingerprint, a per-boot single-use join token), appended
-	// to the kernel command line. Called once per served script, so the token in a
-	// script seen on the LAN is good for one enrollment within minutes.
-	Credentials func(ctx context.Context, machine, mac string) (string, error)
+	// enroll (server URL, CA fingerprint and, when the machine awaits one and the
+	// request comes from the address Kiln leased to it, its per-boot single-use join
+	// token), appended to the kernel command line. remote is the request's source
+	// address: the token is bound to it.
+	Credentials func(ctx context.Context, machine, mac string, remote netip.Addr) (string, error)
 	// CacheTTL is how long the profiles and artifacts a script names are reused
 	// between requests (the machine is read for every request); 0:
 	// DefaultCacheTTL, negative: not at all.
@@ -333,7 +334,8 @@ func (s *Server) profileScript(ctx context.Context, r *http.Request, m *resource
 		// BOOTIF tells the agent environment which NIC iPXE booted from.
 		rendered = strings.TrimSpace(rendered + " BOOTIF=01-" + strings.ReplaceAll(mac, ":", "-"))
 		if m != nil && s.Credentials != nil {
-			cred, err := s.Credentials(ctx, m.Metadata.Name, mac)
+			remote, _ := netip.ParseAddr(remoteIP(r))
+			cred, err := s.Credentials(ctx, m.Metadata.Name, mac, remote.Unmap())
 			if err != nil {
 				return "", fmt.Errorf("enrollment credentials: %w", err)
 			}

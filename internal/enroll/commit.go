@@ -49,7 +49,7 @@ func (s *Server) commitOne(ctx context.Context, tx store.Tx, br *batchReads, e *
 	tok, spec, ts := t.obj, t.spec, t.status
 	if subtle.ConstantTimeCompare([]byte(spec.Hash), []byte(e.tokenHash)) != 1 {
 		if c.Scope.Boot {
-			return nil, ref(http.StatusUnauthorized, "per-boot token %s was superseded: the machine fetched a newer boot script since", c.ID)
+			return nil, ref(http.StatusUnauthorized, "per-boot token %s was superseded: the machine was reprovisioned since", c.ID)
 		}
 		return nil, ref(http.StatusUnauthorized, "token %s does not match the token issued under that id", c.ID)
 	}
@@ -117,6 +117,9 @@ func (s *Server) commitByMAC(ctx context.Context, e *enrollment) (*EnrollRespons
 			r := refuse(http.StatusForbidden, "registration by MAC: machine %s is %s, not provisioning", found.Metadata.Name, cmp.Or(st, "-"))
 			r.Machine = found.Metadata.Name
 			return r
+		}
+		if err := s.mayEnroll(ctx, tx, e, found); err != nil {
+			return err
 		}
 		var err error
 		resp, err = s.issue(ctx, tx, e, &binding{obj: found, name: found.Metadata.Name}, "its MAC alone (registration by MAC is on)")

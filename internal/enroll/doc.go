@@ -35,17 +35,28 @@
 // one-way: RevokeToken also records it in the status, and the inventory keeps a
 // revoked token's spec.revoked true when a manifest (an old one re-applied) clears it.
 //
-// Per-boot tokens (MintBootToken, BootCmdline) are minted when Kiln serves a
-// machine's iPXE script: single use, bound to that machine and MAC, valid for
-// minutes. Each machine has one such object ("boot-<machine>"), replaced at each
-// boot, so they do not pile up and an older boot's token is superseded. A per-boot
-// token presented after it was used is refused with an EnrollAlert event and an
-// enroll-alert audit entry: someone may have raced the machine for it.
+// Per-boot tokens (MintBootToken, BootCmdline, boottoken.go) travel in the iPXE
+// script, which anyone on the provisioning network can ask for, so one is minted only
+// for a machine an operator put into provisioning (its running workflow; state new
+// only with Config.BootTokensForNew), once per reprovision, and served only to a
+// request from the address Kiln leased to the machine's MAC (an active bound Lease)
+// or its reserved interface address. The token's claims carry that address
+// (scope.addr) and enrollment with it is accepted only from there. A second script
+// request for the same boot gets the same token (its claims are kept in the
+// JoinToken's status and signed again: Ed25519 is deterministic), so asking again
+// never supersedes the machine's token; a new reprovision does. A request from
+// another address gets a script without a token, and an EnrollAlert event and a
+// boot-token-alert audit entry (one a minute per machine and address, with a count).
+// Each machine has one such object ("boot-<machine>"). A per-boot token presented
+// from another address, or after it was used, is refused with an EnrollAlert event
+// and an enroll-alert audit entry, and nothing is consumed. README#threat-model says
+// what this defends against and what not.
 //
 // # Enrollment
 //
 // POST /enroll (HTTPS only) checks, in order: the token's form and signature, its
-// nbf/exp, its CIDRs against the request's source address and its MACs against the
+// nbf/exp, its CIDRs (and a per-boot token's address) against the request's source
+// address and its MACs against the
 // reported facts, the token's CEL policy, the profile's (spec.enrollPolicy), then the
 // CSR (and its channel binding). Then, in one write transaction (serialized, across
 // replicas too): the profile's policy is still the one checked (it is cached between
@@ -55,11 +66,15 @@
 // the writes: machine created or updated, use counted, audit entry, event. N uses
 // means N. Enrollments arriving together share the transaction (batch.go).
 //
-// The machine is the one the token names (created if missing); else the one owning a
-// reported MAC, if the token's MAC scope covers it or the machine was never enrolled
-// and has the token's profile (a generic token never takes over an enrolled
-// machine); else a new machine with the token's profile and labels, named after the
-// reported hostname if that is free, else m-<MAC>, else m-<key hash>.
+// The machine is the one the token names (created if missing); else, for a token
+// scoped to MACs, the one owning a reported MAC inside the scope, and the enrollment
+// is refused if a reported MAC outside it belongs to another machine; else the one
+// owning the reported MACs; else a new machine with the token's profile and labels,
+// named after the reported hostname if that is free, else m-<MAC>, else m-<key
+// hash>. On every path an existing machine must have the token's profile (or none),
+// and one holding a valid certificate is enrolled again only within an operator's
+// reprovision (state provisioning, certificate older than the running workflow):
+// otherwise it renews with its certificate (binding.go).
 //
 // CSR rule: Kiln takes only the public key (ECDSA P-256/P-384, Ed25519, RSA 2048-8192)
 // and assigns the names itself. A CSR says nothing about names (empty subject, no

@@ -116,7 +116,17 @@ func TestEnrollBindsExistingMachineByMAC(t *testing.T) {
 		t.Fatalf("second enrollment with a generic token: %d %s", code, msg)
 	}
 	mustContain(t, "refusal", msg, "already enrolled")
-	// ...a token for it does (re-enrollment), and the old certificate stops working.
+	// ...nor does a token for it while the machine holds a valid certificate and no
+	// operator reprovisioned it since (issue 13)...
+	code, _, msg = e.enroll(b, e.token(TokenRequest{Machine: "node-3"}), facts("52:54:00:00:00:03"))
+	if code != http.StatusForbidden {
+		t.Fatalf("re-enrollment without a reprovision: %d %s", code, msg)
+	}
+	mustContain(t, "refusal", msg, "reprovision")
+	// ...after a reprovision, a token for it does (once), and the old certificate
+	// stops working.
+	e.clock.Advance(time.Second)
+	e.startWorkflow("node-3")
 	code, _, msg = e.enroll(b, e.token(TokenRequest{Machine: "node-3"}), facts("52:54:00:00:00:03"))
 	if code != http.StatusOK {
 		t.Fatalf("re-enrollment: %d %s", code, msg)
@@ -126,6 +136,10 @@ func TestEnrollBindsExistingMachineByMAC(t *testing.T) {
 	}
 	if code, _ := e.get(b.http, "/agent/v1/self"); code != http.StatusOK {
 		t.Fatalf("new certificate: %d", code)
+	}
+	// One reprovision grants one re-enrollment: a second token for it is refused.
+	if code, _, msg := e.enroll(e.newAgent(), e.token(TokenRequest{Machine: "node-3"}), facts("52:54:00:00:00:03")); code != http.StatusForbidden {
+		t.Fatalf("second re-enrollment within one reprovision: %d %s", code, msg)
 	}
 }
 
@@ -597,8 +611,10 @@ func TestAgentAPIRefusesOtherCertificates(t *testing.T) {
 
 func TestBootToken(t *testing.T) {
 	e := newEnv(t)
-	e.createMachine("pxe-1", "worker", "52:54:00:00:00:61", resource.StateProvisioning)
-	line, err := e.srv.BootCmdline(e.ctx, "pxe-1", "52-54-00-00-00-61")
+	e.createMachine("pxe-1", "worker", "52:54:00:00:00:61", resource.StateNew)
+	e.lease("127.0.0.1", "52:54:00:00:00:61", e.clock.Now().Add(time.Hour))
+	e.startWorkflow("pxe-1")
+	line, err := e.srv.BootCmdline(e.ctx, "pxe-1", "52-54-00-00-00-61", netip.MustParseAddr("127.0.0.1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -650,25 +666,23 @@ func TestBootToken(t *testing.T) {
 	if !found {
 		t.Fatal("no EnrollAlert event")
 	}
-	// A new boot supersedes the previous boot's token.
-	tok2, err := e.srv.MintBootToken(e.ctx, "pxe-1", "52:54:00:00:00:61", time.Minute)
+	// A new reprovision supersedes the previous one's token.
+	e.clock.Advance(time.Second)
+	e.startWorkflow("pxe-1")
+	tok2, err := e.srv.MintBootToken(e.ctx, "pxe-1", "52:54:00:00:00:61", netip.MustParseAddr("127.0.0.1"), time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if e.count("JoinToken") != 1 {
 		t.Fatal("per-boot tokens pile up")
 	}
-	if _, err := e.srv.MintBootToken(e.ctx, "pxe-1", "52:54:00:00:00:61", time.Minute); err != nil { // the next boot
+	e.clock.Advance(time.Second)
+	e.startWorkflow("pxe-1") // the next reprovision
+	if _, err := e.srv.MintBootToken(e.ctx, "pxe-1", "52:54:00:00:00:61", netip.MustParseAddr("127.0.0.1"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if code, _, msg := e.enroll(e.newAgent(), tok2, facts("52:54:00:00:00:61")); code != http.StatusUnauthorized || !strings.Contains(msg, "superseded") {
 		t.Fatalf("superseded boot token: %d %s", code, msg)
-	}
-	// Expired after its few minutes.
-	tok3, _ := e.srv.MintBootToken(e.ctx, "pxe-1", "52:54:00:00:00:61", time.Minute)
-	e.clock.Advance(2 * time.Minute)
-	if code, _, msg := e.enroll(e.newAgent(), tok3, facts("52:54:00:00:00:61")); code != http.StatusUnauthorized || !strings.Contains(msg, "expired") {
-		t.Fatalf("expired boot token: %d %s", code, msg)
 	}
 }
 
@@ -679,6 +693,10 @@ func TestRegisterByMAC(t *testing.T) {
 	a := e.newAgent()
 	if code, resp, msg := e.enroll(a, "", facts("52:54:00:00:00:71")); code != http.StatusOK || resp.Machine != "mac-1" {
 		t.Fatal(code, msg)
+	}
+	// Enrolled, it is not enrolled again on its MAC: it renews, or is reprovisioned.
+	if code, _, msg := e.enroll(e.newAgent(), "", facts("52:54:00:00:00:71")); code != http.StatusForbidden || !strings.Contains(msg, "already enrolled") {
+		t.Fatalf("second registration by MAC: %d %s", code, msg)
 	}
 	if code, _, msg := e.enroll(e.newAgent(), "", facts("52:54:00:00:00:72")); code != http.StatusForbidden || !strings.Contains(msg, "not provisioning") {
 		t.Fatal(code, msg)

@@ -50,6 +50,9 @@ type Scope struct {
 	Policy []string `json:"policy,omitempty"`
 	// Boot marks a per-boot token minted with a machine's iPXE script.
 	Boot bool `json:"boot,omitempty"`
+	// Addr, on a per-boot token: the address Kiln leased to the machine, the only one
+	// the script was served to and the only one the enrollment may come from.
+	Addr string `json:"addr,omitempty"`
 }
 
 // TokenError says why a token string was refused. Its message never contains the token.

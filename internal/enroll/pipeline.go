@@ -148,6 +148,15 @@ func (s *Server) enroll(ctx context.Context, req *EnrollRequest, channel []byte,
 			return nil, ref(http.StatusForbidden, "token %s may only be used from %s; this request comes from %s", c.ID, strings.Join(c.Scope.CIDRs, ", "), e.remote)
 		}
 	}
+	if c.Scope.Addr != "" && c.Scope.Addr != e.remote.String() {
+		// A per-boot token is good only where Kiln sent the machine: taken off the
+		// wire and used elsewhere, it is refused without being consumed, so the
+		// machine itself can still enroll with it.
+		r := ref(http.StatusForbidden, "per-boot token %s was issued to machine %s at %s, the address Kiln leased to it; this enrollment comes from %s",
+			c.ID, c.Scope.Machine, c.Scope.Addr, e.remote)
+		r.Alert = true
+		return nil, r
+	}
 	if len(c.Scope.MACs) > 0 && !slices.ContainsFunc(e.macs, func(m string) bool { return slices.Contains(c.Scope.MACs, m) }) {
 		reported := "no MAC"
 		if len(e.macs) > 0 {

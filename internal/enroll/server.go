@@ -63,8 +63,13 @@ type Config struct {
 	// CertTTL is the lifetime of machine certificates (default 24h); agents renew at 2/3.
 	CertTTL       time.Duration
 	ServerCertTTL time.Duration
-	// BootTokenTTL is the lifetime of per-boot join tokens (default 10m).
+	// BootTokenTTL is the lifetime of per-boot join tokens (default 10m): the boot
+	// window within which the machine fetches its script and enrolls.
 	BootTokenTTL time.Duration
+	// BootTokensForNew also mints per-boot tokens for machines in state new (not only
+	// for machines an operator reprovisioned). Off by default: every machine just
+	// added is new, and its token would be there for whoever holds its leased address.
+	BootTokensForNew bool
 	// BootCertTTL is the lifetime of exported iPXE client certificates (default 1 year).
 	BootCertTTL time.Duration
 	// MaxBodyBytes bounds enrollment and renewal requests (default 1 MiB).
@@ -115,6 +120,8 @@ type Server struct {
 	// verified caches token signatures (see claimsCache).
 	verified claimsCache
 	batches  batcher
+	// bootAlerts aggregates alerts for script requests from the wrong address.
+	bootAlerts bootAlerts
 	// profiles caches profiles' enrollPolicy (see profilePolicy).
 	profiles sync.Map
 

@@ -29,6 +29,8 @@ type tokenStatus struct {
 	LastUsedAt  *time.Time `json:"lastUsedAt,omitempty"`
 	LastMachine string     `json:"lastMachine,omitempty"`
 	RevokedAt   *time.Time `json:"revokedAt,omitempty"`
+	// Boot: a per-boot token's claims, to sign it again (see bootGrant).
+	Boot *bootGrant `json:"boot,omitempty"`
 }
 
 // certStatus is the part of a machine's status this package reads and writes. Other
@@ -38,6 +40,7 @@ type certStatus struct {
 	CertFingerprint string     `json:"certFingerprint,omitempty"`
 	CertSerial      string     `json:"certSerial,omitempty"`
 	CertNotAfter    *time.Time `json:"certNotAfter,omitempty"`
+	EnrolledAt      *time.Time `json:"enrolledAt,omitempty"`
 }
 
 func machineCertStatus(m *resource.Object) certStatus {

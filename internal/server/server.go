@@ -116,6 +116,9 @@ type Config struct {
 	// wait for an operator's approval; EnrollApprovalTTL is how long a request waits.
 	EnrollApprovalWithoutToken bool
 	EnrollApprovalTTL          time.Duration
+	// BootTokensForNew mints per-boot tokens for machines in state new too, not only
+	// for machines an operator reprovisioned (README, #threat-model).
+	BootTokensForNew bool
 	// ServerRSA also serves an RSA certificate, for TLS clients without ECDSA.
 	ServerRSA bool
 }
@@ -669,6 +672,7 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 		PublicURL: enrollURL, ServerSANs: s.cfg.ServerSANs, ServerRSA: s.cfg.ServerRSA,
 		CertTTL: s.cfg.CertTTL, BootTokenTTL: s.cfg.BootTokenTTL, RegisterByMAC: s.cfg.EnrollByMAC,
 		ApprovalWithoutToken: s.cfg.EnrollApprovalWithoutToken, ApprovalTTL: s.cfg.EnrollApprovalTTL,
+		BootTokensForNew: s.cfg.BootTokensForNew,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("enrollment: %w", err)

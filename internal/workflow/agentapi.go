@@ -54,15 +54,7 @@ func (a *AgentAPI) withMachine(h func(w http.ResponseWriter, r *http.Request, ma
 }
 
 func (a *AgentAPI) current(w http.ResponseWriter, r *http.Request, machine string) {
-	var resp *WorkflowResponse
-	err := a.Engine.Store.View(r.Context(), func(tx store.Tx) error {
-		wf, st, err := Current(r.Context(), tx, machine)
-		if err != nil {
-			return err
-		}
-		resp = &WorkflowResponse{Name: wf.Metadata.Name, Status: st}
-		return nil
-	})
+	resp, err := a.Engine.Fetch(r.Context(), machine)
 	if errors.Is(err, store.ErrNotFound) {
 		w.WriteHeader(http.StatusNoContent)
 		return
@@ -85,6 +77,7 @@ func (a *AgentAPI) report(w http.ResponseWriter, r *http.Request, machine string
 	case errors.Is(err, store.ErrNotFound):
 		jsonError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, ErrBadReport):
+		a.Logger.Warn("agent report refused", "machine", machine, "workflow", r.PathValue("workflow"), "action", r.PathValue("action"), "err", err)
 		jsonError(w, http.StatusConflict, err.Error())
 	case err != nil:
 		a.Logger.Error("agent report", "machine", machine, "workflow", r.PathValue("workflow"), "err", err)

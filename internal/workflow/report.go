@@ -3,6 +3,7 @@ package workflow
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -20,10 +21,54 @@ type Report = agentwire.Report
 // LogEventType is the event type of agent log lines (`kiln logs machine`).
 const LogEventType = "AgentLog"
 
-// Apply records an agent's report on its current workflow. Actions run in order: an
-// action may start only when every earlier one succeeded, and nothing is accepted on a
-// finished workflow. The machine's state follows the workflow's outcome.
+// Fetch returns the machine's current workflow for its agent and records that the
+// machine fetched it: reports are accepted only after (see Apply). It returns
+// store.ErrNotFound when the machine has no workflow to run.
+func (e *Engine) Fetch(ctx context.Context, machine string) (*agentwire.WorkflowResponse, error) {
+	var out *agentwire.WorkflowResponse
+	err := e.Store.Update(ctx, func(tx store.Tx) error {
+		wf, st, err := Current(ctx, tx, machine)
+		if err != nil {
+			return err
+		}
+		now := e.now()
+		st.FetchedAt = &now
+		if err := saveStatus(ctx, tx, wf, st); err != nil {
+			return fmt.Errorf("record the fetch of workflow %q: %w", wf.Metadata.Name, err)
+		}
+		out = &agentwire.WorkflowResponse{Name: wf.Metadata.Name, Status: st}
+		return nil
+	})
+	return out, err
+}
+
+// Apply records an agent's report on its current workflow. The machine must have
+// fetched the workflow first, and actions run in order: a report is accepted only for
+// the action the server waits for (every earlier one succeeded), and nothing on a
+// finished workflow, so a machine certificate alone cannot walk a machine to
+// provisioned. The same final report repeated (an agent retrying a report whose
+// answer it lost) is answered with the status, unchanged. A refused report is
+// audited. The machine's state follows the workflow's outcome.
 func (e *Engine) Apply(ctx context.Context, machine, workflowName, action string, r Report) (*Status, error) {
+	st, err := e.apply(ctx, machine, workflowName, action, r)
+	if errors.Is(err, ErrBadReport) {
+		e.auditRefusedReport(ctx, machine, workflowName, action, r.State, err)
+	}
+	return st, err
+}
+
+// auditRefusedReport records a refused report: a confused agent, or a machine
+// certificate used to fake progress.
+func (e *Engine) auditRefusedReport(ctx context.Context, machine, workflowName, action, state string, reason error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	_ = e.Store.Update(ctx, func(tx store.Tx) error {
+		return tx.AppendAudit(ctx, &audit.Entry{Time: e.now(), Actor: "machine:" + machine, Action: "report-refused", Kind: "Machine", Name: machine,
+			Summary: truncate(fmt.Sprintf("report %q on action %q of workflow %q refused: %v", truncate(state, 20), truncate(action, 100), truncate(workflowName, 200), reason), 1000)})
+	})
+}
+
+func (e *Engine) apply(ctx context.Context, machine, workflowName, action string, r Report) (*Status, error) {
 	var out *Status
 	err := e.Store.Update(ctx, func(tx store.Tx) error {
 		wf, err := tx.Get(ctx, "Workflow", workflowName)
@@ -41,11 +86,18 @@ func (e *Engine) Apply(ctx context.Context, machine, workflowName, action string
 		if err != nil {
 			return err
 		}
+		// Action names are unique in a template (TemplateSpec.Validate).
+		idx := slices.IndexFunc(st.Actions, func(a ActionStatus) bool { return a.Name == action })
+		if idx >= 0 && st.FetchedAt != nil && Final(r.State) && st.Actions[idx].State == r.State {
+			out = st // a retried report: already recorded
+			return nil
+		}
 		if Final(st.State) {
 			return fmt.Errorf("%w: workflow %q is already %s", ErrBadReport, workflowName, st.State)
 		}
-		// Action names are unique in a template (TemplateSpec.Validate).
-		idx := slices.IndexFunc(st.Actions, func(a ActionStatus) bool { return a.Name == action })
+		if st.FetchedAt == nil {
+			return fmt.Errorf("%w: workflow %q was not fetched by the machine (GET %s) since it was created; an agent fetches its workflow before it reports", ErrBadReport, workflowName, agentwire.WorkflowPath)
+		}
 		if idx < 0 {
 			return fmt.Errorf("%w: workflow %q has no action %q", ErrBadReport, workflowName, action)
 		}

@@ -1,7 +1,10 @@
 // Package workflow runs provisioning workflows: a Template's ordered actions rendered
 // for one machine, executed by the agent on that machine and driven by its reports.
 // The state is persisted in the Workflow object's status, so a restart of Kiln (or of
-// the agent) resumes where it was and finished actions are never redone.
+// the agent) resumes where it was and finished actions are never redone. Reports are
+// accepted only from the machine's own certificate, after it fetched its workflow,
+// and only for the action the workflow waits for, so that a machine certificate alone
+// cannot report a machine provisioned (report.go).
 //
 //	workflow: pending -> running -> succeeded | failed | timed-out
 //	action:   pending -> running -> succeeded | failed | timed-out

@@ -120,6 +120,9 @@ func TestWorkflowSucceeds(t *testing.T) {
 	if _, err := e.eng.Apply(ctx, "web-1", name, "hostname", workflow.Report{State: workflow.Running}); !errors.Is(err, workflow.ErrBadReport) {
 		t.Fatalf("out-of-order report: %v", err)
 	}
+	if _, err := e.eng.Fetch(ctx, "web-1"); err != nil { // what the agent does first
+		t.Fatal(err)
+	}
 	// Another machine cannot report on it.
 	if _, err := e.eng.Apply(ctx, "web-2", name, "stream", workflow.Report{State: workflow.Running}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("foreign report: %v", err)
@@ -158,6 +161,9 @@ func TestWorkflowFailsAndTimesOut(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	wf, _ := e.eng.Start(ctx, "t", "web-1", "install")
+	if _, err := e.eng.Fetch(ctx, "web-1"); err != nil { // what the agent does first
+		t.Fatal(err)
+	}
 	e.eng.Apply(ctx, "web-1", wf.Metadata.Name, "stream", workflow.Report{State: workflow.Running})
 	st, err := e.eng.Apply(ctx, "web-1", wf.Metadata.Name, "stream", workflow.Report{State: workflow.Failed, Message: "sha256 mismatch: got 1234, want abc"})
 	if err != nil {
@@ -169,6 +175,9 @@ func TestWorkflowFailsAndTimesOut(t *testing.T) {
 
 	// A new workflow supersedes; an action that never reports back times out.
 	wf2, _ := e.eng.Start(ctx, "t", "web-2", "install")
+	if _, err := e.eng.Fetch(ctx, "web-2"); err != nil {
+		t.Fatal(err)
+	}
 	e.eng.Apply(ctx, "web-2", wf2.Metadata.Name, "stream", workflow.Report{State: workflow.Running})
 	e.now = e.now.Add(19 * time.Minute) // within 10m x (1 retry + 1)
 	if n, _ := e.eng.Sweep(ctx); n != 0 {
