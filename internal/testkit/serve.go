@@ -186,7 +186,6 @@ func setsListener(args, env []string) bool {
 	return false
 }
 
-
 // Command makes a kiln process (args[0] is the binary) the way the options say,
 // with the caller's KILN_* variables removed so that tests see only their own.
 func (s *Server) Command(ctx context.Context, args ...string) *exec.Cmd {
