@@ -5,7 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/kilnhq/kiln/internal/apitoken"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
@@ -78,4 +80,19 @@ func Apply(ctx context.Context, inv *inventory.Service, manifests ...string) ([]
 		return nil, err
 	}
 	return inv.Apply(ctx, inventory.Actor{ID: "test"}, objs)
+}
+
+// APIToken creates an API token with role in st and returns the token itself, as
+// `kiln api-token create` would.
+func APIToken(tb testing.TB, st store.Store, role, name string) string {
+	tb.Helper()
+	tok, rec, err := apitoken.New(role, name, time.Now())
+	if err != nil {
+		tb.Fatalf("new %s token %q: %v", role, name, err)
+	}
+	ctx := context.Background()
+	if err := st.Update(ctx, func(tx store.Tx) error { return tx.CreateAPIToken(ctx, rec) }); err != nil {
+		tb.Fatalf("store %s token %q: %v", role, name, err)
+	}
+	return tok
 }
