@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -43,6 +44,8 @@ type ServeOptions struct {
 	HTTPClient *http.Client
 	// Ready is how long start-up may take; default 30 s.
 	Ready time.Duration
+	// LogFile, when set, gets a copy of the log (kept as a CI artifact).
+	LogFile string
 }
 
 // Server is a running `kiln serve`.
@@ -120,12 +123,27 @@ func Serve(tb testing.TB, opts ServeOptions) *Server {
 	}
 	s.cmd = s.Command(context.Background(), args...)
 	s.cmd.Env = append(s.cmd.Env, opts.Env...)
-	s.cmd.Stdout, s.cmd.Stderr = s.Log, s.Log
+	var out io.Writer = s.Log
+	var logFile *os.File
+	if opts.LogFile != "" {
+		f, err := os.Create(opts.LogFile)
+		if err != nil {
+			tb.Fatalf("create kiln serve's log file: %v", err)
+		}
+		logFile, out = f, io.MultiWriter(s.Log, f)
+	}
+	s.cmd.Stdout, s.cmd.Stderr = out, out
 	if err := s.cmd.Start(); err != nil {
+		if logFile != nil {
+			logFile.Close()
+		}
 		tb.Fatalf("start kiln serve: %v", err)
 	}
 	go func() {
 		_ = s.cmd.Wait()
+		if logFile != nil {
+			logFile.Close()
+		}
 		close(s.done)
 	}()
 	tb.Cleanup(func() {
