@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// Issue 4 end to end: install an OS onto a disk and boot into it.
+// End to end: install an OS onto a disk and boot into it.
 //
 // A BIOS VM netboots Kiln's agent environment (built from this tree by kiln image
 // build), enrolls with its per-boot token, and runs its machine's workflow:

@@ -241,7 +241,8 @@ func (k *kilnServer) events(machine string) ([]event, error) {
 }
 
 // setMachineState writes a machine's status.state straight into the SQLite store:
-// there is no API for it yet, and the boot endpoints read it on every request.
+// Kiln owns the state (a workflow's end sets it; the API sets none directly), and
+// the boot endpoints read it on every request.
 func (k *kilnServer) setMachineState(name, state string) {
 	k.t.Helper()
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(k.dataDir, "kiln.db")+"?_pragma=busy_timeout(10000)")
