@@ -318,6 +318,7 @@ func TestServeConfigPrecedence(t *testing.T) {
 }
 
 func TestServeHelpDocumentsSettings(t *testing.T) {
+	testkit.Slow(t, "builds the kiln binary")
 	out, err := exec.Command(testkit.KilnBinary(t), "serve", "--help").CombinedOutput()
 	if err != nil {
 		t.Fatal(err)
