@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,7 +42,8 @@ type ServeOptions struct {
 	HTTPClient *http.Client
 	// Ready is how long start-up may take; default 30 s.
 	Ready time.Duration
-	// LogFile, when set, gets a copy of the log (kept as a CI artifact).
+	// LogFile is where the log is written (e.g. to keep it as a CI artifact);
+	// default a file in a temporary dir.
 	LogFile string
 }
 
@@ -60,7 +59,7 @@ type Server struct {
 	// when another replica made it).
 	AdminToken string
 	// Log is the server's stdout and stderr.
-	Log *LogBuffer
+	Log *ServerLog
 
 	tb   testing.TB
 	opts ServeOptions
@@ -69,26 +68,24 @@ type Server struct {
 	bin  string
 }
 
-// LogBuffer is a bytes.Buffer that the child's output and the test share.
-type LogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// ServerLog is a server's stdout and stderr, in a file the child writes directly:
+// without a copying goroutine in between, whatever the server logged before it
+// answered a request is in the file when the answer arrives.
+type ServerLog struct{ path string }
 
-func (l *LogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+// Path is the log file's path.
+func (l *ServerLog) Path() string { return l.path }
 
-func (l *LogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+func (l *ServerLog) String() string {
+	b, err := os.ReadFile(l.path)
+	if err != nil {
+		return fmt.Sprintf("(read kiln serve's log: %v)", err)
+	}
+	return string(b)
 }
 
 // Tail is the last n lines of the log.
-func (l *LogBuffer) Tail(n int) string {
+func (l *ServerLog) Tail(n int) string {
 	lines := strings.Split(strings.TrimRight(l.String(), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
@@ -99,7 +96,7 @@ func Serve(tb testing.TB, opts ServeOptions) *Server {
 	tb.Helper()
 	s := &Server{
 		DataDir: opts.DataDir,
-		Log:     &LogBuffer{},
+		Log:     &ServerLog{path: cmp.Or(opts.LogFile, filepath.Join(tb.TempDir(), "kiln.log"))},
 		tb:      tb,
 		opts:    opts,
 		done:    make(chan struct{}),
@@ -123,33 +120,24 @@ func Serve(tb testing.TB, opts ServeOptions) *Server {
 	}
 	s.cmd = s.Command(context.Background(), args...)
 	s.cmd.Env = append(s.cmd.Env, opts.Env...)
-	var out io.Writer = s.Log
-	var logFile *os.File
-	if opts.LogFile != "" {
-		f, err := os.Create(opts.LogFile)
-		if err != nil {
-			tb.Fatalf("create kiln serve's log file: %v", err)
-		}
-		logFile, out = f, io.MultiWriter(s.Log, f)
+	logFile, err := os.Create(s.Log.path)
+	if err != nil {
+		tb.Fatalf("create kiln serve's log file: %v", err)
 	}
-	s.cmd.Stdout, s.cmd.Stderr = out, out
-	if err := s.cmd.Start(); err != nil {
-		if logFile != nil {
-			logFile.Close()
-		}
+	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
+	err = s.cmd.Start()
+	logFile.Close() // the child has its own descriptor
+	if err != nil {
 		tb.Fatalf("start kiln serve: %v", err)
 	}
 	go func() {
 		_ = s.cmd.Wait()
-		if logFile != nil {
-			logFile.Close()
-		}
 		close(s.done)
 	}()
 	tb.Cleanup(func() {
 		s.Stop()
 		if tb.Failed() {
-			tb.Logf("kiln serve log (last 80 lines):\n%s", s.Log.Tail(80))
+			tb.Logf("kiln serve log (%s, last 80 lines):\n%s", s.Log.Path(), s.Log.Tail(80))
 		}
 	})
 	s.waitReady()
