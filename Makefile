@@ -1,4 +1,5 @@
-# Kiln: `make demo` runs the main job, `make test` runs every test.
+# Kiln: `make demo` runs the main job, `make test` runs every test, `make check` is
+# the fast contributor loop.
 # Both install what they need (Debian packages, Go modules) when run as root.
 SHELL := /bin/bash
 GO ?= go
@@ -7,7 +8,7 @@ BIN := bin/kiln
 VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --abbrev=12 --dirty 2>/dev/null || echo v0.0.0-$$(git rev-parse --short=12 HEAD 2>/dev/null || echo dev))
 LDFLAGS := -X github.com/kilnhq/kiln/internal/cli.Version=$(VERSION)
 
-.PHONY: all build deps test vet fmt-check demo demo-inventory bench bench-store bench-get bench-image bench-dhcp bench-tftp bench-http bench-enroll fuzz clean
+.PHONY: all build deps check test vet fmt-check demo demo-inventory bench bench-store bench-get bench-image bench-dhcp bench-tftp bench-http bench-enroll fuzz clean
 
 all: build
 
@@ -25,6 +26,12 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+# The fast loop: gofmt, go vet and the tests that need no root, no tool to install
+# and no VM (go test -short; internal/testkit skips the others). Installs nothing.
+# TESTFLAGS=-count=1 runs the tests again instead of reusing cached results.
+check: fmt-check vet
+	$(GO) test -short $(TESTFLAGS) ./...
 
 # Every test, on SQLite and PostgreSQL (a throwaway local server is started when
 # KILN_TEST_DATABASE_URL is not set). Short fuzz runs of every parser are included.

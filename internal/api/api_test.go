@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,14 +9,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kilnhq/kiln/internal/api"
-	"github.com/kilnhq/kiln/internal/apitoken"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 type env struct {
@@ -31,24 +27,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, t.TempDir(), sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	kit := testkit.NewStore(t)
+	st := kit.Store
 	e := &env{t: t, store: st, tokens: map[string]string{}}
 	for _, role := range []string{store.RoleAdmin, store.RoleOperator, store.RoleViewer} {
-		tok, rec, err := apitoken.New(role, role+"-test", time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Update(ctx, func(tx store.Tx) error { return tx.CreateAPIToken(ctx, rec) }); err != nil {
-			t.Fatal(err)
-		}
-		e.tokens[role] = tok
+		e.tokens[role] = testkit.APIToken(t, st, role, role+"-test")
 	}
-	e.api = &api.Server{Inventory: &inventory.Service{Store: st}, Store: st, MaxBodyBytes: 1 << 20, Version: "test"}
+	e.api = &api.Server{Inventory: kit.Inv, Store: st, MaxBodyBytes: 1 << 20, Version: "test"}
 	e.mux = http.NewServeMux()
 	e.api.Register(e.mux)
 	e.srv = httptest.NewServer(e.mux)

@@ -22,8 +22,7 @@ import (
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 type env struct {
@@ -81,20 +80,7 @@ spec:
 
 func newEnv(t *testing.T, policy boot.Policy) *env {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, t.TempDir(), sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	inv := &inventory.Service{Store: st}
-	objs, err := resource.ParseManifests(strings.NewReader(manifests), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := inv.Apply(ctx, inventory.Actor{ID: "test"}, objs); err != nil {
-		t.Fatal(err)
-	}
+	inv := testkit.NewStore(t, manifests).Inv
 	dir := t.TempDir()
 	art := filepath.Join(dir, "artifacts")
 	os.MkdirAll(filepath.Join(art, "sub"), 0o755)
@@ -227,13 +213,7 @@ func TestArtifactsVerifiedRangeETag(t *testing.T) {
 		t.Fatalf("fetch event: %+v", evs)
 	}
 
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("curl missing (make test installs it)")
-		}
-		t.Skip("curl not installed")
-	}
+	curl := testkit.NeedTool(t, "curl", "curl")
 	// Range, with a real client.
 	out, err := exec.Command(curl, "-sS", "-r", "10-19", "-D", "-", e.srv.URL+"/artifacts/vmlinuz").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "206 Partial Content") || !strings.HasSuffix(string(out), "KKKKKKKKKK") || !strings.Contains(string(out), "Content-Range: bytes 10-19/100000") {
@@ -272,24 +252,12 @@ func TestArtifactsVerifiedRangeETag(t *testing.T) {
 // TestScriptCache: profiles and artifacts are reused for CacheTTL, the machine is
 // read on every request, and a changed profile is served once the TTL passed.
 func TestScriptCache(t *testing.T) {
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, t.TempDir(), sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	inv := &inventory.Service{Store: st}
+	kit := testkit.NewStore(t, manifests)
+	inv := kit.Inv
 	apply := func(m string) {
 		t.Helper()
-		objs, err := resource.ParseManifests(strings.NewReader(m), "test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := inv.Apply(ctx, inventory.Actor{ID: "test"}, objs); err != nil {
-			t.Fatal(err)
-		}
+		kit.Apply(t, m)
 	}
-	apply(manifests)
 	b := &boot.Server{Inventory: inv, CacheTTL: 300 * time.Millisecond}
 	mux := http.NewServeMux()
 	b.Register(mux)

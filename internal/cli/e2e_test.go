@@ -6,14 +6,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,157 +19,26 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // These tests run the real `kiln` binary: the server in a child process (so that it
 // can be killed with SIGKILL and restarted) and the CLI as an operator would.
 
-var kilnBin string
+func TestMain(m *testing.M) { os.Exit(testkit.Main(func() int { return pgtest.Main(m) })) }
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "kiln-bin-")
-	if err != nil {
-		panic(err)
-	}
-	kilnBin = filepath.Join(dir, "kiln")
-	build := exec.Command("go", "build", "-o", kilnBin, "../../cmd/kiln")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build kiln:", err)
-		os.Exit(1)
-	}
-	code := pgtest.Main(m)
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-type kilnServer struct {
-	t       *testing.T
-	dataDir string
-	cmd     *exec.Cmd
-	log     *syncBuffer
-	url     string
-}
-
-// syncBuffer is a bytes.Buffer the child's output goroutine and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// startServer starts `kiln serve` on a free loopback port with extra args and env.
-func startServer(t *testing.T, dataDir string, env []string, args ...string) *kilnServer {
+// startServer starts `kiln serve` on free loopback ports in dataDir, with extra
+// args and env.
+func startServer(t *testing.T, dataDir string, env []string, args ...string) *testkit.Server {
 	t.Helper()
-	os.Remove(filepath.Join(dataDir, "server.url"))
-	s := &kilnServer{t: t, dataDir: dataDir, log: &syncBuffer{}}
-	full := append([]string{"serve", "--data-dir", dataDir, "--tftp-listen=", "--https-listen=127.0.0.1:0"}, args...)
-	if !hasListen(args, env) {
-		full = append(full, "--listen", "127.0.0.1:0")
-	}
-	s.cmd = exec.Command(kilnBin, full...)
-	s.cmd.Env = append(cleanEnv(), env...)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.kill(syscall.SIGKILL) })
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if b, err := os.ReadFile(filepath.Join(dataDir, "server.url")); err == nil {
-			s.url = strings.TrimSpace(string(b))
-			if resp, err := http.Get(s.url + "/readyz"); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					return s
-				}
-			}
-		}
-		if s.cmd.ProcessState != nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("kiln serve did not become ready; log:\n%s", s.log)
-	return nil
+	testkit.Slow(t, "starts kiln serve")
+	return testkit.Serve(t, testkit.ServeOptions{DataDir: dataDir, Env: env, Args: args})
 }
 
-func hasListen(args, env []string) bool {
-	for _, a := range append(args, env...) {
-		if strings.HasPrefix(a, "--listen") || strings.HasPrefix(a, "KILN_LISTEN=") || strings.HasPrefix(a, "--config") {
-			return true
-		}
-	}
-	return false
-}
-
-// cleanEnv drops the caller's KILN_* variables so that tests see only their own.
-func cleanEnv() []string {
-	var out []string
-	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "KILN_") {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func (s *kilnServer) kill(sig syscall.Signal) error {
-	if s.cmd.Process == nil || s.cmd.ProcessState != nil {
-		return nil
-	}
-	s.cmd.Process.Signal(sig)
-	done := make(chan error, 1)
-	go func() { done <- s.cmd.Wait() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(20 * time.Second):
-		s.cmd.Process.Kill()
-		<-done
-		return fmt.Errorf("kiln serve did not exit within 20s of %v", sig)
-	}
-}
-
-// kiln runs the CLI against the server's data dir (which holds its URL and admin token).
-func (s *kilnServer) kiln(stdin string, args ...string) (string, error) {
-	s.t.Helper()
-	cmd := exec.Command(kilnBin, append([]string{"--data-dir", s.dataDir}, args...)...)
-	cmd.Env = cleanEnv()
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if err != nil {
-		return out.String() + errb.String(), fmt.Errorf("kiln %s: %v: %s", strings.Join(args, " "), err, errb.String())
-	}
-	return out.String(), nil
-}
-
-func (s *kilnServer) mustKiln(stdin string, args ...string) string {
-	s.t.Helper()
-	out, err := s.kiln(stdin, args...)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return out
-}
-
-func auditCount(t *testing.T, s *kilnServer) int {
+func auditCount(t *testing.T, s *testkit.Server) int {
 	t.Helper()
 	var out struct{ Items []json.RawMessage }
-	if err := json.Unmarshal([]byte(s.mustKiln("", "audit", "list", "-o", "json")), &out); err != nil {
+	if err := json.Unmarshal([]byte(s.MustKiln("", "audit", "list", "-o", "json")), &out); err != nil {
 		t.Fatal(err)
 	}
 	return len(out.Items)
@@ -181,7 +48,7 @@ var allKinds = []string{"artifacts", "templates", "secrets", "profiles", "subnet
 
 func TestApplyGetYAMLReapplyIsNoop(t *testing.T) {
 	s := startServer(t, t.TempDir(), nil)
-	out := s.mustKiln("", "apply", "-f", "../../examples/")
+	out := s.MustKiln("", "apply", "-f", "../../examples/")
 	if !strings.Contains(out, "machine/web-1 created") || !strings.Contains(out, "profile/debian-12-web created") {
 		t.Fatalf("apply output:\n%s", out)
 	}
@@ -192,13 +59,13 @@ func TestApplyGetYAMLReapplyIsNoop(t *testing.T) {
 	// Every kind, exported as YAML, re-applies with nothing changed.
 	var all strings.Builder
 	for _, k := range allKinds {
-		y := s.mustKiln("", "get", k, "-o", "yaml")
+		y := s.MustKiln("", "get", k, "-o", "yaml")
 		if all.Len() > 0 {
 			all.WriteString("---\n")
 		}
 		all.WriteString(y)
 	}
-	out = s.mustKiln(all.String(), "apply", "-f", "-")
+	out = s.MustKiln(all.String(), "apply", "-f", "-")
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		if !strings.HasSuffix(line, " unchanged") {
 			t.Errorf("re-apply of -o yaml changed something: %q", line)
@@ -208,13 +75,13 @@ func TestApplyGetYAMLReapplyIsNoop(t *testing.T) {
 		t.Fatalf("re-apply added audit entries: %d -> %d", before, after)
 	}
 	// The examples again are a no-op too.
-	s.mustKiln("", "apply", "-f", "../../examples/")
+	s.MustKiln("", "apply", "-f", "../../examples/")
 	if after := auditCount(t, s); after != before {
 		t.Fatalf("second apply of the examples added audit entries: %d -> %d", before, after)
 	}
 
 	// The table is aligned like kubectl's: every column starts at the same offset.
-	table := s.mustKiln("", "get", "machines")
+	table := s.MustKiln("", "get", "machines")
 	lines := strings.Split(strings.TrimRight(table, "\n"), "\n")
 	if len(lines) != 5 {
 		t.Fatalf("table:\n%s", table)
@@ -228,11 +95,11 @@ func TestApplyGetYAMLReapplyIsNoop(t *testing.T) {
 	if !strings.Contains(table, "52:54:00:12:34:01") {
 		t.Fatalf("table lacks the MAC column:\n%s", table)
 	}
-	sel := s.mustKiln("", "get", "machines", "-l", "role=web,rack=r1", "-o", "name")
+	sel := s.MustKiln("", "get", "machines", "-l", "role=web,rack=r1", "-o", "name")
 	if sel != "machine/web-1\nmachine/web-2\n" {
 		t.Fatalf("selector: %q", sel)
 	}
-	desc := s.mustKiln("", "describe", "machine", "web-1")
+	desc := s.MustKiln("", "describe", "machine", "web-1")
 	for _, want := range []string{"Name:              web-1", "rack=r1,role=web,site=ams1", "Events:", "InventoryCreate"} {
 		if !strings.Contains(desc, want) {
 			t.Errorf("describe lacks %q:\n%s", want, desc)
@@ -248,17 +115,17 @@ func TestApplyWithOneBadDocumentWritesNothing(t *testing.T) {
 	bad := "kind: Machine\nmetadata: {name: web-1}\nspec:\n  interfaces:\n    - mac: \"zz:01\"\n"
 	os.WriteFile(filepath.Join(dir, "1-good.yaml"), []byte(good), 0o644)
 	os.WriteFile(filepath.Join(dir, "2-bad.yaml"), []byte(bad), 0o644)
-	_, err := s.kiln("", "apply", "-f", dir)
+	_, err := s.Kiln("", "apply", "-f", dir)
 	if err == nil || !strings.Contains(err.Error(), `2-bad.yaml: document 1: machine "web-1": spec.interfaces[0].mac: "zz:01" is not a MAC address`) {
 		t.Fatalf("apply error: %v", err)
 	}
 	// A MAC already owned by another machine, refused by the server inside the transaction.
 	os.WriteFile(filepath.Join(dir, "2-bad.yaml"), []byte("kind: Machine\nmetadata: {name: a-3}\nspec: {interfaces: [{mac: '52-54-00-00-00-01'}]}\n"), 0o644)
-	_, err = s.kiln("", "apply", "-f", dir)
+	_, err = s.Kiln("", "apply", "-f", dir)
 	if err == nil || !strings.Contains(err.Error(), `already claimed by Machine "a-1"`) {
 		t.Fatalf("duplicate MAC apply error: %v", err)
 	}
-	if out := s.mustKiln("", "get", "machines"); !strings.Contains(out, "No machines found") {
+	if out := s.MustKiln("", "get", "machines"); !strings.Contains(out, "No machines found") {
 		t.Fatalf("a refused apply wrote objects:\n%s", out)
 	}
 	if n := auditCount(t, s); n != before {
@@ -269,44 +136,44 @@ func TestApplyWithOneBadDocumentWritesNothing(t *testing.T) {
 func TestRestartAfterKill9KeepsEverything(t *testing.T) {
 	dir := t.TempDir()
 	s := startServer(t, dir, nil)
-	s.mustKiln("", "apply", "-f", "../../examples/")
-	snapshot := func(s *kilnServer) string {
+	s.MustKiln("", "apply", "-f", "../../examples/")
+	snapshot := func(s *testkit.Server) string {
 		var b strings.Builder
 		for _, k := range allKinds {
-			b.WriteString(s.mustKiln("", "get", k, "-o", "json"))
+			b.WriteString(s.MustKiln("", "get", k, "-o", "json"))
 		}
-		b.WriteString(s.mustKiln("", "audit", "list", "-o", "json"))
+		b.WriteString(s.MustKiln("", "audit", "list", "-o", "json"))
 		return b.String()
 	}
 	before := snapshot(s)
-	if err := s.kill(syscall.SIGKILL); err == nil {
+	if err := s.Signal(syscall.SIGKILL); err == nil {
 		t.Log("kill -9")
 	}
 	s2 := startServer(t, dir, nil)
 	if after := snapshot(s2); after != before {
 		t.Fatalf("state differs after kill -9 and restart")
 	}
-	if out := s2.mustKiln("", "audit", "verify"); !strings.Contains(out, "audit chain OK") {
+	if out := s2.MustKiln("", "audit", "verify"); !strings.Contains(out, "audit chain OK") {
 		t.Fatalf("verify after restart: %s", out)
 	}
 	// No second admin token was made: the first one still works and is the only one.
-	if out := s2.mustKiln("", "api-token", "list"); strings.Count(out, "bootstrap-admin") != 1 {
+	if out := s2.MustKiln("", "api-token", "list"); strings.Count(out, "bootstrap-admin") != 1 {
 		t.Fatalf("tokens after restart:\n%s", out)
 	}
 	// SIGTERM is a clean shutdown.
-	if err := s2.kill(syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM: %v\n%s", err, s2.log)
+	if err := s2.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v\n%s", err, s2.Log)
 	}
-	if !strings.Contains(s2.log.String(), "shutting down") {
-		t.Fatalf("no graceful shutdown in the log:\n%s", s2.log)
+	if !strings.Contains(s2.Log.String(), "shutting down") {
+		t.Fatalf("no graceful shutdown in the log:\n%s", s2.Log)
 	}
 }
 
 func TestAuditVerifyDetectsTampering(t *testing.T) {
 	dir := t.TempDir()
 	s := startServer(t, dir, nil)
-	s.mustKiln("", "apply", "-f", "../../examples/")
-	if out := s.mustKiln("", "audit", "verify"); !strings.Contains(out, "audit chain OK") {
+	s.MustKiln("", "apply", "-f", "../../examples/")
+	if out := s.MustKiln("", "audit", "verify"); !strings.Contains(out, "audit chain OK") {
 		t.Fatalf("verify: %s", out)
 	}
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "kiln.db")+"?_pragma=busy_timeout(5000)")
@@ -317,7 +184,7 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	if _, err := db.Exec("UPDATE audit SET summary = 'created' WHERE seq = 3"); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.kiln("", "audit", "verify")
+	_, err = s.Kiln("", "audit", "verify")
 	if err == nil || !strings.Contains(err.Error(), "entry 3: hash mismatch: the entry was modified") {
 		t.Fatalf("verify after an edit: %v", err)
 	}
@@ -337,7 +204,7 @@ func TestAuditVerifyTamperCases(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
 			s := startServer(t, dir, nil)
-			s.mustKiln("", "apply", "-f", "../../examples/")
+			s.MustKiln("", "apply", "-f", "../../examples/")
 			db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "kiln.db")+"?_pragma=busy_timeout(5000)")
 			if err != nil {
 				t.Fatal(err)
@@ -353,7 +220,7 @@ func TestAuditVerifyTamperCases(t *testing.T) {
 			} else if _, err := db.Exec(c.sql); err != nil {
 				t.Fatal(err)
 			}
-			_, err = s.kiln("", "audit", "verify")
+			_, err = s.Kiln("", "audit", "verify")
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("verify after %s: %v, want %q", c.name, err, c.want)
 			}
@@ -363,10 +230,10 @@ func TestAuditVerifyTamperCases(t *testing.T) {
 
 func TestRolesThroughCLI(t *testing.T) {
 	s := startServer(t, t.TempDir(), nil)
-	viewer := strings.TrimSpace(s.mustKiln("", "api-token", "create", "--role", "viewer", "--name", "ro"))
+	viewer := strings.TrimSpace(s.MustKiln("", "api-token", "create", "--role", "viewer", "--name", "ro"))
 	run := func(token string, args ...string) error {
-		cmd := exec.Command(kilnBin, append([]string{"--server", s.url}, args...)...)
-		cmd.Env = append(cleanEnv(), "KILN_TOKEN="+token, "KILN_DATA_DIR=/nonexistent")
+		cmd := exec.Command(testkit.KilnBinary(t), append([]string{"--server", s.URL}, args...)...)
+		cmd.Env = append(testkit.CleanEnv(), "KILN_TOKEN="+token, "KILN_DATA_DIR=/nonexistent")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)
@@ -382,7 +249,7 @@ func TestRolesThroughCLI(t *testing.T) {
 	if err := run("", "get", "machines"); err == nil || !strings.Contains(err.Error(), "Unauthorized") {
 		t.Fatalf("no token: %v, want 401", err)
 	}
-	list := s.mustKiln("", "api-token", "list")
+	list := s.MustKiln("", "api-token", "list")
 	if strings.Contains(list, viewer) {
 		t.Fatal("token list shows a token")
 	}
@@ -392,12 +259,12 @@ func TestRolesThroughCLI(t *testing.T) {
 			id = strings.Fields(l)[0]
 		}
 	}
-	s.mustKiln("", "api-token", "revoke", id)
+	s.MustKiln("", "api-token", "revoke", id)
 	if err := run(viewer, "get", "machines"); err == nil || !strings.Contains(err.Error(), "Unauthorized") {
 		t.Fatalf("revoked token: %v, want 401", err)
 	}
 	// The admin token file is private.
-	st, err := os.Stat(filepath.Join(s.dataDir, "admin.token"))
+	st, err := os.Stat(filepath.Join(s.DataDir, "admin.token"))
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("admin.token: %v %v", st.Mode(), err)
 	}
@@ -411,12 +278,12 @@ func TestServeConfigPrecedence(t *testing.T) {
 
 	// File only: JSON logs, body limit 2048.
 	s := startServer(t, data, nil, "--config", cfg)
-	if !strings.Contains(s.log.String(), `"msg":"kiln serving"`) {
-		t.Fatalf("config file log-format not applied:\n%s", s.log)
+	if !strings.Contains(s.Log.String(), `"msg":"kiln serving"`) {
+		t.Fatalf("config file log-format not applied:\n%s", s.Log)
 	}
 	body := `{"objects":[` + strings.Repeat(" ", 3000) + `]}`
 	tok, _ := os.ReadFile(filepath.Join(data, "admin.token"))
-	req, _ := http.NewRequest("POST", s.url+"/api/v1/apply", strings.NewReader(body))
+	req, _ := http.NewRequest("POST", s.URL+"/api/v1/apply", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -426,24 +293,24 @@ func TestServeConfigPrecedence(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Fatalf("max-body-bytes from the config file: status %d, want 413", resp.StatusCode)
 	}
-	s.kill(syscall.SIGTERM)
+	s.Signal(syscall.SIGTERM)
 
 	// The environment beats the file; a flag beats the environment.
 	s = startServer(t, data, []string{"KILN_LOG_FORMAT=text", "KILN_MAX_BODY_BYTES=1048576"}, "--config", cfg)
-	if strings.Contains(s.log.String(), `"msg":`) || !strings.Contains(s.log.String(), "msg=\"kiln serving\"") {
-		t.Fatalf("KILN_LOG_FORMAT did not win over the file:\n%s", s.log)
+	if strings.Contains(s.Log.String(), `"msg":`) || !strings.Contains(s.Log.String(), "msg=\"kiln serving\"") {
+		t.Fatalf("KILN_LOG_FORMAT did not win over the file:\n%s", s.Log)
 	}
-	s.kill(syscall.SIGTERM)
+	s.Signal(syscall.SIGTERM)
 	s = startServer(t, data, []string{"KILN_LOG_FORMAT=text"}, "--config", cfg, "--log-format", "json")
-	if !strings.Contains(s.log.String(), `"msg":"kiln serving"`) {
-		t.Fatalf("--log-format did not win over the environment:\n%s", s.log)
+	if !strings.Contains(s.Log.String(), `"msg":"kiln serving"`) {
+		t.Fatalf("--log-format did not win over the environment:\n%s", s.Log)
 	}
-	s.kill(syscall.SIGTERM)
+	s.Signal(syscall.SIGTERM)
 
 	// An unknown key is an error that names it.
 	os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nlisten-port: 9\n"), 0o644)
-	cmd := exec.Command(kilnBin, "serve", "--data-dir", data, "--config", cfg)
-	cmd.Env = cleanEnv()
+	cmd := exec.Command(testkit.KilnBinary(t), "serve", "--data-dir", data, "--config", cfg)
+	cmd.Env = testkit.CleanEnv()
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "listen-port: unknown setting") {
 		t.Fatalf("unknown config key: %v %s", err, out)
@@ -451,7 +318,8 @@ func TestServeConfigPrecedence(t *testing.T) {
 }
 
 func TestServeHelpDocumentsSettings(t *testing.T) {
-	out, err := exec.Command(kilnBin, "serve", "--help").CombinedOutput()
+	testkit.Slow(t, "builds the kiln binary")
+	out, err := exec.Command(testkit.KilnBinary(t), "serve", "--help").CombinedOutput()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,7 +328,7 @@ func TestServeHelpDocumentsSettings(t *testing.T) {
 			t.Errorf("kiln serve --help lacks %q", want)
 		}
 	}
-	v, err := exec.Command(kilnBin, "version").CombinedOutput()
+	v, err := exec.Command(testkit.KilnBinary(t), "version").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(v), "kiln ") {
 		t.Fatalf("version: %s %v", v, err)
 	}
@@ -468,15 +336,15 @@ func TestServeHelpDocumentsSettings(t *testing.T) {
 
 func TestMetricsAndHealth(t *testing.T) {
 	s := startServer(t, t.TempDir(), nil)
-	s.mustKiln("", "get", "machines")
+	s.MustKiln("", "get", "machines")
 	for _, p := range []string{"/healthz", "/readyz"} {
-		resp, err := http.Get(s.url + p)
+		resp, err := http.Get(s.URL + p)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("%s: %v %v", p, resp, err)
 		}
 		resp.Body.Close()
 	}
-	resp, err := http.Get(s.url + "/metrics")
+	resp, err := http.Get(s.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,11 +369,11 @@ func TestPostgresStoreThroughCLI(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	dir := t.TempDir()
 	s := startServer(t, dir, nil, "--database", url)
-	s.mustKiln("", "apply", "-f", "../../examples/")
-	before := s.mustKiln("", "get", "machines", "-o", "json")
-	s.kill(syscall.SIGKILL)
+	s.MustKiln("", "apply", "-f", "../../examples/")
+	before := s.MustKiln("", "get", "machines", "-o", "json")
+	s.Signal(syscall.SIGKILL)
 	s = startServer(t, dir, nil, "--database", url)
-	if after := s.mustKiln("", "get", "machines", "-o", "json"); after != before {
+	if after := s.MustKiln("", "get", "machines", "-o", "json"); after != before {
 		t.Fatalf("machines differ after kill -9 and restart on PostgreSQL")
 	}
 	// A second replica with its own data dir: it finds the admin token already made
@@ -517,41 +385,41 @@ func TestPostgresStoreThroughCLI(t *testing.T) {
 		t.Fatal("the second replica made another admin token")
 	}
 	tok, _ := os.ReadFile(filepath.Join(dir, "admin.token"))
-	cmd := exec.Command(kilnBin, "--server", r2.url, "--token", strings.TrimSpace(string(tok)), "apply", "-f", "-")
-	cmd.Env = cleanEnv()
+	cmd := exec.Command(testkit.KilnBinary(t), "--server", r2.URL, "--token", strings.TrimSpace(string(tok)), "apply", "-f", "-")
+	cmd.Env = testkit.CleanEnv()
 	cmd.Stdin = strings.NewReader("kind: Machine\nmetadata: {name: via-replica-2}\nspec: {interfaces: [{mac: '52:54:00:99:00:01'}]}\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("apply through replica 2: %v %s", err, out)
 	}
-	if out := s.mustKiln("", "get", "machine", "via-replica-2", "-o", "name"); out != "machine/via-replica-2\n" {
+	if out := s.MustKiln("", "get", "machine", "via-replica-2", "-o", "name"); out != "machine/via-replica-2\n" {
 		t.Fatalf("replica 1 does not see replica 2's write: %q", out)
 	}
-	if out := s.mustKiln("", "audit", "verify"); !strings.Contains(out, "audit chain OK") {
+	if out := s.MustKiln("", "audit", "verify"); !strings.Contains(out, "audit chain OK") {
 		t.Fatalf("verify: %s", out)
 	}
 }
 
 func TestReprovisionShowsWorkflow(t *testing.T) {
 	s := startServer(t, t.TempDir(), nil)
-	s.mustKiln("", "apply", "-f", "../../examples/")
-	out := s.mustKiln("", "machine", "reprovision", "web-1")
+	s.MustKiln("", "apply", "-f", "../../examples/")
+	out := s.MustKiln("", "machine", "reprovision", "web-1")
 	if !strings.Contains(out, "machine/web-1 reprovisioning: workflow web-1-") || !strings.Contains(out, "(3 actions)") {
 		t.Fatalf("reprovision: %s", out)
 	}
-	desc := s.mustKiln("", "describe", "machine", "web-1")
+	desc := s.MustKiln("", "describe", "machine", "web-1")
 	for _, want := range []string{"state: provisioning", "Workflow:          web-1-", "(pending)", "stream-image   image2disk   pending", "WorkflowCreated"} {
 		if !strings.Contains(desc, want) {
 			t.Errorf("describe lacks %q:\n%s", want, desc)
 		}
 	}
-	if _, err := s.kiln("", "machine", "reprovision", "nope"); err == nil || !strings.Contains(err.Error(), "Not Found") {
+	if _, err := s.Kiln("", "machine", "reprovision", "nope"); err == nil || !strings.Contains(err.Error(), "Not Found") {
 		t.Fatalf("reprovision of a missing machine: %v", err)
 	}
 	// db-1's profile names no workflow template.
-	if _, err := s.kiln("", "machine", "reprovision", "db-1"); err == nil || !strings.Contains(err.Error(), "names no workflow template") {
+	if _, err := s.Kiln("", "machine", "reprovision", "db-1"); err == nil || !strings.Contains(err.Error(), "names no workflow template") {
 		t.Fatalf("reprovision without a template: %v", err)
 	}
-	if out := s.mustKiln("", "logs", "machine", "web-1"); strings.TrimSpace(out) != "" {
+	if out := s.MustKiln("", "logs", "machine", "web-1"); strings.TrimSpace(out) != "" {
 		t.Fatalf("logs before any agent: %q", out)
 	}
 }
@@ -559,13 +427,7 @@ func TestReprovisionShowsWorkflow(t *testing.T) {
 // TestPowerThroughCLI drives a real QEMU process's QMP socket through kiln serve:
 // status, power on, and the job recorded as a PowerJob with events and audit.
 func TestPowerThroughCLI(t *testing.T) {
-	qemu, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("qemu-system-x86_64 missing (make test installs it)")
-		}
-		t.Skip("qemu-system-x86_64 not installed")
-	}
+	qemu := testkit.NeedTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "vm.qmp")
 	vm := exec.Command(qemu, "-machine", "none", "-S", "-display", "none", "-nodefaults", "-qmp", "unix:"+sock+",server=on,wait=off")
@@ -580,28 +442,28 @@ func TestPowerThroughCLI(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	s := startServer(t, t.TempDir(), nil)
-	s.mustKiln(fmt.Sprintf("kind: Machine\nmetadata: {name: lab-1}\nspec: {bmc: {driver: qemu, address: \"unix://%s\"}}\n---\nkind: Machine\nmetadata: {name: nobmc}\n", sock), "apply", "-f", "-")
-	out := s.mustKiln("", "machine", "power", "status", "lab-1")
+	s.MustKiln(fmt.Sprintf("kind: Machine\nmetadata: {name: lab-1}\nspec: {bmc: {driver: qemu, address: \"unix://%s\"}}\n---\nkind: Machine\nmetadata: {name: nobmc}\n", sock), "apply", "-f", "-")
+	out := s.MustKiln("", "machine", "power", "status", "lab-1")
 	if !strings.Contains(out, "succeeded   off") {
 		t.Fatalf("status of a stopped VM:\n%s", out)
 	}
-	out = s.mustKiln("", "machine", "power", "on", "lab-1", "--wait")
+	out = s.MustKiln("", "machine", "power", "on", "lab-1", "--wait")
 	if !strings.Contains(out, "lab-1") || !strings.Contains(out, "succeeded") {
 		t.Fatalf("power on:\n%s", out)
 	}
-	if out := s.mustKiln("", "machine", "power", "status", "lab-1"); !strings.Contains(out, "succeeded   on") {
+	if out := s.MustKiln("", "machine", "power", "status", "lab-1"); !strings.Contains(out, "succeeded   on") {
 		t.Fatalf("status after power on:\n%s", out)
 	}
-	if _, err := s.kiln("", "machine", "power", "on", "nobmc"); err == nil || !strings.Contains(err.Error(), `machine "nobmc" has no spec.bmc`) {
+	if _, err := s.Kiln("", "machine", "power", "on", "nobmc"); err == nil || !strings.Contains(err.Error(), `machine "nobmc" has no spec.bmc`) {
 		t.Fatalf("power without a BMC: %v", err)
 	}
-	if jobs := s.mustKiln("", "get", "powerjobs"); strings.Count(jobs, "lab-1") != 3 {
+	if jobs := s.MustKiln("", "get", "powerjobs"); strings.Count(jobs, "lab-1") != 3 {
 		t.Fatalf("power jobs:\n%s", jobs)
 	}
-	if desc := s.mustKiln("", "describe", "machine", "lab-1"); !strings.Contains(desc, "PowerSucceeded") {
+	if desc := s.MustKiln("", "describe", "machine", "lab-1"); !strings.Contains(desc, "PowerSucceeded") {
 		t.Fatalf("no power event:\n%s", desc)
 	}
-	if _, err := s.kiln("kind: PowerJob\nmetadata: {name: x}\nspec: {machine: lab-1, op: on}\n", "apply", "-f", "-"); err == nil || !strings.Contains(err.Error(), "written by Kiln only") {
+	if _, err := s.Kiln("kind: PowerJob\nmetadata: {name: x}\nspec: {machine: lab-1, op: on}\n", "apply", "-f", "-"); err == nil || !strings.Contains(err.Error(), "written by Kiln only") {
 		t.Fatalf("applying a PowerJob: %v", err)
 	}
 }
@@ -610,23 +472,17 @@ func TestPowerThroughCLI(t *testing.T) {
 // with `kiln agent enroll` over HTTPS (CA pinned by fingerprint), the token is then
 // used up, and the machine's certificate opens the agent API over mTLS with curl.
 func TestEnrollThroughBinary(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpsAddr := ln.Addr().String()
-	ln.Close()
-	s := startServer(t, t.TempDir(), nil, "--https-listen="+httpsAddr, "--server-san=127.0.0.1")
-	s.mustKiln("", "apply", "-f", "../../examples/")
-	token := strings.TrimSpace(s.mustKiln("", "join-token", "create", "--profile", "debian-12-web", "--labels", "rack=r9", "--max-uses", "1", "--ttl", "10m"))
-	fp := strings.TrimSpace(s.mustKiln("", "ca", "show", "--fingerprint"))
+	s, httpsAddr := httpsServer(t)
+	s.MustKiln("", "apply", "-f", "../../examples/")
+	token := strings.TrimSpace(s.MustKiln("", "join-token", "create", "--profile", "debian-12-web", "--labels", "rack=r9", "--max-uses", "1", "--ttl", "10m"))
+	fp := strings.TrimSpace(s.MustKiln("", "ca", "show", "--fingerprint"))
 	if len(strings.ReplaceAll(fp, ":", "")) != 64 {
 		t.Fatalf("ca show --fingerprint: %q", fp)
 	}
 	agentDir := filepath.Join(t.TempDir(), "agent")
 	enroll := func(dir string) (string, error) {
-		cmd := exec.Command(kilnBin, "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", fp, "--token", token, "--dir", dir)
-		cmd.Env = cleanEnv()
+		cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", fp, "--token", token, "--dir", dir)
+		cmd.Env = testkit.CleanEnv()
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -642,19 +498,16 @@ func TestEnrollThroughBinary(t *testing.T) {
 		t.Fatalf("second enrollment with a single-use token: %v\n%s", err, out)
 	}
 	// A wrong pin fails before the token is sent.
-	cmd := exec.Command(kilnBin, "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", strings.Repeat("ab", 32), "--token", token, "--dir", filepath.Join(t.TempDir(), "pin"))
+	cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", strings.Repeat("ab", 32), "--token", token, "--dir", filepath.Join(t.TempDir(), "pin"))
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(strings.ToLower(string(out)), "fingerprint") {
 		t.Fatalf("wrong CA pin: %v\n%s", err, out)
 	}
 	// The new machine carries the token's labels and its certificate fingerprint.
-	machines := s.mustKiln("", "get", "machines", "-l", "rack=r9", "-o", "json")
+	machines := s.MustKiln("", "get", "machines", "-l", "rack=r9", "-o", "json")
 	if !strings.Contains(machines, `"certFingerprint"`) || !strings.Contains(machines, `"profile": "debian-12-web"`) {
 		t.Fatalf("enrolled machine:\n%s", machines)
 	}
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed")
-	}
+	curl := testkit.NeedTool(t, "curl", "curl")
 	files, _ := filepath.Glob(filepath.Join(agentDir, "*"))
 	var cert, key, ca string
 	for _, f := range files {
@@ -681,32 +534,28 @@ func TestEnrollThroughBinary(t *testing.T) {
 }
 
 // httpsServer starts kiln serve with its HTTPS listener on a free loopback port.
-func httpsServer(t *testing.T) (*kilnServer, string) {
+func httpsServer(t *testing.T) (*testkit.Server, string) {
 	t.Helper()
 	return httpsServerWith(t)
 }
 
 // httpsServerWith is httpsServer with extra serve flags.
-func httpsServerWith(t *testing.T, args ...string) (*kilnServer, string) {
+func httpsServerWith(t *testing.T, args ...string) (*testkit.Server, string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return startServer(t, t.TempDir(), nil, append([]string{"--https-listen=" + addr, "--server-san=127.0.0.1"}, args...)...), addr
+	testkit.Slow(t, "starts kiln serve")
+	s := testkit.Serve(t, testkit.ServeOptions{DataDir: t.TempDir(), HTTPS: true, Args: args})
+	return s, s.HTTPSAddr
 }
 
 // enrollAgent makes a join token with the given flags and enrolls a new host with it;
 // it returns the agent's directory.
-func enrollAgent(t *testing.T, s *kilnServer, httpsAddr string, tokenArgs ...string) string {
+func enrollAgent(t *testing.T, s *testkit.Server, httpsAddr string, tokenArgs ...string) string {
 	t.Helper()
-	token := strings.TrimSpace(s.mustKiln("", append([]string{"join-token", "create"}, tokenArgs...)...))
-	fp := strings.TrimSpace(s.mustKiln("", "ca", "show", "--fingerprint"))
+	token := strings.TrimSpace(s.MustKiln("", append([]string{"join-token", "create"}, tokenArgs...)...))
+	fp := strings.TrimSpace(s.MustKiln("", "ca", "show", "--fingerprint"))
 	dir := filepath.Join(t.TempDir(), "agent")
-	cmd := exec.Command(kilnBin, "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", fp, "--token", token, "--dir", dir)
-	cmd.Env = cleanEnv()
+	cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", fp, "--token", token, "--dir", dir)
+	cmd.Env = testkit.CleanEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("agent enroll: %v\n%s", err, out)
 	}
@@ -716,10 +565,7 @@ func enrollAgent(t *testing.T, s *kilnServer, httpsAddr string, tokenArgs ...str
 // curlAs calls Kiln's HTTPS listener with an agent's certificate.
 func curlAs(t *testing.T, agentDir, url string) (int, string) {
 	t.Helper()
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed")
-	}
+	curl := testkit.NeedTool(t, "curl", "curl")
 	files, _ := filepath.Glob(filepath.Join(agentDir, "*"))
 	args := []string{"-sS", "-w", "\n%{http_code}"}
 	for _, f := range files {
@@ -751,7 +597,7 @@ func curlAs(t *testing.T, agentDir, url string) (int, string) {
 func TestSecretsOverMTLSThroughBinary(t *testing.T) {
 	s, addr := httpsServer(t)
 	const value = "kiln-e2e-s3cret-value-7f3a"
-	s.mustKiln(`kind: Artifact
+	s.MustKiln(`kind: Artifact
 metadata: {name: k}
 spec: {source: vmlinuz}
 ---
@@ -769,7 +615,7 @@ spec:
 `, "apply", "-f", "-")
 	secretFile := filepath.Join(t.TempDir(), "v")
 	os.WriteFile(secretFile, []byte(value), 0o600)
-	s.mustKiln("", "secret", "set", "db-password", "--from-file", secretFile)
+	s.MustKiln("", "secret", "set", "db-password", "--from-file", secretFile)
 
 	agent := enrollAgent(t, s, addr, "--profile", "db", "--machine", "db-a")
 	encoded := base64.StdEncoding.EncodeToString([]byte(value))
@@ -779,9 +625,9 @@ spec:
 		t.Fatalf("ignition for a machine the rule does not allow: %d %s", code, body)
 	}
 	// The operator labels the machine: now the secret is released to it.
-	m := s.mustKiln("", "get", "machine", "db-a", "-o", "yaml")
+	m := s.MustKiln("", "get", "machine", "db-a", "-o", "yaml")
 	m = strings.Replace(m, "metadata:\n", "metadata:\n  labels: {role: db}\n", 1)
-	s.mustKiln(m, "apply", "-f", "-")
+	s.MustKiln(m, "apply", "-f", "-")
 	code, body = curlAs(t, agent, "https://"+addr+"/config/ignition")
 	if code != 200 || !strings.Contains(body, encoded) {
 		t.Fatalf("ignition after the operator's label: %d %s", code, body)
@@ -790,7 +636,7 @@ spec:
 	if code, _ := curlAs(t, agent, "https://"+addr+"/config/ignition?machine=db-b"); code != 403 {
 		t.Fatalf("asking for another machine's config: %d, want 403", code)
 	}
-	audit := s.mustKiln("", "audit", "list", "--secret", "db-password")
+	audit := s.MustKiln("", "audit", "list", "--secret", "db-password")
 	if !strings.Contains(audit, "mtls") {
 		t.Fatalf("release not audited:\n%s", audit)
 	}
@@ -798,12 +644,12 @@ spec:
 		t.Fatal("the audit log carries the value")
 	}
 	for _, f := range []string{"kiln.db", "kiln.db-wal"} {
-		b, _ := os.ReadFile(filepath.Join(s.dataDir, f))
+		b, _ := os.ReadFile(filepath.Join(s.DataDir, f))
 		if strings.Contains(string(b), value) || strings.Contains(string(b), encoded) {
 			t.Fatalf("%s holds the secret in clear", f)
 		}
 	}
-	if strings.Contains(s.log.String(), value) {
+	if strings.Contains(s.Log.String(), value) {
 		t.Fatal("the server log carries the value")
 	}
 }
@@ -812,7 +658,7 @@ spec:
 // before any machine runs it is refused when it is applied, with the field's path.
 func TestImpossibleTemplateRefusedAtApply(t *testing.T) {
 	s := startServer(t, t.TempDir(), nil)
-	_, err := s.kiln(`kind: Template
+	_, err := s.Kiln(`kind: Template
 metadata: {name: bad-layout}
 spec:
   actions:
@@ -827,7 +673,7 @@ spec:
 	if err == nil || !strings.Contains(err.Error(), `template "bad-layout": spec.actions[0] (disk).args.partitions[1].size: only one partition can take the rest`) {
 		t.Fatalf("impossible layout: %v", err)
 	}
-	if out := s.mustKiln("", "get", "templates"); !strings.Contains(out, "No templates found") {
+	if out := s.MustKiln("", "get", "templates"); !strings.Contains(out, "No templates found") {
 		t.Fatalf("a refused template was stored:\n%s", out)
 	}
 }

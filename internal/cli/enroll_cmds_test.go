@@ -18,8 +18,7 @@ import (
 	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // enrollCLIServer serves the enrollment operator routes (without the API's
@@ -29,12 +28,8 @@ func enrollCLIServer(t *testing.T) (api *globalFlags, httpsURL string, srv *enro
 	t.Helper()
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "data")
-	st, err := sqlite.Open(ctx, dir, sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	err = st.Update(ctx, func(tx store.Tx) error {
+	st := testkit.OpenSQLite(t, dir)
+	err := st.Update(ctx, func(tx store.Tx) error {
 		return tx.Create(ctx, &resource.Object{Kind: "Profile", Metadata: resource.Metadata{Name: "worker"}, Spec: json.RawMessage(`{"boot":{"agent":true}}`)})
 	})
 	if err != nil {

@@ -18,8 +18,7 @@ import (
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/secrets"
 	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // secretServer serves the secret routes (without the API's authentication, which
@@ -27,11 +26,7 @@ import (
 func secretServer(t *testing.T) (*globalFlags, *inventory.Service) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
-	st, err := sqlite.Open(context.Background(), dir, sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := testkit.OpenSQLite(t, dir)
 	keys, err := secrets.LoadKeyRing(filepath.Join(dir, secrets.KEKFileName))
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // fakeSecrets resolves "db" and refuses anything else.
@@ -176,13 +177,7 @@ func TestValidateIgnition(t *testing.T) {
 
 // Kiln's server-side check agrees with Debian's ignition-validate (spec <= 3.3.0).
 func TestValidateIgnitionAgreesWithIgnitionValidate(t *testing.T) {
-	tool, err := exec.LookPath("ignition-validate")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("ignition-validate is not installed (Debian package ignition, installed by scripts/install-deps.sh)")
-		}
-		t.Skip("ignition-validate is not installed (apt-get install ignition)")
-	}
+	tool := testkit.NeedTool(t, "ignition-validate", "ignition")
 	dir := t.TempDir()
 	for _, tc := range ignitionCases {
 		if tc.name == "empty" {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // e2eAssets is where scripts/e2e-assets.sh leaves Debian's kernel (vmlinuz) and
@@ -24,17 +26,17 @@ func e2eAssets(t *testing.T) string {
 		dir = "../../.cache/e2e"
 	}
 	if _, err := os.Stat(filepath.Join(dir, "vmlinuz")); err != nil {
-		missingTool(t, "Debian's kernel in "+dir+" (run scripts/e2e-assets.sh)")
+		testkit.Missing(t, "%s", "Debian's kernel in "+dir+" (run scripts/e2e-assets.sh)")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "modules")); err != nil {
-		missingTool(t, "the kernel's modules in "+dir+"/modules (run scripts/e2e-assets.sh)")
+		testkit.Missing(t, "%s", "the kernel's modules in "+dir+"/modules (run scripts/e2e-assets.sh)")
 	}
 	return dir
 }
 
 func staticBusybox(t *testing.T) string {
 	if !IsStaticELF("/bin/busybox") {
-		missingTool(t, "a static /bin/busybox (Debian package busybox-static)")
+		testkit.Missing(t, "%s", "a static /bin/busybox (Debian package busybox-static)")
 	}
 	return "/bin/busybox"
 }
@@ -84,15 +86,10 @@ func TestBuildWithDebianKernel(t *testing.T) {
 // (agent.RunInit: mounts, modules, BOOTIF, DHCP) and then, as its "agent", posts
 // the machine's facts here and powers off.
 func TestAgentImageBootsInQEMU(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a VM (~15 s under TCG)")
-	}
+	testkit.Slow(t, "boots a VM (~15 s under TCG)")
 	dir := e2eAssets(t)
 	busybox := staticBusybox(t)
-	qemu, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		missingTool(t, "qemu-system-x86_64 (Debian package qemu-system-x86)")
-	}
+	qemu := testkit.NeedTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	probe := filepath.Join(t.TempDir(), "initprobe")
 	build := exec.Command("go", "build", "-o", probe, "./testdata/initprobe")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -103,7 +100,7 @@ func TestAgentImageBootsInQEMU(t *testing.T) {
 	modules := []string{"virtio_pci", "virtio_net", "e1000"}
 	// scripts/e2e-assets.sh keeps the NIC drivers only; with virtio_blk the disk
 	// shows in the facts too.
-	_, err = os.Stat(filepath.Join(dir, "modules", "virtio_blk.ko"))
+	_, err := os.Stat(filepath.Join(dir, "modules", "virtio_blk.ko"))
 	withDisk := err == nil
 	if withDisk {
 		modules = append(modules, "virtio_blk")

@@ -4,14 +4,13 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 const (
@@ -77,17 +76,13 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// requireTool skips a test when a tool is missing, except in CI where make test
-// installs it and its absence is a failure.
+// requireTool ends a test by the kit's rule (skip outside CI, fail in CI) when a
+// tool is missing.
 func requireTool(t *testing.T, names ...string) {
 	t.Helper()
+	packages := map[string]string{"ipmi_sim": "openipmi", "ipmitool": "ipmitool", "qemu-system-x86_64": "qemu-system-x86"}
 	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not found: it is required in CI (apt-get install openipmi ipmitool qemu-system-x86)", n)
-			}
-			t.Skipf("%s not found; install it to run this test (apt-get install openipmi ipmitool qemu-system-x86)", n)
-		}
+		testkit.NeedTool(t, n, packages[n])
 	}
 }
 

@@ -22,8 +22,7 @@ import (
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -82,19 +81,10 @@ type env struct {
 	kekPath string
 }
 
-func openSQLite(t testing.TB, dir string) store.Store {
-	t.Helper()
-	st, err := sqlite.Open(context.Background(), dir, sqlstore.Options{})
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
-	return st
-}
-
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
-	st := openSQLite(t, dir)
+	st := testkit.OpenSQLite(t, dir)
 	e := &env{t: t, dir: dir, store: st, logs: &lockedBuffer{}, clock: newClock(), kekPath: filepath.Join(dir, KEKFileName)}
 	e.start()
 	t.Cleanup(func() {
@@ -142,7 +132,7 @@ func (e *env) restart() {
 	if err := e.store.Close(); err != nil {
 		e.t.Fatal(err)
 	}
-	e.store = openSQLite(e.t, e.dir)
+	e.store = testkit.OpenSQLite(e.t, e.dir)
 	e.start()
 }
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // After exercising every path that touches a value, no value is found in clear (nor
@@ -131,5 +133,5 @@ func TestNoValueInLogsEventsOrDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	scanDir("after close:")
-	e.store = openSQLite(t, e.dir)
+	e.store = testkit.OpenSQLite(t, e.dir)
 }

@@ -11,10 +11,9 @@ import (
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/postgres"
 	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
 	"github.com/kilnhq/kiln/internal/store/storetest"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // replica is one kiln serve on a shared PostgreSQL database.
@@ -26,10 +25,7 @@ type replica struct {
 
 func newReplica(t *testing.T, url, kekPath string) *replica {
 	t.Helper()
-	st, err := postgres.Open(context.Background(), url, sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := testkit.OpenPostgres(t, url)
 	keys, err := LoadKeyRing(kekPath) // the replicas share one key file's content
 	if err != nil {
 		t.Fatal(err)

@@ -6,27 +6,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// needTool finds a real validator. Outside CI a missing one skips the test; in CI
-// (CI=true) it fails it, because scripts/install-deps.sh installs it.
-func needTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not installed (Debian package %s, installed by scripts/install-deps.sh)", name, pkg)
-		}
-		t.Skipf("%s is not installed (apt-get install %s)", name, pkg)
-	}
-	return p
-}
+	"github.com/kilnhq/kiln/internal/testkit"
+)
 
 // The rendered configs pass the validators machines' own tools use: Debian's
 // ignition-validate and cloud-init's schema check.
 func TestRenderedConfigsPassRealValidators(t *testing.T) {
-	ignitionValidate := needTool(t, "ignition-validate", "ignition")
-	cloudInit := needTool(t, "cloud-init", "cloud-init")
+	ignitionValidate := testkit.NeedTool(t, "ignition-validate", "ignition")
+	cloudInit := testkit.NeedTool(t, "cloud-init", "cloud-init")
 	e := newFleet(t)
 	dir := t.TempDir()
 	for _, mode := range []Mode{ModeDeliver, ModePreview} {

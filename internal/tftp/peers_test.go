@@ -12,23 +12,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // Interoperability with the TFTP clients Debian ships. CI installs them
 // (apt-get install -y tftp-hpa atftp curl); elsewhere a missing client skips
-// its test, but with CI=true it fails, so that a broken CI image cannot pass
-// silently.
+// its test, but with CI=true it fails (testkit.NeedTool), so that a broken CI
+// image cannot pass silently.
 
 func requireClient(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not installed; CI must install it (apt-get install -y tftp-hpa atftp curl): %v", name, err)
-		}
-		t.Skipf("%s is not installed (apt-get install -y tftp-hpa atftp curl); skipping the real-client test", name)
-	}
-	return p
+	packages := map[string]string{"tftp": "tftp-hpa", "atftp": "atftp", "curl": "curl"}
+	return testkit.NeedTool(t, name, packages[name])
 }
 
 // peerFiles writes files of awkward sizes into a fresh root: empty, one

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // testData returns n deterministic pseudo-random bytes.
@@ -178,14 +180,18 @@ func TestRollover(t *testing.T) {
 		name   string
 		size   int
 		window string
+		slow   bool // -short keeps the first rollover only
 	}{
-		{"just past 65535 blocks", 8*65535 + 5, "16"},
-		{"65536 full blocks: final empty block is wire block 1", 8 * 65536, "16"},
-		{"two rollovers", 8*(2*65536+100) + 1, "64"},
-		{"lock-step", 8*65536 + 100, "1"},
+		{"just past 65535 blocks", 8*65535 + 5, "16", false},
+		{"65536 full blocks: final empty block is wire block 1", 8 * 65536, "16", true},
+		{"two rollovers", 8*(2*65536+100) + 1, "64", true},
+		{"lock-step", 8*65536 + 100, "1", true},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.slow {
+				testkit.Slow(t, "another 65536-block transfer")
+			}
 			data := testData(tt.size, uint64(i))
 			m := new(Metrics)
 			addr := startServer(t, &Server{Handler: &memHandler{files: map[string][]byte{"big": data}}, Metrics: m})
@@ -207,9 +213,7 @@ func TestRollover(t *testing.T) {
 // A file over 32 MiB at the default 512-byte blocks, the case that breaks
 // servers without rollover.
 func TestRollover33MiB(t *testing.T) {
-	if testing.Short() {
-		t.Skip("33 MiB transfer in -short mode")
-	}
+	testkit.Slow(t, "a 33 MiB transfer")
 	const size = 33<<20 + 123
 	data := testData(size, 33)
 	want := sha256.Sum256(data)

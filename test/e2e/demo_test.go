@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // demoShow writes what an operator would look at after a boot to the file KILN_DEMO
@@ -26,7 +28,7 @@ func (k *kilnServer) demoShow(machine string) {
 		{"get", "leases"},
 		{"audit", "verify"},
 	} {
-		cmd := k.l.nsCommand(context.Background(), append([]string{kilnBin, "--data-dir", k.dataDir}, args...)...)
+		cmd := k.l.nsCommand(context.Background(), append([]string{testkit.KilnBinary(k.t), "--data-dir", k.dataDir}, args...)...)
 		out, err := cmd.CombinedOutput()
 		fmt.Fprintf(f, "\n$ kiln %s\n%s", strings.Join(args, " "), out)
 		if err != nil {

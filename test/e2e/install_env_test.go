@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // The install scenarios' environment: Kiln with HTTPS (enrollment, the agent API over
@@ -63,7 +65,7 @@ func startInstallKiln(t *testing.T, l *lab) *kilnServer {
 // and returns its output; failure ends the test.
 func (k *kilnServer) cli(args ...string) string {
 	k.t.Helper()
-	cmd := k.l.nsCommand(context.Background(), append([]string{kilnBin, "--data-dir", k.dataDir}, args...)...)
+	cmd := k.l.nsCommand(context.Background(), append([]string{testkit.KilnBinary(k.t), "--data-dir", k.dataDir}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		k.t.Fatalf("kiln %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -131,15 +133,16 @@ var (
 )
 
 // staticKiln is a statically linked kiln of the tree under test, for the agent
-// environment's initramfs (PID 1 there has no dynamic loader): KILN_E2E_BIN if that
-// is static, else built once beside TestMain's binary (-s -w keep it small).
+// environment's initramfs (PID 1 there has no dynamic loader): $KILN_TEST_BIN if that
+// is static, else built once beside the kit's binary (-s -w keep it small).
 func staticKiln(t *testing.T) string {
 	t.Helper()
+	kilnBin := testkit.KilnBinary(t)
 	if isStaticELF(kilnBin) {
 		return kilnBin
 	}
-	if os.Getenv("KILN_E2E_BIN") != "" {
-		t.Fatalf("KILN_E2E_BIN=%s is dynamically linked: the install tests boot it as the agent, so build it with CGO_ENABLED=0", kilnBin)
+	if os.Getenv(testkit.BinaryEnv) != "" {
+		t.Fatalf("%s=%s is dynamically linked: the install tests boot it as the agent, so build it with CGO_ENABLED=0", testkit.BinaryEnv, kilnBin)
 	}
 	staticKilnOnce.Do(func() {
 		p := filepath.Join(filepath.Dir(kilnBin), "kiln-static")

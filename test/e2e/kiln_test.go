@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -14,16 +13,17 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite"
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // kilnServer is `kiln serve` running inside a lab's namespace.
 type kilnServer struct {
 	t           *testing.T
 	l           *lab
+	srv         *testkit.Server
 	dataDir     string
 	artifactDir string
-	logPath     string
-	done        chan struct{}
 	http        *http.Client
 }
 
@@ -54,8 +54,6 @@ func startKiln(t *testing.T, l *lab, opts kilnOptions) *kilnServer {
 		l:           l,
 		dataDir:     filepath.Join(l.dir, "kiln-data"),
 		artifactDir: filepath.Join(l.dir, "artifacts"),
-		logPath:     filepath.Join(l.dir, "kiln.log"),
-		done:        make(chan struct{}),
 		http:        l.httpClient(),
 	}
 	for _, d := range []string{k.dataDir, k.artifactDir} {
@@ -66,8 +64,7 @@ func startKiln(t *testing.T, l *lab, opts kilnOptions) *kilnServer {
 	for _, f := range []string{"vmlinuz", "phone-home.cpio.gz"} {
 		copyFile(t, filepath.Join(assetDir, f), filepath.Join(k.artifactDir, f))
 	}
-	args := []string{kilnBin, "serve",
-		"--data-dir", k.dataDir,
+	args := []string{
 		"--listen", kilnHTTP,
 		"--artifact-dir", k.artifactDir,
 		"--log-format", "json",
@@ -84,47 +81,15 @@ func startKiln(t *testing.T, l *lab, opts kilnOptions) *kilnServer {
 	} else if opts.dhcp {
 		args = append(args, "--public-url", kilnURL)
 	}
-	logf, err := os.Create(k.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := l.nsCommand(context.Background(), args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("start kiln serve: %v", err)
-	}
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(k.done)
-	}()
-	t.Cleanup(func() {
-		stopProcess(cmd, k.done, 10*time.Second)
-		if t.Failed() {
-			t.Logf("kiln serve log (%s):\n%s", k.logPath, tail(k.logPath, 80))
-		}
+	// kiln.log is kept with the lab's other logs (keepLogs).
+	k.srv = testkit.Serve(t, testkit.ServeOptions{
+		DataDir:    k.dataDir,
+		Args:       args,
+		Command:    l.nsCommand,
+		URL:        kilnURL,
+		HTTPClient: k.http,
+		LogFile:    filepath.Join(l.dir, "kiln.log"),
 	})
-
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case <-k.done:
-			t.Fatalf("kiln serve exited during start-up (%v); log:\n%s", cmd.ProcessState, tail(k.logPath, 40))
-		default:
-		}
-		resp, err := k.http.Get(kilnURL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kiln serve not ready within 30s (last: %v); log:\n%s", err, tail(k.logPath, 40))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 	return k
 }
 
@@ -152,11 +117,9 @@ func copyFile(t *testing.T, from, to string) {
 // the server's URL and the admin token in the data dir).
 func (k *kilnServer) apply(manifest string) {
 	k.t.Helper()
-	cmd := k.l.nsCommand(context.Background(), kilnBin, "--data-dir", k.dataDir, "apply", "-f", "-")
-	cmd.Stdin = strings.NewReader(manifest)
-	out, err := cmd.CombinedOutput()
+	out, err := k.srv.Kiln(manifest, "apply", "-f", "-")
 	if err != nil {
-		k.t.Fatalf("kiln apply: %v\n%s\nmanifest:\n%s", err, out, manifest)
+		k.t.Fatalf("%v\nmanifest:\n%s", err, manifest)
 	}
 	k.t.Logf("kiln apply:\n%s", strings.TrimSpace(string(out)))
 }
@@ -245,15 +208,11 @@ func (e event) String() string {
 
 // get does an authenticated GET of Kiln's API.
 func (k *kilnServer) get(path string) ([]byte, int, error) {
-	tok, err := os.ReadFile(filepath.Join(k.dataDir, "admin.token"))
+	req, err := http.NewRequest(http.MethodGet, k.srv.URL+path, nil)
 	if err != nil {
 		return nil, 0, err
 	}
-	req, err := http.NewRequest(http.MethodGet, kilnURL+path, nil)
-	if err != nil {
-		return nil, 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	req.Header.Set("Authorization", "Bearer "+k.srv.AdminToken)
 	resp, err := k.http.Do(req)
 	if err != nil {
 		return nil, 0, err
@@ -282,7 +241,8 @@ func (k *kilnServer) events(machine string) ([]event, error) {
 }
 
 // setMachineState writes a machine's status.state straight into the SQLite store:
-// there is no API for it yet, and the boot endpoints read it on every request.
+// Kiln owns the state (a workflow's end sets it; the API sets none directly), and
+// the boot endpoints read it on every request.
 func (k *kilnServer) setMachineState(name, state string) {
 	k.t.Helper()
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(k.dataDir, "kiln.db")+"?_pragma=busy_timeout(10000)")

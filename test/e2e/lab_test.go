@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // The test network: one bridge in a fresh namespace, Kiln's address on it, one tap
@@ -184,7 +186,7 @@ func (l *lab) nsRun(args ...string) string {
 // so the process's PID is the command's own.
 func (l *lab) nsCommand(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.ns}, args...)...)
-	cmd.Env = cleanEnv()
+	cmd.Env = testkit.CleanEnv()
 	cmd.WaitDelay = 5 * time.Second
 	// If the test binary dies (a -timeout panic skips cleanups), its servers and VMs
 	// die with it rather than run on.
@@ -382,17 +384,6 @@ func (l *lab) startRouterAdvertisements() {
 		conn.Close()
 		wg.Wait()
 	})
-}
-
-// cleanEnv is the environment without the caller's KILN_* variables.
-func cleanEnv() []string {
-	var out []string
-	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "KILN_") {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // stopProcess ends a child by its PID: SIGTERM, then SIGKILL after grace.

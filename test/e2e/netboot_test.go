@@ -19,7 +19,6 @@ const bootTimeout = 140 * time.Second
 // TestNetbootBIOSKilnDHCP: SeaBIOS runs virtio-net's iPXE ROM; Kiln is the DHCP
 // server (full mode, a reserved address) and hands iPXE the boot script URL.
 func TestNetbootBIOSKilnDHCP(t *testing.T) {
-	requireKilnDHCP(t)
 	l := newLab(t)
 	k := startKiln(t, l, kilnOptions{dhcp: true})
 	const mac, ip = "52:54:00:e2:e0:01", "10.77.0.21"
@@ -38,7 +37,6 @@ func TestNetbootBIOSKilnDHCP(t *testing.T) {
 // ipxe.efi from Kiln's TFTP server, then iPXE gets the boot script over HTTP; Kiln
 // answers both DHCP rounds.
 func TestNetbootUEFIKilnDHCP(t *testing.T) {
-	requireKilnDHCP(t)
 	l := newLab(t)
 	requireFiles(t, "/usr/lib/ipxe/ipxe.efi")
 	k := startKiln(t, l, kilnOptions{dhcp: true})
@@ -60,7 +58,6 @@ func TestNetbootUEFIKilnDHCP(t *testing.T) {
 // iPXE clients what to boot. One BIOS (iPXE ROM) and one UEFI (firmware PXE) machine
 // boot side by side.
 func TestNetbootProxyDHCP(t *testing.T) {
-	requireKilnDHCP(t)
 	l := newLab(t)
 	requireFiles(t, "/usr/lib/ipxe/ipxe.efi")
 	k := startKiln(t, l, kilnOptions{dhcp: true})
@@ -94,7 +91,6 @@ func TestNetbootProxyDHCP(t *testing.T) {
 // TestNetbootTwoVMsAtOnce: two machines, one virtio-net and one e1000, boot at the
 // same time from Kiln's pool.
 func TestNetbootTwoVMsAtOnce(t *testing.T) {
-	requireKilnDHCP(t)
 	l := newLab(t)
 	requireFiles(t, "/usr/lib/ipxe/qemu/efi-e1000.rom")
 	k := startKiln(t, l, kilnOptions{dhcp: true})
@@ -123,15 +119,12 @@ func TestNetbootTwoVMsAtOnce(t *testing.T) {
 // side by side.
 func TestNetbootDnsmasqFullDHCP(t *testing.T) {
 	l := newLab(t)
-	kilnTFTP := strings.Contains(kilnServeHelp, "--tftp-listen")
-	k := startKiln(t, l, kilnOptions{tftp: kilnTFTP})
+	requireFiles(t, "/usr/lib/ipxe/ipxe.efi")
+	k := startKiln(t, l, kilnOptions{tftp: true})
 	type machine struct{ name, mac, firmware, platform string }
-	machines := []machine{{"interop-bios", "52:54:00:e2:e0:07", firmwareBIOS, "pcbios"}}
-	if kilnTFTP {
-		requireFiles(t, "/usr/lib/ipxe/ipxe.efi")
-		machines = append(machines, machine{"interop-uefi", "52:54:00:e2:e0:09", firmwareUEFI, "efi"})
-	} else {
-		t.Log("kiln serve has no --tftp-listen: only the BIOS machine boots")
+	machines := []machine{
+		{"interop-bios", "52:54:00:e2:e0:07", firmwareBIOS, "pcbios"},
+		{"interop-uefi", "52:54:00:e2:e0:09", firmwareUEFI, "efi"},
 	}
 	manifest := bootManifest("")
 	for _, m := range machines {
@@ -171,19 +164,11 @@ var dnsmasqChainsKiln = []string{
 // TestNetbootProvisionedBootsLocalDisk: a machine whose status.state is
 // "provisioned" gets iPXE's `exit`, and the firmware boots its next device: a disk
 // whose boot sector prints a marker on the serial port.
-//
-// DHCP comes from Kiln when this build has it, else from dnsmasq as in
-// TestNetbootDnsmasqFullDHCP: the local-disk decision is the boot endpoint's.
 func TestNetbootProvisionedBootsLocalDisk(t *testing.T) {
 	l := newLab(t)
-	kilnDHCP := strings.Contains(kilnServeHelp, "--dhcp-interface")
-	k := startKiln(t, l, kilnOptions{dhcp: kilnDHCP})
+	k := startKiln(t, l, kilnOptions{dhcp: true})
 	const mac, name = "52:54:00:e2:e0:08", "done-1"
-	mode := ""
-	if kilnDHCP {
-		mode = "full"
-	}
-	k.apply(bootManifest(mode) + machineManifest(name, mac, ""))
+	k.apply(bootManifest("full") + machineManifest(name, mac, ""))
 	k.setMachineState(name, "provisioned")
 
 	// The script itself, as iPXE would ask for it (buildarch "probe" tells this
@@ -197,10 +182,6 @@ func TestNetbootProvisionedBootsLocalDisk(t *testing.T) {
 		t.Fatalf("GET /ipxe for a provisioned machine: want a local-disk script (exit), got:\n%s", body)
 	}
 
-	if !kilnDHCP {
-		t.Log("kiln serve has no --dhcp-interface: dnsmasq is the DHCP server for this boot")
-		startDnsmasq(t, l, dnsmasqChainsKiln...)
-	}
 	disk := filepath.Join(l.dir, "disk.img")
 	// 1 MiB: SeaBIOS cannot read a disk of a single sector.
 	img := make([]byte, 1<<20)

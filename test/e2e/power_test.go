@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // TestReprovisionPowersOnThroughQMP: a lab VM that is off (QEMU started paused, its
@@ -13,7 +15,6 @@ import (
 // through the QEMU power driver: next boot set to the network, a power cycle; then it
 // netboots from Kiln and phones home, and the power job is on its timeline first.
 func TestReprovisionPowersOnThroughQMP(t *testing.T) {
-	requireKilnDHCP(t)
 	l := newLab(t)
 	k := startKiln(t, l, kilnOptions{dhcp: true})
 	const name, mac, ip = "lab-vm-1", "52:54:00:e2:e0:31", "10.77.0.31"
@@ -38,7 +39,7 @@ spec:
 	v := startVM(t, l, vmConfig{Name: name, MAC: mac, Firmware: firmwareBIOS,
 		Extra: []string{"-S", "-qmp", "unix:" + qmp + ",server=on,wait=off"}})
 
-	cmd := l.nsCommand(context.Background(), kilnBin, "--data-dir", k.dataDir, "machine", "reprovision", name, "--template", "e2e-noop")
+	cmd := l.nsCommand(context.Background(), testkit.KilnBinary(t), "--data-dir", k.dataDir, "machine", "reprovision", name, "--template", "e2e-noop")
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "power job ") {
 		t.Fatalf("kiln machine reprovision: %v\n%s", err, out)

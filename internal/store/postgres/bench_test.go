@@ -6,13 +6,10 @@ import (
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
 	"github.com/kilnhq/kiln/internal/store/storetest"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
-func openBench(b *testing.B) store.Store {
-	st := openAt(b, pgtest.NewDatabase(b))
-	b.Cleanup(func() { st.Close() })
-	return st
-}
+func openBench(b *testing.B) store.Store { return testkit.OpenPostgres(b, pgtest.NewDatabase(b)) }
 
 func BenchmarkLookupMAC(b *testing.B)    { storetest.BenchLookupMAC(b, openBench) }
 func BenchmarkListMachines(b *testing.B) { storetest.BenchListMachines(b, openBench) }

@@ -14,27 +14,19 @@ import (
 	"github.com/kilnhq/kiln/internal/store/sqlite"
 	"github.com/kilnhq/kiln/internal/store/sqlstore"
 	"github.com/kilnhq/kiln/internal/store/storetest"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
-
-func openAt(tb testing.TB, dir string) store.Store {
-	tb.Helper()
-	st, err := sqlite.Open(context.Background(), dir, sqlstore.Options{})
-	if err != nil {
-		tb.Fatalf("open: %v", err)
-	}
-	return st
-}
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, storetest.Reopenable(
 		func(t *testing.T) string { return filepath.Join(t.TempDir(), "data") },
-		func(t *testing.T, dir string) store.Store { return openAt(t, dir) },
+		func(t *testing.T, dir string) store.Store { return testkit.OpenSQLite(t, dir) },
 	))
 }
 
 func TestOpenCreatesPrivateDir(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "b")
-	st := openAt(t, dir)
+	st := testkit.OpenSQLite(t, dir)
 	defer st.Close()
 	fi, err := os.Stat(dir)
 	if err != nil {
@@ -64,7 +56,7 @@ func TestOpenErrors(t *testing.T) {
 
 func TestNewerSchemaRefused(t *testing.T) {
 	dir := t.TempDir()
-	st := openAt(t, dir)
+	st := testkit.OpenSQLite(t, dir)
 	db := st.(*sqlstore.Store).DB()
 	if _, err := db.Exec(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'future', 0)`); err != nil {
 		t.Fatal(err)
@@ -79,7 +71,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 func TestMigrationsApplyOnce(t *testing.T) {
 	dir := t.TempDir()
 	for range 3 {
-		st := openAt(t, dir)
+		st := testkit.OpenSQLite(t, dir)
 		var n int
 		if err := st.(*sqlstore.Store).DB().QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil {
 			t.Fatal(err)
@@ -121,7 +113,7 @@ func TestObserve(t *testing.T) {
 }
 
 func TestWritesDoNotBlockReads(t *testing.T) {
-	st := openAt(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	defer st.Close()
 	ctx := context.Background()
 	storetest.Populate(t, st, 10)
@@ -156,7 +148,7 @@ func TestWritesDoNotBlockReads(t *testing.T) {
 // by SQLite's lock.
 func TestTwoStoresOnOneFile(t *testing.T) {
 	dir := t.TempDir()
-	a, b := openAt(t, dir), openAt(t, dir)
+	a, b := testkit.OpenSQLite(t, dir), testkit.OpenSQLite(t, dir)
 	defer a.Close()
 	defer b.Close()
 	storetest.RunConcurrent(t, []store.Store{a, b})

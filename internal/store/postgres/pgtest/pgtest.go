@@ -14,7 +14,8 @@
 // The throwaway server is started on first use, shared by the package's tests, and
 // stopped (its files removed) by Main. It listens only on a Unix socket in its own
 // temporary directory and runs with fsync off: it is for tests only. Without the
-// PostgreSQL tools, NewDatabase skips the test, unless CI=true, where it fails it.
+// PostgreSQL tools, NewDatabase skips the test, unless CI=true, where it fails it
+// (testkit.Missing); under -short it skips unless KILN_TEST_DATABASE_URL is set.
 package pgtest
 
 import (
@@ -38,6 +39,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // EnvURL names the environment variable with the URL of a server to use instead of a
@@ -77,11 +80,14 @@ func Main(m *testing.M) int {
 // dropped when tb ends (close what uses it first: cleanups registered later run first).
 func NewDatabase(tb testing.TB) string {
 	tb.Helper()
+	if os.Getenv(EnvURL) == "" {
+		testkit.Slow(tb, "starts a throwaway PostgreSQL server")
+	}
 	srv, err := get()
 	if err != nil {
 		var miss *missingError
-		if errors.As(err, &miss) && os.Getenv("CI") != "true" {
-			tb.Skipf("pgtest: no PostgreSQL to test with: %v (set %s, or install PostgreSQL)", err, EnvURL)
+		if errors.As(err, &miss) {
+			testkit.Missing(tb, "PostgreSQL to test with: %v (set %s, or install PostgreSQL)", err, EnvURL)
 		}
 		tb.Fatalf("pgtest: %v", err)
 	}

@@ -1,0 +1,155 @@
+package inventory_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/inventory"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/testkit"
+)
+
+// base is in the store before each case: a profile and one machine.
+const base = `
+kind: Profile
+metadata: {name: worker}
+spec: {boot: {agent: true}}
+---
+kind: Machine
+metadata: {name: web-1, labels: {role: web}}
+spec:
+  profile: worker
+  interfaces: [{mac: "52:54:00:00:00:01"}]
+`
+
+// auditLog is every audit entry, oldest first.
+func auditLog(t *testing.T, st store.Store) []audit.Entry {
+	t.Helper()
+	ctx := context.Background()
+	var out []audit.Entry
+	err := st.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.ListAudit(ctx, 0, 0)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("list audit: %v", err)
+	}
+	return out
+}
+
+func TestApply(t *testing.T) {
+	cases := []struct {
+		name     string
+		manifest string
+		// want is each object's outcome; nil with wantErr.
+		want    map[string]string
+		wantErr string
+		// summaries are the new audit entries' summaries, by object name; each must
+		// hold every path listed and none of the values.
+		summaries map[string][]string
+		values    []string
+	}{
+		{
+			name:      "create",
+			manifest:  "kind: Machine\nmetadata: {name: web-2, labels: {rack: r7}}\nspec: {profile: worker, interfaces: [{mac: '52:54:00:00:00:02'}]}\n",
+			want:      map[string]string{"web-2": inventory.Created},
+			summaries: map[string][]string{"web-2": {"created: ", "metadata.labels.rack", "spec.interfaces", "spec.profile"}},
+			values:    []string{"r7", "52:54:00:00:00:02", "worker"},
+		},
+		{
+			name:      "update",
+			manifest:  "kind: Machine\nmetadata: {name: web-1, labels: {role: db}}\nspec: {profile: worker, interfaces: [{mac: '52:54:00:00:00:09'}]}\n",
+			want:      map[string]string{"web-1": inventory.Updated},
+			summaries: map[string][]string{"web-1": {"changed: ", "metadata.labels.role", "spec.interfaces[0].mac"}},
+			values:    []string{"db", "52:54:00:00:00:09", "52:54:00:00:00:01"},
+		},
+		{
+			name:     "no-op",
+			manifest: base,
+			want:     map[string]string{"worker": inventory.Unchanged, "web-1": inventory.Unchanged},
+		},
+		{
+			name: "unknown reference refused, nothing written",
+			manifest: "kind: Machine\nmetadata: {name: web-3}\nspec: {profile: worker}\n---\n" +
+				"kind: Machine\nmetadata: {name: web-4}\nspec: {profile: nope}\n---\n" +
+				"kind: Machine\nmetadata: {name: web-1, labels: {role: changed}}\nspec: {profile: worker}\n",
+			wantErr: `machine "web-4": spec.profile: profile "nope" does not exist`,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			kit := testkit.NewStore(t, base)
+			before := auditLog(t, kit.Store)
+			web1, err := kit.Inv.Get(ctx, "Machine", "web-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			results, err := testkit.Apply(ctx, kit.Inv, tc.manifest)
+			if tc.wantErr != "" {
+				var ve *inventory.ValidationError
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.As(err, &ve) {
+					t.Fatalf("apply: %v, want a validation error with %q", err, tc.wantErr)
+				}
+				if after := auditLog(t, kit.Store); len(after) != len(before) {
+					t.Errorf("a refused apply wrote %d audit entries", len(after)-len(before))
+				}
+				for _, name := range []string{"web-3", "web-4"} {
+					if _, err := kit.Inv.Get(ctx, "Machine", name); !errors.Is(err, store.ErrNotFound) {
+						t.Errorf("machine %s after a refused apply: %v, want not found", name, err)
+					}
+				}
+				now, _ := kit.Inv.Get(ctx, "Machine", "web-1")
+				if now.Metadata.ResourceVersion != web1.Metadata.ResourceVersion || now.Metadata.Labels["role"] != "web" {
+					t.Errorf("web-1 changed by a refused apply: %+v", now.Metadata)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("apply: %v", err)
+			}
+			got := map[string]string{}
+			for _, r := range results {
+				got[r.Name] = r.Outcome
+			}
+			if len(got) != len(tc.want) {
+				t.Errorf("outcomes %v, want %v", got, tc.want)
+			}
+			for name, want := range tc.want {
+				if got[name] != want {
+					t.Errorf("%s: outcome %q, want %q", name, got[name], want)
+				}
+			}
+
+			added := auditLog(t, kit.Store)[len(before):]
+			if len(added) != len(tc.summaries) {
+				t.Fatalf("%d new audit entries %+v, want %d", len(added), added, len(tc.summaries))
+			}
+			for _, e := range added {
+				paths, ok := tc.summaries[e.Name]
+				if !ok {
+					t.Errorf("unexpected audit entry for %s: %q", e.Name, e.Summary)
+					continue
+				}
+				if e.Actor != "test" {
+					t.Errorf("audit actor %q, want the applying actor", e.Actor)
+				}
+				for _, p := range paths {
+					if !strings.Contains(e.Summary, p) {
+						t.Errorf("audit summary %q lacks %q", e.Summary, p)
+					}
+				}
+				for _, v := range tc.values {
+					if strings.Contains(e.Summary, v) {
+						t.Errorf("audit summary %q carries the value %q", e.Summary, v)
+					}
+				}
+			}
+		})
+	}
+}
