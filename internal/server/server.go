@@ -105,8 +105,10 @@ type Server struct {
 	secrets    *secrets.Service
 	power      *powerService
 	enroll     *enroll.Server
-	https      *http.Server
-	tlsLn      net.Listener
+	// api is the operator API as mounted (its route table is what tests walk).
+	api   *api.Server
+	https *http.Server
+	tlsLn net.Listener
 }
 
 // every runs fn beside the listeners, at start and then every d, until the
@@ -359,6 +361,7 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 	a.AddRoute("POST", "/api/v1/machines/{name}/power", store.RoleOperator, "Power a machine through its BMC: op on, off, cycle, soft-off, status, set-boot (device pxe, disk, cdrom), reprovision; wait runs it before answering", s.power.handle)
 	a.AddRoute("POST", "/api/v1/power", store.RoleOperator, "Power every machine a label selector picks (bounded parallelism, one request at a time per BMC)", s.power.handle)
 	a.Register(mux)
+	s.api = a
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
