@@ -271,7 +271,8 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 	return raw, true
 }
 
-// writable refuses operator writes to kinds only Kiln writes (power jobs).
+// writable refuses operator writes (create, replace, delete) to kinds only Kiln
+// writes (power jobs).
 func writable(w http.ResponseWriter, k *resource.Kind) bool {
 	if k.ReadOnly {
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s are written by Kiln only", k.Plural))
@@ -326,8 +327,10 @@ type StatusResponse struct {
 }
 
 func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
+	// A read-only kind is a record Kiln keeps (a power job is the trace of a BMC
+	// call): deleting it would let an operator erase that trace.
 	k, ok := s.kind(w, r)
-	if !ok {
+	if !ok || !writable(w, k) {
 		return
 	}
 	if err := s.Inventory.Delete(r.Context(), actor(r), k.Name, r.PathValue("name"), r.URL.Query().Get("resourceVersion")); err != nil {
