@@ -38,6 +38,9 @@ type Server struct {
 	// PowerReprovision, if set, sets next boot to PXE and power-cycles a machine with
 	// a BMC after a reprovision; it returns the power job's id ("" without a BMC).
 	PowerReprovision func(ctx context.Context, actor, machine string) (string, error)
+	// AuditChain verifies the keyed part of the audit chain and its anchored head;
+	// nil verifies the unkeyed chain against the database's head only.
+	AuditChain *audit.Chain
 
 	routes []route
 	extra  []route
@@ -469,57 +472,15 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) {
 }
 
 // AuditVerifyResponse reports the result of walking the chain.
-type AuditVerifyResponse struct {
-	OK      bool   `json:"ok"`
-	Entries int64  `json:"entries"`
-	Head    string `json:"head,omitempty"`
-	Error   string `json:"error,omitempty"`
-}
+type AuditVerifyResponse = store.AuditVerification
 
 func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) {
-	res, err := VerifyAudit(r.Context(), s.Store)
+	res, err := store.VerifyAudit(r.Context(), s.Store, s.AuditChain)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
-}
-
-// VerifyAudit walks the whole audit chain in pages.
-func VerifyAudit(ctx context.Context, st store.Store) (AuditVerifyResponse, error) {
-	var v audit.Verifier
-	var res AuditVerifyResponse
-	err := st.View(ctx, func(tx store.Tx) error {
-		headSeq, headHash, err := tx.AuditHead(ctx)
-		if err != nil {
-			return err
-		}
-		var after int64
-		for {
-			page, err := tx.ListAudit(ctx, after, 5000)
-			if err != nil {
-				return err
-			}
-			for i := range page {
-				if err := v.Next(&page[i]); err != nil {
-					res.Error = err.Error()
-					return nil
-				}
-			}
-			if len(page) == 0 {
-				break
-			}
-			after = page[len(page)-1].Seq
-		}
-		if err := v.Finish(headSeq, headHash); err != nil {
-			res.Error = err.Error()
-			return nil
-		}
-		res.OK, res.Head = true, headHash
-		return nil
-	})
-	res.Entries = v.Count()
-	return res, err
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {

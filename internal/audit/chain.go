@@ -55,6 +55,10 @@ type Head struct {
 // Chain keys the hash chain and anchors its head in a file. It is safe for
 // concurrent use.
 type Chain struct {
+	// OnAnchorError, if set, hears of head file writes that failed after a commit
+	// (the entry is stored; the anchor lags until the next append).
+	OnAnchorError func(error)
+
 	key      []byte
 	headFile string
 
