@@ -595,7 +595,10 @@ type ErrorResponse = httpjson.ErrorResponse
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ve *inventory.ValidationError
 	var oe *resource.ObjectError
+	var fe *inventory.ForbiddenError
 	switch {
+	case errors.As(err, &fe):
+		writeError(w, http.StatusForbidden, err.Error())
 	case errors.As(err, &ve), errors.As(err, &oe):
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
 	case errors.Is(err, store.ErrNotFound):

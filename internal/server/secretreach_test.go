@@ -188,4 +188,34 @@ func TestBMCCredentialsObeyReleaseRules(t *testing.T) {
 	if !strings.Contains(body, "may not be released") {
 		t.Errorf("power status: %d %s, want the release rules' refusal", code, body)
 	}
+	if code, body := c.call(store.RoleAdmin, "GET", "/api/v1/secrets/bmc-rack1/audit", nil); code != http.StatusOK ||
+		!strings.Contains(body, "denied secret bmc-rack1 to the BMC of machine evil") {
+		t.Errorf("secret audit after the refused release: %d %s, want a deny entry", code, body)
+	}
+
+	// Labels may change without touching the BMC; the BMC's address may not, and
+	// when an admin moves it the audit keeps both addresses.
+	relabelled := obj("Machine", "evil", map[string]string{"rack": "r9"}, evil["spec"].(map[string]any))
+	if code, body := c.apply(store.RoleOperator, relabelled); code != http.StatusOK {
+		t.Errorf("relabel a machine with a BMC as operator: %d %s, want 200", code, body)
+	}
+	moved := map[string]any{}
+	for k, v := range evil["spec"].(map[string]any)["bmc"].(map[string]any) {
+		moved[k] = v
+	}
+	moved["address"] = "https://192.0.2.7"
+	spec := map[string]any{"interfaces": evil["spec"].(map[string]any)["interfaces"], "bmc": moved}
+	if code, body := c.apply(store.RoleOperator, obj("Machine", "evil", map[string]string{"rack": "r9"}, spec)); code != http.StatusForbidden {
+		t.Errorf("move the BMC address as operator: %d %s, want 403", code, body)
+	}
+	c.mustApply(obj("Machine", "evil", map[string]string{"rack": "r9"}, spec))
+	code, body = c.call(store.RoleAdmin, "GET", "/api/v1/audit", nil)
+	var list struct{ Items []struct{ Summary string } }
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &list) != nil || len(list.Items) == 0 {
+		t.Fatalf("audit: %d %s", code, body)
+	}
+	want := `spec.bmc.address from "` + bmc.srv.URL + `" to "https://192.0.2.7"`
+	if last := list.Items[len(list.Items)-1].Summary; !strings.Contains(last, want) {
+		t.Errorf("audit after an admin moved the BMC: %q, want it to hold %s", last, want)
+	}
 }

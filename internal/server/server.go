@@ -617,6 +617,7 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 	}
 	en.Logger = s.log
 	en.ActorOf = func(r *http.Request) string { return api.ActorOf(r).ID }
+	en.RoleOf = func(r *http.Request) string { return api.ActorOf(r).Role }
 	en.Scripts = b
 	b.Credentials = en.BootCmdline
 	enrolls := prometheus.NewHistogramVec(prometheus.HistogramOpts{

@@ -37,8 +37,12 @@ func (s *Store) KeyAuditChain(ctx context.Context, chain *audit.Chain) error {
 		if err != nil {
 			return err
 		}
+		summary := "audit chain keyed (HMAC-SHA256) from this entry on"
+		if seq > 0 {
+			summary += fmt.Sprintf("; entries 1 to %d, written before, are SHA-256", seq)
+		}
 		e := &audit.Entry{Time: now().UTC().Round(0), Actor: "system", Action: audit.CheckpointAction, Kind: audit.CheckpointKind,
-			Name: audit.CheckpointName, Summary: fmt.Sprintf("audit chain keyed (HMAC-SHA256) from this entry on; entries 1 to %d are SHA-256", seq)}
+			Name: audit.CheckpointName, Summary: summary}
 		chain.Seal(e, seq, hash)
 		if _, err := t.exec(ctx, t.q.insertAudit, e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.Kind, e.Name, e.Summary, e.PrevHash, e.Hash); err != nil {
 			return fmt.Errorf("append the audit chain checkpoint: %w", err)
