@@ -219,3 +219,35 @@ func TestBMCCredentialsObeyReleaseRules(t *testing.T) {
 		t.Errorf("audit after an admin moved the BMC: %q, want it to hold %s", last, want)
 	}
 }
+
+// TestOperatorCannotWidenRelease: the other ways an operator could steer a secret to
+// a host: relabel a machine (one enrolled with a harmless token) into a Secret's
+// label rule, create a machine a Secret's rules already select (to enroll by MAC),
+// or rewrite the Secret's own release rules. Each is the admin's.
+func TestOperatorCannotWidenRelease(t *testing.T) {
+	c := secretFleet(t)
+	iface := []any{map[string]any{"mac": "52:54:00:00:0c:01"}}
+	c.mustApply(obj("Machine", "db-1", map[string]string{"role": "db"}, map[string]any{"profile": "plain", "interfaces": iface}))
+	cases := []struct {
+		name string
+		o    map[string]any
+	}{
+		{"relabel a machine into role=web", obj("Machine", "db-1", map[string]string{"role": "web"}, map[string]any{"profile": "plain", "interfaces": iface})},
+		{"create a machine with role=web", obj("Machine", "web-9", map[string]string{"role": "web"}, map[string]any{"interfaces": []any{map[string]any{"mac": "52:54:00:00:0c:02"}}})},
+		{"create the machine a Secret names", obj("Machine", "rack1-node1", nil, map[string]any{"interfaces": []any{map[string]any{"mac": "52:54:00:00:0c:03"}}})},
+		{"widen a Secret's labels", obj("Secret", "web-tls-key", nil, map[string]any{"labels": map[string]string{"role": "db"}})},
+		{"add a machine to a Secret", obj("Secret", "bmc-rack1", nil, map[string]any{"machines": []string{"rack1-node1", "db-1"}})},
+	}
+	for _, tc := range cases {
+		if code, body := c.apply(store.RoleOperator, tc.o); code != http.StatusForbidden {
+			t.Errorf("%s as operator: %d, want 403 (%s)", tc.name, code, body)
+		}
+	}
+	// What reaches no secret stays the operator's.
+	if code, body := c.apply(store.RoleOperator, obj("Machine", "db-1", map[string]string{"role": "db", "rack": "r2"}, map[string]any{"profile": "plain", "interfaces": iface})); code != http.StatusOK {
+		t.Errorf("relabel within role=db as operator: %d %s, want 200", code, body)
+	}
+	if code, body := c.apply(store.RoleOperator, obj("Secret", "new-one", nil, map[string]any{"machines": []string{"db-1"}})); code != http.StatusOK {
+		t.Errorf("create a Secret (no value yet) as operator: %d %s, want 200", code, body)
+	}
+}
