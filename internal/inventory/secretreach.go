@@ -45,7 +45,11 @@ func authorizeChange(ctx context.Context, tx store.Tx, actor Actor, next, cur *r
 		}
 		why, err = TokenReachesSecrets(ctx, tx, spec.Profile, spec.Labels, spec.Machine)
 	case "Machine":
-		why, err = bmcChangeReachesSecret(next, cur)
+		if why, err = bmcChangeReachesSecret(next, cur); why == "" && err == nil {
+			why, err = machineNewlySelected(ctx, tx, next, cur)
+		}
+	case "Secret":
+		why = releaseRulesChanged(next, cur)
 	}
 	if err != nil {
 		return fmt.Errorf("check what %s %q reaches: %w", lower(next.Kind), next.Metadata.Name, err)
@@ -119,6 +123,23 @@ func TokenReachesSecrets(ctx context.Context, tx store.Tx, profile string, label
 			return fmt.Sprintf("profile %q refers to secrets (%s)", p, strings.Join(spec.Secrets, ", ")), nil
 		}
 	}
+	return firstSecret(ctx, tx, func(name string, spec *resource.SecretSpec) string {
+		for _, n := range names {
+			if slices.Contains(spec.Machines, n) {
+				return fmt.Sprintf("secret %q is released to machine %q", name, n)
+			}
+		}
+		for _, l := range labelSets {
+			if selects(spec.Labels, l) {
+				return fmt.Sprintf("secret %q is released to labels %s", name, labelString(spec.Labels))
+			}
+		}
+		return ""
+	})
+}
+
+// firstSecret walks every Secret and returns the first reason fn gives.
+func firstSecret(ctx context.Context, tx store.Tx, fn func(name string, spec *resource.SecretSpec) string) (string, error) {
 	cont := ""
 	for {
 		secrets, next, err := tx.List(ctx, "Secret", store.ListOptions{Limit: 500, Continue: cont})
@@ -130,15 +151,8 @@ func TokenReachesSecrets(ctx context.Context, tx store.Tx, profile string, label
 			if err != nil {
 				continue
 			}
-			for _, n := range names {
-				if slices.Contains(spec.Machines, n) {
-					return fmt.Sprintf("secret %q is released to machine %q", o.Metadata.Name, n), nil
-				}
-			}
-			for _, l := range labelSets {
-				if selects(spec.Labels, l) {
-					return fmt.Sprintf("secret %q is released to labels %s", o.Metadata.Name, labelString(spec.Labels)), nil
-				}
+			if why := fn(o.Metadata.Name, spec); why != "" {
+				return why, nil
 			}
 		}
 		if next == "" {
@@ -146,6 +160,40 @@ func TokenReachesSecrets(ctx context.Context, tx store.Tx, profile string, label
 		}
 		cont = next
 	}
+}
+
+// machineNewlySelected: a machine that a Secret's release rules select after the
+// change and did not before (a new machine: did not exist) would receive that
+// secret once enrolled, or at once if it is.
+func machineNewlySelected(ctx context.Context, tx store.Tx, next, cur *resource.Object) (string, error) {
+	return firstSecret(ctx, tx, func(name string, spec *resource.SecretSpec) string {
+		if releasedTo(spec, next) && (cur == nil || !releasedTo(spec, cur)) {
+			return fmt.Sprintf("secret %q would be released to machine %q (its spec.machines or spec.labels select it)", name, next.Metadata.Name)
+		}
+		return ""
+	})
+}
+
+// releaseRulesChanged: who may receive an existing Secret is the admin's to change.
+func releaseRulesChanged(next, cur *resource.Object) string {
+	if cur == nil {
+		return "" // a new Secret has no value yet: its creator sets it
+	}
+	ns, err1 := resource.Typed[resource.SecretSpec](next)
+	cs, err2 := resource.Typed[resource.SecretSpec](cur)
+	if err1 != nil || err2 != nil {
+		return ""
+	}
+	if slices.Equal(ns.Machines, cs.Machines) && maps.Equal(ns.Labels, cs.Labels) {
+		return ""
+	}
+	return fmt.Sprintf("changing secret %q's spec.machines or spec.labels changes who receives its value", next.Metadata.Name)
+}
+
+// releasedTo is secrets.Allowed (which this package cannot import): m is named in
+// spec.machines, or spec.labels is not empty and all among m's labels.
+func releasedTo(spec *resource.SecretSpec, m *resource.Object) bool {
+	return slices.Contains(spec.Machines, m.Metadata.Name) || selects(spec.Labels, m.Metadata.Labels)
 }
 
 // selects is a Secret's label rule (see secrets.Allowed): not empty, and every one of
