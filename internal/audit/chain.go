@@ -62,12 +62,21 @@ type Chain struct {
 	key      []byte
 	headFile string
 
-	mu sync.Mutex
+	// wmu serializes head file writes; mu guards the fields below and is never
+	// held across a write, so that a commit handing its head over never waits on
+	// the disk.
+	wmu sync.Mutex
+	mu  sync.Mutex
 	// written is the newest sequence written to the head file by this process;
 	// frozen stops the anchor from moving once the database disagreed with it, so
 	// that the evidence stays until an administrator looks.
 	written int64
 	frozen  bool
+	// pending is the newest head handed to Anchor; flushing is set while a
+	// goroutine writes it (and whatever newer arrives meanwhile).
+	pending  Head
+	flushing bool
+	flushes  sync.WaitGroup
 }
 
 // NewChain returns a chain keyed with key whose head is anchored in headFile ("":
@@ -136,9 +145,12 @@ func (c *Chain) Record(seq int64, hash string, keyedFrom int64) error {
 	if c.headFile == "" {
 		return nil
 	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.frozen || seq <= c.written {
+	skip := c.frozen || seq <= c.written
+	c.mu.Unlock()
+	if skip {
 		return nil
 	}
 	h := Head{Seq: seq, Hash: hash, KeyedFrom: keyedFrom}
@@ -159,9 +171,59 @@ func (c *Chain) Record(seq int64, hash string, keyedFrom int64) error {
 	if err != nil {
 		return fmt.Errorf("write the audit head file %s: %w", c.headFile, err)
 	}
+	c.mu.Lock()
 	c.written = seq
+	c.mu.Unlock()
 	return nil
 }
+
+// Anchor hands over a committed head to be recorded by a goroutine: a burst of
+// commits costs one file write for the newest, not one each, and no commit waits
+// for the disk (a file write costs more than an audited SQLite transaction). The
+// anchor therefore trails the database by at most the write in flight; errors go
+// to OnAnchorError. Flush waits for it.
+func (c *Chain) Anchor(seq int64, hash string, keyedFrom int64) {
+	if c.headFile == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if seq > c.pending.Seq {
+		c.pending = Head{Seq: seq, Hash: hash, KeyedFrom: keyedFrom}
+	}
+	if c.flushing {
+		return
+	}
+	c.flushing = true
+	c.flushes.Add(1)
+	go c.flush()
+}
+
+func (c *Chain) flush() {
+	defer c.flushes.Done()
+	for {
+		c.mu.Lock()
+		h := c.pending
+		if c.frozen || h.Seq <= c.written {
+			c.flushing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		if err := c.Record(h.Seq, h.Hash, h.KeyedFrom); err != nil {
+			if c.OnAnchorError != nil {
+				c.OnAnchorError(err)
+			}
+			c.mu.Lock()
+			c.flushing = false
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+// Flush waits until the heads handed to Anchor so far are written.
+func (c *Chain) Flush() { c.flushes.Wait() }
 
 // Freeze stops Record from moving the anchor: the database disagreed with it.
 func (c *Chain) Freeze() {

@@ -203,9 +203,7 @@ func (s *Store) run(ctx context.Context, db *sql.DB, stmts map[string]*sql.Stmt,
 	if c := s.chain.Load(); c != nil && t.auditSeq > 0 {
 		// After the commit, never inside the transaction: an anchor ahead of the
 		// database would make an honest chain fail verification.
-		if err := c.Record(t.auditSeq, t.auditHash, s.keyedFrom.Load()); err != nil && c.OnAnchorError != nil {
-			c.OnAnchorError(err) // the transaction committed: not its caller's error
-		}
+		c.Anchor(t.auditSeq, t.auditHash, s.keyedFrom.Load())
 	}
 	return nil
 }
@@ -223,9 +221,13 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the pools. It may be called more than once.
+// Close closes the pools, after the audit head handed over last is anchored. It
+// may be called more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		if c := s.chain.Load(); c != nil {
+			c.Flush()
+		}
 		closeStmts(s.wstmts)
 		closeStmts(s.rstmts)
 		err := s.write.Close()
