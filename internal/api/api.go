@@ -38,6 +38,9 @@ type Server struct {
 	// PowerReprovision, if set, sets next boot to PXE and power-cycles a machine with
 	// a BMC after a reprovision; it returns the power job's id ("" without a BMC).
 	PowerReprovision func(ctx context.Context, actor, machine string) (string, error)
+	// AuditChain verifies the keyed part of the audit chain and its anchored head;
+	// nil verifies the unkeyed chain against the database's head only.
+	AuditChain *audit.Chain
 
 	routes []route
 	extra  []route
@@ -271,7 +274,8 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 	return raw, true
 }
 
-// writable refuses operator writes to kinds only Kiln writes (power jobs).
+// writable refuses operator writes (create, replace, delete) to kinds only Kiln
+// writes (power jobs).
 func writable(w http.ResponseWriter, k *resource.Kind) bool {
 	if k.ReadOnly {
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s are written by Kiln only", k.Plural))
@@ -326,8 +330,10 @@ type StatusResponse struct {
 }
 
 func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
+	// A read-only kind is a record Kiln keeps (a power job is the trace of a BMC
+	// call): deleting it would let an operator erase that trace.
 	k, ok := s.kind(w, r)
-	if !ok {
+	if !ok || !writable(w, k) {
 		return
 	}
 	if err := s.Inventory.Delete(r.Context(), actor(r), k.Name, r.PathValue("name"), r.URL.Query().Get("resourceVersion")); err != nil {
@@ -466,57 +472,15 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) {
 }
 
 // AuditVerifyResponse reports the result of walking the chain.
-type AuditVerifyResponse struct {
-	OK      bool   `json:"ok"`
-	Entries int64  `json:"entries"`
-	Head    string `json:"head,omitempty"`
-	Error   string `json:"error,omitempty"`
-}
+type AuditVerifyResponse = store.AuditVerification
 
 func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) {
-	res, err := VerifyAudit(r.Context(), s.Store)
+	res, err := store.VerifyAudit(r.Context(), s.Store, s.AuditChain)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
-}
-
-// VerifyAudit walks the whole audit chain in pages.
-func VerifyAudit(ctx context.Context, st store.Store) (AuditVerifyResponse, error) {
-	var v audit.Verifier
-	var res AuditVerifyResponse
-	err := st.View(ctx, func(tx store.Tx) error {
-		headSeq, headHash, err := tx.AuditHead(ctx)
-		if err != nil {
-			return err
-		}
-		var after int64
-		for {
-			page, err := tx.ListAudit(ctx, after, 5000)
-			if err != nil {
-				return err
-			}
-			for i := range page {
-				if err := v.Next(&page[i]); err != nil {
-					res.Error = err.Error()
-					return nil
-				}
-			}
-			if len(page) == 0 {
-				break
-			}
-			after = page[len(page)-1].Seq
-		}
-		if err := v.Finish(headSeq, headHash); err != nil {
-			res.Error = err.Error()
-			return nil
-		}
-		res.OK, res.Head = true, headHash
-		return nil
-	})
-	res.Entries = v.Count()
-	return res, err
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
@@ -631,7 +595,10 @@ type ErrorResponse = httpjson.ErrorResponse
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ve *inventory.ValidationError
 	var oe *resource.ObjectError
+	var fe *inventory.ForbiddenError
 	switch {
+	case errors.As(err, &fe):
+		writeError(w, http.StatusForbidden, err.Error())
 	case errors.As(err, &ve), errors.As(err, &oe):
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
 	case errors.Is(err, store.ErrNotFound):

@@ -199,6 +199,11 @@ func TestAuditVerifyTamperCases(t *testing.T) {
 		{"delete newest", "DELETE FROM audit WHERE seq = (SELECT max(seq) FROM audit)", "entries were removed"},
 		{"reorder", "UPDATE audit SET seq = CASE seq WHEN 3 THEN 4 WHEN 4 THEN 3 END WHERE seq IN (3, 4)", "chain was broken"},
 		{"forge actor", "UPDATE audit SET actor = 'token:someone-else' WHERE seq = 2", "entry 2: hash mismatch"},
+		// Issue 14 item 5: the newest entries go, and the head the database records
+		// moves back with them; only the head anchored beside the KEK remembers.
+		{"delete newest with the stored head", `DELETE FROM audit WHERE seq > (SELECT max(seq) - 2 FROM audit);
+			UPDATE meta SET audit_seq = (SELECT max(seq) FROM audit), audit_hash = (SELECT hash FROM audit WHERE seq = (SELECT max(seq) FROM audit)) WHERE id = 1`,
+			"the newest entries were removed"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

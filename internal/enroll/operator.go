@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -58,6 +59,17 @@ func (s *Server) actor(r *http.Request) string {
 	return "operator"
 }
 
+// role is the operator's role; without RoleOf every caller counts as an operator,
+// so that a wiring mistake refuses rather than releases.
+func (s *Server) role(r *http.Request) string {
+	if s.RoleOf != nil {
+		if role := s.RoleOf(r); role != "" {
+			return role
+		}
+	}
+	return roleOperator
+}
+
 func (s *Server) opFail(w http.ResponseWriter, r *http.Request, err error) {
 	code := statusForError(err)
 	msg := err.Error()
@@ -75,7 +87,10 @@ func (s *Server) opFail(w http.ResponseWriter, r *http.Request, err error) {
 func statusForError(err error) int {
 	var ie *InvalidError
 	var ref *Refusal
+	var fe *inventory.ForbiddenError
 	switch {
+	case errors.As(err, &fe):
+		return http.StatusForbidden
 	case errors.As(err, &ref):
 		return ref.Status
 	case errors.As(err, &ie):
@@ -109,7 +124,7 @@ func (s *Server) opCreateToken(w http.ResponseWriter, r *http.Request) {
 	if !s.readJSON(w, r, &req) {
 		return
 	}
-	out, err := s.CreateToken(r.Context(), s.actor(r), req)
+	out, err := s.CreateTokenAs(r.Context(), inventory.Actor{ID: s.actor(r), Role: s.role(r)}, req)
 	if err != nil {
 		s.opFail(w, r, err)
 		return

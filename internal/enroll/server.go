@@ -106,6 +106,9 @@ type Server struct {
 	Now func() time.Time
 	// ActorOf names the operator behind an operator API request, for audit entries.
 	ActorOf func(*http.Request) string
+	// RoleOf is the role of the operator behind an operator API request (join tokens
+	// that lead to secrets are admin-only); nil counts everyone as an operator.
+	RoleOf func(*http.Request) string
 	// Scripts, if set, enables boot by client certificate (GET /ipxe/by-cert).
 	Scripts MachineScripter
 	// OnEnroll, if set, is called after each enrollment with "issued" or the refusal's

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -85,6 +86,14 @@ func newTokenID() string {
 // CreateToken signs a new join token. The store keeps its id, scope, hash and use
 // count; the token string is returned once and never stored.
 func (s *Server) CreateToken(ctx context.Context, actor string, req TokenRequest) (*TokenCreated, error) {
+	return s.CreateTokenAs(ctx, inventory.Actor{ID: actor}, req)
+}
+
+// CreateTokenAs is CreateToken for an operator with a role: below admin, a token
+// whose holder could receive a secret (its profile refers to secrets, or a Secret's
+// release rules select its labels or machine) is refused with an
+// inventory.ForbiddenError.
+func (s *Server) CreateTokenAs(ctx context.Context, actor inventory.Actor, req TokenRequest) (*TokenCreated, error) {
 	now := s.now()
 	if req.MaxUses == 0 {
 		req.MaxUses = 1
@@ -129,16 +138,25 @@ func (s *Server) CreateToken(ctx context.Context, actor string, req TokenRequest
 			}
 			return err
 		}
+		if actor.Role != "" && actor.Role != store.RoleAdmin {
+			why, err := inventory.TokenReachesSecrets(ctx, tx, spec.Profile, spec.Labels, spec.Machine)
+			if err != nil {
+				return fmt.Errorf("check what the join token reaches: %w", err)
+			}
+			if why != "" {
+				return &inventory.ForbiddenError{Err: fmt.Errorf("join token: role %s may not create it, admin only: %s", actor.Role, why)}
+			}
+		}
 		if err := tx.Create(ctx, obj); err != nil {
 			return err
 		}
-		return tx.AppendAudit(ctx, &audit.Entry{Time: now, Actor: actor, Action: "create", Kind: "JoinToken", Name: id,
+		return tx.AppendAudit(ctx, &audit.Entry{Time: now, Actor: actor.ID, Action: "create", Kind: "JoinToken", Name: id,
 			Summary: "join token created: " + scopeSummary(&spec, len(req.Policy))})
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.log().Info("join token created", "token_id", id, "profile", spec.Profile, "max_uses", spec.MaxUses, "actor", actor)
+	s.log().Info("join token created", "token_id", id, "profile", spec.Profile, "max_uses", spec.MaxUses, "actor", actor.ID)
 	return &TokenCreated{TokenInfo: tokenInfo(obj), Token: tok, Server: s.cfg.PublicURL, CAFingerprint: s.ca.fingerprint}, nil
 }
 

@@ -128,6 +128,9 @@ func (s *Service) applyOne(ctx context.Context, tx store.Tx, actor Actor, in *re
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		obj := newObject(in)
+		if err := authorizeChange(ctx, tx, actor, obj, nil); err != nil {
+			return res, err
+		}
 		if err := tx.Create(ctx, obj); err != nil {
 			return res, objectErr(in, "create", err)
 		}
@@ -153,6 +156,9 @@ func (s *Service) applyOne(ctx context.Context, tx store.Tx, actor Actor, in *re
 	next := cur.Clone()
 	next.Metadata.Labels = in.Metadata.Labels
 	next.Spec = in.Spec
+	if err := authorizeChange(ctx, tx, actor, next, cur); err != nil {
+		return res, err
+	}
 	if err := tx.Update(ctx, next); err != nil {
 		return res, objectErr(in, "update", err)
 	}
@@ -181,6 +187,9 @@ func (s *Service) Create(ctx context.Context, actor Actor, in *resource.Object) 
 	}
 	obj := newObject(in)
 	err := s.Store.Update(ctx, func(tx store.Tx) error {
+		if err := authorizeChange(ctx, tx, actor, obj, nil); err != nil {
+			return err
+		}
 		if err := tx.Create(ctx, obj); err != nil {
 			return objectErr(in, "create", err)
 		}
@@ -220,6 +229,9 @@ func (s *Service) Update(ctx context.Context, actor Actor, in *resource.Object) 
 		}
 		next := cur.Clone()
 		next.Metadata.Labels, next.Spec = in.Metadata.Labels, in.Spec
+		if err := authorizeChange(ctx, tx, actor, next, cur); err != nil {
+			return err
+		}
 		if err := tx.Update(ctx, next); err != nil {
 			return objectErr(in, "update", err)
 		}
@@ -311,6 +323,15 @@ func (s *Service) record(ctx context.Context, tx store.Tx, actor Actor, action s
 		obj = prev
 	}
 	summary := Summary(action, prev, next)
+	if obj.Kind == "Machine" {
+		// A BMC's address decides where its credential goes: the audit keeps both
+		// values (an address is not a secret).
+		if was, is := machineBMC(prev), machineBMC(next); was != nil && is != nil && was.Address != is.Address {
+			summary += fmt.Sprintf(" (spec.bmc.address from %q to %q)", was.Address, is.Address)
+		} else if was == nil && is != nil && prev != nil {
+			summary += fmt.Sprintf(" (spec.bmc.address set to %q)", is.Address)
+		}
+	}
 	e := &audit.Entry{Time: s.now(), Actor: actor.ID, Action: action, Kind: obj.Kind, Name: obj.Metadata.Name, Summary: summary}
 	if err := tx.AppendAudit(ctx, e); err != nil {
 		return fmt.Errorf("audit %s %s: %w", action, obj.Key(), err)

@@ -21,7 +21,7 @@ func (secretCreds) BMCCredentials(ctx context.Context, secret string) (string, s
 func ExampleNewRunner() {
 	opts := power.Options{StateTimeout: 5 * time.Minute}
 	r := power.NewRunner(power.RunnerConfig{
-		NewDriver: func(ctx context.Context, b resource.BMC) (power.Driver, error) {
+		NewDriver: func(ctx context.Context, machine string, b resource.BMC) (power.Driver, error) {
 			return power.New(ctx, b, secretCreds{}, opts)
 		},
 		Jobs:        &power.MemoryJobStore{}, // the server's store

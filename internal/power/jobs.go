@@ -108,10 +108,13 @@ type Recorder interface {
 	Audit(ctx context.Context, actor, action, machine, summary string)
 }
 
-// DriverFactory makes the driver for a BMC; typically
+// DriverFactory makes the driver for machine's BMC; typically
 //
-//	func(ctx context.Context, b resource.BMC) (power.Driver, error) { return power.New(ctx, b, creds, opts) }
-type DriverFactory func(ctx context.Context, bmc resource.BMC) (Driver, error)
+//	func(ctx context.Context, machine string, b resource.BMC) (power.Driver, error) { return power.New(ctx, b, creds, opts) }
+//
+// It gets the machine so that credentials are resolved for that machine (a Secret's
+// release rules say which machines' BMCs may use it).
+type DriverFactory func(ctx context.Context, machine string, bmc resource.BMC) (Driver, error)
 
 // Event types the Runner records.
 const (
@@ -504,7 +507,7 @@ func (r *Runner) execute(ctx context.Context, j *Job, req Request) {
 
 // attempt makes a driver, runs the operation once and closes the driver.
 func (r *Runner) attempt(ctx context.Context, j *Job, req Request) (err error) {
-	d, err := r.cfg.NewDriver(ctx, req.BMC)
+	d, err := r.cfg.NewDriver(ctx, j.Machine, req.BMC)
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,7 @@ type fakeFleet struct {
 	ops       []string
 }
 
-func (f *fakeFleet) factory(ctx context.Context, b resource.BMC) (Driver, error) {
+func (f *fakeFleet) factory(ctx context.Context, machine string, b resource.BMC) (Driver, error) {
 	return &fakeDriver{f: f, bmc: b.Address}, nil
 }
 
@@ -300,7 +300,7 @@ func TestRunnerRedfish(t *testing.T) {
 	log := &logBuffer{}
 	opts := fastOptions(log)
 	opts.StateTimeout = 200 * time.Millisecond
-	factory := func(ctx context.Context, b resource.BMC) (Driver, error) {
+	factory := func(ctx context.Context, machine string, b resource.BMC) (Driver, error) {
 		return New(ctx, b, staticCreds{testUser, testPassword}, opts)
 	}
 	good := newBMCSim(t, simConfig{fixture: "hpe-ilo5-dl325-gen10plus", requireIfMatch: true, transition: 20 * time.Millisecond})

@@ -31,13 +31,21 @@ type powerService struct {
 	owner  string // this server in Job.Owner
 }
 
-// bmcCredentials reads a BMC's credentials from a Secret whose value is
+// bmcCredentials reads machine's BMC credentials from a Secret whose value is
 // "username:password" (the first colon splits) or {"username": ..., "password": ...}.
-// Each read is an audited release of the secret to the power subsystem.
-type bmcCredentials struct{ sec *secrets.Service }
+// The Secret's release rules must allow the machine, as for any release to a machine:
+// a BMC address is where the credential goes. Each read is an audited release.
+type bmcCredentials struct {
+	sec     *secrets.Service
+	machine string
+}
 
 func (c bmcCredentials) BMCCredentials(ctx context.Context, name string) (string, string, error) {
-	v, _, err := c.sec.Reveal(ctx, inventory.Actor{ID: "power"}, name, 0)
+	v, err := c.sec.ReleaseToBMC(ctx, c.machine, name)
+	if errors.Is(err, secrets.ErrDenied) {
+		// The rules will not change between attempts: no retry.
+		return "", "", fmt.Errorf("bmc credentials secret %q: %w: %w", name, power.ErrConfig, err)
+	}
 	if err != nil {
 		return "", "", fmt.Errorf("bmc credentials secret %q: %w", name, err)
 	}
@@ -54,10 +62,9 @@ func (c bmcCredentials) BMCCredentials(ctx context.Context, name string) (string
 
 func newPowerService(st store.Store, inv *inventory.Service, sec *secrets.Service, s *Server) *powerService {
 	p := &powerService{st: st, inv: inv, owner: powerOwner(s.cfg.DataDir)}
-	creds := bmcCredentials{sec: sec}
 	p.runner = power.NewRunner(power.RunnerConfig{
-		NewDriver: func(ctx context.Context, b resource.BMC) (power.Driver, error) {
-			return power.New(ctx, b, creds, power.Options{Logger: s.log})
+		NewDriver: func(ctx context.Context, machine string, b resource.BMC) (power.Driver, error) {
+			return power.New(ctx, b, bmcCredentials{sec: sec, machine: machine}, power.Options{Logger: s.log})
 		},
 		Jobs:        p,
 		Recorder:    p,

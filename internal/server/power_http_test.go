@@ -63,7 +63,7 @@ func TestPowerHandle(t *testing.T) {
 	}
 	p := &powerService{st: st, inv: &inventory.Service{Store: st}, owner: "test"}
 	p.runner = power.NewRunner(power.RunnerConfig{
-		NewDriver: func(context.Context, resource.BMC) (power.Driver, error) { return onDriver{}, nil },
+		NewDriver: func(context.Context, string, resource.BMC) (power.Driver, error) { return onDriver{}, nil },
 		Jobs:      p, Timeout: time.Minute, Owner: p.owner,
 	})
 

@@ -28,7 +28,7 @@ func TestPowerJobSweep(t *testing.T) {
 	defer st.Close()
 	p := &powerService{st: st, inv: &inventory.Service{Store: st}, owner: "host-a:/var/lib/kiln"}
 	p.runner = power.NewRunner(power.RunnerConfig{
-		NewDriver: func(context.Context, resource.BMC) (power.Driver, error) { return nil, nil },
+		NewDriver: func(context.Context, string, resource.BMC) (power.Driver, error) { return nil, nil },
 		Jobs:      p, Timeout: 10 * time.Minute, Owner: p.owner,
 	})
 	now := time.Now().UTC()

@@ -6,8 +6,10 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -153,8 +155,11 @@ type Server struct {
 	secrets    *secrets.Service
 	power      *powerService
 	enroll     *enroll.Server
-	https      *http.Server
-	tlsLn      net.Listener
+	auditChain *audit.Chain
+	// operatorAPI is the operator API as mounted (its route table is what tests walk).
+	operatorAPI *api.Server
+	https       *http.Server
+	tlsLn       net.Listener
 	// api and apiLn serve the operator API when Config.APIListen is set.
 	api   *http.Server
 	apiLn net.Listener
@@ -177,17 +182,78 @@ func (s *Server) every(d time.Duration, fn func(ctx context.Context)) {
 	})
 }
 
-// openSecrets loads the key-encryption key (creating it at first start) and finishes
-// a key rotation a crash interrupted.
-func (s *Server) openSecrets(ctx context.Context) error {
-	path := s.cfg.KEKFile
-	if path == "" {
-		path = filepath.Join(s.cfg.DataDir, "kek.key")
+// kekPath is the key-encryption key's file.
+func (s *Server) kekPath() string {
+	return cmp.Or(s.cfg.KEKFile, filepath.Join(s.cfg.DataDir, "kek.key"))
+}
+
+// AuditHeadFile is the audit chain's anchored head, next to the key-encryption key:
+// whoever can write only the database can move neither.
+const AuditHeadFile = "audit.head"
+
+// AuditKeyFile holds the audit chain's key, next to the key-encryption key.
+const AuditKeyFile = "audit-chain.key"
+
+// auditChainKey returns the audit chain's key: derived from the KEK the first time
+// and kept in its own file, because a KEK rotation must not change the key that
+// earlier entries were sealed with (the old KEK is deleted once a rotation ends).
+// Replicas sharing a database copy it with the KEK; a replica that derives it from
+// the same, never rotated KEK gets the same key.
+func (s *Server) auditChainKey(keys *secrets.KeyRing) ([]byte, error) {
+	path := filepath.Join(filepath.Dir(s.kekPath()), AuditKeyFile)
+	if b, err := os.ReadFile(path); err == nil {
+		key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(key) != 32 {
+			return nil, fmt.Errorf("audit chain key %s: not 64 hex digits", path)
+		}
+		return key, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("audit chain key: %w", err)
 	}
-	keys, err := secrets.LoadKeyRing(path)
+	key, err := audit.KeyFromKEK(keys.CurrentKey())
 	if err != nil {
-		return fmt.Errorf("key-encryption key: %w", err)
+		return nil, err
 	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create the audit chain key: %w", err)
+	}
+	_, err = f.Write([]byte(hex.EncodeToString(key) + "\n"))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("write the audit chain key: %w", err)
+	}
+	return key, nil
+}
+
+// keyAuditChain keys the audit chain and anchors its head beside the KEK. It runs
+// before anything else appends to the chain.
+func (s *Server) keyAuditChain(ctx context.Context, keys *secrets.KeyRing) error {
+	key, err := s.auditChainKey(keys)
+	if err != nil {
+		return err
+	}
+	chain := audit.NewChain(key, filepath.Join(filepath.Dir(s.kekPath()), AuditHeadFile))
+	chain.OnAnchorError = func(err error) { s.log.Error("audit head not anchored", "err", err) }
+	keyer, ok := s.store.(store.AuditKeyer)
+	if !ok {
+		return errors.New("audit chain: the store cannot key it")
+	}
+	if err := keyer.KeyAuditChain(ctx, chain); err != nil {
+		return fmt.Errorf("audit chain: %w", err)
+	}
+	s.auditChain = chain
+	return nil
+}
+
+// openSecrets finishes a key rotation a crash interrupted.
+func (s *Server) openSecrets(ctx context.Context, keys *secrets.KeyRing) error {
 	s.secrets = &secrets.Service{Store: s.store, Keys: keys, Logger: s.log, MaxValueBytes: int(s.cfg.SecretMaxBytes),
 		HandleTTL: s.cfg.SecretHandleTTL, PublicURL: s.cfg.PublicURL}
 	if err := s.secrets.Reconcile(ctx); err != nil {
@@ -230,11 +296,22 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	s := &Server{cfg: cfg, log: log, store: st, registry: reg}
+	// The key-encryption key (created at first start) keys the audit chain before
+	// anything is appended to it.
+	keys, err := secrets.LoadKeyRing(s.kekPath())
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("key-encryption key: %w", err)
+	}
+	if err := s.keyAuditChain(ctx, keys); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if err := s.bootstrapAdmin(ctx); err != nil {
 		st.Close()
 		return nil, err
 	}
-	if err := s.openSecrets(ctx); err != nil {
+	if err := s.openSecrets(ctx, keys); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -450,6 +527,7 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 	})
 	a := &api.Server{
 		PowerReprovision: s.power.reprovision,
+		AuditChain:       s.auditChain,
 		Workflows:        wfe,
 		Inventory:        inv,
 		Store:            s.store,
@@ -477,6 +555,7 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 	a.AddRoute("POST", "/api/v1/machines/{name}/power", store.RoleOperator, "Power a machine through its BMC: op on, off, cycle, soft-off, status, set-boot (device pxe, disk, cdrom), reprovision; wait runs it before answering", s.power.handle)
 	a.AddRoute("POST", "/api/v1/power", store.RoleOperator, "Power every machine a label selector picks (bounded parallelism, one request at a time per BMC)", s.power.handle)
 	a.Register(apiMux)
+	s.operatorAPI = a
 	healthz := func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	}
@@ -679,6 +758,7 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 	}
 	en.Logger = s.log
 	en.ActorOf = func(r *http.Request) string { return api.ActorOf(r).ID }
+	en.RoleOf = func(r *http.Request) string { return api.ActorOf(r).Role }
 	en.Scripts = b
 	b.Credentials = en.BootCmdline
 	enrolls := prometheus.NewHistogramVec(prometheus.HistogramOpts{

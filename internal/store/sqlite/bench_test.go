@@ -12,3 +12,4 @@ func openBench(b *testing.B) store.Store { return testkit.OpenSQLite(b, b.TempDi
 
 func BenchmarkLookupMAC(b *testing.B)    { storetest.BenchLookupMAC(b, openBench) }
 func BenchmarkListMachines(b *testing.B) { storetest.BenchListMachines(b, openBench) }
+func BenchmarkAppendAudit(b *testing.B)  { storetest.BenchAppendAudit(b, openBench) }

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -91,6 +92,10 @@ type Store struct {
 	closeOnce   sync.Once
 	closeErr    error
 	keysCommits atomic.Int64 // committed transactions that changed keys (LocalKeysChanges)
+	// chain, once KeyAuditChain was called, seals audit entries and anchors the head;
+	// keyedFrom is its checkpoint's sequence.
+	chain     atomic.Pointer[audit.Chain]
+	keyedFrom atomic.Int64
 }
 
 var _ store.Store = (*Store)(nil)
@@ -195,6 +200,11 @@ func (s *Store) run(ctx context.Context, db *sql.DB, stmts map[string]*sql.Stmt,
 	if t.keysBumped {
 		s.keysCommits.Add(1)
 	}
+	if c := s.chain.Load(); c != nil && t.auditSeq > 0 {
+		// After the commit, never inside the transaction: an anchor ahead of the
+		// database would make an honest chain fail verification.
+		c.Anchor(t.auditSeq, t.auditHash, s.keyedFrom.Load())
+	}
 	return nil
 }
 
@@ -211,9 +221,13 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the pools. It may be called more than once.
+// Close closes the pools, after the audit head handed over last is anchored. It
+// may be called more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		if c := s.chain.Load(); c != nil {
+			c.Flush()
+		}
 		closeStmts(s.wstmts)
 		closeStmts(s.rstmts)
 		err := s.write.Close()

@@ -26,6 +26,10 @@ type tx struct {
 	rw    bool
 	// keysBumped: this transaction bumped the keys version already.
 	keysBumped bool
+	// auditSeq, auditHash: the newest audit entry this transaction appended, to
+	// anchor after it commits.
+	auditSeq  int64
+	auditHash string
 }
 
 var _ store.Tx = (*tx)(nil)
@@ -640,7 +644,11 @@ func (t *tx) appendAudit(ctx context.Context, e *audit.Entry) error {
 		e.Time = now()
 	}
 	e.Time = e.Time.UTC().Round(0)
-	audit.Seal(e, seq, hash)
+	if c := t.s.chain.Load(); c != nil {
+		c.Seal(e, seq, hash)
+	} else {
+		audit.Seal(e, seq, hash)
+	}
 	_, err = t.exec(ctx, t.q.insertAudit, e.Seq, e.Time.UnixNano(), e.Actor, e.Action, e.Kind, e.Name, e.Summary, e.PrevHash, e.Hash)
 	if t.s.d.isUniqueViolation(err) {
 		return fmt.Errorf("%w: audit entry %d exists: writers are not serialized", store.ErrConflict, e.Seq)
@@ -657,6 +665,7 @@ func (t *tx) appendAudit(ctx context.Context, e *audit.Entry) error {
 	} else if n != 1 {
 		return fmt.Errorf("%w: the audit head moved: writers are not serialized", store.ErrConflict)
 	}
+	t.auditSeq, t.auditHash = e.Seq, e.Hash
 	return nil
 }
 

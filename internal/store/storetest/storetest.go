@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Rollback", testRollback},
 		{"ReadOnlyView", testReadOnlyView},
 		{"Audit", testAudit},
+		{"AuditChainAnchored", testAuditChainAnchored},
 		{"Events", testEvents},
 		{"APITokens", testAPITokens},
 		{"ConcurrentUpdates", testConcurrentUpdates},
