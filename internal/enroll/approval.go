@@ -17,6 +17,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -339,6 +340,12 @@ func undecided(id string, spec *resource.EnrollmentSpec) error {
 // host as a machine that owns one of its MACs takes naming that machine. The
 // certificate is issued when the requester polls (it proves its key then).
 func (s *Server) ApproveEnrollment(ctx context.Context, actor, id, machine string) (*resource.Object, error) {
+	return s.ApproveEnrollmentAs(ctx, inventory.Actor{ID: actor}, id, machine)
+}
+
+// ApproveEnrollmentAs is ApproveEnrollment for an operator with a role.
+func (s *Server) ApproveEnrollmentAs(ctx context.Context, who inventory.Actor, id, machine string) (*resource.Object, error) {
+	actor := who.ID
 	if machine != "" && resource.ValidateName(machine) != nil {
 		return nil, &InvalidError{Err: fmt.Errorf("machine: %q is not a valid machine name", truncate(machine, 64))}
 	}
