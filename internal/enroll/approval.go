@@ -364,6 +364,21 @@ func (s *Server) ApproveEnrollmentAs(ctx context.Context, who inventory.Actor, i
 		if err != nil {
 			return err
 		}
+		if who.Role != "" && who.Role != store.RoleAdmin {
+			// Approving a host as a machine hands it that machine's secrets: below
+			// admin only where no Secret could be released to it (as for join tokens).
+			profile, labels := spec.Profile, map[string]string(nil)
+			if b.obj != nil {
+				labels = b.obj.Metadata.Labels
+			}
+			why, err := inventory.TokenReachesSecrets(ctx, tx, profile, labels, b.name)
+			if err != nil {
+				return fmt.Errorf("check what machine %s may receive: %w", b.name, err)
+			}
+			if why != "" {
+				return &inventory.ForbiddenError{Err: fmt.Errorf("role %s may not approve enrollment as machine %s, admin only: %s", who.Role, b.name, why)}
+			}
+		}
 		spec.State, spec.Machine, spec.DecidedBy, spec.DecidedAt = agentwire.EnrollmentApproved, b.name, actor, &now
 		// The requester has a full period to collect its certificate from the decision on.
 		spec.ExpiresAt = now.Add(s.approvalTTL())

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/kilnhq/kiln/internal/agentwire"
+	"github.com/kilnhq/kiln/internal/inventory"
 )
 
 // POST /enroll/requests/{id}: the requester of a pending enrollment polls it
@@ -91,7 +92,7 @@ func (s *Server) opApproveEnrollment(w http.ResponseWriter, r *http.Request) {
 	if !s.readJSON(w, r, &req) {
 		return
 	}
-	obj, err := s.ApproveEnrollment(r.Context(), s.actor(r), r.PathValue("id"), req.Machine)
+	obj, err := s.ApproveEnrollmentAs(r.Context(), inventory.Actor{ID: s.actor(r), Role: s.role(r)}, r.PathValue("id"), req.Machine)
 	if err != nil {
 		s.opFail(w, r, err)
 		return
