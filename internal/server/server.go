@@ -27,6 +27,7 @@ import (
 	"github.com/kilnhq/kiln/internal/atomicfile"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/boot"
+	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
@@ -61,8 +62,9 @@ type Config struct {
 	FailedBootsAgent bool
 	// TFTPListen is the TFTP listen address; empty disables TFTP.
 	TFTPListen string
-	// IPXEDir holds the iPXE binaries served over TFTP.
-	IPXEDir string
+	// IPXEDirs hold the iPXE binaries served over TFTP and HTTP(S), searched in
+	// order for each file (Debian 13's first, Debian 12's as the fallback).
+	IPXEDirs []string
 	// DHCPInterfaces are the interfaces DHCP serves; none disables DHCP.
 	DHCPInterfaces []string
 	// PublicURL is the base URL machines reach Kiln's HTTP at; empty: derived from the
@@ -90,6 +92,12 @@ type Config struct {
 	EnrollByMAC bool
 	// ServerRSA also serves an RSA certificate, for TLS clients without ECDSA.
 	ServerRSA bool
+	// BootHTTPS is which boot clients DHCP sends to the HTTPS listener: "never"
+	// (default), "efi" or "always" (dhcp.HTTPSPolicy). Anything but never needs the
+	// boot CA, which BootCA also creates on its own (to export it into firmware
+	// before machines are sent to HTTPS).
+	BootHTTPS string
+	BootCA    bool
 }
 
 // Server is a running Kiln.
@@ -247,6 +255,7 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 		OnScript:    func(kind string) { scripts.WithLabelValues(kind).Inc() },
 	}
 	b.Register(mux)
+	s.registerIPXEFiles(mux, inv)
 	// Fetch remote kernels and initrds (those profiles boot) ahead of the machines;
 	// disk images go from their source to the agent, not through Kiln.
 	s.every(time.Minute, func(ctx context.Context) {
@@ -373,7 +382,7 @@ func (s *Server) handler(ctx context.Context) (http.Handler, error) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
-	return instrument(s.registry, mux), nil
+	return instrument(s.registry, publicOnlyWithoutForwardSecrecy(mux)), nil
 }
 
 // Run serves until ctx ends, then shuts down gracefully: in-flight requests finish
@@ -530,6 +539,7 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 		DataDir: s.cfg.DataDir, KEK: s.secrets.Keys.CurrentKey(),
 		ImportCACert: s.cfg.CAImportCert, ImportCAKey: s.cfg.CAImportKey,
 		PublicURL: enrollURL, ServerSANs: s.cfg.ServerSANs, ServerRSA: s.cfg.ServerRSA,
+		BootCA:  s.cfg.HTTPSListen != "" && (s.cfg.BootCA || s.cfg.BootHTTPS != "" && s.cfg.BootHTTPS != string(dhcp.HTTPSNever)),
 		CertTTL: s.cfg.CertTTL, BootTokenTTL: s.cfg.BootTokenTTL, RegisterByMAC: s.cfg.EnrollByMAC,
 	})
 	if err != nil {
