@@ -545,6 +545,9 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 	if err != nil {
 		return nil, fmt.Errorf("enrollment: %w", err)
 	}
+	// Secret handles point at the HTTPS listener, and rendered configs trust the CA
+	// behind its certificate.
+	s.secrets.HandleURL, s.secrets.CACertPEM = enrollURL, en.CACertificatePEM()
 	en.Logger = s.log
 	en.ActorOf = func(r *http.Request) string { return api.ActorOf(r).ID }
 	en.Scripts = b
