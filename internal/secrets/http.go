@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -401,7 +402,7 @@ func (s *Server) redeem(w http.ResponseWriter, r *http.Request) {
 	if noHead(w, r) {
 		return
 	}
-	if r.TLS == nil {
+	if crossedInClear(r) {
 		s.fail(w, r, s.Service.RefusePlainHTTP(r.Context(), r.PathValue("id"), remoteIP(r)))
 		return
 	}
@@ -415,7 +416,7 @@ func (s *Server) redeem(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
-	if r.TLS == nil {
+	if crossedInClear(r) {
 		// The id is the credential, whatever the route: over plain HTTP it is burnt.
 		s.fail(w, r, s.Service.RefusePlainHTTP(r.Context(), r.PathValue("id"), remoteIP(r)))
 		return
@@ -509,6 +510,17 @@ func baseURL(r *http.Request) string {
 		scheme = "https"
 	}
 	return scheme + "://" + r.Host
+}
+
+// crossedInClear reports whether a request came over plain HTTP from another host.
+// Loopback is not the network: the CLI on Kiln's own host (kiln secret
+// handle-status) and a TLS-terminating proxy beside Kiln reach it that way.
+func crossedInClear(r *http.Request) bool {
+	if r.TLS != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(remoteIP(r))
+	return err != nil || !ip.IsLoopback()
 }
 
 func remoteIP(r *http.Request) string {

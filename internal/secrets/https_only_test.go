@@ -27,7 +27,22 @@ import (
 func TestHandleOverPlainHTTPIsBurnt(t *testing.T) {
 	e := newFleet(t)
 	path := handleURL(t, e)
-	plain := httptest.NewServer(e.mux) // the same routes, without TLS
+	// Plain HTTP from the host itself (the CLI's handle-status) is not the network.
+	local := httptest.NewServer(e.mux)
+	defer local.Close()
+	resp, err := http.Get(local.URL + path + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status over loopback HTTP: %d, want 200", resp.StatusCode)
+	}
+	// The same routes without TLS, as a host on the provisioning LAN reaches them.
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.RemoteAddr = "10.0.0.66:40000"
+		e.mux.ServeHTTP(w, r)
+	}))
 	defer plain.Close()
 	for _, p := range []string{path, path + "/status"} {
 		resp, err := http.Get(plain.URL + p)
@@ -59,7 +74,7 @@ func TestHandleOverPlainHTTPIsBurnt(t *testing.T) {
 		t.Errorf("%d releases via handle, want none", n)
 	}
 	// A malformed or unknown handle over plain HTTP burns nothing and says nothing new.
-	resp, err := http.Get(plain.URL + "/secret-handles/" + strings.Repeat("A", 43))
+	resp, err = http.Get(plain.URL + "/secret-handles/" + strings.Repeat("A", 43))
 	if err != nil {
 		t.Fatal(err)
 	}
