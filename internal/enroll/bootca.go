@@ -171,7 +171,7 @@ func resealBootStored(ctx context.Context, tx store.Tx, obj *resource.Object, sp
 		return fmt.Errorf("boot certificate authority: re-seal: %w", err)
 	}
 	*spec = next
-	return tx.AppendAudit(ctx, &audit.Entry{Time: now, Actor: "system", Action: "update", Kind: authorityKind, Name: bootAuthorityName,
+	return tx.AppendAudit(ctx, &audit.Entry{Time: now, Actor: "system", Action: "reseal", Kind: authorityKind, Name: bootAuthorityName,
 		Summary: fmt.Sprintf("boot CA key re-sealed from key-encryption key %s to %s", from.id, to.id)})
 }
 

@@ -1,11 +1,15 @@
 package enroll
 
 import (
+	"context"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
 	"testing"
+
+	"github.com/kilnhq/kiln/internal/store"
 )
 
 // The boot CA is created once, RSA, kept across restarts on the same store, and
@@ -98,5 +102,42 @@ func TestIsBootClient(t *testing.T) {
 		if got := isBootClient(&tc.hello); got != tc.want {
 			t.Errorf("%s: isBootClient = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// A KEK rotation re-seals the boot CA's key with the CA's, in the rotation's
+// transaction or at the next start that is given the previous key.
+func TestKEKRotationResealsBootCA(t *testing.T) {
+	st := openSQLite(t, t.TempDir())
+	seed(t, st)
+	ctx := context.Background()
+	k1, k2, k3 := make([]byte, KEKSize), make([]byte, KEKSize), make([]byte, KEKSize)
+	rand.Read(k1)
+	rand.Read(k2)
+	rand.Read(k3)
+	cfg := func(kek []byte, others ...[]byte) Config {
+		return Config{KEK: kek, OtherKEKs: others, ServerSANs: []string{"localhost"}, BootCA: true}
+	}
+	s1, err := New(ctx, st, cfg(k1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := s1.BootCA().Fingerprint
+	if err := st.Update(ctx, func(tx store.Tx) error { _, err := s1.ResealHook(ctx, tx, k1, k2); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(ctx, st, cfg(k1)); err == nil {
+		t.Fatal("the old KEK still opens the boot CA after the rotation")
+	}
+	s2, err := New(ctx, st, cfg(k2))
+	if err != nil || s2.BootCA().Fingerprint != want {
+		t.Fatalf("after rotation: %v", err)
+	}
+	s3, err := New(ctx, st, cfg(k3, k2))
+	if err != nil || s3.BootCA().Fingerprint != want {
+		t.Fatalf("re-seal at start: %v", err)
+	}
+	if s4, err := New(ctx, st, cfg(k3)); err != nil || s4.BootCA().Fingerprint != want {
+		t.Fatalf("after re-seal at start: %v", err)
 	}
 }
