@@ -13,6 +13,42 @@ pkgs=(
   ignition cloud-init  # ignition-validate and cloud-init schema check rendered configs
   qemu-system-x86 ipxe-qemu ipxe ovmf cpio dnsmasq-base kmod  # netboot end-to-end tests
 )
+# Debian 13's iPXE (HTTPS, ECDHE, arm64 EFI), pinned, extracted under .cache/ipxe
+# with dpkg -x: never installed over Debian 12's ipxe package, which stays the
+# fallback (kiln serve --ipxe-dir .cache/ipxe/usr/lib/ipxe --ipxe-dir /usr/lib/ipxe).
+ipxe_version=1.21.1+git20250501.dad20602+dfsg-1
+ipxe_sha256=eeaca79dbde0fb86c102bf1d362c6f6a67ed0ddab38b3dd12e1b332339f5dd99
+fetch_trixie_ipxe() {
+  local root dest mirror deb tmp
+  root=$(cd "$(dirname "$0")/.." && pwd)
+  dest=$root/.cache/ipxe
+  [ -f "$dest/.version" ] && [ "$(cat "$dest/.version")" = "$ipxe_version" ] && return 0
+  # The mirror this machine already uses (deb822 "URIs:" or a one-line "deb" entry).
+  mirror=$(grep -hsE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+    grep -oE 'https?://[^ ]+/debian/?' | grep -v security | head -n1)
+  mirror=${mirror%/}
+  mirror=${mirror:-http://deb.debian.org/debian}
+  deb="ipxe_${ipxe_version}_all.deb"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' RETURN
+  if ! curl -fsSL --retry 3 -o "$tmp/$deb" "$mirror/pool/main/i/ipxe/${deb//+/%2B}"; then
+    echo "install-deps: cannot fetch $deb from $mirror" >&2
+    return 1
+  fi
+  if ! echo "$ipxe_sha256  $tmp/$deb" | sha256sum -c --quiet -; then
+    echo "install-deps: $deb: sha256 mismatch, not used" >&2
+    return 1
+  fi
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  dpkg -x "$tmp/$deb" "$dest"
+  echo "$ipxe_version" >"$dest/.version"
+  echo "install-deps: Debian 13 iPXE $ipxe_version in $dest/usr/lib/ipxe"
+}
+if ! fetch_trixie_ipxe && [ "${CI:-}" = "true" ]; then
+  exit 1
+fi
+
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

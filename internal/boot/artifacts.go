@@ -229,6 +229,6 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 	cw := &countingWriter{ResponseWriter: w, code: http.StatusOK}
 	http.ServeContent(cw, r, "", st.ModTime(), f)
 	if r.Method == http.MethodGet && cw.code < 300 {
-		s.event(ctx, machine, "ArtifactFetched", fmt.Sprintf("%s: %d bytes in %s", name, cw.n, time.Since(start).Round(time.Millisecond)))
+		s.event(ctx, machine, "ArtifactFetched", fmt.Sprintf("%s: %d bytes in %s over %s", name, cw.n, time.Since(start).Round(time.Millisecond), scheme(r)))
 	}
 }

@@ -133,11 +133,15 @@ func (s *Server) Register(mux *http.ServeMux) {
 // baseURL is the URL the machine reached us by, so scripts chain back the same way
 // (a machine behind NAT or a relay uses the address it was given).
 func baseURL(r *http.Request) string {
-	scheme := "http"
+	return scheme(r) + "://" + r.Host
+}
+
+// scheme is how the request reached us: "https" or "http".
+func scheme(r *http.Request) string {
 	if r.TLS != nil {
-		scheme = "https"
+		return "https"
 	}
-	return scheme + "://" + r.Host
+	return "http"
 }
 
 // generic is the script iPXE gets from DHCP: it chains to the per-machine script with
@@ -196,7 +200,7 @@ func (s *Server) perMachine(w http.ResponseWriter, r *http.Request) {
 		s.OnScript(kind)
 	}
 	if m != nil {
-		s.event(ctx, m.Metadata.Name, "BootScript", fmt.Sprintf("served %s script to %s (%s %s) from %s", kind, mac, q.Get("buildarch"), q.Get("platform"), remoteIP(r)))
+		s.event(ctx, m.Metadata.Name, "BootScript", fmt.Sprintf("served %s script to %s (%s %s) from %s over %s", kind, mac, q.Get("buildarch"), q.Get("platform"), remoteIP(r), scheme(r)))
 	}
 	s.Logger.Info("boot script", "mac", mac, "machine", nameOf(m), "script", kind, "remote", remoteIP(r))
 	writeScript(w, script)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/agent"
 	"github.com/kilnhq/kiln/internal/agentwire"
+	"github.com/kilnhq/kiln/internal/efisig"
 	"github.com/kilnhq/kiln/internal/enroll"
 )
 
@@ -165,17 +167,55 @@ func writeIndentedJSON(cmd *cobra.Command, v any) error {
 
 func newCACmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "ca", Short: "Kiln's certificate authority"}
-	var fpOnly bool
+	var (
+		fpOnly     bool
+		bootCA     bool
+		efiSigList string
+	)
 	show := &cobra.Command{
 		Use:   "show",
-		Short: "Print the CA certificate and its SHA-256 fingerprint (what agents pin)",
-		Args:  cobra.NoArgs,
+		Short: "Print the CA certificate and its SHA-256 fingerprint (what agents pin), or the boot CA (what firmware trusts for HTTPS boot)",
+		Long: `Print the CA certificate and its SHA-256 fingerprint (what agents pin).
+
+--boot prints the RSA boot CA instead: the root UEFI firmware and iPXE must trust
+for HTTPS boot (firmware setup or the BMC: "HTTPS boot certificates", i.e. the
+TlsCaCertificate variable). --efi-siglist FILE writes it as one EFI_SIGNATURE_LIST,
+the form of that variable; with QEMU and OVMF:
+  -fw_cfg name=etc/edk2/https/cacerts,file=FILE`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ca enroll.CAInfo
 			if err := call(cmd, g, http.MethodGet, "/api/v1/enroll/ca", nil, nil, &ca); err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
+			if bootCA || efiSigList != "" {
+				if ca.Boot == nil {
+					return errors.New("this server has no boot CA: start it with --boot-ca or --boot-https efi|always")
+				}
+				if efiSigList != "" {
+					b, _ := pem.Decode([]byte(ca.Boot.Certificate))
+					if b == nil {
+						return errors.New("boot CA: the server sent no PEM certificate")
+					}
+					list, err := efisig.X509List(b.Bytes, efisig.KilnOwner())
+					if err != nil {
+						return err
+					}
+					if err := os.WriteFile(efiSigList, list, 0o644); err != nil {
+						return fmt.Errorf("write EFI signature list: %w", err)
+					}
+					fmt.Fprintf(w, "%s: boot CA %s as an EFI_SIGNATURE_LIST (%d bytes)\n", efiSigList, ca.Boot.Fingerprint, len(list))
+					return nil
+				}
+				if fpOnly {
+					fmt.Fprintln(w, ca.Boot.Fingerprint)
+					return nil
+				}
+				fmt.Fprintf(w, "Subject:      %s (boot CA: firmware and iPXE HTTPS)\nValid:        %s to %s\nSHA-256:      %s\n\n%s",
+					ca.Boot.Subject, ca.Boot.NotBefore.Format(time.RFC3339), ca.Boot.NotAfter.Format(time.RFC3339), ca.Boot.Fingerprint, ca.Boot.Certificate)
+				return nil
+			}
 			if fpOnly {
 				fmt.Fprintln(w, ca.Fingerprint)
 				return nil
@@ -190,6 +230,8 @@ func newCACmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	show.Flags().BoolVar(&fpOnly, "fingerprint", false, "print the fingerprint only")
+	show.Flags().BoolVar(&bootCA, "boot", false, "show the RSA boot CA (HTTPS boot trust) instead of the CA")
+	show.Flags().StringVar(&efiSigList, "efi-siglist", "", "write the boot CA as an EFI_SIGNATURE_LIST to this file (TlsCaCertificate)")
 	cmd.AddCommand(show)
 	return cmd
 }

@@ -31,7 +31,9 @@ func secretServer(t *testing.T) (*globalFlags, *inventory.Service) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := &secrets.Service{Store: st, Keys: keys}
+	// Handle URLs name Kiln's HTTPS listener (none runs here: the CLI only reads a
+	// handle's status, over loopback).
+	svc := &secrets.Service{Store: st, Keys: keys, HandleURL: "https://kiln.test:8443"}
 	srv := &secrets.Server{Service: svc, Identity: func(r *http.Request) (string, bool) {
 		m := r.Header.Get("X-Test-Machine")
 		return m, m != ""

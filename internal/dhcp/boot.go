@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -125,6 +126,70 @@ type DefaultBooter struct {
 	HTTPPort int
 	// File names; empty: the defaults above and "boot.ipxe" for Script.
 	BIOSFile, EFIx64File, EFIArm64File, Script string
+	// HTTPS says which clients get https:// URLs (iPXE's script, UEFI HTTP boot's
+	// binary) instead of http:// ones; the zero value is HTTPSNever.
+	HTTPS HTTPSPolicy
+	// SecureBaseURL is the https base URL, without a trailing slash; empty:
+	// "https://<boot server>:<HTTPSPort>".
+	SecureBaseURL string
+	// HTTPSPort is used when SecureBaseURL is empty; 0: 8443.
+	HTTPSPort int
+}
+
+// HTTPSPolicy is which boot clients are sent to Kiln's HTTPS listener. A client can
+// only use it if it trusts Kiln's boot CA, and nothing in a DHCP request says whether
+// it does: that is the operator's knowledge, hence a setting.
+type HTTPSPolicy string
+
+// HTTPS policies.
+const (
+	// HTTPSNever: plain HTTP for every client (firmware that trusts no Kiln CA).
+	HTTPSNever HTTPSPolicy = "never"
+	// HTTPSEFI: https for UEFI clients (iPXE's EFI build and UEFI HTTP boot, which
+	// read the firmware's TlsCaCertificate variable), http for BIOS iPXE, which has
+	// no way to trust a private CA without a rebuild.
+	HTTPSEFI HTTPSPolicy = "efi"
+	// HTTPSAlways: https for every client, BIOS too (iPXE rebuilt with TRUST=).
+	HTTPSAlways HTTPSPolicy = "always"
+)
+
+// ParseHTTPSPolicy reads a policy; "" is HTTPSNever.
+func ParseHTTPSPolicy(s string) (HTTPSPolicy, error) {
+	switch p := HTTPSPolicy(s); p {
+	case "":
+		return HTTPSNever, nil
+	case HTTPSNever, HTTPSEFI, HTTPSAlways:
+		return p, nil
+	}
+	return "", fmt.Errorf("boot HTTPS policy %q: not never, efi or always", s)
+}
+
+// secure reports whether a client is sent https:// URLs.
+func (b *DefaultBooter) secure(c ClientClass) bool {
+	switch b.HTTPS {
+	case HTTPSAlways:
+		return true
+	case HTTPSEFI:
+		// HTTP boot clients are UEFI by definition, whatever architecture they send.
+		return c.HTTP || c.HasArch && c.Arch != ArchBIOS
+	}
+	return false
+}
+
+func (b *DefaultBooter) secureURL(server netip.Addr, name string) string {
+	base := b.SecureBaseURL
+	if base == "" {
+		base = "https://" + netip.AddrPortFrom(server, uint16(cmp.Or(b.HTTPSPort, 8443))).String()
+	}
+	return strings.TrimSuffix(base, "/") + "/" + strings.TrimPrefix(name, "/")
+}
+
+// urlFor is the URL of name for client c: https or http by policy.
+func (b *DefaultBooter) urlFor(c ClientClass, server netip.Addr, name string) string {
+	if b.secure(c) {
+		return b.secureURL(server, name)
+	}
+	return b.url(server, name)
 }
 
 func (b *DefaultBooter) url(server netip.Addr, name string) string {
@@ -158,7 +223,7 @@ func (b *DefaultBooter) BootInfo(_ context.Context, req BootRequest) (*BootInfo,
 		// iPXE is already running: hand it the script. This check comes first because
 		// iPXE also sends "PXEClient" and an architecture, and answering it with the
 		// iPXE binary again would loop forever.
-		return &BootInfo{Filename: b.url(req.Server, cmp.Or(b.Script, "boot.ipxe"))}, nil
+		return &BootInfo{Filename: b.urlFor(c, req.Server, cmp.Or(b.Script, "boot.ipxe"))}, nil
 	case c.HTTP || c.HasArch && (c.Arch == ArchEFIx64HTTP || c.Arch == ArchEFIArm64HTTP):
 		arch := c.Arch
 		if !c.HasArch {
@@ -170,7 +235,7 @@ func (b *DefaultBooter) BootInfo(_ context.Context, req BootRequest) (*BootInfo,
 		}
 		// UEFI 2.x section 24.7.2 (HTTP boot): the firmware ignores an offer that does
 		// not carry vendor class "HTTPClient", and the boot file must be a URI.
-		return &BootInfo{Filename: b.url(req.Server, f), VendorClass: vendorHTTP}, nil
+		return &BootInfo{Filename: b.urlFor(c, req.Server, f), VendorClass: vendorHTTP}, nil
 	case c.PXE || c.HasArch:
 		if !c.HasArch || c.Arch == ArchBIOS {
 			return &BootInfo{NextServer: req.Server, Filename: cmp.Or(b.BIOSFile, "undionly.kpxe")}, nil

@@ -241,6 +241,9 @@ func (s *Server) ResealHook(ctx context.Context, tx store.Tx, oldKEK, newKEK []b
 	if err := json.Unmarshal(obj.Spec, &spec); err != nil {
 		return nil, fmt.Errorf("stored CA: %w", err)
 	}
+	if err := resealBoot(ctx, tx, from, to, s.now()); err != nil {
+		return nil, err
+	}
 	if spec.KEKID == to.id {
 		return nil, nil
 	}

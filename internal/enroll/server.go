@@ -60,6 +60,10 @@ type Config struct {
 	ServerSANs []string
 	// ServerRSA also serves an RSA-2048 certificate, for TLS clients without ECDSA.
 	ServerRSA bool
+	// BootCA opens (on first start: creates) the RSA boot CA, and the HTTPS listener
+	// answers boot clients (iPXE, UEFI HTTPS boot) with an RSA chain up to it
+	// (bootca.go explains why a second root).
+	BootCA bool
 	// CertTTL is the lifetime of machine certificates (default 24h); agents renew at 2/3.
 	CertTTL       time.Duration
 	ServerCertTTL time.Duration
@@ -120,6 +124,11 @@ type Server struct {
 	ca     *authority
 	certs  *serverCerts
 	policy *policyEngine
+
+	// bootCA and bootCerts are nil unless Config.BootCA.
+	bootCA    *authority
+	bootCerts *serverCerts
+
 	// verified caches token signatures (see claimsCache).
 	verified claimsCache
 	batches  batcher
@@ -222,6 +231,14 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Server, error) {
 	if s.certs, err = newServerCerts(s.ca, dedupe(sans), cfg.ServerCertTTL, cfg.ServerRSA, s.now); err != nil {
 		return nil, err
 	}
+	if cfg.BootCA {
+		if s.bootCA, err = openBootAuthority(ctx, st, sl, others, now); err != nil {
+			return nil, err
+		}
+		if s.bootCerts, err = newBootServerCerts(s.bootCA, s.certs); err != nil {
+			return nil, err
+		}
+	}
 	if s.policy, err = newPolicyEngine(cfg.PolicyCostLimit, cfg.PolicyTimeout); err != nil {
 		return nil, err
 	}
@@ -277,7 +294,7 @@ func (s *Server) CACertPool() *x509.CertPool { return s.ca.pool.Clone() }
 // handler, not by the handshake: a certificate from another CA then gets an HTTP 401
 // that says so, and an audit entry, instead of an anonymous TLS alert.
 func (s *Server) TLSConfig() *tls.Config {
-	return &tls.Config{
+	c := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: s.certs.get,
 		ClientAuth:     tls.RequestClientCert,
@@ -289,6 +306,16 @@ func (s *Server) TLSConfig() *tls.Config {
 		// encryption, ~3 % of an enrollment (BENCHMARKS.md).
 		SessionTicketsDisabled: true,
 	}
+	if s.bootCerts != nil {
+		boot := s.bootTLSConfig(c)
+		c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			if isBootClient(hello) {
+				return boot, nil
+			}
+			return nil, nil
+		}
+	}
+	return c
 }
 
 // Register adds the unauthenticated enrollment routes: POST /enroll (HTTPS only),
@@ -325,13 +352,16 @@ type CAInfo struct {
 	NotAfter    time.Time `json:"notAfter"`
 	Imported    bool      `json:"imported"`
 	Certificate string    `json:"certificate"`
+	// Boot is the RSA boot CA, which firmware and iPXE trust for HTTPS boot; nil when
+	// this server has none.
+	Boot *BootCAInfo `json:"boot,omitempty"`
 }
 
 // CA describes the CA.
 func (s *Server) CA() CAInfo {
 	c := s.ca.cert
 	return CAInfo{Fingerprint: s.ca.fingerprint, Subject: c.Subject.String(), Issuer: c.Issuer.String(),
-		NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC(), Imported: s.ca.imported, Certificate: string(s.ca.chainPEM)}
+		NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC(), Imported: s.ca.imported, Certificate: string(s.ca.chainPEM), Boot: s.BootCA()}
 }
 
 func certPEM(der []byte) string {

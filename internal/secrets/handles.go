@@ -116,6 +116,44 @@ func (s *Service) Redeem(ctx context.Context, id, remote string) (*Redeemed, err
 	return nil, fmt.Errorf("redeem handle: %w", err)
 }
 
+// RefusePlainHTTP burns a handle that was presented over plain HTTP, without
+// releasing its secret: its id crossed the network in clear, so anyone on the path
+// could redeem it over HTTPS before the machine does. The refusal is an alert (audit
+// entry and machine event). It returns ErrHandleOverHTTP, or what Redeem would for a
+// handle already used (with its alert), expired or unknown.
+func (s *Service) RefusePlainHTTP(ctx context.Context, id, remote string) error {
+	hash, err := ParseHandleID(id)
+	if err != nil {
+		return err
+	}
+	var h *store.SecretHandle
+	err = s.Store.Update(ctx, func(tx store.Tx) error {
+		var err error
+		if h, err = tx.UseSecretHandle(ctx, hash, s.now()); err != nil {
+			return err
+		}
+		if err := s.audit(ctx, tx, "handle:"+remote, "alert", "Secret", h.Secret,
+			fmt.Sprintf("ALERT: handle for secret %s v%d of machine %s (%s) presented over plain HTTP from %s: refused, and burnt (it crossed the network in clear)",
+				h.Secret, h.Version, h.Machine, h.Channel, remote)); err != nil {
+			return err
+		}
+		return s.event(ctx, tx, h.Machine, "SecretHandleOverHTTP",
+			fmt.Sprintf("ALERT: handle for secret %s v%d (%s) presented over plain HTTP from %s: refused and burnt; render the config again", h.Secret, h.Version, h.Channel, remote))
+	})
+	switch {
+	case err == nil:
+		s.log().Warn("secret handle presented over plain HTTP: burnt", "secret", h.Secret, "version", h.Version, "machine", h.Machine, "remote", remote)
+		return ErrHandleOverHTTP
+	case errors.Is(err, store.ErrHandleUsed):
+		s.alertReuse(ctx, h, remote)
+		return fmt.Errorf("redeem handle: %w", store.ErrHandleUsed)
+	case errors.Is(err, store.ErrHandleExpired):
+		s.recordExpired(ctx, h, remote)
+		return fmt.Errorf("redeem handle: %w", store.ErrHandleExpired)
+	}
+	return fmt.Errorf("refuse a handle over plain HTTP: %w", err)
+}
+
 func denyReason(err error) string {
 	switch {
 	case errors.Is(err, ErrDenied):
@@ -198,13 +236,17 @@ func (s *Service) Status(ctx context.Context, id string) (*HandleStatus, error) 
 // IssueHandle creates a single-use handle for a secret the machine may receive, for a
 // component that hands a URL to something that cannot do mTLS (a kernel command line
 // built for an authenticated machine). channel says what it is for. ttl 0 is the
-// default; baseURL is used when the Service has no PublicURL.
+// default; baseURL is used when it is https and the Service has no https URL.
 func (s *Service) IssueHandle(ctx context.Context, actor, machine, secret, channel string, ttl time.Duration, baseURL string) (string, time.Time, error) {
 	if ttl == 0 {
 		ttl = s.handleTTL()
 	}
 	if ttl < 0 || ttl > s.maxHandleTTL() {
 		return "", time.Time{}, invalid("handle TTL %s is not between 0 and %s", ttl, s.maxHandleTTL())
+	}
+	base, err := s.handleBase(baseURL)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("issue a handle for secret %q to machine %q: %w", secret, machine, err)
 	}
 	id, hash, err := newHandleID()
 	if err != nil {
@@ -233,7 +275,7 @@ func (s *Service) IssueHandle(ctx context.Context, actor, machine, secret, chann
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("issue a handle for secret %q to machine %q: %w", secret, machine, err)
 	}
-	return s.handleBase(baseURL) + "/secret-handles/" + id, exp, nil
+	return base + "/secret-handles/" + id, exp, nil
 }
 
 // Fetch releases a secret to a machine over its mTLS channel (the agent asking for

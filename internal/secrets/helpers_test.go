@@ -120,7 +120,8 @@ func (e *env) start() {
 	if e.http != nil {
 		e.http.Config.Handler = e.mux
 	} else {
-		e.http = httptest.NewServer(e.mux)
+		// TLS: handles are redeemed over HTTPS only (a plain HTTP request burns one).
+		e.http = httptest.NewTLSServer(e.mux)
 	}
 	e.svc.PublicURL = e.http.URL
 }

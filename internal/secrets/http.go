@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -401,6 +402,10 @@ func (s *Server) redeem(w http.ResponseWriter, r *http.Request) {
 	if noHead(w, r) {
 		return
 	}
+	if crossedInClear(r) {
+		s.fail(w, r, s.Service.RefusePlainHTTP(r.Context(), r.PathValue("id"), remoteIP(r)))
+		return
+	}
 	rel, err := s.Service.Redeem(r.Context(), r.PathValue("id"), remoteIP(r))
 	if err != nil {
 		s.fail(w, r, err)
@@ -411,6 +416,11 @@ func (s *Server) redeem(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	if crossedInClear(r) {
+		// The id is the credential, whatever the route: over plain HTTP it is burnt.
+		s.fail(w, r, s.Service.RefusePlainHTTP(r.Context(), r.PathValue("id"), remoteIP(r)))
+		return
+	}
 	st, err := s.Service.Status(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, err)
@@ -431,7 +441,7 @@ func statusFor(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, store.ErrHandleUsed), errors.Is(err, store.ErrHandleExpired):
 		return http.StatusGone
-	case errors.Is(err, ErrDenied), errors.Is(err, ErrNotPublic):
+	case errors.Is(err, ErrDenied), errors.Is(err, ErrNotPublic), errors.Is(err, ErrHandleOverHTTP):
 		return http.StatusForbidden
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge
@@ -462,8 +472,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case code == http.StatusInternalServerError:
 		s.log().Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		msg = "internal error (see the server log)"
-		if errors.Is(err, ErrKeyUnavailable) {
-			msg = err.Error() // key ids only: the operator needs it
+		if errors.Is(err, ErrKeyUnavailable) || errors.Is(err, ErrNoHTTPS) {
+			msg = err.Error() // key ids only, or a configuration fact: the operator needs it
 		}
 	}
 	writeError(w, code, msg)
@@ -500,6 +510,17 @@ func baseURL(r *http.Request) string {
 		scheme = "https"
 	}
 	return scheme + "://" + r.Host
+}
+
+// crossedInClear reports whether a request came over plain HTTP from another host.
+// Loopback is not the network: the CLI on Kiln's own host (kiln secret
+// handle-status) and a TLS-terminating proxy beside Kiln reach it that way.
+func crossedInClear(r *http.Request) bool {
+	if r.TLS != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(remoteIP(r))
+	return err != nil || !ip.IsLoopback()
 }
 
 func remoteIP(r *http.Request) string {

@@ -2,6 +2,8 @@ package secrets
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -38,7 +40,7 @@ func newReplica(t *testing.T, url, kekPath string) *replica {
 	mux := http.NewServeMux()
 	srv.RegisterPublic(mux)
 	srv.RegisterAgent(mux, nil)
-	r := &replica{store: st, svc: svc, http: httptest.NewServer(mux)}
+	r := &replica{store: st, svc: svc, http: httptest.NewTLSServer(mux)}
 	t.Cleanup(func() { r.http.Close(); st.Close() })
 	return r
 }
@@ -67,6 +69,11 @@ func TestReplicasRedeemOnce(t *testing.T) {
 	if v, _, err := b.svc.Reveal(ctx, admin, "db-password", 0); err != nil || string(v) != dbPassword {
 		t.Fatalf("reveal on the other replica: %v", err)
 	}
+	// One client that trusts both replicas' test certificates.
+	roots := x509.NewCertPool()
+	roots.AddCert(a.http.Certificate())
+	roots.AddCert(b.http.Certificate())
+	both := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
 	for i := range 10 {
 		issuer := []*replica{a, b}[i%2]
 		out, err := issuer.svc.Render(ctx, RenderRequest{Machine: "web-1", Target: tIgnition, Mode: ModeDeliver, BaseURL: issuer.http.URL, Actor: "machine:web-1"})
@@ -75,7 +82,7 @@ func TestReplicasRedeemOnce(t *testing.T) {
 		}
 		u := handleURLRE.FindString(string(out.Content))
 		path := u[strings.Index(u, "/secret-handles/"):]
-		codes := concurrentGets(t, http.DefaultClient, []string{a.http.URL + path, b.http.URL + path})
+		codes := concurrentGets(t, both, []string{a.http.URL + path, b.http.URL + path})
 		if codes[200] != 1 || codes[410] != 1 {
 			t.Fatalf("round %d: %v, want one 200 and one 410", i, codes)
 		}

@@ -213,7 +213,9 @@ type resolver struct {
 	mv     *machineView
 	mode   Mode
 	target config.Target
-	base   string // of handle URLs
+	base   string // of handle URLs: https
+	// baseErr is why there is no base (ErrNoHTTPS); a handle then fails to render.
+	baseErr error
 
 	values   map[string]string // name -> value, for repeated references
 	releases []Release
@@ -272,6 +274,9 @@ func (r *resolver) URL(name string, ttl time.Duration) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if r.baseErr != nil {
+		return "", r.baseErr
+	}
 	if ttl == 0 {
 		ttl = r.s.handleTTL()
 	}
@@ -307,11 +312,32 @@ func (s *Service) maxHandleTTL() time.Duration {
 	return DefaultMaxHandleTTL
 }
 
-func (s *Service) handleBase(reqBase string) string {
-	if s.PublicURL != "" {
-		return strings.TrimRight(s.PublicURL, "/")
+// handleBase is the base of handle URLs: the first https one of HandleURL,
+// PublicURL and the URL the request came in by. Never http: whoever reads a handle on
+// the wire can redeem it before the machine does.
+func (s *Service) handleBase(reqBase string) (string, error) {
+	for _, b := range []string{s.HandleURL, s.PublicURL, reqBase} {
+		if strings.HasPrefix(b, "https://") {
+			return strings.TrimRight(b, "/"), nil
+		}
 	}
-	return strings.TrimRight(reqBase, "/")
+	return "", ErrNoHTTPS
+}
+
+// trustKiln adds Kiln's CA to a rendered Ignition or cloud-config (config.AddCA), so
+// that its fetches from Kiln (handles are https) verify Kiln, and validates again.
+func (s *Service) trustKiln(t config.Target, content []byte) ([]byte, error) {
+	if len(s.CACertPEM) == 0 {
+		return content, nil
+	}
+	out, err := config.AddCA(t, content, s.CACertPEM)
+	if err != nil {
+		return nil, err
+	}
+	if err := config.Validate(t, out); err != nil {
+		return nil, fmt.Errorf("%s: with Kiln's CA added, the config does not validate: %w", t.Path(), err)
+	}
+	return out, nil
 }
 
 // errValueBreaksFormat replaces an error that only the real values cause: its text
@@ -332,7 +358,7 @@ func asRenderError(err error) error {
 	var ie *InputError
 	switch {
 	case errors.Is(err, ErrDenied), errors.Is(err, ErrNotPublic), errors.Is(err, store.ErrNotFound),
-		errors.Is(err, ErrKeyUnavailable), errors.As(err, &ie):
+		errors.Is(err, ErrKeyUnavailable), errors.Is(err, ErrNoHTTPS), errors.As(err, &ie):
 		return err
 	}
 	return &RenderError{Err: err}
@@ -369,14 +395,18 @@ func (s *Service) render(ctx context.Context, req RenderRequest) (*Rendered, err
 		return nil, err
 	}
 	opts := config.Options{MaxBytes: s.MaxConfigBytes}
-	r := &resolver{s: s, ctx: ctx, mv: mv, mode: req.Mode, target: req.Target, base: s.handleBase(req.BaseURL), values: map[string]string{}}
+	r := &resolver{s: s, ctx: ctx, mv: mv, mode: req.Mode, target: req.Target, values: map[string]string{}}
+	r.base, r.baseErr = s.handleBase(req.BaseURL)
 	opts.Secrets = r
 	content, err := config.Render(req.Target, text, mv.data(req.BaseURL), opts)
+	if err == nil {
+		content, err = s.trustKiln(req.Target, content)
+	}
 	if err != nil {
 		err = asRenderError(err)
 		if r.obtained {
 			// Say what is wrong from a masked render: it never saw a value.
-			m := &resolver{s: s, ctx: ctx, mv: mv, mode: ModePreview, target: req.Target, base: r.base, values: map[string]string{}}
+			m := &resolver{s: s, ctx: ctx, mv: mv, mode: ModePreview, target: req.Target, base: r.base, baseErr: r.baseErr, values: map[string]string{}}
 			opts.Secrets = m
 			if _, merr := config.Render(req.Target, text, mv.data(req.BaseURL), opts); merr != nil {
 				err = asRenderError(merr)

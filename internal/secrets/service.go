@@ -50,6 +50,10 @@ var (
 	ErrNotPublic = errors.New("config refers to secrets: served over mTLS only")
 	// ErrBadHandle: a handle id that is not one Kiln could have issued.
 	ErrBadHandle = errors.New("malformed secret handle id")
+	// ErrNoHTTPS: a handle URL was asked for and Kiln knows no https URL to put in it.
+	ErrNoHTTPS = errors.New("secret handles are served over HTTPS only, and this server has no HTTPS URL (--https-listen, --enroll-url)")
+	// ErrHandleOverHTTP: a handle was presented over plain HTTP; it is burnt.
+	ErrHandleOverHTTP = errors.New("secret handles are served over HTTPS only: this handle crossed the network in clear and is now burnt")
 )
 
 // InputError is bad input from an operator or a template: the API answers 422.
@@ -84,9 +88,16 @@ type Service struct {
 	HandleRetention time.Duration
 	// MaxConfigBytes bounds a rendered config (config.DefaultMaxBytes).
 	MaxConfigBytes int
-	// PublicURL is the base URL at which machines reach the handle endpoint, plain
-	// HTTP ("http://10.0.0.2:8080"); empty: the URL of the request being served.
+	// PublicURL is the base URL at which machines reach Kiln; it is the base of
+	// handle URLs only when it is https.
 	PublicURL string
+	// HandleURL is the https base URL of handle URLs (Kiln's HTTPS listener). A handle
+	// is the secret while it travels: a handle URL is never http://. Empty: PublicURL
+	// or the request's URL when one is https, else rendering a handle fails.
+	HandleURL string
+	// CACertPEM is Kiln's CA: rendered Ignition and cloud-config trust it for their
+	// fetches from Kiln (config.AddCA). Empty: configs are left as rendered.
+	CACertPEM []byte
 	// RotationHooks run in the rotation transaction.
 	RotationHooks []RotationHook
 

@@ -17,7 +17,23 @@ import (
 // newDHCP builds the DHCP server on the store: subnets from Subnet objects, machines
 // by MAC, leases as Lease objects (one per address, so replicas never double-lease).
 func (s *Server) newDHCP(events *eventSink) (*dhcp.Server, error) {
-	booter := &dhcp.DefaultBooter{BaseURL: s.cfg.PublicURL}
+	policy, err := dhcp.ParseHTTPSPolicy(s.cfg.BootHTTPS)
+	if err != nil {
+		return nil, fmt.Errorf("--boot-https: %w", err)
+	}
+	booter := &dhcp.DefaultBooter{BaseURL: s.cfg.PublicURL, HTTPS: policy, SecureBaseURL: s.cfg.EnrollURL}
+	if policy != dhcp.HTTPSNever {
+		if s.cfg.HTTPSListen == "" {
+			return nil, fmt.Errorf("--boot-https %s: needs the HTTPS listener (--https-listen)", policy)
+		}
+		if booter.SecureBaseURL == "" {
+			_, port, err := net.SplitHostPort(s.cfg.HTTPSListen)
+			if err != nil {
+				return nil, fmt.Errorf("--https-listen: %w", err)
+			}
+			booter.HTTPSPort, _ = strconv.Atoi(port)
+		}
+	}
 	if s.cfg.PublicURL == "" {
 		_, port, err := net.SplitHostPort(s.listener.Addr().String())
 		if err != nil {

@@ -32,6 +32,7 @@ import (
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/boot"
 	"github.com/kilnhq/kiln/internal/datadir"
+	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
@@ -87,8 +88,9 @@ type Config struct {
 	// (0: the tftp package's defaults).
 	TFTPMaxTransfers, TFTPMaxTransfersPerAddress int
 	TFTPFirstACKTimeout                          time.Duration
-	// IPXEDir holds the iPXE binaries served over TFTP.
-	IPXEDir string
+	// IPXEDirs hold the iPXE binaries served over TFTP and HTTP(S), searched in
+	// order for each file (Debian 13's first, Debian 12's as the fallback).
+	IPXEDirs []string
 	// DHCPInterfaces are the interfaces DHCP serves; none disables DHCP.
 	DHCPInterfaces []string
 	// PublicURL is the base URL machines reach Kiln's HTTP at; empty: derived from the
@@ -123,6 +125,12 @@ type Config struct {
 	BootTokensForNew bool
 	// ServerRSA also serves an RSA certificate, for TLS clients without ECDSA.
 	ServerRSA bool
+	// BootHTTPS is which boot clients DHCP sends to the HTTPS listener: "never"
+	// (default), "efi" or "always" (dhcp.HTTPSPolicy). Anything but never needs the
+	// boot CA, which BootCA also creates on its own (to export it into firmware
+	// before machines are sent to HTTPS).
+	BootHTTPS string
+	BootCA    bool
 }
 
 // artifactDir is where local artifact files are: ArtifactDir, else
@@ -442,6 +450,7 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 		OnScript:    func(kind string) { scripts.WithLabelValues(kind).Inc() },
 	}
 	b.Register(mux)
+	s.registerIPXEFiles(mux, inv)
 	// Fetch remote kernels and initrds (those profiles boot) ahead of the machines;
 	// disk images go from their source to the agent, not through Kiln.
 	s.every(time.Minute, func(ctx context.Context) {
@@ -574,11 +583,11 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 	apiMux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
 	instrumented := instrument(s.registry)
 	if apiMux == mux {
-		return instrumented(mux), nil, nil
+		return instrumented(publicOnlyWithoutForwardSecrecy(mux)), nil, nil
 	}
 	apiMux.HandleFunc("GET /healthz", healthz)
 	apiMux.HandleFunc("GET /readyz", readyz)
-	return instrumented(mux), instrumented(apiMux), nil
+	return instrumented(publicOnlyWithoutForwardSecrecy(mux)), instrumented(apiMux), nil
 }
 
 // Run serves until ctx ends, then shuts down gracefully: in-flight requests finish
@@ -749,6 +758,7 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 		DataDir: s.cfg.DataDir, KEK: s.secrets.Keys.CurrentKey(),
 		ImportCACert: s.cfg.CAImportCert, ImportCAKey: s.cfg.CAImportKey,
 		PublicURL: enrollURL, ServerSANs: s.cfg.ServerSANs, ServerRSA: s.cfg.ServerRSA,
+		BootCA:  s.cfg.HTTPSListen != "" && (s.cfg.BootCA || s.cfg.BootHTTPS != "" && s.cfg.BootHTTPS != string(dhcp.HTTPSNever)),
 		CertTTL: s.cfg.CertTTL, BootTokenTTL: s.cfg.BootTokenTTL, RegisterByMAC: s.cfg.EnrollByMAC,
 		ApprovalWithoutToken: s.cfg.EnrollApprovalWithoutToken, ApprovalTTL: s.cfg.EnrollApprovalTTL,
 		BootTokensForNew: s.cfg.BootTokensForNew,
@@ -756,6 +766,9 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 	if err != nil {
 		return nil, fmt.Errorf("enrollment: %w", err)
 	}
+	// Secret handles point at the HTTPS listener, and rendered configs trust the CA
+	// behind its certificate.
+	s.secrets.HandleURL, s.secrets.CACertPEM = enrollURL, en.CACertificatePEM()
 	en.Logger = s.log
 	en.ActorOf = func(r *http.Request) string { return api.ActorOf(r).ID }
 	en.RoleOf = func(r *http.Request) string { return api.ActorOf(r).Role }

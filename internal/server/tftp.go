@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -15,28 +16,53 @@ import (
 
 // IPXEFiles maps the names DHCP hands to firmware to Debian's ipxe package files.
 // The names are the ones every PXE guide uses, so existing DHCP servers pointed at
-// Kiln's TFTP (proxy mode, relays) work unchanged.
-var IPXEFiles = map[string]string{
-	"undionly.kpxe": "undionly.kpxe", // legacy BIOS PXE: chainloads through the NIC's UNDI
-	"ipxe.pxe":      "ipxe.pxe",
-	"ipxe.efi":      "ipxe.efi",    // x86-64 UEFI, iPXE's own drivers
-	"snponly.efi":   "snponly.efi", // x86-64 UEFI through the firmware's SNP driver
+// Kiln's TFTP (proxy mode, relays) work unchanged. Debian 13's package names the
+// x86-64 binary ipxe-amd64.efi with ipxe.efi a link to it; Debian 12's has ipxe.efi
+// only and no arm64 binary.
+func IPXEFiles() map[string][]string {
+	return map[string][]string{
+		"undionly.kpxe":  {"undionly.kpxe"}, // legacy BIOS PXE: chainloads through the NIC's UNDI
+		"ipxe.pxe":       {"ipxe.pxe"},
+		"ipxe.efi":       {"ipxe.efi", "ipxe-amd64.efi"}, // x86-64 UEFI, iPXE's own drivers
+		"snponly.efi":    {"snponly.efi"},                // x86-64 UEFI through the firmware's SNP driver
+		"ipxe-arm64.efi": {"ipxe-arm64.efi"},             // arm64 UEFI (Debian 13)
+	}
 }
 
 // resolveIPXEFiles turns the iPXE file map into absolute paths with symlinks
-// resolved. Debian's /usr/lib/ipxe/ipxe.efi is a symlink to /boot/ipxe.efi, which a
-// root-confined open refuses; the operator configured this directory, so its links
-// are trusted, while client-requested names stay confined to it.
-func resolveIPXEFiles(dir string) map[string]string {
-	out := make(map[string]string, len(IPXEFiles))
-	for name, file := range IPXEFiles {
-		p, err := filepath.EvalSymlinks(filepath.Join(dir, file))
-		if err != nil {
-			continue // absent here: requests for it get "file not found"
+// resolved, taking each name from the first directory that has it: Debian 13's
+// binaries (HTTPS, arm64) where they were put first, Debian 12's as the fallback.
+// Debian's /usr/lib/ipxe/ipxe.efi is a symlink to /boot/ipxe.efi, which a
+// root-confined open refuses; the operator configured these directories, so their
+// links are trusted, while client-requested names stay confined to the first one.
+func resolveIPXEFiles(dirs []string) map[string]string {
+	out := map[string]string{}
+	for name, files := range IPXEFiles() {
+	search:
+		for _, dir := range dirs {
+			for _, file := range files {
+				if p, err := filepath.EvalSymlinks(filepath.Join(dir, file)); err == nil {
+					out[name] = p
+					break search
+				}
+			}
 		}
-		out[name] = p
 	}
 	return out
+}
+
+// ipxeRoot is the directory TFTP serves names outside IPXEFiles from: the first
+// configured one that exists.
+func ipxeRoot(dirs []string) string {
+	for _, d := range dirs {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			return d
+		}
+	}
+	if len(dirs) > 0 {
+		return dirs[0]
+	}
+	return ""
 }
 
 // newTFTP builds the TFTP server for iPXE binaries. A finished transfer goes on the
@@ -64,7 +90,7 @@ func (s *Server) newTFTP(inv *inventory.Service) *tftp.Server {
 			func() float64 { return float64(v()) }))
 	}
 	return &tftp.Server{
-		Handler: tftp.DirHandler(s.cfg.IPXEDir, resolveIPXEFiles(s.cfg.IPXEDir)),
+		Handler: tftp.DirHandler(ipxeRoot(s.cfg.IPXEDirs), resolveIPXEFiles(s.cfg.IPXEDirs)),
 		Logger:  s.log,
 		Metrics: m,
 		// Zero values take the tftp package's defaults.

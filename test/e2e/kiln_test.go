@@ -43,6 +43,10 @@ type kilnOptions struct {
 	// https: Kiln's HTTPS listener (enrollment, the agent API), and no --public-url,
 	// so artifact URLs in workflows are paths the agent resolves.
 	https bool
+	// ipxeDirs replace /usr/lib/ipxe as --ipxe-dir (searched in order per file).
+	ipxeDirs []string
+	// extra are more `kiln serve` arguments.
+	extra []string
 }
 
 // startKiln starts `kiln serve` in the namespace with the kernel and initramfs as
@@ -71,7 +75,14 @@ func startKiln(t *testing.T, l *lab, opts kilnOptions) *kilnServer {
 		"--log-level", "debug",
 	}
 	if opts.dhcp || opts.tftp {
-		args = append(args, "--tftp-listen", kilnIP+":69", "--ipxe-dir", "/usr/lib/ipxe")
+		args = append(args, "--tftp-listen", kilnIP+":69")
+		dirs := opts.ipxeDirs
+		if len(dirs) == 0 {
+			dirs = []string{"/usr/lib/ipxe"}
+		}
+		for _, d := range dirs {
+			args = append(args, "--ipxe-dir", d)
+		}
 	}
 	if opts.dhcp {
 		args = append(args, "--dhcp-interface", bridgeName)
@@ -81,6 +92,7 @@ func startKiln(t *testing.T, l *lab, opts kilnOptions) *kilnServer {
 	} else if opts.dhcp {
 		args = append(args, "--public-url", kilnURL)
 	}
+	args = append(args, opts.extra...)
 	// kiln.log is kept with the lab's other logs (keepLogs).
 	k.srv = testkit.Serve(t, testkit.ServeOptions{
 		DataDir:    k.dataDir,
