@@ -17,7 +17,12 @@
 # Server on CPU 1, wrk on CPU 0 (-c split), both at nice -10 (-n). Each case:
 # `wrk -t1 -c64 -d10s --latency` -> requests/s, p50/p99 latency, server CPU %.
 #
-# Output: "run ..." lines and a table with the ratios kiln/nginx and
+# Each server is measured over plain HTTP and over HTTPS (Kiln's HTTPS listener with
+# its ECDSA P-256 server certificate; nginx with an ECDSA P-256 certificate made
+# here, TLS 1.3 both), with keep-alive and with a new connection per request
+# (`Connection: close`: a full TLS handshake per script, as iPXE fetches it).
+#
+# Output: "run ..." lines and a table with the ratios kiln/nginx, HTTPS/HTTP and
 # 100,000 machines / 100 machines (1.0 = flat).
 #
 # Requirements (installed when missing, as root): nginx-light, wrk, curl,
@@ -52,7 +57,7 @@ while getopts 'm:d:C:c:n:s:w:h' opt; do
 done
 
 kb_need_root
-kb_install wrk:wrk nginx:nginx-light curl:curl ip:iproute2 taskset:util-linux setsid:util-linux
+kb_install wrk:wrk nginx:nginx-light curl:curl ip:iproute2 taskset:util-linux setsid:util-linux openssl:openssl
 [[ $SERVERS == *kiln* ]] && kb_kiln
 case $PIN in
     split) SRV_PIN=(taskset -c 1) CLI_PIN=(taskset -c 0) ;;
@@ -72,6 +77,22 @@ trap 'exit 130' INT TERM
 kb_netns_add "$NS"
 in_ns() { ip netns exec "$NS" "$@"; }
 URL=http://127.0.0.1:8080
+TLSURL=https://127.0.0.1:8443
+# bench_modes NAME PG PATHURL-SUFFIX... : keep-alive and new-connection runs over
+# HTTP and HTTPS; results in RES[NAME,http|https|http-close|https-close].
+bench_modes() {
+    local name=$1 pg=$2; shift 2
+    local mode base
+    for mode in http https http-close https-close; do
+        case $mode in http*) base=$URL ;; esac
+        case $mode in https*) base=$TLSURL ;; esac
+        case $mode in *-close) HDR="Connection: close" ;; *) HDR= ;; esac
+        if [ $# -ge 2 ]; then bench "$name $mode" "$pg" "$base" "$1" "$2"
+        else bench "$name $mode" "$pg" "$base$1"; fi
+        RES[$name,$mode]="$RPS $P50 $P99 $CPU"
+    done
+    HDR=
+}
 
 # wrk's request generator: machine k has MAC 02:00:k>>24:k>>16:k>>8:k (hex bytes).
 cat >"$WORK/macs.lua" <<'EOF'
@@ -88,11 +109,14 @@ EOF
 to_ms() { awk -v v="$1" 'BEGIN { u=v; sub(/[0-9.]+/, "", u); n=v+0;
     if (u=="us") n/=1000; else if (u=="s") n*=1000; printf "%.2f", n }'; }
 CLK_TCK=$(getconf CLK_TCK)
-# bench NAME SRV_PG URL [LUA ARG] -> RPS P50 P99 CPU (globals), prints a run line
+# bench NAME SRV_PG URL [LUA ARG] -> RPS P50 P99 CPU (globals), prints a run line.
+# HDR (a global, may be empty) is an extra request header, e.g. "Connection: close".
+HDR=
 bench() {
-    local name=$1 pg=$2 url=$3 rep="$WORK/logs/$1.wrk.txt" t0 t1 extra=()
+    local name=$1 pg=$2 url=$3 rep="$WORK/logs/${1// /_}.wrk.txt" t0 t1 extra=()
     [ $# -ge 5 ] && extra=(-s "$4" "$url" -- "$5")
     [ ${#extra[@]} -eq 0 ] && extra=("$url")
+    [ -n "$HDR" ] && extra=(-H "$HDR" "${extra[@]}")
     t0=$(kb_pg_ticks "$pg")
     kb_run timeout -k 2 "$((DUR + 30))" ip netns exec "$NS" "${CLI_PIN[@]}" \
         wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${extra[@]}" >"$rep" 2>&1 || true
@@ -123,7 +147,8 @@ IFS=, read -r -a COUNT_LIST <<<"$COUNTS"
 if [[ $SERVERS == *kiln* ]]; then
     st="$WORK/state/kiln"; mkdir -p "$st"
     kb_start "$WORK/logs/kiln.server.txt" ip netns exec "$NS" "${SRV_PIN[@]}" "$KILN" serve --data-dir "$st" \
-        --listen 127.0.0.1:8080 --tftp-listen= --log-level warn --max-body-bytes 67108864
+        --listen 127.0.0.1:8080 --https-listen 127.0.0.1:8443 --server-san 127.0.0.1 --tftp-listen= \
+        --log-level warn --max-body-bytes 67108864
     KPG=$KB_LAST_PID
     for ((i = 0; i < 200; i++)); do
         kb_alive "$KPG" || kb_die "kiln serve exited (see $WORK/logs/kiln.server.txt)"
@@ -165,8 +190,8 @@ EOF
         probe=$(in_ns curl -fsS "$URL/ipxe?mac=$(printf '02-00-%02x-%02x-%02x-%02x' $((k >> 24 & 255)) $((k >> 16 & 255)) $((k >> 8 & 255)) $((k & 255)))&buildarch=x86_64&platform=efi" || true)
         grep -q "^kernel .*bench-kernel.*hostname=node-$(printf %06d "$k")" <<<"$probe" ||
             kb_die "unexpected script for machine $k: $probe"
-        bench "kiln ${n} machines" "$KPG" "$URL" "$WORK/macs.lua" "$n"
-        RES[kiln,$n]="$RPS $P50 $P99 $CPU"
+        bench_modes "kiln$n" "$KPG" "$WORK/macs.lua" "$n"
+        RES[kiln,$n]=${RES[kiln$n,http]}
     done
     evs=$(kcli describe machine node-000000 2>/dev/null | grep -c BootScript || true)
     echo "run  kiln: node-000000's timeline shows $evs BootScript events (describe lists the newest)"
@@ -191,8 +216,15 @@ http {
     client_body_temp_path $st/body; proxy_temp_path $st/proxy;
     fastcgi_temp_path $st/fastcgi; uwsgi_temp_path $st/uwsgi; scgi_temp_path $st/scgi;
     server { listen 127.0.0.1:8080 backlog=4096; root $WORK/docroot; }
+    server {
+        listen 127.0.0.1:8443 ssl backlog=4096; root $WORK/docroot;
+        ssl_certificate $st/tls.crt; ssl_certificate_key $st/tls.key;
+        ssl_protocols TLSv1.3; ssl_session_tickets off; ssl_session_cache off;
+    }
 }
 EOF
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
+        -addext subjectAltName=IP:127.0.0.1 -keyout "$st/tls.key" -out "$st/tls.crt" >/dev/null 2>&1
     kb_start "$WORK/logs/nginx.server.txt" ip netns exec "$NS" "${SRV_PIN[@]}" \
         nginx -p "$st/" -c "$st/nginx.conf" -e "$st/error.log" -g 'daemon off;'
     NPG=$KB_LAST_PID
@@ -200,8 +232,8 @@ EOF
         [ "$(in_ns curl -s -m 1 -o /dev/null -w '%{size_download}' "$URL/small.html" 2>/dev/null)" = 400 ] && break
         sleep 0.1
     done
-    bench "nginx 400-byte file" "$NPG" "$URL/small.html"
-    RES[nginx]="$RPS $P50 $P99 $CPU"
+    bench_modes nginx "$NPG" /small.html
+    RES[nginx]=${RES[nginx,http]}
     kb_stop "$NPG" 3
 fi
 
@@ -216,6 +248,23 @@ row() {
 }
 for n in "${COUNT_LIST[@]}"; do [[ -n ${RES[kiln,$n]:-} ]] && row "kiln /ipxe script, $n machines" "${RES[kiln,$n]}"; done
 [[ -n ${RES[nginx]:-} ]] && row "nginx static 400 B" "${RES[nginx]}"
+echo
+echo "# HTTPS vs HTTP: keep-alive, and a new connection per request (a TLS handshake each)"
+printf '| %-30s | %-9s | %-8s | %-8s | %-8s | %-11s | %-11s |\n' case "req/s" "p50 ms" "p99 ms" "srv cpu" "vs nginx" "vs own HTTP"
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' -------------------------------- ----------- ---------- ---------- ---------- ------------- -------------
+trow() {
+    local who=$1 mode=$2 label=$3 r own peer
+    [[ -n ${RES[$who,$mode]:-} ]] || return 0
+    r=(${RES[$who,$mode]})
+    own=$(cut -d' ' -f1 <<<"${RES[$who,${mode/https/http}]:-0}")
+    peer=$(cut -d' ' -f1 <<<"${RES[nginx,$mode]:-0}")
+    printf '| %-30s | %-9s | %-8s | %-8s | %-8s | %-11s | %-11s |\n' "$label" "${r[0]}" "${r[1]}" "${r[2]}" "${r[3]}%" \
+        "$(kb_ratio "${r[0]}" "$peer")" "$(kb_ratio "${r[0]}" "$own")"
+}
+for n in "${COUNT_LIST[@]}"; do
+    for mode in http https http-close https-close; do trow "kiln$n" $mode "kiln script $n, $mode"; done
+done
+for mode in http https http-close https-close; do trow nginx $mode "nginx 400 B, $mode"; done
 if [ ${#COUNT_LIST[@]} -ge 2 ] && [[ -n ${RES[kiln,${COUNT_LIST[0]}]:-} ]]; then
     first=${COUNT_LIST[0]} last=${COUNT_LIST[-1]}
     echo "kiln flatness, req/s at $last / at $first machines: $(kb_ratio "$(cut -d' ' -f1 <<<"${RES[kiln,$last]}")" "$(cut -d' ' -f1 <<<"${RES[kiln,$first]}")")"
