@@ -35,6 +35,7 @@ import (
 	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/sdnotify"
 	"github.com/kilnhq/kiln/internal/secrets"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/open"
@@ -123,6 +124,9 @@ type Config struct {
 	BootTokensForNew bool
 	// ServerRSA also serves an RSA certificate, for TLS clients without ECDSA.
 	ServerRSA bool
+	// Systemd is told READY=1 once every listener serves, STOPPING=1 at shutdown,
+	// and pinged for WatchdogSec= while the store answers; nil outside systemd.
+	Systemd *sdnotify.Notifier
 }
 
 // artifactDir is where local artifact files are: ArtifactDir, else
@@ -614,11 +618,21 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	// The TCP listeners were bound in New and now serve; a UDP server that cannot
+	// bind fails Run (errc) right after, and systemd sees the unit fail.
+	s.notifySystemd(sdnotify.Ready, sdnotify.Status("serving on "+s.listener.Addr().String()))
+	go func() {
+		err := s.cfg.Systemd.RunWatchdog(ctx, s.store.Ping)
+		if err != nil {
+			s.log.Warn("systemd watchdog", "err", err)
+		}
+	}()
 	var serveErr error
 	select {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
+	s.notifySystemd(sdnotify.Stopping, sdnotify.Status("shutting down"))
 	timeout := s.cfg.ShutdownTimeout
 	if timeout <= 0 {
 		timeout = 15 * time.Second
@@ -653,6 +667,14 @@ func (s *Server) Run(ctx context.Context) error {
 		return serveErr
 	}
 	return nil
+}
+
+// notifySystemd sends msgs to systemd when it started Kiln; a failure is logged,
+// not fatal: the service still serves.
+func (s *Server) notifySystemd(msgs ...string) {
+	if err := s.cfg.Systemd.Notify(msgs...); err != nil {
+		s.log.Warn("notify systemd", "err", err)
+	}
 }
 
 // artifactURL is where an agent downloads an artifact: under the public URL when one
