@@ -555,6 +555,13 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 	s.secrets.RotationHooks = append(s.secrets.RotationHooks, en.ResealHook)
 	s.udpServers = append(s.udpServers, func(ctx context.Context) error { return en.Run(ctx, time.Hour) })
 	s.enroll = en
+	gauges := newStateGauges(s.registry)
+	gauges.watchCertificates(en.CA().NotAfter, en.TLSConfig())
+	s.every(stateGaugeInterval, func(ctx context.Context) {
+		if err := gauges.refresh(ctx, s.store, time.Now()); err != nil && ctx.Err() == nil {
+			s.log.Warn("state gauges", "err", err)
+		}
+	})
 	ss.RegisterOperator(a.AddRoute)
 	a.AddRoute("POST", "/api/v1/machines/{name}/power", store.RoleOperator, "Power a machine through its BMC: op on, off, cycle, soft-off, status, set-boot (device pxe, disk, cdrom), reprovision; wait runs it before answering", s.power.handle)
 	a.AddRoute("POST", "/api/v1/power", store.RoleOperator, "Power every machine a label selector picks (bounded parallelism, one request at a time per BMC)", s.power.handle)
@@ -784,7 +791,7 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 	en.Scripts = b
 	b.Credentials = en.BootCmdline
 	enrolls := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "kiln_enrollments_seconds", Help: "Enrollment latency by outcome (issued, refused).",
+		Name: "kiln_enrollment_duration_seconds", Help: "Enrollment latency by outcome (issued, refused).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8),
 	}, []string{"outcome"})
 	s.registry.MustRegister(enrolls)
