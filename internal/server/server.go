@@ -431,6 +431,10 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 		Name: "kiln_boot_scripts_total", Help: "iPXE scripts served, by kind (install, local-disk, discovery, ignore).",
 	}, []string{"kind"})
 	s.registry.MustRegister(scripts)
+	// At 0 from the start, so that rate() over them works before the first boot.
+	for _, kind := range []string{boot.ScriptInstall, boot.ScriptLocal, boot.ScriptDiscovery, boot.ScriptIgnore} {
+		scripts.WithLabelValues(kind)
+	}
 	artifactDir := s.cfg.artifactDir()
 	sources, err := boot.ParseSourcePolicy(s.cfg.ArtifactAllow)
 	if err != nil {
@@ -791,10 +795,13 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 	en.Scripts = b
 	b.Credentials = en.BootCmdline
 	enrolls := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "kiln_enrollment_duration_seconds", Help: "Enrollment latency by outcome (issued, refused).",
+		Name: "kiln_enrollment_duration_seconds", Help: "Enrollment latency by outcome (issued, pending, refused-<HTTP status>, error).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8),
 	}, []string{"outcome"})
 	s.registry.MustRegister(enrolls)
+	for _, outcome := range []string{"issued", "pending", "error"} {
+		enrolls.WithLabelValues(outcome) // at 0 before the first enrollment
+	}
 	en.OnEnroll = func(outcome string, d time.Duration) { enrolls.WithLabelValues(outcome).Observe(d.Seconds()) }
 	return en, nil
 }
