@@ -172,7 +172,7 @@ func paragraphs(s string) string {
 }
 
 // roff escapes text: a backslash starts an escape, a line starting with '.' or
-// '\” is a request, and '-' is a hyphen unless written \-.
+// an apostrophe is a request, and '-' is a hyphen unless written \-.
 func roff(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\e`)
 	s = strings.ReplaceAll(s, "-", `\-`)
