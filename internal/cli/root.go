@@ -91,6 +91,7 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newJoinTokenCmd(g),
 		newEnrollmentCmd(g),
 		newCACmd(g),
+		newDoctorCmd(g),
 	)
 	return root
 }
