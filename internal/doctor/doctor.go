@@ -8,6 +8,7 @@ package doctor
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"slices"
@@ -110,14 +111,7 @@ func CheckInterface(name string) Finding {
 // subnets maps a Subnet's name to its spec.interfaces.
 func CheckSubnetInterfaces(subnets map[string][]string) []Finding {
 	var out []Finding
-	names := slices.Sorted(func(yield func(string) bool) {
-		for n := range subnets {
-			if !yield(n) {
-				return
-			}
-		}
-	})
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(subnets)) {
 		for _, iface := range subnets[name] {
 			f := Finding{Check: "subnet " + name}
 			if _, err := net.InterfaceByName(iface); err != nil {
