@@ -91,6 +91,13 @@ clean:
 # Licences of the modules linked into kiln: fails on GPL, LGPL, AGPL or an unknown
 # licence and writes THIRD_PARTY_NOTICES (commit it: `make test` fails while it is
 # stale, in internal/thirdparty's TestNoticesFileIsCurrent).
+# The Debian package dist/kiln_<version>_<arch>.deb (deploy/debian/build-deb.sh:
+# dpkg-deb from a staged tree): binary, systemd unit, kiln user, /etc/kiln/kiln.yaml,
+# man pages, completions. internal/packaging's test installs it into a scratch root.
+.PHONY: deb
+deb: build
+	./deploy/debian/build-deb.sh $(BIN) $(VERSION) dist
+
 .PHONY: licenses release
 licenses:
 	$(GO) run ./tools/licenses

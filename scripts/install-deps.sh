@@ -12,6 +12,8 @@ pkgs=(
   openipmi ipmitool  # ipmi_sim as a BMC, ipmitool as the IPMI client
   ignition cloud-init  # ignition-validate and cloud-init schema check rendered configs
   qemu-system-x86 ipxe-qemu ipxe ovmf cpio dnsmasq-base kmod  # netboot end-to-end tests
+  prometheus  # promtool checks deploy/prometheus/alerts.yaml (internal/observability)
+  systemd  # systemd-analyze verify/security, sysusers and tmpfiles offline (the .deb test); no systemd runs
 )
 # Debian 13's iPXE (HTTPS, ECDHE, arm64 EFI), pinned, extracted under .cache/ipxe
 # with dpkg -x: never installed over Debian 12's ipxe package, which stays the

@@ -6,6 +6,9 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -84,6 +87,17 @@ func (c *dhcpCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	snap := c.m.Snapshot()
+	// Every message type of RFC 2132 9.6 and every drop reason is exported, at 0
+	// until it happens: a series that appears only with its first packet makes
+	// rate() and the alerts on it (deploy/prometheus/alerts.yaml) blind to it.
+	for t := dhcpv4.MessageTypeDiscover; t <= dhcpv4.MessageTypeInform; t++ {
+		name := strings.ToLower(t.String())
+		snap.Received[name] += 0
+		snap.Sent[name] += 0
+	}
+	for r := dhcp.DropReason(0); r.String() != "unknown"; r++ {
+		snap.Dropped[r.String()] += 0
+	}
 	for k, v := range snap.Received {
 		ch <- prometheus.MustNewConstMetric(dhcpReceived, prometheus.CounterValue, float64(v), k)
 	}

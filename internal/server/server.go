@@ -36,6 +36,7 @@ import (
 	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/sdnotify"
 	"github.com/kilnhq/kiln/internal/secrets"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/open"
@@ -131,6 +132,9 @@ type Config struct {
 	// before machines are sent to HTTPS).
 	BootHTTPS string
 	BootCA    bool
+	// Systemd is told READY=1 once every listener serves, STOPPING=1 at shutdown,
+	// and pinged for WatchdogSec= while the store answers; nil outside systemd.
+	Systemd *sdnotify.Notifier
 }
 
 // artifactDir is where local artifact files are: ArtifactDir, else
@@ -435,6 +439,10 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 		Name: "kiln_boot_scripts_total", Help: "iPXE scripts served, by kind (install, local-disk, discovery, ignore).",
 	}, []string{"kind"})
 	s.registry.MustRegister(scripts)
+	// At 0 from the start, so that rate() over them works before the first boot.
+	for _, kind := range []string{boot.ScriptInstall, boot.ScriptLocal, boot.ScriptDiscovery, boot.ScriptIgnore} {
+		scripts.WithLabelValues(kind)
+	}
 	artifactDir := s.cfg.artifactDir()
 	sources, err := boot.ParseSourcePolicy(s.cfg.ArtifactAllow)
 	if err != nil {
@@ -560,6 +568,13 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 	s.secrets.RotationHooks = append(s.secrets.RotationHooks, en.ResealHook)
 	s.udpServers = append(s.udpServers, func(ctx context.Context) error { return en.Run(ctx, time.Hour) })
 	s.enroll = en
+	gauges := newStateGauges(s.registry)
+	gauges.watchCertificates(en.CA().NotAfter, en.TLSConfig())
+	s.every(stateGaugeInterval, func(ctx context.Context) {
+		if err := gauges.refresh(ctx, s.store, time.Now()); err != nil && ctx.Err() == nil {
+			s.log.Warn("state gauges", "err", err)
+		}
+	})
 	ss.RegisterOperator(a.AddRoute)
 	a.AddRoute("POST", "/api/v1/machines/{name}/power", store.RoleOperator, "Power a machine through its BMC: op on, off, cycle, soft-off, status, set-boot (device pxe, disk, cdrom), reprovision; wait runs it before answering", s.power.handle)
 	a.AddRoute("POST", "/api/v1/power", store.RoleOperator, "Power every machine a label selector picks (bounded parallelism, one request at a time per BMC)", s.power.handle)
@@ -623,11 +638,21 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	// The TCP listeners were bound in New and now serve; a UDP server that cannot
+	// bind fails Run (errc) right after, and systemd sees the unit fail.
+	s.notifySystemd(sdnotify.Ready, sdnotify.Status("serving on "+s.listener.Addr().String()))
+	go func() {
+		err := s.cfg.Systemd.RunWatchdog(ctx, s.store.Ping)
+		if err != nil {
+			s.log.Warn("systemd watchdog", "err", err)
+		}
+	}()
 	var serveErr error
 	select {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
+	s.notifySystemd(sdnotify.Stopping, sdnotify.Status("shutting down"))
 	timeout := s.cfg.ShutdownTimeout
 	if timeout <= 0 {
 		timeout = 15 * time.Second
@@ -662,6 +687,14 @@ func (s *Server) Run(ctx context.Context) error {
 		return serveErr
 	}
 	return nil
+}
+
+// notifySystemd sends msgs to systemd when it started Kiln; a failure is logged,
+// not fatal: the service still serves.
+func (s *Server) notifySystemd(msgs ...string) {
+	if err := s.cfg.Systemd.Notify(msgs...); err != nil {
+		s.log.Warn("notify systemd", "err", err)
+	}
 }
 
 // artifactURL is where an agent downloads an artifact: under the public URL when one
@@ -775,10 +808,13 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 	en.Scripts = b
 	b.Credentials = en.BootCmdline
 	enrolls := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "kiln_enrollments_seconds", Help: "Enrollment latency by outcome (issued, refused).",
+		Name: "kiln_enrollment_duration_seconds", Help: "Enrollment latency by outcome (issued, pending, refused-<HTTP status>, error).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8),
 	}, []string{"outcome"})
 	s.registry.MustRegister(enrolls)
+	for _, outcome := range []string{"issued", "pending", "error"} {
+		enrolls.WithLabelValues(outcome) // at 0 before the first enrollment
+	}
 	en.OnEnroll = func(outcome string, d time.Duration) { enrolls.WithLabelValues(outcome).Observe(d.Seconds()) }
 	return en, nil
 }
