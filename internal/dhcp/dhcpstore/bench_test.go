@@ -11,6 +11,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // benchDORA, benchSubnet: as in package dhcp's bench_test.go (whose
@@ -50,7 +51,7 @@ func benchSubnet(b *testing.B) *dhcp.Subnet {
 // BenchmarkDORASQLite is the full handler path on the embedded store: machine
 // lookup by MAC, two lease transactions (offer, commit) and the encoding.
 func BenchmarkDORASQLite(b *testing.B) {
-	st := openSQLite(b, b.TempDir())
+	st := testkit.OpenSQLite(b, b.TempDir())
 	h := storeHarness(b, st, benchSubnet(b))
 	benchDORA(b, h)
 }
@@ -89,7 +90,7 @@ func benchDORAParallel(b *testing.B, h *harness, clients int) {
 // BenchmarkDORASQLiteParallel: 64 clients at once per core on the embedded store;
 // leases/s shows the group commit (compare BenchmarkDORASQLite, one client).
 func BenchmarkDORASQLiteParallel(b *testing.B) {
-	st := openSQLite(b, b.TempDir())
+	st := testkit.OpenSQLite(b, b.TempDir())
 	h := storeHarness(b, st, benchSubnet(b))
 	benchDORAParallel(b, h, 64)
 	if sl, ok := h.srv.Leases.(*Leases); ok && sl.batches.Load() > 0 {

@@ -13,6 +13,7 @@ import (
 	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // commitReq is a REQUEST-style commit of ip for MAC 02:00:00:00:hi:lo.
@@ -43,7 +44,7 @@ func storedLease(t *testing.T, st store.Store, ip string) *dhcp.Lease {
 // caller is answered only once its lease is stored; clients racing for one address
 // get exactly one winner while the others' commits in the same batches succeed.
 func TestGroupCommitConcurrent(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	sl := NewLeases(st, 0)
 	defer sl.Close()
 	sn := hammerSubnet(t)
@@ -132,7 +133,7 @@ func (t failingTx) CreateBatch(ctx context.Context, objs []*resource.Object) ([]
 // only that operation fails; refusals (an address held by another client) stay
 // with their operation and do not undo the batch.
 func TestGroupCommitItemErrors(t *testing.T) {
-	inner := openSQLite(t, t.TempDir())
+	inner := testkit.OpenSQLite(t, t.TempDir())
 	sl := NewLeases(failingStore{inner, "10.0.0.77"}, 0)
 	sl.BatchWindow = 20 * time.Millisecond // gather everything below into few batches
 	defer sl.Close()
@@ -190,7 +191,7 @@ func TestGroupCommitItemErrors(t *testing.T) {
 // writes fail with ErrLeasesClosed; reads keep working; a caller whose context
 // ends is answered at once.
 func TestGroupCommitShutdown(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	sl := NewLeases(st, 0)
 	sl.BatchWindow = 50 * time.Millisecond
 	sn := hammerSubnet(t)
@@ -264,7 +265,7 @@ func storedLease2(st store.Store, ip string) *dhcp.Lease {
 // TestStoreMachinesCache: lookups are reused for CacheTTL (found or unknown), and
 // concurrent misses share reads.
 func TestStoreMachinesCache(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	m := &Machines{Store: st, CacheTTL: 200 * time.Millisecond}
 	ctx := context.Background()
 	if _, err := m.MachineByMAC(ctx, mac(macM)); !errors.Is(err, dhcp.ErrUnknownMachine) {
@@ -305,7 +306,7 @@ func TestStoreMachinesCache(t *testing.T) {
 // this server's hints do not know), that commit is refused (NAK: the client
 // starts over) and the others of its batch are stored.
 func TestGroupCommitBatchedCreateTaken(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	sl := NewLeases(st, 0)
 	sl.BatchWindow = 20 * time.Millisecond
 	defer sl.Close()

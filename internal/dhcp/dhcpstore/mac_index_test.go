@@ -10,6 +10,7 @@ import (
 	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // countingStore counts the read transactions the DHCP side opens, and passes
@@ -56,7 +57,7 @@ func waitIndexed(t *testing.T, m *Machines, hw ...string) {
 // reloaded only when they changed.
 func TestMACIndex(t *testing.T) {
 	dir := t.TempDir()
-	inner := openSQLite(t, dir)
+	inner := testkit.OpenSQLite(t, dir)
 	st := &countingStore{Store: inner}
 	m := &Machines{Store: st, CacheTTL: 50 * time.Millisecond, MACIndexTTL: 100 * time.Millisecond}
 	ctx := context.Background()
@@ -89,7 +90,7 @@ func TestMACIndex(t *testing.T) {
 
 	// Another replica: a second handle on the same database (its commits are not
 	// this handle's own).
-	other := openSQLite(t, dir)
+	other := testkit.OpenSQLite(t, dir)
 	createObject(t, other, "Machine", "web-3", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: "52:54:00:00:0d:01"}}})
 	deadline := time.Now().Add(3 * time.Second)
 	for {

@@ -23,6 +23,7 @@ import (
 	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // The tests in this file run real DHCP clients (ISC dhclient, busybox udhcpc, Kea's
@@ -35,27 +36,15 @@ const (
 	sigRelease = syscall.SIGUSR2
 )
 
-// requireNetns skips the test without root or a tool, or fails it under CI=true,
-// where `make test` has installed everything.
+// requireNetns needs root (network namespaces) and ip plus tools; testkit applies
+// the CI rule: a skip outside CI and under -short, a failure under CI=true.
 func requireNetns(t *testing.T, tools ...string) {
 	t.Helper()
-	missing := func(format string, args ...any) {
-		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	if os.Geteuid() != 0 {
-		missing("needs root to create network namespaces")
-	}
+	testkit.NeedRoot(t, "network namespaces")
 	packages := map[string]string{"ip": "iproute2", "dhclient": "isc-dhcp-client", "busybox": "busybox-static",
 		"perfdhcp": "kea-admin", "tcpdump": "tcpdump", "qemu-system-x86_64": "qemu-system-x86"}
 	for _, tool := range append([]string{"ip"}, tools...) {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing("needs %s (Debian package %s)", tool, packages[tool])
-		}
+		testkit.NeedTool(t, tool, packages[tool])
 	}
 }
 
@@ -267,7 +256,7 @@ func fileHas(path, word string) bool {
 func TestDhclient(t *testing.T) {
 	requireNetns(t, "dhclient")
 	n := newLabNet(t)
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	srv := startServer(t, n, st, labSpec(n, "6s"), slog.LevelInfo) // T1 = 3 s: a renewal within the test
 	hw := n.clientMAC(t)
 	dir := t.TempDir()
@@ -322,7 +311,7 @@ timeout 20;
 func TestUdhcpc(t *testing.T) {
 	requireNetns(t, "busybox")
 	n := newLabNet(t)
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	srv := startServer(t, n, st, labSpec(n, "1h"), slog.LevelInfo)
 	hw := n.clientMAC(t)
 	dir := t.TempDir()
@@ -359,7 +348,7 @@ exit 0
 func TestPerfdhcp(t *testing.T) {
 	requireNetns(t, "perfdhcp")
 	n := newLabNet(t)
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	srv := startServer(t, n, st, labSpec(n, "1h"), slog.LevelWarn)
 	// perfdhcp acts as a relay: giaddr is its own address, replies go to giaddr:67.
 	clientAddr := n.addr(2)

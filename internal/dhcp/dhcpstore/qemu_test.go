@@ -16,6 +16,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // nilBooter gives no boot information: a plain DHCP server.
@@ -113,7 +114,7 @@ func TestQEMUFirmware(t *testing.T) {
 
 	t.Run("bios-ipxe-full", func(t *testing.T) {
 		n := newLabNet(t)
-		st := openSQLite(t, t.TempDir())
+		st := testkit.OpenSQLite(t, t.TempDir())
 		var ev eventLog
 		srv := &dhcp.Server{Subnets: dhcp.StaticSubnets{mustSubnet(t, "lab", labSpec(n, "1h"))}, Machines: &Machines{Store: st},
 			Leases: NewLeases(st, 0), Logger: logger(), OnEvent: ev.add}
@@ -126,9 +127,8 @@ func TestQEMUFirmware(t *testing.T) {
 	})
 
 	t.Run("uefi-pxe-proxy", func(t *testing.T) {
-		if _, err := os.Stat("/usr/share/OVMF/OVMF_CODE_4M.fd"); err != nil {
-			t.Skip("needs OVMF (Debian package ovmf)")
-		}
+		// Debian package ovmf.
+		testkit.NeedFiles(t, "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd")
 		n := newLabNet(t)
 		vars := filepath.Join(t.TempDir(), "vars.fd")
 		b, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS_4M.fd")

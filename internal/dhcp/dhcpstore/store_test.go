@@ -15,33 +15,11 @@ import (
 	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/postgres"
 	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
-
-func openSQLite(tb testing.TB, dir string) store.Store {
-	tb.Helper()
-	st, err := sqlite.Open(context.Background(), dir, sqlstore.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	return st
-}
-
-func openPostgres(tb testing.TB, url string) store.Store {
-	tb.Helper()
-	st, err := postgres.Open(context.Background(), url, sqlstore.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	return st
-}
 
 func createObject(tb testing.TB, st store.Store, kind, name string, spec any) {
 	tb.Helper()
@@ -87,7 +65,7 @@ func storedLeases(tb testing.TB, st store.Store) []*dhcp.Lease {
 }
 
 func TestStoreLeasesSQLite(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	createObject(t, st, "Machine", "web-1", resource.MachineSpec{Interfaces: []resource.Interface{
 		{MAC: "52:54:00:00:00:98"}, {MAC: macM, IP: "10.0.0.20", Hostname: "web-1.lab.example"}}})
 	h := storeHarness(t, st)
@@ -155,7 +133,7 @@ func TestStoreLeasesSQLite(t *testing.T) {
 }
 
 func TestStoreSubnets(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	createObject(t, st, "Subnet", "lab", labSubnet)
 	createObject(t, st, "Subnet", "broken", map[string]any{"cidr": "10.1.0.0/33"})
 	var skipped []string
@@ -173,8 +151,8 @@ func TestStoreSubnets(t *testing.T) {
 // the other's allocations, never hand out one address twice.
 func TestStaleHintsTwoHandles(t *testing.T) {
 	dir := t.TempDir()
-	a := storeHarness(t, openSQLite(t, dir))
-	b := storeHarness(t, openSQLite(t, dir))
+	a := storeHarness(t, testkit.OpenSQLite(t, dir))
+	b := storeHarness(t, testkit.OpenSQLite(t, dir))
 	b.clock, b.srv.Now = a.clock, a.clock.Now
 	seen := map[string]string{}
 	for i := range 10 {
@@ -222,9 +200,9 @@ func doraRestarting(h *harness, hw string) string {
 // a DECLINE is stored.
 func TestOffersHeldInMemory(t *testing.T) {
 	dir := t.TempDir()
-	st := openSQLite(t, dir)
+	st := testkit.OpenSQLite(t, dir)
 	a := storeHarness(t, st)
-	b := storeHarness(t, openSQLite(t, dir))
+	b := storeHarness(t, testkit.OpenSQLite(t, dir))
 	b.clock, b.srv.Now = a.clock, a.clock.Now
 
 	offA := a.send(msg(t, macA, dhcpv4.MessageTypeDiscover))
@@ -371,8 +349,8 @@ func hammerSubnet(t testing.TB) *dhcp.Subnet {
 
 func TestConcurrentSQLite(t *testing.T) {
 	dir := t.TempDir()
-	st := openSQLite(t, dir)
-	servers := []*harness{storeHarness(t, st, hammerSubnet(t)), storeHarness(t, openSQLite(t, dir), hammerSubnet(t))}
+	st := testkit.OpenSQLite(t, dir)
+	servers := []*harness{storeHarness(t, st, hammerSubnet(t)), storeHarness(t, testkit.OpenSQLite(t, dir), hammerSubnet(t))}
 	hammer(t, st, servers, 40, 3)
 }
 
@@ -380,13 +358,13 @@ func TestConcurrentSQLite(t *testing.T) {
 // PostgreSQL database (two replicas), hammered at once.
 func TestTwoServersOnePostgres(t *testing.T) {
 	url := pgtest.NewDatabase(t)
-	a, b := openPostgres(t, url), openPostgres(t, url)
+	a, b := testkit.OpenPostgres(t, url), testkit.OpenPostgres(t, url)
 	servers := []*harness{storeHarness(t, a, hammerSubnet(t)), storeHarness(t, b, hammerSubnet(t))}
 	hammer(t, a, servers, 60, 3)
 }
 
 func TestStoreMachines(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	createObject(t, st, "Machine", "web-1", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: macM, IP: "10.0.0.20"}}})
 	createObject(t, st, "Machine", "db-1", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: macB}}})
 	m := &Machines{Store: st}
