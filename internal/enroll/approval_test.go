@@ -95,7 +95,7 @@ func (e *env) pollWith(conn *tls.Conn, id, csr string) (int, []byte) {
 func (e *env) poll(key *ecdsa.PrivateKey, id string) (int, []byte) {
 	e.t.Helper()
 	conn, cb := e.pollConn()
-	csr, err := agent.ChannelBoundCSR(key, cb)
+	csr, err := agentwire.ChannelBoundCSR(key, cb)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestApprovalPollByAnotherKeyOrReplayRefused(t *testing.T) {
 	// A proof made for one connection, replayed on another.
 	connA, cbA := e.pollConn()
 	defer connA.Close()
-	csrA, err := agent.ChannelBoundCSR(key, cbA)
+	csrA, err := agentwire.ChannelBoundCSR(key, cbA)
 	if err != nil {
 		t.Fatal(err)
 	}
