@@ -26,10 +26,8 @@ import (
 
 	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/enroll"
-	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // kilnForEnroll runs the enrollment service on SQLite behind HTTPS on loopback.
@@ -47,18 +45,8 @@ func kilnForEnrollWithURL(t *testing.T) (*enroll.Server, store.Store, string) {
 
 func startEnrollKiln(t *testing.T, withURL bool) (*enroll.Server, store.Store, string) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := sqlite.Open(ctx, dir, sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	err = st.Update(ctx, func(tx store.Tx) error {
-		return tx.Create(ctx, &resource.Object{Kind: "Profile", Metadata: resource.Metadata{Name: "worker"}, Spec: json.RawMessage(`{"boot":{"agent":true}}`)})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := testkit.NewStore(t, "kind: Profile\nmetadata: {name: worker}\nspec: {boot: {agent: true}}")
+	dir, st := env.Dir, env.Store
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
