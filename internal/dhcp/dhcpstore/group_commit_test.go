@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/dhcp"
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/testkit"
@@ -268,15 +269,15 @@ func TestStoreMachinesCache(t *testing.T) {
 	st := testkit.OpenSQLite(t, t.TempDir())
 	m := &Machines{Store: st, CacheTTL: 200 * time.Millisecond}
 	ctx := context.Background()
-	if _, err := m.MachineByMAC(ctx, mac(macM)); !errors.Is(err, dhcp.ErrUnknownMachine) {
+	if _, err := m.MachineByMAC(ctx, dhcptest.MAC(macM)); !errors.Is(err, dhcp.ErrUnknownMachine) {
 		t.Fatalf("unknown MAC: %v", err)
 	}
 	createObject(t, st, "Machine", "web-1", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: macM, IP: "10.0.0.20"}}})
-	if _, err := m.MachineByMAC(ctx, mac(macM)); !errors.Is(err, dhcp.ErrUnknownMachine) {
+	if _, err := m.MachineByMAC(ctx, dhcptest.MAC(macM)); !errors.Is(err, dhcp.ErrUnknownMachine) {
 		t.Errorf("within the TTL the cached answer is reused: %v", err)
 	}
 	time.Sleep(250 * time.Millisecond)
-	if got, err := m.MachineByMAC(ctx, mac(macM)); err != nil || got.Name != "web-1" {
+	if got, err := m.MachineByMAC(ctx, dhcptest.MAC(macM)); err != nil || got.Name != "web-1" {
 		t.Errorf("after the TTL: %+v %v", got, err)
 	}
 	uncached := &Machines{Store: st, CacheTTL: -1}
@@ -289,7 +290,7 @@ func TestStoreMachinesCache(t *testing.T) {
 			if i%2 == 1 {
 				hw = fmt.Sprintf("52:54:00:00:09:%02x", i)
 			}
-			got, err := uncached.MachineByMAC(ctx, mac(hw))
+			got, err := uncached.MachineByMAC(ctx, dhcptest.MAC(hw))
 			if i%2 == 0 && (err != nil || got.Name != "web-1" || got.IP != netip.MustParseAddr("10.0.0.20")) {
 				t.Errorf("%s: %+v %v", hw, got, err)
 			}

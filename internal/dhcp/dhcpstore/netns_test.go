@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/dhcp"
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/testkit"
@@ -211,17 +212,6 @@ func (n *labNet) startClient(ctx context.Context, t *testing.T, events string, a
 	}
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // leaseOf returns the stored lease of a MAC (the one expiring last).
 func leaseOf(t *testing.T, st store.Store, hw string) *dhcp.Lease {
 	var best *dhcp.Lease
@@ -281,7 +271,7 @@ timeout 20;
 	_, stop := n.startClient(ctx, t, events, append([]string{"dhclient", "-d", "-v"}, append(args, n.nsIf)...)...)
 	defer stop()
 
-	waitFor(t, 20*time.Second, "dhclient BOUND", func() bool { return fileHas(events, "BOUND") })
+	dhcptest.WaitFor(t, 20*time.Second, "dhclient BOUND", func() bool { return fileHas(events, "BOUND") })
 	l := leaseOf(t, st, hw)
 	if l == nil || l.State != resource.LeaseBound || !n.server.Contains(l.IP) || l.Hostname != "e2e-dhclient" {
 		t.Fatalf("stored lease of %s: %+v", hw, l)
@@ -290,8 +280,8 @@ timeout 20;
 		t.Errorf("client interface does not have %s", l.IP)
 	}
 	first := l.ExpiresAt
-	waitFor(t, 20*time.Second, "dhclient RENEW", func() bool { return fileHas(events, "RENEW") })
-	waitFor(t, 5*time.Second, "renewed lease in the store", func() bool {
+	dhcptest.WaitFor(t, 20*time.Second, "dhclient RENEW", func() bool { return fileHas(events, "RENEW") })
+	dhcptest.WaitFor(t, 5*time.Second, "renewed lease in the store", func() bool {
 		l2 := leaseOf(t, st, hw)
 		return l2.IP == l.IP && l2.ExpiresAt.After(first)
 	})
@@ -301,7 +291,7 @@ timeout 20;
 	if b, err := rel.CombinedOutput(); err != nil {
 		t.Fatalf("dhclient -r: %v\n%s", err, b)
 	}
-	waitFor(t, 10*time.Second, "released lease", func() bool { return leaseOf(t, st, hw).State == resource.LeaseReleased })
+	dhcptest.WaitFor(t, 10*time.Second, "released lease", func() bool { return leaseOf(t, st, hw).State == resource.LeaseReleased })
 	s := srv.Metrics.Snapshot()
 	if s.Received["discover"] < 1 || s.Received["request"] < 2 || s.Received["release"] != 1 || s.Sent["ack"] < 2 {
 		t.Errorf("server counters %+v", s)
@@ -329,17 +319,17 @@ exit 0
 	cmd, stop := n.startClient(ctx, t, events, "busybox", "udhcpc", "-f", "-i", n.nsIf,
 		"-s", filepath.Join(dir, "script"), "-t", "5", "-T", "1", "-A", "1", "-x", "hostname:e2e-udhcpc")
 	defer stop()
-	waitFor(t, 20*time.Second, "udhcpc bound", func() bool { return fileHas(events, "bound") })
+	dhcptest.WaitFor(t, 20*time.Second, "udhcpc bound", func() bool { return fileHas(events, "bound") })
 	l := leaseOf(t, st, hw)
 	if l == nil || l.State != resource.LeaseBound || l.Hostname != "e2e-udhcpc" {
 		t.Fatalf("stored lease %+v", l)
 	}
 	time.Sleep(1100 * time.Millisecond) // let the clock move so the renewal shows
 	_ = cmd.Process.Signal(sigRenew)
-	waitFor(t, 10*time.Second, "udhcpc renew", func() bool { return fileHas(events, "renew") })
-	waitFor(t, 5*time.Second, "renewed lease in the store", func() bool { return leaseOf(t, st, hw).ExpiresAt.After(l.ExpiresAt) })
+	dhcptest.WaitFor(t, 10*time.Second, "udhcpc renew", func() bool { return fileHas(events, "renew") })
+	dhcptest.WaitFor(t, 5*time.Second, "renewed lease in the store", func() bool { return leaseOf(t, st, hw).ExpiresAt.After(l.ExpiresAt) })
 	_ = cmd.Process.Signal(sigRelease)
-	waitFor(t, 10*time.Second, "released lease", func() bool { return leaseOf(t, st, hw).State == resource.LeaseReleased })
+	dhcptest.WaitFor(t, 10*time.Second, "released lease", func() bool { return leaseOf(t, st, hw).State == resource.LeaseReleased })
 	if s := srv.Metrics.Snapshot(); s.Received["release"] != 1 {
 		t.Errorf("server counters %+v", s)
 	}
