@@ -130,14 +130,5 @@ func (h *harness) lease(ip string) *Lease {
 // dora runs DISCOVER and REQUEST for a client and returns the ACK.
 func (h *harness) dora(hw string, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
 	h.t.Helper()
-	off := h.send(dhcptest.Msg(h.t, hw, dhcpv4.MessageTypeDiscover, mods...))
-	if off == nil {
-		h.t.Fatalf("%s: no offer", hw)
-	}
-	ip := off.Msg.YourIPAddr.String()
-	ack := h.send(dhcptest.Msg(h.t, hw, dhcpv4.MessageTypeRequest, append(mods, dhcptest.WithRequested(ip), dhcptest.WithServerID(dhcptest.ServerIP))...))
-	if ack == nil || ack.Msg.MessageType() != dhcpv4.MessageTypeAck {
-		h.t.Fatalf("%s: no ACK for %s: %v", hw, ip, ack)
-	}
-	return ack.Msg
+	return dhcptest.DORA(h.t, h.handle, hw, mods...)
 }

@@ -169,25 +169,11 @@ func startServer(t *testing.T, n *labNet, st store.Store, spec resource.SubnetSp
 		Leases:   NewLeases(st, 0),
 		Logger:   slog.New(slog.NewTextHandler(testLogWriter{t, &sync.Mutex{}}, &slog.HandlerOptions{Level: level})),
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	conn, err := dhcp.ListenUDP(ctx, n.hostIf, dhcp.ServerPort)
+	conn, err := dhcp.ListenUDP(context.Background(), n.hostIf, dhcp.ServerPort)
 	if err != nil {
-		cancel()
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, conn) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Serve did not return after cancel")
-		}
-	})
+	testkit.Background(t, "Serve", func(ctx context.Context) error { return srv.Serve(ctx, conn) })
 	return srv
 }
 

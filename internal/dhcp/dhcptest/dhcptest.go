@@ -94,6 +94,33 @@ func WithIPXE() dhcpv4.Modifier {
 // interface: the reply's message, or nil when there is none.
 type Handle func(ctx context.Context, packet []byte) *dhcpv4.DHCPv4
 
+// DORA runs DISCOVER and REQUEST for the client hw through handle and returns the
+// ACK, failing tb when an answer is missing or does not decode again (what goes on
+// the wire must).
+func DORA(tb testing.TB, handle Handle, hw string, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	tb.Helper()
+	exchange := func(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+		tb.Helper()
+		r := handle(context.Background(), m.ToBytes())
+		if r != nil {
+			if _, err := dhcpv4.FromBytes(r.ToBytes()); err != nil {
+				tb.Fatalf("reply does not decode: %v", err)
+			}
+		}
+		return r
+	}
+	off := exchange(Msg(tb, hw, dhcpv4.MessageTypeDiscover, mods...))
+	if off == nil {
+		tb.Fatalf("%s: no offer", hw)
+	}
+	ip := off.YourIPAddr.String()
+	ack := exchange(Msg(tb, hw, dhcpv4.MessageTypeRequest, append(mods, WithRequested(ip), WithServerID(ServerIP))...))
+	if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+		tb.Fatalf("%s: no ACK for %s: %v", hw, ip, ack)
+	}
+	return ack
+}
+
 // BenchDORA runs one DISCOVER→OFFER→REQUEST→ACK exchange per iteration through
 // handle, each for a new client (MACs wrap around after 60,000, when the clients
 // come back to their leases), and reports leases/s.
