@@ -19,6 +19,7 @@ import (
 	"github.com/kilnhq/kiln/internal/httpjson"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/role"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/workflow"
 )
@@ -117,21 +118,9 @@ func (s *Server) routeTable() []route {
 
 type ctxKey struct{}
 
-func roleRank(r string) int {
-	switch r {
-	case store.RoleViewer:
-		return 1
-	case store.RoleOperator:
-		return 2
-	case store.RoleAdmin:
-		return 3
-	}
-	return 0
-}
-
-func (s *Server) authorize(role string, h http.HandlerFunc) http.Handler {
+func (s *Server) authorize(need string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if role == "" {
+		if need == "" {
 			h(w, r)
 			return
 		}
@@ -152,8 +141,8 @@ func (s *Server) authorize(role string, h http.HandlerFunc) http.Handler {
 			writeError(w, http.StatusUnauthorized, "invalid or revoked API token")
 			return
 		}
-		if roleRank(tok.Role) < roleRank(role) {
-			writeError(w, http.StatusForbidden, fmt.Sprintf("role %s may not do this (needs %s)", tok.Role, role))
+		if !role.Allows(tok.Role, need) {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("role %s may not do this (needs %s)", tok.Role, need))
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, tok)))
