@@ -202,10 +202,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if items == nil {
-		items = []*resource.Object{}
-	}
-	writeJSON(w, http.StatusOK, ListResponse{Items: items, Continue: next})
+	writeJSON(w, http.StatusOK, ListResponse{Items: httpjson.List(items), Continue: next})
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
@@ -406,10 +403,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if evs == nil {
-		evs = []store.Event{}
-	}
-	writeJSON(w, http.StatusOK, EventList{Items: evs})
+	writeJSON(w, http.StatusOK, EventList{Items: httpjson.List(evs)})
 }
 
 func (s *Server) lookupMAC(w http.ResponseWriter, r *http.Request) {
@@ -448,10 +442,7 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if items == nil {
-		items = []audit.Entry{}
-	}
-	writeJSON(w, http.StatusOK, AuditList{Items: items})
+	writeJSON(w, http.StatusOK, AuditList{Items: httpjson.List(items)})
 }
 
 // AuditVerifyResponse reports the result of walking the chain.
@@ -541,10 +532,7 @@ func (s *Server) tokenList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if items == nil {
-		items = []store.APIToken{}
-	}
-	writeJSON(w, http.StatusOK, APITokenList{Items: items})
+	writeJSON(w, http.StatusOK, APITokenList{Items: httpjson.List(items)})
 }
 
 // decodeStrict reads a JSON body into v, refusing unknown fields; an empty body
