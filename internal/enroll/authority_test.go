@@ -251,17 +251,7 @@ func TestKEKRotationReseals(t *testing.T) {
 	if _, err := New(ctx, st, Config{KEK: k3, ServerSANs: []string{"localhost"}}); err != nil {
 		t.Fatalf("after re-seal at start: %v", err)
 	}
-	var reseals int
-	st.View(ctx, func(tx store.Tx) error {
-		all, _ := tx.ListAudit(ctx, 0, 0)
-		for _, a := range all {
-			if a.Action == "reseal" {
-				reseals++
-			}
-		}
-		return nil
-	})
-	if reseals != 2 {
+	if reseals := len(testkit.AuditEntries(t, st, "reseal")); reseals != 2 {
 		t.Fatalf("%d reseal audit entries, want 2", reseals)
 	}
 }

@@ -272,23 +272,9 @@ func facts(mac string, extra ...any) map[string]any {
 	return f
 }
 
-// auditEntries returns the audit entries with action.
 func (e *env) auditEntries(action string) []audit.Entry {
 	e.t.Helper()
-	var out []audit.Entry
-	err := e.st.View(e.ctx, func(tx store.Tx) error {
-		all, err := tx.ListAudit(e.ctx, 0, 0)
-		for _, a := range all {
-			if a.Action == action {
-				out = append(out, a)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out
+	return testkit.AuditEntries(e.t, e.st, action)
 }
 
 func (e *env) events(machine string) []store.Event {

@@ -209,15 +209,7 @@ func (e *env) setFacts(machine string, facts map[string]any) {
 
 func (e *env) auditEntries() []audit.Entry {
 	e.t.Helper()
-	var out []audit.Entry
-	err := e.store.View(context.Background(), func(tx store.Tx) error {
-		var err error
-		out, err = tx.ListAudit(context.Background(), 0, 0)
-		return err
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	out := testkit.AuditLog(e.t, e.store)
 	var v audit.Verifier
 	for i := range out {
 		if err := v.Next(&out[i]); err != nil {
