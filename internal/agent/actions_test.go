@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 func TestExec(t *testing.T) {
@@ -239,14 +241,10 @@ func appeared(path string) bool {
 // end of the test.
 func loopDevice(t testing.TB, size, offset, limit int64, backing ...string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		missingPrerequisite(t, "root (loop devices)")
-	}
-	for _, tool := range []string{"losetup", "mkfs.ext4", "debugfs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missingPrerequisite(t, tool+" (Debian packages mount, e2fsprogs)")
-		}
-	}
+	testkit.NeedRoot(t, "loop devices")
+	testkit.NeedTool(t, "losetup", "mount")
+	testkit.NeedTool(t, "mkfs.ext4", "e2fsprogs")
+	testkit.NeedTool(t, "debugfs", "e2fsprogs")
 	args := []string{"--find", "--show"}
 	if len(backing) > 0 {
 		args = append(args, "--offset", strconv.FormatInt(offset, 10), "--sizelimit", strconv.FormatInt(limit, 10), backing[0])
@@ -260,7 +258,7 @@ func loopDevice(t testing.TB, size, offset, limit int64, backing ...string) stri
 	}
 	out, err := exec.Command("losetup", args...).Output()
 	if err != nil {
-		missingPrerequisite(t, "a free loop device: "+err.Error())
+		testkit.Missing(t, "a free loop device: %v", err)
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })

@@ -18,10 +18,8 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/inventory"
-	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 	"github.com/kilnhq/kiln/internal/workflow"
 )
 
@@ -50,12 +48,7 @@ type reportSeen struct {
 func startKiln(t *testing.T, manifests string) *testKiln {
 	k := &testKiln{t: t, dir: t.TempDir()}
 	k.start()
-	objs, err := resource.ParseManifests(strings.NewReader(manifests), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv := &inventory.Service{Store: k.st}
-	if _, err := inv.Apply(context.Background(), inventory.Actor{ID: "test"}, objs); err != nil {
+	if _, err := testkit.Apply(context.Background(), &inventory.Service{Store: k.st}, manifests); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(k.stop)
@@ -63,12 +56,9 @@ func startKiln(t *testing.T, manifests string) *testKiln {
 }
 
 func (k *testKiln) start() {
-	st, err := sqlite.Open(context.Background(), k.dir, sqlstore.Options{})
-	if err != nil {
-		k.t.Fatal(err)
-	}
-	k.st = st
-	k.eng = &workflow.Engine{Store: st}
+	// Opened again on the same dir after stop, like a restarted Kiln.
+	k.st = testkit.OpenSQLite(k.t, k.dir)
+	k.eng = &workflow.Engine{Store: k.st}
 	mux := http.NewServeMux()
 	(&workflow.AgentAPI{Engine: k.eng, Identity: func(*http.Request) (string, bool) { return "web-1", true }}).Register(mux)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -92,6 +82,7 @@ func (k *testKiln) start() {
 		}
 	})
 	var ln net.Listener
+	var err error
 	addr := k.addr
 	if addr == "" {
 		addr = "127.0.0.1:0"

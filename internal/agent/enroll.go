@@ -11,8 +11,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -192,59 +190,6 @@ func PinnedTLSConfig(serverName, fp string) *tls.Config {
 // has certified the key, and the agent's next calls need no second handshake. New
 // connections present the machine certificate.
 
-// channelBindingLabel is RFC 9266's exporter label; channelBindingPrefix starts the
-// challengePassword that carries the value (base64). internal/enroll reads them.
-const (
-	channelBindingLabel  = "EXPORTER-Channel-Binding"
-	channelBindingPrefix = "tls-exporter:"
-)
-
-var (
-	oidChallengePassword = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}
-	oidECDSAWithSHA256   = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
-)
-
-// ChannelBoundCSR makes a PKCS #10 CSR for key with no names (Kiln assigns them) and
-// binding in its challengePassword attribute. crypto/x509 cannot write that
-// attribute (it writes attributes as name sets), so the request is built here.
-func ChannelBoundCSR(key *ecdsa.PrivateKey, binding []byte) (string, error) {
-	spki, err := x509.MarshalPKIXPublicKey(key.Public())
-	if err != nil {
-		return "", err
-	}
-	value := channelBindingPrefix + base64.StdEncoding.EncodeToString(binding)
-	attr, err := asn1.Marshal(struct {
-		Type   asn1.ObjectIdentifier
-		Values []asn1.RawValue `asn1:"set"`
-	}{oidChallengePassword, []asn1.RawValue{{Tag: asn1.TagUTF8String, Bytes: []byte(value)}}})
-	if err != nil {
-		return "", err
-	}
-	info, err := asn1.Marshal(struct {
-		Version    int
-		Subject    asn1.RawValue
-		PublicKey  asn1.RawValue
-		Attributes []asn1.RawValue `asn1:"tag:0"`
-	}{0, asn1.RawValue{FullBytes: []byte{0x30, 0}}, asn1.RawValue{FullBytes: spki}, []asn1.RawValue{{FullBytes: attr}}})
-	if err != nil {
-		return "", err
-	}
-	digest := sha256.Sum256(info)
-	sig, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
-	if err != nil {
-		return "", err
-	}
-	der, err := asn1.Marshal(struct {
-		Info      asn1.RawValue
-		Algorithm pkix.AlgorithmIdentifier
-		Signature asn1.BitString
-	}{asn1.RawValue{FullBytes: info}, pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA256}, asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
-	if err != nil {
-		return "", err
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), nil
-}
-
 // NewKeyAndCSR makes a P-256 key and a CSR for it with no names: Kiln assigns them.
 func NewKeyAndCSR() (*ecdsa.PrivateKey, string, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -359,12 +304,12 @@ func postBoundCSR(ctx context.Context, opts EnrollOptions, u *url.URL, fp string
 	}
 	conn.next = tc
 	st := tc.ConnectionState()
-	binding, err := st.ExportKeyingMaterial(channelBindingLabel, nil, 32)
+	binding, err := st.ExportKeyingMaterial(agentwire.ChannelBindingLabel, nil, agentwire.ChannelBindingBytes)
 	if err != nil {
 		tc.Close()
 		return nil, nil, fmt.Errorf("enroll with %s: channel binding: %w", u.Host, err)
 	}
-	csr, err := ChannelBoundCSR(key, binding)
+	csr, err := agentwire.ChannelBoundCSR(key, binding)
 	if err != nil {
 		tc.Close()
 		return nil, nil, err

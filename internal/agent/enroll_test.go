@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -10,7 +9,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -19,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -29,10 +26,8 @@ import (
 
 	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/enroll"
-	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // kilnForEnroll runs the enrollment service on SQLite behind HTTPS on loopback.
@@ -50,18 +45,8 @@ func kilnForEnrollWithURL(t *testing.T) (*enroll.Server, store.Store, string) {
 
 func startEnrollKiln(t *testing.T, withURL bool) (*enroll.Server, store.Store, string) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := sqlite.Open(ctx, dir, sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	err = st.Update(ctx, func(tx store.Tx) error {
-		return tx.Create(ctx, &resource.Object{Kind: "Profile", Metadata: resource.Metadata{Name: "worker"}, Spec: json.RawMessage(`{"boot":{"agent":true}}`)})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := testkit.NewStore(t, "kind: Profile\nmetadata: {name: worker}\nspec: {boot: {agent: true}}")
+	dir, st := env.Dir, env.Store
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -301,41 +286,6 @@ func TestCmdlineEnrollment(t *testing.T) {
 	s, fp, tok := CmdlineEnrollment(`BOOTIF=01-52-54-00-00-00-01 kiln.server=https://10.0.0.2:8443 kiln.ca_fingerprint=abcd quiet kiln.token=eyJ.a.b`)
 	if s != "https://10.0.0.2:8443" || fp != "abcd" || tok != "eyJ.a.b" {
 		t.Fatalf("%q %q %q", s, fp, tok)
-	}
-}
-
-// The CSR the agent makes is a valid PKCS #10 request to crypto/x509 and to openssl,
-// with the channel binding in its challengePassword.
-func TestChannelBoundCSR(t *testing.T) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	binding := bytes.Repeat([]byte{0xab}, 32)
-	csr, err := ChannelBoundCSR(key, binding)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := pem.Decode([]byte(csr))
-	req, err := x509.ParseCertificateRequest(b.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := req.CheckSignature(); err != nil {
-		t.Fatal(err)
-	}
-	if !samePublicKey(req.PublicKey, key.Public()) || len(req.Subject.Names) != 0 || len(req.DNSNames) != 0 {
-		t.Fatalf("request %+v", req)
-	}
-	cmd := exec.Command("openssl", "req", "-verify", "-noout", "-text")
-	cmd.Stdin = strings.NewReader(csr)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("openssl req -verify: %v\n%s", err, out)
-	}
-	want := "challengePassword        :tls-exporter:" + base64.StdEncoding.EncodeToString(binding)
-	if !strings.Contains(string(out), "verify OK") || !strings.Contains(string(out), want) {
-		t.Fatalf("openssl req -verify -text:\n%s", out)
 	}
 }
 

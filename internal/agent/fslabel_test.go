@@ -8,18 +8,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // mkfsImage makes a filesystem image with a real mkfs.
 func mkfsImage(t *testing.T, dir, name string, size int64, mkfs string, args ...string) string {
 	t.Helper()
-	bin, err := exec.LookPath(mkfs)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s missing (make test installs it)", mkfs)
-		}
-		t.Skipf("%s not installed", mkfs)
-	}
+	bin := testkit.NeedTool(t, mkfs, map[string]string{"mkfs.ext4": "e2fsprogs", "mkfs.fat": "dosfstools"}[mkfs])
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, nil, 0o644); err != nil {
 		t.Fatal(err)

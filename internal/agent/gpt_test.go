@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/kilnhq/kiln/internal/agentwire"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 func TestPlanGPT(t *testing.T) {
@@ -91,13 +92,10 @@ func TestGPTWriteRead(t *testing.T) {
 }
 
 func TestGPTWithSfdisk(t *testing.T) {
-	sfdisk, err := exec.LookPath("sfdisk")
-	if err != nil {
-		missingPrerequisite(t, "sfdisk (Debian package fdisk)")
-	}
+	sfdisk := testkit.NeedTool(t, "sfdisk", "fdisk")
 	size := int64(2 << 30)
 	path := diskFile(t, size)
-	err = partition(context.Background(), testEnv(t, &System{AllowRegularFiles: true}), Args{"disk": path, "partitions": []any{
+	err := partition(context.Background(), testEnv(t, &System{AllowRegularFiles: true}), Args{"disk": path, "partitions": []any{
 		map[string]any{"label": "esp", "size": "256MiB", "type": "esp"},
 		map[string]any{"label": "swap", "size": "512M", "type": "swap"},
 		map[string]any{"label": "root", "size": "rest", "type": "linux", "guid": "11111111-2222-3333-4444-555555555555"},
@@ -188,13 +186,4 @@ type writerAtBuffer struct{ b []byte }
 
 func (w *writerAtBuffer) WriteAt(p []byte, off int64) (int, error) {
 	return copy(w.b[off:], p), nil
-}
-
-// missingPrerequisite skips, or fails in CI, where `make test` installs everything.
-func missingPrerequisite(t testing.TB, what string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("missing prerequisite (CI=true, so this fails): %s", what)
-	}
-	t.Skipf("missing prerequisite: %s", what)
 }

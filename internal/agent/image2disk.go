@@ -17,6 +17,8 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"github.com/kilnhq/kiln/internal/agentwire"
 )
 
 // Compression formats image2disk reads.
@@ -160,7 +162,7 @@ func image2disk(ctx context.Context, env *Env, args Args) error {
 	if total > 0 && size > 0 && total > size && (comp == CompressionNone) {
 		return permanent(fmt.Errorf("image is %d bytes, larger than %s (%d bytes)", total, disk, size))
 	}
-	env.Logf("writing %s (%s) to %s (%s)", redactURL(src), sizeText(total), disk, sizeText(size))
+	env.Logf("writing %s (%s) to %s (%s)", redactURL(src), agentwire.SizeText(total), disk, agentwire.SizeText(size))
 	start := time.Now()
 	res, err := WriteImage(ctx, f, body, ImageOptions{
 		Compression: comp, Total: total, IdleTimeout: idle,
@@ -196,8 +198,8 @@ func image2disk(ctx context.Context, env *Env, args Args) error {
 	if want != "" {
 		verified = "sha256 verified"
 	}
-	env.Logf("wrote %s (%s %s downloaded) in %s, %.0f MiB/s; %s", sizeText(res.Written), sizeText(res.Read), res.Compression, d.Round(time.Millisecond), rate, verified)
-	env.SetMessage("wrote %s to %s in %s (%.0f MiB/s), %s", sizeText(res.Written), disk, d.Round(time.Second), rate, verified)
+	env.Logf("wrote %s (%s %s downloaded) in %s, %.0f MiB/s; %s", agentwire.SizeText(res.Written), agentwire.SizeText(res.Read), res.Compression, d.Round(time.Millisecond), rate, verified)
+	env.SetMessage("wrote %s to %s in %s (%.0f MiB/s), %s", agentwire.SizeText(res.Written), disk, d.Round(time.Second), rate, verified)
 	return nil
 }
 
@@ -207,18 +209,6 @@ func isSHA256Hex(s string) bool {
 	}
 	_, err := hex.DecodeString(s)
 	return err == nil
-}
-
-func sizeText(n int64) string {
-	switch {
-	case n < 0:
-		return "size unknown"
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%d bytes", n)
 }
 
 // wipeEnds zeroes the first and last MiB of a disk (size < 0: of a file, its current
@@ -374,7 +364,7 @@ func readChunks(ctx context.Context, cancel context.CancelCauseFunc, src io.Read
 	var idle *time.Timer
 	if o.IdleTimeout > 0 {
 		idle = time.AfterFunc(o.IdleTimeout, func() {
-			cancel(fmt.Errorf("no data for %s after %s", o.IdleTimeout, sizeText(read)))
+			cancel(fmt.Errorf("no data for %s after %s", o.IdleTimeout, agentwire.SizeText(read)))
 			src.Close()
 		})
 		defer idle.Stop()
@@ -411,7 +401,7 @@ func readChunks(ctx context.Context, cancel context.CancelCauseFunc, src io.Read
 		}
 		if err == io.EOF {
 			if o.Total > 0 && read < o.Total {
-				return read, "", fmt.Errorf("download truncated: %s of %s", sizeText(read), sizeText(o.Total))
+				return read, "", fmt.Errorf("download truncated: %s of %s", agentwire.SizeText(read), agentwire.SizeText(o.Total))
 			}
 			return read, hex.EncodeToString(h.Sum(nil)), nil
 		}
@@ -420,9 +410,9 @@ func readChunks(ctx context.Context, cancel context.CancelCauseFunc, src io.Read
 				return read, "", cause
 			}
 			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return read, "", fmt.Errorf("download truncated after %s of %s: %w", sizeText(read), sizeText(o.Total), err)
+				return read, "", fmt.Errorf("download truncated after %s of %s: %w", agentwire.SizeText(read), agentwire.SizeText(o.Total), err)
 			}
-			return read, "", fmt.Errorf("download failed after %s: %w", sizeText(read), err)
+			return read, "", fmt.Errorf("download failed after %s: %w", agentwire.SizeText(read), err)
 		}
 	}
 }

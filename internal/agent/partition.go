@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+
+	"github.com/kilnhq/kiln/internal/agentwire"
 )
 
 // partition writes a GPT to a whole disk. Arguments:
@@ -73,8 +75,8 @@ func partition(ctx context.Context, env *Env, args Args) error {
 	var summary []string
 	for i, p := range layout.Partitions {
 		bytes := int64((p.Last - p.First + 1) * ss)
-		env.Logf("partition %d %q: %s at %s, type %s", i+1, p.Name, sizeText(bytes), sizeText(int64(p.First*ss)), p.Type)
-		summary = append(summary, fmt.Sprintf("%s %s", p.Name, sizeText(bytes)))
+		env.Logf("partition %d %q: %s at %s, type %s", i+1, p.Name, agentwire.SizeText(bytes), agentwire.SizeText(int64(p.First*ss)), p.Type)
+		summary = append(summary, fmt.Sprintf("%s %s", p.Name, agentwire.SizeText(bytes)))
 	}
 	if tgt.Block {
 		if err := rereadPartitions(f); err != nil {

@@ -6,6 +6,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/agentwire"
 )
 
 // maxResumes bounds how many times one download is resumed.
@@ -55,7 +57,7 @@ func (r *resumingBody) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		if rerr := r.resume(off); rerr != nil {
-			r.logf("could not resume the download at %s: %v", sizeText(off), rerr)
+			r.logf("could not resume the download at %s: %v", agentwire.SizeText(off), rerr)
 			return 0, err
 		}
 	}
@@ -82,7 +84,7 @@ func (r *resumingBody) resume(off int64) error {
 	}
 	r.body.Close()
 	r.body = nb
-	r.logf("connection lost after %s: resumed from there (resume %d of at most %d)", sizeText(off), r.resumes, maxResumes)
+	r.logf("connection lost after %s: resumed from there (resume %d of at most %d)", agentwire.SizeText(off), r.resumes, maxResumes)
 	return nil
 }
 

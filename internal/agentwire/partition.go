@@ -207,7 +207,7 @@ func PlanGPT(specs []PartitionSpec, diskBytes int64, sectorSize int) (*GPTLayout
 	}
 	need = pos
 	if need-1 > l.LastUsable {
-		return nil, fmt.Errorf("partitions need %s but the disk has %s usable", sizeText(int64(need*ss)), sizeText(int64((l.LastUsable+1)*ss)))
+		return nil, fmt.Errorf("partitions need %s but the disk has %s usable", SizeText(int64(need*ss)), SizeText(int64((l.LastUsable+1)*ss)))
 	}
 	spare := l.LastUsable + 1 - need
 	pos = l.FirstUsable
@@ -254,8 +254,9 @@ func typeAliases() string {
 	return strings.Join(slices.Sorted(maps.Keys(PartitionTypes)), ", ")
 }
 
-// sizeText is a size as an error shows it.
-func sizeText(n int64) string {
+// SizeText is a size as Kiln's messages show it, on the agent and in the rules
+// here: bytes, MiB or GiB.
+func SizeText(n int64) string {
 	switch {
 	case n < 0:
 		return "size unknown"

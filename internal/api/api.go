@@ -19,6 +19,7 @@ import (
 	"github.com/kilnhq/kiln/internal/httpjson"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/role"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/workflow"
 )
@@ -120,21 +121,9 @@ func (s *Server) routeTable() []route {
 
 type ctxKey struct{}
 
-func roleRank(r string) int {
-	switch r {
-	case store.RoleViewer:
-		return 1
-	case store.RoleOperator:
-		return 2
-	case store.RoleAdmin:
-		return 3
-	}
-	return 0
-}
-
-func (s *Server) authorize(role string, h http.HandlerFunc) http.Handler {
+func (s *Server) authorize(need string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if role == "" {
+		if need == "" {
 			h(w, r)
 			return
 		}
@@ -155,8 +144,8 @@ func (s *Server) authorize(role string, h http.HandlerFunc) http.Handler {
 			writeError(w, http.StatusUnauthorized, "invalid or revoked API token")
 			return
 		}
-		if roleRank(tok.Role) < roleRank(role) {
-			writeError(w, http.StatusForbidden, fmt.Sprintf("role %s may not do this (needs %s)", tok.Role, role))
+		if !role.Allows(tok.Role, need) {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("role %s may not do this (needs %s)", tok.Role, need))
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, tok)))
@@ -216,10 +205,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if items == nil {
-		items = []*resource.Object{}
-	}
-	writeJSON(w, http.StatusOK, ListResponse{Items: items, Continue: next})
+	writeJSON(w, http.StatusOK, ListResponse{Items: httpjson.List(items), Continue: next})
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
@@ -423,10 +409,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if evs == nil {
-		evs = []store.Event{}
-	}
-	writeJSON(w, http.StatusOK, EventList{Items: evs})
+	writeJSON(w, http.StatusOK, EventList{Items: httpjson.List(evs)})
 }
 
 func (s *Server) lookupMAC(w http.ResponseWriter, r *http.Request) {
@@ -465,10 +448,7 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if items == nil {
-		items = []audit.Entry{}
-	}
-	writeJSON(w, http.StatusOK, AuditList{Items: items})
+	writeJSON(w, http.StatusOK, AuditList{Items: httpjson.List(items)})
 }
 
 // AuditVerifyResponse reports the result of walking the chain.
@@ -516,10 +496,7 @@ func (s *Server) tokenList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if items == nil {
-		items = []store.APIToken{}
-	}
-	writeJSON(w, http.StatusOK, APITokenList{Items: items})
+	writeJSON(w, http.StatusOK, APITokenList{Items: httpjson.List(items)})
 }
 
 // decodeStrict reads a JSON body into v, refusing unknown fields; an empty body

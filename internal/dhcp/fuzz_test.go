@@ -10,6 +10,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
 	"github.com/kilnhq/kiln/internal/resource"
 )
 
@@ -20,19 +21,19 @@ func fuzzSeeds(f *testing.F) [][]byte {
 	for _, g := range loadCaptures(f) {
 		seeds = append(seeds, g.raw)
 	}
-	pxe := []dhcpv4.Modifier{withArch(iana.EFI_X86_64), withVendor("PXEClient:Arch:00007:UNDI:003016")}
+	pxe := []dhcpv4.Modifier{dhcptest.WithArch(iana.EFI_X86_64), dhcptest.WithVendor("PXEClient:Arch:00007:UNDI:003016")}
 	seeds = append(seeds,
 		validDiscover(f),
-		msg(f, macA, dhcpv4.MessageTypeDiscover, pxe...).ToBytes(),
-		msg(f, macA, dhcpv4.MessageTypeRequest, withRequested("10.0.0.100"), withServerID("10.0.0.1")).ToBytes(),
-		msg(f, macA, dhcpv4.MessageTypeRequest, withCiaddr("10.0.0.100")).ToBytes(),
-		msg(f, macA, dhcpv4.MessageTypeRequest, withRequested("10.0.0.100")).ToBytes(),
-		msg(f, macA, dhcpv4.MessageTypeRelease, withCiaddr("10.0.0.100"), withServerID("10.0.0.1")).ToBytes(),
-		msg(f, macA, dhcpv4.MessageTypeDecline, withRequested("10.0.0.100"), withServerID("10.0.0.1")).ToBytes(),
-		msg(f, macA, dhcpv4.MessageTypeInform, withCiaddr("10.0.0.7")).ToBytes(),
-		msg(f, macA, dhcpv4.MessageTypeDiscover, withArch(iana.EFI_X86_64_HTTP), withVendor("HTTPClient:Arch:00016:UNDI:003001")).ToBytes(),
-		msg(f, macA, dhcpv4.MessageTypeDiscover, withIPXE(), dhcpv4.WithGatewayIP([]byte{10, 0, 0, 254})).ToBytes(),
-		msg(f, macA, dhcpv4.MessageTypeRequest, append(pxe, withCiaddr("10.0.0.100"),
+		dhcptest.Msg(f, macA, dhcpv4.MessageTypeDiscover, pxe...).ToBytes(),
+		dhcptest.Msg(f, macA, dhcpv4.MessageTypeRequest, dhcptest.WithRequested("10.0.0.100"), dhcptest.WithServerID("10.0.0.1")).ToBytes(),
+		dhcptest.Msg(f, macA, dhcpv4.MessageTypeRequest, dhcptest.WithCiaddr("10.0.0.100")).ToBytes(),
+		dhcptest.Msg(f, macA, dhcpv4.MessageTypeRequest, dhcptest.WithRequested("10.0.0.100")).ToBytes(),
+		dhcptest.Msg(f, macA, dhcpv4.MessageTypeRelease, dhcptest.WithCiaddr("10.0.0.100"), dhcptest.WithServerID("10.0.0.1")).ToBytes(),
+		dhcptest.Msg(f, macA, dhcpv4.MessageTypeDecline, dhcptest.WithRequested("10.0.0.100"), dhcptest.WithServerID("10.0.0.1")).ToBytes(),
+		dhcptest.Msg(f, macA, dhcpv4.MessageTypeInform, dhcptest.WithCiaddr("10.0.0.7")).ToBytes(),
+		dhcptest.Msg(f, macA, dhcpv4.MessageTypeDiscover, dhcptest.WithArch(iana.EFI_X86_64_HTTP), dhcptest.WithVendor("HTTPClient:Arch:00016:UNDI:003001")).ToBytes(),
+		dhcptest.Msg(f, macA, dhcpv4.MessageTypeDiscover, dhcptest.WithIPXE(), dhcpv4.WithGatewayIP([]byte{10, 0, 0, 254})).ToBytes(),
+		dhcptest.Msg(f, macA, dhcpv4.MessageTypeRequest, append(pxe, dhcptest.WithCiaddr("10.0.0.100"),
 			dhcpv4.WithGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{71, 4, 0x80, 0, 0, 0, 255}))...).ToBytes(),
 	)
 	return seeds

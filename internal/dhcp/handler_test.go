@@ -11,6 +11,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
 	"github.com/kilnhq/kiln/internal/resource"
 )
 
@@ -26,7 +27,7 @@ func knownMachine() fakeMachines {
 
 func TestDORAFullOptions(t *testing.T) {
 	h := newHarness(t, knownMachine())
-	off := h.send(msg(t, macA, dhcpv4.MessageTypeDiscover))
+	off := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover))
 	if off == nil {
 		t.Fatal("no offer")
 	}
@@ -40,7 +41,7 @@ func TestDORAFullOptions(t *testing.T) {
 	if l := h.lease("10.0.0.100"); l == nil || l.State != resource.LeaseOffered || !l.ExpiresAt.Equal(h.clock.Now().Add(DefaultOfferHold)) {
 		t.Errorf("offered lease: %+v", l)
 	}
-	ack := h.send(msg(t, macA, dhcpv4.MessageTypeRequest, withRequested("10.0.0.100"), withServerID("10.0.0.1")))
+	ack := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeRequest, dhcptest.WithRequested("10.0.0.100"), dhcptest.WithServerID("10.0.0.1")))
 	if ack == nil || ack.Msg.MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("no ack: %v", ack)
 	}
@@ -95,10 +96,10 @@ func TestReservation(t *testing.T) {
 	// Nobody else is offered the reserved address, even when it lies in a pool.
 	m := fakeMachines{macM: {Name: "web-1", IP: netip.MustParseAddr("10.0.0.100")}}
 	h = newHarness(t, m)
-	if off := h.send(msg(t, macA, dhcpv4.MessageTypeDiscover)); off.Msg.YourIPAddr.String() == "10.0.0.100" {
+	if off := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover)); off.Msg.YourIPAddr.String() == "10.0.0.100" {
 		t.Error("reserved pool address offered to another client")
 	}
-	if r := h.send(msg(t, macA, dhcpv4.MessageTypeRequest, withRequested("10.0.0.100"))); r == nil || r.Msg.MessageType() != dhcpv4.MessageTypeNak {
+	if r := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeRequest, dhcptest.WithRequested("10.0.0.100"))); r == nil || r.Msg.MessageType() != dhcpv4.MessageTypeNak {
 		t.Errorf("INIT-REBOOT for another machine's reservation: %v, want NAK", r)
 	}
 	if a := h.dora(macM); a.YourIPAddr.String() != "10.0.0.100" {
@@ -122,32 +123,32 @@ func TestRequestStates(t *testing.T) {
 		steps []step
 	}{
 		{"renewing: unicast ciaddr, ACK to ciaddr", []step{
-			{name: "renew", mac: macA, mods: []dhcpv4.Modifier{withCiaddr("10.0.0.100"), dhcpv4.WithBroadcast(false)}, advance: time.Hour,
+			{name: "renew", mac: macA, mods: []dhcpv4.Modifier{dhcptest.WithCiaddr("10.0.0.100"), dhcpv4.WithBroadcast(false)}, advance: time.Hour,
 				want: dhcpv4.MessageTypeAck, wantIP: "10.0.0.100", wantDst: "10.0.0.100:68"},
 		}},
 		{"rebinding after expiry of nobody else's claim", []step{
-			{name: "rebind", mac: macA, mods: []dhcpv4.Modifier{withCiaddr("10.0.0.100")}, advance: 3 * time.Hour,
+			{name: "rebind", mac: macA, mods: []dhcpv4.Modifier{dhcptest.WithCiaddr("10.0.0.100")}, advance: 3 * time.Hour,
 				want: dhcpv4.MessageTypeAck, wantIP: "10.0.0.100", wantDst: "10.0.0.100:68"},
 		}},
 		{"init-reboot with a record", []step{
-			{name: "reboot", mac: macA, mods: []dhcpv4.Modifier{withRequested("10.0.0.100")},
+			{name: "reboot", mac: macA, mods: []dhcpv4.Modifier{dhcptest.WithRequested("10.0.0.100")},
 				want: dhcpv4.MessageTypeAck, wantIP: "10.0.0.100", wantDst: "255.255.255.255:68"},
 		}},
 		{"init-reboot without a record stays silent", []step{
-			{name: "reboot", mac: macB, mods: []dhcpv4.Modifier{withRequested("10.0.0.105")}, drop: DropNoRecord},
+			{name: "reboot", mac: macB, mods: []dhcpv4.Modifier{dhcptest.WithRequested("10.0.0.105")}, drop: DropNoRecord},
 		}},
 		{"init-reboot on the wrong network", []step{
-			{name: "reboot", mac: macA, mods: []dhcpv4.Modifier{withRequested("192.168.1.10")}, want: dhcpv4.MessageTypeNak, wantDst: "255.255.255.255:68"},
+			{name: "reboot", mac: macA, mods: []dhcpv4.Modifier{dhcptest.WithRequested("192.168.1.10")}, want: dhcpv4.MessageTypeNak, wantDst: "255.255.255.255:68"},
 		}},
 		{"init-reboot for an address outside the pools", []step{
-			{name: "reboot", mac: macA, mods: []dhcpv4.Modifier{withRequested("10.0.0.200")}, want: dhcpv4.MessageTypeNak},
+			{name: "reboot", mac: macA, mods: []dhcpv4.Modifier{dhcptest.WithRequested("10.0.0.200")}, want: dhcpv4.MessageTypeNak},
 		}},
 		{"address of another client", []step{
-			{name: "b takes a's address", mac: macB, mods: []dhcpv4.Modifier{withRequested("10.0.0.100"), withServerID("10.0.0.1")}, want: dhcpv4.MessageTypeNak},
-			{name: "b renews a's address", mac: macB, mods: []dhcpv4.Modifier{withCiaddr("10.0.0.100")}, want: dhcpv4.MessageTypeNak, wantDst: "255.255.255.255:68"},
+			{name: "b takes a's address", mac: macB, mods: []dhcpv4.Modifier{dhcptest.WithRequested("10.0.0.100"), dhcptest.WithServerID("10.0.0.1")}, want: dhcpv4.MessageTypeNak},
+			{name: "b renews a's address", mac: macB, mods: []dhcpv4.Modifier{dhcptest.WithCiaddr("10.0.0.100")}, want: dhcpv4.MessageTypeNak, wantDst: "255.255.255.255:68"},
 		}},
 		{"selecting another server", []step{
-			{name: "other server", mac: macA, mods: []dhcpv4.Modifier{withRequested("10.0.0.100"), withServerID("10.0.0.2")}, drop: DropNotForUs},
+			{name: "other server", mac: macA, mods: []dhcpv4.Modifier{dhcptest.WithRequested("10.0.0.100"), dhcptest.WithServerID("10.0.0.2")}, drop: DropNotForUs},
 		}},
 		{"request without address", []step{
 			{name: "empty", mac: macA, drop: DropMalformed},
@@ -160,7 +161,7 @@ func TestRequestStates(t *testing.T) {
 			for _, s := range tt.steps {
 				h.clock.Advance(s.advance)
 				before := h.srv.Metrics.Dropped(s.drop)
-				r := h.send(msg(t, s.mac, dhcpv4.MessageTypeRequest, s.mods...))
+				r := h.send(dhcptest.Msg(t, s.mac, dhcpv4.MessageTypeRequest, s.mods...))
 				if s.want == dhcpv4.MessageTypeNone {
 					if r != nil {
 						t.Fatalf("%s: reply %s, want none", s.name, r.Msg.MessageType())
@@ -193,15 +194,15 @@ func TestRequestStates(t *testing.T) {
 
 func TestSelectingOtherServerFreesOffer(t *testing.T) {
 	h := newHarness(t, nil)
-	off := h.send(msg(t, macA, dhcpv4.MessageTypeDiscover))
+	off := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover))
 	ip := off.Msg.YourIPAddr.String()
-	if r := h.send(msg(t, macA, dhcpv4.MessageTypeRequest, withRequested("10.0.0.150"), withServerID("10.0.0.2"))); r != nil {
+	if r := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeRequest, dhcptest.WithRequested("10.0.0.150"), dhcptest.WithServerID("10.0.0.2"))); r != nil {
 		t.Fatal("answered a request for another server")
 	}
 	if l := h.lease(ip); l == nil || l.State != resource.LeaseReleased {
 		t.Fatalf("offer not released: %+v", l)
 	}
-	if off := h.send(msg(t, macB, dhcpv4.MessageTypeDiscover)); off.Msg.YourIPAddr.String() != "10.0.0.101" {
+	if off := h.send(dhcptest.Msg(t, macB, dhcpv4.MessageTypeDiscover)); off.Msg.YourIPAddr.String() != "10.0.0.101" {
 		// Released addresses come after unused ones.
 		t.Errorf("b offered %s", off.Msg.YourIPAddr)
 	}
@@ -211,13 +212,13 @@ func TestReleaseAndReuse(t *testing.T) {
 	h := newHarness(t, nil)
 	ip := h.dora(macA).YourIPAddr.String()
 	// A RELEASE from another MAC changes nothing.
-	if r := h.send(msg(t, macB, dhcpv4.MessageTypeRelease, withCiaddr(ip), withServerID("10.0.0.1"))); r != nil {
+	if r := h.send(dhcptest.Msg(t, macB, dhcpv4.MessageTypeRelease, dhcptest.WithCiaddr(ip), dhcptest.WithServerID("10.0.0.1"))); r != nil {
 		t.Fatal("reply to RELEASE")
 	}
 	if l := h.lease(ip); l.State != resource.LeaseBound {
 		t.Fatalf("foreign release changed the lease: %+v", l)
 	}
-	h.send(msg(t, macA, dhcpv4.MessageTypeRelease, withCiaddr(ip), withServerID("10.0.0.1")))
+	h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeRelease, dhcptest.WithCiaddr(ip), dhcptest.WithServerID("10.0.0.1")))
 	if l := h.lease(ip); l.State != resource.LeaseReleased {
 		t.Fatalf("lease after release: %+v", l)
 	}
@@ -236,7 +237,7 @@ func TestExpiredLeasesReusedLast(t *testing.T) {
 	for i := range 3 {
 		h.dora(fmt.Sprintf("52:54:00:00:01:%02x", i))
 	}
-	if off := h.send(msg(t, macB, dhcpv4.MessageTypeDiscover)); off != nil {
+	if off := h.send(dhcptest.Msg(t, macB, dhcpv4.MessageTypeDiscover)); off != nil {
 		t.Fatalf("full pool offered %s", off.Msg.YourIPAddr)
 	}
 	if h.srv.Metrics.Dropped(DropPoolExhausted) != 1 {
@@ -258,11 +259,11 @@ func TestDeclineQuarantine(t *testing.T) {
 	h.srv.DeclineQuarantine = 10 * time.Minute
 	ip := h.dora(macA).YourIPAddr.String()
 	// A DECLINE of somebody else's address is ignored.
-	h.send(msg(t, macB, dhcpv4.MessageTypeDecline, withRequested(ip), withServerID("10.0.0.1")))
+	h.send(dhcptest.Msg(t, macB, dhcpv4.MessageTypeDecline, dhcptest.WithRequested(ip), dhcptest.WithServerID("10.0.0.1")))
 	if l := h.lease(ip); l.State != resource.LeaseBound {
 		t.Fatalf("foreign decline: %+v", l)
 	}
-	h.send(msg(t, macA, dhcpv4.MessageTypeDecline, withRequested(ip), withServerID("10.0.0.1")))
+	h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDecline, dhcptest.WithRequested(ip), dhcptest.WithServerID("10.0.0.1")))
 	if l := h.lease(ip); l.State != resource.LeaseDeclined {
 		t.Fatalf("lease after decline: %+v", l)
 	}
@@ -273,11 +274,11 @@ func TestDeclineQuarantine(t *testing.T) {
 	if got := h.dora(macA).YourIPAddr.String(); got == ip {
 		t.Error("declined address handed out again to the same client")
 	}
-	if r := h.send(msg(t, macB, dhcpv4.MessageTypeRequest, withRequested(ip), withServerID("10.0.0.1"))); r == nil || r.Msg.MessageType() != dhcpv4.MessageTypeNak {
+	if r := h.send(dhcptest.Msg(t, macB, dhcpv4.MessageTypeRequest, dhcptest.WithRequested(ip), dhcptest.WithServerID("10.0.0.1"))); r == nil || r.Msg.MessageType() != dhcpv4.MessageTypeNak {
 		t.Errorf("request for a quarantined address: %v", r)
 	}
 	h.clock.Advance(11 * time.Minute)
-	if r := h.send(msg(t, macB, dhcpv4.MessageTypeRequest, withRequested(ip), withServerID("10.0.0.1"))); r == nil || r.Msg.MessageType() != dhcpv4.MessageTypeAck {
+	if r := h.send(dhcptest.Msg(t, macB, dhcpv4.MessageTypeRequest, dhcptest.WithRequested(ip), dhcptest.WithServerID("10.0.0.1"))); r == nil || r.Msg.MessageType() != dhcpv4.MessageTypeAck {
 		t.Errorf("request after the quarantine: %v", r)
 	}
 }
@@ -290,10 +291,10 @@ func TestDeclineFlood(t *testing.T) {
 	h := newHarness(t, nil, sn)
 	// One MAC declining again and again: quarantined at most twice.
 	for range 5 {
-		off := h.send(msg(t, macA, dhcpv4.MessageTypeDiscover))
+		off := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover))
 		ip := off.Msg.YourIPAddr.String()
-		h.send(msg(t, macA, dhcpv4.MessageTypeRequest, withRequested(ip), withServerID("10.0.0.1")))
-		h.send(msg(t, macA, dhcpv4.MessageTypeDecline, withRequested(ip), withServerID("10.0.0.1")))
+		h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeRequest, dhcptest.WithRequested(ip), dhcptest.WithServerID("10.0.0.1")))
+		h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDecline, dhcptest.WithRequested(ip), dhcptest.WithServerID("10.0.0.1")))
 	}
 	if q := h.srv.Metrics.Quarantined.Load(); q != DefaultDeclinesPerClient {
 		t.Errorf("one MAC quarantined %d addresses, want %d", q, DefaultDeclinesPerClient)
@@ -302,7 +303,7 @@ func TestDeclineFlood(t *testing.T) {
 	for i := range 30 {
 		hw := fmt.Sprintf("52:54:00:00:02:%02x", i)
 		ip := h.dora(hw).YourIPAddr.String()
-		h.send(msg(t, hw, dhcpv4.MessageTypeDecline, withRequested(ip), withServerID("10.0.0.1")))
+		h.send(dhcptest.Msg(t, hw, dhcpv4.MessageTypeDecline, dhcptest.WithRequested(ip), dhcptest.WithServerID("10.0.0.1")))
 	}
 	declined := 0
 	for _, l := range h.leases.All() {
@@ -320,7 +321,7 @@ func TestDeclineFlood(t *testing.T) {
 
 func TestInform(t *testing.T) {
 	h := newHarness(t, nil)
-	r := h.send(msg(t, macA, dhcpv4.MessageTypeInform, withCiaddr("10.0.0.77"), dhcpv4.WithBroadcast(false)))
+	r := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeInform, dhcptest.WithCiaddr("10.0.0.77"), dhcpv4.WithBroadcast(false)))
 	if r == nil || r.Msg.MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("inform: %v", r)
 	}
@@ -337,10 +338,10 @@ func TestInform(t *testing.T) {
 
 func TestRelay(t *testing.T) {
 	remote := mustSubnet(t, "remote", resource.SubnetSpec{CIDR: "10.9.0.0/24", Pools: []resource.Pool{{Start: "10.9.0.10", End: "10.9.0.20"}}, Router: "10.9.0.1", UnknownMachines: "allocate"})
-	h := newHarness(t, nil, mustSubnet(t, "lab", labSubnet), remote)
+	h := newHarness(t, nil, mustSubnet(t, "lab", dhcptest.LabSubnet()), remote)
 	relay := dhcpv4.WithGatewayIP(net.ParseIP("10.9.0.1"))
 	opt82 := dhcpv4.WithOption(dhcpv4.OptRelayAgentInfo(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(1), []byte("port7"))))
-	off := h.send(msg(t, macA, dhcpv4.MessageTypeDiscover, relay, opt82, func(d *dhcpv4.DHCPv4) { d.HopCount = 1 }))
+	off := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover, relay, opt82, func(d *dhcpv4.DHCPv4) { d.HopCount = 1 }))
 	if off == nil || off.Msg.YourIPAddr.String() != "10.9.0.10" {
 		t.Fatalf("relayed offer %v", off)
 	}
@@ -353,12 +354,12 @@ func TestRelay(t *testing.T) {
 	if fmt.Sprint(off.Msg.Router()) != "[10.9.0.1]" {
 		t.Errorf("router %v", off.Msg.Router())
 	}
-	nak := h.send(msg(t, macA, dhcpv4.MessageTypeRequest, relay, withRequested("10.0.0.100"), dhcpv4.WithBroadcast(false)))
+	nak := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeRequest, relay, dhcptest.WithRequested("10.0.0.100"), dhcpv4.WithBroadcast(false)))
 	if nak == nil || nak.Msg.MessageType() != dhcpv4.MessageTypeNak || !nak.Msg.IsBroadcast() || nak.Dst.String() != "10.9.0.1:67" {
 		t.Errorf("relayed NAK: %v", nak)
 	}
 	// A relay from a network no subnet covers is dropped.
-	if r := h.send(msg(t, macA, dhcpv4.MessageTypeDiscover, dhcpv4.WithGatewayIP(net.ParseIP("172.16.0.1")))); r != nil {
+	if r := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover, dhcpv4.WithGatewayIP(net.ParseIP("172.16.0.1")))); r != nil {
 		t.Error("answered a relay of an unknown network")
 	}
 	if h.srv.Metrics.Dropped(DropNoSubnet) != 1 {
@@ -382,7 +383,7 @@ func TestSubnetSelection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := msg(t, macA, dhcpv4.MessageTypeDiscover)
+			m := dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover)
 			if tt.giadd != "" {
 				m.GatewayIPAddr = net.ParseIP(tt.giadd)
 			}
@@ -397,7 +398,7 @@ func TestSubnetSelection(t *testing.T) {
 			}
 		})
 	}
-	if got := selectSubnet([]*Subnet{b}, msg(t, macA, dhcpv4.MessageTypeDiscover), Inbound{Iface: "eth9"}, false); got != b {
+	if got := selectSubnet([]*Subnet{b}, dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover), Inbound{Iface: "eth9"}, false); got != b {
 		t.Error("the only subnet is not chosen")
 	}
 }
@@ -405,11 +406,11 @@ func TestSubnetSelection(t *testing.T) {
 func TestUnknownMachinePolicies(t *testing.T) {
 	for _, policy := range []string{resource.UnknownIgnore, resource.UnknownDiscovery, resource.UnknownAllocate} {
 		t.Run(policy, func(t *testing.T) {
-			spec := labSubnet
+			spec := dhcptest.LabSubnet()
 			spec.UnknownMachines, spec.DiscoveryProfile = policy, "discover"
 			h := newHarness(t, knownMachine(), mustSubnet(t, "lab", spec))
-			pxe := []dhcpv4.Modifier{withArch(iana.EFI_X86_64), withVendor("PXEClient:Arch:00007:UNDI:003016")}
-			off := h.send(msg(t, macA, dhcpv4.MessageTypeDiscover, pxe...))
+			pxe := []dhcpv4.Modifier{dhcptest.WithArch(iana.EFI_X86_64), dhcptest.WithVendor("PXEClient:Arch:00007:UNDI:003016")}
+			off := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover, pxe...))
 			if policy == resource.UnknownIgnore {
 				if off != nil || h.srv.Metrics.Dropped(DropUnknownIgnored) != 1 {
 					t.Fatalf("ignored MAC answered (%v) or not counted", off)
@@ -422,7 +423,7 @@ func TestUnknownMachinePolicies(t *testing.T) {
 				t.Fatalf("offer %v", off)
 			}
 			ip := off.Msg.YourIPAddr.String()
-			h.send(msg(t, macA, dhcpv4.MessageTypeRequest, append(pxe, withRequested(ip), withServerID("10.0.0.1"))...))
+			h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeRequest, append(pxe, dhcptest.WithRequested(ip), dhcptest.WithServerID("10.0.0.1"))...))
 			if l := h.lease(ip); l == nil || l.State != resource.LeaseBound || l.Discovery != (policy == resource.UnknownDiscovery) {
 				t.Errorf("lease %+v", l)
 			}
@@ -431,10 +432,10 @@ func TestUnknownMachinePolicies(t *testing.T) {
 }
 
 func TestModeOff(t *testing.T) {
-	spec := labSubnet
+	spec := dhcptest.LabSubnet()
 	spec.Mode = resource.ModeOff
 	h := newHarness(t, knownMachine(), mustSubnet(t, "lab", spec))
-	if r := h.send(msg(t, macM, dhcpv4.MessageTypeDiscover)); r != nil {
+	if r := h.send(dhcptest.Msg(t, macM, dhcpv4.MessageTypeDiscover)); r != nil {
 		t.Fatal("off mode answered")
 	}
 	if h.srv.Metrics.Dropped(DropModeOff) != 1 {
@@ -452,13 +453,13 @@ func TestFullModeBoot(t *testing.T) {
 		vendor     string
 		noProxyOpt bool
 	}{
-		{"bios", []dhcpv4.Modifier{withArch(iana.INTEL_X86PC), withVendor("PXEClient:Arch:00000:UNDI:002001")}, "undionly.kpxe", "10.0.0.1", "", false},
-		{"uefi x64", []dhcpv4.Modifier{withArch(iana.EFI_X86_64), withVendor("PXEClient:Arch:00007:UNDI:003016")}, "ipxe.efi", "10.0.0.1", "", false},
-		{"uefi bc", []dhcpv4.Modifier{withArch(iana.EFI_BC), withVendor("PXEClient:Arch:00009:UNDI:003016")}, "ipxe.efi", "10.0.0.1", "", false},
-		{"uefi arm64", []dhcpv4.Modifier{withArch(iana.EFI_ARM64), withVendor("PXEClient:Arch:00011:UNDI:003000")}, "ipxe-arm64.efi", "10.0.0.1", "", false},
-		{"http boot x64", []dhcpv4.Modifier{withArch(iana.EFI_X86_64_HTTP), withVendor("HTTPClient:Arch:00016:UNDI:003001")}, "http://10.0.0.1:8080/ipxe.efi", "10.0.0.1", "HTTPClient", false},
-		{"http boot arm64", []dhcpv4.Modifier{withArch(iana.EFI_ARM64_HTTP), withVendor("HTTPClient:Arch:00019:UNDI:003001")}, "http://10.0.0.1:8080/ipxe-arm64.efi", "10.0.0.1", "HTTPClient", false},
-		{"ipxe", []dhcpv4.Modifier{withArch(iana.INTEL_X86PC), withVendor("PXEClient:Arch:00000:UNDI:002001"), withIPXE()}, "http://10.0.0.1:8080/boot.ipxe", "10.0.0.1", "", true},
+		{"bios", []dhcpv4.Modifier{dhcptest.WithArch(iana.INTEL_X86PC), dhcptest.WithVendor("PXEClient:Arch:00000:UNDI:002001")}, "undionly.kpxe", "10.0.0.1", "", false},
+		{"uefi x64", []dhcpv4.Modifier{dhcptest.WithArch(iana.EFI_X86_64), dhcptest.WithVendor("PXEClient:Arch:00007:UNDI:003016")}, "ipxe.efi", "10.0.0.1", "", false},
+		{"uefi bc", []dhcpv4.Modifier{dhcptest.WithArch(iana.EFI_BC), dhcptest.WithVendor("PXEClient:Arch:00009:UNDI:003016")}, "ipxe.efi", "10.0.0.1", "", false},
+		{"uefi arm64", []dhcpv4.Modifier{dhcptest.WithArch(iana.EFI_ARM64), dhcptest.WithVendor("PXEClient:Arch:00011:UNDI:003000")}, "ipxe-arm64.efi", "10.0.0.1", "", false},
+		{"http boot x64", []dhcpv4.Modifier{dhcptest.WithArch(iana.EFI_X86_64_HTTP), dhcptest.WithVendor("HTTPClient:Arch:00016:UNDI:003001")}, "http://10.0.0.1:8080/ipxe.efi", "10.0.0.1", "HTTPClient", false},
+		{"http boot arm64", []dhcpv4.Modifier{dhcptest.WithArch(iana.EFI_ARM64_HTTP), dhcptest.WithVendor("HTTPClient:Arch:00019:UNDI:003001")}, "http://10.0.0.1:8080/ipxe-arm64.efi", "10.0.0.1", "HTTPClient", false},
+		{"ipxe", []dhcpv4.Modifier{dhcptest.WithArch(iana.INTEL_X86PC), dhcptest.WithVendor("PXEClient:Arch:00000:UNDI:002001"), dhcptest.WithIPXE()}, "http://10.0.0.1:8080/boot.ipxe", "10.0.0.1", "", true},
 		{"linux dhclient", nil, "", "0.0.0.0", "", false},
 	}
 	for _, tt := range tests {
@@ -466,9 +467,9 @@ func TestFullModeBoot(t *testing.T) {
 			for _, mt := range []dhcpv4.MessageType{dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest} {
 				mods := tt.mods
 				if mt == dhcpv4.MessageTypeRequest {
-					mods = append(mods, withRequested("10.0.0.20"), withServerID("10.0.0.1"))
+					mods = append(mods, dhcptest.WithRequested("10.0.0.20"), dhcptest.WithServerID("10.0.0.1"))
 				}
-				r := h.send(msg(t, macM, mt, mods...))
+				r := h.send(dhcptest.Msg(t, macM, mt, mods...))
 				if r == nil {
 					t.Fatalf("%s: no reply", mt)
 				}
@@ -498,14 +499,14 @@ func TestProxyMode(t *testing.T) {
 		vendor string
 		opt43  bool
 	}{
-		{"bios pxe", []dhcpv4.Modifier{withArch(iana.INTEL_X86PC), withVendor("PXEClient:Arch:00000:UNDI:002001"), uuid}, "undionly.kpxe", "PXEClient", true},
-		{"uefi pxe", []dhcpv4.Modifier{withArch(iana.EFI_X86_64), withVendor("PXEClient:Arch:00007:UNDI:003016"), uuid}, "ipxe.efi", "PXEClient", false},
-		{"http boot", []dhcpv4.Modifier{withArch(iana.EFI_X86_64_HTTP), withVendor("HTTPClient:Arch:00016:UNDI:003001")}, "http://10.0.0.1:8080/ipxe.efi", "HTTPClient", false},
-		{"ipxe", []dhcpv4.Modifier{withArch(iana.EFI_X86_64), withVendor("PXEClient:Arch:00007:UNDI:003016"), withIPXE()}, "http://10.0.0.1:8080/boot.ipxe", "PXEClient", true},
+		{"bios pxe", []dhcpv4.Modifier{dhcptest.WithArch(iana.INTEL_X86PC), dhcptest.WithVendor("PXEClient:Arch:00000:UNDI:002001"), uuid}, "undionly.kpxe", "PXEClient", true},
+		{"uefi pxe", []dhcpv4.Modifier{dhcptest.WithArch(iana.EFI_X86_64), dhcptest.WithVendor("PXEClient:Arch:00007:UNDI:003016"), uuid}, "ipxe.efi", "PXEClient", false},
+		{"http boot", []dhcpv4.Modifier{dhcptest.WithArch(iana.EFI_X86_64_HTTP), dhcptest.WithVendor("HTTPClient:Arch:00016:UNDI:003001")}, "http://10.0.0.1:8080/ipxe.efi", "HTTPClient", false},
+		{"ipxe", []dhcpv4.Modifier{dhcptest.WithArch(iana.EFI_X86_64), dhcptest.WithVendor("PXEClient:Arch:00007:UNDI:003016"), dhcptest.WithIPXE()}, "http://10.0.0.1:8080/boot.ipxe", "PXEClient", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := h.send(msg(t, macA, dhcpv4.MessageTypeDiscover, tt.mods...))
+			r := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover, tt.mods...))
 			if r == nil {
 				t.Fatal("no proxy offer")
 			}
@@ -525,7 +526,7 @@ func TestProxyMode(t *testing.T) {
 			// The UEFI firmware's follow-up to the boot server port.
 			in := h.in
 			in.LocalPort, in.Src = PXEPort, netip.MustParseAddrPort("10.0.0.150:68")
-			ack := h.sendIn(msg(t, macA, dhcpv4.MessageTypeRequest, append(tt.mods, withCiaddr("10.0.0.150"))...), in)
+			ack := h.sendIn(dhcptest.Msg(t, macA, dhcpv4.MessageTypeRequest, append(tt.mods, dhcptest.WithCiaddr("10.0.0.150"))...), in)
 			if ack == nil || ack.Msg.MessageType() != dhcpv4.MessageTypeAck || ack.Msg.BootFileName != tt.file || ack.Dst.String() != "10.0.0.150:68" {
 				t.Fatalf("boot server ack %v", ack)
 			}
@@ -534,10 +535,10 @@ func TestProxyMode(t *testing.T) {
 	if len(h.leases.All()) != 0 {
 		t.Error("proxy mode created leases")
 	}
-	if r := h.send(msg(t, macA, dhcpv4.MessageTypeDiscover)); r != nil {
+	if r := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover)); r != nil {
 		t.Error("proxy answered a client that does not netboot")
 	}
-	if r := h.send(msg(t, macA, dhcpv4.MessageTypeRequest, withVendor("PXEClient"), withRequested("10.0.0.150"), withServerID("10.0.0.254"))); r != nil {
+	if r := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeRequest, dhcptest.WithVendor("PXEClient"), dhcptest.WithRequested("10.0.0.150"), dhcptest.WithServerID("10.0.0.254"))); r != nil {
 		t.Error("proxy answered a REQUEST meant for the DHCP server")
 	}
 	if h.srv.Metrics.Dropped(DropNotNetboot) != 1 || h.srv.Metrics.Dropped(DropNotForUs) != 1 {
@@ -551,7 +552,7 @@ func TestBootServerItemEcho(t *testing.T) {
 	in := h.in
 	in.LocalPort, in.Src = PXEPort, netip.MustParseAddrPort("10.0.0.150:4011")
 	item := dhcpv4.WithGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{71, 4, 0x80, 0x00, 0x00, 0x00, 255})
-	r := h.sendIn(msg(t, macA, dhcpv4.MessageTypeRequest, withArch(iana.EFI_BC), withVendor("PXEClient:Arch:00009:UNDI:003016"), withCiaddr("10.0.0.150"), item), in)
+	r := h.sendIn(dhcptest.Msg(t, macA, dhcpv4.MessageTypeRequest, dhcptest.WithArch(iana.EFI_BC), dhcptest.WithVendor("PXEClient:Arch:00009:UNDI:003016"), dhcptest.WithCiaddr("10.0.0.150"), item), in)
 	if r == nil || string(r.Msg.Options.Get(dhcpv4.OptionVendorSpecificInformation)) != string([]byte{71, 4, 0x80, 0, 0, 0, 255}) {
 		t.Fatalf("boot item not echoed: %v", r)
 	}
@@ -559,7 +560,7 @@ func TestBootServerItemEcho(t *testing.T) {
 		t.Errorf("dst %s", r.Dst)
 	}
 	// A DISCOVER on the boot server port is not a thing.
-	if r := h.sendIn(msg(t, macA, dhcpv4.MessageTypeDiscover, withVendor("PXEClient")), in); r != nil {
+	if r := h.sendIn(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover, dhcptest.WithVendor("PXEClient")), in); r != nil {
 		t.Error("answered DISCOVER on port 4011")
 	}
 }
@@ -570,11 +571,11 @@ func TestPrefersPreviousAddress(t *testing.T) {
 	ip := h.dora(macA).YourIPAddr.String()
 	h.clock.Advance(5 * time.Hour) // both expired
 	// The requested address (option 50) is honored when free...
-	if off := h.send(msg(t, "52:54:00:00:00:0c", dhcpv4.MessageTypeDiscover, withRequested("10.0.0.105"))); off.Msg.YourIPAddr.String() != "10.0.0.105" {
+	if off := h.send(dhcptest.Msg(t, "52:54:00:00:00:0c", dhcpv4.MessageTypeDiscover, dhcptest.WithRequested("10.0.0.105"))); off.Msg.YourIPAddr.String() != "10.0.0.105" {
 		t.Errorf("requested address not offered: %s", off.Msg.YourIPAddr)
 	}
 	// ...and a returning client gets its old address even without asking.
-	if off := h.send(msg(t, macA, dhcpv4.MessageTypeDiscover)); off.Msg.YourIPAddr.String() != ip {
+	if off := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover)); off.Msg.YourIPAddr.String() != ip {
 		t.Errorf("returning client offered %s, want %s", off.Msg.YourIPAddr, ip)
 	}
 }
@@ -583,7 +584,7 @@ func TestDiscoverFromBoundClientKeepsLease(t *testing.T) {
 	h := newHarness(t, nil)
 	ip := h.dora(macA).YourIPAddr.String()
 	before := *h.lease(ip)
-	off := h.send(msg(t, macA, dhcpv4.MessageTypeDiscover))
+	off := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover))
 	if off.Msg.YourIPAddr.String() != ip {
 		t.Fatalf("bound client offered %s", off.Msg.YourIPAddr)
 	}

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -75,7 +74,7 @@ func (r *request) leaseHostname() string {
 	if h := r.replyHostname(); h != "" {
 		return h
 	}
-	if h := string(r.m.Options.Get(dhcpv4.OptionHostName)); validHostname(h) {
+	if h := string(r.m.Options.Get(dhcpv4.OptionHostName)); resource.ValidHostname(h) {
 		return h
 	}
 	return ""
@@ -89,28 +88,10 @@ func (r *request) replyHostname() string {
 	if r.mach.Hostname != "" {
 		return r.mach.Hostname
 	}
-	if validHostname(r.mach.Name) {
+	if resource.ValidHostname(r.mach.Name) {
 		return r.mach.Name
 	}
 	return ""
-}
-
-// validHostname accepts RFC 1123 host names of at most 253 characters.
-func validHostname(h string) bool {
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(h, ".") {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for _, c := range l {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func (s *Server) discover(ctx context.Context, r *request) (*Reply, DropReason) {

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/testclock"
 )
@@ -46,16 +46,6 @@ type harness struct {
 	in     Inbound
 }
 
-var (
-	serverIP  = netip.MustParseAddr("10.0.0.1")
-	labSubnet = resource.SubnetSpec{
-		CIDR: "10.0.0.0/24", Mode: resource.ModeFull,
-		Pools:  []resource.Pool{{Start: "10.0.0.100", End: "10.0.0.109"}},
-		Router: "10.0.0.1", DNS: []string{"10.0.0.53", "10.0.0.54"}, Domain: "lab.example",
-		LeaseTime: "2h", MTU: 1500, UnknownMachines: resource.UnknownAllocate,
-	}
-)
-
 func mustSubnet(t testing.TB, name string, spec resource.SubnetSpec) *Subnet {
 	t.Helper()
 	sn, err := NewSubnet(name, spec)
@@ -68,7 +58,7 @@ func mustSubnet(t testing.TB, name string, spec resource.SubnetSpec) *Subnet {
 func newHarness(t testing.TB, machines fakeMachines, subnets ...*Subnet) *harness {
 	t.Helper()
 	if len(subnets) == 0 {
-		subnets = []*Subnet{mustSubnet(t, "lab", labSubnet)}
+		subnets = []*Subnet{mustSubnet(t, "lab", dhcptest.LabSubnet())}
 	}
 	h := &harness{
 		t:      t,
@@ -91,6 +81,15 @@ func newHarness(t testing.TB, machines fakeMachines, subnets ...*Subnet) *harnes
 		},
 	}
 	return h
+}
+
+// handle answers packet on the harness's inbound interface, as
+// dhcptest.BenchDORA drives a server.
+func (h *harness) handle(ctx context.Context, packet []byte) *dhcpv4.DHCPv4 {
+	if r := h.srv.HandlePacket(ctx, packet, h.in); r != nil {
+		return r.Msg
+	}
+	return nil
 }
 
 func (h *harness) send(m *dhcpv4.DHCPv4) *Reply {
@@ -128,71 +127,8 @@ func (h *harness) lease(ip string) *Lease {
 	return nil
 }
 
-// ---- client messages, built the way clients build them ---------------------------------
-
-func mac(s string) net.HardwareAddr {
-	hw, err := net.ParseMAC(s)
-	if err != nil {
-		panic(err)
-	}
-	return hw
-}
-
-func msg(t testing.TB, hw string, mt dhcpv4.MessageType, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
-	t.Helper()
-	m, err := dhcpv4.New(append([]dhcpv4.Modifier{
-		dhcpv4.WithHwAddr(mac(hw)), dhcpv4.WithMessageType(mt), dhcpv4.WithBroadcast(true),
-	}, mods...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-func withRequested(ip string) dhcpv4.Modifier {
-	return dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(ip)))
-}
-
-func withServerID(ip string) dhcpv4.Modifier {
-	return dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.ParseIP(ip)))
-}
-
-func withCiaddr(ip string) dhcpv4.Modifier { return dhcpv4.WithClientIP(net.ParseIP(ip)) }
-
-func withArch(a iana.Arch) dhcpv4.Modifier { return dhcpv4.WithOption(dhcpv4.OptClientArch(a)) }
-
-func withVendor(v string) dhcpv4.Modifier {
-	return dhcpv4.WithOption(dhcpv4.OptClassIdentifier(v))
-}
-
-// withIPXE sets option 77 the way iPXE does: the bare string, not RFC 3004.
-func withIPXE() dhcpv4.Modifier {
-	return dhcpv4.WithGeneric(dhcpv4.OptionUserClassInformation, []byte("iPXE"))
-}
-
 // dora runs DISCOVER and REQUEST for a client and returns the ACK.
 func (h *harness) dora(hw string, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
 	h.t.Helper()
-	off := h.send(msg(h.t, hw, dhcpv4.MessageTypeDiscover, mods...))
-	if off == nil {
-		h.t.Fatalf("%s: no offer", hw)
-	}
-	ip := off.Msg.YourIPAddr.String()
-	ack := h.send(msg(h.t, hw, dhcpv4.MessageTypeRequest, append(mods, withRequested(ip), withServerID(serverIP.String()))...))
-	if ack == nil || ack.Msg.MessageType() != dhcpv4.MessageTypeAck {
-		h.t.Fatalf("%s: no ACK for %s: %v", hw, ip, ack)
-	}
-	return ack.Msg
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return dhcptest.DORA(h.t, h.handle, hw, mods...)
 }

@@ -9,12 +9,13 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
 	"github.com/kilnhq/kiln/internal/resource"
 )
 
 // validDiscover is a DISCOVER as a PXE ROM sends it, as bytes.
 func validDiscover(t testing.TB) []byte {
-	return msg(t, macA, dhcpv4.MessageTypeDiscover, withArch(iana.INTEL_X86PC), withVendor("PXEClient:Arch:00000:UNDI:002001"),
+	return dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover, dhcptest.WithArch(iana.INTEL_X86PC), dhcptest.WithVendor("PXEClient:Arch:00000:UNDI:002001"),
 		dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{1, 0x52, 0x54, 0, 0, 0, 0x0a}))).ToBytes()
 }
 
@@ -87,7 +88,7 @@ func TestMalformedPackets(t *testing.T) {
 func TestUnsupportedTypes(t *testing.T) {
 	h := newHarness(t, nil)
 	for _, mt := range []dhcpv4.MessageType{dhcpv4.MessageTypeOffer, dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak, 9, 200} {
-		if r := h.send(msg(t, macA, mt)); r != nil {
+		if r := h.send(dhcptest.Msg(t, macA, mt)); r != nil {
 			t.Errorf("%s answered", mt)
 		}
 	}
@@ -103,21 +104,21 @@ func TestClassify(t *testing.T) {
 		want ClientClass
 	}{
 		{"nothing", nil, ClientClass{}},
-		{"bios pxe", []dhcpv4.Modifier{withArch(iana.INTEL_X86PC), withVendor("PXEClient:Arch:00000:UNDI:002001")},
+		{"bios pxe", []dhcpv4.Modifier{dhcptest.WithArch(iana.INTEL_X86PC), dhcptest.WithVendor("PXEClient:Arch:00000:UNDI:002001")},
 			ClientClass{Arch: ArchBIOS, HasArch: true, PXE: true, VendorClass: "PXEClient:Arch:00000:UNDI:002001"}},
-		{"arch only in the vendor class", []dhcpv4.Modifier{withVendor("PXEClient:Arch:00007:UNDI:003016")},
+		{"arch only in the vendor class", []dhcpv4.Modifier{dhcptest.WithVendor("PXEClient:Arch:00007:UNDI:003016")},
 			ClientClass{Arch: ArchEFIx64, HasArch: true, PXE: true, VendorClass: "PXEClient:Arch:00007:UNDI:003016"}},
-		{"http boot", []dhcpv4.Modifier{withArch(iana.EFI_ARM64_HTTP), withVendor("HTTPClient:Arch:00019:UNDI:003001")},
+		{"http boot", []dhcpv4.Modifier{dhcptest.WithArch(iana.EFI_ARM64_HTTP), dhcptest.WithVendor("HTTPClient:Arch:00019:UNDI:003001")},
 			ClientClass{Arch: ArchEFIArm64HTTP, HasArch: true, HTTP: true, VendorClass: "HTTPClient:Arch:00019:UNDI:003001"}},
-		{"ipxe bare user class", []dhcpv4.Modifier{withIPXE()}, ClientClass{IPXE: true}},
+		{"ipxe bare user class", []dhcpv4.Modifier{dhcptest.WithIPXE()}, ClientClass{IPXE: true}},
 		{"ipxe rfc 3004 user class", []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.OptionUserClassInformation, []byte{3, 'f', 'o', 'o', 4, 'i', 'P', 'X', 'E'})}, ClientClass{IPXE: true}},
 		{"ipxe option 175", []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(175), []byte{177, 5, 1, 0x80, 0x86, 0x10, 0x0e})}, ClientClass{IPXE: true}},
 		{"broken user class", []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.OptionUserClassInformation, []byte{9, 'i', 'P'})}, ClientClass{}},
-		{"garbage vendor class", []dhcpv4.Modifier{withVendor("PXEClient:Arch:x")}, ClientClass{PXE: true, VendorClass: "PXEClient:Arch:x"}},
+		{"garbage vendor class", []dhcpv4.Modifier{dhcptest.WithVendor("PXEClient:Arch:x")}, ClientClass{PXE: true, VendorClass: "PXEClient:Arch:x"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := classify(msg(t, macA, dhcpv4.MessageTypeDiscover, tt.mods...))
+			got := classify(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover, tt.mods...))
 			if got.Arch != tt.want.Arch || got.HasArch != tt.want.HasArch || got.PXE != tt.want.PXE || got.HTTP != tt.want.HTTP ||
 				got.IPXE != tt.want.IPXE || got.VendorClass != tt.want.VendorClass {
 				t.Errorf("got %+v, want %+v", got, tt.want)

@@ -12,6 +12,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
 	"github.com/kilnhq/kiln/internal/resource"
 )
 
@@ -37,7 +38,7 @@ func TestServeLoopback(t *testing.T) {
 	}
 	defer client.Close()
 	dst := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
-	req := msg(t, macA, dhcpv4.MessageTypeRequest, withArch(iana.EFI_X86_64), withVendor("PXEClient:Arch:00007:UNDI:003016"), withCiaddr("127.0.0.1"))
+	req := dhcptest.Msg(t, macA, dhcpv4.MessageTypeRequest, dhcptest.WithArch(iana.EFI_X86_64), dhcptest.WithVendor("PXEClient:Arch:00007:UNDI:003016"), dhcptest.WithCiaddr("127.0.0.1"))
 	if _, err := client.WriteToUDP(make([]byte, MaxPacketSize+100), dst); err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func TestServeLoopback(t *testing.T) {
 	if sid := ack.ServerIdentifier(); sid.String() != "127.0.0.1" {
 		t.Errorf("server identifier %s: the receiving interface was not resolved", sid)
 	}
-	waitFor(t, 5*time.Second, "the giant datagram to be counted", func() bool { return srv.Metrics.Dropped(DropTooLarge) == 1 })
+	dhcptest.WaitFor(t, 5*time.Second, "the giant datagram to be counted", func() bool { return srv.Metrics.Dropped(DropTooLarge) == 1 })
 	cancel()
 	select {
 	case err := <-done:

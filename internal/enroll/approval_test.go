@@ -95,7 +95,7 @@ func (e *env) pollWith(conn *tls.Conn, id, csr string) (int, []byte) {
 func (e *env) poll(key *ecdsa.PrivateKey, id string) (int, []byte) {
 	e.t.Helper()
 	conn, cb := e.pollConn()
-	csr, err := agent.ChannelBoundCSR(key, cb)
+	csr, err := agentwire.ChannelBoundCSR(key, cb)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func (e *env) enrollmentSpec(id string) *resource.EnrollmentSpec {
 	return s
 }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey {
+func newKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := newP256()
 	if err != nil {
@@ -121,6 +121,21 @@ func newKey(t *testing.T) *ecdsa.PrivateKey {
 }
 
 const gatedProfile = `{"boot":{"agent":true},"enrollment":"approve"}`
+
+// pendingRequest sets up the gated profile, then asks with a new key and a token
+// (req, on the gated profile) for enrollment with facts f; the request must wait
+// for approval.
+func (e *env) pendingRequest(req TokenRequest, f map[string]any) (*ecdsa.PrivateKey, *agentwire.EnrollPending) {
+	e.t.Helper()
+	e.setProfileSpec("gated", gatedProfile)
+	req.Profile = "gated"
+	key := newKey(e.t)
+	_, p, msg := e.requestEnrollment(key, e.token(req), f)
+	if p == nil {
+		e.t.Fatal(msg)
+	}
+	return key, p
+}
 
 func TestApprovalPendingGetsNoCertificate(t *testing.T) {
 	e := newEnv(t)
@@ -155,13 +170,7 @@ func TestApprovalPendingGetsNoCertificate(t *testing.T) {
 
 func TestApprovalApproveIssuesForTheRightMachine(t *testing.T) {
 	e := newEnv(t)
-	e.setProfileSpec("gated", gatedProfile)
-	tok := e.token(TokenRequest{Profile: "gated"})
-	key := newKey(t)
-	_, p, msg := e.requestEnrollment(key, tok, facts("52:54:00:aa:00:02", "hostname", "gated-2"))
-	if p == nil {
-		t.Fatal(msg)
-	}
+	key, p := e.pendingRequest(TokenRequest{}, facts("52:54:00:aa:00:02", "hostname", "gated-2"))
 	if _, err := e.srv.ApproveEnrollment(e.ctx, "token:alice", p.ID, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -200,13 +209,7 @@ func TestApprovalApproveIssuesForTheRightMachine(t *testing.T) {
 
 func TestApprovalDeniedIssuesNothing(t *testing.T) {
 	e := newEnv(t)
-	e.setProfileSpec("gated", gatedProfile)
-	tok := e.token(TokenRequest{Profile: "gated"})
-	key := newKey(t)
-	_, p, msg := e.requestEnrollment(key, tok, facts("52:54:00:aa:00:03"))
-	if p == nil {
-		t.Fatal(msg)
-	}
+	key, p := e.pendingRequest(TokenRequest{}, facts("52:54:00:aa:00:03"))
 	if _, err := e.srv.DenyEnrollment(e.ctx, "token:bob", p.ID, "unknown host in rack 4"); err != nil {
 		t.Fatal(err)
 	}
@@ -227,13 +230,7 @@ func TestApprovalDeniedIssuesNothing(t *testing.T) {
 
 func TestApprovalPollByAnotherKeyOrReplayRefused(t *testing.T) {
 	e := newEnv(t)
-	e.setProfileSpec("gated", gatedProfile)
-	tok := e.token(TokenRequest{Profile: "gated"})
-	key := newKey(t)
-	_, p, msg := e.requestEnrollment(key, tok, facts("52:54:00:aa:00:04", "hostname", "gated-4"))
-	if p == nil {
-		t.Fatal(msg)
-	}
+	key, p := e.pendingRequest(TokenRequest{}, facts("52:54:00:aa:00:04", "hostname", "gated-4"))
 	if _, err := e.srv.ApproveEnrollment(e.ctx, "token:alice", p.ID, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +241,7 @@ func TestApprovalPollByAnotherKeyOrReplayRefused(t *testing.T) {
 	// A proof made for one connection, replayed on another.
 	connA, cbA := e.pollConn()
 	defer connA.Close()
-	csrA, err := agent.ChannelBoundCSR(key, cbA)
+	csrA, err := agentwire.ChannelBoundCSR(key, cbA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,13 +265,7 @@ func TestApprovalPollByAnotherKeyOrReplayRefused(t *testing.T) {
 
 func TestApprovalExpired(t *testing.T) {
 	e := newEnv(t)
-	e.setProfileSpec("gated", gatedProfile)
-	tok := e.token(TokenRequest{Profile: "gated", TTL: "48h"})
-	key := newKey(t)
-	_, p, msg := e.requestEnrollment(key, tok, facts("52:54:00:aa:00:05"))
-	if p == nil {
-		t.Fatal(msg)
-	}
+	key, p := e.pendingRequest(TokenRequest{TTL: "48h"}, facts("52:54:00:aa:00:05"))
 	e.clock.Advance(DefaultApprovalTTL + time.Minute)
 	if code, body := e.poll(key, p.ID); code != http.StatusGone {
 		t.Fatalf("poll of an expired request: %d %s, want 410", code, body)

@@ -12,14 +12,13 @@ import (
 	"testing"
 
 	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/postgres"
 	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 func TestCAIsCreatedOnceAndSealed(t *testing.T) {
 	dir := t.TempDir()
-	st := openSQLite(t, dir)
+	st := testkit.OpenSQLite(t, dir)
 	seed(t, st)
 	ctx := context.Background()
 	s1, err := New(ctx, st, Config{DataDir: dir, ServerSANs: []string{"localhost"}})
@@ -160,15 +159,7 @@ func TestImportRefusesBadCA(t *testing.T) {
 func TestTwoReplicasOnPostgres(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	ctx := context.Background()
-	open := func() store.Store {
-		st, err := postgres.Open(ctx, url, sqlstore.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}
-	st1, st2 := open(), open()
+	st1, st2 := testkit.OpenPostgres(t, url), testkit.OpenPostgres(t, url)
 	seed(t, st1)
 	kek := make([]byte, KEKSize)
 	rand.Read(kek)
@@ -226,7 +217,7 @@ func concurrentEnrollmentsExpect(t *testing.T, s *Server, tok, reason string) bo
 }
 
 func TestKEKRotationReseals(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	seed(t, st)
 	ctx := context.Background()
 	k1, k2, k3 := make([]byte, KEKSize), make([]byte, KEKSize), make([]byte, KEKSize)
@@ -260,17 +251,7 @@ func TestKEKRotationReseals(t *testing.T) {
 	if _, err := New(ctx, st, Config{KEK: k3, ServerSANs: []string{"localhost"}}); err != nil {
 		t.Fatalf("after re-seal at start: %v", err)
 	}
-	var reseals int
-	st.View(ctx, func(tx store.Tx) error {
-		all, _ := tx.ListAudit(ctx, 0, 0)
-		for _, a := range all {
-			if a.Action == "reseal" {
-				reseals++
-			}
-		}
-		return nil
-	})
-	if reseals != 2 {
+	if reseals := len(testkit.AuditEntries(t, st, "reseal")); reseals != 2 {
 		t.Fatalf("%d reseal audit entries, want 2", reseals)
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/agent"
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/gctune"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/postgres"
@@ -456,7 +457,7 @@ func peerAgent(host, fp string, key *ecdsa.PrivateKey, mac string) error {
 		conn.Close()
 		return err
 	}
-	csr, err := agent.ChannelBoundCSR(key, cb)
+	csr, err := agentwire.ChannelBoundCSR(key, cb)
 	if err != nil {
 		conn.Close()
 		return err

@@ -14,6 +14,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"strings"
+
+	"github.com/kilnhq/kiln/internal/agentwire"
 )
 
 // CSR rules. Kiln takes only the public key from a CSR: the certificate's subject and
@@ -47,10 +49,11 @@ type csrInfo struct {
 // this connection holds the key, and Kiln lets the connection go on as the machine
 // once it has certified the key (connbind.go). A CSR bound to another connection is
 // refused: it was replayed or relayed.
+// The values are agentwire's: the agent writes what this reads.
 const (
-	ChannelBindingLabel  = "EXPORTER-Channel-Binding"
-	channelBindingPrefix = "tls-exporter:"
-	channelBindingBytes  = 32
+	ChannelBindingLabel  = agentwire.ChannelBindingLabel
+	channelBindingPrefix = agentwire.ChannelBindingPrefix
+	channelBindingBytes  = agentwire.ChannelBindingBytes
 )
 
 var (

@@ -29,9 +29,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kilnhq/kiln/internal/agent"
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 func TestEnrollCreatesMachineAndServesMTLS(t *testing.T) {
@@ -279,7 +280,7 @@ func TestEnrollBadInput(t *testing.T) {
 		{"CSR bound to another connection", func() input {
 			other := make([]byte, 32)
 			rand.Read(other)
-			csr, err := agent.ChannelBoundCSR(key(), other)
+			csr, err := agentwire.ChannelBoundCSR(key(), other)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -713,13 +714,7 @@ func (stubScripts) ScriptForMachine(_ context.Context, _ *http.Request, m *resou
 }
 
 func TestBootByClientCertificateWithCurl(t *testing.T) {
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("curl is required in CI")
-		}
-		t.Skip("curl not installed")
-	}
+	curl := testkit.NeedTool(t, "curl", "curl")
 	e := newEnv(t)
 	e.srv.Scripts = stubScripts{}
 	url := serveHTTPS(t, e.srv, nil)

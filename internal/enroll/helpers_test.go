@@ -12,7 +12,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -25,12 +24,12 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
 	"github.com/kilnhq/kiln/internal/testclock"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -58,20 +57,10 @@ type env struct {
 
 type envOption func(*Config)
 
-func openSQLite(t testing.TB, dir string) store.Store {
-	t.Helper()
-	st, err := sqlite.Open(context.Background(), dir, sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
-
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	dir := t.TempDir()
-	return newEnvOn(t, openSQLite(t, dir), dir, opts...)
+	return newEnvOn(t, testkit.OpenSQLite(t, dir), dir, opts...)
 }
 
 func newEnvOn(t testing.TB, st store.Store, dir string, opts ...envOption) *env {
@@ -131,22 +120,27 @@ func seed(t testing.TB, st store.Store) {
 	}
 }
 
+// seedStore applies the profiles the tests enroll into, as an operator would; a
+// second apply changes nothing. It takes no testing.TB: the bench server seeds too.
 func seedStore(st store.Store) error {
-	ctx := context.Background()
-	return st.Update(ctx, func(tx store.Tx) error {
-		for name, spec := range map[string]string{
-			"worker":   `{"boot":{"agent":true}}`,
-			"db":       `{"boot":{"agent":true}}`,
-			"big-only": `{"boot":{"agent":true},"enrollPolicy":["facts.memory_mb >= 65536"]}`,
-		} {
-			err := tx.Create(ctx, &resource.Object{Kind: "Profile", Metadata: resource.Metadata{Name: name}, Spec: json.RawMessage(spec)})
-			if err != nil && !errors.Is(err, store.ErrExists) {
-				return err
-			}
-		}
-		return nil
-	})
+	_, err := testkit.Apply(context.Background(), &inventory.Service{Store: st}, seedProfiles)
+	return err
 }
+
+// seedProfiles are the profiles the tests enroll into.
+const seedProfiles = `
+kind: Profile
+metadata: {name: worker}
+spec: {boot: {agent: true}}
+---
+kind: Profile
+metadata: {name: db}
+spec: {boot: {agent: true}}
+---
+kind: Profile
+metadata: {name: big-only}
+spec: {boot: {agent: true}, enrollPolicy: ["facts.memory_mb >= 65536"]}
+`
 
 func (e *env) createMachine(name, profile, mac, state string) {
 	e.t.Helper()
@@ -278,23 +272,9 @@ func facts(mac string, extra ...any) map[string]any {
 	return f
 }
 
-// auditEntries returns the audit entries with action.
 func (e *env) auditEntries(action string) []audit.Entry {
 	e.t.Helper()
-	var out []audit.Entry
-	err := e.st.View(e.ctx, func(tx store.Tx) error {
-		all, err := tx.ListAudit(e.ctx, 0, 0)
-		for _, a := range all {
-			if a.Action == action {
-				out = append(out, a)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out
+	return testkit.AuditEntries(e.t, e.st, action)
 }
 
 func (e *env) events(machine string) []store.Event {

@@ -9,9 +9,9 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-
-	"github.com/kilnhq/kiln/internal/agent"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/agentwire"
 )
 
 func testKey(t testing.TB) ed25519.PrivateKey {
@@ -141,7 +141,7 @@ func FuzzParseCSR(f *testing.F) {
 	f.Add(csrPEM(f, &x509.CertificateRequest{DNSNames: []string{"a", "b"}, EmailAddresses: []string{"x@y"}}, key))
 	f.Add("-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n")
 	f.Add("")
-	bound, err := agent.ChannelBoundCSR(key, make([]byte, channelBindingBytes))
+	bound, err := agentwire.ChannelBoundCSR(key, make([]byte, channelBindingBytes))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -29,3 +29,12 @@ func Write(w http.ResponseWriter, code int, v any) {
 func Error(w http.ResponseWriter, code int, msg string) {
 	Write(w, code, ErrorResponse{Error: msg, Code: code})
 }
+
+// List is items for a list response: an empty list for nil, so that clients read
+// [] and never null.
+func List[T any](items []T) []T {
+	if items == nil {
+		return []T{}
+	}
+	return items
+}

@@ -19,3 +19,16 @@ func TestError(t *testing.T) {
 		}
 	}
 }
+
+// A list response with no items is [] in JSON, never null; items are kept as given.
+func TestList(t *testing.T) {
+	for _, tc := range []struct {
+		items []string
+		want  string
+	}{{nil, "[]"}, {[]string{}, "[]"}, {[]string{"a", "b"}, `["a","b"]`}} {
+		b, err := json.Marshal(List(tc.items))
+		if err != nil || string(b) != tc.want {
+			t.Errorf("List(%#v) marshals as %s (%v), want %s", tc.items, b, err, tc.want)
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/testkit"
@@ -24,22 +23,6 @@ spec:
   profile: worker
   interfaces: [{mac: "52:54:00:00:00:01"}]
 `
-
-// auditLog is every audit entry, oldest first.
-func auditLog(t *testing.T, st store.Store) []audit.Entry {
-	t.Helper()
-	ctx := context.Background()
-	var out []audit.Entry
-	err := st.View(ctx, func(tx store.Tx) error {
-		var err error
-		out, err = tx.ListAudit(ctx, 0, 0)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("list audit: %v", err)
-	}
-	return out
-}
 
 func TestApply(t *testing.T) {
 	cases := []struct {
@@ -84,7 +67,7 @@ func TestApply(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			kit := testkit.NewStore(t, base)
-			before := auditLog(t, kit.Store)
+			before := testkit.AuditLog(t, kit.Store)
 			web1, err := kit.Inv.Get(ctx, "Machine", "web-1")
 			if err != nil {
 				t.Fatal(err)
@@ -96,7 +79,7 @@ func TestApply(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.As(err, &ve) {
 					t.Fatalf("apply: %v, want a validation error with %q", err, tc.wantErr)
 				}
-				if after := auditLog(t, kit.Store); len(after) != len(before) {
+				if after := testkit.AuditLog(t, kit.Store); len(after) != len(before) {
 					t.Errorf("a refused apply wrote %d audit entries", len(after)-len(before))
 				}
 				for _, name := range []string{"web-3", "web-4"} {
@@ -126,7 +109,7 @@ func TestApply(t *testing.T) {
 				}
 			}
 
-			added := auditLog(t, kit.Store)[len(before):]
+			added := testkit.AuditLog(t, kit.Store)[len(before):]
 			if len(added) != len(tc.summaries) {
 				t.Fatalf("%d new audit entries %+v, want %d", len(added), added, len(tc.summaries))
 			}

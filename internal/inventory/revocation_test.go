@@ -1,14 +1,14 @@
-package inventory
+package inventory_test
 
 import (
 	"context"
 	"encoding/json"
 	"testing"
 
+	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 func joinToken(spec string) *resource.Object {
@@ -20,13 +20,9 @@ func joinToken(spec string) *resource.Object {
 // rest of the spec is updated as given.
 func TestJoinTokenRevocationIsOneWay(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, t.TempDir(), sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	svc := &Service{Store: st}
-	actor := Actor{ID: "token:test", Role: "admin"}
+	st := testkit.OpenSQLite(t, t.TempDir())
+	svc := &inventory.Service{Store: st}
+	actor := inventory.Actor{ID: "token:test", Role: "admin"}
 	profile := &resource.Object{Kind: "Profile", Metadata: resource.Metadata{Name: "worker"}, Spec: json.RawMessage(`{"boot":{"agent":true}}`)}
 	if _, err := svc.Apply(ctx, actor, []*resource.Object{profile, joinToken(`{"profile":"worker","maxUses":5}`)}); err != nil {
 		t.Fatal(err)
@@ -57,22 +53,22 @@ func TestJoinTokenRevocationIsOneWay(t *testing.T) {
 	}
 
 	// Not revoked yet: revoked: false is taken as given.
-	if apply(`{"profile":"worker","maxUses":6}`) != Updated || stored().Revoked {
+	if apply(`{"profile":"worker","maxUses":6}`) != inventory.Updated || stored().Revoked {
 		t.Fatal("a token that was never revoked came out revoked")
 	}
-	if got := apply(`{"profile":"worker","maxUses":6,"revoked":true}`); got != Updated || !stored().Revoked {
+	if got := apply(`{"profile":"worker","maxUses":6,"revoked":true}`); got != inventory.Updated || !stored().Revoked {
 		t.Fatalf("revoking by apply: outcome %s, revoked %v", got, stored().Revoked)
 	}
 	// The manifest from before the revocation, applied again.
-	if got := apply(`{"profile":"worker","maxUses":6}`); got != Unchanged {
-		t.Errorf("re-applying the old manifest: outcome %s, want %s (it changes nothing)", got, Unchanged)
+	if got := apply(`{"profile":"worker","maxUses":6}`); got != inventory.Unchanged {
+		t.Errorf("re-applying the old manifest: outcome %s, want %s (it changes nothing)", got, inventory.Unchanged)
 	}
 	if !stored().Revoked {
 		t.Fatal("apply of revoked: false un-revoked the token")
 	}
 	// Other fields still apply; the revocation stays.
-	if got := apply(`{"profile":"worker","maxUses":2,"revoked":false}`); got != Updated {
-		t.Errorf("apply of maxUses 2: outcome %s, want %s", got, Updated)
+	if got := apply(`{"profile":"worker","maxUses":2,"revoked":false}`); got != inventory.Updated {
+		t.Errorf("apply of maxUses 2: outcome %s, want %s", got, inventory.Updated)
 	}
 	if s := stored(); !s.Revoked || s.MaxUses != 2 {
 		t.Fatalf("after apply: revoked %v maxUses %d, want revoked, 2", s.Revoked, s.MaxUses)

@@ -7,14 +7,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"testing"
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // TestDescribe runs Describe on a scratch repository through its history: no tag
 // yet, a tag, a commit after the tag, uncommitted changes.
 func TestDescribe(t *testing.T) {
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git not installed")
-	}
+	testkit.NeedTool(t, "git", "git")
 	ctx := context.Background()
 	dir := t.TempDir()
 	git := func(args ...string) {

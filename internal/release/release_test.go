@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kilnhq/kiln/internal/testkit"
 	"github.com/kilnhq/kiln/internal/thirdparty"
 )
 
@@ -32,12 +33,8 @@ import (
 // guarantee. Building one platform twice keeps the test near a minute on a warm
 // cache; a cold cache (the first run on a machine) compiles everything for both.
 func TestReleaseIsReproducibleAndVerifiable(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds kiln three times")
-	}
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git not installed")
-	}
+	testkit.Slow(t, "builds kiln three times")
+	testkit.NeedTool(t, "git", "git")
 	ctx := context.Background()
 	repo, err := filepath.Abs("../..")
 	if err != nil {

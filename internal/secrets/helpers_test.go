@@ -20,6 +20,7 @@ import (
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/role"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
 	"github.com/kilnhq/kiln/internal/testkit"
@@ -143,24 +144,12 @@ func headerIdentity(r *http.Request) (string, bool) {
 	return m, m != ""
 }
 
-func roleRank(r string) int {
-	switch r {
-	case store.RoleViewer:
-		return 1
-	case store.RoleOperator:
-		return 2
-	case store.RoleAdmin:
-		return 3
-	}
-	return 0
-}
-
 // testRegister stands in for the API's route table: the role comes from X-Test-Role.
 func testRegister(mux *http.ServeMux) func(method, path, role, summary string, h http.HandlerFunc) {
-	return func(method, path, role, summary string, h http.HandlerFunc) {
+	return func(method, path, need, summary string, h http.HandlerFunc) {
 		mux.HandleFunc(method+" "+path, func(w http.ResponseWriter, r *http.Request) {
-			if roleRank(r.Header.Get("X-Test-Role")) < roleRank(role) {
-				writeError(w, http.StatusForbidden, "role "+r.Header.Get("X-Test-Role")+" may not do this (needs "+role+")")
+			if !role.Allows(r.Header.Get("X-Test-Role"), need) {
+				writeError(w, http.StatusForbidden, "role "+r.Header.Get("X-Test-Role")+" may not do this (needs "+need+")")
 				return
 			}
 			h(w, r)
@@ -221,15 +210,7 @@ func (e *env) setFacts(machine string, facts map[string]any) {
 
 func (e *env) auditEntries() []audit.Entry {
 	e.t.Helper()
-	var out []audit.Entry
-	err := e.store.View(context.Background(), func(tx store.Tx) error {
-		var err error
-		out, err = tx.ListAudit(context.Background(), 0, 0)
-		return err
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	out := testkit.AuditLog(e.t, e.store)
 	var v audit.Verifier
 	for i := range out {
 		if err := v.Next(&out[i]); err != nil {

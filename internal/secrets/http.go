@@ -183,10 +183,7 @@ func (s *Server) versions(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if items == nil {
-		items = []VersionInfo{}
-	}
-	writeJSON(w, http.StatusOK, VersionList{Items: items})
+	writeJSON(w, http.StatusOK, VersionList{Items: httpjson.List(items)})
 }
 
 func (s *Server) auditList(w http.ResponseWriter, r *http.Request) {
@@ -209,10 +206,7 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if items == nil {
-		items = []audit.Entry{}
-	}
-	writeJSON(w, http.StatusOK, AuditList{Items: items})
+	writeJSON(w, http.StatusOK, AuditList{Items: httpjson.List(items)})
 }
 
 func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request) {

@@ -10,12 +10,9 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/httpjson"
-	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/power"
 	"github.com/kilnhq/kiln/internal/resource"
-	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // onDriver is a BMC whose machine is on and does what it is asked.
@@ -34,34 +31,16 @@ func (onDriver) Close(context.Context) error                     { return nil }
 // CLI expects, and a fleet request runs on the machines the selector picks that
 // have a BMC.
 func TestPowerHandle(t *testing.T) {
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, t.TempDir(), sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	machines := map[string]resource.MachineSpec{
-		"web-1":  {BMC: &resource.BMC{Driver: "redfish", Address: "https://10.0.9.1"}},
-		"no-bmc": {},
-	}
-	err = st.Update(ctx, func(tx store.Tx) error {
-		for name, spec := range machines {
-			raw, err := json.Marshal(spec)
-			if err != nil {
-				return err
-			}
-			obj := &resource.Object{APIVersion: resource.APIVersion, Kind: "Machine",
-				Metadata: resource.Metadata{Name: name, Labels: map[string]string{"rack": "a"}}, Spec: raw}
-			if err := tx.Create(ctx, obj); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &powerService{st: st, inv: &inventory.Service{Store: st}, owner: "test"}
+	ts := testkit.NewStore(t, `
+kind: Machine
+metadata: {name: web-1, labels: {rack: a}}
+spec: {bmc: {driver: redfish, address: "https://10.0.9.1"}}
+---
+kind: Machine
+metadata: {name: no-bmc, labels: {rack: a}}
+spec: {}
+`)
+	p := &powerService{st: ts.Store, inv: ts.Inv, owner: "test"}
 	p.runner = power.NewRunner(power.RunnerConfig{
 		NewDriver: func(context.Context, string, resource.BMC) (power.Driver, error) { return onDriver{}, nil },
 		Jobs:      p, Timeout: time.Minute, Owner: p.owner,

@@ -11,8 +11,7 @@ import (
 	"github.com/kilnhq/kiln/internal/power"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // TestPowerJobSweep: at startup the jobs this server left unfinished are failed;
@@ -21,11 +20,7 @@ import (
 // machine's timeline.
 func TestPowerJobSweep(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, t.TempDir(), sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := testkit.OpenSQLite(t, t.TempDir())
 	p := &powerService{st: st, inv: &inventory.Service{Store: st}, owner: "host-a:/var/lib/kiln"}
 	p.runner = power.NewRunner(power.RunnerConfig{
 		NewDriver: func(context.Context, string, resource.BMC) (power.Driver, error) { return nil, nil },
@@ -91,7 +86,7 @@ func TestPowerJobSweep(t *testing.T) {
 		t.Errorf("error of an interrupted job: %q", j.Error)
 	}
 	// Audited and on the timeline.
-	err = st.View(ctx, func(tx store.Tx) error {
+	err := st.View(ctx, func(tx store.Tx) error {
 		entries, err := tx.ListAuditFor(ctx, "Machine", "m-mine-running", 0, 0)
 		if err != nil {
 			return err

@@ -40,3 +40,43 @@ func TestNewStoreAppliesManifests(t *testing.T) {
 		t.Error("a machine naming a missing profile was applied")
 	}
 }
+
+// AuditLog lists every entry in order; AuditEntries keeps those of one action.
+func TestAuditEntries(t *testing.T) {
+	e := testkit.NewStore(t, "kind: Profile\nmetadata: {name: p}\nspec: {boot: {agent: true}}\n")
+	e.Apply(t, "kind: Profile\nmetadata: {name: p, labels: {rack: r1}}\nspec: {boot: {agent: true}}\n")
+	log := testkit.AuditLog(t, e.Store)
+	if len(log) != 2 || log[0].Action != "create" || log[1].Action != "update" {
+		t.Fatalf("audit log %+v, want a create then an update", log)
+	}
+	if got := testkit.AuditEntries(t, e.Store, "update"); len(got) != 1 || got[0].Name != "p" {
+		t.Errorf("update entries %+v, want the one of profile p", got)
+	}
+	if got := testkit.AuditEntries(t, e.Store, "delete"); len(got) != 0 {
+		t.Errorf("delete entries %+v, want none", got)
+	}
+}
+
+// Background's serve runs until the test ends, and its context is cancelled then.
+func TestBackground(t *testing.T) {
+	started, stopped := make(chan struct{}), make(chan struct{})
+	t.Run("server", func(t *testing.T) {
+		testkit.Background(t, "serve", func(ctx context.Context) error {
+			close(started)
+			<-ctx.Done()
+			close(stopped)
+			return nil
+		})
+		<-started
+		select {
+		case <-stopped:
+			t.Fatal("serve stopped before the test ended")
+		default:
+		}
+	})
+	select {
+	case <-stopped:
+	default:
+		t.Fatal("serve still runs after its test ended")
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // getOpts configures the in-process test client.
@@ -230,21 +232,9 @@ func startServerOn(t testing.TB, s *Server, addr string) netip.AddrPort {
 	if s.Logger == nil {
 		s.Logger = testLogger(t)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, conn) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Serve did not return after cancel")
-		}
-		conn.Close()
-	})
+	// Cleanups run last in, first out: Serve has returned when conn is closed.
+	t.Cleanup(func() { conn.Close() })
+	testkit.Background(t, "Serve", func(ctx context.Context) error { return s.Serve(ctx, conn) })
 	return conn.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/resource"
-	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/testkit"
 	"github.com/kilnhq/kiln/internal/workflow"
 )
 
@@ -61,20 +61,7 @@ func (a *agentHTTP) report(machine, wf, action, state string) (int, string) {
 
 func (e *env) audit(action string) []audit.Entry {
 	e.t.Helper()
-	var out []audit.Entry
-	err := e.inv.Store.View(context.Background(), func(tx store.Tx) error {
-		all, err := tx.ListAudit(context.Background(), 0, 0)
-		for _, a := range all {
-			if a.Action == action {
-				out = append(out, a)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out
+	return testkit.AuditEntries(e.t, e.inv.Store, action)
 }
 
 // TestStolenCertificateCannotReportProvisioned is issue 13's "jump to provisioned":

@@ -14,8 +14,7 @@ import (
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 	"github.com/kilnhq/kiln/internal/workflow"
 )
 
@@ -69,21 +68,9 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, t.TempDir(), sqlstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	e := &env{t: t, inv: &inventory.Service{Store: st}, now: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)}
-	objs, err := resource.ParseManifests(strings.NewReader(manifests), "t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.inv.Apply(ctx, inventory.Actor{ID: "test"}, objs); err != nil {
-		t.Fatal(err)
-	}
-	e.eng = &workflow.Engine{Store: st, Now: func() time.Time { return e.now }, ArtifactURL: func(n string) string { return "http://kiln/artifacts/" + n }}
+	ts := testkit.NewStore(t, manifests)
+	e := &env{t: t, inv: ts.Inv, now: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)}
+	e.eng = &workflow.Engine{Store: ts.Store, Now: func() time.Time { return e.now }, ArtifactURL: func(n string) string { return "http://kiln/artifacts/" + n }}
 	return e
 }
 

@@ -9,53 +9,22 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
-	"github.com/kilnhq/kiln/internal/dhcp"
-	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
-// benchDORA, benchSubnet: as in package dhcp's bench_test.go (whose
-// BenchmarkDORAMemory is the protocol path alone, the peer of these).
-
-// benchDORA runs one DISCOVER→OFFER→REQUEST→ACK exchange per iteration through
-// HandlePacket, each for a new client (MACs wrap around after 60,000, when the
-// clients come back to their leases).
-func benchDORA(b *testing.B, h *harness) {
-	ctx := context.Background()
-	hw := make(net.HardwareAddr, 6)
-	hw[0] = 0x02
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		binary.BigEndian.PutUint32(hw[2:], uint32(i%60000))
-		d, _ := dhcpv4.New(dhcpv4.WithHwAddr(hw), dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover))
-		off := h.srv.HandlePacket(ctx, d.ToBytes(), h.in)
-		if off == nil {
-			b.Fatalf("no offer for client %d", i)
-		}
-		r, _ := dhcpv4.New(dhcpv4.WithHwAddr(hw), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
-			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(off.Msg.YourIPAddr)),
-			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP{10, 0, 0, 1})))
-		if ack := h.srv.HandlePacket(ctx, r.ToBytes(), h.in); ack == nil || ack.Msg.MessageType() != dhcpv4.MessageTypeAck {
-			b.Fatalf("no ack for client %d", i)
-		}
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "leases/s")
-}
-
-func benchSubnet(b *testing.B) *dhcp.Subnet {
-	return mustSubnet(b, "bench", resource.SubnetSpec{CIDR: "10.0.0.0/16", Pools: []resource.Pool{{Start: "10.0.1.0", End: "10.0.255.250"}},
-		Router: "10.0.0.1", DNS: []string{"10.0.0.1"}, LeaseTime: "1h", UnknownMachines: resource.UnknownAllocate})
-}
+// The peer of these benchmarks is package dhcp's BenchmarkDORAMemory, the protocol
+// path alone; both run dhcptest.BenchDORA.
 
 // BenchmarkDORASQLite is the full handler path on the embedded store: machine
 // lookup by MAC, two lease transactions (offer, commit) and the encoding.
 func BenchmarkDORASQLite(b *testing.B) {
-	st := openSQLite(b, b.TempDir())
-	h := storeHarness(b, st, benchSubnet(b))
-	benchDORA(b, h)
+	st := testkit.OpenSQLite(b, b.TempDir())
+	h := storeHarness(b, st, mustSubnet(b, "bench", dhcptest.BenchSubnet()))
+	dhcptest.BenchDORA(b, h.handle)
 }
 
-// benchDORAParallel is benchDORA from many clients at once (the server's workers
+// benchDORAParallel is dhcptest.BenchDORA from many clients at once (the server's workers
 // handling a burst): the lease store's group commit batches their writes.
 func benchDORAParallel(b *testing.B, h *harness, clients int) {
 	ctx := context.Background()
@@ -89,8 +58,8 @@ func benchDORAParallel(b *testing.B, h *harness, clients int) {
 // BenchmarkDORASQLiteParallel: 64 clients at once per core on the embedded store;
 // leases/s shows the group commit (compare BenchmarkDORASQLite, one client).
 func BenchmarkDORASQLiteParallel(b *testing.B) {
-	st := openSQLite(b, b.TempDir())
-	h := storeHarness(b, st, benchSubnet(b))
+	st := testkit.OpenSQLite(b, b.TempDir())
+	h := storeHarness(b, st, mustSubnet(b, "bench", dhcptest.BenchSubnet()))
 	benchDORAParallel(b, h, 64)
 	if sl, ok := h.srv.Leases.(*Leases); ok && sl.batches.Load() > 0 {
 		b.ReportMetric(float64(sl.batched.Load())/float64(sl.batches.Load()), "ops/tx")

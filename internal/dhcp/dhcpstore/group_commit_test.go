@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/dhcp"
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // commitReq is a REQUEST-style commit of ip for MAC 02:00:00:00:hi:lo.
@@ -43,7 +45,7 @@ func storedLease(t *testing.T, st store.Store, ip string) *dhcp.Lease {
 // caller is answered only once its lease is stored; clients racing for one address
 // get exactly one winner while the others' commits in the same batches succeed.
 func TestGroupCommitConcurrent(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	sl := NewLeases(st, 0)
 	defer sl.Close()
 	sn := hammerSubnet(t)
@@ -132,7 +134,7 @@ func (t failingTx) CreateBatch(ctx context.Context, objs []*resource.Object) ([]
 // only that operation fails; refusals (an address held by another client) stay
 // with their operation and do not undo the batch.
 func TestGroupCommitItemErrors(t *testing.T) {
-	inner := openSQLite(t, t.TempDir())
+	inner := testkit.OpenSQLite(t, t.TempDir())
 	sl := NewLeases(failingStore{inner, "10.0.0.77"}, 0)
 	sl.BatchWindow = 20 * time.Millisecond // gather everything below into few batches
 	defer sl.Close()
@@ -190,7 +192,7 @@ func TestGroupCommitItemErrors(t *testing.T) {
 // writes fail with ErrLeasesClosed; reads keep working; a caller whose context
 // ends is answered at once.
 func TestGroupCommitShutdown(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	sl := NewLeases(st, 0)
 	sl.BatchWindow = 50 * time.Millisecond
 	sn := hammerSubnet(t)
@@ -264,18 +266,18 @@ func storedLease2(st store.Store, ip string) *dhcp.Lease {
 // TestStoreMachinesCache: lookups are reused for CacheTTL (found or unknown), and
 // concurrent misses share reads.
 func TestStoreMachinesCache(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	m := &Machines{Store: st, CacheTTL: 200 * time.Millisecond}
 	ctx := context.Background()
-	if _, err := m.MachineByMAC(ctx, mac(macM)); !errors.Is(err, dhcp.ErrUnknownMachine) {
+	if _, err := m.MachineByMAC(ctx, dhcptest.MAC(macM)); !errors.Is(err, dhcp.ErrUnknownMachine) {
 		t.Fatalf("unknown MAC: %v", err)
 	}
 	createObject(t, st, "Machine", "web-1", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: macM, IP: "10.0.0.20"}}})
-	if _, err := m.MachineByMAC(ctx, mac(macM)); !errors.Is(err, dhcp.ErrUnknownMachine) {
+	if _, err := m.MachineByMAC(ctx, dhcptest.MAC(macM)); !errors.Is(err, dhcp.ErrUnknownMachine) {
 		t.Errorf("within the TTL the cached answer is reused: %v", err)
 	}
 	time.Sleep(250 * time.Millisecond)
-	if got, err := m.MachineByMAC(ctx, mac(macM)); err != nil || got.Name != "web-1" {
+	if got, err := m.MachineByMAC(ctx, dhcptest.MAC(macM)); err != nil || got.Name != "web-1" {
 		t.Errorf("after the TTL: %+v %v", got, err)
 	}
 	uncached := &Machines{Store: st, CacheTTL: -1}
@@ -288,7 +290,7 @@ func TestStoreMachinesCache(t *testing.T) {
 			if i%2 == 1 {
 				hw = fmt.Sprintf("52:54:00:00:09:%02x", i)
 			}
-			got, err := uncached.MachineByMAC(ctx, mac(hw))
+			got, err := uncached.MachineByMAC(ctx, dhcptest.MAC(hw))
 			if i%2 == 0 && (err != nil || got.Name != "web-1" || got.IP != netip.MustParseAddr("10.0.0.20")) {
 				t.Errorf("%s: %+v %v", hw, got, err)
 			}
@@ -305,7 +307,7 @@ func TestStoreMachinesCache(t *testing.T) {
 // this server's hints do not know), that commit is refused (NAK: the client
 // starts over) and the others of its batch are stored.
 func TestGroupCommitBatchedCreateTaken(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	sl := NewLeases(st, 0)
 	sl.BatchWindow = 20 * time.Millisecond
 	defer sl.Close()

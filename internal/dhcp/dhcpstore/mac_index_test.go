@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/dhcp"
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // countingStore counts the read transactions the DHCP side opens, and passes
@@ -36,7 +38,7 @@ func waitIndexed(t *testing.T, m *Machines, hw ...string) {
 		if m.macs != nil {
 			ok := true
 			for _, h := range append(hw, macM) {
-				known, current := m.macs.known(mac(h), time.Now())
+				known, current := m.macs.known(dhcptest.MAC(h), time.Now())
 				ok = ok && current && (known || h == macM)
 			}
 			if ok {
@@ -56,19 +58,19 @@ func waitIndexed(t *testing.T, m *Machines, hw ...string) {
 // reloaded only when they changed.
 func TestMACIndex(t *testing.T) {
 	dir := t.TempDir()
-	inner := openSQLite(t, dir)
+	inner := testkit.OpenSQLite(t, dir)
 	st := &countingStore{Store: inner}
 	m := &Machines{Store: st, CacheTTL: 50 * time.Millisecond, MACIndexTTL: 100 * time.Millisecond}
 	ctx := context.Background()
 	createObject(t, inner, "Machine", "web-1", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: macM, IP: "10.0.0.20"}}})
 
-	if _, err := m.MachineByMAC(ctx, mac("52:54:00:00:0a:01")); !errors.Is(err, dhcp.ErrUnknownMachine) {
+	if _, err := m.MachineByMAC(ctx, dhcptest.MAC("52:54:00:00:0a:01")); !errors.Is(err, dhcp.ErrUnknownMachine) {
 		t.Fatalf("unknown MAC before the index: %v", err)
 	}
 	waitIndexed(t, m)
 	before := st.views.Load()
 	for i := range 100 {
-		hw := mac("52:54:00:00:0b:00")
+		hw := dhcptest.MAC("52:54:00:00:0b:00")
 		hw[5] = byte(i)
 		if _, err := m.MachineByMAC(ctx, hw); !errors.Is(err, dhcp.ErrUnknownMachine) {
 			t.Fatalf("unknown MAC %s: %v", hw, err)
@@ -77,23 +79,23 @@ func TestMACIndex(t *testing.T) {
 	if n := st.views.Load() - before; n != 0 {
 		t.Errorf("100 unknown MACs with a current index cost %d store reads, want 0", n)
 	}
-	if got, err := m.MachineByMAC(ctx, mac(macM)); err != nil || got.Name != "web-1" {
+	if got, err := m.MachineByMAC(ctx, dhcptest.MAC(macM)); err != nil || got.Name != "web-1" {
 		t.Fatalf("known MAC: %+v %v", got, err)
 	}
 
 	// Through this process: seen at once, even within the index's TTL.
 	createObject(t, inner, "Machine", "web-2", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: "52:54:00:00:0c:01"}}})
-	if got, err := m.MachineByMAC(ctx, mac("52:54:00:00:0c:01")); err != nil || got.Name != "web-2" {
+	if got, err := m.MachineByMAC(ctx, dhcptest.MAC("52:54:00:00:0c:01")); err != nil || got.Name != "web-2" {
 		t.Fatalf("a machine created through this process: %+v %v", got, err)
 	}
 
 	// Another replica: a second handle on the same database (its commits are not
 	// this handle's own).
-	other := openSQLite(t, dir)
+	other := testkit.OpenSQLite(t, dir)
 	createObject(t, other, "Machine", "web-3", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: "52:54:00:00:0d:01"}}})
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		got, err := m.MachineByMAC(ctx, mac("52:54:00:00:0d:01"))
+		got, err := m.MachineByMAC(ctx, dhcptest.MAC("52:54:00:00:0d:01"))
 		if err == nil && got.Name == "web-3" {
 			break
 		}
@@ -117,7 +119,7 @@ func TestMACIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(60 * time.Millisecond) // the found answer's cache
-	if _, err := m.MachineByMAC(ctx, mac(macM)); !errors.Is(err, dhcp.ErrUnknownMachine) {
+	if _, err := m.MachineByMAC(ctx, dhcptest.MAC(macM)); !errors.Is(err, dhcp.ErrUnknownMachine) {
 		t.Fatalf("a deleted machine's MAC: %v", err)
 	}
 }

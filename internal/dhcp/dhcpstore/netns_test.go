@@ -21,8 +21,10 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/dhcp"
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // The tests in this file run real DHCP clients (ISC dhclient, busybox udhcpc, Kea's
@@ -35,27 +37,15 @@ const (
 	sigRelease = syscall.SIGUSR2
 )
 
-// requireNetns skips the test without root or a tool, or fails it under CI=true,
-// where `make test` has installed everything.
+// requireNetns needs root (network namespaces) and ip plus tools; testkit applies
+// the CI rule: a skip outside CI and under -short, a failure under CI=true.
 func requireNetns(t *testing.T, tools ...string) {
 	t.Helper()
-	missing := func(format string, args ...any) {
-		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	if os.Geteuid() != 0 {
-		missing("needs root to create network namespaces")
-	}
+	testkit.NeedRoot(t, "network namespaces")
 	packages := map[string]string{"ip": "iproute2", "dhclient": "isc-dhcp-client", "busybox": "busybox-static",
 		"perfdhcp": "kea-admin", "tcpdump": "tcpdump", "qemu-system-x86_64": "qemu-system-x86"}
 	for _, tool := range append([]string{"ip"}, tools...) {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing("needs %s (Debian package %s)", tool, packages[tool])
-		}
+		testkit.NeedTool(t, tool, packages[tool])
 	}
 }
 
@@ -179,25 +169,11 @@ func startServer(t *testing.T, n *labNet, st store.Store, spec resource.SubnetSp
 		Leases:   NewLeases(st, 0),
 		Logger:   slog.New(slog.NewTextHandler(testLogWriter{t, &sync.Mutex{}}, &slog.HandlerOptions{Level: level})),
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	conn, err := dhcp.ListenUDP(ctx, n.hostIf, dhcp.ServerPort)
+	conn, err := dhcp.ListenUDP(context.Background(), n.hostIf, dhcp.ServerPort)
 	if err != nil {
-		cancel()
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, conn) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Serve did not return after cancel")
-		}
-	})
+	testkit.Background(t, "Serve", func(ctx context.Context) error { return srv.Serve(ctx, conn) })
 	return srv
 }
 
@@ -219,17 +195,6 @@ func (n *labNet) startClient(ctx context.Context, t *testing.T, events string, a
 		if t.Failed() {
 			t.Logf("%s:\n%s\nscript events: %v", argv[0], out.String(), fileLines(events))
 		}
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -267,7 +232,7 @@ func fileHas(path, word string) bool {
 func TestDhclient(t *testing.T) {
 	requireNetns(t, "dhclient")
 	n := newLabNet(t)
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	srv := startServer(t, n, st, labSpec(n, "6s"), slog.LevelInfo) // T1 = 3 s: a renewal within the test
 	hw := n.clientMAC(t)
 	dir := t.TempDir()
@@ -292,7 +257,7 @@ timeout 20;
 	_, stop := n.startClient(ctx, t, events, append([]string{"dhclient", "-d", "-v"}, append(args, n.nsIf)...)...)
 	defer stop()
 
-	waitFor(t, 20*time.Second, "dhclient BOUND", func() bool { return fileHas(events, "BOUND") })
+	dhcptest.WaitFor(t, 20*time.Second, "dhclient BOUND", func() bool { return fileHas(events, "BOUND") })
 	l := leaseOf(t, st, hw)
 	if l == nil || l.State != resource.LeaseBound || !n.server.Contains(l.IP) || l.Hostname != "e2e-dhclient" {
 		t.Fatalf("stored lease of %s: %+v", hw, l)
@@ -301,8 +266,8 @@ timeout 20;
 		t.Errorf("client interface does not have %s", l.IP)
 	}
 	first := l.ExpiresAt
-	waitFor(t, 20*time.Second, "dhclient RENEW", func() bool { return fileHas(events, "RENEW") })
-	waitFor(t, 5*time.Second, "renewed lease in the store", func() bool {
+	dhcptest.WaitFor(t, 20*time.Second, "dhclient RENEW", func() bool { return fileHas(events, "RENEW") })
+	dhcptest.WaitFor(t, 5*time.Second, "renewed lease in the store", func() bool {
 		l2 := leaseOf(t, st, hw)
 		return l2.IP == l.IP && l2.ExpiresAt.After(first)
 	})
@@ -312,7 +277,7 @@ timeout 20;
 	if b, err := rel.CombinedOutput(); err != nil {
 		t.Fatalf("dhclient -r: %v\n%s", err, b)
 	}
-	waitFor(t, 10*time.Second, "released lease", func() bool { return leaseOf(t, st, hw).State == resource.LeaseReleased })
+	dhcptest.WaitFor(t, 10*time.Second, "released lease", func() bool { return leaseOf(t, st, hw).State == resource.LeaseReleased })
 	s := srv.Metrics.Snapshot()
 	if s.Received["discover"] < 1 || s.Received["request"] < 2 || s.Received["release"] != 1 || s.Sent["ack"] < 2 {
 		t.Errorf("server counters %+v", s)
@@ -322,7 +287,7 @@ timeout 20;
 func TestUdhcpc(t *testing.T) {
 	requireNetns(t, "busybox")
 	n := newLabNet(t)
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	srv := startServer(t, n, st, labSpec(n, "1h"), slog.LevelInfo)
 	hw := n.clientMAC(t)
 	dir := t.TempDir()
@@ -340,17 +305,17 @@ exit 0
 	cmd, stop := n.startClient(ctx, t, events, "busybox", "udhcpc", "-f", "-i", n.nsIf,
 		"-s", filepath.Join(dir, "script"), "-t", "5", "-T", "1", "-A", "1", "-x", "hostname:e2e-udhcpc")
 	defer stop()
-	waitFor(t, 20*time.Second, "udhcpc bound", func() bool { return fileHas(events, "bound") })
+	dhcptest.WaitFor(t, 20*time.Second, "udhcpc bound", func() bool { return fileHas(events, "bound") })
 	l := leaseOf(t, st, hw)
 	if l == nil || l.State != resource.LeaseBound || l.Hostname != "e2e-udhcpc" {
 		t.Fatalf("stored lease %+v", l)
 	}
 	time.Sleep(1100 * time.Millisecond) // let the clock move so the renewal shows
 	_ = cmd.Process.Signal(sigRenew)
-	waitFor(t, 10*time.Second, "udhcpc renew", func() bool { return fileHas(events, "renew") })
-	waitFor(t, 5*time.Second, "renewed lease in the store", func() bool { return leaseOf(t, st, hw).ExpiresAt.After(l.ExpiresAt) })
+	dhcptest.WaitFor(t, 10*time.Second, "udhcpc renew", func() bool { return fileHas(events, "renew") })
+	dhcptest.WaitFor(t, 5*time.Second, "renewed lease in the store", func() bool { return leaseOf(t, st, hw).ExpiresAt.After(l.ExpiresAt) })
 	_ = cmd.Process.Signal(sigRelease)
-	waitFor(t, 10*time.Second, "released lease", func() bool { return leaseOf(t, st, hw).State == resource.LeaseReleased })
+	dhcptest.WaitFor(t, 10*time.Second, "released lease", func() bool { return leaseOf(t, st, hw).State == resource.LeaseReleased })
 	if s := srv.Metrics.Snapshot(); s.Received["release"] != 1 {
 		t.Errorf("server counters %+v", s)
 	}
@@ -359,7 +324,7 @@ exit 0
 func TestPerfdhcp(t *testing.T) {
 	requireNetns(t, "perfdhcp")
 	n := newLabNet(t)
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	srv := startServer(t, n, st, labSpec(n, "1h"), slog.LevelWarn)
 	// perfdhcp acts as a relay: giaddr is its own address, replies go to giaddr:67.
 	clientAddr := n.addr(2)

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/dhcp"
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // nilBooter gives no boot information: a plain DHCP server.
@@ -113,22 +115,21 @@ func TestQEMUFirmware(t *testing.T) {
 
 	t.Run("bios-ipxe-full", func(t *testing.T) {
 		n := newLabNet(t)
-		st := openSQLite(t, t.TempDir())
+		st := testkit.OpenSQLite(t, t.TempDir())
 		var ev eventLog
 		srv := &dhcp.Server{Subnets: dhcp.StaticSubnets{mustSubnet(t, "lab", labSpec(n, "1h"))}, Machines: &Machines{Store: st},
 			Leases: NewLeases(st, 0), Logger: logger(), OnEvent: ev.add}
 		serveOn(t, n, srv, false)
 		startQEMU(t, n, "-machine", "pc,accel=tcg", "-device", "virtio-net-pci,netdev=n0,mac="+vmMAC, "-boot", "n")
-		waitFor(t, 90*time.Second, "iPXE to get the boot script", func() bool { return ev.has(dhcp.EventAck, "boot.ipxe") })
+		dhcptest.WaitFor(t, 90*time.Second, "iPXE to get the boot script", func() bool { return ev.has(dhcp.EventAck, "boot.ipxe") })
 		if l := leaseOf(t, st, vmMAC); l == nil || l.State != resource.LeaseBound {
 			t.Errorf("lease %+v", l)
 		}
 	})
 
 	t.Run("uefi-pxe-proxy", func(t *testing.T) {
-		if _, err := os.Stat("/usr/share/OVMF/OVMF_CODE_4M.fd"); err != nil {
-			t.Skip("needs OVMF (Debian package ovmf)")
-		}
+		// Debian package ovmf.
+		testkit.NeedFiles(t, "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd")
 		n := newLabNet(t)
 		vars := filepath.Join(t.TempDir(), "vars.fd")
 		b, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -150,7 +151,7 @@ func TestQEMUFirmware(t *testing.T) {
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars,
 			// romfile= disables the NIC's iPXE ROM: OVMF's own PXE stack boots.
 			"-device", "virtio-net-pci,netdev=n0,mac="+vmMAC+",romfile=,bootindex=1")
-		waitFor(t, 100*time.Second, "OVMF to ask the PXE boot server", func() bool { return ev.has(dhcp.EventAck, "PXE boot server, boot ipxe.efi") })
+		dhcptest.WaitFor(t, 100*time.Second, "OVMF to ask the PXE boot server", func() bool { return ev.has(dhcp.EventAck, "PXE boot server, boot ipxe.efi") })
 		if s := proxy.Metrics.Snapshot(); s.Sent["offer"] == 0 {
 			t.Errorf("proxy counters %+v", s)
 		}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/binary"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // BenchmarkServeRelayedSQLite is the whole server as perfdhcp sees it, over
@@ -26,10 +26,8 @@ import (
 // Profile it with -cpuprofile; -cpu 1 gives the server one core like the
 // benchmark scripts do (here the relay shares it).
 func BenchmarkServeRelayedSQLite(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root: the relay agent listens on port 67")
-	}
-	st := openSQLite(b, b.TempDir())
+	testkit.NeedRoot(b, "the relay agent, which listens on port 67")
+	st := testkit.OpenSQLite(b, b.TempDir())
 	sn := mustSubnet(b, "bench", resource.SubnetSpec{CIDR: "127.0.0.0/8", Pools: []resource.Pool{{Start: "127.1.0.0", End: "127.16.255.250"}},
 		LeaseTime: "1h", UnknownMachines: resource.UnknownAllocate})
 	srv := &dhcp.Server{Subnets: dhcp.StaticSubnets{sn}, Machines: &Machines{Store: st}, Leases: NewLeases(st, 0), PXEPort: -1}

@@ -13,35 +13,14 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/kilnhq/kiln/internal/dhcp"
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
-	"github.com/kilnhq/kiln/internal/store/postgres"
 	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
-	"github.com/kilnhq/kiln/internal/store/sqlite"
-	"github.com/kilnhq/kiln/internal/store/sqlstore"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
-
-func openSQLite(tb testing.TB, dir string) store.Store {
-	tb.Helper()
-	st, err := sqlite.Open(context.Background(), dir, sqlstore.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	return st
-}
-
-func openPostgres(tb testing.TB, url string) store.Store {
-	tb.Helper()
-	st, err := postgres.Open(context.Background(), url, sqlstore.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	return st
-}
 
 func createObject(tb testing.TB, st store.Store, kind, name string, spec any) {
 	tb.Helper()
@@ -87,7 +66,7 @@ func storedLeases(tb testing.TB, st store.Store) []*dhcp.Lease {
 }
 
 func TestStoreLeasesSQLite(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	createObject(t, st, "Machine", "web-1", resource.MachineSpec{Interfaces: []resource.Interface{
 		{MAC: "52:54:00:00:00:98"}, {MAC: macM, IP: "10.0.0.20", Hostname: "web-1.lab.example"}}})
 	h := storeHarness(t, st)
@@ -117,8 +96,8 @@ func TestStoreLeasesSQLite(t *testing.T) {
 	if ipA == ipB || ipA != "10.0.0.100" {
 		t.Fatalf("a %s b %s", ipA, ipB)
 	}
-	h.send(msg(t, macA, dhcpv4.MessageTypeRelease, withCiaddr(ipA), withServerID("10.0.0.1")))
-	h.send(msg(t, macB, dhcpv4.MessageTypeDecline, withRequested(ipB), withServerID("10.0.0.1")))
+	h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeRelease, dhcptest.WithCiaddr(ipA), dhcptest.WithServerID("10.0.0.1")))
+	h.send(dhcptest.Msg(t, macB, dhcpv4.MessageTypeDecline, dhcptest.WithRequested(ipB), dhcptest.WithServerID("10.0.0.1")))
 	states := map[string]string{}
 	for _, l := range storedLeases(t, st) {
 		states[l.IP.String()] = l.State
@@ -137,7 +116,7 @@ func TestStoreLeasesSQLite(t *testing.T) {
 	h2 := storeHarness(t, st)
 	h2.clock = h.clock
 	h2.srv.Now = h.clock.Now
-	if got := h2.send(msg(t, macA, dhcpv4.MessageTypeDiscover)).Msg.YourIPAddr.String(); got != ipA {
+	if got := h2.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover)).Msg.YourIPAddr.String(); got != ipA {
 		t.Errorf("after restart a offered %s, want %s", got, ipA)
 	}
 	// Expired leases are taken over.
@@ -149,14 +128,14 @@ func TestStoreLeasesSQLite(t *testing.T) {
 	if len(pool) != 10 {
 		t.Fatal(pool)
 	}
-	if off := h2.send(msg(t, "52:54:00:00:04:01", dhcpv4.MessageTypeDiscover)); off != nil {
+	if off := h2.send(dhcptest.Msg(t, "52:54:00:00:04:01", dhcpv4.MessageTypeDiscover)); off != nil {
 		t.Errorf("11th client in a 10-address pool offered %s", off.Msg.YourIPAddr)
 	}
 }
 
 func TestStoreSubnets(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
-	createObject(t, st, "Subnet", "lab", labSubnet)
+	st := testkit.OpenSQLite(t, t.TempDir())
+	createObject(t, st, "Subnet", "lab", dhcptest.LabSubnet())
 	createObject(t, st, "Subnet", "broken", map[string]any{"cidr": "10.1.0.0/33"})
 	var skipped []string
 	ss := &Subnets{Store: st, OnError: func(name string, err error) { skipped = append(skipped, name) }}
@@ -173,8 +152,8 @@ func TestStoreSubnets(t *testing.T) {
 // the other's allocations, never hand out one address twice.
 func TestStaleHintsTwoHandles(t *testing.T) {
 	dir := t.TempDir()
-	a := storeHarness(t, openSQLite(t, dir))
-	b := storeHarness(t, openSQLite(t, dir))
+	a := storeHarness(t, testkit.OpenSQLite(t, dir))
+	b := storeHarness(t, testkit.OpenSQLite(t, dir))
 	b.clock, b.srv.Now = a.clock, a.clock.Now
 	seen := map[string]string{}
 	for i := range 10 {
@@ -196,12 +175,12 @@ func TestStaleHintsTwoHandles(t *testing.T) {
 func doraRestarting(h *harness, hw string) string {
 	h.t.Helper()
 	for range 10 {
-		off := h.send(msg(h.t, hw, dhcpv4.MessageTypeDiscover))
+		off := h.send(dhcptest.Msg(h.t, hw, dhcpv4.MessageTypeDiscover))
 		if off == nil {
 			h.t.Fatalf("%s: no offer", hw)
 		}
 		ip := off.Msg.YourIPAddr.String()
-		r := h.send(msg(h.t, hw, dhcpv4.MessageTypeRequest, withRequested(ip), withServerID(serverIP.String())))
+		r := h.send(dhcptest.Msg(h.t, hw, dhcpv4.MessageTypeRequest, dhcptest.WithRequested(ip), dhcptest.WithServerID(dhcptest.ServerIP)))
 		switch {
 		case r != nil && r.Msg.MessageType() == dhcpv4.MessageTypeAck:
 			return ip
@@ -222,13 +201,13 @@ func doraRestarting(h *harness, hw string) string {
 // a DECLINE is stored.
 func TestOffersHeldInMemory(t *testing.T) {
 	dir := t.TempDir()
-	st := openSQLite(t, dir)
+	st := testkit.OpenSQLite(t, dir)
 	a := storeHarness(t, st)
-	b := storeHarness(t, openSQLite(t, dir))
+	b := storeHarness(t, testkit.OpenSQLite(t, dir))
 	b.clock, b.srv.Now = a.clock, a.clock.Now
 
-	offA := a.send(msg(t, macA, dhcpv4.MessageTypeDiscover))
-	offB := a.send(msg(t, macB, dhcpv4.MessageTypeDiscover))
+	offA := a.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover))
+	offB := a.send(dhcptest.Msg(t, macB, dhcpv4.MessageTypeDiscover))
 	if offA == nil || offB == nil {
 		t.Fatal("no offer")
 	}
@@ -240,7 +219,7 @@ func TestOffersHeldInMemory(t *testing.T) {
 		t.Fatalf("DISCOVERs stored %d leases: %+v", len(got), got[0])
 	}
 	// A retransmitted DISCOVER gets the same address back.
-	if again := a.send(msg(t, macA, dhcpv4.MessageTypeDiscover)); again.Msg.YourIPAddr.String() != ipA {
+	if again := a.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover)); again.Msg.YourIPAddr.String() != ipA {
 		t.Errorf("retransmitted DISCOVER offered %s, want %s", again.Msg.YourIPAddr, ipA)
 	}
 
@@ -249,7 +228,7 @@ func TestOffersHeldInMemory(t *testing.T) {
 		t.Fatalf("b bound %s, want %s (the address a offered)", got, ipA)
 	}
 	// a's client asks for its offer: NAK (RFC 2131 4.3.2), nothing written for it.
-	r := a.send(msg(t, macA, dhcpv4.MessageTypeRequest, withRequested(ipA), withServerID(serverIP.String())))
+	r := a.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeRequest, dhcptest.WithRequested(ipA), dhcptest.WithServerID(dhcptest.ServerIP)))
 	if r == nil || r.Msg.MessageType() != dhcpv4.MessageTypeNak {
 		t.Fatalf("REQUEST of an address bound by the other server meanwhile: %v", r)
 	}
@@ -266,7 +245,7 @@ func TestOffersHeldInMemory(t *testing.T) {
 	}
 
 	// macB takes another server's offer: a's hold ends, nothing is written.
-	if r := a.send(msg(t, macB, dhcpv4.MessageTypeRequest, withRequested("10.0.0.150"), withServerID("10.0.0.2"))); r != nil {
+	if r := a.send(dhcptest.Msg(t, macB, dhcpv4.MessageTypeRequest, dhcptest.WithRequested("10.0.0.150"), dhcptest.WithServerID("10.0.0.2"))); r != nil {
 		t.Fatal("answered a request for another server")
 	}
 	if l := storedLease2(st, ipB); l != nil {
@@ -277,7 +256,7 @@ func TestOffersHeldInMemory(t *testing.T) {
 	h := a
 	hw := "52:54:00:00:06:02"
 	ip := h.dora(hw).YourIPAddr.String()
-	h.send(msg(t, hw, dhcpv4.MessageTypeDecline, withRequested(ip), withServerID(serverIP.String())))
+	h.send(dhcptest.Msg(t, hw, dhcpv4.MessageTypeDecline, dhcptest.WithRequested(ip), dhcptest.WithServerID(dhcptest.ServerIP)))
 	if l := storedLease(t, st, ip); l == nil || l.State != resource.LeaseDeclined {
 		t.Errorf("declined %s stored as %+v", ip, l)
 	}
@@ -308,18 +287,18 @@ func hammer(t *testing.T, st store.Store, servers []*harness, clients, rounds in
 				// lease yet, learns it from the record when it commits.
 				var mods []dhcpv4.Modifier
 				if last != "" {
-					mods = append(mods, withRequested(last))
+					mods = append(mods, dhcptest.WithRequested(last))
 				}
 				var ip string
 				var ack *dhcp.Reply
 				for try := 0; ; try++ {
-					off := h.srv.HandlePacket(context.Background(), msg(t, hw, dhcpv4.MessageTypeDiscover, mods...).ToBytes(), h.in)
+					off := h.srv.HandlePacket(context.Background(), dhcptest.Msg(t, hw, dhcpv4.MessageTypeDiscover, mods...).ToBytes(), h.in)
 					if off == nil {
 						errs <- fmt.Errorf("%s: no offer in round %d", hw, r)
 						return
 					}
 					ip = off.Msg.YourIPAddr.String()
-					ack = h.srv.HandlePacket(context.Background(), msg(t, hw, dhcpv4.MessageTypeRequest, withRequested(ip), withServerID("10.0.0.1")).ToBytes(), h.in)
+					ack = h.srv.HandlePacket(context.Background(), dhcptest.Msg(t, hw, dhcpv4.MessageTypeRequest, dhcptest.WithRequested(ip), dhcptest.WithServerID("10.0.0.1")).ToBytes(), h.in)
 					if ack == nil || ack.Msg.MessageType() != dhcpv4.MessageTypeNak || try >= 20 {
 						break
 					}
@@ -371,8 +350,8 @@ func hammerSubnet(t testing.TB) *dhcp.Subnet {
 
 func TestConcurrentSQLite(t *testing.T) {
 	dir := t.TempDir()
-	st := openSQLite(t, dir)
-	servers := []*harness{storeHarness(t, st, hammerSubnet(t)), storeHarness(t, openSQLite(t, dir), hammerSubnet(t))}
+	st := testkit.OpenSQLite(t, dir)
+	servers := []*harness{storeHarness(t, st, hammerSubnet(t)), storeHarness(t, testkit.OpenSQLite(t, dir), hammerSubnet(t))}
 	hammer(t, st, servers, 40, 3)
 }
 
@@ -380,24 +359,24 @@ func TestConcurrentSQLite(t *testing.T) {
 // PostgreSQL database (two replicas), hammered at once.
 func TestTwoServersOnePostgres(t *testing.T) {
 	url := pgtest.NewDatabase(t)
-	a, b := openPostgres(t, url), openPostgres(t, url)
+	a, b := testkit.OpenPostgres(t, url), testkit.OpenPostgres(t, url)
 	servers := []*harness{storeHarness(t, a, hammerSubnet(t)), storeHarness(t, b, hammerSubnet(t))}
 	hammer(t, a, servers, 60, 3)
 }
 
 func TestStoreMachines(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	createObject(t, st, "Machine", "web-1", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: macM, IP: "10.0.0.20"}}})
 	createObject(t, st, "Machine", "db-1", resource.MachineSpec{Interfaces: []resource.Interface{{MAC: macB}}})
 	m := &Machines{Store: st}
-	got, err := m.MachineByMAC(context.Background(), mac(macM))
+	got, err := m.MachineByMAC(context.Background(), dhcptest.MAC(macM))
 	if err != nil || got.Name != "web-1" || got.IP != netip.MustParseAddr("10.0.0.20") {
 		t.Fatalf("%+v %v", got, err)
 	}
-	if got, err := m.MachineByMAC(context.Background(), mac(macB)); err != nil || got.Name != "db-1" || got.IP.IsValid() {
+	if got, err := m.MachineByMAC(context.Background(), dhcptest.MAC(macB)); err != nil || got.Name != "db-1" || got.IP.IsValid() {
 		t.Errorf("%+v %v", got, err)
 	}
-	if _, err := m.MachineByMAC(context.Background(), mac(macA)); err != dhcp.ErrUnknownMachine {
+	if _, err := m.MachineByMAC(context.Background(), dhcptest.MAC(macA)); err != dhcp.ErrUnknownMachine {
 		t.Errorf("unknown MAC: %v", err)
 	}
 	if owner, err := m.ReservedBy(context.Background(), netip.MustParseAddr("10.0.0.20")); err != nil || owner != "web-1" {
