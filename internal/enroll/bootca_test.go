@@ -1,6 +1,8 @@
 package enroll
 
 import (
+	"github.com/kilnhq/kiln/internal/testkit"
+
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -108,7 +110,7 @@ func TestIsBootClient(t *testing.T) {
 // A KEK rotation re-seals the boot CA's key with the CA's, in the rotation's
 // transaction or at the next start that is given the previous key.
 func TestKEKRotationResealsBootCA(t *testing.T) {
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	seed(t, st)
 	ctx := context.Background()
 	k1, k2, k3 := make([]byte, KEKSize), make([]byte, KEKSize), make([]byte, KEKSize)
