@@ -47,9 +47,6 @@ netboot. Scope it as narrowly as you can: --machine or --mac for one machine,
 			if req.Profile == "" {
 				return errors.New("--profile: required")
 			}
-			if output != "token" && output != "json" {
-				return fmt.Errorf("-o: %q is not token or json", output)
-			}
 			req.TTL = ttl.String()
 			var out enroll.TokenCreated
 			if err := call(cmd, g, http.MethodPost, "/api/v1/enroll/jointokens", nil, req, &out); err != nil {
@@ -76,7 +73,7 @@ netboot. Scope it as narrowly as you can: --machine or --mac for one machine,
 	f.StringArrayVar(&req.CIDRs, "cidr", nil, "only from this network (repeatable)")
 	f.StringVar(&req.Machine, "machine", "", "only for this machine (created if it does not exist)")
 	f.StringArrayVar(&req.Policy, "policy", nil, "CEL expression over facts, token and request that must be true (repeatable)")
-	f.StringVarP(&output, "output", "o", "token", "token (the token alone) or json")
+	outputFlag(f, &output, "token (the token alone) or json", "token", "json")
 
 	var listBoot bool
 	var listOut string
@@ -119,7 +116,7 @@ netboot. Scope it as narrowly as you can: --machine or --mac for one machine,
 		},
 	}
 	list.Flags().BoolVar(&listBoot, "boot", false, "include per-boot tokens")
-	list.Flags().StringVarP(&listOut, "output", "o", "table", "table or json")
+	outputFlag(list.Flags(), &listOut, "table or json", "table", "json")
 
 	revoke := &cobra.Command{
 		Use:   "revoke ID",

@@ -156,9 +156,6 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if output != "table" && output != "yaml" && output != "json" && output != "name" {
-				return fmt.Errorf("-o: %q is not one of table, yaml, json, name", output)
-			}
 			var items []*resource.Object
 			if len(args) == 2 {
 				if selector != "" {
@@ -194,7 +191,7 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&selector, "selector", "l", "", "label selector: key=value, key!=value, key in (a,b), key, !key")
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml, json, name")
+	outputFlag(cmd.Flags(), &output, "output format: table, yaml, json, name", "table", "yaml", "json", "name")
 	cmd.Flags().IntVar(&chunk, "chunk-size", 500, "objects fetched per API request")
 	return cmd
 }
@@ -594,7 +591,7 @@ func newAuditCmd(g *globalFlags) *cobra.Command {
 	}
 	list.Flags().IntVar(&after, "after", 0, "show entries after this sequence number")
 	list.Flags().IntVar(&limit, "limit", 1000, "at most this many entries")
-	list.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	outputFlag(list.Flags(), &output, "output format: table or json", "table", "json")
 	list.Flags().StringVar(&secret, "secret", "", "only entries about this secret: versions set, releases (which version, to which machine, by which channel)")
 	verify := &cobra.Command{
 		Use:   "verify",

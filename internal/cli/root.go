@@ -92,6 +92,7 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newEnrollmentCmd(g),
 		newCACmd(g),
 	)
+	refuseUnknownSubcommands(root)
 	return root
 }
 
