@@ -481,7 +481,7 @@ func TestEnrollThroughBinary(t *testing.T) {
 	}
 	agentDir := filepath.Join(t.TempDir(), "agent")
 	enroll := func(dir string) (string, error) {
-		cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", fp, "--token", token, "--dir", dir)
+		cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", fp, "--join-token", token, "--dir", dir)
 		cmd.Env = testkit.CleanEnv()
 		out, err := cmd.CombinedOutput()
 		return string(out), err
@@ -498,7 +498,7 @@ func TestEnrollThroughBinary(t *testing.T) {
 		t.Fatalf("second enrollment with a single-use token: %v\n%s", err, out)
 	}
 	// A wrong pin fails before the token is sent.
-	cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", strings.Repeat("ab", 32), "--token", token, "--dir", filepath.Join(t.TempDir(), "pin"))
+	cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", strings.Repeat("ab", 32), "--join-token", token, "--dir", filepath.Join(t.TempDir(), "pin"))
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(strings.ToLower(string(out)), "fingerprint") {
 		t.Fatalf("wrong CA pin: %v\n%s", err, out)
 	}
@@ -554,7 +554,7 @@ func enrollAgent(t *testing.T, s *testkit.Server, httpsAddr string, tokenArgs ..
 	token := strings.TrimSpace(s.MustKiln("", append([]string{"join-token", "create"}, tokenArgs...)...))
 	fp := strings.TrimSpace(s.MustKiln("", "ca", "show", "--fingerprint"))
 	dir := filepath.Join(t.TempDir(), "agent")
-	cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", fp, "--token", token, "--dir", dir)
+	cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", fp, "--join-token", token, "--dir", dir)
 	cmd.Env = testkit.CleanEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("agent enroll: %v\n%s", err, out)

@@ -264,10 +264,9 @@ NAME revokes the certificate.`,
 	return []*cobra.Command{revoke, cert}
 }
 
-// agentEnrollCmds are the enrollment subcommands of `kiln agent`. They reuse the
-// global --server and --token flags (and KILN_SERVER / KILN_TOKEN): here they are
-// Kiln's HTTPS enrollment URL and the join token.
-func agentEnrollCmds(g *globalFlags) []*cobra.Command {
+// agentEnrollCmds are the enrollment subcommands of `kiln agent`. They take the
+// agent's --server and --join-token, never the operator's --token or KILN_TOKEN.
+func agentEnrollCmds(af *agentFlags) []*cobra.Command {
 	var (
 		fp, dir      string
 		fromCmdline  bool
@@ -275,7 +274,7 @@ func agentEnrollCmds(g *globalFlags) []*cobra.Command {
 		pollInterval time.Duration
 	)
 	enrollCmd := &cobra.Command{
-		Use:   "enroll --server https://KILN:PORT --ca-fingerprint SHA256 --token TOKEN",
+		Use:   "enroll --server https://KILN:PORT --ca-fingerprint SHA256 --join-token TOKEN",
 		Short: "Enroll this machine with Kiln: make a key, get a certificate, store both",
 		Long: `Enroll this machine: generate a key pair here (the private key never leaves
 the machine), send Kiln a certificate request, the join token and this host's
@@ -287,7 +286,7 @@ environment --from-cmdline reads kiln.server, kiln.ca_fingerprint and kiln.token
 from /proc/cmdline.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			server, token := g.server, g.token
+			server, token := af.server, af.joinToken
 			if fromCmdline {
 				b, err := os.ReadFile("/proc/cmdline")
 				if err != nil {

@@ -3,9 +3,17 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,6 +93,93 @@ func TestUnknownOutputFormatRefused(t *testing.T) {
 		out, stderr, code := runKiln(t, nil, args...)
 		if code != 1 || !strings.Contains(stderr, "unknown output format bogus; "+tc.want) || out != "" {
 			t.Errorf("kiln %s: exit %d, stdout %q, stderr %q; want exit 1 and %q", strings.Join(args, " "), code, out, stderr, tc.want)
+		}
+	}
+}
+
+// recordingListener is an https server that records every request it gets and
+// refuses it; its fingerprint makes it a Kiln CA the agent trusts.
+type recordingListener struct {
+	srv         *httptest.Server
+	mu          sync.Mutex
+	requests    []string // method, path, headers and body of each request
+	fingerprint string
+}
+
+func newRecordingListener(t *testing.T) *recordingListener {
+	r := &recordingListener{}
+	r.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s %s\n", req.Method, req.URL)
+		_ = req.Header.Write(&b)
+		b.Write(body)
+		r.mu.Lock()
+		r.requests = append(r.requests, b.String())
+		r.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"error":"refused by the test"}`)
+	}))
+	t.Cleanup(r.srv.Close)
+	sum := sha256.Sum256(r.srv.Certificate().Raw)
+	r.fingerprint = hex.EncodeToString(sum[:])
+	return r
+}
+
+func (r *recordingListener) recorded() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.requests)
+}
+
+// Issue 19 item 2: the agent has its own join token and server and never sends the
+// operator's API token (KILN_TOKEN) nor enrolls at the operator's KILN_SERVER.
+func TestAgentNeverReadsOperatorCredentials(t *testing.T) {
+	const apiToken = "kiln_operator_api_token_must_not_leak"
+	const joinToken = "join-token-from-KILN_JOIN_TOKEN"
+	enroll := newRecordingListener(t)
+	operatorAPI := newRecordingListener(t)
+	env := []string{"KILN_TOKEN=" + apiToken, "KILN_SERVER=" + operatorAPI.srv.URL, "KILN_JOIN_TOKEN=" + joinToken}
+
+	_, stderr, code := runKiln(t, env, "agent", "enroll", "--server", enroll.srv.URL, "--ca-fingerprint", enroll.fingerprint, "--dir", t.TempDir())
+	if code == 0 || !strings.Contains(stderr, "refused by the test") {
+		t.Fatalf("agent enroll against a refusing listener: exit %d, stderr %q", code, stderr)
+	}
+	reqs := enroll.recorded()
+	if len(reqs) == 0 {
+		t.Fatal("agent enroll sent no request to --server")
+	}
+	for _, r := range reqs {
+		if strings.Contains(r, apiToken) {
+			t.Errorf("agent enroll sent the operator's API token:\n%s", r)
+		}
+	}
+	if !strings.Contains(strings.Join(reqs, "\n"), joinToken) {
+		t.Errorf("agent enroll did not send KILN_JOIN_TOKEN's join token:\n%s", strings.Join(reqs, "\n"))
+	}
+
+	// Without --server, KILN_SERVER (the operator's API) is not the enrollment URL.
+	_, stderr, code = runKiln(t, env, "agent", "enroll", "--ca-fingerprint", operatorAPI.fingerprint, "--dir", t.TempDir())
+	if code == 0 || !strings.Contains(stderr, "--server: required") {
+		t.Errorf("agent enroll without --server: exit %d, stderr %q", code, stderr)
+	}
+	// KILN_AGENT_SERVER is the agent's own variable.
+	_, _, _ = runKiln(t, append(env, "KILN_AGENT_SERVER="+enroll.srv.URL), "agent", "enroll", "--ca-fingerprint", enroll.fingerprint, "--dir", t.TempDir())
+	if n := len(enroll.recorded()); n <= len(reqs) {
+		t.Errorf("KILN_AGENT_SERVER was not used: %d requests before, %d after", len(reqs), n)
+	}
+	// --token on an agent command is the operator's flag: refused, not sent.
+	_, stderr, code = runKiln(t, nil, "agent", "enroll", "--server", enroll.srv.URL, "--ca-fingerprint", enroll.fingerprint, "--token", apiToken, "--dir", t.TempDir())
+	if code == 0 || !strings.Contains(stderr, "--join-token") || strings.Contains(stderr, apiToken) {
+		t.Errorf("agent enroll --token: exit %d, stderr %q", code, stderr)
+	}
+	if got := operatorAPI.recorded(); len(got) != 0 {
+		t.Errorf("the agent called the operator's KILN_SERVER:\n%s", strings.Join(got, "\n"))
+	}
+	for _, r := range enroll.recorded() {
+		if strings.Contains(r, apiToken) {
+			t.Errorf("an agent command sent the operator's API token:\n%s", r)
 		}
 	}
 }

@@ -143,9 +143,28 @@ func Execute() int {
 	return 0
 }
 
+// envAnnotation names a flag's variable where it is not KILN_<FLAG> (the agent's
+// --server reads KILN_AGENT_SERVER, not the operator's KILN_SERVER).
+const envAnnotation = "kiln-env"
+
 // envName is the environment variable bound to a flag: --data-dir -> KILN_DATA_DIR.
 func envName(flag string) string {
 	return "KILN_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// flagEnvName is the variable bound to f: its envAnnotation, else envName.
+func flagEnvName(f *pflag.Flag) string {
+	if v := f.Annotations[envAnnotation]; len(v) == 1 {
+		return v[0]
+	}
+	return envName(f.Name)
+}
+
+func setEnvName(f *pflag.Flag, name string) {
+	if f.Annotations == nil {
+		f.Annotations = map[string][]string{}
+	}
+	f.Annotations[envAnnotation] = []string{name}
 }
 
 // bindEnv sets every flag not given on the command line from its KILN_* variable.
@@ -155,7 +174,8 @@ func bindEnv(fs *pflag.FlagSet) error {
 		if err != nil || f.Changed {
 			return
 		}
-		v, ok := os.LookupEnv(envName(f.Name))
+		name := flagEnvName(f)
+		v, ok := os.LookupEnv(name)
 		if !ok {
 			return
 		}
@@ -165,7 +185,7 @@ func bindEnv(fs *pflag.FlagSet) error {
 		}
 		for _, v := range vals {
 			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s=%q: %v", envName(f.Name), v, e)
+				err = fmt.Errorf("%s=%q: %v", name, v, e)
 			}
 		}
 	})
