@@ -226,7 +226,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	}
 	obj, err := s.Inventory.Get(r.Context(), k.Name, r.PathValue("name"))
 	if err != nil {
-		s.fail(w, r, err)
+		s.failObject(w, r, k, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, obj)
@@ -331,7 +331,7 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.Inventory.Delete(r.Context(), actor(r), k.Name, r.PathValue("name"), r.URL.Query().Get("resourceVersion")); err != nil {
-		s.fail(w, r, err)
+		s.failObject(w, r, k, err)
 		return
 	}
 	s.Logger.Info("deleted", "kind", k.Name, "name", r.PathValue("name"), "actor", actor(r).ID)
@@ -627,6 +627,17 @@ func (s *Server) tokenRevoke(w http.ResponseWriter, r *http.Request) {
 
 // ErrorResponse is the body of every error.
 type ErrorResponse = httpjson.ErrorResponse
+
+// failObject is fail for a request about the object named in the path: a missing
+// object is said once, as `machine "web-9" not found`, not as the chain of layers
+// that looked for it.
+func (s *Server) failObject(w http.ResponseWriter, r *http.Request, k *resource.Kind, err error) {
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("%s %q not found", strings.ToLower(k.Name), r.PathValue("name")))
+		return
+	}
+	s.fail(w, r, err)
+}
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ve *inventory.ValidationError

@@ -412,7 +412,7 @@ func TestReprovisionShowsWorkflow(t *testing.T) {
 			t.Errorf("describe lacks %q:\n%s", want, desc)
 		}
 	}
-	if _, err := s.Kiln("", "machine", "reprovision", "nope"); err == nil || !strings.Contains(err.Error(), "Not Found") {
+	if _, err := s.Kiln("", "machine", "reprovision", "nope"); err == nil || !strings.Contains(err.Error(), "NotFound") {
 		t.Fatalf("reprovision of a missing machine: %v", err)
 	}
 	// db-1's profile names no workflow template.

@@ -152,7 +152,7 @@ func TestEnrollCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, "revoked certificate serial") {
 		t.Fatalf("machine revoke: %q %v", out, err)
 	}
-	if _, _, err := runEnrollCmd(t, machineCmdFrom(enrollMachineCmds(g)), "revoke", "nope"); err == nil || !strings.Contains(err.Error(), "Not Found") {
+	if _, _, err := runEnrollCmd(t, machineCmdFrom(enrollMachineCmds(g)), "revoke", "nope"); err == nil || !strings.Contains(err.Error(), "NotFound") {
 		t.Fatalf("revoke an unknown machine: %v", err)
 	}
 }

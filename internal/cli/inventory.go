@@ -139,6 +139,18 @@ func kindArg(s string) (*resource.Kind, error) {
 	return k, nil
 }
 
+// kindTable lists the kinds with their aliases, as kubectl api-resources does.
+func kindTable() string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 8, 3, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tALIASES\tKIND\tWRITABLE")
+	for _, k := range resource.Kinds() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\n", k.Plural, strings.Join(k.Aliases, ","), k.Name, !k.ReadOnly)
+	}
+	tw.Flush()
+	return b.String()
+}
+
 func objectPath(k *resource.Kind, name string) string {
 	return "/api/v1/" + k.Plural + "/" + url.PathEscape(name)
 }
@@ -150,8 +162,11 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 		Use:     "get KIND [NAME]",
 		Short:   "List objects of a kind, or show one",
 		Example: "  kiln get machines\n  kiln get machines -l rack=r1 -o yaml\n  kiln get machine web-1 -o json",
-		Args:    cobra.RangeArgs(1, 2),
+		Args:    cobra.RangeArgs(0, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return fmt.Errorf("give a kind to get:\n%s", kindTable())
+			}
 			k, err := kindArg(args[0])
 			if err != nil {
 				return err
@@ -163,7 +178,7 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 				}
 				var obj resource.Object
 				if err := call(cmd, g, http.MethodGet, objectPath(k, args[1]), nil, nil, &obj); err != nil {
-					return err
+					return withNearNames(cmd, g, k, args[1], err)
 				}
 				items = []*resource.Object{&obj}
 			} else {
@@ -341,7 +356,27 @@ func columnValue(v any, path string) string {
 		}
 		return x
 	case []any:
+		// A list of names reads as names (a secret's machines); other lists as a count.
+		names := make([]string, 0, len(x))
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				names = append(names, s)
+			}
+		}
+		if len(names) == len(x) && len(x) > 0 {
+			return strings.Join(names, ",")
+		}
 		return strconv.Itoa(len(x))
+	case map[string]any:
+		// A label map (a secret's release rule) reads as a selector.
+		if len(x) == 0 {
+			return "<none>"
+		}
+		l := make(map[string]string, len(x))
+		for k, e := range x {
+			l[k] = fmt.Sprint(e)
+		}
+		return labelString(l)
 	}
 	return fmt.Sprint(v)
 }
@@ -373,7 +408,7 @@ func newDescribeCmd(g *globalFlags) *cobra.Command {
 			}
 			var obj resource.Object
 			if err := call(cmd, g, http.MethodGet, objectPath(k, args[1]), nil, nil, &obj); err != nil {
-				return err
+				return withNearNames(cmd, g, k, args[1], err)
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "Name:              %s\n", obj.Metadata.Name)
@@ -500,7 +535,7 @@ func newDeleteCmd(g *globalFlags) *cobra.Command {
 			}
 			for _, name := range args[1:] {
 				if err := call(cmd, g, http.MethodDelete, objectPath(k, name), nil, nil, nil); err != nil {
-					return err
+					return withNearNames(cmd, g, k, name, err)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s/%s deleted\n", strings.ToLower(k.Name), name)
 			}

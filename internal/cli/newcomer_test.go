@@ -183,3 +183,59 @@ func TestAgentNeverReadsOperatorCredentials(t *testing.T) {
 		}
 	}
 }
+
+// Issue 19 item 6: messages say a thing once, suggest near names, and list kinds.
+func TestMessagesSayItOnce(t *testing.T) {
+	s := startServer(t, t.TempDir(), nil)
+	s.MustKiln("", "apply", "-f", "../../examples/")
+	bin := []string{"--server", s.URL, "--token", s.AdminToken}
+
+	_, stderr, code := runKiln(t, nil, append(bin, "get", "machine", "wen-1")...)
+	want := "Error from server (NotFound): machine \"wen-1\" not found; did you mean web-1?\n"
+	if code != 1 || stderr != want {
+		t.Errorf("get machine wen-1: exit %d, stderr %q; want %q", code, stderr, want)
+	}
+	_, stderr, code = runKiln(t, nil, append(bin, "describe", "machine", "nosuch")...)
+	if want := "Error from server (NotFound): machine \"nosuch\" not found\n"; code != 1 || stderr != want {
+		t.Errorf("describe machine nosuch: exit %d, stderr %q; want %q", code, stderr, want)
+	}
+	_, stderr, code = runKiln(t, nil, append(bin, "delete", "profile", "debian-12-wbe")...)
+	if code != 1 || !strings.Contains(stderr, "did you mean debian-12-web?") || strings.Contains(stderr, "Error: Error") {
+		t.Errorf("delete profile debian-12-wbe: exit %d, stderr %q", code, stderr)
+	}
+
+	// kiln get alone lists the kinds, aliases included.
+	_, stderr, code = runKiln(t, nil, append(bin, "get")...)
+	for _, w := range []string{"give a kind", "machines", "powerjobs", "PowerJob", "tpl"} {
+		if code != 1 || !strings.Contains(stderr, w) {
+			t.Errorf("kiln get: exit %d, stderr lacks %q:\n%s", code, w, stderr)
+		}
+	}
+
+	// secret list shows who a secret is released to, by name and by label.
+	out := s.MustKiln("", "secret", "list")
+	if !strings.Contains(out, "MACHINE-LABELS") || !strings.Contains(out, "role=web") {
+		t.Errorf("secret list does not show the label release rule:\n%s", out)
+	}
+}
+
+// Issue 19 item 6: a server that does not answer in time is reported as a timeout,
+// not as unreachable; --request-timeout takes seconds as kubectl's does.
+func TestRequestTimeoutMessage(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	defer slow.Close()
+	start := time.Now()
+	_, stderr, code := runKiln(t, nil, "--server", slow.URL, "--token", "x", "--request-timeout", "1", "get", "machines")
+	if code != 1 || !strings.Contains(stderr, "timed out after 1s") || strings.Contains(stderr, "cannot reach") {
+		t.Errorf("slow server: exit %d, stderr %q", code, stderr)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("a 1 s timeout took %s", d)
+	}
+	_, stderr, code = runKiln(t, nil, "--server", slow.URL, "--request-timeout", "1.5s", "--request-timeout", "bogus", "get", "machines")
+	if code != 1 || !strings.Contains(stderr, "number of seconds") {
+		t.Errorf("--request-timeout bogus: exit %d, stderr %q", code, stderr)
+	}
+}

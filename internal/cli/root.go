@@ -5,6 +5,7 @@ package cli
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -71,7 +73,8 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 	pf.StringVar(&g.dataDir, "data-dir", DefaultDataDir, "data directory (env KILN_DATA_DIR)")
 	pf.StringVar(&g.caFingerprint, "ca-fingerprint", "", "SHA-256 fingerprint of the Kiln CA an https server must present (kiln ca show); default: the data dir's ca.crt for the local server, else the one remembered in --known-servers, else trusted on first use and remembered (env KILN_CA_FINGERPRINT)")
 	pf.StringVar(&g.knownServers, "known-servers", "", "file of the CA fingerprints of https servers trusted on first use, like ssh's known_hosts; default <user config dir>/kiln/known_servers (env KILN_KNOWN_SERVERS)")
-	pf.DurationVar(&g.timeout, "request-timeout", defaultTimeout, "timeout of each API request (env KILN_REQUEST_TIMEOUT)")
+	g.timeout = defaultTimeout
+	pf.Var((*secondsDuration)(&g.timeout), "request-timeout", "timeout of each API request: a duration (30s, 2m) or a number of seconds, as kubectl takes it; 0: none (env KILN_REQUEST_TIMEOUT)")
 
 	root.AddCommand(
 		newServeCmd(g),
@@ -137,7 +140,12 @@ func stampedCommit() string {
 func Execute() int {
 	root := NewRoot(os.Stdout, os.Stderr)
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", err)
+		// An error from the server already says so ("Error from server (NotFound): ...").
+		if _, fromServer := errors.AsType[*APIError](err); fromServer {
+			fmt.Fprintln(os.Stderr, err)
+		} else {
+			fmt.Fprintln(os.Stderr, "Error:", err)
+		}
 		return 1
 	}
 	return 0
@@ -342,4 +350,27 @@ func cmdContext(cmd *cobra.Command) context.Context {
 		return ctx
 	}
 	return context.Background()
+}
+
+// secondsDuration is a duration flag that also takes a plain number as seconds
+// (kubectl's --request-timeout 2), where pflag's duration would refuse it.
+type secondsDuration time.Duration
+
+func (d *secondsDuration) String() string { return time.Duration(*d).String() }
+func (d *secondsDuration) Type() string   { return "duration" }
+
+func (d *secondsDuration) Set(s string) error {
+	if n, err := strconv.ParseFloat(s, 64); err == nil {
+		if n < 0 {
+			return fmt.Errorf("%q is negative", s)
+		}
+		*d = secondsDuration(time.Duration(n * float64(time.Second)))
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return fmt.Errorf("%q is not a duration (30s, 2m) or a number of seconds", s)
+	}
+	*d = secondsDuration(v)
+	return nil
 }

@@ -48,7 +48,7 @@ var kinds = []*Kind{
 	{Name: "Template", Plural: "templates", Aliases: []string{"template", "tpl"}, SpecType: reflect.TypeOf(TemplateSpec{}),
 		Columns: []Column{{"ACTIONS", "spec.actions.#"}, {"TIMEOUT", "spec.timeout"}}},
 	{Name: "Secret", Plural: "secrets", Aliases: []string{"secret"}, SpecType: reflect.TypeOf(SecretSpec{}),
-		Columns: []Column{{"MACHINES", "spec.machines.#"}, {"VERSION", "status.version"}}},
+		Columns: []Column{{"MACHINES", "spec.machines"}, {"MACHINE-LABELS", "spec.labels"}, {"VERSION", "status.version"}}},
 	{Name: "Profile", Plural: "profiles", Aliases: []string{"profile", "prof"}, SpecType: reflect.TypeOf(ProfileSpec{}),
 		Columns: []Column{{"KERNEL", "spec.boot.kernel"}, {"AGENT", "spec.boot.agent"}, {"WORKFLOW", "spec.workflow"}}},
 	{Name: "Subnet", Plural: "subnets", Aliases: []string{"subnet", "net"}, SpecType: reflect.TypeOf(SubnetSpec{}),
