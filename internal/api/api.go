@@ -3,6 +3,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -94,6 +96,7 @@ func (s *Server) routeTable() []route {
 	a := store.RoleAdmin
 	return []route{
 		{method: "GET", path: "/api/v1/openapi.json", summary: "This document", handler: s.openAPI, response: "OpenAPI"},
+		{method: "GET", path: "/api/v1/version", role: v, summary: "The server's version", handler: s.version, response: "Version"},
 		{method: "GET", path: "/api/v1/whoami", role: v, summary: "The calling token's id and role", handler: s.whoami, response: "APIToken"},
 		{method: "POST", path: "/api/v1/apply", role: o, summary: "Create or update several objects in one transaction (all or none)", handler: s.apply, body: "ApplyRequest", response: "ApplyResponse"},
 		{method: "GET", path: "/api/v1/{kind}", role: v, kindPath: true, summary: "List objects (labelSelector, limit, continue)", handler: s.list, response: "List"},
@@ -341,11 +344,14 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 // ApplyRequest carries the objects of one apply.
 type ApplyRequest struct {
 	Objects []json.RawMessage `json:"objects"`
+	// DryRun checks everything an apply would (server-side) and writes nothing.
+	DryRun bool `json:"dryRun,omitempty"`
 }
 
-// ApplyResponse says what happened to each object.
+// ApplyResponse says what happened (or, in a dry run, would happen) to each object.
 type ApplyResponse struct {
 	Results []inventory.Result `json:"results"`
+	DryRun  bool               `json:"dryRun,omitempty"`
 }
 
 func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
@@ -380,6 +386,15 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		objs = append(objs, obj)
+	}
+	if req.DryRun {
+		results, err := s.Inventory.ApplyDryRun(r.Context(), actor(r), objs)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, ApplyResponse{Results: results, DryRun: true})
+		return
 	}
 	results, err := s.Inventory.Apply(r.Context(), actor(r), objs)
 	if err != nil {
@@ -517,6 +532,17 @@ func VerifyAudit(ctx context.Context, st store.Store) (AuditVerifyResponse, erro
 	})
 	res.Entries = v.Count()
 	return res, err
+}
+
+// VersionResponse is the server's build.
+type VersionResponse struct {
+	Version   string `json:"version"`
+	GoVersion string `json:"goVersion"`
+	Platform  string `json:"platform"`
+}
+
+func (s *Server) version(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, VersionResponse{Version: cmp.Or(s.Version, "unknown"), GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH})
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {

@@ -27,7 +27,7 @@ func (s *Server) OpenAPI() map[string]any {
 		"Error":              schemaOf(reflect.TypeOf(ErrorResponse{})),
 		"Status":             schemaOf(reflect.TypeOf(StatusResponse{})),
 		"Metadata":           schemaOf(reflect.TypeOf(resource.Metadata{})),
-		"ApplyRequest":       map[string]any{"type": "object", "required": []string{"objects"}, "properties": map[string]any{"objects": map[string]any{"type": "array", "items": map[string]any{"$ref": "#/components/schemas/Object"}}}},
+		"ApplyRequest":       map[string]any{"type": "object", "required": []string{"objects"}, "properties": map[string]any{"objects": map[string]any{"type": "array", "items": map[string]any{"$ref": "#/components/schemas/Object"}}, "dryRun": map[string]any{"type": "boolean"}}},
 		"ApplyResponse":      schemaOf(reflect.TypeOf(ApplyResponse{})),
 		"EventList":          schemaOf(reflect.TypeOf(EventList{})),
 		"AuditList":          schemaOf(reflect.TypeOf(AuditList{})),
@@ -39,6 +39,7 @@ func (s *Server) OpenAPI() map[string]any {
 		"OpenAPI":            map[string]any{"type": "object"},
 		"ReprovisionRequest": schemaOf(reflect.TypeOf(ReprovisionRequest{})),
 		"WorkflowView":       schemaOf(reflect.TypeOf(WorkflowView{})),
+		"Version":            schemaOf(reflect.TypeOf(VersionResponse{})),
 	}
 	var oneOf []any
 	for _, k := range resource.Kinds() {

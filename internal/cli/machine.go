@@ -22,9 +22,10 @@ func newMachineCmd(g *globalFlags) *cobra.Command {
 	var tmpl string
 	var noPower bool
 	reprov := &cobra.Command{
-		Use:   "reprovision NAME",
-		Short: "Start a new workflow on a machine (its profile's template, or --template); next netboot runs it",
-		Args:  cobra.ExactArgs(1),
+		Use:               "reprovision NAME",
+		Short:             "Start a new workflow on a machine (its profile's template, or --template); next netboot runs it",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNamesOf(g, "Machine", 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out api.WorkflowView
 			path := "/api/v1/machines/" + url.PathEscape(args[0]) + "/reprovision"
@@ -62,10 +63,11 @@ func newPowerCmd(g *globalFlags) *cobra.Command {
 	var selector, device string
 	var wait bool
 	cmd := &cobra.Command{
-		Use:     "power on|off|cycle|soft-off|status|set-boot NAME | -l SELECTOR",
-		Short:   "Power machines through their BMCs (Redfish, IPMI, QEMU)",
-		Example: "  kiln machine power status web-1\n  kiln machine power cycle -l rack=r1\n  kiln machine power set-boot web-1 --device pxe",
-		Args:    cobra.RangeArgs(1, 2),
+		Use:               "power on|off|cycle|soft-off|status|set-boot NAME | -l SELECTOR",
+		Short:             "Power machines through their BMCs (Redfish, IPMI, QEMU)",
+		Example:           "  kiln machine power status web-1\n  kiln machine power cycle -l rack=r1\n  kiln machine power set-boot web-1 --device pxe",
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: completePower(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (len(args) == 2) == (selector != "") {
 				return fmt.Errorf("give a machine NAME or -l SELECTOR (one of them)")

@@ -25,10 +25,17 @@ import (
 // exit code.
 func runKiln(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
+	return runKilnIn(t, env, "", args...)
+}
+
+// runKilnIn is runKiln with stdin.
+func runKilnIn(t *testing.T, env []string, stdin string, args ...string) (string, string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, testkit.KilnBinary(t), args...)
 	cmd.Env = append(testkit.CleanEnv(), env...)
+	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -80,7 +87,7 @@ func TestUnknownOutputFormatRefused(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"get", "machines"}, "one of: table, yaml, json, name"},
+		{[]string{"get", "machines"}, "one of: table, wide, yaml, json, name"},
 		{[]string{"audit", "list"}, "one of: table, json"},
 		{[]string{"secret", "audit", "s"}, "one of: table, json"},
 		{[]string{"secret", "list"}, "one of: table, yaml, json, name"},

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -78,11 +79,14 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 
 	root.AddCommand(
 		newServeCmd(g),
-		newVersionCmd(),
+		newVersionCmd(g),
 		newApplyCmd(g),
 		newGetCmd(g),
 		newDescribeCmd(g),
 		newDeleteCmd(g),
+		newEditCmd(g),
+		newLabelCmd(g),
+		newDiffCmd(g),
 		newAPITokenCmd(g),
 		newAuditCmd(g),
 		newMachineCmd(g),
@@ -101,17 +105,32 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 
 // newVersionCmd prints the version on the first line ("kiln v1.2.3", as before
 // commit and Go version were added, for scripts that read only that line), then one
-// "key: value" line each for the commit, the Go version and the platform.
-func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
+// "key: value" line each for the commit, the Go version and the platform, then the
+// server's version (GET /api/v1/version) unless --client; an unreachable server is
+// said, not an error, as kubectl version does.
+func newVersionCmd(g *globalFlags) *cobra.Command {
+	var clientOnly bool
+	cmd := &cobra.Command{
 		Use:   "version",
-		Short: "Print the version, the commit and the Go version kiln was built from",
+		Short: "Print the client's version, commit and Go version, and the server's version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, args []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "kiln %s\ncommit: %s\ngo: %s\nplatform: %s/%s\n",
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "kiln %s\ncommit: %s\ngo: %s\nplatform: %s/%s\n",
 				Version, cmp.Or(Commit, stampedCommit(), "unknown"), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			if clientOnly {
+				return
+			}
+			var sv api.VersionResponse
+			if err := call(cmd, g, http.MethodGet, "/api/v1/version", nil, nil, &sv); err != nil {
+				fmt.Fprintf(w, "server: unknown (%v)\n", err)
+				return
+			}
+			fmt.Fprintf(w, "server: %s (go %s, %s)\n", sv.Version, sv.GoVersion, sv.Platform)
 		},
 	}
+	cmd.Flags().BoolVar(&clientOnly, "client", false, "only the client's version; do not ask the server")
+	return cmd
 }
 
 // stampedCommit is the commit `go build` recorded from the checkout (absent with
@@ -140,6 +159,9 @@ func stampedCommit() string {
 func Execute() int {
 	root := NewRoot(os.Stdout, os.Stderr)
 	if err := root.Execute(); err != nil {
+		if errors.Is(err, errDifferences) {
+			return 1 // kiln diff printed them; like diff, no message
+		}
 		// An error from the server already says so ("Error from server (NotFound): ...").
 		if _, fromServer := errors.AsType[*APIError](err); fromServer {
 			fmt.Fprintln(os.Stderr, err)

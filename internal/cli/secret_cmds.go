@@ -238,7 +238,7 @@ func newSecretListCmd(g *globalFlags) *cobra.Command {
 				}
 				cont = page.Continue
 			}
-			return printObjects(cmd.OutOrStdout(), k, items, output, false)
+			return printObjects(cmd.OutOrStdout(), k, items, printOptions{output: output})
 		},
 	}
 	outputFlag(cmd.Flags(), &output, "output format: table, yaml, json, name", "table", "yaml", "json", "name")

@@ -21,6 +21,8 @@ type Kind struct {
 	ReadOnly bool
 	// Columns for `kiln get` tables, after NAME.
 	Columns []Column
+	// WideColumns are added after Columns by `kiln get -o wide`.
+	WideColumns []Column
 }
 
 // Column is one extra column in `kiln get` tables; Path is a dotted JSON path into the object.
@@ -54,7 +56,8 @@ var kinds = []*Kind{
 	{Name: "Subnet", Plural: "subnets", Aliases: []string{"subnet", "net"}, SpecType: reflect.TypeOf(SubnetSpec{}),
 		Columns: []Column{{"CIDR", "spec.cidr"}, {"MODE", "spec.mode"}, {"ROUTER", "spec.router"}}},
 	{Name: "Machine", Plural: "machines", Aliases: []string{"machine", "m"}, SpecType: reflect.TypeOf(MachineSpec{}),
-		Columns: []Column{{"PROFILE", "spec.profile"}, {"MAC", "spec.interfaces.0.mac"}, {"IP", "spec.interfaces.0.ip"}, {"STATE", "status.state"}}},
+		Columns:     []Column{{"PROFILE", "spec.profile"}, {"MAC", "spec.interfaces.0.mac"}, {"IP", "spec.interfaces.0.ip"}, {"STATE", "status.state"}},
+		WideColumns: []Column{{"HOSTNAME", "spec.interfaces.0.hostname"}, {"INTERFACES", "spec.interfaces.#"}, {"BMC", "spec.bmc.address"}, {"LAST-SEEN", "status.lastSeen"}}},
 	{Name: "JoinToken", Plural: "jointokens", Aliases: []string{"jointoken", "join-token", "jt"}, SpecType: reflect.TypeOf(JoinTokenSpec{}),
 		Columns: []Column{{"PROFILE", "spec.profile"}, {"USES", "status.uses"}, {"MAX", "spec.maxUses"}, {"EXPIRES", "spec.expiresAt"}}},
 	{Name: "Workflow", Plural: "workflows", Aliases: []string{"workflow", "wf"}, SpecType: reflect.TypeOf(WorkflowSpec{}),
