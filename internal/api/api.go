@@ -106,6 +106,7 @@ func (s *Server) routeTable() []route {
 		{method: "DELETE", path: "/api/v1/{kind}/{name}", role: o, kindPath: true, summary: "Delete an object (resourceVersion query parameter for a conditional delete)", handler: s.delete, response: "Status"},
 		{method: "GET", path: "/api/v1/machines/{name}/events", role: v, summary: "A machine's newest events (limit, default 50)", handler: s.events, response: "EventList"},
 		{method: "POST", path: "/api/v1/machines/{name}/reprovision", role: o, summary: "Start a new workflow on a machine (the profile's template, or the given one); its state becomes provisioning", handler: s.reprovision, body: "ReprovisionRequest", response: "WorkflowView"},
+		{method: "POST", path: "/api/v1/machines/{name}/cancel", role: o, summary: "End a machine's pending or running workflow; the machine goes back to the state it had before it", handler: s.cancelWorkflow, response: "CancelResponse"},
 		{method: "GET", path: "/api/v1/machines/{name}/workflow", role: v, summary: "A machine's newest workflow with each action's state, progress and last log lines", handler: s.machineWorkflow, response: "WorkflowView"},
 		{method: "GET", path: "/api/v1/lookup/mac/{mac}", role: v, summary: "The machine that owns a MAC address", handler: s.lookupMAC, response: "Object"},
 		{method: "GET", path: "/api/v1/audit", role: v, summary: "Audit entries after a sequence number (after, limit)", handler: s.auditList, response: "AuditList"},
@@ -333,7 +334,11 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.Inventory.Delete(r.Context(), actor(r), k.Name, r.PathValue("name"), r.URL.Query().Get("resourceVersion")); err != nil {
+	del := s.Inventory.Delete
+	if r.URL.Query().Get("cascade") == "true" {
+		del = s.Inventory.DeleteCascade // a machine's workflows too
+	}
+	if err := del(r.Context(), actor(r), k.Name, r.PathValue("name"), r.URL.Query().Get("resourceVersion")); err != nil {
 		s.failObject(w, r, k, err)
 		return
 	}
@@ -450,6 +455,8 @@ func (s *Server) lookupMAC(w http.ResponseWriter, r *http.Request) {
 // AuditList is a page of audit entries.
 type AuditList struct {
 	Items []audit.Entry `json:"items"`
+	// Head is the newest entry's sequence number, for paging with after.
+	Head int64 `json:"head"`
 }
 
 func (s *Server) auditList(w http.ResponseWriter, r *http.Request) {
@@ -464,10 +471,24 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "limit: "+err.Error())
 		return
 	}
+	tail, err := intParam(q.Get("tail"), 0, 0, 100000)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "tail: "+err.Error())
+		return
+	}
 	var items []audit.Entry
+	var head int64
 	err = s.Store.View(r.Context(), func(tx store.Tx) error {
 		var err error
-		items, err = tx.ListAudit(r.Context(), int64(after), limit)
+		if head, _, err = tx.AuditHead(r.Context()); err != nil {
+			return err
+		}
+		from := int64(after)
+		if tail > 0 {
+			// The newest tail entries (sequence numbers are dense), newest last.
+			from, limit = max(from, head-int64(tail)), tail
+		}
+		items, err = tx.ListAudit(r.Context(), from, limit)
 		return err
 	})
 	if err != nil {
@@ -477,7 +498,7 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) {
 	if items == nil {
 		items = []audit.Entry{}
 	}
-	writeJSON(w, http.StatusOK, AuditList{Items: items})
+	writeJSON(w, http.StatusOK, AuditList{Items: items, Head: head})
 }
 
 // AuditVerifyResponse reports the result of walking the chain.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/workflow"
 )
@@ -72,4 +73,29 @@ func (s *Server) machineWorkflow(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// CancelResponse names the cancelled workflow and the machine's state now.
+type CancelResponse struct {
+	Workflow string `json:"workflow"`
+	State    string `json:"state"`
+}
+
+func (s *Server) cancelWorkflow(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	wf, state, err := s.Inventory.CancelWorkflow(r.Context(), actor(r), name)
+	if err != nil {
+		if errors.Is(err, inventory.ErrNothingToCancel) {
+			writeError(w, http.StatusConflict, err.Error())
+			return
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("machine %q not found", name))
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	s.Logger.Info("workflow cancelled", "machine", name, "workflow", wf, "state", state, "actor", actor(r).ID)
+	writeJSON(w, http.StatusOK, CancelResponse{Workflow: wf, State: state})
 }

@@ -40,6 +40,7 @@ func (s *Server) OpenAPI() map[string]any {
 		"ReprovisionRequest": schemaOf(reflect.TypeOf(ReprovisionRequest{})),
 		"WorkflowView":       schemaOf(reflect.TypeOf(WorkflowView{})),
 		"Version":            schemaOf(reflect.TypeOf(VersionResponse{})),
+		"CancelResponse":     schemaOf(reflect.TypeOf(CancelResponse{})),
 	}
 	var oneOf []any
 	for _, k := range resource.Kinds() {
@@ -131,11 +132,11 @@ func queryParams(rt route) []string {
 	case rt.method == http.MethodGet && rt.path == "/api/v1/{kind}":
 		return []string{"labelSelector", "limit", "continue"}
 	case rt.method == http.MethodDelete && rt.kindPath:
-		return []string{"resourceVersion"}
+		return []string{"resourceVersion", "cascade"}
 	case rt.path == "/api/v1/machines/{name}/events":
 		return []string{"limit"}
 	case rt.path == "/api/v1/audit":
-		return []string{"after", "limit"}
+		return []string{"after", "limit", "tail"}
 	}
 	return nil
 }

@@ -38,7 +38,7 @@ func startServer(t *testing.T, dataDir string, env []string, args ...string) *te
 func auditCount(t *testing.T, s *testkit.Server) int {
 	t.Helper()
 	var out struct{ Items []json.RawMessage }
-	if err := json.Unmarshal([]byte(s.MustKiln("", "audit", "list", "-o", "json")), &out); err != nil {
+	if err := json.Unmarshal([]byte(s.MustKiln("", "audit", "list", "--after", "0", "--limit", "100000", "-o", "json")), &out); err != nil {
 		t.Fatal(err)
 	}
 	return len(out.Items)
@@ -142,7 +142,7 @@ func TestRestartAfterKill9KeepsEverything(t *testing.T) {
 		for _, k := range allKinds {
 			b.WriteString(s.MustKiln("", "get", k, "-o", "json"))
 		}
-		b.WriteString(s.MustKiln("", "audit", "list", "-o", "json"))
+		b.WriteString(s.MustKiln("", "audit", "list", "--after", "0", "--limit", "100000", "-o", "json"))
 		return b.String()
 	}
 	before := snapshot(s)

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kilnhq/kiln/internal/api"
+	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
 )
 
@@ -308,7 +309,11 @@ func printObjects(w io.Writer, k *resource.Kind, items []*resource.Object, opts 
 		row := []string{o.Metadata.Name}
 		generic := objectGeneric(o)
 		for _, c := range cols {
-			row = append(row, columnValue(generic, c.Path))
+			v := columnValue(generic, c.Path)
+			if o.Kind == "Workflow" && c.Path == "status.state" {
+				v = workflowState(v, columnValue(generic, "status.message"))
+			}
+			row = append(row, v)
 		}
 		age := "<unknown>"
 		if o.Metadata.CreatedAt != nil {
@@ -325,12 +330,14 @@ func printObjects(w io.Writer, k *resource.Kind, items []*resource.Object, opts 
 
 func newDeleteCmd(g *globalFlags) *cobra.Command {
 	var selector string
+	var cascade bool
 	cmd := &cobra.Command{
 		Use:   "delete KIND NAME... | TYPE/NAME... | KIND -l SELECTOR",
 		Short: "Delete objects (refused while other objects refer to them)",
 		Example: `  kiln delete machine web-1 web-2
   kiln delete machine/web-1 profile/old
   kiln delete machines -l rack=r9
+  kiln delete machine web-1 --cascade
   kiln get machines -l rack=r9 -o name | xargs kiln delete`,
 		ValidArgsFunction: completeKindsAndNames(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -358,8 +365,15 @@ func newDeleteCmd(g *globalFlags) *cobra.Command {
 					// kubectl refuses too: deleting a whole kind takes a selector.
 					return fmt.Errorf("%s: give names, TYPE/NAME or -l SELECTOR", t.kind.Plural)
 				}
+				var q url.Values
+				if cascade {
+					q = url.Values{"cascade": {"true"}}
+				}
 				for _, name := range names {
-					if err := call(cmd, g, http.MethodDelete, objectPath(t.kind, name), nil, nil, nil); err != nil {
+					if err := call(cmd, g, http.MethodDelete, objectPath(t.kind, name), q, nil, nil); err != nil {
+						if ae, ok := errors.AsType[*APIError](err); ok && t.kind.Name == "Machine" && !cascade && strings.Contains(ae.Message, `workflow "`) {
+							ae.Message += fmt.Sprintf(" (kiln delete machine %s --cascade deletes its workflows too)", name)
+						}
 						return withNearNames(cmd, g, t.kind, name, err)
 					}
 					fmt.Fprintf(cmd.OutOrStdout(), "%s/%s deleted\n", strings.ToLower(t.kind.Name), name)
@@ -369,5 +383,22 @@ func newDeleteCmd(g *globalFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&selector, "selector", "l", "", "delete the objects of the kind this label selector picks")
+	cmd.Flags().BoolVar(&cascade, "cascade", false, "also delete what belongs to the object (a machine's workflows), in the same transaction")
 	return cmd
+}
+
+// workflowState is how a workflow's state reads to an operator: one ended by a newer
+// workflow or by kiln machine cancel is "superseded" or "cancelled", not "failed"
+// (its stored state, the only end the agent knows besides success and timeout).
+func workflowState(state, message string) string {
+	if state != "failed" {
+		return state
+	}
+	switch {
+	case strings.HasPrefix(message, "superseded"):
+		return "superseded"
+	case strings.HasPrefix(message, inventory.CancelledMessage):
+		return "cancelled"
+	}
+	return state
 }

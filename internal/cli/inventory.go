@@ -487,26 +487,40 @@ func newAPITokenCmd(g *globalFlags) *cobra.Command {
 
 func newAuditCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "Read and verify the audit log"}
-	var after, limit int
+	var after, limit, tail int
 	var output, secret string
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List audit entries, oldest first (--secret NAME: who received a secret)",
-		Args:  cobra.NoArgs,
+		Short: "List audit entries, newest last: the newest --tail, or pages --after SEQ (--secret NAME: who received a secret)",
+		Example: `  kiln audit list                 # the newest 100 entries, newest last
+  kiln audit list --tail 20
+  kiln audit list --after 0 --limit 1000   # from the start, a page at a time`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if secret != "" {
 				return printSecretAudit(cmd, g, secret, int64(after), int64(limit), output)
 			}
 			var out api.AuditList
 			q := url.Values{"after": {strconv.Itoa(after)}, "limit": {strconv.Itoa(limit)}}
+			if !cmd.Flags().Changed("after") {
+				q.Set("tail", strconv.Itoa(tail))
+			}
 			if err := call(cmd, g, http.MethodGet, "/api/v1/audit", q, nil, &out); err != nil {
 				return err
 			}
-			return printAudit(cmd.OutOrStdout(), out.Items, output, true)
+			if err := printAudit(cmd.OutOrStdout(), out.Items, output, true); err != nil {
+				return err
+			}
+			// Where the next page starts, on stderr so that pipes see entries only.
+			if n := len(out.Items); n > 0 && out.Items[n-1].Seq < out.Head {
+				fmt.Fprintf(cmd.ErrOrStderr(), "(%d newer entries: kiln audit list --after %d)\n", out.Head-out.Items[n-1].Seq, out.Items[n-1].Seq)
+			}
+			return nil
 		},
 	}
-	list.Flags().IntVar(&after, "after", 0, "show entries after this sequence number")
-	list.Flags().IntVar(&limit, "limit", 1000, "at most this many entries")
+	list.Flags().IntVar(&tail, "tail", 100, "the newest N entries (when --after is not given)")
+	list.Flags().IntVar(&after, "after", 0, "page from this sequence number on: entries after it, oldest first")
+	list.Flags().IntVar(&limit, "limit", 1000, "with --after: at most this many entries")
 	outputFlag(list.Flags(), &output, "output format: table or json", "table", "json")
 	list.Flags().StringVar(&secret, "secret", "", "only entries about this secret: versions set, releases (which version, to which machine, by which channel)")
 	verify := &cobra.Command{

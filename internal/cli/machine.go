@@ -14,11 +14,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kilnhq/kiln/internal/api"
+	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/workflow"
 )
 
 func newMachineCmd(g *globalFlags) *cobra.Command {
-	cmd := &cobra.Command{Use: "machine", Short: "Act on machines: reprovision, power, certificates"}
+	cmd := &cobra.Command{Use: "machine", Short: "Act on machines: reprovision, cancel, power, certificates"}
 	var tmpl string
 	var noPower bool
 	reprov := &cobra.Command{
@@ -43,7 +44,22 @@ func newMachineCmd(g *globalFlags) *cobra.Command {
 	}
 	reprov.Flags().StringVar(&tmpl, "template", "", "workflow template (default: the machine's profile's)")
 	reprov.Flags().BoolVar(&noPower, "no-power", false, "do not set next boot to PXE and power-cycle through the BMC")
-	cmd.AddCommand(reprov, newPowerCmd(g))
+	cancel := &cobra.Command{
+		Use:               "cancel NAME",
+		Short:             "End a machine's pending or running workflow; the machine goes back to its state before it (audited)",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNamesOf(g, "Machine", 0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out api.CancelResponse
+			if err := call(cmd, g, http.MethodPost, "/api/v1/machines/"+url.PathEscape(args[0])+"/cancel", nil, nil, &out); err != nil {
+				k, _ := resource.LookupKind("Machine")
+				return withNearNames(cmd, g, k, args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "machine/%s: workflow %s cancelled; state %s\n", args[0], out.Workflow, out.State)
+			return nil
+		},
+	}
+	cmd.AddCommand(reprov, cancel, newPowerCmd(g))
 	cmd.AddCommand(enrollMachineCmds(g)...)
 	return cmd
 }
@@ -108,7 +124,7 @@ func newPowerCmd(g *globalFlags) *cobra.Command {
 // printWorkflow shows a workflow's actions for `describe machine`.
 func printWorkflow(w io.Writer, wf api.WorkflowView) {
 	st := wf.Status
-	fmt.Fprintf(w, "Workflow:          %s (%s)", wf.Name, st.State)
+	fmt.Fprintf(w, "Workflow:          %s (%s)", wf.Name, workflowState(st.State, st.Message))
 	if st.Message != "" {
 		fmt.Fprintf(w, ": %s", st.Message)
 	}
