@@ -102,3 +102,25 @@ func TestAuditListTailAndPaging(t *testing.T) {
 		t.Fatalf("paging hint: %q lacks %q", stderr, want)
 	}
 }
+
+// Issue 19 item 3: every template of a profile is executed against a sample machine
+// at apply; one naming a variable that does not exist is refused with its field path.
+func TestProfileTemplatesCheckedAtApply(t *testing.T) {
+	s := startServer(t, t.TempDir(), nil)
+	s.MustKiln("", "apply", "-f", "../../examples/")
+	if out := s.MustKiln("", "render", "machine", "db-1", "--kind", "file", "--part", "preseed.cfg", "-o", "raw"); !strings.Contains(out, "get_hostname string db-1") {
+		t.Fatalf("render of the example preseed:\n%s", out)
+	}
+	for _, tc := range []struct{ spec, want string }{
+		{`{boot: {kernel: debian-12-kernel, cmdline: "url={{ .ConfigURL }}"}}`, `profile "p": spec.boot.cmdline: template: p:1:7: executing "p" at <.ConfigURL>: can't evaluate field ConfigURL`},
+		{`{boot: {agent: true}, configs: {files: {a.cfg: "{{ .Machine.Nme }}"}}}`, `spec.configs.files.a.cfg`},
+		{`{boot: {agent: true}, configs: {cloudInit: {user-data: "{{ nosuchfunc }}"}}}`, `spec.configs.cloudInit.user-data`},
+	} {
+		_, stderr, code := kilnAt(t, s, nil, "kind: Profile\nmetadata: {name: p}\nspec: "+tc.spec+"\n", "apply", "-f", "-")
+		if code != 1 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("apply of %s: exit %d %q; want %q", tc.spec, code, stderr, tc.want)
+		}
+	}
+	// A label the sample machine lacks is not an error: real machines may have it.
+	s.MustKiln("kind: Profile\nmetadata: {name: p}\nspec: {boot: {kernel: debian-12-kernel, cmdline: \"rack={{ .Machine.Labels.rack }}\"}}\n", "apply", "-f", "-")
+}

@@ -693,6 +693,9 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 // checkObject validates what a kind's own spec cannot know: a Template's actions
 // against what the agent runs.
 func checkObject(o *resource.Object) error {
+	if o.Kind == "Profile" {
+		return checkProfileTemplates(o)
+	}
 	if o.Kind != "Template" {
 		return nil
 	}
