@@ -145,8 +145,17 @@ func kindArg(s string) (*resource.Kind, error) {
 	k, ok := resource.LookupKind(s)
 	if !ok {
 		var names []string
+		near, best := "", 3
 		for _, k := range resource.Kinds() {
 			names = append(names, k.Plural)
+			for _, n := range append([]string{k.Plural}, k.Aliases...) {
+				if d := editDistance(strings.ToLower(s), n); d < best && isNearName(strings.ToLower(s), n) {
+					near, best = k.Plural, d
+				}
+			}
+		}
+		if near != "" {
+			return nil, fmt.Errorf("unknown kind %q; did you mean %s? (kinds: %s)", s, near, strings.Join(names, ", "))
 		}
 		return nil, fmt.Errorf("unknown kind %q (one of %s)", s, strings.Join(names, ", "))
 	}

@@ -211,6 +211,11 @@ func TestMessagesSayItOnce(t *testing.T) {
 		t.Errorf("delete profile debian-12-wbe: exit %d, stderr %q", code, stderr)
 	}
 
+	// A misspelt kind suggests the kind, before any request.
+	if _, stderr, code := runKiln(t, nil, "get", "machnes"); code != 1 || !strings.Contains(stderr, `unknown kind "machnes"; did you mean machines?`) {
+		t.Errorf("get machnes: exit %d %q", code, stderr)
+	}
+
 	// kiln get alone lists the kinds, aliases included.
 	_, stderr, code = runKiln(t, nil, append(bin, "get")...)
 	for _, w := range []string{"give a kind", "machines", "powerjobs", "PowerJob", "tpl"} {
