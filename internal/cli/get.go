@@ -161,7 +161,8 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 					return fmt.Errorf("-l: a selector cannot be combined with names")
 				}
 			}
-			for i, t := range targets {
+			printed := 0
+			for _, t := range targets {
 				var items []*resource.Object
 				if len(t.names) == 0 {
 					if items, err = listObjects(cmd, g, t.kind, selector, chunk); err != nil {
@@ -183,14 +184,14 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 					all = append(all, items...) // one document for every kind
 					continue
 				}
-				if i > 0 && (opts.output == "table" || opts.output == "wide") {
-					fmt.Fprintln(w)
-				}
-				o := opts
 				if len(targets) > 1 && len(items) == 0 {
 					continue // kubectl too says nothing of an empty kind among several
 				}
-				if err := printObjects(w, t.kind, items, o); err != nil {
+				if printed > 0 && (opts.output == "table" || opts.output == "wide") {
+					fmt.Fprintln(w) // one table per kind, a blank line apart
+				}
+				printed++
+				if err := printObjects(w, t.kind, items, opts); err != nil {
 					return err
 				}
 			}

@@ -51,6 +51,10 @@ func TestKubectlIdioms(t *testing.T) {
 	if !strings.Contains(both, "machine/web-1\n") || !strings.Contains(both, "profile/debian-12-web\n") {
 		t.Fatalf("get machines,profiles:\n%s", both)
 	}
+	tables := s.MustKiln("", "get", "machines,profiles,leases")
+	if parts := strings.Split(tables, "\n\n"); len(parts) != 2 || !strings.HasPrefix(parts[0], "NAME") || !strings.HasPrefix(parts[1], "NAME") || strings.Contains(tables, "No leases") {
+		t.Fatalf("get machines,profiles,leases: want a table per non-empty kind, a blank line apart:\n%s", tables)
+	}
 	if out := s.MustKiln("", "describe", "machine/web-1"); !strings.Contains(out, "Name:              web-1") {
 		t.Fatalf("describe TYPE/NAME:\n%s", out)
 	}
