@@ -37,6 +37,9 @@ type Server struct {
 	Version      string
 	// Workflows starts workflows (reprovision); nil disables that route's action.
 	Workflows *workflow.Engine
+	// AgentArtifacts are the artifacts profiles with boot.agent boot (kiln serve
+	// --agent-kernel, --agent-initrd); apply and reprovision warn while they are missing.
+	AgentArtifacts []string
 	// PowerReprovision, if set, sets next boot to PXE and power-cycles a machine with
 	// a BMC after a reprovision; it returns the power job's id ("" without a BMC).
 	PowerReprovision func(ctx context.Context, actor, machine string) (string, error)
@@ -357,6 +360,9 @@ type ApplyRequest struct {
 type ApplyResponse struct {
 	Results []inventory.Result `json:"results"`
 	DryRun  bool               `json:"dryRun,omitempty"`
+	// Warnings are what applied but will not work yet (a profile booting the agent
+	// while the agent's artifacts do not exist).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
@@ -398,7 +404,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, ApplyResponse{Results: results, DryRun: true})
+		writeJSON(w, http.StatusOK, ApplyResponse{Results: results, DryRun: true, Warnings: s.agentArtifactWarnings(r.Context(), objs)})
 		return
 	}
 	results, err := s.Inventory.Apply(r.Context(), actor(r), objs)
@@ -413,7 +419,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.Logger.Info("applied", "objects", len(results), "changed", changed, "actor", actor(r).ID)
-	writeJSON(w, http.StatusOK, ApplyResponse{Results: results})
+	writeJSON(w, http.StatusOK, ApplyResponse{Results: results, Warnings: s.agentArtifactWarnings(r.Context(), objs)})
 }
 
 // EventList is a machine's timeline.

@@ -24,6 +24,8 @@ type WorkflowView struct {
 	Status *workflow.Status `json:"status"`
 	// PowerJob is the job that sets next boot to PXE and power-cycles the machine.
 	PowerJob string `json:"powerJob,omitempty"`
+	// Warnings are what will keep the workflow from running (a reprovision's answer).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func (s *Server) reprovision(w http.ResponseWriter, r *http.Request) {
@@ -45,7 +47,7 @@ func (s *Server) reprovision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, _ := workflow.StatusOf(wf)
-	view := WorkflowView{Name: wf.Metadata.Name, Status: st}
+	view := WorkflowView{Name: wf.Metadata.Name, Status: st, Warnings: s.machineWarnings(r.Context(), r.PathValue("name"))}
 	if s.PowerReprovision != nil && !req.NoPower {
 		job, err := s.PowerReprovision(r.Context(), actor(r).ID, r.PathValue("name"))
 		if err != nil {

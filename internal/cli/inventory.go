@@ -56,6 +56,9 @@ Applying the same manifests again changes nothing (and audits nothing).`,
 			if err := call(cmd, g, http.MethodPost, "/api/v1/apply", nil, api.ApplyRequest{Objects: raws, DryRun: dryRun}, &resp); err != nil {
 				return err
 			}
+			for _, w := range resp.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), "Warning:", w)
+			}
 			if dryRun && !resp.DryRun {
 				// An older server ignored dryRun: say so rather than pretend.
 				return errors.New("--dry-run: the server does not support dry runs, and applied the manifests")

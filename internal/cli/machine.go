@@ -34,6 +34,9 @@ func newMachineCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "machine/%s reprovisioning: workflow %s (%d actions)\n", args[0], out.Name, len(out.Status.Actions))
+			for _, w := range out.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), "Warning:", w)
+			}
 			if out.PowerJob != "" {
 				fmt.Fprintf(cmd.OutOrStdout(), "power job %s: next boot PXE once, then power cycle\n", out.PowerJob)
 			} else if !noPower {

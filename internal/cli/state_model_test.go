@@ -124,3 +124,23 @@ func TestProfileTemplatesCheckedAtApply(t *testing.T) {
 	// A label the sample machine lacks is not an error: real machines may have it.
 	s.MustKiln("kind: Profile\nmetadata: {name: p}\nspec: {boot: {kernel: debian-12-kernel, cmdline: \"rack={{ .Machine.Labels.rack }}\"}}\n", "apply", "-f", "-")
 }
+
+// Issue 19 item 3: a profile that boots the agent while the agent's artifacts do not
+// exist applies, with a warning, and a reprovision onto it warns too.
+func TestMissingAgentArtifactsWarned(t *testing.T) {
+	s := startServer(t, t.TempDir(), nil)
+	want := `Warning: profile "debian-12-web" boots the agent, but artifact "kiln-agent-kernel" does not exist`
+	_, stderr, code := kilnAt(t, s, nil, "", "apply", "-f", "../../examples/")
+	if code != 0 || !strings.Contains(stderr, want) || !strings.Contains(stderr, `artifact "kiln-agent-initrd"`) {
+		t.Fatalf("apply of the examples without agent artifacts: exit %d, stderr %q", code, stderr)
+	}
+	_, stderr, code = kilnAt(t, s, nil, "", "machine", "reprovision", "web-1", "--no-power")
+	if code != 0 || !strings.Contains(stderr, want) {
+		t.Fatalf("reprovision onto a profile without agent artifacts: exit %d, stderr %q", code, stderr)
+	}
+	// With agent artifacts that exist, no warning.
+	s2 := startServer(t, t.TempDir(), nil, "--agent-kernel", "debian-12-kernel", "--agent-initrd", "debian-12-initrd")
+	if _, stderr, code := kilnAt(t, s2, nil, "", "apply", "-f", "../../examples/"); code != 0 || strings.Contains(stderr, "Warning") {
+		t.Fatalf("apply with the agent's artifacts present: exit %d, stderr %q", code, stderr)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -456,6 +457,7 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 		Logger:           s.log,
 		MaxBodyBytes:     s.cfg.MaxBodyBytes,
 		Version:          s.cfg.Version,
+		AgentArtifacts:   slices.DeleteFunc([]string{s.cfg.AgentKernel, s.cfg.AgentInitrd}, func(a string) bool { return a == "" }),
 	}
 	en, err := s.newEnroll(ctx, b)
 	if err != nil {
