@@ -121,8 +121,13 @@ func newVersionCmd(g *globalFlags) *cobra.Command {
 			if clientOnly {
 				return
 			}
+			// The client's version must print quickly even when the server hangs.
+			sg := *g
+			if sg.timeout <= 0 || sg.timeout > 5*time.Second {
+				sg.timeout = 5 * time.Second
+			}
 			var sv api.VersionResponse
-			if err := call(cmd, g, http.MethodGet, "/api/v1/version", nil, nil, &sv); err != nil {
+			if err := call(cmd, &sg, http.MethodGet, "/api/v1/version", nil, nil, &sv); err != nil {
 				fmt.Fprintf(w, "server: unknown (%v)\n", err)
 				return
 			}
