@@ -3,6 +3,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +38,9 @@ type Server struct {
 	Version      string
 	// Workflows starts workflows (reprovision); nil disables that route's action.
 	Workflows *workflow.Engine
+	// AgentArtifacts are the artifacts profiles with boot.agent boot (kiln serve
+	// --agent-kernel, --agent-initrd); apply and reprovision warn while they are missing.
+	AgentArtifacts []string
 	// PowerReprovision, if set, sets next boot to PXE and power-cycles a machine with
 	// a BMC after a reprovision; it returns the power job's id ("" without a BMC).
 	PowerReprovision func(ctx context.Context, actor, machine string) (string, error)
@@ -98,6 +103,7 @@ func (s *Server) routeTable() []route {
 	a := store.RoleAdmin
 	return []route{
 		{method: "GET", path: "/api/v1/openapi.json", summary: "This document", handler: s.openAPI, response: "OpenAPI"},
+		{method: "GET", path: "/api/v1/version", role: v, summary: "The server's version", handler: s.version, response: "Version"},
 		{method: "GET", path: "/api/v1/whoami", role: v, summary: "The calling token's id and role", handler: s.whoami, response: "APIToken"},
 		{method: "POST", path: "/api/v1/apply", role: o, summary: "Create or update several objects in one transaction (all or none)", handler: s.apply, body: "ApplyRequest", response: "ApplyResponse"},
 		{method: "GET", path: "/api/v1/{kind}", role: v, kindPath: true, summary: "List objects (labelSelector, limit, continue)", handler: s.list, response: "List"},
@@ -107,6 +113,7 @@ func (s *Server) routeTable() []route {
 		{method: "DELETE", path: "/api/v1/{kind}/{name}", role: o, kindPath: true, summary: "Delete an object (resourceVersion query parameter for a conditional delete)", handler: s.delete, response: "Status"},
 		{method: "GET", path: "/api/v1/machines/{name}/events", role: v, summary: "A machine's newest events (limit, default 50)", handler: s.events, response: "EventList"},
 		{method: "POST", path: "/api/v1/machines/{name}/reprovision", role: o, summary: "Start a new workflow on a machine (the profile's template, or the given one); its state becomes provisioning", handler: s.reprovision, body: "ReprovisionRequest", response: "WorkflowView"},
+		{method: "POST", path: "/api/v1/machines/{name}/cancel", role: o, summary: "End a machine's pending or running workflow; the machine goes back to the state it had before it", handler: s.cancelWorkflow, response: "CancelResponse"},
 		{method: "GET", path: "/api/v1/machines/{name}/workflow", role: v, summary: "A machine's newest workflow with each action's state, progress and last log lines", handler: s.machineWorkflow, response: "WorkflowView"},
 		{method: "GET", path: "/api/v1/lookup/mac/{mac}", role: v, summary: "The machine that owns a MAC address", handler: s.lookupMAC, response: "Object"},
 		{method: "GET", path: "/api/v1/audit", role: v, summary: "Audit entries after a sequence number (after, limit)", handler: s.auditList, response: "AuditList"},
@@ -215,7 +222,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	}
 	obj, err := s.Inventory.Get(r.Context(), k.Name, r.PathValue("name"))
 	if err != nil {
-		s.fail(w, r, err)
+		s.failObject(w, r, k, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, obj)
@@ -322,8 +329,12 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 	if !ok || !writable(w, k) {
 		return
 	}
-	if err := s.Inventory.Delete(r.Context(), actor(r), k.Name, r.PathValue("name"), r.URL.Query().Get("resourceVersion")); err != nil {
-		s.fail(w, r, err)
+	del := s.Inventory.Delete
+	if r.URL.Query().Get("cascade") == "true" {
+		del = s.Inventory.DeleteCascade // a machine's workflows too
+	}
+	if err := del(r.Context(), actor(r), k.Name, r.PathValue("name"), r.URL.Query().Get("resourceVersion")); err != nil {
+		s.failObject(w, r, k, err)
 		return
 	}
 	s.Logger.Info("deleted", "kind", k.Name, "name", r.PathValue("name"), "actor", actor(r).ID)
@@ -333,11 +344,17 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 // ApplyRequest carries the objects of one apply.
 type ApplyRequest struct {
 	Objects []json.RawMessage `json:"objects"`
+	// DryRun checks everything an apply would (server-side) and writes nothing.
+	DryRun bool `json:"dryRun,omitempty"`
 }
 
-// ApplyResponse says what happened to each object.
+// ApplyResponse says what happened (or, in a dry run, would happen) to each object.
 type ApplyResponse struct {
 	Results []inventory.Result `json:"results"`
+	DryRun  bool               `json:"dryRun,omitempty"`
+	// Warnings are what applied but will not work yet (a profile booting the agent
+	// while the agent's artifacts do not exist).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
@@ -373,6 +390,15 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		}
 		objs = append(objs, obj)
 	}
+	if req.DryRun {
+		results, err := s.Inventory.ApplyDryRun(r.Context(), actor(r), objs)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, ApplyResponse{Results: results, DryRun: true, Warnings: s.agentArtifactWarnings(r.Context(), objs)})
+		return
+	}
 	results, err := s.Inventory.Apply(r.Context(), actor(r), objs)
 	if err != nil {
 		s.fail(w, r, err)
@@ -385,7 +411,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.Logger.Info("applied", "objects", len(results), "changed", changed, "actor", actor(r).ID)
-	writeJSON(w, http.StatusOK, ApplyResponse{Results: results})
+	writeJSON(w, http.StatusOK, ApplyResponse{Results: results, Warnings: s.agentArtifactWarnings(r.Context(), objs)})
 }
 
 // EventList is a machine's timeline.
@@ -424,6 +450,8 @@ func (s *Server) lookupMAC(w http.ResponseWriter, r *http.Request) {
 // AuditList is a page of audit entries.
 type AuditList struct {
 	Items []audit.Entry `json:"items"`
+	// Head is the newest entry's sequence number, for paging with after.
+	Head int64 `json:"head"`
 }
 
 func (s *Server) auditList(w http.ResponseWriter, r *http.Request) {
@@ -438,17 +466,31 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "limit: "+err.Error())
 		return
 	}
+	tail, err := intParam(q.Get("tail"), 0, 0, 100000)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "tail: "+err.Error())
+		return
+	}
 	var items []audit.Entry
+	var head int64
 	err = s.Store.View(r.Context(), func(tx store.Tx) error {
 		var err error
-		items, err = tx.ListAudit(r.Context(), int64(after), limit)
+		if head, _, err = tx.AuditHead(r.Context()); err != nil {
+			return err
+		}
+		from := int64(after)
+		if tail > 0 {
+			// The newest tail entries (sequence numbers are dense), newest last.
+			from, limit = max(from, head-int64(tail)), tail
+		}
+		items, err = tx.ListAudit(r.Context(), from, limit)
 		return err
 	})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, AuditList{Items: httpjson.List(items)})
+	writeJSON(w, http.StatusOK, AuditList{Items: httpjson.List(items), Head: head})
 }
 
 // AuditVerifyResponse reports the result of walking the chain.
@@ -461,6 +503,17 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// VersionResponse is the server's build.
+type VersionResponse struct {
+	Version   string `json:"version"`
+	GoVersion string `json:"goVersion"`
+	Platform  string `json:"platform"`
+}
+
+func (s *Server) version(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, VersionResponse{Version: cmp.Or(s.Version, "unknown"), GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH})
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
@@ -568,6 +621,17 @@ func (s *Server) tokenRevoke(w http.ResponseWriter, r *http.Request) {
 
 // ErrorResponse is the body of every error.
 type ErrorResponse = httpjson.ErrorResponse
+
+// failObject is fail for a request about the object named in the path: a missing
+// object is said once, as `machine "web-9" not found`, not as the chain of layers
+// that looked for it.
+func (s *Server) failObject(w http.ResponseWriter, r *http.Request, k *resource.Kind, err error) {
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("%s %q not found", strings.ToLower(k.Name), r.PathValue("name")))
+		return
+	}
+	s.fail(w, r, err)
+}
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ve *inventory.ValidationError

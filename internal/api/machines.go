@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/workflow"
 )
@@ -23,6 +24,8 @@ type WorkflowView struct {
 	Status *workflow.Status `json:"status"`
 	// PowerJob is the job that sets next boot to PXE and power-cycles the machine.
 	PowerJob string `json:"powerJob,omitempty"`
+	// Warnings are what will keep the workflow from running (a reprovision's answer).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func (s *Server) reprovision(w http.ResponseWriter, r *http.Request) {
@@ -44,7 +47,7 @@ func (s *Server) reprovision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, _ := workflow.StatusOf(wf)
-	view := WorkflowView{Name: wf.Metadata.Name, Status: st}
+	view := WorkflowView{Name: wf.Metadata.Name, Status: st, Warnings: s.machineWarnings(r.Context(), r.PathValue("name"))}
 	if s.PowerReprovision != nil && !req.NoPower {
 		job, err := s.PowerReprovision(r.Context(), actor(r).ID, r.PathValue("name"))
 		if err != nil {
@@ -72,4 +75,29 @@ func (s *Server) machineWorkflow(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// CancelResponse names the cancelled workflow and the machine's state now.
+type CancelResponse struct {
+	Workflow string `json:"workflow"`
+	State    string `json:"state"`
+}
+
+func (s *Server) cancelWorkflow(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	wf, state, err := s.Inventory.CancelWorkflow(r.Context(), actor(r), name)
+	if err != nil {
+		if errors.Is(err, inventory.ErrNothingToCancel) {
+			writeError(w, http.StatusConflict, err.Error())
+			return
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("machine %q not found", name))
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	s.Logger.Info("workflow cancelled", "machine", name, "workflow", wf, "state", state, "actor", actor(r).ID)
+	writeJSON(w, http.StatusOK, CancelResponse{Workflow: wf, State: state})
 }

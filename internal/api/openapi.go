@@ -27,7 +27,7 @@ func (s *Server) OpenAPI() map[string]any {
 		"Error":              schemaOf(reflect.TypeOf(ErrorResponse{})),
 		"Status":             schemaOf(reflect.TypeOf(StatusResponse{})),
 		"Metadata":           schemaOf(reflect.TypeOf(resource.Metadata{})),
-		"ApplyRequest":       map[string]any{"type": "object", "required": []string{"objects"}, "properties": map[string]any{"objects": map[string]any{"type": "array", "items": map[string]any{"$ref": "#/components/schemas/Object"}}}},
+		"ApplyRequest":       map[string]any{"type": "object", "required": []string{"objects"}, "properties": map[string]any{"objects": map[string]any{"type": "array", "items": map[string]any{"$ref": "#/components/schemas/Object"}}, "dryRun": map[string]any{"type": "boolean"}}},
 		"ApplyResponse":      schemaOf(reflect.TypeOf(ApplyResponse{})),
 		"EventList":          schemaOf(reflect.TypeOf(EventList{})),
 		"AuditList":          schemaOf(reflect.TypeOf(AuditList{})),
@@ -39,6 +39,8 @@ func (s *Server) OpenAPI() map[string]any {
 		"OpenAPI":            map[string]any{"type": "object"},
 		"ReprovisionRequest": schemaOf(reflect.TypeOf(ReprovisionRequest{})),
 		"WorkflowView":       schemaOf(reflect.TypeOf(WorkflowView{})),
+		"Version":            schemaOf(reflect.TypeOf(VersionResponse{})),
+		"CancelResponse":     schemaOf(reflect.TypeOf(CancelResponse{})),
 	}
 	var oneOf []any
 	for _, k := range resource.Kinds() {
@@ -130,11 +132,11 @@ func queryParams(rt route) []string {
 	case rt.method == http.MethodGet && rt.path == "/api/v1/{kind}":
 		return []string{"labelSelector", "limit", "continue"}
 	case rt.method == http.MethodDelete && rt.kindPath:
-		return []string{"resourceVersion"}
+		return []string{"resourceVersion", "cascade"}
 	case rt.path == "/api/v1/machines/{name}/events":
 		return []string{"limit"}
 	case rt.path == "/api/v1/audit":
-		return []string{"after", "limit"}
+		return []string{"after", "limit", "tail"}
 	}
 	return nil
 }

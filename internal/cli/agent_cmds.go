@@ -28,16 +28,39 @@ import (
 
 // newAgentCmd is `kiln agent`: what runs on a machine in the agent environment.
 func newAgentCmd(g *globalFlags) *cobra.Command {
+	af := &agentFlags{}
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "The provisioning agent that runs on machines (in the agent environment)",
+		// The agent never reads the operator's credentials: with KILN_TOKEN set in an
+		// operator's shell, `kiln agent enroll --server https://X` would otherwise send
+		// the API token to X. --token given here is a mistake worth stopping.
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("token") {
+				return errors.New("--token is the operator's API token; the agent's join token is --join-token (env KILN_JOIN_TOKEN)")
+			}
+			return bindEnv(cmd.Flags())
+		},
 	}
-	cmd.AddCommand(newAgentRunCmd(g), newAgentInitCmd(), newAgentFactsCmd(), newAgentActionCmd())
-	cmd.AddCommand(agentEnrollCmds(g)...)
+	pf := cmd.PersistentFlags()
+	// Shadows the global --server, so that KILN_SERVER (the operator's API) is not
+	// taken for the enrollment URL.
+	pf.StringVar(&af.server, "server", "", "Kiln's https:// enrollment URL (env KILN_AGENT_SERVER; never KILN_SERVER, the operator's API)")
+	setEnvName(pf.Lookup("server"), "KILN_AGENT_SERVER")
+	pf.StringVar(&af.joinToken, "join-token", "", "join token (env KILN_JOIN_TOKEN; never --token or KILN_TOKEN, the operator's API token)")
+	cmd.AddCommand(newAgentRunCmd(af), newAgentInitCmd(), newAgentFactsCmd(), newAgentActionCmd())
+	cmd.AddCommand(agentEnrollCmds(af)...)
 	return cmd
 }
 
-func newAgentRunCmd(g *globalFlags) *cobra.Command {
+// agentFlags are the agent's own enrollment parameters, apart from the operator's
+// global --server and --token.
+type agentFlags struct {
+	server    string
+	joinToken string
+}
+
+func newAgentRunCmd(af *agentFlags) *cobra.Command {
 	var (
 		dir, caFP, logLevel string
 		once                bool
@@ -51,10 +74,10 @@ reporting progress and results. Kiln being unreachable only delays the agent; a
 restart of either side resumes the workflow without redoing finished actions.
 
 To enroll it needs Kiln's https:// URL (--server), the CA fingerprint and a join
-token (--token; as for kiln agent enroll, the global --server and --token are the
-enrollment URL and the join token here). Each comes from its flag, its KILN_*
-variable, or the kernel command line (kiln.server=, kiln.ca_fingerprint=,
-kiln.token=), in that order.`,
+token (--join-token). Each comes from its flag, its variable (KILN_AGENT_SERVER,
+KILN_CA_FINGERPRINT, KILN_JOIN_TOKEN), or the kernel command line (kiln.server=,
+kiln.ca_fingerprint=, kiln.token=), in that order. The operator's KILN_SERVER and
+KILN_TOKEN are never read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), "text", logLevel)
@@ -63,7 +86,7 @@ kiln.token=), in that order.`,
 			}
 			ctx, stop := signal.NotifyContext(cmdContext(cmd), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			server, joinToken := g.server, g.token
+			server, joinToken := af.server, af.joinToken
 			if b, err := os.ReadFile("/proc/cmdline"); err == nil {
 				s, fp, tok := agent.CmdlineEnrollment(string(b))
 				server, caFP, joinToken = cmp.Or(server, s), cmp.Or(caFP, fp), cmp.Or(joinToken, tok)
@@ -114,7 +137,7 @@ func loadOrEnroll(ctx context.Context, log *slog.Logger, opts agent.EnrollOption
 		return nil, err
 	}
 	if opts.Server == "" || opts.CAFingerprint == "" || opts.Token == "" {
-		return nil, fmt.Errorf("not enrolled (no identity in %s) and no enrollment parameters: give --server, --ca-fingerprint and --token, or boot with kiln.server=, kiln.ca_fingerprint= and kiln.token=", opts.Dir)
+		return nil, fmt.Errorf("not enrolled (no identity in %s) and no enrollment parameters: give --server, --ca-fingerprint and --join-token, or boot with kiln.server=, kiln.ca_fingerprint= and kiln.token=", opts.Dir)
 	}
 	if opts.OnPending == nil {
 		// The profile enrolls by approval: the console says what the operator must do.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -33,8 +34,10 @@ type APIError struct {
 	Message string
 }
 
+// Error reads as kubectl's: "Error from server (NotFound): machine "x" not found".
+// Execute prints it without another "Error:" in front.
 func (e *APIError) Error() string {
-	return fmt.Sprintf("Error from server (%s): %s", http.StatusText(e.Code), e.Message)
+	return fmt.Sprintf("Error from server (%s): %s", strings.ReplaceAll(http.StatusText(e.Code), " ", ""), e.Message)
 }
 
 // newClient resolves the server and token: flags, then KILN_SERVER / KILN_TOKEN (bound
@@ -105,6 +108,11 @@ func (c *client) do(ctx context.Context, method, path string, query url.Values, 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		// A server that answers too slowly is reachable: say so, not "cannot reach".
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+			return fmt.Errorf("%s %s: timed out after %s (--request-timeout; is the server overloaded?)", method, u, c.http.Timeout)
+		}
 		return fmt.Errorf("cannot reach kiln at %s (is `kiln serve` running? set --server or KILN_SERVER): %w", c.base, err)
 	}
 	defer resp.Body.Close()

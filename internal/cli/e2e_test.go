@@ -38,7 +38,7 @@ func startServer(t *testing.T, dataDir string, env []string, args ...string) *te
 func auditCount(t *testing.T, s *testkit.Server) int {
 	t.Helper()
 	var out struct{ Items []json.RawMessage }
-	if err := json.Unmarshal([]byte(s.MustKiln("", "audit", "list", "-o", "json")), &out); err != nil {
+	if err := json.Unmarshal([]byte(s.MustKiln("", "audit", "list", "--after", "0", "--limit", "100000", "-o", "json")), &out); err != nil {
 		t.Fatal(err)
 	}
 	return len(out.Items)
@@ -142,7 +142,7 @@ func TestRestartAfterKill9KeepsEverything(t *testing.T) {
 		for _, k := range allKinds {
 			b.WriteString(s.MustKiln("", "get", k, "-o", "json"))
 		}
-		b.WriteString(s.MustKiln("", "audit", "list", "-o", "json"))
+		b.WriteString(s.MustKiln("", "audit", "list", "--after", "0", "--limit", "100000", "-o", "json"))
 		return b.String()
 	}
 	before := snapshot(s)
@@ -417,7 +417,7 @@ func TestReprovisionShowsWorkflow(t *testing.T) {
 			t.Errorf("describe lacks %q:\n%s", want, desc)
 		}
 	}
-	if _, err := s.Kiln("", "machine", "reprovision", "nope"); err == nil || !strings.Contains(err.Error(), "Not Found") {
+	if _, err := s.Kiln("", "machine", "reprovision", "nope"); err == nil || !strings.Contains(err.Error(), "NotFound") {
 		t.Fatalf("reprovision of a missing machine: %v", err)
 	}
 	// db-1's profile names no workflow template.
@@ -486,7 +486,7 @@ func TestEnrollThroughBinary(t *testing.T) {
 	}
 	agentDir := filepath.Join(t.TempDir(), "agent")
 	enroll := func(dir string) (string, error) {
-		cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", fp, "--token", token, "--dir", dir)
+		cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", fp, "--join-token", token, "--dir", dir)
 		cmd.Env = testkit.CleanEnv()
 		out, err := cmd.CombinedOutput()
 		return string(out), err
@@ -503,7 +503,7 @@ func TestEnrollThroughBinary(t *testing.T) {
 		t.Fatalf("second enrollment with a single-use token: %v\n%s", err, out)
 	}
 	// A wrong pin fails before the token is sent.
-	cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", strings.Repeat("ab", 32), "--token", token, "--dir", filepath.Join(t.TempDir(), "pin"))
+	cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", strings.Repeat("ab", 32), "--join-token", token, "--dir", filepath.Join(t.TempDir(), "pin"))
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(strings.ToLower(string(out)), "fingerprint") {
 		t.Fatalf("wrong CA pin: %v\n%s", err, out)
 	}
@@ -559,7 +559,7 @@ func enrollAgent(t *testing.T, s *testkit.Server, httpsAddr string, tokenArgs ..
 	token := strings.TrimSpace(s.MustKiln("", append([]string{"join-token", "create"}, tokenArgs...)...))
 	fp := strings.TrimSpace(s.MustKiln("", "ca", "show", "--fingerprint"))
 	dir := filepath.Join(t.TempDir(), "agent")
-	cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", fp, "--token", token, "--dir", dir)
+	cmd := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", fp, "--join-token", token, "--dir", dir)
 	cmd.Env = testkit.CleanEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("agent enroll: %v\n%s", err, out)

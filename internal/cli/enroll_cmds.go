@@ -49,9 +49,6 @@ netboot. Scope it as narrowly as you can: --machine or --mac for one machine,
 			if req.Profile == "" {
 				return errors.New("--profile: required")
 			}
-			if output != "token" && output != "json" {
-				return fmt.Errorf("-o: %q is not token or json", output)
-			}
 			req.TTL = ttl.String()
 			var out enroll.TokenCreated
 			if err := call(cmd, g, http.MethodPost, "/api/v1/enroll/jointokens", nil, req, &out); err != nil {
@@ -78,7 +75,7 @@ netboot. Scope it as narrowly as you can: --machine or --mac for one machine,
 	f.StringArrayVar(&req.CIDRs, "cidr", nil, "only from this network (repeatable)")
 	f.StringVar(&req.Machine, "machine", "", "only for this machine (created if it does not exist)")
 	f.StringArrayVar(&req.Policy, "policy", nil, "CEL expression over facts, token and request that must be true (repeatable)")
-	f.StringVarP(&output, "output", "o", "token", "token (the token alone) or json")
+	outputFlag(f, &output, "token (the token alone) or json", "token", "json")
 
 	var listBoot bool
 	var listOut string
@@ -121,7 +118,7 @@ netboot. Scope it as narrowly as you can: --machine or --mac for one machine,
 		},
 	}
 	list.Flags().BoolVar(&listBoot, "boot", false, "include per-boot tokens")
-	list.Flags().StringVarP(&listOut, "output", "o", "table", "table or json")
+	outputFlag(list.Flags(), &listOut, "table or json", "table", "json")
 
 	revoke := &cobra.Command{
 		Use:   "revoke ID",
@@ -309,10 +306,9 @@ NAME revokes the certificate.`,
 	return []*cobra.Command{revoke, cert}
 }
 
-// agentEnrollCmds are the enrollment subcommands of `kiln agent`. They reuse the
-// global --server and --token flags (and KILN_SERVER / KILN_TOKEN): here they are
-// Kiln's HTTPS enrollment URL and the join token.
-func agentEnrollCmds(g *globalFlags) []*cobra.Command {
+// agentEnrollCmds are the enrollment subcommands of `kiln agent`. They take the
+// agent's --server and --join-token, never the operator's --token or KILN_TOKEN.
+func agentEnrollCmds(af *agentFlags) []*cobra.Command {
 	var (
 		fp, dir      string
 		fromCmdline  bool
@@ -320,7 +316,7 @@ func agentEnrollCmds(g *globalFlags) []*cobra.Command {
 		pollInterval time.Duration
 	)
 	enrollCmd := &cobra.Command{
-		Use:   "enroll --server https://KILN:PORT --ca-fingerprint SHA256 --token TOKEN",
+		Use:   "enroll --server https://KILN:PORT --ca-fingerprint SHA256 --join-token TOKEN",
 		Short: "Enroll this machine with Kiln: make a key, get a certificate, store both",
 		Long: `Enroll this machine: generate a key pair here (the private key never leaves
 the machine), send Kiln a certificate request, the join token and this host's
@@ -332,7 +328,7 @@ environment --from-cmdline reads kiln.server, kiln.ca_fingerprint and kiln.token
 from /proc/cmdline.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			server, token := g.server, g.token
+			server, token := af.server, af.joinToken
 			if fromCmdline {
 				b, err := os.ReadFile("/proc/cmdline")
 				if err != nil {

@@ -98,9 +98,9 @@ func TestEnrollCommands(t *testing.T) {
 		t.Fatalf("create for an unknown profile: %v", err)
 	}
 
-	// kiln agent enroll, as on any Linux host (the global --server and --token).
+	// kiln agent enroll, as on any Linux host (the agent's --server and --join-token).
 	dir := filepath.Join(t.TempDir(), "agent")
-	ag := &globalFlags{server: httpsURL, token: tok, timeout: 10 * time.Second}
+	ag := &agentFlags{server: httpsURL, joinToken: tok}
 	out, _, err = runEnrollCmd(t, agentCmdFrom(agentEnrollCmds(ag)), "enroll", "--ca-fingerprint", srv.CAFingerprint(), "--dir", dir)
 	if err != nil || !strings.Contains(out, "enrolled as machine ") {
 		t.Fatalf("agent enroll: %q %v", out, err)
@@ -119,7 +119,7 @@ func TestEnrollCommands(t *testing.T) {
 		t.Fatalf("agent renew --force: %q %v", out, err)
 	}
 	// Missing parameters are named.
-	if _, _, err := runEnrollCmd(t, agentCmdFrom(agentEnrollCmds(&globalFlags{})), "enroll", "--dir", dir); err == nil || !strings.Contains(err.Error(), "--server") {
+	if _, _, err := runEnrollCmd(t, agentCmdFrom(agentEnrollCmds(&agentFlags{})), "enroll", "--dir", dir); err == nil || !strings.Contains(err.Error(), "--server") {
 		t.Fatalf("agent enroll without --server: %v", err)
 	}
 
@@ -152,7 +152,7 @@ func TestEnrollCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, "revoked certificate serial") {
 		t.Fatalf("machine revoke: %q %v", out, err)
 	}
-	if _, _, err := runEnrollCmd(t, machineCmdFrom(enrollMachineCmds(g)), "revoke", "nope"); err == nil || !strings.Contains(err.Error(), "Not Found") {
+	if _, _, err := runEnrollCmd(t, machineCmdFrom(enrollMachineCmds(g)), "revoke", "nope"); err == nil || !strings.Contains(err.Error(), "NotFound") {
 		t.Fatalf("revoke an unknown machine: %v", err)
 	}
 }

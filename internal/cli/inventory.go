@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -27,14 +28,14 @@ import (
 
 func newApplyCmd(g *globalFlags) *cobra.Command {
 	var files []string
-	var recursive bool
+	var recursive, dryRun bool
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|-",
 		Short: "Create or update objects from YAML manifests, all in one transaction",
 		Long: `Create or update every object in the given manifests. The whole apply is one
 transaction: if any document is invalid or refused, nothing is written.
 Applying the same manifests again changes nothing (and audits nothing).`,
-		Example: "  kiln apply -f examples/\n  kiln get machines -o yaml | kiln apply -f -",
+		Example: "  kiln apply -f examples/\n  kiln apply -f examples/ --dry-run\n  kiln get machines -o yaml | kiln apply -f -",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(files) == 0 {
@@ -52,17 +53,33 @@ Applying the same manifests again changes nothing (and audits nothing).`,
 				raws[i], _ = json.Marshal(o)
 			}
 			var resp api.ApplyResponse
-			if err := call(cmd, g, http.MethodPost, "/api/v1/apply", nil, api.ApplyRequest{Objects: raws}, &resp); err != nil {
+			if err := call(cmd, g, http.MethodPost, "/api/v1/apply", nil, api.ApplyRequest{Objects: raws, DryRun: dryRun}, &resp); err != nil {
 				return err
 			}
+			for _, w := range resp.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), "Warning:", w)
+			}
+			if dryRun && !resp.DryRun {
+				// An older server ignored dryRun: say so rather than pretend.
+				return errors.New("--dry-run: the server does not support dry runs, and applied the manifests")
+			}
 			for _, r := range resp.Results {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s\n", strings.ToLower(r.Kind), r.Name, r.Outcome)
+				if !dryRun {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s\n", strings.ToLower(r.Kind), r.Name, r.Outcome)
+					continue
+				}
+				line := fmt.Sprintf("%s/%s %s (server dry run)", strings.ToLower(r.Kind), r.Name, r.Outcome)
+				if r.Summary != "" && r.Outcome != "created" {
+					line += ": " + r.Summary
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), line)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory (*.yaml, *.yml, *.json) or - for standard input; repeatable")
 	cmd.Flags().BoolVarP(&recursive, "recursive", "R", false, "read directories recursively")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check everything on the server (validation, references, conflicts) and print what would change; write nothing")
 	return cmd
 }
 
@@ -131,130 +148,37 @@ func kindArg(s string) (*resource.Kind, error) {
 	k, ok := resource.LookupKind(s)
 	if !ok {
 		var names []string
+		near, best := "", 3
 		for _, k := range resource.Kinds() {
 			names = append(names, k.Plural)
+			for _, n := range append([]string{k.Plural}, k.Aliases...) {
+				if d := editDistance(strings.ToLower(s), n); d < best && isNearName(strings.ToLower(s), n) {
+					near, best = k.Plural, d
+				}
+			}
+		}
+		if near != "" {
+			return nil, fmt.Errorf("unknown kind %q; did you mean %s? (kinds: %s)", s, near, strings.Join(names, ", "))
 		}
 		return nil, fmt.Errorf("unknown kind %q (one of %s)", s, strings.Join(names, ", "))
 	}
 	return k, nil
 }
 
+// kindTable lists the kinds with their aliases, as kubectl api-resources does.
+func kindTable() string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 8, 3, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tALIASES\tKIND\tWRITABLE")
+	for _, k := range resource.Kinds() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\n", k.Plural, strings.Join(k.Aliases, ","), k.Name, !k.ReadOnly)
+	}
+	tw.Flush()
+	return b.String()
+}
+
 func objectPath(k *resource.Kind, name string) string {
 	return "/api/v1/" + k.Plural + "/" + url.PathEscape(name)
-}
-
-func newGetCmd(g *globalFlags) *cobra.Command {
-	var selector, output string
-	var chunk int
-	cmd := &cobra.Command{
-		Use:     "get KIND [NAME]",
-		Short:   "List objects of a kind, or show one",
-		Example: "  kiln get machines\n  kiln get machines -l rack=r1 -o yaml\n  kiln get machine web-1 -o json",
-		Args:    cobra.RangeArgs(1, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			k, err := kindArg(args[0])
-			if err != nil {
-				return err
-			}
-			if output != "table" && output != "yaml" && output != "json" && output != "name" {
-				return fmt.Errorf("-o: %q is not one of table, yaml, json, name", output)
-			}
-			var items []*resource.Object
-			if len(args) == 2 {
-				if selector != "" {
-					return fmt.Errorf("-l: a selector cannot be combined with a name")
-				}
-				var obj resource.Object
-				if err := call(cmd, g, http.MethodGet, objectPath(k, args[1]), nil, nil, &obj); err != nil {
-					return err
-				}
-				items = []*resource.Object{&obj}
-			} else {
-				cont := ""
-				for {
-					q := url.Values{"limit": {strconv.Itoa(chunk)}}
-					if selector != "" {
-						q.Set("labelSelector", selector)
-					}
-					if cont != "" {
-						q.Set("continue", cont)
-					}
-					var page api.ListResponse
-					if err := call(cmd, g, http.MethodGet, "/api/v1/"+k.Plural, q, nil, &page); err != nil {
-						return err
-					}
-					items = append(items, page.Items...)
-					if page.Continue == "" {
-						break
-					}
-					cont = page.Continue
-				}
-			}
-			return printObjects(cmd.OutOrStdout(), k, items, output, len(args) == 2)
-		},
-	}
-	cmd.Flags().StringVarP(&selector, "selector", "l", "", "label selector: key=value, key!=value, key in (a,b), key, !key")
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml, json, name")
-	cmd.Flags().IntVar(&chunk, "chunk-size", 500, "objects fetched per API request")
-	return cmd
-}
-
-func printObjects(w io.Writer, k *resource.Kind, items []*resource.Object, output string, single bool) error {
-	switch output {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if single {
-			return enc.Encode(items[0])
-		}
-		if items == nil {
-			items = []*resource.Object{}
-		}
-		return enc.Encode(map[string]any{"items": items})
-	case "yaml":
-		for i, o := range items {
-			if i > 0 {
-				fmt.Fprintln(w, "---")
-			}
-			b, err := objectYAML(o)
-			if err != nil {
-				return err
-			}
-			w.Write(b)
-		}
-		return nil
-	case "name":
-		for _, o := range items {
-			fmt.Fprintf(w, "%s/%s\n", strings.ToLower(k.Name), o.Metadata.Name)
-		}
-		return nil
-	}
-	if len(items) == 0 {
-		fmt.Fprintf(w, "No %s found.\n", k.Plural)
-		return nil
-	}
-	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-	head := []string{"NAME"}
-	for _, c := range k.Columns {
-		head = append(head, c.Header)
-	}
-	head = append(head, "AGE")
-	fmt.Fprintln(tw, strings.Join(head, "\t"))
-	now := time.Now()
-	for _, o := range items {
-		row := []string{o.Metadata.Name}
-		generic := objectGeneric(o)
-		for _, c := range k.Columns {
-			row = append(row, columnValue(generic, c.Path))
-		}
-		age := "<unknown>"
-		if o.Metadata.CreatedAt != nil {
-			age = humanAge(now.Sub(*o.Metadata.CreatedAt))
-		}
-		row = append(row, age)
-		fmt.Fprintln(tw, strings.Join(row, "\t"))
-	}
-	return tw.Flush()
 }
 
 // objectGeneric is the object as plain maps and lists with integers kept integral, so
@@ -344,7 +268,27 @@ func columnValue(v any, path string) string {
 		}
 		return x
 	case []any:
+		// A list of names reads as names (a secret's machines); other lists as a count.
+		names := make([]string, 0, len(x))
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				names = append(names, s)
+			}
+		}
+		if len(names) == len(x) && len(x) > 0 {
+			return strings.Join(names, ",")
+		}
 		return strconv.Itoa(len(x))
+	case map[string]any:
+		// A label map (a secret's release rule) reads as a selector.
+		if len(x) == 0 {
+			return "<none>"
+		}
+		l := make(map[string]string, len(x))
+		for k, e := range x {
+			l[k] = fmt.Sprint(e)
+		}
+		return labelString(l)
 	}
 	return fmt.Sprint(v)
 }
@@ -366,16 +310,18 @@ func humanAge(d time.Duration) string {
 func newDescribeCmd(g *globalFlags) *cobra.Command {
 	var events int
 	cmd := &cobra.Command{
-		Use:   "describe KIND NAME",
-		Short: "Show one object in detail, with a machine's recent events",
-		Args:  cobra.ExactArgs(2),
+		Use:               "describe KIND NAME | TYPE/NAME",
+		Short:             "Show one object in detail, with a machine's recent events",
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: completeKindsAndNames(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			k, err := kindArg(args[0])
+			k, name, err := oneTarget(args)
 			if err != nil {
 				return err
 			}
-			var obj resource.Object
-			if err := call(cmd, g, http.MethodGet, objectPath(k, args[1]), nil, nil, &obj); err != nil {
+			args = []string{args[0], name}
+			obj, err := getObject(cmd, g, k, name)
+			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
@@ -389,7 +335,7 @@ func newDescribeCmd(g *globalFlags) *cobra.Command {
 				fmt.Fprintf(w, "Updated:           %s\n", t.Local().Format(time.RFC3339))
 			}
 			fmt.Fprintf(w, "Resource version:  %s\n", obj.Metadata.ResourceVersion)
-			gen := objectGeneric(&obj)
+			gen := objectGeneric(obj)
 			for _, part := range []string{"spec", "status"} {
 				if v, ok := gen[part]; ok && v != nil {
 					b, _ := marshalYAML(v)
@@ -491,27 +437,6 @@ func indent(s, pfx string) string {
 	return strings.Join(lines, "")
 }
 
-func newDeleteCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "delete KIND NAME...",
-		Short: "Delete objects (refused while other objects refer to them)",
-		Args:  cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			k, err := kindArg(args[0])
-			if err != nil {
-				return err
-			}
-			for _, name := range args[1:] {
-				if err := call(cmd, g, http.MethodDelete, objectPath(k, name), nil, nil, nil); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s/%s deleted\n", strings.ToLower(k.Name), name)
-			}
-			return nil
-		},
-	}
-}
-
 func newAPITokenCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "api-token", Short: "Manage operator API tokens (admin)"}
 	var tokenRole, name string
@@ -574,27 +499,41 @@ func newAPITokenCmd(g *globalFlags) *cobra.Command {
 
 func newAuditCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "Read and verify the audit log"}
-	var after, limit int
+	var after, limit, tail int
 	var output, secret string
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List audit entries, oldest first (--secret NAME: who received a secret)",
-		Args:  cobra.NoArgs,
+		Short: "List audit entries, newest last: the newest --tail, or pages --after SEQ (--secret NAME: who received a secret)",
+		Example: `  kiln audit list                 # the newest 100 entries, newest last
+  kiln audit list --tail 20
+  kiln audit list --after 0 --limit 1000   # from the start, a page at a time`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if secret != "" {
 				return printSecretAudit(cmd, g, secret, int64(after), int64(limit), output)
 			}
 			var out api.AuditList
 			q := url.Values{"after": {strconv.Itoa(after)}, "limit": {strconv.Itoa(limit)}}
+			if !cmd.Flags().Changed("after") {
+				q.Set("tail", strconv.Itoa(tail))
+			}
 			if err := call(cmd, g, http.MethodGet, "/api/v1/audit", q, nil, &out); err != nil {
 				return err
 			}
-			return printAudit(cmd.OutOrStdout(), out.Items, output, true)
+			if err := printAudit(cmd.OutOrStdout(), out.Items, output, true); err != nil {
+				return err
+			}
+			// Where the next page starts, on stderr so that pipes see entries only.
+			if n := len(out.Items); n > 0 && out.Items[n-1].Seq < out.Head {
+				fmt.Fprintf(cmd.ErrOrStderr(), "(%d newer entries: kiln audit list --after %d)\n", out.Head-out.Items[n-1].Seq, out.Items[n-1].Seq)
+			}
+			return nil
 		},
 	}
-	list.Flags().IntVar(&after, "after", 0, "show entries after this sequence number")
-	list.Flags().IntVar(&limit, "limit", 1000, "at most this many entries")
-	list.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	list.Flags().IntVar(&tail, "tail", 100, "the newest N entries (when --after is not given)")
+	list.Flags().IntVar(&after, "after", 0, "page from this sequence number on: entries after it, oldest first")
+	list.Flags().IntVar(&limit, "limit", 1000, "with --after: at most this many entries")
+	outputFlag(list.Flags(), &output, "output format: table or json", "table", "json")
 	list.Flags().StringVar(&secret, "secret", "", "only entries about this secret: versions set, releases (which version, to which machine, by which channel)")
 	verify := &cobra.Command{
 		Use:   "verify",

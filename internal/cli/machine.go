@@ -14,17 +14,19 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kilnhq/kiln/internal/api"
+	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/workflow"
 )
 
 func newMachineCmd(g *globalFlags) *cobra.Command {
-	cmd := &cobra.Command{Use: "machine", Short: "Act on machines: reprovision, power, certificates"}
+	cmd := &cobra.Command{Use: "machine", Short: "Act on machines: reprovision, cancel, power, certificates"}
 	var tmpl string
 	var noPower bool
 	reprov := &cobra.Command{
-		Use:   "reprovision NAME",
-		Short: "Start a new workflow on a machine (its profile's template, or --template); next netboot runs it",
-		Args:  cobra.ExactArgs(1),
+		Use:               "reprovision NAME",
+		Short:             "Start a new workflow on a machine (its profile's template, or --template); next netboot runs it",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNamesOf(g, "Machine", 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out api.WorkflowView
 			path := "/api/v1/machines/" + url.PathEscape(args[0]) + "/reprovision"
@@ -32,6 +34,9 @@ func newMachineCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "machine/%s reprovisioning: workflow %s (%d actions)\n", args[0], out.Name, len(out.Status.Actions))
+			for _, w := range out.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), "Warning:", w)
+			}
 			if out.PowerJob != "" {
 				fmt.Fprintf(cmd.OutOrStdout(), "power job %s: next boot PXE once, then power cycle\n", out.PowerJob)
 			} else if !noPower {
@@ -42,7 +47,22 @@ func newMachineCmd(g *globalFlags) *cobra.Command {
 	}
 	reprov.Flags().StringVar(&tmpl, "template", "", "workflow template (default: the machine's profile's)")
 	reprov.Flags().BoolVar(&noPower, "no-power", false, "do not set next boot to PXE and power-cycle through the BMC")
-	cmd.AddCommand(reprov, newPowerCmd(g))
+	cancel := &cobra.Command{
+		Use:               "cancel NAME",
+		Short:             "End a machine's pending or running workflow; the machine goes back to its state before it (audited)",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNamesOf(g, "Machine", 0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out api.CancelResponse
+			if err := call(cmd, g, http.MethodPost, "/api/v1/machines/"+url.PathEscape(args[0])+"/cancel", nil, nil, &out); err != nil {
+				k, _ := resource.LookupKind("Machine")
+				return withNearNames(cmd, g, k, args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "machine/%s: workflow %s cancelled; state %s\n", args[0], out.Workflow, out.State)
+			return nil
+		},
+	}
+	cmd.AddCommand(reprov, cancel, newPowerCmd(g))
 	cmd.AddCommand(enrollMachineCmds(g)...)
 	return cmd
 }
@@ -62,10 +82,11 @@ func newPowerCmd(g *globalFlags) *cobra.Command {
 	var selector, device string
 	var wait bool
 	cmd := &cobra.Command{
-		Use:     "power on|off|cycle|soft-off|status|set-boot NAME | -l SELECTOR",
-		Short:   "Power machines through their BMCs (Redfish, IPMI, QEMU)",
-		Example: "  kiln machine power status web-1\n  kiln machine power cycle -l rack=r1\n  kiln machine power set-boot web-1 --device pxe",
-		Args:    cobra.RangeArgs(1, 2),
+		Use:               "power on|off|cycle|soft-off|status|set-boot NAME | -l SELECTOR",
+		Short:             "Power machines through their BMCs (Redfish, IPMI, QEMU)",
+		Example:           "  kiln machine power status web-1\n  kiln machine power cycle -l rack=r1\n  kiln machine power set-boot web-1 --device pxe",
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: completePower(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (len(args) == 2) == (selector != "") {
 				return fmt.Errorf("give a machine NAME or -l SELECTOR (one of them)")
@@ -106,7 +127,7 @@ func newPowerCmd(g *globalFlags) *cobra.Command {
 // printWorkflow shows a workflow's actions for `describe machine`.
 func printWorkflow(w io.Writer, wf api.WorkflowView) {
 	st := wf.Status
-	fmt.Fprintf(w, "Workflow:          %s (%s)", wf.Name, st.State)
+	fmt.Fprintf(w, "Workflow:          %s (%s)", wf.Name, workflowState(st.State, st.Message))
 	if st.Message != "" {
 		fmt.Fprintf(w, ": %s", st.Message)
 	}

@@ -5,13 +5,16 @@ package cli
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -71,15 +74,19 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 	pf.StringVar(&g.dataDir, "data-dir", DefaultDataDir, "data directory (env KILN_DATA_DIR)")
 	pf.StringVar(&g.caFingerprint, "ca-fingerprint", "", "SHA-256 fingerprint of the Kiln CA an https server must present (kiln ca show); default: the data dir's ca.crt for the local server, else the one remembered in --known-servers, else trusted on first use and remembered (env KILN_CA_FINGERPRINT)")
 	pf.StringVar(&g.knownServers, "known-servers", "", "file of the CA fingerprints of https servers trusted on first use, like ssh's known_hosts; default <user config dir>/kiln/known_servers (env KILN_KNOWN_SERVERS)")
-	pf.DurationVar(&g.timeout, "request-timeout", defaultTimeout, "timeout of each API request (env KILN_REQUEST_TIMEOUT)")
+	g.timeout = defaultTimeout
+	pf.Var((*secondsDuration)(&g.timeout), "request-timeout", "timeout of each API request: a duration (30s, 2m) or a number of seconds, as kubectl takes it; 0: none (env KILN_REQUEST_TIMEOUT)")
 
 	root.AddCommand(
 		newServeCmd(g),
-		newVersionCmd(),
+		newVersionCmd(g),
 		newApplyCmd(g),
 		newGetCmd(g),
 		newDescribeCmd(g),
 		newDeleteCmd(g),
+		newEditCmd(g),
+		newLabelCmd(g),
+		newDiffCmd(g),
 		newAPITokenCmd(g),
 		newAuditCmd(g),
 		newMachineCmd(g),
@@ -93,22 +100,43 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newCACmd(g),
 		newDoctorCmd(g),
 	)
+	refuseUnknownSubcommands(root)
 	return root
 }
 
 // newVersionCmd prints the version on the first line ("kiln v1.2.3", as before
 // commit and Go version were added, for scripts that read only that line), then one
-// "key: value" line each for the commit, the Go version and the platform.
-func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
+// "key: value" line each for the commit, the Go version and the platform, then the
+// server's version (GET /api/v1/version) unless --client; an unreachable server is
+// said, not an error, as kubectl version does.
+func newVersionCmd(g *globalFlags) *cobra.Command {
+	var clientOnly bool
+	cmd := &cobra.Command{
 		Use:   "version",
-		Short: "Print the version, the commit and the Go version kiln was built from",
+		Short: "Print the client's version, commit and Go version, and the server's version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, args []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "kiln %s\ncommit: %s\ngo: %s\nplatform: %s/%s\n",
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "kiln %s\ncommit: %s\ngo: %s\nplatform: %s/%s\n",
 				Version, cmp.Or(Commit, stampedCommit(), "unknown"), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			if clientOnly {
+				return
+			}
+			// The client's version must print quickly even when the server hangs.
+			sg := *g
+			if sg.timeout <= 0 || sg.timeout > 5*time.Second {
+				sg.timeout = 5 * time.Second
+			}
+			var sv api.VersionResponse
+			if err := call(cmd, &sg, http.MethodGet, "/api/v1/version", nil, nil, &sv); err != nil {
+				fmt.Fprintf(w, "server: unknown (%v)\n", err)
+				return
+			}
+			fmt.Fprintf(w, "server: %s (go %s, %s)\n", sv.Version, sv.GoVersion, sv.Platform)
 		},
 	}
+	cmd.Flags().BoolVar(&clientOnly, "client", false, "only the client's version; do not ask the server")
+	return cmd
 }
 
 // stampedCommit is the commit `go build` recorded from the checkout (absent with
@@ -137,15 +165,42 @@ func stampedCommit() string {
 func Execute() int {
 	root := NewRoot(os.Stdout, os.Stderr)
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", err)
+		if errors.Is(err, errDifferences) {
+			return 1 // kiln diff printed them; like diff, no message
+		}
+		// An error from the server already says so ("Error from server (NotFound): ...").
+		if _, fromServer := errors.AsType[*APIError](err); fromServer {
+			fmt.Fprintln(os.Stderr, err)
+		} else {
+			fmt.Fprintln(os.Stderr, "Error:", err)
+		}
 		return 1
 	}
 	return 0
 }
 
+// envAnnotation names a flag's variable where it is not KILN_<FLAG> (the agent's
+// --server reads KILN_AGENT_SERVER, not the operator's KILN_SERVER).
+const envAnnotation = "kiln-env"
+
 // envName is the environment variable bound to a flag: --data-dir -> KILN_DATA_DIR.
 func envName(flag string) string {
 	return "KILN_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// flagEnvName is the variable bound to f: its envAnnotation, else envName.
+func flagEnvName(f *pflag.Flag) string {
+	if v := f.Annotations[envAnnotation]; len(v) == 1 {
+		return v[0]
+	}
+	return envName(f.Name)
+}
+
+func setEnvName(f *pflag.Flag, name string) {
+	if f.Annotations == nil {
+		f.Annotations = map[string][]string{}
+	}
+	f.Annotations[envAnnotation] = []string{name}
 }
 
 // bindEnv sets every flag not given on the command line from its KILN_* variable.
@@ -155,7 +210,8 @@ func bindEnv(fs *pflag.FlagSet) error {
 		if err != nil || f.Changed {
 			return
 		}
-		v, ok := os.LookupEnv(envName(f.Name))
+		name := flagEnvName(f)
+		v, ok := os.LookupEnv(name)
 		if !ok {
 			return
 		}
@@ -165,7 +221,7 @@ func bindEnv(fs *pflag.FlagSet) error {
 		}
 		for _, v := range vals {
 			if e := fs.Set(f.Name, v); e != nil {
-				err = fmt.Errorf("%s=%q: %v", envName(f.Name), v, e)
+				err = fmt.Errorf("%s=%q: %v", name, v, e)
 			}
 		}
 	})
@@ -333,4 +389,27 @@ func cmdContext(cmd *cobra.Command) context.Context {
 		return ctx
 	}
 	return context.Background()
+}
+
+// secondsDuration is a duration flag that also takes a plain number as seconds
+// (kubectl's --request-timeout 2), where pflag's duration would refuse it.
+type secondsDuration time.Duration
+
+func (d *secondsDuration) String() string { return time.Duration(*d).String() }
+func (d *secondsDuration) Type() string   { return "duration" }
+
+func (d *secondsDuration) Set(s string) error {
+	if n, err := strconv.ParseFloat(s, 64); err == nil {
+		if n < 0 {
+			return fmt.Errorf("%q is negative", s)
+		}
+		*d = secondsDuration(time.Duration(n * float64(time.Second)))
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return fmt.Errorf("%q is not a duration (30s, 2m) or a number of seconds", s)
+	}
+	*d = secondsDuration(v)
+	return nil
 }

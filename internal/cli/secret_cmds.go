@@ -164,7 +164,7 @@ func newSecretGetCmd(g *globalFlags) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&reveal, "reveal", false, "print the value itself to standard output (needs the admin role; audited)")
 	cmd.Flags().Int64Var(&version, "version", 0, "with --reveal: this version instead of the newest")
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json (never the value)")
+	outputFlag(cmd.Flags(), &output, "output format: table or json (never the value)", "table", "json")
 	return cmd
 }
 
@@ -238,13 +238,10 @@ func newSecretListCmd(g *globalFlags) *cobra.Command {
 				}
 				cont = page.Continue
 			}
-			if output != "table" && output != "yaml" && output != "json" && output != "name" {
-				return fmt.Errorf("-o: %q is not one of table, yaml, json, name", output)
-			}
-			return printObjects(cmd.OutOrStdout(), k, items, output, false)
+			return printObjects(cmd.OutOrStdout(), k, items, printOptions{output: output})
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml, json, name")
+	outputFlag(cmd.Flags(), &output, "output format: table, yaml, json, name", "table", "yaml", "json", "name")
 	cmd.Flags().StringVarP(&selector, "selector", "l", "", "label selector")
 	return cmd
 }
@@ -294,7 +291,7 @@ func newSecretAuditCmd(g *globalFlags) *cobra.Command {
 			return printSecretAudit(cmd, g, args[0], after, limit, output)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	outputFlag(cmd.Flags(), &output, "output format: table or json", "table", "json")
 	cmd.Flags().Int64Var(&after, "after", 0, "show entries after this sequence number")
 	cmd.Flags().Int64Var(&limit, "limit", 1000, "at most this many entries")
 	return cmd
@@ -391,6 +388,6 @@ func newRenderCmd(g *globalFlags) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&kind, "kind", "ignition", "config kind: ignition, cloud-init or file")
 	cmd.Flags().StringVar(&part, "part", "", "cloud-init part (meta-data, user-data, vendor-data, network-config; default user-data) or file name")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output: text (content, with a header on stderr), raw (content only) or json")
+	outputFlag(cmd.Flags(), &output, "output: text (content, with a header on stderr), raw (content only) or json", "text", "raw", "json")
 	return cmd
 }

@@ -15,7 +15,7 @@ func TestVersionOutput(t *testing.T) {
 
 	var out, errOut bytes.Buffer
 	root := NewRoot(&out, &errOut)
-	root.SetArgs([]string{"version"})
+	root.SetArgs([]string{"version", "--client"})
 	if err := root.Execute(); err != nil {
 		t.Fatalf("kiln version: %v (%s)", err, errOut.String())
 	}

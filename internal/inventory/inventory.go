@@ -55,6 +55,8 @@ type Result struct {
 	Name            string `json:"name"`
 	Outcome         string `json:"outcome"`
 	ResourceVersion string `json:"resourceVersion"`
+	// Summary says what changed (as the audit entry does); empty when unchanged.
+	Summary string `json:"summary,omitempty"`
 }
 
 // ValidationError is bad input: the API answers 422 (or 400) with its message.
@@ -77,6 +79,20 @@ func (s *Service) now() time.Time {
 // Apply creates or updates every object in one transaction: all of them or none.
 // An object that carries a resourceVersion is only updated if it is still current.
 func (s *Service) Apply(ctx context.Context, actor Actor, objs []*resource.Object) ([]Result, error) {
+	return s.apply(ctx, actor, objs, false)
+}
+
+// errDryRun ends a dry run's transaction: everything was checked, nothing is kept.
+var errDryRun = errors.New("dry run: roll back")
+
+// ApplyDryRun checks and applies objs exactly as Apply does, in a transaction it
+// then rolls back: the results say what Apply would do (validation, references,
+// conflicts included); nothing is written, audited or evented.
+func (s *Service) ApplyDryRun(ctx context.Context, actor Actor, objs []*resource.Object) ([]Result, error) {
+	return s.apply(ctx, actor, objs, true)
+}
+
+func (s *Service) apply(ctx context.Context, actor Actor, objs []*resource.Object, dryRun bool) ([]Result, error) {
 	if err := checkBatch(objs); err != nil {
 		return nil, err
 	}
@@ -102,9 +118,12 @@ func (s *Service) Apply(ctx context.Context, actor Actor, objs []*resource.Objec
 				return err
 			}
 		}
+		if dryRun {
+			return errDryRun
+		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !(dryRun && errors.Is(err, errDryRun)) {
 		return nil, err
 	}
 	return results, nil
@@ -137,7 +156,7 @@ func (s *Service) applyOne(ctx context.Context, tx store.Tx, actor Actor, in *re
 		if err := s.record(ctx, tx, actor, "create", obj, nil); err != nil {
 			return res, err
 		}
-		res.Outcome, res.ResourceVersion = Created, obj.Metadata.ResourceVersion
+		res.Outcome, res.ResourceVersion, res.Summary = Created, obj.Metadata.ResourceVersion, Summary("create", nil, obj)
 		return res, nil
 	case err != nil:
 		return res, objectErr(in, "read", err)
@@ -165,7 +184,7 @@ func (s *Service) applyOne(ctx context.Context, tx store.Tx, actor Actor, in *re
 	if err := s.record(ctx, tx, actor, "update", next, cur); err != nil {
 		return res, err
 	}
-	res.Outcome, res.ResourceVersion = Updated, next.Metadata.ResourceVersion
+	res.Outcome, res.ResourceVersion, res.Summary = Updated, next.Metadata.ResourceVersion, Summary("update", cur, next)
 	return res, nil
 }
 

@@ -442,7 +442,7 @@ func (r *Runner) lockBMC(ctx context.Context, key string) (func(), error) {
 }
 
 func (r *Runner) execute(ctx context.Context, j *Job, req Request) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(withJobCredentials(ctx), r.cfg.Timeout)
 	defer cancel()
 	log := r.cfg.Logger.With("machine", j.Machine, "job", j.ID, "op", string(j.Op))
 

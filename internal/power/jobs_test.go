@@ -351,3 +351,46 @@ func TestRunnerRedfish(t *testing.T) {
 		t.Fatalf("the audit record lacks the actor or the events the failure: %s", rec.text())
 	}
 }
+
+// countingCredentials counts reads of a credentials secret (each an audited release).
+type countingCredentials struct {
+	mu    sync.Mutex
+	reads int
+}
+
+func (c *countingCredentials) BMCCredentials(ctx context.Context, name string) (string, string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reads++
+	return "admin", "s3cret", nil
+}
+
+// Issue 19 item 6: one job's retries are one use of the BMC credential (one audited
+// read of its secret); a second job reads it again.
+func TestRunnerRetriesReadCredentialsOnce(t *testing.T) {
+	f := &fakeFleet{failures: 2}
+	creds := &countingCredentials{}
+	factory := func(ctx context.Context, machine string, b resource.BMC) (Driver, error) {
+		if _, _, err := resolveCredentials(ctx, b, creds); err != nil {
+			return nil, err
+		}
+		return f.factory(ctx, machine, b)
+	}
+	r := NewRunner(RunnerConfig{NewDriver: factory, Jobs: &MemoryJobStore{}, Attempts: 3, Backoff: time.Millisecond})
+	defer r.Shutdown(context.Background())
+	req := reqs(1, 1, OpOn)[0]
+	req.BMC.Driver, req.BMC.CredentialsSecret = "redfish", "bmc-creds"
+	j, err := r.Run(context.Background(), req)
+	if err != nil || j.State != JobSucceeded || j.Attempts != 3 {
+		t.Fatalf("job: %+v %v", j, err)
+	}
+	if creds.reads != 1 {
+		t.Fatalf("a job of 3 attempts read the credentials %d times, want 1", creds.reads)
+	}
+	if j, err := r.Run(context.Background(), req); err != nil || j.State != JobSucceeded {
+		t.Fatalf("second job: %+v %v", j, err)
+	}
+	if creds.reads != 2 {
+		t.Fatalf("two jobs read the credentials %d times, want 2", creds.reads)
+	}
+}

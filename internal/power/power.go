@@ -220,7 +220,7 @@ func resolveCredentials(ctx context.Context, bmc resource.BMC, creds Credentials
 	if creds == nil {
 		return "", "", fmt.Errorf("%w: no credentials resolver configured", ErrConfig)
 	}
-	user, password, err := creds.BMCCredentials(ctx, bmc.CredentialsSecret)
+	user, password, err := cachedCredentials(ctx, creds, bmc.CredentialsSecret)
 	if err != nil {
 		return "", "", fmt.Errorf("resolve BMC credentials secret %q: %w", bmc.CredentialsSecret, err)
 	}

@@ -39,15 +39,33 @@ func ParseManifests(r io.Reader, source string) ([]*Object, error) {
 		if i > MaxDocuments {
 			return nil, fmt.Errorf("%s: more than %d documents", source, MaxDocuments)
 		}
-		raw, err := json.Marshal(doc)
-		if err != nil {
-			return nil, fmt.Errorf("%s: document %d: not a mapping of string keys: %v", source, i, err)
+		// A list (`kiln get -o json`'s {"items": [...]}, or kind: List) holds objects.
+		items, isList := []any{doc}, false
+		if m, ok := doc.(map[string]any); ok && m["items"] != nil && (m["kind"] == nil || m["kind"] == "List") {
+			l, ok := m["items"].([]any)
+			if !ok {
+				return nil, fmt.Errorf("%s: document %d: items: not a list", source, i)
+			}
+			items, isList = l, true
 		}
-		obj, err := DecodeJSON(raw)
-		if err != nil {
-			return nil, fmt.Errorf("%s: document %d: %w", source, i, err)
+		for j, item := range items {
+			where := fmt.Sprintf("document %d", i)
+			if isList {
+				where = fmt.Sprintf("document %d: items[%d]", i, j)
+			}
+			if len(objs) >= MaxDocuments {
+				return nil, fmt.Errorf("%s: more than %d objects", source, MaxDocuments)
+			}
+			raw, err := json.Marshal(item)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %s: not a mapping of string keys: %v", source, where, err)
+			}
+			obj, err := DecodeJSON(raw)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %s: %w", source, where, err)
+			}
+			objs = append(objs, obj)
 		}
-		objs = append(objs, obj)
 	}
 	return objs, nil
 }

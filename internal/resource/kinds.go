@@ -21,6 +21,8 @@ type Kind struct {
 	ReadOnly bool
 	// Columns for `kiln get` tables, after NAME.
 	Columns []Column
+	// WideColumns are added after Columns by `kiln get -o wide`.
+	WideColumns []Column
 }
 
 // Column is one extra column in `kiln get` tables; Path is a dotted JSON path into the object.
@@ -45,16 +47,17 @@ type UniqueKeyer interface {
 var kinds = []*Kind{
 	{Name: "Artifact", Plural: "artifacts", Aliases: []string{"artifact", "art"}, SpecType: reflect.TypeOf(ArtifactSpec{}),
 		Columns: []Column{{"SOURCE", "spec.source"}, {"SHA256", "spec.sha256"}}},
-	{Name: "Template", Plural: "templates", Aliases: []string{"template", "tpl"}, SpecType: reflect.TypeOf(TemplateSpec{}),
+	{Name: "Template", Plural: "templates", Aliases: []string{"template", "tpl", "tmpl"}, SpecType: reflect.TypeOf(TemplateSpec{}),
 		Columns: []Column{{"ACTIONS", "spec.actions.#"}, {"TIMEOUT", "spec.timeout"}}},
-	{Name: "Secret", Plural: "secrets", Aliases: []string{"secret"}, SpecType: reflect.TypeOf(SecretSpec{}),
-		Columns: []Column{{"MACHINES", "spec.machines.#"}, {"VERSION", "status.version"}}},
-	{Name: "Profile", Plural: "profiles", Aliases: []string{"profile", "prof"}, SpecType: reflect.TypeOf(ProfileSpec{}),
+	{Name: "Secret", Plural: "secrets", Aliases: []string{"secret", "sec"}, SpecType: reflect.TypeOf(SecretSpec{}),
+		Columns: []Column{{"MACHINES", "spec.machines"}, {"MACHINE-LABELS", "spec.labels"}, {"VERSION", "status.version"}}},
+	{Name: "Profile", Plural: "profiles", Aliases: []string{"profile", "prof", "pr"}, SpecType: reflect.TypeOf(ProfileSpec{}),
 		Columns: []Column{{"KERNEL", "spec.boot.kernel"}, {"AGENT", "spec.boot.agent"}, {"WORKFLOW", "spec.workflow"}}},
-	{Name: "Subnet", Plural: "subnets", Aliases: []string{"subnet", "net"}, SpecType: reflect.TypeOf(SubnetSpec{}),
+	{Name: "Subnet", Plural: "subnets", Aliases: []string{"subnet", "net", "sn"}, SpecType: reflect.TypeOf(SubnetSpec{}),
 		Columns: []Column{{"CIDR", "spec.cidr"}, {"MODE", "spec.mode"}, {"ROUTER", "spec.router"}}},
 	{Name: "Machine", Plural: "machines", Aliases: []string{"machine", "m"}, SpecType: reflect.TypeOf(MachineSpec{}),
-		Columns: []Column{{"PROFILE", "spec.profile"}, {"MAC", "spec.interfaces.0.mac"}, {"IP", "spec.interfaces.0.ip"}, {"STATE", "status.state"}}},
+		Columns:     []Column{{"PROFILE", "spec.profile"}, {"MAC", "spec.interfaces.0.mac"}, {"IP", "spec.interfaces.0.ip"}, {"STATE", "status.state"}},
+		WideColumns: []Column{{"HOSTNAME", "spec.interfaces.0.hostname"}, {"INTERFACES", "spec.interfaces.#"}, {"BMC", "spec.bmc.address"}, {"LAST-SEEN", "status.lastSeen"}}},
 	{Name: "JoinToken", Plural: "jointokens", Aliases: []string{"jointoken", "join-token", "jt"}, SpecType: reflect.TypeOf(JoinTokenSpec{}),
 		Columns: []Column{{"PROFILE", "spec.profile"}, {"USES", "status.uses"}, {"MAX", "spec.maxUses"}, {"EXPIRES", "spec.expiresAt"}}},
 	{Name: "Workflow", Plural: "workflows", Aliases: []string{"workflow", "wf"}, SpecType: reflect.TypeOf(WorkflowSpec{}),

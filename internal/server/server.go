@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -551,6 +552,7 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 		Logger:           s.log,
 		MaxBodyBytes:     s.cfg.MaxBodyBytes,
 		Version:          s.cfg.Version,
+		AgentArtifacts:   slices.DeleteFunc([]string{s.cfg.AgentKernel, s.cfg.AgentInitrd}, func(a string) bool { return a == "" }),
 	}
 	en, err := s.newEnroll(ctx, b)
 	if err != nil {
@@ -822,6 +824,9 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 // checkObject validates what a kind's own spec cannot know: a Template's actions
 // against what the agent runs.
 func checkObject(o *resource.Object) error {
+	if o.Kind == "Profile" {
+		return checkProfileTemplates(o)
+	}
 	if o.Kind != "Template" {
 		return nil
 	}
