@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/kilnhq/kiln/internal/api"
 	"github.com/kilnhq/kiln/internal/boot"
 	"github.com/kilnhq/kiln/internal/gctune"
+	"github.com/kilnhq/kiln/internal/ratelimit"
 	"github.com/kilnhq/kiln/internal/server"
 	"github.com/kilnhq/kiln/internal/tftp"
 )
@@ -219,6 +221,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 		logFormat  string
 		logLevel   string
 		pprofAddr  string
+		rateLimits []string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -239,6 +242,9 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 			}
 			log, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
 			if err != nil {
+				return err
+			}
+			if cfg.RateLimits, err = parseRateLimits(rateLimits); err != nil {
 				return err
 			}
 			gctune.Tune(log)
@@ -295,6 +301,8 @@ the file. On first start Kiln creates an admin API token in <data-dir>/admin.tok
 	f.BoolVar(&cfg.EnrollApprovalWithoutToken, "enroll-approval-without-token", false, "let a host without a join token ask to be enrolled; its request waits for `kiln enrollment approve` (at most 1,000 pending, 5 per source address; off by default: anyone on the network could queue requests for an operator to approve by mistake) (env KILN_ENROLL_APPROVAL_WITHOUT_TOKEN)")
 	f.DurationVar(&cfg.EnrollApprovalTTL, "enroll-approval-ttl", 24*time.Hour, "how long an enrollment request waits for an operator's decision before it expires (env KILN_ENROLL_APPROVAL_TTL)")
 	f.BoolVar(&cfg.ServerRSA, "server-rsa-cert", false, "also serve an RSA server certificate, for TLS clients (old iPXE builds) without ECDSA (env KILN_SERVER_RSA_CERT)")
+	f.StringArrayVar(&rateLimits, "rate-limit", nil, "per-source-address rate limit of one class of unauthenticated endpoints, CLASS=RATE:BURST (requests per second, burst) or CLASS=off (repeatable); classes "+strings.Join(server.RateClasses(), ", ")+"; over it: 429 with Retry-After; default "+defaultRateLimits()+" (env KILN_RATE_LIMIT, comma-separated)")
+	f.IntVar(&cfg.RateLimitSources, "rate-limit-sources", ratelimit.DefaultMaxSources, "most source addresses remembered per rate-limit class; the least recently seen are forgotten first (env KILN_RATE_LIMIT_SOURCES)")
 	f.StringVar(&pprofAddr, "pprof-listen", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, for performance work; keep it on loopback; empty: off (env KILN_PPROF_LISTEN)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json (env KILN_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error (env KILN_LOG_LEVEL)")
@@ -321,4 +329,30 @@ func cmdContext(cmd *cobra.Command) context.Context {
 		return ctx
 	}
 	return context.Background()
+}
+
+// parseRateLimits reads --rate-limit values, CLASS=RATE:BURST or CLASS=off.
+func parseRateLimits(vals []string) (map[string]ratelimit.Rate, error) {
+	out := map[string]ratelimit.Rate{}
+	for _, v := range vals {
+		class, rate, ok := strings.Cut(v, "=")
+		if !ok || !slices.Contains(server.RateClasses(), class) {
+			return nil, fmt.Errorf("--rate-limit %q: want CLASS=RATE:BURST or CLASS=off, CLASS one of %s", v, strings.Join(server.RateClasses(), ", "))
+		}
+		r, err := ratelimit.ParseRate(rate)
+		if err != nil {
+			return nil, fmt.Errorf("--rate-limit %s: %w", class, err)
+		}
+		out[class] = r
+	}
+	return out, nil
+}
+
+func defaultRateLimits() string {
+	var parts []string
+	d := server.DefaultRateLimits()
+	for _, c := range server.RateClasses() {
+		parts = append(parts, c+"="+d[c].String())
+	}
+	return strings.Join(parts, ", ")
 }

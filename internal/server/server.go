@@ -34,6 +34,7 @@ import (
 	"github.com/kilnhq/kiln/internal/datadir"
 	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/inventory"
+	"github.com/kilnhq/kiln/internal/ratelimit"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/secrets"
 	"github.com/kilnhq/kiln/internal/store"
@@ -123,6 +124,11 @@ type Config struct {
 	BootTokensForNew bool
 	// ServerRSA also serves an RSA certificate, for TLS clients without ECDSA.
 	ServerRSA bool
+	// RateLimits override DefaultRateLimits by endpoint class (a zero Rate: no
+	// limit); RateLimitSources caps the source addresses remembered per class (0:
+	// ratelimit.DefaultMaxSources).
+	RateLimits       map[string]ratelimit.Rate
+	RateLimitSources int
 }
 
 // artifactDir is where local artifact files are: ArtifactDir, else
@@ -573,12 +579,13 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 	mux.HandleFunc("GET /readyz", readyz)
 	apiMux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
 	instrumented := instrument(s.registry)
+	limited := s.rateLimited(mux)
 	if apiMux == mux {
-		return instrumented(mux), nil, nil
+		return instrumented(limited), nil, nil
 	}
 	apiMux.HandleFunc("GET /healthz", healthz)
 	apiMux.HandleFunc("GET /readyz", readyz)
-	return instrumented(mux), instrumented(apiMux), nil
+	return instrumented(limited), instrumented(apiMux), nil
 }
 
 // Run serves until ctx ends, then shuts down gracefully: in-flight requests finish
