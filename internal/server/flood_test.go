@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/ratelimit"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -70,13 +71,23 @@ func TestFloodFromOneSourceIsRateLimited(t *testing.T) {
 // are not one audit row each (a flood would fill the database): at most one entry per
 // source and reason per interval, with the count.
 func TestJunkEnrollRefusalsAggregated(t *testing.T) {
-	s := newTestServer(t)
+	s := newTestServerWith(t, Config{RateLimits: map[string]ratelimit.Rate{RateEnroll: {}}})
 	before := len(auditEntries(t, s.store))
 	for range 200 {
 		serveFrom(s.http.Handler, "10.66.0.1", "POST", "/enroll", "junk")
 	}
 	if added := len(auditEntries(t, s.store)) - before; added > 1 {
 		t.Fatalf("200 junk enrollments from one address added %d audit entries", added)
+	}
+	// What is pending is written when the server stops.
+	s.enroll.FlushRefusals(context.Background())
+	all := auditEntries(t, s.store)
+	if added := len(all) - before; added != 2 {
+		t.Fatalf("after the flush, %d audit entries for 200 refusals; want 2 (the first, then the count)", added)
+	}
+	last := all[len(all)-1]
+	if last.Action != "enroll-refused" || !strings.HasPrefix(last.Summary, "x 199 from 10.66.0.1 in ") {
+		t.Fatalf("aggregated entry: %s %q", last.Action, last.Summary)
 	}
 }
 
