@@ -129,6 +129,12 @@ type Config struct {
 	// ratelimit.DefaultMaxSources).
 	RateLimits       map[string]ratelimit.Rate
 	RateLimitSources int
+	// EventRetention removes events older than it, EventRetentionCount all but a
+	// machine's newest that many (0: no limit of that kind); AuditRetention removes
+	// audit entries older than it behind a retention checkpoint (0: keep all).
+	EventRetention      time.Duration
+	EventRetentionCount int
+	AuditRetention      time.Duration
 }
 
 // artifactDir is where local artifact files are: ArtifactDir, else
@@ -506,6 +512,7 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 			return nil
 		})
 	}
+	s.every(retentionEvery, func(ctx context.Context) { s.retain(ctx, time.Now()) })
 	wfe := &workflow.Engine{Store: s.store, ArtifactURL: s.artifactURL}
 	// Time out workflows whose agent went silent.
 	s.every(15*time.Second, func(ctx context.Context) {
