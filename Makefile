@@ -8,7 +8,7 @@ BIN := bin/kiln
 VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --abbrev=12 --dirty 2>/dev/null || echo v0.0.0-$$(git rev-parse --short=12 HEAD 2>/dev/null || echo dev))
 LDFLAGS := -X github.com/kilnhq/kiln/internal/cli.Version=$(VERSION)
 
-.PHONY: all build deps check test vet fmt-check demo demo-inventory bench bench-store bench-get bench-image bench-dhcp bench-tftp bench-http bench-enroll fuzz clean
+.PHONY: all build deps check test vet fmt-check demo demo-inventory bench bench-store bench-get bench-image bench-dhcp bench-tftp bench-http bench-enroll bench-flood fuzz clean
 
 all: build
 
@@ -77,6 +77,12 @@ bench-http: build
 bench-enroll: build
 	./scripts/bench-enroll.sh
 	$(GO) test -run '^$$' -bench 'Enroll$$|IssueClient' -benchtime 10000x -timeout 30m ./internal/enroll
+
+# A flood from one address against a real kiln serve on loopback: database growth
+# per 10,000 requests to /ipxe, /enroll and /phone-home, and legitimate clients'
+# scripts/s with and without a flood of /ipxe, /enroll and TFTP (about a minute).
+bench-flood:
+	./scripts/bench-flood.sh
 
 # image2disk writing 1 GiB to a loop device, against curl | dd and curl | zstd -d | dd.
 bench-image: build

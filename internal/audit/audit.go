@@ -87,6 +87,18 @@ type Verifier struct {
 	lastSeq  int64
 	lastHash string
 	keyed    bool
+	// resumedAt is the sequence Resume started after; resumeSeen that a verified
+	// retention checkpoint vouched for it.
+	resumedAt   int64
+	resumedHash string
+	resumeSeen  bool
+}
+
+// Resume starts verification after entry seq, whose hash was hash, as a retention
+// checkpoint recorded when it removed the entries up to seq. The checkpoint itself
+// must then be among the entries verified (Finish checks it was).
+func (v *Verifier) Resume(seq int64, hash string, keyed bool) {
+	v.lastSeq, v.lastHash, v.keyed, v.resumedAt, v.resumedHash = seq, hash, keyed, seq, hash
 }
 
 // Next checks the next entry.
@@ -117,6 +129,11 @@ func (v *Verifier) Next(e *Entry) error {
 	if a := v.Anchor; a != nil && e.Seq == a.Seq && e.Hash != a.Hash {
 		return fmt.Errorf("audit entry %d differs from the head anchored outside the database: the chain was rewritten", e.Seq)
 	}
+	if v.resumedAt > 0 && IsRetention(e) {
+		if seq, hash, _, err := RetentionPoint(e); err == nil && seq == v.resumedAt && hash == v.resumedHash {
+			v.resumeSeen = true
+		}
+	}
 	v.n++
 	v.lastSeq, v.lastHash, v.keyed = e.Seq, e.Hash, keyed
 	return nil
@@ -127,6 +144,9 @@ func (v *Verifier) Next(e *Entry) error {
 // of the anchor (a replica's anchor lags, or a crash came between commit and anchor)
 // but never behind it.
 func (v *Verifier) Finish(headSeq int64, headHash string) error {
+	if v.resumedAt > 0 && !v.resumeSeen {
+		return fmt.Errorf("audit chain starts after entry %d but no verified retention checkpoint records that point: entries were removed", v.resumedAt)
+	}
 	if headSeq != v.lastSeq || (headSeq > 0 && headHash != v.lastHash) {
 		return fmt.Errorf("audit chain ends at entry %d but the recorded head is entry %d: entries were removed or added", v.lastSeq, headSeq)
 	}

@@ -28,6 +28,37 @@ const (
 	CheckpointName   = "chain"
 )
 
+// A retention checkpoint records that the entries up to one sequence were removed
+// (audit retention): its summary names the last removed entry's sequence and hash
+// (RetentionFormat), and verification of what is left starts from them. Being an
+// entry of the keyed chain, it cannot be forged without the key, and removing it
+// leaves entries that start at no recorded point.
+const (
+	RetentionAction = "retention"
+	RetentionName   = "retention"
+	// RetentionFormat is the summary (read back with fmt.Sscanf: every %s is
+	// followed by a space): first and last removed sequence, age, then
+	// the last removed entry's sequence and hash, and the sequence of the
+	// chain-keyed checkpoint (0: not keyed), which may be among those removed.
+	RetentionFormat = "removed entries %d to %d older than %s (retention); the chain continues from entry %d hash %s keyed from entry %d"
+)
+
+// IsRetention reports whether e is a retention checkpoint.
+func IsRetention(e *Entry) bool {
+	return e.Action == RetentionAction && e.Kind == CheckpointKind && e.Name == RetentionName
+}
+
+// RetentionPoint reads where a retention checkpoint says the chain continues from,
+// and where the chain was keyed from (0: not keyed).
+func RetentionPoint(e *Entry) (seq int64, hash string, keyedFrom int64, err error) {
+	var first, last int64
+	var age string
+	if _, err := fmt.Sscanf(e.Summary, RetentionFormat, &first, &last, &age, &seq, &hash, &keyedFrom); err != nil {
+		return 0, "", 0, fmt.Errorf("audit entry %d: retention checkpoint %q: %w", e.Seq, e.Summary, err)
+	}
+	return seq, hash, keyedFrom, nil
+}
+
 // IsCheckpoint reports whether e marks the start of the keyed chain.
 func IsCheckpoint(e *Entry) bool {
 	return e.Action == CheckpointAction && e.Kind == CheckpointKind && e.Name == CheckpointName

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/safetext"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -200,7 +202,7 @@ func (s *Server) perMachine(w http.ResponseWriter, r *http.Request) {
 		s.OnScript(kind)
 	}
 	if m != nil {
-		s.event(ctx, m.Metadata.Name, "BootScript", fmt.Sprintf("served %s script to %s (%s %s) from %s over %s", kind, mac, q.Get("buildarch"), q.Get("platform"), remoteIP(r), scheme(r)))
+		s.event(ctx, m.Metadata.Name, "BootScript", fmt.Sprintf("served %s script to %s (%s %s) from %s over %s", kind, mac, knownBuildArch(q.Get("buildarch")), knownPlatform(q.Get("platform")), remoteIP(r), scheme(r)))
 	}
 	s.Logger.Info("boot script", "mac", mac, "machine", nameOf(m), "script", kind, "remote", remoteIP(r))
 	writeScript(w, script)
@@ -471,10 +473,35 @@ func (s *Server) phoneHome(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	msg := fmt.Sprintf("%s phoned home from %s", mac, remoteIP(r))
-	if v := sanitizeEcho(r.URL.Query().Get("msg")); v != "" {
+	if v := safetext.Field(r.URL.Query().Get("msg"), maxPhoneHomeMsg); v != "" {
 		msg += ": " + v
 	}
 	s.event(ctx, m.Metadata.Name, "PhoneHome", msg)
 	s.Logger.Info("phone-home", "mac", mac, "machine", m.Metadata.Name, "remote", remoteIP(r))
 	w.Write([]byte("ok\n"))
+}
+
+// maxPhoneHomeMsg caps the free text a phone-home puts on a timeline: anyone on the
+// provisioning network can send one.
+const maxPhoneHomeMsg = 256
+
+// iPXE's ${buildarch} and ${platform} values (src/config/defaults/*.h and the
+// arch/*/Makefile of ipxe.org's tree). Anything else comes from a host that is not
+// running iPXE's generic script: the event says "other" instead of repeating it.
+var (
+	ipxeBuildArchs = []string{"i386", "x86_64", "arm32", "arm64", "riscv32", "riscv64", "loong64"}
+	ipxePlatforms  = []string{"pcbios", "efi", "linux", "sbi"}
+)
+
+func knownBuildArch(v string) string { return knownOr(ipxeBuildArchs, v) }
+func knownPlatform(v string) string  { return knownOr(ipxePlatforms, v) }
+
+func knownOr(known []string, v string) string {
+	if v == "" {
+		return "-"
+	}
+	if slices.Contains(known, v) {
+		return v
+	}
+	return "other"
 }

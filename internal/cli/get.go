@@ -19,6 +19,7 @@ import (
 	"github.com/kilnhq/kiln/internal/api"
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/safetext"
 )
 
 // target is what a command acts on, as kubectl reads its arguments: a kind and the
@@ -314,7 +315,9 @@ func printObjects(w io.Writer, k *resource.Kind, items []*resource.Object, opts 
 			if o.Kind == "Workflow" && c.Path == "status.state" {
 				v = workflowState(v, columnValue(generic, "status.message"))
 			}
-			row = append(row, v)
+			// Columns can carry text machines reported: escaped, it cannot drive the
+			// terminal or fake a row.
+			row = append(row, safetext.Escape(v))
 		}
 		age := "<unknown>"
 		if o.Metadata.CreatedAt != nil {
@@ -322,7 +325,7 @@ func printObjects(w io.Writer, k *resource.Kind, items []*resource.Object, opts 
 		}
 		row = append(row, age)
 		if opts.showLabels {
-			row = append(row, labelString(o.Metadata.Labels))
+			row = append(row, safetext.Escape(labelString(o.Metadata.Labels)))
 		}
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/role"
+	"github.com/kilnhq/kiln/internal/safetext"
 )
 
 func newApplyCmd(g *globalFlags) *cobra.Command {
@@ -370,7 +371,9 @@ func newDescribeCmd(g *globalFlags) *cobra.Command {
 				if i > 0 {
 					step = "+" + formatStep(e.Time.Sub(evs.Items[i-1].Time))
 				}
-				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), step, e.Type, e.Message)
+				// Events carry text from machines and anonymous hosts: escaped, it
+				// can neither fake a line nor drive the terminal.
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), step, safetext.Escape(e.Type), safetext.Escape(e.Message))
 			}
 			return tw.Flush()
 		},
@@ -408,9 +411,9 @@ func printAudit(w io.Writer, items []audit.Entry, output string, withObject bool
 	for _, e := range items {
 		obj := ""
 		if withObject {
-			obj = strings.ToLower(e.Kind) + "/" + e.Name + "\t"
+			obj = safetext.Escape(strings.ToLower(e.Kind)+"/"+e.Name) + "\t"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s%s\n", e.Seq, e.Time.Local().Format("2006-01-02 15:04:05"), e.Actor, e.Action, obj, e.Summary)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s%s\n", e.Seq, e.Time.Local().Format("2006-01-02 15:04:05"), safetext.Escape(e.Actor), safetext.Escape(e.Action), obj, safetext.Escape(e.Summary))
 	}
 	return tw.Flush()
 }

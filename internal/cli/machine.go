@@ -15,6 +15,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/api"
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/safetext"
 	"github.com/kilnhq/kiln/internal/workflow"
 )
 
@@ -129,7 +130,7 @@ func printWorkflow(w io.Writer, wf api.WorkflowView) {
 	st := wf.Status
 	fmt.Fprintf(w, "Workflow:          %s (%s)", wf.Name, workflowState(st.State, st.Message))
 	if st.Message != "" {
-		fmt.Fprintf(w, ": %s", st.Message)
+		fmt.Fprintf(w, ": %s", safetext.Escape(st.Message))
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
@@ -149,7 +150,7 @@ func printWorkflow(w io.Writer, wf api.WorkflowView) {
 			}
 			dur = formatStep(end.Sub(*a.StartedAt))
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.Name, a.Type, a.State, a.Attempts, prog, dur, a.Message)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\n", a.Name, a.Type, a.State, a.Attempts, prog, dur, safetext.Escape(a.Message))
 	}
 	tw.Flush()
 	for _, a := range st.Actions {
@@ -158,7 +159,7 @@ func printWorkflow(w io.Writer, wf api.WorkflowView) {
 		}
 		fmt.Fprintf(w, "  Last log lines of %s:\n", a.Name)
 		for _, l := range a.Log {
-			fmt.Fprintf(w, "    %s\n", l)
+			fmt.Fprintf(w, "    %s\n", safetext.Escape(l))
 		}
 	}
 }
@@ -204,7 +205,7 @@ func newLogsCmd(g *globalFlags) *cobra.Command {
 					if e.Type != workflow.LogEventType {
 						continue
 					}
-					lines = append(lines, e.Time.Local().Format("15:04:05.000")+" "+e.Message)
+					lines = append(lines, e.Time.Local().Format("15:04:05.000")+" "+safetext.Escape(e.Message))
 				}
 				if first && len(lines) > tail {
 					lines = lines[len(lines)-tail:]

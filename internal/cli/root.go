@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,6 +27,7 @@ import (
 	"github.com/kilnhq/kiln/internal/api"
 	"github.com/kilnhq/kiln/internal/boot"
 	"github.com/kilnhq/kiln/internal/gctune"
+	"github.com/kilnhq/kiln/internal/ratelimit"
 	"github.com/kilnhq/kiln/internal/server"
 	"github.com/kilnhq/kiln/internal/tftp"
 )
@@ -277,6 +279,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 		logFormat  string
 		logLevel   string
 		pprofAddr  string
+		rateLimits []string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -301,6 +304,9 @@ win over the environment, the environment over the file. On first start Kiln cre
 			}
 			log, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
 			if err != nil {
+				return err
+			}
+			if cfg.RateLimits, err = parseRateLimits(rateLimits); err != nil {
 				return err
 			}
 			gctune.Tune(log)
@@ -363,6 +369,11 @@ win over the environment, the environment over the file. On first start Kiln cre
 	f.BoolVar(&cfg.ServerRSA, "server-rsa-cert", false, "also serve an RSA server certificate, for TLS clients (old iPXE builds) without ECDSA (env KILN_SERVER_RSA_CERT)")
 	f.StringVar(&cfg.BootHTTPS, "boot-https", "never", "which boot clients DHCP sends to the HTTPS listener (their firmware must trust the boot CA: kiln ca show --boot): never, efi (UEFI iPXE and UEFI HTTP boot) or always (BIOS iPXE too: only an iPXE rebuilt to trust the boot CA) (env KILN_BOOT_HTTPS)")
 	f.BoolVar(&cfg.BootCA, "boot-ca", false, "create the RSA boot CA (for firmware TlsCaCertificate) without sending machines to HTTPS yet; --boot-https efi or always implies it (env KILN_BOOT_CA)")
+	f.StringArrayVar(&rateLimits, "rate-limit", nil, "per-source-address rate limit of one class of unauthenticated endpoints, CLASS=RATE:BURST (requests per second, burst) or CLASS=off (repeatable); classes "+strings.Join(server.RateClasses(), ", ")+"; over it: 429 with Retry-After; default "+defaultRateLimits()+" (env KILN_RATE_LIMIT, comma-separated)")
+	f.IntVar(&cfg.RateLimitSources, "rate-limit-sources", ratelimit.DefaultMaxSources, "most source addresses remembered per rate-limit class; the least recently seen are forgotten first (env KILN_RATE_LIMIT_SOURCES)")
+	f.DurationVar(&cfg.EventRetention, "event-retention", server.DefaultEventRetention, "remove machine events (the boot timeline, agent logs) older than this, hourly; 0: keep by age (env KILN_EVENT_RETENTION)")
+	f.IntVar(&cfg.EventRetentionCount, "event-retention-count", server.DefaultEventRetentionCount, "keep at most this many events per machine, the newest; 0: no count limit (env KILN_EVENT_RETENTION_COUNT)")
+	f.DurationVar(&cfg.AuditRetention, "audit-retention", server.DefaultAuditRetention, "remove audit entries older than this, hourly, behind a retention checkpoint entry that keeps `kiln audit verify` working (e.g. 9600h, 400 days); 0: keep every entry (env KILN_AUDIT_RETENTION)")
 	f.StringVar(&pprofAddr, "pprof-listen", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, for performance work; keep it on loopback; empty: off (env KILN_PPROF_LISTEN)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json (env KILN_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error (env KILN_LOG_LEVEL)")
@@ -412,4 +423,30 @@ func (d *secondsDuration) Set(s string) error {
 	}
 	*d = secondsDuration(v)
 	return nil
+}
+
+// parseRateLimits reads --rate-limit values, CLASS=RATE:BURST or CLASS=off.
+func parseRateLimits(vals []string) (map[string]ratelimit.Rate, error) {
+	out := map[string]ratelimit.Rate{}
+	for _, v := range vals {
+		class, rate, ok := strings.Cut(v, "=")
+		if !ok || !slices.Contains(server.RateClasses(), class) {
+			return nil, fmt.Errorf("--rate-limit %q: want CLASS=RATE:BURST or CLASS=off, CLASS one of %s", v, strings.Join(server.RateClasses(), ", "))
+		}
+		r, err := ratelimit.ParseRate(rate)
+		if err != nil {
+			return nil, fmt.Errorf("--rate-limit %s: %w", class, err)
+		}
+		out[class] = r
+	}
+	return out, nil
+}
+
+func defaultRateLimits() string {
+	var parts []string
+	d := server.DefaultRateLimits()
+	for _, c := range server.RateClasses() {
+		parts = append(parts, c+"="+d[c].String())
+	}
+	return strings.Join(parts, ", ")
 }

@@ -148,6 +148,9 @@ func TestEnrollBindsExistingMachineByMAC(t *testing.T) {
 // issued (no machine, no key record) and no token use is consumed.
 func TestEnrollBadInput(t *testing.T) {
 	e := newEnv(t)
+	// Each case's refusal is the first of its interval (repeats of one reason from
+	// one source are aggregated: TestRefusalsAggregated).
+	e.srv.RefusalInterval = time.Second
 	signed := func(c *Claims) string {
 		tok, err := signToken(e.srv.ca.tokenKey, c)
 		if err != nil {
@@ -326,6 +329,7 @@ func TestEnrollBadInput(t *testing.T) {
 			}
 			machines, keys := e.count("Machine"), e.count(enrollKeyKind)
 			refusalsBefore := len(e.auditEntries("enroll-refused"))
+			e.clock.Advance(time.Second)
 
 			code, data := e.post(e.newAgent().http, "/enroll", body)
 			var er ErrorResponse

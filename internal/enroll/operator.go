@@ -284,9 +284,17 @@ func (s *Server) Run(ctx context.Context, interval time.Duration) error {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	// Refusal counts are written as their intervals end, and what is pending when
+	// ctx ends is written before Run returns (the store is closed after).
+	flushed := make(chan struct{})
+	go func() {
+		defer close(flushed)
+		s.refusalAggregator().Run(ctx)
+	}()
 	for {
 		select {
 		case <-ctx.Done():
+			<-flushed
 			return nil
 		case <-t.C:
 			if n, err := s.Housekeep(ctx); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/atomicfile"
+	"github.com/kilnhq/kiln/internal/auditagg"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -118,6 +119,10 @@ type Server struct {
 	// OnEnroll, if set, is called after each enrollment with "issued" or the refusal's
 	// HTTP status class ("refused-401" ...) and the time it took: for metrics.
 	OnEnroll func(outcome string, d time.Duration)
+	// RefusalInterval is how long repeats of one refusal (same action, source and
+	// reason) are counted before one audit entry records them; 0:
+	// auditagg.DefaultInterval.
+	RefusalInterval time.Duration
 
 	cfg    Config
 	st     store.Store
@@ -134,6 +139,9 @@ type Server struct {
 	batches  batcher
 	// bootAlerts aggregates alerts for script requests from the wrong address.
 	bootAlerts bootAlerts
+	// refusals aggregates refusals into audit entries (see refusalAggregator).
+	refusals     auditagg.Aggregator
+	refusalsOnce sync.Once
 	// profiles caches profiles' enrollPolicy (see profilePolicy).
 	profiles sync.Map
 

@@ -20,8 +20,15 @@ import (
 // serve` mounts it) on a temporary data directory and loopback.
 func newTestServer(t *testing.T) *Server {
 	t.Helper()
+	return newTestServerWith(t, Config{})
+}
+
+// newTestServerWith is newTestServer with more configuration.
+func newTestServerWith(t *testing.T, cfg Config) *Server {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := New(ctx, Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Version: "test"}, slog.New(slog.DiscardHandler))
+	cfg.DataDir, cfg.Listen, cfg.Version = t.TempDir(), "127.0.0.1:0", "test"
+	s, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -36,6 +36,7 @@ import (
 	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/inventory"
+	"github.com/kilnhq/kiln/internal/ratelimit"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/sdnotify"
 	"github.com/kilnhq/kiln/internal/secrets"
@@ -136,6 +137,17 @@ type Config struct {
 	// Systemd is told READY=1 once every listener serves, STOPPING=1 at shutdown,
 	// and pinged for WatchdogSec= while the store answers; nil outside systemd.
 	Systemd *sdnotify.Notifier
+	// RateLimits override DefaultRateLimits by endpoint class (a zero Rate: no
+	// limit); RateLimitSources caps the source addresses remembered per class (0:
+	// ratelimit.DefaultMaxSources).
+	RateLimits       map[string]ratelimit.Rate
+	RateLimitSources int
+	// EventRetention removes events older than it, EventRetentionCount all but a
+	// machine's newest that many (0: no limit of that kind); AuditRetention removes
+	// audit entries older than it behind a retention checkpoint (0: keep all).
+	EventRetention      time.Duration
+	EventRetentionCount int
+	AuditRetention      time.Duration
 }
 
 // artifactDir is where local artifact files are: ArtifactDir, else
@@ -518,6 +530,7 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 			return nil
 		})
 	}
+	s.every(retentionEvery, func(ctx context.Context) { s.retain(ctx, time.Now()) })
 	wfe := &workflow.Engine{Store: s.store, ArtifactURL: s.artifactURL}
 	// Time out workflows whose agent went silent.
 	s.every(15*time.Second, func(ctx context.Context) {
@@ -599,12 +612,13 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 	mux.HandleFunc("GET /readyz", readyz)
 	apiMux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
 	instrumented := instrument(s.registry)
+	limited := s.rateLimited(publicOnlyWithoutForwardSecrecy(mux))
 	if apiMux == mux {
-		return instrumented(publicOnlyWithoutForwardSecrecy(mux)), nil, nil
+		return instrumented(limited), nil, nil
 	}
 	apiMux.HandleFunc("GET /healthz", healthz)
 	apiMux.HandleFunc("GET /readyz", readyz)
-	return instrumented(publicOnlyWithoutForwardSecrecy(mux)), instrumented(apiMux), nil
+	return instrumented(limited), instrumented(apiMux), nil
 }
 
 // Run serves until ctx ends, then shuts down gracefully: in-flight requests finish

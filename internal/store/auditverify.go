@@ -43,6 +43,9 @@ func VerifyAudit(ctx context.Context, st Store, chain *audit.Chain) (AuditVerifi
 		if err != nil {
 			return err
 		}
+		if err := resumeAfterRetention(ctx, tx, &v); err != nil {
+			return err
+		}
 		var after int64
 		for {
 			page, err := tx.ListAudit(ctx, after, 5000)
@@ -69,4 +72,29 @@ func VerifyAudit(ctx context.Context, st Store, chain *audit.Chain) (AuditVerifi
 	})
 	res.Entries = v.Count()
 	return res, err
+}
+
+// resumeAfterRetention starts v after the entries audit retention removed, at the
+// point a retention checkpoint recorded for them. Without such a checkpoint v starts
+// at entry 1, and a chain that starts later fails as entries removed.
+func resumeAfterRetention(ctx context.Context, tx Tx, v *audit.Verifier) error {
+	first, err := tx.ListAudit(ctx, 0, 1)
+	if err != nil || len(first) == 0 || first[0].Seq == 1 {
+		return err
+	}
+	cps, err := tx.ListAuditFor(ctx, audit.CheckpointKind, audit.RetentionName, first[0].Seq-1, 0)
+	if err != nil {
+		return err
+	}
+	for i := range cps {
+		if !audit.IsRetention(&cps[i]) {
+			continue
+		}
+		seq, hash, keyedFrom, err := audit.RetentionPoint(&cps[i])
+		if err == nil && seq == first[0].Seq-1 && hash == first[0].PrevHash {
+			v.Resume(seq, hash, keyedFrom > 0 && seq >= keyedFrom)
+			return nil
+		}
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/safetext"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -289,7 +290,8 @@ func factsSummary(f map[string]any) string {
 	var parts []string
 	for _, k := range []string{"cpus", "memory_mb"} {
 		if v, ok := f[k]; ok {
-			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
+			// The agent chooses these values: capped and escaped like any remote text.
+			parts = append(parts, k+"="+safetext.Field(fmt.Sprint(v), 32))
 		}
 	}
 	if d, ok := f["disks"].([]any); ok {

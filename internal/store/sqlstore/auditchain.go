@@ -33,6 +33,14 @@ func (s *Store) KeyAuditChain(ctx context.Context, chain *audit.Chain) error {
 			headSeq, headHash, err = t.auditHead(ctx)
 			return err
 		}
+		// Audit retention may have removed the checkpoint: the retention
+		// checkpoints carry where the chain is keyed from.
+		if keyedFrom, err = t.keyedFromRetention(ctx); err != nil || keyedFrom > 0 {
+			if err == nil {
+				headSeq, headHash, err = t.auditHead(ctx)
+			}
+			return err
+		}
 		seq, hash, err := t.auditHead(ctx)
 		if err != nil {
 			return err
@@ -83,4 +91,19 @@ func (s *Store) reaches(ctx context.Context, anchor audit.Head) bool {
 		return nil
 	})
 	return ok
+}
+
+// keyedFromRetention is where the newest retention checkpoint says the chain is
+// keyed from (0: none says so).
+func (t *tx) keyedFromRetention(ctx context.Context) (int64, error) {
+	rs, err := t.ListAuditFor(ctx, audit.CheckpointKind, audit.RetentionName, 0, 0)
+	if err != nil {
+		return 0, err
+	}
+	for i := len(rs) - 1; i >= 0; i-- {
+		if _, _, kf, err := audit.RetentionPoint(&rs[i]); err == nil && kf > 0 {
+			return kf, nil
+		}
+	}
+	return 0, nil
 }

@@ -39,6 +39,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Audit", testAudit},
 		{"AuditChainAnchored", testAuditChainAnchored},
 		{"Events", testEvents},
+		{"EventRetention", testEventRetention},
+		{"AuditRetention", testAuditRetention},
 		{"APITokens", testAPITokens},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"Reopen", testReopen},

@@ -1,0 +1,112 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kilnhq/kiln/internal/audit"
+	"github.com/kilnhq/kiln/internal/store"
+)
+
+var _ store.Retainer = (*Store)(nil)
+
+// Retention deletes in batches, each its own transaction, so that a first run over
+// a large table never holds SQLite's write lock (or a long PostgreSQL transaction)
+// for long.
+const pruneBatch = 5000
+
+const (
+	qPruneEventsOld = `DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ? ORDER BY id LIMIT ?)`
+	// Both engines have window functions (SQLite since 3.25).
+	qPruneEventsCount = `DELETE FROM events WHERE id IN (SELECT id FROM (
+		SELECT id, ROW_NUMBER() OVER (PARTITION BY machine ORDER BY id DESC) AS n FROM events) ranked
+		WHERE n > ? LIMIT ?)`
+	qAuditLastBefore = `SELECT COALESCE(MAX(seq), 0) FROM audit WHERE time < ?`
+	qAuditFirst      = `SELECT COALESCE(MIN(seq), 0) FROM audit`
+	qAuditEntry      = `SELECT hash FROM audit WHERE seq = ?`
+	qPruneAudit      = `DELETE FROM audit WHERE seq <= ?`
+)
+
+// PruneEvents implements store.Retainer.
+func (s *Store) PruneEvents(ctx context.Context, before time.Time, keepPerMachine int) (int64, error) {
+	var total int64
+	run := func(q string, arg any) error {
+		for {
+			var n int64
+			err := s.Update(ctx, func(stx store.Tx) error {
+				res, err := stx.(*tx).exec(ctx, s.d.Rebind(q), arg, pruneBatch)
+				if err != nil {
+					return err
+				}
+				n, err = res.RowsAffected()
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			total += n
+			if n < pruneBatch {
+				return nil
+			}
+		}
+	}
+	if err := run(qPruneEventsOld, before.UTC().UnixNano()); err != nil {
+		return total, fmt.Errorf("store: remove events older than %s: %w", before.UTC().Format(time.RFC3339), err)
+	}
+	if keepPerMachine > 0 {
+		if err := run(qPruneEventsCount, int64(keepPerMachine)); err != nil {
+			return total, fmt.Errorf("store: remove events beyond %d per machine: %w", keepPerMachine, err)
+		}
+	}
+	return total, nil
+}
+
+// PruneAudit implements store.Retainer: in one transaction, it appends the
+// retention checkpoint (sealed like every entry: keyed, and anchored after the
+// commit) and removes the entries it names.
+func (s *Store) PruneAudit(ctx context.Context, before time.Time, actor string) (int64, error) {
+	var removed int64
+	err := s.Update(ctx, func(stx store.Tx) error {
+		t := stx.(*tx)
+		headSeq, _, err := t.auditHead(ctx)
+		if err != nil {
+			return err
+		}
+		var first, last int64
+		if err := t.queryRow(ctx, s.d.Rebind(qAuditFirst)).Scan(&first); err != nil {
+			return err
+		}
+		if err := t.queryRow(ctx, s.d.Rebind(qAuditLastBefore), before.UTC().UnixNano()).Scan(&last); err != nil {
+			return err
+		}
+		// The newest entry always stays: the chain's head is in the database.
+		last = min(last, headSeq-1)
+		if last < first || first == 0 {
+			return nil
+		}
+		var hash string
+		if err := t.queryRow(ctx, s.d.Rebind(qAuditEntry), last).Scan(&hash); err != nil {
+			return fmt.Errorf("read audit entry %d: %w", last, err)
+		}
+		e := &audit.Entry{Actor: actor, Action: audit.RetentionAction, Kind: audit.CheckpointKind, Name: audit.RetentionName,
+			Summary: fmt.Sprintf(audit.RetentionFormat, first, last, before.UTC().Format(time.RFC3339), last, hash, s.keyedFrom.Load())}
+		if err := t.appendAudit(ctx, e); err != nil {
+			return fmt.Errorf("append the retention checkpoint: %w", err)
+		}
+		res, err := t.exec(ctx, s.d.Rebind(qPruneAudit), last)
+		if err != nil {
+			return err
+		}
+		removed, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return 0, err
+		}
+		return 0, fmt.Errorf("store: audit retention before %s: %w", before.UTC().Format(time.RFC3339), err)
+	}
+	return removed, nil
+}
