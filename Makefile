@@ -6,7 +6,7 @@ BIN := bin/kiln
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/kilnhq/kiln/internal/cli.Version=$(VERSION)
 
-.PHONY: all build deps test vet fmt-check demo demo-inventory bench bench-store bench-get bench-image bench-dhcp bench-tftp bench-http bench-enroll fuzz clean
+.PHONY: all build deps test vet fmt-check demo demo-inventory bench bench-store bench-get bench-image bench-dhcp bench-tftp bench-http bench-enroll fuzz mutate clean
 
 all: build
 
@@ -76,6 +76,13 @@ bench-image: build
 
 fuzz:
 	./scripts/fuzz-smoke.sh 60s
+
+# Mutation testing (gremlins, pinned in the script) of the security- and
+# data-critical packages; slow, so not part of `make test`. Scores: TESTING.md.
+# One package: make mutate MUTATE_PKGS=audit
+MUTATE_PKGS ?=
+mutate:
+	./scripts/mutate.sh $(MUTATE_PKGS)
 
 clean:
 	rm -rf bin
