@@ -38,6 +38,7 @@ func TestSummary(t *testing.T) {
 			"created: metadata.labels.rack, spec.boot, spec.interfaces"},
 		{"create, nothing set", "create", nil, machineObject(nil, `{}`), "created"},
 		{"create, empty spec", "create", nil, machineObject(nil, ``), "created"},
+		{"create, an empty list", "create", nil, machineObject(nil, `{"interfaces":[]}`), "created: spec.interfaces"},
 		{"update, nothing changed", "update", base, machineObject(map[string]string{"rack": "r1"}, `{"boot":{"agent":true},"interfaces":[{"mac":"52:54:00:00:00:01"}]}`),
 			"no field changed"},
 		{"update, a nested value", "update", base, machineObject(map[string]string{"rack": "r1"}, `{"interfaces":[{"mac":"52:54:00:00:00:02"}],"boot":{"agent":true}}`),
