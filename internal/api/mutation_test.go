@@ -1,7 +1,9 @@
 package api_test
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/api"
 	"github.com/kilnhq/kiln/internal/inventory"
+	"github.com/kilnhq/kiln/internal/resource"
 )
 
 // TestQueryParameterBounds: every integer query parameter takes its bounds
@@ -89,6 +92,54 @@ func TestWhoAmI(t *testing.T) {
 		}
 		if strings.Contains(fmt.Sprint(out), e.tokens[role]) {
 			t.Errorf("whoami as %s shows the token", role)
+		}
+	}
+}
+
+// TestApplyLimitsAndLog: an apply of exactly MaxDocuments objects gets past the
+// count (and is refused here for its first object), one more is refused for the
+// count; objects of a kind only Kiln writes are refused; the log line of an
+// apply counts the objects it changed.
+func TestApplyLimitsAndLog(t *testing.T) {
+	e := newEnv(t)
+	var logs bytes.Buffer
+	e.api.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+
+	objects := func(n int) map[string]any {
+		objs := make([]any, n)
+		objs[0] = map[string]any{"kind": "Machine"} // no name: refused
+		for i := 1; i < n; i++ {
+			objs[i] = map[string]any{} // small: the body stays under the limit
+		}
+		return map[string]any{"objects": objs}
+	}
+	cases := []struct {
+		name string
+		body any
+		want int
+		text string
+	}{
+		{"MaxDocuments objects", objects(resource.MaxDocuments), 0, "objects[0]"},
+		{"one more", objects(resource.MaxDocuments + 1), 422, fmt.Sprintf("more than %d objects", resource.MaxDocuments)},
+		{"a PowerJob", map[string]any{"objects": []any{map[string]any{"kind": "PowerJob", "metadata": map[string]any{"name": "pj-1"}, "spec": map[string]any{"machine": "web-1", "op": "on"}}}},
+			422, "written by Kiln only"},
+	}
+	for _, c := range cases {
+		code, out := e.call("operator", "POST", "/api/v1/apply", c.body)
+		msg, _ := out["error"].(string)
+		if (c.want != 0 && code != c.want) || code < 400 || !strings.Contains(msg, c.text) {
+			t.Errorf("%s: %d %q, want %d naming %q", c.name, code, msg, c.want, c.text)
+		}
+	}
+
+	apply := map[string]any{"objects": []any{machine("web-1", "52:54:00:00:00:01"), machine("web-2", "52:54:00:00:00:02")}}
+	for _, want := range []string{"objects=2 changed=2", "objects=2 changed=0"} {
+		logs.Reset()
+		if code, out := e.call("operator", "POST", "/api/v1/apply", apply); code != 200 {
+			t.Fatalf("apply: %d %v", code, out)
+		}
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("apply logged %q, want %q", logs.String(), want)
 		}
 	}
 }
