@@ -143,3 +143,13 @@ func TestApplyLimitsAndLog(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditVerifyEmptyChain: a store without audit entries verifies (no entries,
+// nothing to walk past the first, empty page).
+func TestAuditVerifyEmptyChain(t *testing.T) {
+	e := newEnv(t)
+	code, out := e.call("viewer", "GET", "/api/v1/audit/verify", nil)
+	if code != 200 || out["ok"] != true || out["entries"] != float64(0) {
+		t.Errorf("verify of an empty chain: %d %v, want ok with 0 entries", code, out)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -117,7 +118,7 @@ func TestServiceWrites(t *testing.T) {
 		{name: "apply: a profile's kernel artifact is missing", do: apply(object("Profile", "kernel-boot", `{"boot":{"kernel":"no-such-kernel"}}`, nil)),
 			wantErrText: "no-such-kernel", events: 1},
 		{name: "apply with a stale resourceVersion", do: apply(web1(map[string]string{"rack": "r1"}, "worker", "999999")),
-			wantErr: store.ErrConflict, events: 1},
+			wantErr: store.ErrConflict, wantErrText: `update machine "web-1"`, events: 1},
 		{name: "apply with the stored resourceVersion", do: func() (string, error) { return apply(web1(map[string]string{"rack": "r1"}, "worker", rv()))() },
 			want: "Machine/web-1 configured", auditDelta: 1, events: 2},
 		{name: "apply the same again", do: apply(web1(map[string]string{"rack": "r1"}, "worker", "")),
@@ -133,11 +134,27 @@ func TestServiceWrites(t *testing.T) {
 			}},
 		{name: "update to a missing profile", do: update(func() *resource.Object { return web1(map[string]string{"rack": "r2"}, "nope", "") }),
 			wantErrText: "nope", events: 3},
+		{name: "delete a missing artifact", do: func() (string, error) { return "", svc.Delete(ctx, actor, "Artifact", "nope", "") },
+			wantErr: store.ErrNotFound, wantErrText: `delete artifact "nope"`, events: 3},
 		{name: "delete the machine", do: func() (string, error) { return "", svc.Delete(ctx, actor, "Machine", "web-1", "") },
 			auditDelta: 1, events: 3,
 			check: func(t *testing.T) {
 				if get("Machine", "web-1") != nil {
 					t.Error("web-1 still stored after delete")
+				}
+				var types []string
+				if err := st.View(ctx, func(tx store.Tx) error {
+					evs, err := tx.ListEvents(ctx, "web-1", 10)
+					for _, ev := range evs {
+						types = append(types, ev.Type)
+					}
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+				slices.Sort(types)
+				if want := []string{"InventoryCreate", "InventoryUpdate", "InventoryUpdate"}; !slices.Equal(types, want) {
+					t.Errorf("web-1's event types %v, want %v", types, want)
 				}
 			}},
 	}
