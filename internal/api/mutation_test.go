@@ -153,3 +153,56 @@ func TestAuditVerifyEmptyChain(t *testing.T) {
 		t.Errorf("verify of an empty chain: %d %v, want ok with 0 entries", code, out)
 	}
 }
+
+// TestAPITokenListAndAudit: an admin lists every token (role and name, never the
+// secret); creating and revoking a token each leave one audit entry naming it;
+// an invalid name or role is refused and leaves none.
+func TestAPITokenListAndAudit(t *testing.T) {
+	e := newEnv(t)
+	code, out := e.call("admin", "GET", "/api/v1/apitokens", nil)
+	items, _ := out["items"].([]any)
+	if code != 200 || len(items) != 3 {
+		t.Fatalf("list tokens: %d %v, want 200 and the 3 tokens", code, out)
+	}
+	roles := map[any]bool{}
+	for _, it := range items {
+		roles[it.(map[string]any)["role"]] = true
+	}
+	if !roles["admin"] || !roles["operator"] || !roles["viewer"] {
+		t.Errorf("listed roles %v", roles)
+	}
+
+	auditEntries := func() []any {
+		_, a := e.call("admin", "GET", "/api/v1/audit", nil)
+		entries, _ := a["items"].([]any)
+		return entries
+	}
+	for _, bad := range []map[string]any{{"role": "viewer", "name": "Not A Name"}, {"role": "root", "name": "ci"}, {"role": "viewer", "extra": 1}} {
+		if code, out := e.call("admin", "POST", "/api/v1/apitokens", bad); code < 400 {
+			t.Errorf("create token %v: %d %v, want refused", bad, code, out)
+		}
+	}
+	if n := len(auditEntries()); n != 0 {
+		t.Fatalf("%d audit entries after refused creations, want 0", n)
+	}
+	code, out = e.call("admin", "POST", "/api/v1/apitokens", map[string]any{"role": "viewer", "name": "ci"})
+	if code != 201 {
+		t.Fatalf("create token: %d %v", code, out)
+	}
+	id, _ := out["id"].(string)
+	if code, out := e.call("admin", "DELETE", "/api/v1/apitokens/"+id, nil); code != 200 {
+		t.Fatalf("revoke token: %d %v", code, out)
+	}
+	if code, _ := e.call("admin", "DELETE", "/api/v1/apitokens/no-such-id", nil); code != 404 {
+		t.Errorf("revoke a missing token: %d, want 404", code)
+	}
+	var got []string
+	for _, it := range auditEntries() {
+		m := it.(map[string]any)
+		got = append(got, fmt.Sprint(m["action"], " ", m["kind"], " ", m["name"]))
+	}
+	want := []string{"create APIToken " + id, "revoke APIToken " + id}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("audit entries %v, want %v", got, want)
+	}
+}
