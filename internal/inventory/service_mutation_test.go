@@ -117,6 +117,8 @@ func TestServiceWrites(t *testing.T) {
 			}},
 		{name: "apply: a profile's kernel artifact is missing", do: apply(object("Profile", "kernel-boot", `{"boot":{"kernel":"no-such-kernel"}}`, nil)),
 			wantErrText: "no-such-kernel", events: 1},
+		{name: "apply: a join token's profile is missing", do: apply(object("JoinToken", "jt-1", `{"profile":"nope","maxUses":1}`, nil)),
+			wantErrText: "nope", events: 1},
 		{name: "apply with a stale resourceVersion", do: apply(web1(map[string]string{"rack": "r1"}, "worker", "999999")),
 			wantErr: store.ErrConflict, wantErrText: `update machine "web-1"`, events: 1},
 		{name: "apply with the stored resourceVersion", do: func() (string, error) { return apply(web1(map[string]string{"rack": "r1"}, "worker", rv()))() },
