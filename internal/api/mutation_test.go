@@ -206,3 +206,55 @@ func TestAPITokenListAndAudit(t *testing.T) {
 		t.Errorf("audit entries %v, want %v", got, want)
 	}
 }
+
+// TestOpenAPIOperations: each operation documents exactly its path and query
+// parameters (none at all when it takes none), its role, and whether it needs
+// a token.
+func TestOpenAPIOperations(t *testing.T) {
+	e := newEnv(t)
+	code, doc := e.call("", "GET", "/api/v1/openapi.json", nil)
+	if code != 200 {
+		t.Fatalf("openapi.json: %d", code)
+	}
+	paths, _ := doc["paths"].(map[string]any)
+	cases := []struct {
+		path, method string
+		params       []string // "in:name"
+		role         string   // "": no token needed
+	}{
+		{"/api/v1/whoami", "get", nil, "viewer"},
+		{"/api/v1/openapi.json", "get", nil, ""},
+		{"/api/v1/machines", "get", []string{"query:labelSelector", "query:limit", "query:continue"}, "viewer"},
+		{"/api/v1/machines", "post", nil, "operator"},
+		{"/api/v1/machines/{name}", "get", []string{"path:name"}, "viewer"},
+		{"/api/v1/machines/{name}", "delete", []string{"path:name", "query:resourceVersion"}, "operator"},
+		{"/api/v1/machines/{name}/events", "get", []string{"path:name", "query:limit"}, "viewer"},
+		{"/api/v1/audit", "get", []string{"query:after", "query:limit"}, "viewer"},
+		{"/api/v1/apitokens/{id}", "delete", []string{"path:id"}, "admin"},
+	}
+	for _, c := range cases {
+		item, _ := paths[c.path].(map[string]any)
+		op, ok := item[c.method].(map[string]any)
+		if !ok {
+			t.Errorf("%s %s: not documented", c.method, c.path)
+			continue
+		}
+		raw, hasParams := op["parameters"]
+		if len(c.params) == 0 && hasParams {
+			t.Errorf("%s %s: parameters %v, want none (no key)", c.method, c.path, raw)
+		}
+		var got []string
+		list, _ := raw.([]any)
+		for _, p := range list {
+			m := p.(map[string]any)
+			got = append(got, fmt.Sprint(m["in"], ":", m["name"]))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(c.params) {
+			t.Errorf("%s %s: parameters %v, want %v", c.method, c.path, got, c.params)
+		}
+		_, secured := op["security"]
+		if role, _ := op["x-kiln-role"].(string); role != c.role || secured != (c.role != "") {
+			t.Errorf("%s %s: role %q security %v, want role %q", c.method, c.path, role, secured, c.role)
+		}
+	}
+}
