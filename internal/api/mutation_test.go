@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -255,6 +256,59 @@ func TestOpenAPIOperations(t *testing.T) {
 		_, secured := op["security"]
 		if role, _ := op["x-kiln-role"].(string); role != c.role || secured != (c.role != "") {
 			t.Errorf("%s %s: role %q security %v, want role %q", c.method, c.path, role, secured, c.role)
+		}
+	}
+}
+
+// TestOpenAPISchemas: schemas follow the Go types' json tags: embedded structs'
+// fields are flattened in, omitempty and pointer fields are optional (no
+// "required" at all when every field is), slices are arrays, times are
+// date-times; a body-taking operation names its request schema.
+func TestOpenAPISchemas(t *testing.T) {
+	e := newEnv(t)
+	_, doc := e.call("", "GET", "/api/v1/openapi.json", nil)
+	schemas := doc["components"].(map[string]any)["schemas"].(map[string]any)
+	field := func(schema, path string) string {
+		var v any = schemas[schema]
+		for _, p := range strings.Split(path, ".") {
+			m, _ := v.(map[string]any)
+			v = m[p]
+		}
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+	cases := []struct{ schema, path, want string }{
+		{"APIToken", "required", `["id","name","role","createdAt"]`},
+		{"APITokenCreated", "required", `["id","name","role","createdAt","token"]`},
+		{"APITokenCreated", "properties.revokedAt", `{"format":"date-time","type":"string"}`},
+		{"ReprovisionRequest", "required", `null`},
+		{"ReprovisionRequest", "properties.noPower", `{"type":"boolean"}`},
+		{"Machine", "properties.spec.properties.interfaces.type", `"array"`},
+		{"AuditList", "properties.items.type", `"array"`},
+		{"Metadata", "properties.labels", `{"additionalProperties":{"type":"string"},"type":"object"}`},
+		{"Error", "properties.code", `{"type":"integer"}`},
+	}
+	for _, c := range cases {
+		if got := field(c.schema, c.path); got != c.want {
+			t.Errorf("%s.%s = %s, want %s", c.schema, c.path, got, c.want)
+		}
+	}
+
+	paths := doc["paths"].(map[string]any)
+	bodies := []struct{ path, method, want string }{
+		{"/api/v1/machines", "post", `"#/components/schemas/Machine"`},
+		{"/api/v1/apply", "post", `"#/components/schemas/ApplyRequest"`},
+		{"/api/v1/machines", "get", `null`},
+		{"/api/v1/machines/{name}", "delete", `null`},
+	}
+	for _, c := range bodies {
+		op, _ := paths[c.path].(map[string]any)[c.method].(map[string]any)
+		var ref any
+		if rb, ok := op["requestBody"].(map[string]any); ok {
+			ref = rb["content"].(map[string]any)["application/json"].(map[string]any)["schema"].(map[string]any)["$ref"]
+		}
+		if got, _ := json.Marshal(ref); string(got) != c.want {
+			t.Errorf("%s %s request body %s, want %s", c.method, c.path, got, c.want)
 		}
 	}
 }
