@@ -1,0 +1,53 @@
+package secrets
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHandleAfterUseRecords: a handle used again is refused with an alert that
+// says when it was first used; one requested after it expired is refused with a
+// record of that; recording either logs no error.
+func TestHandleAfterUseRecords(t *testing.T) {
+	cases := []struct {
+		name      string
+		firstUse  bool
+		advance   time.Duration
+		action    string
+		event     string
+		summaryAt func(firstUsed time.Time) string
+	}{
+		{"used again", true, time.Second, "alert", "SecretHandleReused",
+			func(firstUsed time.Time) string { return "first used at " + firstUsed.Format(time.RFC3339Nano) }},
+		{"expired", false, DefaultHandleTTL + time.Second, "handle-expired", "SecretHandleExpired",
+			func(time.Time) string { return "requested from" }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newFleet(t)
+			path := handleURL(t, e)
+			firstUsed := e.clock.Now()
+			if c.firstUse {
+				if code, body := e.request("GET", path, nil, nil); code != 200 || string(body) != apiToken {
+					t.Fatalf("first GET: %d", code)
+				}
+			}
+			e.clock.Advance(c.advance)
+			code, body := e.request("GET", path, nil, nil)
+			if code != http.StatusGone || strings.Contains(string(body), apiToken) {
+				t.Fatalf("GET %s: %d %s, want 410 without the value", c.name, code, body)
+			}
+			if n := countAudit(e.auditEntries(), c.action, c.summaryAt(firstUsed)); n != 1 {
+				t.Errorf("%d %s audit entries saying %q, want 1: %+v", n, c.action, c.summaryAt(firstUsed), e.auditEntries())
+			}
+			if n := countEvents(e.events("web-1"), c.event); n != 1 {
+				t.Errorf("%d %s events, want 1", n, c.event)
+			}
+			if logs := e.logs.String(); strings.Contains(logs, "level=ERROR") {
+				t.Errorf("an error was logged: %s", logs)
+			}
+		})
+	}
+}
