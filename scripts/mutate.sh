@@ -14,7 +14,9 @@
 # version), MUTATE_TIMEOUT_COEFFICIENT (default 10: a mutant's test run may take
 # that many times the unmutated run before it counts as timed out; high because
 # the machine is shared), MUTATE_WORKERS (default 1), MUTATE_OUT (directory for
-# the logs and JSON results; default a new temporary directory).
+# the logs and JSON results; default a new temporary directory), MUTATE_ARGS
+# (more gremlins flags, split on spaces: e.g. "-E dhcpstore/ -E server\.go$" to
+# leave files out of a run).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -52,7 +54,8 @@ for pkg in "${pkgs[@]}"; do
 	start=$(date +%s)
 	# gremlins exits non-zero only on missed thresholds (none are set) or when the
 	# unmutated tests fail; keep going with the other packages either way.
-	if ! "$gremlins" unleash --workers "$workers" --timeout-coefficient "$coefficient" \
+	# shellcheck disable=SC2086 # MUTATE_ARGS is a list of flags
+	if ! "$gremlins" unleash --workers "$workers" --timeout-coefficient "$coefficient" ${MUTATE_ARGS:-} \
 		--output "$out/${pkg//\//_}.json" "$dir" >"$log" 2>&1; then
 		echo "$pkg: gremlins failed, see $log" >&2
 		status=1
