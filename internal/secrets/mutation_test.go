@@ -1,6 +1,8 @@
 package secrets
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -49,5 +51,20 @@ func TestHandleAfterUseRecords(t *testing.T) {
 				t.Errorf("an error was logged: %s", logs)
 			}
 		})
+	}
+}
+
+// TestFetchDeniedRecords: a machine asking over mTLS for a secret not released to
+// it is refused, and the refusal is both audited and put on its timeline.
+func TestFetchDeniedRecords(t *testing.T) {
+	e := newFleet(t)
+	if rel, err := e.svc.Fetch(context.Background(), "web-2", "api-token"); !errors.Is(err, ErrDenied) || rel != nil {
+		t.Fatalf("Fetch by web-2: %v, want ErrDenied and nothing released", err)
+	}
+	if n := countAudit(e.auditEntries(), "deny", "denied secret api-token to machine web-2 via mtls"); n != 1 {
+		t.Errorf("%d deny audit entries, want 1", n)
+	}
+	if n := countEvents(e.events("web-2"), "SecretDenied"); n != 1 {
+		t.Errorf("%d SecretDenied events on web-2, want 1", n)
 	}
 }
