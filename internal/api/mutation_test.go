@@ -293,6 +293,9 @@ func TestOpenAPISchemas(t *testing.T) {
 			t.Errorf("%s.%s = %s, want %s", c.schema, c.path, got, c.want)
 		}
 	}
+	if _, ok := schemas["ReprovisionRequest"].(map[string]any)["required"]; ok {
+		t.Error(`ReprovisionRequest has a "required" key, want none (no field is required)`)
+	}
 
 	paths := doc["paths"].(map[string]any)
 	bodies := []struct{ path, method, want string }{
