@@ -68,3 +68,26 @@ func TestFetchDeniedRecords(t *testing.T) {
 		t.Errorf("%d SecretDenied events on web-2, want 1", n)
 	}
 }
+
+// TestFetchReleasedAndOtherMachineRecords: a release over mTLS is on the
+// machine's timeline; a machine asking for another's secret is audited and put
+// on the other machine's timeline, and recording it logs no error.
+func TestFetchReleasedAndOtherMachineRecords(t *testing.T) {
+	e := newFleet(t)
+	if rel, err := e.svc.Fetch(context.Background(), "web-1", "api-token"); err != nil || string(rel.Value) != apiToken {
+		t.Fatalf("Fetch by web-1: %v", err)
+	}
+	if n := countEvents(e.events("web-1"), "SecretReleased"); n != 1 {
+		t.Errorf("%d SecretReleased events on web-1, want 1", n)
+	}
+	e.svc.DenyOtherMachine(context.Background(), "web-2", "web-1", "secret api-token")
+	if n := countAudit(e.auditEntries(), "deny", "machine web-2 (client certificate) asked for secret api-token of machine web-1: denied"); n != 1 {
+		t.Errorf("%d deny audit entries for web-2's request, want 1", n)
+	}
+	if n := countEvents(e.events("web-1"), "AccessDenied"); n != 1 {
+		t.Errorf("%d AccessDenied events on web-1, want 1", n)
+	}
+	if logs := e.logs.String(); strings.Contains(logs, "level=ERROR") {
+		t.Errorf("an error was logged: %s", logs)
+	}
+}
