@@ -91,3 +91,26 @@ func TestFetchReleasedAndOtherMachineRecords(t *testing.T) {
 		t.Errorf("an error was logged: %s", logs)
 	}
 }
+
+// TestSecretAuditLimit: a secret's audit listing takes limits up to 100000 and
+// refuses more, or a negative or malformed one, with 400.
+func TestSecretAuditLimit(t *testing.T) {
+	e := newFleet(t)
+	cases := []struct {
+		query string
+		want  int
+	}{
+		{"", 200},
+		{"?limit=0", 200},
+		{"?limit=100000", 200},
+		{"?limit=100001", 400},
+		{"?limit=-1", 400},
+		{"?limit=x", 400},
+		{"?after=x", 400},
+	}
+	for _, c := range cases {
+		if code, body := e.request("GET", "/api/v1/secrets/db-password/audit"+c.query, nil, asRole("viewer")); code != c.want {
+			t.Errorf("audit%s: %d %s, want %d", c.query, code, body, c.want)
+		}
+	}
+}
