@@ -2,6 +2,7 @@ package secrets
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -92,25 +93,35 @@ func TestFetchReleasedAndOtherMachineRecords(t *testing.T) {
 	}
 }
 
-// TestSecretAuditLimit: a secret's audit listing takes limits up to 100000 and
-// refuses more, or a negative or malformed one, with 400.
+// TestSecretAuditLimit: a secret's audit listing takes limits up to 100000 (0 or
+// none: the default page) and refuses more, or a negative or malformed one,
+// with 400; a limit returns that many entries.
 func TestSecretAuditLimit(t *testing.T) {
 	e := newFleet(t)
+	e.set("db-password", "second value") // three entries: create, two values
 	cases := []struct {
 		query string
 		want  int
+		items int // -1: not checked
 	}{
-		{"", 200},
-		{"?limit=0", 200},
-		{"?limit=100000", 200},
-		{"?limit=100001", 400},
-		{"?limit=-1", 400},
-		{"?limit=x", 400},
-		{"?after=x", 400},
+		{"", 200, 3},
+		{"?limit=0", 200, 3},
+		{"?limit=1", 200, 1},
+		{"?limit=100000", 200, 3},
+		{"?limit=100001", 400, -1},
+		{"?limit=-1", 400, -1},
+		{"?limit=x", 400, -1},
+		{"?after=x", 400, -1},
 	}
 	for _, c := range cases {
-		if code, body := e.request("GET", "/api/v1/secrets/db-password/audit"+c.query, nil, asRole("viewer")); code != c.want {
+		code, body := e.request("GET", "/api/v1/secrets/db-password/audit"+c.query, nil, asRole("viewer"))
+		if code != c.want {
 			t.Errorf("audit%s: %d %s, want %d", c.query, code, body, c.want)
+			continue
+		}
+		var al AuditList
+		if c.items >= 0 && (json.Unmarshal(body, &al) != nil || len(al.Items) != c.items) {
+			t.Errorf("audit%s: %s, want %d entries", c.query, body, c.items)
 		}
 	}
 }
