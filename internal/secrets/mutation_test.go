@@ -2,6 +2,7 @@ package secrets
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -122,6 +123,20 @@ func TestSecretAuditLimit(t *testing.T) {
 		var al AuditList
 		if c.items >= 0 && (json.Unmarshal(body, &al) != nil || len(al.Items) != c.items) {
 			t.Errorf("audit%s: %s, want %d entries", c.query, body, c.items)
+		}
+	}
+}
+
+// TestRenderPreviewFileByName: the render preview of a file config takes the
+// file's name from part or, without part, from name; secrets are masked.
+func TestRenderPreviewFileByName(t *testing.T) {
+	e := newFleet(t)
+	for _, q := range []string{"kind=file&part=ks.cfg", "kind=file&name=ks.cfg"} {
+		code, body := e.request("GET", "/api/v1/render/web-1?"+q, nil, asRole("operator"))
+		b := string(body)
+		if code != 200 || !strings.Contains(b, "rootpw --iscrypted") ||
+			strings.Contains(b, dbPassword) || strings.Contains(b, base64.StdEncoding.EncodeToString([]byte(dbPassword))) {
+			t.Errorf("render ?%s: %d %s", q, code, body)
 		}
 	}
 }
