@@ -124,6 +124,10 @@ func TestAllocatorStoreErrors(t *testing.T) {
 			func(f *allocatorFixture) (*Lease, error) {
 				return nil, f.a.Release(context.Background(), f.t, ReleaseRequest{Subnet: f.sn, Client: a, IP: netip.MustParseAddr("10.0.0.100"), Now: f.now})
 			}},
+		{"decline: the update fails", func(f *allocatorFixture) { _, _ = f.commit(a, "10.0.0.100", "") }, "update",
+			func(f *allocatorFixture) (*Lease, error) {
+				return nil, f.a.Decline(context.Background(), f.t, DeclineRequest{Subnet: f.sn, Client: a, IP: netip.MustParseAddr("10.0.0.100"), Now: f.now, Until: f.now.Add(time.Hour)})
+			}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
