@@ -32,6 +32,7 @@ mkdir -p "$out"
 gremlins=${GREMLINS:-}
 if [[ -z $gremlins ]]; then
 	gobin=$(mktemp -d -t kiln-gremlins.XXXXXX)
+	trap 'rm -rf "$gobin"' EXIT
 	GOBIN=$gobin go install "$GREMLINS_MODULE"
 	gremlins=$gobin/gremlins
 fi
