@@ -8,7 +8,7 @@ BIN := bin/kiln
 VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --abbrev=12 --dirty 2>/dev/null || echo v0.0.0-$$(git rev-parse --short=12 HEAD 2>/dev/null || echo dev))
 LDFLAGS := -X github.com/kilnhq/kiln/internal/cli.Version=$(VERSION)
 
-.PHONY: all build deps check test vet fmt-check demo demo-inventory bench bench-store bench-get bench-image bench-dhcp bench-tftp bench-http bench-enroll bench-flood fuzz clean
+.PHONY: all build deps check test vet fmt-check demo demo-inventory bench bench-store bench-get bench-image bench-dhcp bench-tftp bench-http bench-enroll bench-flood fuzz mutate clean
 
 all: build
 
@@ -90,6 +90,13 @@ bench-image: build
 
 fuzz:
 	./scripts/fuzz-smoke.sh 60s
+
+# Mutation testing (gremlins, pinned in the script) of the security- and
+# data-critical packages; slow, so not part of `make test`. Scores: TESTING.md.
+# One package: make mutate MUTATE_PKGS=audit
+MUTATE_PKGS ?=
+mutate:
+	./scripts/mutate.sh $(MUTATE_PKGS)
 
 clean:
 	rm -rf bin

@@ -1,0 +1,142 @@
+package secrets
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHandleAfterUseRecords: a handle used again is refused with an alert that
+// says when it was first used; one requested after it expired is refused with a
+// record of that; recording either logs no error.
+func TestHandleAfterUseRecords(t *testing.T) {
+	cases := []struct {
+		name      string
+		firstUse  bool
+		advance   time.Duration
+		action    string
+		event     string
+		summaryAt func(firstUsed time.Time) string
+	}{
+		{"used again", true, time.Second, "alert", "SecretHandleReused",
+			func(firstUsed time.Time) string { return "first used at " + firstUsed.Format(time.RFC3339Nano) }},
+		{"expired", false, DefaultHandleTTL + time.Second, "handle-expired", "SecretHandleExpired",
+			func(time.Time) string { return "requested from" }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newFleet(t)
+			path := handleURL(t, e)
+			firstUsed := e.clock.Now()
+			if c.firstUse {
+				if code, body := e.request("GET", path, nil, nil); code != 200 || string(body) != apiToken {
+					t.Fatalf("first GET: %d", code)
+				}
+			}
+			e.clock.Advance(c.advance)
+			code, body := e.request("GET", path, nil, nil)
+			if code != http.StatusGone || strings.Contains(string(body), apiToken) {
+				t.Fatalf("GET %s: %d %s, want 410 without the value", c.name, code, body)
+			}
+			if n := countAudit(e.auditEntries(), c.action, c.summaryAt(firstUsed)); n != 1 {
+				t.Errorf("%d %s audit entries saying %q, want 1: %+v", n, c.action, c.summaryAt(firstUsed), e.auditEntries())
+			}
+			if n := countEvents(e.events("web-1"), c.event); n != 1 {
+				t.Errorf("%d %s events, want 1", n, c.event)
+			}
+			if logs := e.logs.String(); strings.Contains(logs, "level=ERROR") {
+				t.Errorf("an error was logged: %s", logs)
+			}
+		})
+	}
+}
+
+// TestFetchDeniedRecords: a machine asking over mTLS for a secret not released to
+// it is refused, and the refusal is both audited and put on its timeline.
+func TestFetchDeniedRecords(t *testing.T) {
+	e := newFleet(t)
+	if rel, err := e.svc.Fetch(context.Background(), "web-2", "api-token"); !errors.Is(err, ErrDenied) || rel != nil {
+		t.Fatalf("Fetch by web-2: %v, want ErrDenied and nothing released", err)
+	}
+	if n := countAudit(e.auditEntries(), "deny", "denied secret api-token to machine web-2 via mtls"); n != 1 {
+		t.Errorf("%d deny audit entries, want 1", n)
+	}
+	if n := countEvents(e.events("web-2"), "SecretDenied"); n != 1 {
+		t.Errorf("%d SecretDenied events on web-2, want 1", n)
+	}
+}
+
+// TestFetchReleasedAndOtherMachineRecords: a release over mTLS is on the
+// machine's timeline; a machine asking for another's secret is audited and put
+// on the other machine's timeline, and recording it logs no error.
+func TestFetchReleasedAndOtherMachineRecords(t *testing.T) {
+	e := newFleet(t)
+	if rel, err := e.svc.Fetch(context.Background(), "web-1", "api-token"); err != nil || string(rel.Value) != apiToken {
+		t.Fatalf("Fetch by web-1: %v", err)
+	}
+	if n := countEvents(e.events("web-1"), "SecretReleased"); n != 1 {
+		t.Errorf("%d SecretReleased events on web-1, want 1", n)
+	}
+	e.svc.DenyOtherMachine(context.Background(), "web-2", "web-1", "secret api-token")
+	if n := countAudit(e.auditEntries(), "deny", "machine web-2 (client certificate) asked for secret api-token of machine web-1: denied"); n != 1 {
+		t.Errorf("%d deny audit entries for web-2's request, want 1", n)
+	}
+	if n := countEvents(e.events("web-1"), "AccessDenied"); n != 1 {
+		t.Errorf("%d AccessDenied events on web-1, want 1", n)
+	}
+	if logs := e.logs.String(); strings.Contains(logs, "level=ERROR") {
+		t.Errorf("an error was logged: %s", logs)
+	}
+}
+
+// TestSecretAuditLimit: a secret's audit listing takes limits up to 100000 (0 or
+// none: the default page) and refuses more, or a negative or malformed one,
+// with 400; a limit returns that many entries.
+func TestSecretAuditLimit(t *testing.T) {
+	e := newFleet(t)
+	e.set("db-password", "second value") // three entries: create, two values
+	cases := []struct {
+		query string
+		want  int
+		items int // -1: not checked
+	}{
+		{"", 200, 3},
+		{"?limit=0", 200, 3},
+		{"?limit=1", 200, 1},
+		{"?limit=100000", 200, 3},
+		{"?limit=100001", 400, -1},
+		{"?limit=-1", 400, -1},
+		{"?limit=x", 400, -1},
+		{"?after=x", 400, -1},
+	}
+	for _, c := range cases {
+		code, body := e.request("GET", "/api/v1/secrets/db-password/audit"+c.query, nil, asRole("viewer"))
+		if code != c.want {
+			t.Errorf("audit%s: %d %s, want %d", c.query, code, body, c.want)
+			continue
+		}
+		var al AuditList
+		if c.items >= 0 && (json.Unmarshal(body, &al) != nil || len(al.Items) != c.items) {
+			t.Errorf("audit%s: %s, want %d entries", c.query, body, c.items)
+		}
+	}
+}
+
+// TestRenderPreviewFileByName: the render preview of a file config takes the
+// file's name from part or, without part, from name; secrets are masked.
+func TestRenderPreviewFileByName(t *testing.T) {
+	e := newFleet(t)
+	for _, q := range []string{"kind=file&part=ks.cfg", "kind=file&name=ks.cfg"} {
+		code, body := e.request("GET", "/api/v1/render/web-1?"+q, nil, asRole("operator"))
+		b := string(body)
+		if code != 200 || !strings.Contains(b, "rootpw --iscrypted") ||
+			strings.Contains(b, dbPassword) || strings.Contains(b, base64.StdEncoding.EncodeToString([]byte(dbPassword))) {
+			t.Errorf("render ?%s: %d %s", q, code, body)
+		}
+	}
+}
