@@ -1,6 +1,8 @@
 package dhcp
 
 import (
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
+
 	"context"
 	"errors"
 	"net"
@@ -65,7 +67,7 @@ type allocatorFixture struct {
 }
 
 func newAllocatorFixture(t *testing.T) *allocatorFixture {
-	spec := labSubnet
+	spec := dhcptest.LabSubnet()
 	spec.Pools = []resource.Pool{{Start: "10.0.0.100", End: "10.0.0.102"}}
 	return &allocatorFixture{
 		a:   NewAllocator(),

@@ -1,6 +1,10 @@
 package dhcpstore
 
 import (
+	"github.com/kilnhq/kiln/internal/dhcp/dhcptest"
+
+	"github.com/kilnhq/kiln/internal/testkit"
+
 	"context"
 	"errors"
 	"testing"
@@ -37,7 +41,7 @@ func (s commitFailingStore) Update(ctx context.Context, fn func(store.Tx) error)
 // backend error. The lone operation's path (one operation, one transaction) is
 // the one a quiet server takes for every client.
 func TestLoneCommitFailureIsNotAcked(t *testing.T) {
-	inner := openSQLite(t, t.TempDir())
+	inner := testkit.OpenSQLite(t, t.TempDir())
 	sl := NewLeases(commitFailingStore{inner}, 0)
 	defer sl.Close()
 
@@ -51,13 +55,13 @@ func TestLoneCommitFailureIsNotAcked(t *testing.T) {
 	h := newHarness(t, nil)
 	h.srv.Machines = &Machines{Store: inner}
 	h.srv.Leases = sl
-	off := h.send(msg(t, macA, dhcpv4.MessageTypeDiscover))
+	off := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover))
 	if off == nil {
 		t.Fatal("no offer (offers are held in memory and need no commit)")
 	}
 	ip := off.Msg.YourIPAddr.String()
 	before := h.srv.Metrics.Dropped(dhcp.DropBackendError)
-	if r := h.send(msg(t, macA, dhcpv4.MessageTypeRequest, withRequested(ip), withServerID(serverIP.String()))); r != nil {
+	if r := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeRequest, dhcptest.WithRequested(ip), dhcptest.WithServerID(dhcptest.ServerIP))); r != nil {
 		t.Errorf("REQUEST for %s answered %v with its commit failed, want no reply", ip, r.Msg.MessageType())
 	}
 	if got := h.srv.Metrics.Dropped(dhcp.DropBackendError); got != before+1 {
