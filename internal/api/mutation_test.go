@@ -228,9 +228,9 @@ func TestOpenAPIOperations(t *testing.T) {
 		{"/api/v1/machines", "get", []string{"query:labelSelector", "query:limit", "query:continue"}, "viewer"},
 		{"/api/v1/machines", "post", nil, "operator"},
 		{"/api/v1/machines/{name}", "get", []string{"path:name"}, "viewer"},
-		{"/api/v1/machines/{name}", "delete", []string{"path:name", "query:resourceVersion"}, "operator"},
+		{"/api/v1/machines/{name}", "delete", []string{"path:name", "query:resourceVersion", "query:cascade"}, "operator"},
 		{"/api/v1/machines/{name}/events", "get", []string{"path:name", "query:limit"}, "viewer"},
-		{"/api/v1/audit", "get", []string{"query:after", "query:limit"}, "viewer"},
+		{"/api/v1/audit", "get", []string{"query:after", "query:limit", "query:tail"}, "viewer"},
 		{"/api/v1/apitokens/{id}", "delete", []string{"path:id"}, "admin"},
 	}
 	for _, c := range cases {
