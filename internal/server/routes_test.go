@@ -65,6 +65,8 @@ func roleTokens(t *testing.T, st store.Store) map[string]string {
 var operatorRouteRoles = map[string]string{
 	"GET /api/v1/openapi.json":                     "",
 	"GET /api/v1/whoami":                           store.RoleViewer,
+	"GET /api/v1/version":                          store.RoleViewer,
+	"POST /api/v1/machines/{name}/cancel":          store.RoleOperator,
 	"POST /api/v1/apply":                           store.RoleOperator,
 	"GET /api/v1/{kind}":                           store.RoleViewer,
 	"POST /api/v1/{kind}":                          store.RoleOperator,

@@ -314,7 +314,7 @@ func (a *attacker) enroll(dir, fp, token string, extra ...string) (string, bool,
 	args := []string{a.kiln, "agent", "enroll", "--server", kilnHTTPSURL, "--ca-fingerprint", fp,
 		"--dir", dir, "--enroll-timeout", "20s"}
 	if token != "" {
-		args = append(args, "--token", token)
+		args = append(args, "--join-token", token)
 	}
 	out, err := a.run(append(args, extra...)...)
 	return out, hasCert(dir), err
