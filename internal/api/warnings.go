@@ -3,6 +3,7 @@ package api
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -72,19 +73,24 @@ func (s *Server) machineWarnings(ctx context.Context, machine, template string) 
 	}
 	var out []string
 	// uses are the artifacts the boot and the workflow need, each with who names it.
-	type use struct{ artifact, by string }
+	type use struct {
+		artifact, by string
+		// digest: the action needs the artifact's sha256 (image2disk verifies the
+		// image while it writes and refuses one whose digest nobody knows).
+		digest bool
+	}
 	var uses []use
 	if ps.Boot.Agent {
 		out = append(out, s.missingAgentArtifacts(ctx, ms.Profile, nil)...)
 		for _, a := range s.AgentArtifacts {
-			uses = append(uses, use{a, fmt.Sprintf("profile %q boots the agent", ms.Profile)})
+			uses = append(uses, use{a, fmt.Sprintf("profile %q boots the agent", ms.Profile), false})
 		}
 	}
 	if ps.Boot.Kernel != "" {
-		uses = append(uses, use{ps.Boot.Kernel, fmt.Sprintf("profile %q (spec.boot.kernel)", ms.Profile)})
+		uses = append(uses, use{ps.Boot.Kernel, fmt.Sprintf("profile %q (spec.boot.kernel)", ms.Profile), false})
 	}
 	for i, a := range ps.Boot.Initrds {
-		uses = append(uses, use{a, fmt.Sprintf("profile %q (spec.boot.initrds[%d])", ms.Profile, i)})
+		uses = append(uses, use{a, fmt.Sprintf("profile %q (spec.boot.initrds[%d])", ms.Profile, i), false})
 	}
 	template = cmp.Or(template, ps.Workflow)
 	if t, err := s.Inventory.Get(ctx, "Template", template); template != "" && err == nil {
@@ -96,7 +102,9 @@ func (s *Server) machineWarnings(ctx context.Context, machine, template string) 
 					if !ok || name == "" || strings.Contains(name, "{{") || strings.Contains(name, "://") {
 						continue
 					}
-					uses = append(uses, use{name, fmt.Sprintf("template %q action %q (args.%s)", template, a.Name, key)})
+					_, pinned := a.Args["sha256"]
+					digest := a.Type == "image2disk" && key == "image" && !pinned && a.Args["verify"] != false
+					uses = append(uses, use{name, fmt.Sprintf("template %q action %q (args.%s)", template, a.Name, key), digest})
 				}
 			}
 		}
@@ -112,11 +120,21 @@ func (s *Server) machineWarnings(ctx context.Context, machine, template string) 
 			continue
 		}
 		as, err := resource.Typed[resource.ArtifactSpec](obj)
-		if err != nil || s.ArtifactSource == nil {
+		if err != nil {
 			continue
 		}
-		if err := s.ArtifactSource(as); err != nil {
-			out = append(out, fmt.Sprintf("%s names artifact %q: %v: the machine cannot boot or run its workflow until it is there", u.by, u.artifact, err))
+		if s.ArtifactSource != nil {
+			if err := s.ArtifactSource(as); err != nil {
+				out = append(out, fmt.Sprintf("%s names artifact %q: %v: the machine cannot boot or run its workflow until it is there", u.by, u.artifact, err))
+			}
+		}
+		if u.digest && as.SHA256 == "" {
+			var st struct {
+				SHA256 string `json:"sha256"`
+			}
+			if json.Unmarshal(obj.Status, &st); st.SHA256 == "" {
+				out = append(out, fmt.Sprintf("%s names artifact %q, whose sha256 is neither declared (spec.sha256) nor recorded yet: the agent will refuse to write it; pin spec.sha256", u.by, u.artifact))
+			}
 		}
 	}
 	return out
