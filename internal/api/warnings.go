@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/kilnhq/kiln/internal/resource"
@@ -78,19 +77,22 @@ func (s *Server) machineWarnings(ctx context.Context, machine, template string) 
 		// digest: the action needs the artifact's sha256 (image2disk verifies the
 		// image while it writes and refuses one whose digest nobody knows).
 		digest bool
+		// agent: one of the agent's artifacts, whose absence missingAgentArtifacts
+		// already reported in its own words.
+		agent bool
 	}
 	var uses []use
 	if ps.Boot.Agent {
 		out = append(out, s.missingAgentArtifacts(ctx, ms.Profile, nil)...)
 		for _, a := range s.AgentArtifacts {
-			uses = append(uses, use{a, fmt.Sprintf("profile %q boots the agent", ms.Profile), false})
+			uses = append(uses, use{a, fmt.Sprintf("profile %q boots the agent", ms.Profile), false, true})
 		}
 	}
 	if ps.Boot.Kernel != "" {
-		uses = append(uses, use{ps.Boot.Kernel, fmt.Sprintf("profile %q (spec.boot.kernel)", ms.Profile), false})
+		uses = append(uses, use{ps.Boot.Kernel, fmt.Sprintf("profile %q (spec.boot.kernel)", ms.Profile), false, false})
 	}
 	for i, a := range ps.Boot.Initrds {
-		uses = append(uses, use{a, fmt.Sprintf("profile %q (spec.boot.initrds[%d])", ms.Profile, i), false})
+		uses = append(uses, use{a, fmt.Sprintf("profile %q (spec.boot.initrds[%d])", ms.Profile, i), false, false})
 	}
 	template = cmp.Or(template, ps.Workflow)
 	if t, err := s.Inventory.Get(ctx, "Template", template); template != "" && err == nil {
@@ -104,7 +106,7 @@ func (s *Server) machineWarnings(ctx context.Context, machine, template string) 
 					}
 					_, pinned := a.Args["sha256"]
 					digest := a.Type == "image2disk" && key == "image" && !pinned && a.Args["verify"] != false
-					uses = append(uses, use{name, fmt.Sprintf("template %q action %q (args.%s)", template, a.Name, key), digest})
+					uses = append(uses, use{name, fmt.Sprintf("template %q action %q (args.%s)", template, a.Name, key), digest, false})
 				}
 			}
 		}
@@ -112,9 +114,9 @@ func (s *Server) machineWarnings(ctx context.Context, machine, template string) 
 	for _, u := range uses {
 		obj, err := s.Inventory.Get(ctx, "Artifact", u.artifact)
 		if err != nil {
-			// The agent's are reported above; the others cannot be missing (apply
-			// and the workflow's start check them), unless deleted meanwhile.
-			if !slices.Contains(s.AgentArtifacts, u.artifact) || !ps.Boot.Agent {
+			// Apply and the workflow's start check the others' existence: they are
+			// missing only if deleted meanwhile.
+			if !u.agent {
 				out = append(out, fmt.Sprintf("%s names artifact %q, which does not exist", u.by, u.artifact))
 			}
 			continue
