@@ -29,10 +29,10 @@ const (
 	exampleDiskSize = 20 << 30
 )
 
-// examplesOverlay is what the README adds to examples/ on the lab: the agent's
-// Artifacts (kiln image build's output), debian-12-image with its sha256 pinned (the
-// same sed the README gives, done here with strings.Replace), and the lab's subnet.
-func examplesOverlay(t *testing.T, agentArtifacts, diskSum string) string {
+// examplesOverlay is what the README adds to examples/ on the lab: debian-12-image
+// with its sha256 pinned (the same sed the README gives, done here with
+// strings.Replace), and the lab's subnet.
+func examplesOverlay(t *testing.T, diskSum string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(examplesDir, "artifacts.yaml"))
 	if err != nil {
@@ -43,7 +43,7 @@ func examplesOverlay(t *testing.T, agentArtifacts, diskSum string) string {
 	if pinned == string(b) {
 		t.Fatalf("examples/artifacts.yaml has no artifact with source %s (make demo's disk image)", installDiskAsset)
 	}
-	return agentArtifacts + "---\n" + pinned + fmt.Sprintf(`---
+	return pinned + fmt.Sprintf(`---
 kind: Subnet
 metadata: {name: e2e-lab}
 spec:
@@ -73,12 +73,15 @@ func TestExamplesInstallWeb1(t *testing.T) {
 		t.Fatalf("the disk image is at %s in the artifact directory, the examples name %s", source, installDiskAsset)
 	}
 
+	// In the README's order: the agent's Artifacts (kiln image build's output, as
+	// --apply applies them), then examples/, which then warns about nothing.
+	k.apply(agent)
 	out := k.cli("apply", "-f", examplesDir)
 	t.Logf("kiln apply -f examples/:\n%s", strings.TrimSpace(out))
-	if !strings.Contains(out, "machine/"+exampleMachine+" created") {
-		t.Fatalf("kiln apply -f examples/ did not create %s:\n%s", exampleMachine, out)
+	if !strings.Contains(out, "machine/"+exampleMachine+" created") || strings.Contains(out, "Warning") {
+		t.Fatalf("kiln apply -f examples/ after kiln image build: want %s created and no warning:\n%s", exampleMachine, out)
 	}
-	k.apply(examplesOverlay(t, agent, sum))
+	k.apply(examplesOverlay(t, sum))
 
 	// Everything the machine's boot and workflow need is there: no warning.
 	out = k.cli("machine", "reprovision", exampleMachine, "--no-power")
@@ -95,7 +98,7 @@ func TestExamplesInstallWeb1(t *testing.T) {
 	steps := []step{
 		{"WorkflowCreated", []string{"template install-debian-12", "3 actions"}},
 		// From the lab's pool: the reservation (10.20.0.11) is the examples' network's.
-		{"DHCPAck", []string{"10.77.0.1"}},
+		{"DHCPAck", []string{"leased 10.77.0.1", "on subnet e2e-lab"}},
 		{"BootScript", []string{"served install script", exampleMAC}},
 		{"ArtifactFetched", []string{"kiln-agent-kernel:"}},
 		{"ArtifactFetched", []string{"kiln-agent-initrd:"}},
