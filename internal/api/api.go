@@ -41,6 +41,9 @@ type Server struct {
 	// AgentArtifacts are the artifacts profiles with boot.agent boot (kiln serve
 	// --agent-kernel, --agent-initrd); apply and reprovision warn while they are missing.
 	AgentArtifacts []string
+	// ArtifactSource, if set, says why an artifact's source cannot be served now (a
+	// local file missing from the artifact directory); a reprovision warns with it.
+	ArtifactSource func(spec *resource.ArtifactSpec) error
 	// PowerReprovision, if set, sets next boot to PXE and power-cycles a machine with
 	// a BMC after a reprovision; it returns the power job's id ("" without a BMC).
 	PowerReprovision func(ctx context.Context, actor, machine string) (string, error)

@@ -47,7 +47,7 @@ func (s *Server) reprovision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, _ := workflow.StatusOf(wf)
-	view := WorkflowView{Name: wf.Metadata.Name, Status: st, Warnings: s.machineWarnings(r.Context(), r.PathValue("name"))}
+	view := WorkflowView{Name: wf.Metadata.Name, Status: st, Warnings: s.machineWarnings(r.Context(), r.PathValue("name"), req.Template)}
 	if s.PowerReprovision != nil && !req.NoPower {
 		job, err := s.PowerReprovision(r.Context(), actor(r).ID, r.PathValue("name"))
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -75,26 +76,55 @@ func expectedSHA256(obj *resource.Object, spec *resource.ArtifactSpec) string {
 	return as.SHA256
 }
 
-// open returns the verified file and its digest. The file is opened first and checked
-// through the open descriptor, so a swap after the check cannot be served.
-func (a *ArtifactStore) open(ctx context.Context, obj *resource.Object, spec *resource.ArtifactSpec) (*os.File, string, error) {
+// openLocal opens a local source below the artifact directory: a path relative to
+// it, or an absolute path inside it. The directory is opened as an os.Root, so a
+// symlink or ".." cannot lead out of it.
+func (a *ArtifactStore) openLocal(source string) (*os.File, error) {
 	if a == nil || a.Dir == "" {
-		return nil, "", fmt.Errorf("no artifact directory configured")
+		return nil, fmt.Errorf("no artifact directory configured")
 	}
-	rel := spec.Source
+	rel := source
 	if filepath.IsAbs(rel) {
 		r, err := filepath.Rel(a.Dir, rel)
 		if err != nil || strings.HasPrefix(r, "..") {
-			return nil, "", fmt.Errorf("source %q is outside the artifact directory %s", spec.Source, a.Dir)
+			return nil, fmt.Errorf("source %q is outside the artifact directory %s", source, a.Dir)
 		}
 		rel = r
 	}
 	root, err := os.OpenRoot(a.Dir)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	defer root.Close()
-	f, err := root.Open(filepath.ToSlash(rel))
+	return root.Open(filepath.ToSlash(rel))
+}
+
+// CheckSource says why an artifact could not be served now: its local source file is
+// not a regular file in the artifact directory. A remote source is not checked (that
+// would be a download); it is fetched when a machine first needs it. This is what a
+// reprovision warns about, before a machine boots into a workflow that cannot run.
+func (a *ArtifactStore) CheckSource(spec *resource.ArtifactSpec) error {
+	if strings.HasPrefix(spec.Source, "http://") || strings.HasPrefix(spec.Source, "https://") {
+		return nil
+	}
+	f, err := a.openLocal(spec.Source)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("source %q is not in the artifact directory %s", spec.Source, a.Dir)
+	}
+	if err != nil {
+		return fmt.Errorf("source %q: %w", spec.Source, err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return fmt.Errorf("source %q is not a regular file", spec.Source)
+	}
+	return nil
+}
+
+// open returns the verified file and its digest. The file is opened first and checked
+// through the open descriptor, so a swap after the check cannot be served.
+func (a *ArtifactStore) open(ctx context.Context, obj *resource.Object, spec *resource.ArtifactSpec) (*os.File, string, error) {
+	f, err := a.openLocal(spec.Source)
 	if err != nil {
 		return nil, "", err
 	}

@@ -565,6 +565,7 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 		Logger:           s.log,
 		MaxBodyBytes:     s.cfg.MaxBodyBytes,
 		Version:          s.cfg.Version,
+		ArtifactSource:   b.Artifacts.CheckSource,
 		AgentArtifacts:   slices.DeleteFunc([]string{s.cfg.AgentKernel, s.cfg.AgentInitrd}, func(a string) bool { return a == "" }),
 	}
 	en, err := s.newEnroll(ctx, b)
