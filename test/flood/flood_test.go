@@ -99,8 +99,8 @@ func measure(t *testing.T, dir string) counts {
 }
 
 // TestFloodGrowth floods /ipxe (a known machine), junk POST /enroll and
-// /phone-home from one address (floodSource), N requests each (KILN_FLOOD_N, default 10,000),
-// and reports the rows and bytes the database grew by.
+// /phone-home from one address (floodSource), N requests each (KILN_FLOOD_N,
+// default 10,000), and reports the rows and bytes the database grew by.
 func TestFloodGrowth(t *testing.T) {
 	need(t)
 	n := envInt("KILN_FLOOD_N", 10000)
