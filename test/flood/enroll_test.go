@@ -67,17 +67,22 @@ func (l *enrollLoad) run(ctx context.Context) string {
 	var firstErr error
 	var mu sync.Mutex
 	latencies := make([][]time.Duration, l.agents)
+	// over is ctx's end. Its Err lags its deadline when the timer's goroutine waits
+	// for a CPU, while a dial under that deadline already fails at once: without
+	// this, agents would count a burst of "i/o timeout" failures at the end.
+	deadline, hasDeadline := ctx.Deadline()
+	over := func() bool { return ctx.Err() != nil || hasDeadline && !time.Now().Before(deadline) }
 	var wg sync.WaitGroup
 	start := time.Now()
 	for a := range l.agents {
 		wg.Go(func() {
-			for ctx.Err() == nil && started.Add(1) <= int64(l.max) {
+			for !over() && started.Add(1) <= int64(l.max) {
 				n := l.next.Add(1) - 1
 				t0 := time.Now()
 				id, err := agent.EnrollSession(ctx, agent.EnrollOptions{
 					Server: l.url, CAFingerprint: l.fp, Token: l.token, Timeout: 30 * time.Second,
 					Facts:  map[string]any{"interfaces": []any{map[string]any{"name": "eth0", "mac": agentMAC(n)}}},
-					Dialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(agentAddr(n))}, Timeout: 5 * time.Second},
+					Dialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(agentAddr(n))}},
 				})
 				var se *agent.ServerError
 				switch {
@@ -85,7 +90,7 @@ func (l *enrollLoad) run(ctx context.Context) string {
 					id.Close()
 					ok.Add(1)
 					latencies[a] = append(latencies[a], time.Since(t0))
-				case ctx.Err() != nil:
+				case over():
 					// The phase ended during this enrollment: not counted.
 				case errors.As(err, &se) && se.Status == http.StatusTooManyRequests:
 					limited.Add(1)
