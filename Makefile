@@ -80,7 +80,8 @@ bench-enroll: build
 
 # A flood from one address against a real kiln serve on loopback: database growth
 # per 10,000 requests to /ipxe, /enroll and /phone-home, and legitimate clients'
-# scripts/s with and without a flood of /ipxe, /enroll and TFTP (about a minute).
+# scripts/s and enrollments/s with and without a flood of /ipxe, /enroll and TFTP
+# (about a minute and a half).
 bench-flood:
 	./scripts/bench-flood.sh
 

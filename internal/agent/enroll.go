@@ -76,6 +76,11 @@ type EnrollOptions struct {
 	PollInterval time.Duration
 	// OnPending, if set, is told each time Kiln answers that the enrollment waits.
 	OnPending func(agentwire.EnrollPending)
+	// Dialer opens the TCP connections of the enrollment and of the calls made on its
+	// transport afterwards; nil: a zero net.Dialer. Benchmarks set its LocalAddr so
+	// that simulated agents on loopback come from distinct addresses, as machines
+	// would (Kiln's rate limits are per source address).
+	Dialer *net.Dialer
 }
 
 // Identity is an enrolled machine's key, certificate and pinned CA.
@@ -98,6 +103,7 @@ type Identity struct {
 type enrollConn struct {
 	transport *http.Transport
 	cfg       *tls.Config
+	dialer    *net.Dialer // nil: the default
 	certs     *certSource
 	mu        sync.Mutex
 	next      *tls.Conn // the connection opened to enroll, until the transport takes it
@@ -295,7 +301,7 @@ func postBoundCSR(ctx context.Context, opts EnrollOptions, u *url.URL, fp string
 	cfg := PinnedTLSConfig(u.Hostname(), fp)
 	// Nothing secret travels on this connection (see secretPath).
 	cfg.CurvePreferences = classicalCurves
-	conn := newEnrollConn(cfg)
+	conn := newEnrollConn(cfg, opts.Dialer)
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 	tc, err := conn.dial(ctx, "tcp", hostPort(u))
@@ -357,9 +363,9 @@ func hostPort(u *url.URL) string {
 }
 
 // newEnrollConn is the transport an agent enrolls with; it presents the machine
-// certificate on new connections once there is one.
-func newEnrollConn(cfg *tls.Config) *enrollConn {
-	c := &enrollConn{certs: &certSource{}, cfg: cfg}
+// certificate on new connections once there is one. dialer may be nil.
+func newEnrollConn(cfg *tls.Config, dialer *net.Dialer) *enrollConn {
+	c := &enrollConn{certs: &certSource{}, cfg: cfg, dialer: dialer}
 	cfg.GetClientCertificate = c.certs.get
 	// HTTP/1.1: the agent's calls come one after another, and an HTTP/1.1 connection
 	// costs both ends less than an HTTP/2 one.
@@ -369,7 +375,7 @@ func newEnrollConn(cfg *tls.Config) *enrollConn {
 
 // dial opens a TLS connection with the transport's configuration.
 func (c *enrollConn) dial(ctx context.Context, network, addr string) (*tls.Conn, error) {
-	nc, err := (&tls.Dialer{Config: c.cfg}).DialContext(ctx, network, addr)
+	nc, err := (&tls.Dialer{NetDialer: c.dialer, Config: c.cfg}).DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -689,7 +695,7 @@ func NewMTLSTransport(id *Identity) *MTLSTransport {
 		cfg := id.TLSConfig()
 		cfg.Certificates = nil
 		cfg.CurvePreferences = classicalCurves
-		conn = newEnrollConn(cfg)
+		conn = newEnrollConn(cfg, nil)
 		conn.certs.set(id.tlsCert)
 	}
 	t.certs = conn.certs

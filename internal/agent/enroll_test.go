@@ -69,6 +69,9 @@ func startEnrollKiln(t *testing.T, withURL bool) (*enroll.Server, store.Store, s
 		if r.TLS != nil {
 			kilnCurves.Store(r.URL.Path, r.TLS.CurveID)
 		}
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			kilnSources.Store(r.URL.Path, host)
+		}
 		mux.ServeHTTP(w, r)
 	})
 	hs := &http.Server{Handler: record, TLSConfig: srv.TLSConfig(), ConnContext: enroll.ConnContext,
@@ -83,10 +86,12 @@ func startEnrollKiln(t *testing.T, withURL bool) (*enroll.Server, store.Store, s
 }
 
 // kilnConns counts the connections made to the servers of startEnrollKiln;
-// kilnCurves has the key exchange of the last request to each path.
+// kilnCurves has the key exchange of the last request to each path, kilnSources
+// its source address.
 var (
-	kilnConns  atomic.Int64
-	kilnCurves sync.Map
+	kilnConns   atomic.Int64
+	kilnCurves  sync.Map
+	kilnSources sync.Map
 )
 
 // The agent goes on as the machine on the connection it enrolled on (Kiln binds it),
@@ -142,6 +147,56 @@ func TestEnrollGoesOnOnTheEnrollmentConnection(t *testing.T) {
 		if got, _ := kilnCurves.Load(path); got != want {
 			t.Errorf("%s: key exchange %v, want %v", path, got, want)
 		}
+	}
+}
+
+// EnrollOptions.Dialer picks the source address of the enrollment connection and of
+// the transport's later connections (benchmarks run agents from distinct loopback
+// addresses); without it the connections come from the default source.
+func TestEnrollDialsFromTheDialersAddress(t *testing.T) {
+	srv, _, url := kilnForEnroll(t)
+	ctx := context.Background()
+	tok, err := srv.CreateToken(ctx, "token:test", enroll.TokenRequest{Profile: "worker", MaxUses: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const src = "127.0.0.7"
+	if ln, err := net.Listen("tcp", src+":0"); err != nil {
+		t.Skipf("no loopback address %s here: %v", src, err)
+	} else {
+		ln.Close()
+	}
+	source := func(path string) string {
+		v, _ := kilnSources.Load(path)
+		s, _ := v.(string)
+		return s
+	}
+	id, err := EnrollSession(ctx, EnrollOptions{Server: url, CAFingerprint: srv.CAFingerprint(), Token: tok.Token,
+		Facts: map[string]any{"hostname": "dialer-1"}, Dialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := source("/enroll"); got != src {
+		t.Errorf("enrolled from %q, want %s", got, src)
+	}
+	tr := NewMTLSTransport(id)
+	tr.Client().CloseIdleConnections() // the call below makes a new connection
+	res, err := tr.Client().Get(tr.BaseURL() + "/agent/v1/self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if got := source("/agent/v1/self"); res.StatusCode != http.StatusOK || got != src {
+		t.Errorf("call on a new connection: %d from %q, want 200 from %s", res.StatusCode, got, src)
+	}
+	id, err = EnrollSession(ctx, EnrollOptions{Server: url, CAFingerprint: srv.CAFingerprint(), Token: tok.Token,
+		Facts: map[string]any{"hostname": "dialer-2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id.Close()
+	if got := source("/enroll"); got != "127.0.0.1" {
+		t.Errorf("enrolled without a dialer from %q, want 127.0.0.1", got)
 	}
 }
 

@@ -1,7 +1,9 @@
 package flood
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"fmt"
 	"io"
@@ -97,8 +99,8 @@ func measure(t *testing.T, dir string) counts {
 }
 
 // TestFloodGrowth floods /ipxe (a known machine), junk POST /enroll and
-// /phone-home from one address, N requests each (KILN_FLOOD_N, default 10,000),
-// and reports the rows and bytes the database grew by.
+// /phone-home from one address (floodSource), N requests each (KILN_FLOOD_N,
+// default 10,000), and reports the rows and bytes the database grew by.
 func TestFloodGrowth(t *testing.T) {
 	need(t)
 	n := envInt("KILN_FLOOD_N", 10000)
@@ -108,7 +110,7 @@ func TestFloodGrowth(t *testing.T) {
 	s.Stop()
 	before := measure(t, dir)
 	s = testkit.Serve(t, testkit.ServeOptions{DataDir: dir})
-	c := clientFrom("127.0.0.1", 16)
+	c := clientFrom(floodSource, 16)
 	for _, ep := range []struct{ method, path string }{
 		{"GET", "/ipxe?mac=52-54-00-aa-00-01&buildarch=x86_64&platform=efi"},
 		{"POST", "/enroll"},
@@ -143,95 +145,146 @@ func TestFloodGrowth(t *testing.T) {
 	}
 }
 
-// TestFloodBench: K legitimate clients (KILN_FLOOD_CLIENTS, default and at most
-// 250) on 127.0.0.2..127.0.0.(K+1), each asking for its own machine's script 4
-// times a second (1,000/s offered by 250), for D seconds (KILN_FLOOD_SECONDS,
-// default 10), first alone, then while 127.0.0.1 floods /ipxe, junk /enroll (16
-// connections, as fast as they go) and TFTP read requests. Reports the scripts/s
-// the legitimate clients got in both runs.
+// floodSource is the flooder's address. The legitimate clients have others:
+// 127.0.1.x ask for scripts (scriptClientAddr), 127.0.2.1 and up enroll
+// (agentAddr), as machines on a provisioning network would, each its own.
+const floodSource = "127.0.0.9"
+
+// scriptClientAddr is the address of legitimate script client i (1..250).
+func scriptClientAddr(i int) string { return fmt.Sprintf("127.0.1.%d", i) }
+
+// TestFloodBench measures what legitimate clients get with and without a flood, in
+// one run against one `kiln serve` (HTTP, HTTPS and TFTP on loopback), D seconds
+// (KILN_FLOOD_SECONDS, default 10) for each of four phases:
+//
+//   - scripts: K clients (KILN_FLOOD_CLIENTS, default and at most 250) on
+//     127.0.1.1..127.0.1.K, each asking for its own machine's script 4 times a
+//     second (1,000/s offered by 250);
+//   - enrollments: A agents at a time (KILN_FLOOD_AGENTS, default 16) enrolling new
+//     machines with the agent's own code over HTTPS, each enrollment from an address
+//     of its own (127.0.2.1 and up), at most E per phase (KILN_FLOOD_ENROLLS,
+//     default 20,000);
+//
+// each first alone, then while floodSource floods /ipxe (HTTP), junk POST /enroll
+// (HTTPS, where the agents enroll; 16 connections in all, as fast as they are
+// answered) and sends TFTP read requests as fast as a UDP socket writes.
 func TestFloodBench(t *testing.T) {
 	need(t)
 	k := min(envInt("KILN_FLOOD_CLIENTS", 250), 250)
 	secs := envInt("KILN_FLOOD_SECONDS", 10)
 	tftpAddr := freeUDPAddr(t)
-	s := testkit.Serve(t, testkit.ServeOptions{Args: []string{"--tftp-listen=" + tftpAddr, "--ipxe-dir=" + t.TempDir()}})
+	s := testkit.Serve(t, testkit.ServeOptions{HTTPS: true, Args: []string{"--tftp-listen=" + tftpAddr, "--ipxe-dir=" + t.TempDir()}})
 	s.MustKiln(manifests(k), "apply", "-f", "-")
+	agents := newEnrollLoad(t, s)
 
-	legit := func(ctx context.Context) (ok, limited int64) {
-		var okN, limN atomic.Int64
-		var wg sync.WaitGroup
-		for i := 1; i <= k; i++ {
-			c := clientFrom(fmt.Sprintf("127.0.0.%d", i+1), 1)
-			url := fmt.Sprintf("%s/ipxe?mac=52-54-00-aa-%02x-%02x&buildarch=x86_64&platform=efi", s.URL, i/256, i%256)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				// At most 4 requests/s each: a busy machine (iPXE retrying,
-				// configs), under the default per-address limit of 5/s.
-				tick := time.NewTicker(250 * time.Millisecond)
-				defer tick.Stop()
-				for ctx.Err() == nil {
-					switch hit(c, "GET", url) {
-					case http.StatusOK:
-						okN.Add(1)
-					case http.StatusTooManyRequests:
-						limN.Add(1)
-					}
-					select {
-					case <-ctx.Done():
-					case <-tick.C:
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		return okN.Load(), limN.Load()
+	type load struct {
+		name string
+		run  func(ctx context.Context) string
 	}
-	run := func(flood bool) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second)
-		defer cancel()
-		var floodN, tftpN atomic.Int64
-		var fw sync.WaitGroup
-		if flood {
-			c := clientFrom("127.0.0.1", 16)
-			for i := range 16 {
-				fw.Add(1)
-				go func() {
-					defer fw.Done()
-					paths := []struct{ m, p string }{{"GET", "/ipxe?mac=52-54-00-aa-00-01"}, {"POST", "/enroll"}}
-					for j := 0; ctx.Err() == nil; j++ {
-						hit(c, paths[(i+j)%2].m, s.URL+paths[(i+j)%2].p)
-						floodN.Add(1)
-					}
-				}()
+	for _, l := range []load{
+		{"scripts", func(ctx context.Context) string { return scriptLoad(ctx, t, s, k) }},
+		{"enroll", agents.run},
+	} {
+		for _, flooding := range []bool{false, true} {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second)
+			var f *flood
+			if flooding {
+				f = startFlood(ctx, s, tftpAddr)
 			}
-			fw.Add(1)
-			go func() {
-				defer fw.Done()
-				conn, err := net.Dial("udp", tftpAddr)
-				if err != nil {
-					return
-				}
-				defer conn.Close()
-				rrq := append([]byte{0, 1}, []byte("undionly.kpxe\x00octet\x00timeout\x00255\x00")...)
-				for ctx.Err() == nil {
-					conn.Write(rrq)
-					tftpN.Add(1)
-				}
-			}()
-		}
-		start := time.Now()
-		ok, limited := legit(ctx)
-		fw.Wait()
-		el := time.Since(start).Seconds()
-		t.Logf("RESULT flood=%v: %d legitimate clients got %.0f scripts/s (%d refused 429); the flooder got %.0f HTTP answers/s and sent %.0f TFTP RRQ/s",
-			flood, k, float64(ok)/el, limited, float64(floodN.Load())/el, float64(tftpN.Load())/el)
-		if ok == 0 {
-			t.Errorf("flood=%v: legitimate clients got no script at all", flood)
+			start := time.Now()
+			got := l.run(ctx)
+			cancel() // the enrollment load may end before the clock: so does the flood
+			el := time.Since(start).Seconds()
+			flooder := "no flood"
+			if f != nil {
+				f.wait()
+				flooder = fmt.Sprintf("the flooder got %.0f HTTP answers/s and sent %.0f TFTP RRQ/s", float64(f.http.Load())/el, float64(f.tftp.Load())/el)
+			}
+			t.Logf("RESULT %s flood=%v (%.1f s): %s; %s", l.name, flooding, el, got, flooder)
 		}
 	}
-	run(false)
-	run(true)
+}
+
+// scriptLoad runs the k legitimate script clients until ctx ends and says what they
+// got.
+func scriptLoad(ctx context.Context, t *testing.T, s *testkit.Server, k int) string {
+	var okN, limN atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 1; i <= k; i++ {
+		c := clientFrom(scriptClientAddr(i), 1)
+		url := fmt.Sprintf("%s/ipxe?mac=52-54-00-aa-%02x-%02x&buildarch=x86_64&platform=efi", s.URL, i/256, i%256)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// At most 4 requests/s each: a busy machine (iPXE retrying, configs),
+			// under the default per-address limit of 5/s.
+			tick := time.NewTicker(250 * time.Millisecond)
+			defer tick.Stop()
+			for ctx.Err() == nil {
+				switch hit(c, "GET", url) {
+				case http.StatusOK:
+					okN.Add(1)
+				case http.StatusTooManyRequests:
+					limN.Add(1)
+				}
+				select {
+				case <-ctx.Done():
+				case <-tick.C:
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if okN.Load() == 0 {
+		t.Errorf("legitimate clients got no script at all")
+	}
+	return fmt.Sprintf("%d legitimate clients got %.0f scripts/s (%d refused 429)", k, float64(okN.Load())/time.Since(start).Seconds(), limN.Load())
+}
+
+// flood counts what the flooder did.
+type flood struct {
+	http, tftp atomic.Int64
+	wg         sync.WaitGroup
+}
+
+func (f *flood) wait() { f.wg.Wait() }
+
+// startFlood floods from floodSource until ctx ends: /ipxe on the HTTP listener and
+// junk POST /enroll on the HTTPS one (16 connections, alternating), and TFTP read
+// requests asking for timeout=255.
+func startFlood(ctx context.Context, s *testkit.Server, tftpAddr string) *flood {
+	f := &flood{}
+	c := clientFrom(floodSource, 16)
+	// The flooder does not care whom it talks to.
+	c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	targets := []struct{ method, url string }{{"GET", s.URL + "/ipxe?mac=52-54-00-aa-00-01"}, {"POST", cmp.Or(s.HTTPSURL, s.URL) + "/enroll"}}
+	for i := range 16 {
+		f.wg.Go(func() {
+			for j := 0; ctx.Err() == nil; j++ {
+				tg := targets[(i+j)%2]
+				hit(c, tg.method, tg.url)
+				f.http.Add(1)
+			}
+		})
+	}
+	f.wg.Go(func() {
+		raddr, err := net.ResolveUDPAddr("udp", tftpAddr)
+		if err != nil {
+			return
+		}
+		conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(floodSource)}, raddr)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		rrq := append([]byte{0, 1}, []byte("undionly.kpxe\x00octet\x00timeout\x00255\x00")...)
+		for ctx.Err() == nil {
+			conn.Write(rrq)
+			f.tftp.Add(1)
+		}
+	})
+	return f
 }
 
 func freeUDPAddr(t *testing.T) string {
