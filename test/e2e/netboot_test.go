@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,48 +35,65 @@ func TestNetbootBIOSKilnDHCP(t *testing.T) {
 }
 
 // TestNetbootUEFIKilnDHCP: OVMF's own PXE client (the NIC's ROM disabled) gets
-// ipxe.efi from Kiln's TFTP server, then iPXE gets the boot script over HTTP; Kiln
-// answers both DHCP rounds.
+// Debian 13's ipxe.efi from Kiln's TFTP server, then iPXE gets the boot script, the
+// kernel and the initrd over verified HTTPS: Kiln runs with --boot-https efi and the
+// firmware trusts the boot CA (TlsCaCertificate by fw_cfg, as a BMC would set it).
+// Kiln answers both DHCP rounds.
 func TestNetbootUEFIKilnDHCP(t *testing.T) {
 	l := newLab(t)
-	requireFiles(t, "/usr/lib/ipxe/ipxe.efi")
-	k := startKiln(t, l, kilnOptions{dhcp: true})
+	requireFiles(t, filepath.Join(trixieIPXEDir, "ipxe.efi"))
+	k := startKiln(t, l, kilnOptions{dhcp: true, https: true, ipxeDirs: []string{trixieIPXEDir, "/usr/lib/ipxe"},
+		extra: []string{"--boot-https", "efi"}})
 	const mac, ip = "52:54:00:e2:e0:02", "10.77.0.22"
-	k.apply(bootManifest("full") + machineManifest("uefi-1", mac, ip))
+	k.apply(phoneHomeOverHTTP("full") + machineManifest("uefi-1", mac, ip))
 
-	v := startVM(t, l, vmConfig{Name: "uefi-1", MAC: mac, Firmware: firmwareUEFI})
+	v := startVM(t, l, vmConfig{Name: "uefi-1", MAC: mac, Firmware: firmwareUEFI, Extra: firmwareTrusts(k.bootCASigList())})
 	// Kiln knows the machine's address from its own lease, so the TFTP transfer of
-	// iPXE is on the timeline too, before the boot script.
-	steps := append([]step{{"DHCPAck", []string{ip}}, {"TFTPTransfer", []string{".efi:"}}}, netbootSteps(mac, "efi")...)
+	// iPXE is on the timeline too, before iPXE's own DHCP round, whose ACK names the
+	// HTTPS script URL.
+	steps := append([]step{
+		{"DHCPAck", []string{ip}},
+		{"TFTPTransfer", []string{".efi:"}},
+		{"DHCPAck", []string{ip, "boot " + kilnHTTPSURL + "/boot.ipxe"}},
+	}, netbootStepsOver(mac, "efi", "https")...)
 	evs := waitTimeline(t, k, v, "uefi-1", steps, bootTimeout)
 	if got := assertNetboot(t, v, "uefi-1", evs, steps); got.String() != ip {
 		t.Errorf("the kernel got %s by DHCP, want the machine's reserved %s", got, ip)
 	}
+	assertFetchedOver(t, "uefi-1", evs, "https")
 }
 
 // TestNetbootProxyDHCP: dnsmasq on another host of the link hands out addresses and
 // says nothing about booting; Kiln's subnet is in proxy mode and only tells PXE and
 // iPXE clients what to boot. One BIOS (iPXE ROM) and one UEFI (firmware PXE) machine
-// boot side by side.
+// boot side by side. Kiln runs with --boot-https efi: its proxy offer to the UEFI
+// iPXE names the HTTPS script URL (the firmware trusts the boot CA), the one to the
+// BIOS iPXE the HTTP one (BIOS iPXE cannot trust a private CA without a rebuild).
 func TestNetbootProxyDHCP(t *testing.T) {
 	l := newLab(t)
-	requireFiles(t, "/usr/lib/ipxe/ipxe.efi")
-	k := startKiln(t, l, kilnOptions{dhcp: true})
+	requireFiles(t, filepath.Join(trixieIPXEDir, "ipxe.efi"))
+	k := startKiln(t, l, kilnOptions{dhcp: true, https: true, ipxeDirs: []string{trixieIPXEDir, "/usr/lib/ipxe"},
+		extra: []string{"--boot-https", "efi"}})
 	const macBIOS, macUEFI = "52:54:00:e2:e0:03", "52:54:00:e2:e0:04"
-	k.apply(bootManifest("proxy") + machineManifest("proxy-bios", macBIOS, "") + machineManifest("proxy-uefi", macUEFI, ""))
+	k.apply(phoneHomeOverHTTP("proxy") + machineManifest("proxy-bios", macBIOS, "") + machineManifest("proxy-uefi", macUEFI, ""))
 	startDnsmasq(t, l) // addresses only: no boot options
 
 	vb := startVM(t, l, vmConfig{Name: "proxy-bios", MAC: macBIOS, Firmware: firmwareBIOS})
-	vu := startVM(t, l, vmConfig{Name: "proxy-uefi", MAC: macUEFI, Firmware: firmwareUEFI})
+	vu := startVM(t, l, vmConfig{Name: "proxy-uefi", MAC: macUEFI, Firmware: firmwareUEFI, Extra: firmwareTrusts(k.bootCASigList())})
 	for _, c := range []struct {
-		v             *vm
-		name, mac, pf string
-	}{{vb, "proxy-bios", macBIOS, "pcbios"}, {vu, "proxy-uefi", macUEFI, "efi"}} {
-		steps := netbootSteps(c.mac, c.pf)
+		v                     *vm
+		name, mac, pf, scheme string
+		script                string
+	}{
+		{vb, "proxy-bios", macBIOS, "pcbios", "http", kilnURL + "/boot.ipxe"},
+		{vu, "proxy-uefi", macUEFI, "efi", "https", kilnHTTPSURL + "/boot.ipxe"},
+	} {
+		steps := append([]step{{"DHCPOffer", []string{"proxyDHCP offer, boot " + c.script}}}, netbootStepsOver(c.mac, c.pf, c.scheme)...)
 		evs := waitTimeline(t, k, c.v, c.name, steps, bootTimeout)
 		if got := assertNetboot(t, c.v, c.name, evs, steps); !inRange(got, "10.77.0.150", "10.77.0.199") {
 			t.Errorf("machine %s: the kernel got %s by DHCP, want an address from dnsmasq's 10.77.0.150-199", c.name, got)
 		}
+		assertFetchedOver(t, c.name, evs, c.scheme)
 	}
 	leases, err := os.ReadFile(filepath.Join(l.dir, "dnsmasq.leases"))
 	if err != nil {
@@ -112,53 +130,91 @@ func TestNetbootTwoVMsAtOnce(t *testing.T) {
 	}
 }
 
-// TestNetbootDnsmasqFullDHCP is an interop check of Kiln's TFTP and HTTP boot path
-// with another DHCP server: dnsmasq hands out addresses, points OVMF's PXE client at
-// ipxe.efi on Kiln's TFTP server and tells iPXE to chain Kiln's /boot.ipxe; Kiln
-// serves no DHCP at all. A BIOS (iPXE ROM) and a UEFI (firmware PXE) machine boot
-// side by side.
+// TestNetbootDnsmasqFullDHCP is an interop check of Kiln's TFTP and HTTP(S) boot
+// path with another DHCP server: dnsmasq hands out addresses, points OVMF's PXE
+// client at ipxe.efi on Kiln's TFTP server and tells iPXE to chain Kiln's /boot.ipxe;
+// Kiln serves no DHCP at all. A BIOS (iPXE ROM) and a UEFI (firmware PXE) machine
+// boot side by side. Here dnsmasq, not Kiln, names the script URL, so --boot-https
+// would change nothing: Kiln runs with --boot-ca (the boot CA and its certificate on
+// the HTTPS listener), and dnsmasq sends UEFI iPXE to https:// (the firmware trusts
+// the boot CA) and BIOS iPXE to http://, as an operator's dnsmasq would.
 func TestNetbootDnsmasqFullDHCP(t *testing.T) {
 	l := newLab(t)
-	requireFiles(t, "/usr/lib/ipxe/ipxe.efi")
-	k := startKiln(t, l, kilnOptions{tftp: true})
-	type machine struct{ name, mac, firmware, platform string }
+	requireFiles(t, filepath.Join(trixieIPXEDir, "ipxe.efi"))
+	k := startKiln(t, l, kilnOptions{tftp: true, https: true, ipxeDirs: []string{trixieIPXEDir, "/usr/lib/ipxe"},
+		extra: []string{"--boot-ca"}})
+	type machine struct{ name, mac, firmware, platform, scheme string }
 	machines := []machine{
-		{"interop-bios", "52:54:00:e2:e0:07", firmwareBIOS, "pcbios"},
-		{"interop-uefi", "52:54:00:e2:e0:09", firmwareUEFI, "efi"},
+		{"interop-bios", "52:54:00:e2:e0:07", firmwareBIOS, "pcbios", "http"},
+		{"interop-uefi", "52:54:00:e2:e0:09", firmwareUEFI, "efi", "https"},
 	}
-	manifest := bootManifest("")
+	manifest := phoneHomeOverHTTP("")
 	for _, m := range machines {
 		manifest += machineManifest(m.name, m.mac, "")
 	}
 	k.apply(manifest)
-	startDnsmasq(t, l, append([]string{
-		// x86-64 UEFI firmware (RFC 4578 client architecture 7) loads iPXE from Kiln's
-		// TFTP server; iPXE itself gets the boot script URL (dnsmasqChainsKiln).
-		"--dhcp-match=set:efi64,option:client-arch,7",
-		"--dhcp-boot=tag:efi64,tag:!ipxe,ipxe.efi,," + kilnIP,
-	}, dnsmasqChainsKiln...)...)
+	sigList := k.bootCASigList()
+	startDnsmasq(t, l, dnsmasqChainsKiln...)
 
 	vms := make([]*vm, len(machines))
 	for i, m := range machines {
-		vms[i] = startVM(t, l, vmConfig{Name: m.name, MAC: m.mac, Firmware: m.firmware})
+		cfg := vmConfig{Name: m.name, MAC: m.mac, Firmware: m.firmware}
+		if m.firmware == firmwareUEFI {
+			cfg.Extra = firmwareTrusts(sigList)
+		}
+		vms[i] = startVM(t, l, cfg)
 	}
 	for i, m := range machines {
-		steps := netbootSteps(m.mac, m.platform)
+		steps := netbootStepsOver(m.mac, m.platform, m.scheme)
 		evs := waitTimeline(t, k, vms[i], m.name, steps, bootTimeout)
 		if got := assertNetboot(t, vms[i], m.name, evs, steps); !inRange(got, "10.77.0.150", "10.77.0.199") {
 			t.Errorf("machine %s: the kernel got %s, want an address from dnsmasq's 10.77.0.150-199", m.name, got)
 		}
+		assertFetchedOver(t, m.name, evs, m.scheme)
 	}
 }
 
-// dnsmasqChainsKiln are dnsmasq's options for chainloading Kiln from iPXE: iPXE
-// (user class "iPXE") gets Kiln's generic script. Option 175.176 (iPXE's "no
-// ProxyDHCP") = 1 tells iPXE not to wait ~3 s for ProxyDHCP offers after the first
-// offer; firmware PXE clients do not see these options.
+// dnsmasqChainsKiln are dnsmasq's options for booting from Kiln. x86-64 UEFI
+// firmware (RFC 4578 client architecture 7) loads iPXE from Kiln's TFTP server; iPXE
+// (user class "iPXE") gets Kiln's generic script: over HTTPS when it is UEFI iPXE
+// (architecture 7 too), over HTTP when it is BIOS iPXE (architecture 0). The tags
+// exclude each other so that no rule depends on which of two matching dhcp-boot
+// lines dnsmasq picks. Option 175.176 (iPXE's "no ProxyDHCP") = 1 tells iPXE not to
+// wait ~3 s for ProxyDHCP offers after the first offer; firmware PXE clients do not
+// see these options.
 var dnsmasqChainsKiln = []string{
+	"--dhcp-match=set:efi64,option:client-arch,7",
 	"--dhcp-userclass=set:ipxe,iPXE",
-	"--dhcp-boot=tag:ipxe," + kilnURL + "/boot.ipxe",
+	"--dhcp-boot=tag:efi64,tag:!ipxe,ipxe.efi,," + kilnIP,
+	"--dhcp-boot=tag:efi64,tag:ipxe," + kilnHTTPSURL + "/boot.ipxe",
+	"--dhcp-boot=tag:!efi64,tag:ipxe," + kilnURL + "/boot.ipxe",
 	"--dhcp-option=tag:ipxe,encap:175,176,1b",
+}
+
+// netbootStepsOver is netbootSteps with the scheme ("http" or "https") the boot
+// script and the artifacts are fetched over. "over http" also matches "over https":
+// assertFetchedOver tells them apart.
+func netbootStepsOver(mac, platform, scheme string) []step {
+	steps := netbootSteps(mac, platform)
+	for i, s := range steps {
+		if s.Type == "BootScript" || s.Type == "ArtifactFetched" {
+			steps[i].Contains = append(slices.Clip(s.Contains), "over "+scheme)
+		}
+	}
+	return steps
+}
+
+// assertFetchedOver fails the test if a boot script or an artifact on a machine's
+// timeline went over another scheme than scheme. Kiln ends those events' messages
+// with "over http" or "over https" (internal/boot), so the end is compared: a
+// substring check would take https for http.
+func assertFetchedOver(t *testing.T, machine string, evs []event, scheme string) {
+	t.Helper()
+	for _, e := range evs {
+		if (e.Type == "BootScript" || e.Type == "ArtifactFetched") && !strings.HasSuffix(e.Message, " over "+scheme) {
+			t.Errorf("machine %s: want everything fetched over %s, got: %s", machine, scheme, e)
+		}
+	}
 }
 
 // TestNetbootProvisionedBootsLocalDisk: a machine whose status.state is
