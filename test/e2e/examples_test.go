@@ -43,20 +43,7 @@ func examplesOverlay(t *testing.T, diskSum string) string {
 	if pinned == string(b) {
 		t.Fatalf("examples/artifacts.yaml has no artifact with source %s (make demo's disk image)", installDiskAsset)
 	}
-	return pinned + fmt.Sprintf(`---
-kind: Subnet
-metadata: {name: e2e-lab}
-spec:
-  cidr: 10.77.0.0/24
-  mode: full
-  pools:
-    - {start: 10.77.0.100, end: 10.77.0.149}
-  router: %[1]s
-  leaseTime: 1h
-  bootServer: %[1]s
-  interfaces: [%[2]s]
-  unknownMachines: ignore
-`, kilnIP, bridgeName)
+	return pinned + "---\n" + labSubnetManifest("e2e-lab")
 }
 
 // TestExamplesInstallWeb1: apply examples/, reprovision web-1 and let it netboot the

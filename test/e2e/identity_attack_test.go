@@ -173,20 +173,7 @@ func TestIdentityAttackSpoofedMAC(t *testing.T) {
 // that inlines the secret into a config file, the secret's release rule and the
 // machines.
 func attackManifest(agentArtifacts string, victims []*attackVictim) string {
-	m := agentArtifacts + fmt.Sprintf(`---
-kind: Subnet
-metadata: {name: e2e}
-spec:
-  cidr: 10.77.0.0/24
-  mode: full
-  pools:
-    - {start: 10.77.0.100, end: 10.77.0.149}
-  router: %[1]s
-  leaseTime: 1h
-  bootServer: %[1]s
-  interfaces: [%[2]s]
-  unknownMachines: ignore
----
+	m := agentArtifacts + "---\n" + labSubnetManifest("e2e") + fmt.Sprintf(`---
 kind: Template
 metadata: {name: %[3]s}
 spec:

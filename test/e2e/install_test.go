@@ -44,24 +44,30 @@ const (
 	installBudget = 5 * time.Minute
 )
 
-// installManifest is the subnet (full DHCP), the artifacts (the agent environment
-// kiln image build printed, the disk image), the install template, the profile that
-// boots the agent with it, and extra (machines, more artifacts and templates).
-func installManifest(agentArtifacts, diskSource, diskSum string, diskSize int64, extra string) string {
-	return agentArtifacts + fmt.Sprintf(`---
-kind: Subnet
-metadata: {name: e2e}
+// labSubnetManifest is the lab's subnet as a manifest named name: full DHCP on the
+// bridge, a pool of 50 addresses, Kiln as router and boot server, unknown machines
+// ignored.
+func labSubnetManifest(name string) string {
+	return fmt.Sprintf(`kind: Subnet
+metadata: {name: %[1]s}
 spec:
   cidr: 10.77.0.0/24
   mode: full
   pools:
     - {start: 10.77.0.100, end: 10.77.0.149}
-  router: %[1]s
+  router: %[2]s
   leaseTime: 1h
-  bootServer: %[1]s
-  interfaces: [%[2]s]
+  bootServer: %[2]s
+  interfaces: [%[3]s]
   unknownMachines: ignore
----
+`, name, kilnIP, bridgeName)
+}
+
+// installManifest is the subnet (full DHCP), the artifacts (the agent environment
+// kiln image build printed, the disk image), the install template, the profile that
+// boots the agent with it, and extra (machines, more artifacts and templates).
+func installManifest(agentArtifacts, diskSource, diskSum string, diskSize int64, extra string) string {
+	return agentArtifacts + "---\n" + labSubnetManifest("e2e") + fmt.Sprintf(`---
 kind: Artifact
 metadata: {name: %[3]s}
 spec: {source: %[4]s, sha256: %[5]s, size: %[6]d, arch: x86_64}
