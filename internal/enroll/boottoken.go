@@ -58,6 +58,9 @@ type bootWithheld struct {
 	alert  bool
 }
 
+// errMintNeeded stops MintBootToken's read transaction where a token must be written.
+var errMintNeeded = errors.New("a new per-boot token must be minted")
+
 func (w *bootWithheld) Error() string { return "no per-boot token: " + w.reason }
 
 func withhold(alert bool, format string, a ...any) error {
@@ -92,7 +95,11 @@ func (s *Server) MintBootToken(ctx context.Context, machineName, mac string, rem
 	now := s.now()
 	id := bootTokenID(machineName)
 	var tok string
-	err = s.st.Update(ctx, func(tx store.Tx) error {
+	// mint decides in tx; only a new token is written, so with write false it stops
+	// with errMintNeeded there. Most script requests withhold or re-sign a pending
+	// token: they are answered from a read transaction and never wait for the
+	// store's writer (DHCP's group commits and enrollment batches share it).
+	mint := func(tx store.Tx, write bool) error {
 		m, err := tx.Get(ctx, "Machine", machineName)
 		if err != nil {
 			return err
@@ -123,6 +130,9 @@ func (s *Server) MintBootToken(ctx context.Context, machineName, mac string, rem
 				return err
 			}
 		}
+		if !write {
+			return errMintNeeded
+		}
 		exp := now.Add(ttl).Truncate(time.Second)
 		var nonce [8]byte
 		_, _ = rand.Read(nonce[:])
@@ -147,7 +157,13 @@ func (s *Server) MintBootToken(ctx context.Context, machineName, mac string, rem
 		}
 		return tx.AppendAudit(ctx, &audit.Entry{Time: now, Actor: "boot", Action: "mint-boot-token", Kind: "JoinToken", Name: id,
 			Summary: fmt.Sprintf("per-boot token for machine %s (%s), mac %s, address %s, single use, expires %s", machineName, run, nmac, remote, expS.Format(time.RFC3339))})
-	})
+	}
+	err = s.st.View(ctx, func(tx store.Tx) error { return mint(tx, false) })
+	if errors.Is(err, errMintNeeded) {
+		// Decided again in the write transaction: another request may have minted
+		// meanwhile, and then this one re-signs that token instead.
+		err = s.st.Update(ctx, func(tx store.Tx) error { return mint(tx, true) })
+	}
 	if err != nil {
 		var w *bootWithheld
 		if errors.As(err, &w) {
