@@ -345,24 +345,13 @@ func (s *Server) ApproveEnrollment(ctx context.Context, actor, id, machine strin
 
 // ApproveEnrollmentAs is ApproveEnrollment for an operator with a role.
 func (s *Server) ApproveEnrollmentAs(ctx context.Context, who inventory.Actor, id, machine string) (*resource.Object, error) {
-	actor := who.ID
 	if machine != "" && resource.ValidateName(machine) != nil {
 		return nil, &InvalidError{Err: fmt.Errorf("machine: %q is not a valid machine name", truncate(machine, 64))}
 	}
-	now := s.now()
-	var out *resource.Object
-	var decision error
-	err := s.st.Update(ctx, func(tx store.Tx) error {
-		obj, spec, err := s.readEnrollment(ctx, tx, id, now)
-		if err != nil {
-			return err
-		}
-		if decision = undecided(id, spec); decision != nil {
-			return nil // the expiry, if any, is written
-		}
+	return s.decideEnrollment(ctx, who.ID, id, "approve", "EnrollmentApproved", func(tx store.Tx, spec *resource.EnrollmentSpec, now time.Time) (string, string, error) {
 		b, err := s.approvalBinding(ctx, tx, spec, machine)
 		if err != nil {
-			return err
+			return "", "", err
 		}
 		if who.Role != "" && who.Role != store.RoleAdmin {
 			// Approving a host as a machine hands it that machine's secrets: below
@@ -373,25 +362,68 @@ func (s *Server) ApproveEnrollmentAs(ctx context.Context, who inventory.Actor, i
 			}
 			why, err := inventory.TokenReachesSecrets(ctx, tx, profile, labels, b.name)
 			if err != nil {
-				return fmt.Errorf("check what machine %s may receive: %w", b.name, err)
+				return "", "", fmt.Errorf("check what machine %s may receive: %w", b.name, err)
 			}
 			if why != "" {
-				return &inventory.ForbiddenError{Err: fmt.Errorf("role %s may not approve enrollment as machine %s, admin only: %s", who.Role, b.name, why)}
+				return "", "", &inventory.ForbiddenError{Err: fmt.Errorf("role %s may not approve enrollment as machine %s, admin only: %s", who.Role, b.name, why)}
 			}
 		}
-		spec.State, spec.Machine, spec.DecidedBy, spec.DecidedAt = agentwire.EnrollmentApproved, b.name, actor, &now
+		spec.State, spec.Machine = agentwire.EnrollmentApproved, b.name
 		// The requester has a full period to collect its certificate from the decision on.
 		spec.ExpiresAt = now.Add(s.approvalTTL())
+		summary := fmt.Sprintf("enrollment request %s from %s approved as machine %s (MACs %s, key %s)", id, spec.Source, b.name,
+			cmp.Or(strings.Join(spec.MACs, ", "), "-"), spec.KeyFingerprint[:16])
+		return summary, b.name, nil
+	})
+}
+
+// DenyEnrollment denies a pending request; the requester's next poll is refused with
+// the reason.
+func (s *Server) DenyEnrollment(ctx context.Context, actor, id, reason string) (*resource.Object, error) {
+	reason = noControls(truncate(strings.TrimSpace(reason), 500))
+	return s.decideEnrollment(ctx, actor, id, "deny", "EnrollmentDenied", func(_ store.Tx, spec *resource.EnrollmentSpec, _ time.Time) (string, string, error) {
+		spec.State, spec.Reason = agentwire.EnrollmentDenied, reason
+		summary := fmt.Sprintf("enrollment request %s from %s denied (MACs %s): %s", id, spec.Source, cmp.Or(strings.Join(spec.MACs, ", "), "-"), cmp.Or(reason, "no reason given"))
+		return summary, spec.RequestedMachine, nil
+	})
+}
+
+// decideEnrollment records an operator's decision on a pending request in one
+// transaction: decide sets the new state on spec and returns the summary and the
+// machine whose timeline gets an event of type eventType (if it exists); the request
+// is written with who decided and when, and audited as "enrollment-<verb>". A request
+// already decided or expired is refused (its expiry, if just noticed, is written).
+func (s *Server) decideEnrollment(ctx context.Context, actor, id, verb, eventType string,
+	decide func(tx store.Tx, spec *resource.EnrollmentSpec, now time.Time) (summary, machine string, err error)) (*resource.Object, error) {
+	now := s.now()
+	var out *resource.Object
+	var refused error
+	err := s.st.Update(ctx, func(tx store.Tx) error {
+		obj, spec, err := s.readEnrollment(ctx, tx, id, now)
+		if err != nil {
+			return err
+		}
+		if refused = undecided(id, spec); refused != nil {
+			return nil // the expiry, if any, is written
+		}
+		summary, machine, err := decide(tx, spec, now)
+		if err != nil {
+			return err
+		}
+		spec.DecidedBy, spec.DecidedAt = actor, &now
 		if err := writeEnrollment(ctx, tx, obj, spec); err != nil {
 			return err
 		}
-		summary := fmt.Sprintf("enrollment request %s from %s approved as machine %s (MACs %s, key %s)", id, spec.Source, b.name,
-			cmp.Or(strings.Join(spec.MACs, ", "), "-"), spec.KeyFingerprint[:16])
-		if err := tx.AppendAudit(ctx, &audit.Entry{Time: now, Actor: actor, Action: "enrollment-approve", Kind: enrollmentKind, Name: id, Summary: summary}); err != nil {
+		if err := tx.AppendAudit(ctx, &audit.Entry{Time: now, Actor: actor, Action: "enrollment-" + verb, Kind: enrollmentKind, Name: id, Summary: summary}); err != nil {
 			return err
 		}
-		if b.obj != nil {
-			if err := tx.AddEvent(ctx, &store.Event{Machine: b.name, Time: now, Type: "EnrollmentApproved", Message: summary + " by " + actor}); err != nil {
+		if machine != "" {
+			switch _, err := tx.Get(ctx, "Machine", machine); {
+			case err == nil:
+				if err := tx.AddEvent(ctx, &store.Event{Machine: machine, Time: now, Type: eventType, Message: summary + " by " + actor}); err != nil {
+					return err
+				}
+			case !errors.Is(err, store.ErrNotFound):
 				return err
 			}
 		}
@@ -399,52 +431,10 @@ func (s *Server) ApproveEnrollmentAs(ctx context.Context, who inventory.Actor, i
 		return nil
 	})
 	if err == nil {
-		err = decision
+		err = refused
 	}
 	if err != nil {
-		return nil, fmt.Errorf("approve enrollment %s: %w", truncate(id, 64), err)
-	}
-	return out, nil
-}
-
-// DenyEnrollment denies a pending request; the requester's next poll is refused with
-// the reason.
-func (s *Server) DenyEnrollment(ctx context.Context, actor, id, reason string) (*resource.Object, error) {
-	reason = noControls(truncate(strings.TrimSpace(reason), 500))
-	now := s.now()
-	var out *resource.Object
-	var decision error
-	err := s.st.Update(ctx, func(tx store.Tx) error {
-		obj, spec, err := s.readEnrollment(ctx, tx, id, now)
-		if err != nil {
-			return err
-		}
-		if decision = undecided(id, spec); decision != nil {
-			return nil
-		}
-		spec.State, spec.DecidedBy, spec.DecidedAt, spec.Reason = agentwire.EnrollmentDenied, actor, &now, reason
-		if err := writeEnrollment(ctx, tx, obj, spec); err != nil {
-			return err
-		}
-		summary := fmt.Sprintf("enrollment request %s from %s denied (MACs %s): %s", id, spec.Source, cmp.Or(strings.Join(spec.MACs, ", "), "-"), cmp.Or(reason, "no reason given"))
-		if err := tx.AppendAudit(ctx, &audit.Entry{Time: now, Actor: actor, Action: "enrollment-deny", Kind: enrollmentKind, Name: id, Summary: summary}); err != nil {
-			return err
-		}
-		if spec.RequestedMachine != "" {
-			if _, err := tx.Get(ctx, "Machine", spec.RequestedMachine); err == nil {
-				if err := tx.AddEvent(ctx, &store.Event{Machine: spec.RequestedMachine, Time: now, Type: "EnrollmentDenied", Message: summary + " by " + actor}); err != nil {
-					return err
-				}
-			}
-		}
-		out = obj
-		return nil
-	})
-	if err == nil {
-		err = decision
-	}
-	if err != nil {
-		return nil, fmt.Errorf("deny enrollment %s: %w", truncate(id, 64), err)
+		return nil, fmt.Errorf("%s enrollment %s: %w", verb, truncate(id, 64), err)
 	}
 	return out, nil
 }
