@@ -153,19 +153,8 @@ func newAuthoritySpec(sl *sealer, imp *importedCA, now time.Time) (authoritySpec
 		if err != nil {
 			return spec, err
 		}
-		var id [4]byte
-		_, _ = rand.Read(id[:])
-		tmpl := &x509.Certificate{
-			SerialNumber:          randomSerial(),
-			Subject:               pkix.Name{CommonName: "Kiln CA " + hex.EncodeToString(id[:]), Organization: []string{"Kiln"}},
-			NotBefore:             now.Add(-time.Hour),
-			NotAfter:              now.AddDate(10, 0, 0),
-			IsCA:                  true,
-			BasicConstraintsValid: true,
-			MaxPathLenZero:        true, // it signs machine and server certificates, no sub-CAs
-			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+		// It signs machine and server certificates, no sub-CAs.
+		der, err := selfSignedRoot(k, "Kiln CA", now, x509.KeyUsageDigitalSignature, nil)
 		if err != nil {
 			return spec, fmt.Errorf("create CA certificate: %w", err)
 		}
@@ -302,4 +291,25 @@ func decodeAuthority(spec *authoritySpec, sl *sealer) (*authority, error) {
 	a.tokenPub = a.tokenKey.Public().(ed25519.PublicKey)
 	a.fast = newClientSigner(a)
 	return a, nil
+}
+
+// selfSignedRoot makes a ten-year root certificate for key, named prefix plus a
+// random suffix (so that two Kiln installations' roots are told apart), that may
+// sign end certificates and CRLs but no intermediate CA: extraUsage is added to
+// CertSign|CRLSign, extUsage limits what it may certify (nil: anything).
+func selfSignedRoot(key crypto.Signer, prefix string, now time.Time, extraUsage x509.KeyUsage, extUsage []x509.ExtKeyUsage) ([]byte, error) {
+	var id [4]byte
+	_, _ = rand.Read(id[:])
+	tmpl := &x509.Certificate{
+		SerialNumber:          randomSerial(),
+		Subject:               pkix.Name{CommonName: prefix + " " + hex.EncodeToString(id[:]), Organization: []string{"Kiln"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.AddDate(10, 0, 0),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | extraUsage,
+		ExtKeyUsage:           extUsage,
+	}
+	return x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 }

@@ -7,8 +7,6 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -95,22 +93,9 @@ func newBootAuthoritySpec(sl *sealer, now time.Time) (bootAuthoritySpec, error) 
 	if err != nil {
 		return spec, fmt.Errorf("generate boot CA key: %w", err)
 	}
-	var id [4]byte
-	_, _ = rand.Read(id[:])
-	tmpl := &x509.Certificate{
-		SerialNumber:          randomSerial(),
-		Subject:               pkix.Name{CommonName: "Kiln boot CA " + hex.EncodeToString(id[:]), Organization: []string{"Kiln"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(10, 0, 0),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		MaxPathLenZero:        true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		// Only server certificates below it: a firmware that trusts this root for
-		// HTTPS boot must not accept a client or code-signing certificate from it.
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	// Only server certificates below it: a firmware that trusts this root for HTTPS
+	// boot must not accept a client or code-signing certificate from it.
+	der, err := selfSignedRoot(k, "Kiln boot CA", now, 0, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})
 	if err != nil {
 		return spec, fmt.Errorf("create boot CA certificate: %w", err)
 	}
