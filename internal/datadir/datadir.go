@@ -7,6 +7,7 @@
 package datadir
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -35,6 +36,9 @@ func Secure(dir string, skip ...string) ([]string, error) {
 	var fixed []string
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
+			if gone(path, dir, err) {
+				return nil
+			}
 			return fmt.Errorf("check mode of %s: %w", path, err)
 		}
 		if skipped[filepath.Clean(path)] && path != dir {
@@ -51,16 +55,30 @@ func Secure(dir string, skip ...string) ([]string, error) {
 		}
 		info, err := d.Info()
 		if err != nil {
+			if gone(path, dir, err) {
+				return nil
+			}
 			return fmt.Errorf("check mode of %s: %w", path, err)
 		}
 		if info.Mode().Perm()&0o077 == 0 {
 			return nil
 		}
 		if err := os.Chmod(path, info.Mode().Perm()&want); err != nil {
+			if gone(path, dir, err) {
+				return nil
+			}
 			return fmt.Errorf("make %s private (mode %o): %w", path, info.Mode().Perm(), err)
 		}
 		fixed = append(fixed, path)
 		return nil
 	})
 	return fixed, err
+}
+
+// gone reports whether err says a path below root vanished between listing its
+// directory and looking at it: a temporary file Kiln renamed into place (the
+// audit head is written that way while the server starts) exposes nothing any
+// more. The root itself missing is an error.
+func gone(path, root string, err error) bool {
+	return path != root && errors.Is(err, fs.ErrNotExist)
 }

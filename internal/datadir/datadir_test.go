@@ -1,6 +1,7 @@
 package datadir_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -57,5 +58,41 @@ func TestSecure(t *testing.T) {
 	}
 	if fixed, err := datadir.Secure(dir); err != nil || len(fixed) != 2 { // now the artifacts dir and its file too
 		t.Errorf("second pass without the skip: %v %v", fixed, err)
+	}
+}
+
+// TestSecureWhileFilesComeAndGo: files created and renamed away while Secure
+// walks (the audit head's temporary file while the server starts) are not an
+// error: a file that is no longer there exposes nothing. A missing root is.
+func TestSecureWhileFilesComeAndGo(t *testing.T) {
+	dir := t.TempDir()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 100000; i++ { // bounded; stopped as soon as the walks end
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			p := filepath.Join(dir, fmt.Sprintf(".tmp-%d", i%64))
+			if err := os.WriteFile(p, nil, 0o600); err != nil {
+				t.Error(err)
+				return
+			}
+			os.Rename(p, filepath.Join(dir, "head"))
+		}
+	}()
+	for i := 0; i < 300; i++ {
+		if _, err := datadir.Secure(dir); err != nil {
+			t.Errorf("walk %d: %v", i, err)
+			break
+		}
+	}
+	close(stop)
+	<-done
+	if _, err := datadir.Secure(filepath.Join(dir, "missing")); err == nil {
+		t.Error("a missing data dir: no error")
 	}
 }
