@@ -14,6 +14,11 @@ pkgs=(
   qemu-system-x86 ipxe-qemu ipxe ovmf cpio dnsmasq-base kmod  # netboot end-to-end tests
   prometheus  # promtool checks deploy/prometheus/alerts.yaml (internal/observability)
   systemd  # systemd-analyze verify/security, sysusers and tmpfiles offline (the .deb test); no systemd runs
+  swtpm swtpm-tools tpm2-tools  # a real TPM 2.0 emulator for the VMs (attestation); tpm2-tools only in tests
+  sbsigntool systemd-boot-efi dosfstools mtools  # UKI assembly and Secure Boot signing, ESP images
+  cryptsetup-bin minisign  # veritysetup for dm-verity images; minisign signs artifacts in tests
+  chromium  # the web console's browser tests (chromedp)
+  skopeo umoci  # check the OCI image
 )
 # Debian 13's iPXE (HTTPS, ECDHE, arm64 EFI), pinned, extracted under .cache/ipxe
 # with dpkg -x: never installed over Debian 12's ipxe package, which stays the
