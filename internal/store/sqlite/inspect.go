@@ -89,13 +89,17 @@ func QuickCheck(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-// Snapshot writes a consistent copy of db, as of one moment, to the new file
-// dest (VACUUM INTO: a read transaction on db, so a kiln serve writing to it
-// meanwhile is neither stopped nor seen half-way). dest must not exist; it is
-// created 0600, like kiln.db.
-func Snapshot(ctx context.Context, db *sql.DB, dest string) error {
-	if strings.Contains(dest, "\x00") {
-		return fmt.Errorf("snapshot the database: target %q: NUL in the path", dest)
+// Snapshot writes a consistent copy of the database file at path, as of one
+// moment, to the new file dest (VACUUM INTO: one read transaction, so a kiln
+// serve writing meanwhile is neither stopped nor seen half-way). The source is
+// opened read-only (mode=ro): VACUUM INTO writes only its target. dest must
+// not exist; it is created 0600, like kiln.db.
+func Snapshot(ctx context.Context, path, dest string) error {
+	if strings.ContainsAny(path, "?#") {
+		return fmt.Errorf("snapshot %s: '?' and '#' are not supported in the path", path)
+	}
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("snapshot the database: %w", err)
 	}
 	abs, err := filepath.Abs(dest)
 	if err != nil {
@@ -108,9 +112,16 @@ func Snapshot(ctx context.Context, db *sql.DB, dest string) error {
 		return fmt.Errorf("snapshot the database: %w", err)
 	}
 	f.Close()
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		os.Remove(abs)
+		return fmt.Errorf("snapshot: open %s: %w", path, err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
 	if _, err := db.ExecContext(ctx, `VACUUM INTO ?`, abs); err != nil {
 		os.Remove(abs)
-		return fmt.Errorf("snapshot the database to %s: %w", abs, err)
+		return fmt.Errorf("snapshot %s to %s: %w", path, abs, err)
 	}
 	return nil
 }
