@@ -3,11 +3,13 @@ package cli_test
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/kilnhq/kiln/internal/cli"
+	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
 	"github.com/kilnhq/kiln/internal/testkit"
 )
 
@@ -138,5 +140,64 @@ func TestBackupRefusesPostgres(t *testing.T) {
 	err := root.Execute()
 	if err == nil || !strings.Contains(err.Error(), "pg_dump") {
 		t.Fatalf("backup of a PostgreSQL store: %v, want the pg_dump hint", err)
+	}
+}
+
+// TestPostgresDumpRestoreContinues follows the README's PostgreSQL procedure:
+// audit.head copied, pg_dump while kiln serve runs, pg_restore into a new
+// database, the KEK, audit-chain.key and audit.head next to each other on a new
+// host's data dir; kiln serve there shows the same objects, verifies the audit
+// chain, decrypts the secret and keeps writing.
+func TestPostgresDumpRestoreContinues(t *testing.T) {
+	testkit.NeedTool(t, "pg_dump", "postgresql-client")
+	testkit.NeedTool(t, "pg_restore", "postgresql-client")
+	url := pgtest.NewDatabase(t)
+	dir := filepath.Join(t.TempDir(), "data")
+	s := startServer(t, dir, nil, "--database", url)
+	admin := s.AdminToken
+	s.MustKiln(backupManifests, "apply", "-f", "-")
+	s.MustKiln("", "secret", "set", "db-password", "--from-literal", "hunter2-pg")
+	before := objectsJSON(t, s, admin)
+
+	keep := t.TempDir()
+	head, err := os.ReadFile(filepath.Join(dir, "audit.head")) // before the dump
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump := filepath.Join(keep, "kiln.dump")
+	if out, err := exec.Command("pg_dump", "--format=custom", "--file="+dump, "--dbname", url).CombinedOutput(); err != nil {
+		t.Fatalf("pg_dump: %v\n%s", err, out)
+	}
+	s.MustKiln("kind: Machine\nmetadata: {name: after-the-dump}\nspec: {profile: base}\n", "apply", "-f", "-")
+	s.Stop()
+
+	url2 := pgtest.NewDatabase(t)
+	if out, err := exec.Command("pg_restore", "--no-owner", "--dbname", url2, dump).CombinedOutput(); err != nil {
+		t.Fatalf("pg_restore: %v\n%s", err, out)
+	}
+	dir2 := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(dir2, 0o700)
+	for _, f := range []string{"kek.key", "audit-chain.key"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir2, f), b, 0o600)
+	}
+	os.WriteFile(filepath.Join(dir2, "audit.head"), head, 0o600)
+
+	s2 := startServer(t, dir2, nil, "--database", url2)
+	if after := objectsJSON(t, s2, admin); after != before {
+		t.Errorf("objects after pg_restore differ:\nbefore %s\nafter  %s", before, after)
+	}
+	if out, err := s2.Kiln("", "--token", admin, "audit", "verify"); err != nil || !strings.Contains(out, "audit chain OK") {
+		t.Errorf("audit verify after pg_restore: %v\n%s", err, out)
+	}
+	if got, err := s2.Kiln("", "--token", admin, "secret", "get", "db-password", "--reveal"); err != nil || got != "hunter2-pg" {
+		t.Errorf("secret after pg_restore: %q, %v", got, err)
+	}
+	s2.MustKiln("kind: Machine\nmetadata: {name: web-9}\nspec: {profile: base}\n", "--token", admin, "apply", "-f", "-")
+	if out, err := s2.Kiln("", "--token", admin, "audit", "verify"); err != nil || !strings.Contains(out, "audit chain OK") {
+		t.Errorf("audit verify after a write: %v\n%s", err, out)
 	}
 }
