@@ -119,6 +119,14 @@ func Create(ctx context.Context, w io.Writer, opts Options) (*Manifest, error) {
 		return nil, fmt.Errorf("backup: audit head: %w", err)
 	}
 	if opts.IncludeKeys {
+		// During a key rotation kek.key.new or .old exist, and which key the
+		// secrets are sealed with is settled only when kiln serve finishes it:
+		// an archive with one of them could hold the wrong one.
+		for _, sib := range []string{opts.kekFile() + ".new", opts.kekFile() + ".old"} {
+			if _, err := os.Stat(sib); err == nil {
+				return nil, fmt.Errorf("backup: %s exists: a key rotation is not finished (kiln serve finishes it at start); back up with --include-kek after it", sib)
+			}
+		}
 		for _, k := range []struct{ from, name string }{{opts.kekFile(), KEKName}, {filepath.Join(keyDir, AuditKeyName), AuditKeyName}} {
 			if err := copyIfExists(k.from, filepath.Join(stage, k.name)); err != nil {
 				return nil, fmt.Errorf("backup: include %s: %w", k.name, err)

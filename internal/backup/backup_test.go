@@ -386,3 +386,18 @@ func rawArchive(t testing.TB, m *Manifest, members []member) []byte {
 	zw.Close()
 	return buf.Bytes()
 }
+
+// TestKeysRefusedDuringRotation: with kek.key.new beside the KEK (a rotation
+// kiln serve has not finished), an archive with keys is refused; one without
+// keys is still written.
+func TestKeysRefusedDuringRotation(t *testing.T) {
+	s := newSite(t)
+	os.WriteFile(filepath.Join(s.dir, KEKName+".new"), []byte(strings.Repeat("cd", 32)), 0o600)
+	var buf bytes.Buffer
+	if _, err := Create(context.Background(), &buf, Options{DataDir: s.dir, IncludeKeys: true}); err == nil || !strings.Contains(err.Error(), "key rotation is not finished") {
+		t.Errorf("backup with keys during a rotation: %v, want a refusal", err)
+	}
+	if _, err := Create(context.Background(), &buf, Options{DataDir: s.dir}); err != nil {
+		t.Errorf("backup without keys during a rotation: %v", err)
+	}
+}

@@ -149,11 +149,13 @@ func openArchiveOut(cmd *cobra.Command, out string) (io.Writer, func(error) erro
 			err = cerr
 		}
 		if err == nil {
-			if err = os.Link(tmp.Name(), out); err != nil { // fails, unlike rename, if out appeared meanwhile
+			if _, serr := os.Lstat(out); serr == nil {
+				err = fmt.Errorf("backup: --out %s: appeared while the backup ran; the archive was not written", out)
+			} else if err = os.Rename(tmp.Name(), out); err != nil {
 				err = fmt.Errorf("backup: --out %s: %w", out, err)
 			}
 		}
-		os.Remove(tmp.Name())
+		os.Remove(tmp.Name()) // gone after the rename; left by a failure
 		return err
 	}, nil
 }
