@@ -2,7 +2,7 @@
 -- PostgreSQL database dump
 --
 
-\restrict SB0wU2h7ugPvobU0POY1Br2xlaPTY9xDwPq40ZDlvkr6iP49NLWwZGRuOVxVEfY
+\restrict i9UJb8aAawvFiQY5qLHu5ST8Uj0ocqqp6b7rEOdFceEe4ad8G9gVLb3ASGT2Gge
 
 -- Dumped from database version 15.18 (Debian 15.18-0+deb12u1)
 -- Dumped by pg_dump version 15.18 (Debian 15.18-0+deb12u1)
@@ -135,7 +135,8 @@ CREATE TABLE public.schema_migrations (
 --
 
 COPY public.api_tokens (id, name, role, hash, created_at, revoked_at) FROM stdin;
-56f8e686a94e	ci	viewer	edea25839301d690d6b3ef02ccf3e7fba542db82975ad0f628e28a3c1eff8c85	1796621737176267308	\N
+e55d035bd8a0	bootstrap-admin	admin	a46367e854465b63b67437b561832fa36477e070509ee2953b2b985bcd78534f	1796623265138658587	\N
+3b3bdbd45d05	ci	viewer	a847026b0a4fff0eefdf9f40308a195be77ac0d1969817c0c09f7d173e666e1c	1796623265395582410	\N
 \.
 
 
@@ -144,11 +145,12 @@ COPY public.api_tokens (id, name, role, hash, created_at, revoked_at) FROM stdin
 --
 
 COPY public.audit (seq, "time", actor, action, kind, name, summary, prev_hash, hash) FROM stdin;
-1	1796621737175539670	test	create	Profile	base	created: spec.boot	0000000000000000000000000000000000000000000000000000000000000000	8ddf84707dc8092f4cf7ae3f0e01cb25ff1bf62ce045228991e1a18c6794986a
-2	1796621737175641981	test	create	Subnet	lab	created: spec.cidr, spec.mode, spec.pools	8ddf84707dc8092f4cf7ae3f0e01cb25ff1bf62ce045228991e1a18c6794986a	40ea3c90ea072cba1421b573b1bd6b0c33fbf3066f9dec75234460c0248e34cd
-3	1796621737175776662	test	create	Machine	web-1	created: metadata.labels.role, spec.interfaces, spec.profile	40ea3c90ea072cba1421b573b1bd6b0c33fbf3066f9dec75234460c0248e34cd	64a230d12466c5e58c5d8fd2acc6155fbca9109abe786120960a83b3994ca0ec
-4	1796621737175960005	test	create	Machine	web-2	created: metadata.labels.role, spec.interfaces, spec.profile	64a230d12466c5e58c5d8fd2acc6155fbca9109abe786120960a83b3994ca0ec	7b61f21e48a84edabbad9bccae38f15db5bf7f9bb1ea3bfe68c93a6306e3c4e3
-5	1796621737176063277	test	create	JoinToken	jt-1	created: spec.maxUses, spec.profile	7b61f21e48a84edabbad9bccae38f15db5bf7f9bb1ea3bfe68c93a6306e3c4e3	17114d5d6aaa38e019720d05490692a5e1dcd0b4ea58f8ffb2f66bc993b98399
+1	1796623265139226487	system	create	APIToken	e55d035bd8a0	created: role admin, name "bootstrap-admin" (first start)	0000000000000000000000000000000000000000000000000000000000000000	adc32dba1b270f7a1f7ffbfb32e319f74e490f516d74e627312092a8f2671258
+2	1796623265304401396	token:e55d035bd8a0	create	Profile	base	created: spec.boot	adc32dba1b270f7a1f7ffbfb32e319f74e490f516d74e627312092a8f2671258	728a4e9ed486494012d8a630c8e9f35d59e7889eb0960664e225b32323b07c4b
+3	1796623265308610134	token:e55d035bd8a0	create	Subnet	lab	created: spec.bootServer, spec.cidr, spec.interfaces, spec.leaseTime, spec.mode, spec.pools	728a4e9ed486494012d8a630c8e9f35d59e7889eb0960664e225b32323b07c4b	0888d5e55c2866e170704b1b4d173266454c713a77478baab6a86f66ac5b013a
+4	1796623265378465653	token:e55d035bd8a0	create	Machine	web-1	created: metadata.labels.role, spec.interfaces, spec.profile	0888d5e55c2866e170704b1b4d173266454c713a77478baab6a86f66ac5b013a	4693a0f1caf785a7562cea214d5da42d52d3a193a2cae330d109277a271c76a0
+5	1796623265380867437	token:e55d035bd8a0	create	Machine	web-2	created: metadata.labels.role, spec.interfaces, spec.profile	4693a0f1caf785a7562cea214d5da42d52d3a193a2cae330d109277a271c76a0	4c741b8065eea34d8d7a5a2093ffcb57811869776d88d30b638a3e6b86b1bf63
+6	1796623265396103282	token:e55d035bd8a0	create	APIToken	3b3bdbd45d05	created: role viewer, name "ci"	4c741b8065eea34d8d7a5a2093ffcb57811869776d88d30b638a3e6b86b1bf63	a2f3c7a1d56eaa677751e7e137acb2a05fbac4d4f4c7e4227add0636bf4615fb
 \.
 
 
@@ -157,9 +159,10 @@ COPY public.audit (seq, "time", actor, action, kind, name, summary, prev_hash, h
 --
 
 COPY public.events (id, machine, "time", type, message) FROM stdin;
-1	web-1	1796621737175776662	InventoryCreate	created: metadata.labels.role, spec.interfaces, spec.profile by test
-2	web-2	1796621737175960005	InventoryCreate	created: metadata.labels.role, spec.interfaces, spec.profile by test
-3	web-1	1796621737176461100	dhcp	fixture event
+1	web-1	1796623265378465653	InventoryCreate	created: metadata.labels.role, spec.interfaces, spec.profile by token:e55d035bd8a0
+2	web-2	1796623265380867437	InventoryCreate	created: metadata.labels.role, spec.interfaces, spec.profile by token:e55d035bd8a0
+3	web-2	1796623265489655954	DHCPOffer	offered 10.78.0.100 on subnet lab
+4	web-2	1796623265527194818	DHCPAck	leased 10.78.0.100 on subnet lab for 1h0m0s (selecting)
 \.
 
 
@@ -168,7 +171,7 @@ COPY public.events (id, machine, "time", type, message) FROM stdin;
 --
 
 COPY public.meta (id, audit_seq, audit_hash) FROM stdin;
-1	5	17114d5d6aaa38e019720d05490692a5e1dcd0b4ea58f8ffb2f66bc993b98399
+1	6	a2f3c7a1d56eaa677751e7e137acb2a05fbac4d4f4c7e4227add0636bf4615fb
 \.
 
 
@@ -187,12 +190,11 @@ Machine	mac:52:54:00:77:00:02	web-2
 --
 
 COPY public.objects (kind, name, labels, spec, status, resource_version, created_at, updated_at) FROM stdin;
-Profile	base	{}	{"boot":{"agent":true}}		1	1796621737175510716	1796621737175510716
-Subnet	lab	{}	{"cidr":"10.77.0.0/24","mode":"full","pools":[{"start":"10.77.0.100","end":"10.77.0.199"}]}		1	1796621737175624378	1796621737175624378
-Machine	web-1	{"role":"web"}	{"profile":"base","interfaces":[{"mac":"52:54:00:77:00:01","ip":"10.77.0.21","hostname":"web-1"}]}	{"state":"new"}	1	1796621737175697985	1796621737175697985
-Machine	web-2	{"role":"web"}	{"profile":"base","interfaces":[{"mac":"52:54:00:77:00:02"}]}	{"state":"new"}	1	1796621737175921272	1796621737175921272
-JoinToken	jt-1	{}	{"profile":"base","maxUses":3}		1	1796621737176047378	1796621737176047378
-Lease	10.77.0.100	{}	{"ip":"10.77.0.100","mac":"52:54:00:77:00:02","subnet":"lab","hostname":"web-2","state":"bound","expiresAt":"2036-01-02T03:04:05Z"}		1	1796621737176430473	1796621737176430473
+Profile	base	{}	{"boot":{"agent":true}}		1	1796623265303861117	1796623265303861117
+Subnet	lab	{}	{"cidr":"10.78.0.0/24","mode":"full","pools":[{"start":"10.78.0.100","end":"10.78.0.199"}],"leaseTime":"1h","bootServer":"10.78.0.1","interfaces":["kfh526"]}		1	1796623265308396695	1796623265308396695
+Machine	web-1	{"role":"web"}	{"profile":"base","interfaces":[{"mac":"52:54:00:77:00:01","ip":"10.78.0.21","hostname":"web-1"}]}	{"state":"new"}	1	1796623265309453358	1796623265309453358
+Machine	web-2	{"role":"web"}	{"profile":"base","interfaces":[{"mac":"52:54:00:77:00:02"}]}	{"state":"new"}	1	1796623265380435090	1796623265380435090
+Lease	10.78.0.100	{}	{"ip":"10.78.0.100","mac":"52:54:00:77:00:02","subnet":"lab","hostname":"web-2","state":"bound","expiresAt":"2026-12-07T07:01:05.524482875Z"}		2	1796623265489184694	1796623265526607662
 \.
 
 
@@ -201,7 +203,7 @@ Lease	10.77.0.100	{}	{"ip":"10.77.0.100","mac":"52:54:00:77:00:02","subnet":"lab
 --
 
 COPY public.schema_migrations (version, name, applied_at) FROM stdin;
-1	init	1796621768531954157
+1	init	1796623265121939112
 \.
 
 
@@ -209,7 +211,7 @@ COPY public.schema_migrations (version, name, applied_at) FROM stdin;
 -- Name: events_id_seq; Type: SEQUENCE SET; Schema: public; Owner: -
 --
 
-SELECT pg_catalog.setval('public.events_id_seq', 3, true);
+SELECT pg_catalog.setval('public.events_id_seq', 4, true);
 
 
 --
@@ -294,5 +296,5 @@ ALTER TABLE ONLY public.object_keys
 -- PostgreSQL database dump complete
 --
 
-\unrestrict SB0wU2h7ugPvobU0POY1Br2xlaPTY9xDwPq40ZDlvkr6iP49NLWwZGRuOVxVEfY
+\unrestrict i9UJb8aAawvFiQY5qLHu5ST8Uj0ocqqp6b7rEOdFceEe4ad8G9gVLb3ASGT2Gge
 

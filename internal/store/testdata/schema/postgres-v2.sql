@@ -2,7 +2,7 @@
 -- PostgreSQL database dump
 --
 
-\restrict iFhmFCFXfmbirzsJS3AlQ0RXFmQtljAZzT4REbazGz09P8hHPlOKRVs1V75cV5X
+\restrict TnwuSndQNpgte20L0YGN9OFFkC6GP0B9TfleTANpuFoIhv954M1wwfVIhBGSGNe
 
 -- Dumped from database version 15.18 (Debian 15.18-0+deb12u1)
 -- Dumped by pg_dump version 15.18 (Debian 15.18-0+deb12u1)
@@ -179,7 +179,8 @@ CREATE TABLE public.secret_versions (
 --
 
 COPY public.api_tokens (id, name, role, hash, created_at, revoked_at) FROM stdin;
-31ad98c61461	ci	viewer	53a4229b4c030ad40956e10089e425a54c95ffc852b2d59f98a4cdfbe78e624e	1796621769424814113	\N
+ed75be9836f1	bootstrap-admin	admin	d474e4a699f217fefc22a503e723b1f698ce0890d9e7e77ffad269066f963003	1796623269720020609	\N
+6ba1756e9f55	ci	viewer	ab43b005460b928928624dd348f0535440873fd646dde510ac4a5caaa0167411	1796623269953451240	\N
 \.
 
 
@@ -188,13 +189,16 @@ COPY public.api_tokens (id, name, role, hash, created_at, revoked_at) FROM stdin
 --
 
 COPY public.audit (seq, "time", actor, action, kind, name, summary, prev_hash, hash) FROM stdin;
-1	1796621769420968894	test	create	Secret	db-password	created: spec.machines	0000000000000000000000000000000000000000000000000000000000000000	d55d020e70b9821f10316a38f0ec4b5165a9def89eef2448f7b287e443e06c93
-2	1796621769421355176	test	create	Profile	base	created: spec.boot	d55d020e70b9821f10316a38f0ec4b5165a9def89eef2448f7b287e443e06c93	da4d2e3ac95c7b0191424820fad588ff3bc3edb117927c2c960977109a3bbc4e
-3	1796621769421621022	test	create	Subnet	lab	created: spec.cidr, spec.mode, spec.pools	da4d2e3ac95c7b0191424820fad588ff3bc3edb117927c2c960977109a3bbc4e	d5afe43e2008df12c289aa898be17b891781bec1edfdf4a41bf200945e98f6a3
-4	1796621769422243194	test	create	Machine	web-1	created: metadata.labels.role, spec.interfaces, spec.profile	d5afe43e2008df12c289aa898be17b891781bec1edfdf4a41bf200945e98f6a3	d95502908b5363b0a7eeb4b74688f83bc29fcc657422631932a76bcfbac6d3f9
-5	1796621769424228961	test	create	Machine	web-2	created: metadata.labels.role, spec.interfaces, spec.profile	d95502908b5363b0a7eeb4b74688f83bc29fcc657422631932a76bcfbac6d3f9	a9a60b733288c7601fa5812ce7c8da1ab7f442357309d4a063d02a747cd2769a
-6	1796621769424451666	test	create	JoinToken	jt-1	created: spec.maxUses, spec.profile	a9a60b733288c7601fa5812ce7c8da1ab7f442357309d4a063d02a747cd2769a	403539883810b39c80af260ad51b58f4c5932f7c1283f31d8166fabdbca8d0fc
-7	1796621769425664050	test	set-value	Secret	db-password	stored version 1, encrypted (data key wrapped by key-encryption key 2b2d7d9767d1c056)	403539883810b39c80af260ad51b58f4c5932f7c1283f31d8166fabdbca8d0fc	779e4a5de8b80e8da393d4889319191dc28c61954b908132f2ab2cff19b86da7
+1	1796623269720548264	system	create	APIToken	ed75be9836f1	created: role admin, name "bootstrap-admin" (first start)	0000000000000000000000000000000000000000000000000000000000000000	4c582a011bd8a0adc42e5ec56519b23df8ed7869de68806869a8faf5b5322034
+2	1796623269732144734	system	create	EnrollAuthority	default	certificate authority created (ECDSA P-256), fingerprint 42c7371f7658a9a42d6ba789e5e225569212ed886abadaa9ee7aad381c113900; token signing key created (ed25519)	4c582a011bd8a0adc42e5ec56519b23df8ed7869de68806869a8faf5b5322034	d3b96857dd0e8a54e31b77643453d70c250b5222e2917c95763b2b6c67f2a506
+3	1796623269833388525	token:ed75be9836f1	create	Secret	db-password	created: spec.machines	d3b96857dd0e8a54e31b77643453d70c250b5222e2917c95763b2b6c67f2a506	4f352fcbf71187e18d56a609182e610de3268fcbad072e571474cf8b2b26de37
+4	1796623269835681827	token:ed75be9836f1	create	Profile	base	created: spec.boot	4f352fcbf71187e18d56a609182e610de3268fcbad072e571474cf8b2b26de37	e2a00eed915df8c5135635e800c9b4030b3af7e4ab318dab4e67c1e8a3f6ccb0
+5	1796623269839607756	token:ed75be9836f1	create	Subnet	lab	created: spec.bootServer, spec.cidr, spec.interfaces, spec.leaseTime, spec.mode, spec.pools	e2a00eed915df8c5135635e800c9b4030b3af7e4ab318dab4e67c1e8a3f6ccb0	436195374bdbbc695ecf2ffaa0ab3c079719bcc55cda0907eee4f053da23ddb8
+6	1796623269844540886	token:ed75be9836f1	create	Machine	web-1	created: metadata.labels.role, spec.interfaces, spec.profile	436195374bdbbc695ecf2ffaa0ab3c079719bcc55cda0907eee4f053da23ddb8	8dc28105389bc4312ec12c4e693eb9ac11f6d3391e75ff3439bef8b1aac4c51d
+7	1796623269852768597	token:ed75be9836f1	create	Machine	web-2	created: metadata.labels.role, spec.interfaces, spec.profile	8dc28105389bc4312ec12c4e693eb9ac11f6d3391e75ff3439bef8b1aac4c51d	c7d863e9e638f019778a6205bc7f2741c51f39fd1579674e3e4fa42bb9b53833
+8	1796623269860514038	token:ed75be9836f1	create	JoinToken	jt-1	created: spec.maxUses, spec.profile	c7d863e9e638f019778a6205bc7f2741c51f39fd1579674e3e4fa42bb9b53833	a7977b3b8fb9322187a07710677c197cec5b542c896126ef411d432acd7ff917
+9	1796623269965107152	token:ed75be9836f1	create	APIToken	6ba1756e9f55	created: role viewer, name "ci"	a7977b3b8fb9322187a07710677c197cec5b542c896126ef411d432acd7ff917	0c05f110c03c72e00f9d4b8fe636a2b3b7ab2ffdf82fa888f26b7a993dd4ad1e
+10	1796623270071042482	token:ed75be9836f1	set-value	Secret	db-password	stored version 1, encrypted (data key wrapped by key-encryption key 2b2d7d9767d1c056)	0c05f110c03c72e00f9d4b8fe636a2b3b7ab2ffdf82fa888f26b7a993dd4ad1e	4abc1256ee345b09da84e183a4d6c2d7ea2a6f2073849c2ff1b07ab112ea2b5d
 \.
 
 
@@ -203,9 +207,10 @@ COPY public.audit (seq, "time", actor, action, kind, name, summary, prev_hash, h
 --
 
 COPY public.events (id, machine, "time", type, message) FROM stdin;
-1	web-1	1796621769422243194	InventoryCreate	created: metadata.labels.role, spec.interfaces, spec.profile by test
-2	web-2	1796621769424228961	InventoryCreate	created: metadata.labels.role, spec.interfaces, spec.profile by test
-3	web-1	1796621769424877922	dhcp	fixture event
+1	web-1	1796623269844540886	InventoryCreate	created: metadata.labels.role, spec.interfaces, spec.profile by token:ed75be9836f1
+2	web-2	1796623269852768597	InventoryCreate	created: metadata.labels.role, spec.interfaces, spec.profile by token:ed75be9836f1
+3	web-2	1796623270118885584	DHCPOffer	offered 10.78.0.100 on subnet lab
+4	web-2	1796623270145715144	DHCPAck	leased 10.78.0.100 on subnet lab for 1h0m0s (selecting)
 \.
 
 
@@ -214,7 +219,7 @@ COPY public.events (id, machine, "time", type, message) FROM stdin;
 --
 
 COPY public.meta (id, audit_seq, audit_hash) FROM stdin;
-1	7	779e4a5de8b80e8da393d4889319191dc28c61954b908132f2ab2cff19b86da7
+1	10	4abc1256ee345b09da84e183a4d6c2d7ea2a6f2073849c2ff1b07ab112ea2b5d
 \.
 
 
@@ -233,13 +238,14 @@ Machine	mac:52:54:00:77:00:02	web-2
 --
 
 COPY public.objects (kind, name, labels, spec, status, resource_version, created_at, updated_at) FROM stdin;
-Secret	db-password	{}	{"machines":["web-1"]}	{"version":1}	2	1796621769420880319	1796621769425641719
-Profile	base	{}	{"boot":{"agent":true}}		1	1796621769421294793	1796621769421294793
-Subnet	lab	{}	{"cidr":"10.77.0.0/24","mode":"full","pools":[{"start":"10.77.0.100","end":"10.77.0.199"}]}		1	1796621769421598500	1796621769421598500
-Machine	web-1	{"role":"web"}	{"profile":"base","interfaces":[{"mac":"52:54:00:77:00:01","ip":"10.77.0.21","hostname":"web-1"}]}	{"state":"new"}	1	1796621769422141574	1796621769422141574
-Machine	web-2	{"role":"web"}	{"profile":"base","interfaces":[{"mac":"52:54:00:77:00:02"}]}	{"state":"new"}	1	1796621769424173778	1796621769424173778
-JoinToken	jt-1	{}	{"profile":"base","maxUses":3}		1	1796621769424414908	1796621769424414908
-Lease	10.77.0.100	{}	{"ip":"10.77.0.100","mac":"52:54:00:77:00:02","subnet":"lab","hostname":"web-2","state":"bound","expiresAt":"2036-01-02T03:04:05Z"}		1	1796621769424863475	1796621769424863475
+EnrollAuthority	default	{}	{"certificate":"-----BEGIN CERTIFICATE-----\\nMIIBljCCAT2gAwIBAgIQRSsK6Us/DdRGuq6fMOtDRjAKBggqhkjOPQQDAjAqMQ0w\\nCwYDVQQKEwRLaWxuMRkwFwYDVQQDExBLaWxuIENBIDUwY2NjNmY2MB4XDTI2MTIw\\nNzA1MDEwOVoXDTM2MTIwNzA2MDEwOVowKjENMAsGA1UEChMES2lsbjEZMBcGA1UE\\nAxMQS2lsbiBDQSA1MGNjYzZmNjBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABJ6M\\n4DfMyrUiJ66blKMPVVD+jx9PHEnKS5KLi8BAJcK/EuxqCGr5biz7UZYdbCHMZAeM\\nKLObdJ6rAdJ/5IAvCDyjRTBDMA4GA1UdDwEB/wQEAwIBhjASBgNVHRMBAf8ECDAG\\nAQH/AgEAMB0GA1UdDgQWBBTQIXZftcK0uj4QrUU6Z5Ult09yyzAKBggqhkjOPQQD\\nAgNHADBEAiBQ6rTCYc47IaZNdNeBuTc2x2A3wcfaOyOq0vQBjyJwdQIgZ/bHEgmS\\nU7ot1XzHXMUHgn5Y2UBjT9qOOF4IjvAfYNs=\\n-----END CERTIFICATE-----\\n","key":"kiln-seal-v1:dptfRd4wi5XRe9zlD3QdxZsfQ/xGbm+6x/2c+qUOYmQxyutE2njmc7yKV7o67+kmJ/xN4+2ryegT1IQ7N1TlwWcFH7QXZFtyLJgNJ4x4duu+zvwr1Zn7yZsaCU/2CaAZtbJAb9XRAmetXZp548DoiyvhNghdUvielWKFNL0BAe1cQsYVk67k3dpGca3E9r47+2o2EeyU0YTciZRMd84238/n8vrRrQ==","tokenKey":"kiln-seal-v1:8Wz30lcGzNegmnHZTt/3YIhPSIKtMZrGw30uM2uURqcZC08cN1vDgTj8rpDrTC/HbUcTnGBK/B4jyVw9MyUKDiEv7+BckhDFJMpJVQ==","kekId":"2b2d7d9767d1c056"}		1	1796623269747864213	1796623269747864213
+Profile	base	{}	{"boot":{"agent":true}}		1	1796623269835388008	1796623269835388008
+Subnet	lab	{}	{"cidr":"10.78.0.0/24","mode":"full","pools":[{"start":"10.78.0.100","end":"10.78.0.199"}],"leaseTime":"1h","bootServer":"10.78.0.1","interfaces":["kfh526"]}		1	1796623269837678084	1796623269837678084
+Machine	web-1	{"role":"web"}	{"profile":"base","interfaces":[{"mac":"52:54:00:77:00:01","ip":"10.78.0.21","hostname":"web-1"}]}	{"state":"new"}	1	1796623269842167716	1796623269842167716
+Machine	web-2	{"role":"web"}	{"profile":"base","interfaces":[{"mac":"52:54:00:77:00:02"}]}	{"state":"new"}	1	1796623269852024298	1796623269852024298
+JoinToken	jt-1	{}	{"profile":"base","maxUses":3}		1	1796623269859084098	1796623269859084098
+Secret	db-password	{}	{"machines":["web-1"]}	{"version":1}	2	1796623269833188151	1796623270064989821
+Lease	10.78.0.100	{}	{"ip":"10.78.0.100","mac":"52:54:00:77:00:02","subnet":"lab","hostname":"web-2","state":"bound","expiresAt":"2026-12-07T07:01:10.119271735Z"}		1	1796623270139392530	1796623270139392530
 \.
 
 
@@ -248,8 +254,8 @@ Lease	10.77.0.100	{}	{"ip":"10.77.0.100","mac":"52:54:00:77:00:02","subnet":"lab
 --
 
 COPY public.schema_migrations (version, name, applied_at) FROM stdin;
-1	init	1796621774160881109
-2	secrets	1796621774234518188
+1	init	1796623269706297949
+2	secrets	1796623269718220488
 \.
 
 
@@ -266,7 +272,7 @@ COPY public.secret_handles (id_hash, secret, version, machine, channel, expires_
 --
 
 COPY public.secret_kek (id, kek_id, updated_at) FROM stdin;
-1	2b2d7d9767d1c056	1796621769425268031
+1	2b2d7d9767d1c056	1796623269726807009
 \.
 
 
@@ -275,7 +281,7 @@ COPY public.secret_kek (id, kek_id, updated_at) FROM stdin;
 --
 
 COPY public.secret_versions (name, version, kek_id, wrapped_dek, nonce, ciphertext, created_at, created_by) FROM stdin;
-db-password	1	2b2d7d9767d1c056	\\xb88a49c1728ea44c27c9e53ce88bc7a29e2126836e388737372ae6e3d082b4d712c73c370d5b9d1b0f224456b1ac0d9bc47af7a4719dbdcac875b623	\\x947ef2167621e273be2184a5	\\x26bcf4c26438061efcd9e8a161d6cfaa2af381ffaec4fa68aa0cafa25e2eb0733beb85	1796621769425528507	test
+db-password	1	2b2d7d9767d1c056	\\x6ef44fd1e4a2296084571c0c397ce7640d80e83b1930414e1addfb566806ddf9f72580bf40257ae9ff51ea5edb662e76b6b8a5aa5a0366706f24e6b4	\\x84b8dda5be3aeddb17226890	\\x911c03b566f263bdbf42e8bf2341855c7c6216cf14cd4b07a9100efc87a7a96ecdebdf	1796623270030822872	token:ed75be9836f1
 \.
 
 
@@ -283,7 +289,7 @@ db-password	1	2b2d7d9767d1c056	\\xb88a49c1728ea44c27c9e53ce88bc7a29e2126836e3887
 -- Name: events_id_seq; Type: SEQUENCE SET; Schema: public; Owner: -
 --
 
-SELECT pg_catalog.setval('public.events_id_seq', 3, true);
+SELECT pg_catalog.setval('public.events_id_seq', 4, true);
 
 
 --
@@ -420,5 +426,5 @@ ALTER TABLE ONLY public.object_keys
 -- PostgreSQL database dump complete
 --
 
-\unrestrict iFhmFCFXfmbirzsJS3AlQ0RXFmQtljAZzT4REbazGz09P8hHPlOKRVs1V75cV5X
+\unrestrict TnwuSndQNpgte20L0YGN9OFFkC6GP0B9TfleTANpuFoIhv954M1wwfVIhBGSGNe
 

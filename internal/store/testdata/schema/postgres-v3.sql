@@ -2,7 +2,7 @@
 -- PostgreSQL database dump
 --
 
-\restrict 2PigRuSWIdqiVRQBRgiwhrJAC1u9HUEYsoTDrmAiBlXx9lkuCQcaASfp75499j8
+\restrict uqkzM6RLRRM0MzfgqVgPB25ApDXraAAG4kDa2ldOas5s3egzKquU7Ldb7rPUa8N
 
 -- Dumped from database version 15.18 (Debian 15.18-0+deb12u1)
 -- Dumped by pg_dump version 15.18 (Debian 15.18-0+deb12u1)
@@ -180,7 +180,8 @@ CREATE TABLE public.secret_versions (
 --
 
 COPY public.api_tokens (id, name, role, hash, created_at, revoked_at) FROM stdin;
-699b98bef7b2	ci	viewer	5cc81533484c01cb68144c1c836d387524cf07903b3bc0dfbfe81ff0f907107a	1796621774766910247	\N
+125b8d1fff13	bootstrap-admin	admin	097f1c87a645c08f759e005fe81831580282cf63fe05c0c6c8c843da51aac0a9	1796623285903234996	\N
+932c417fec43	ci	viewer	37a15eff9c99f57c370f69639c96eba3f2c8626f8d4ff6a8a2dc3bec864ee88a	1796623286119521700	\N
 \.
 
 
@@ -189,13 +190,17 @@ COPY public.api_tokens (id, name, role, hash, created_at, revoked_at) FROM stdin
 --
 
 COPY public.audit (seq, "time", actor, action, kind, name, summary, prev_hash, hash) FROM stdin;
-1	1796621774765317874	test	create	Secret	db-password	created: spec.machines	0000000000000000000000000000000000000000000000000000000000000000	21b707406fff6474d0fc432972f079805109b250bd712229b1ecb93089aef5fd
-2	1796621774765694637	test	create	Profile	base	created: spec.boot	21b707406fff6474d0fc432972f079805109b250bd712229b1ecb93089aef5fd	de9d315f097e4044ef32284f66d96d2ad74b776e678d9d3302a5e28e45fcf294
-3	1796621774765850488	test	create	Subnet	lab	created: spec.cidr, spec.mode, spec.pools	de9d315f097e4044ef32284f66d96d2ad74b776e678d9d3302a5e28e45fcf294	6403e4d650b5ff4a78c61f0042b4a90ad005c410fef7fb797e7c8a45428e006f
-4	1796621774766032528	test	create	Machine	web-1	created: metadata.labels.role, spec.interfaces, spec.profile	6403e4d650b5ff4a78c61f0042b4a90ad005c410fef7fb797e7c8a45428e006f	58786d9b721863f7daf5b4857af8a41061d3d9ef92af8dc75c0dc7b3ec530b9c
-5	1796621774766302101	test	create	Machine	web-2	created: metadata.labels.role, spec.interfaces, spec.profile	58786d9b721863f7daf5b4857af8a41061d3d9ef92af8dc75c0dc7b3ec530b9c	185191e83870b5c18b90eb687433ae52af2ff2c5e43cc6445c605e431ea9fee6
-6	1796621774766530087	test	create	JoinToken	jt-1	created: spec.maxUses, spec.profile	185191e83870b5c18b90eb687433ae52af2ff2c5e43cc6445c605e431ea9fee6	34846982a6844a5f3acbd714f91970075302c24b884ffc11146fb092c76f6aa8
-7	1796621774768104847	test	set-value	Secret	db-password	stored version 1, encrypted (data key wrapped by key-encryption key 2b2d7d9767d1c056)	34846982a6844a5f3acbd714f91970075302c24b884ffc11146fb092c76f6aa8	25e0505a61ebc7d3f8f9c836bb6bc117caf0c43360d8a27763dd19b0e0a254ea
+1	1796623285900604464	system	chain-keyed	AuditChain	chain	audit chain keyed (HMAC-SHA256) from this entry on	0000000000000000000000000000000000000000000000000000000000000000	eae4408285a9af1915461940acd0c564ee39189a82581276d70f128119215775
+2	1796623285907733384	system	create	APIToken	125b8d1fff13	created: role admin, name "bootstrap-admin" (first start)	eae4408285a9af1915461940acd0c564ee39189a82581276d70f128119215775	203eb719ee5ff646c480b97543311ae7ad749ac5e16a2a1334f230f9b1cad55c
+3	1796623285920798957	system	create	EnrollAuthority	default	certificate authority created (ECDSA P-256), fingerprint 22279554e1e276292d90baffa415f5dc07b6db6b179c48c688354bb33c0dcb40; token signing key created (ed25519)	203eb719ee5ff646c480b97543311ae7ad749ac5e16a2a1334f230f9b1cad55c	ed6772dd73838bf3bfa8bcc202774a04ac86dcc8672fd8b21c5efdc60213183c
+4	1796623286071758629	token:125b8d1fff13	create	Secret	db-password	created: spec.machines	ed6772dd73838bf3bfa8bcc202774a04ac86dcc8672fd8b21c5efdc60213183c	e23ad659718993b078fe9fde19ada8db003bdffd4a6340d61cae1f502af24695
+5	1796623286081556581	token:125b8d1fff13	create	Profile	base	created: spec.boot	e23ad659718993b078fe9fde19ada8db003bdffd4a6340d61cae1f502af24695	dd4d55fa4cf50d1793ffba12347349f4a4dcd2f363d11cadcb55ffa541bb348f
+6	1796623286082408732	token:125b8d1fff13	create	Subnet	lab	created: spec.bootServer, spec.cidr, spec.interfaces, spec.leaseTime, spec.mode, spec.pools	dd4d55fa4cf50d1793ffba12347349f4a4dcd2f363d11cadcb55ffa541bb348f	c6fc329be36e168fee5b7ef3c13d34320ad63c1e740ab84491c47997442c7b37
+7	1796623286084609311	token:125b8d1fff13	create	Machine	web-1	created: metadata.labels.role, spec.interfaces, spec.profile	c6fc329be36e168fee5b7ef3c13d34320ad63c1e740ab84491c47997442c7b37	366a7bd8c81ed8d40d941a51c962e0920d1ea825cc53006fb31dba9859f50328
+8	1796623286086453384	token:125b8d1fff13	create	Machine	web-2	created: metadata.labels.role, spec.interfaces, spec.profile	366a7bd8c81ed8d40d941a51c962e0920d1ea825cc53006fb31dba9859f50328	6d9a310d79d91f1db70f9be4ab7cfbe13a3ae857720947c6ebda549eb7f5e1d5
+9	1796623286087472256	token:125b8d1fff13	create	JoinToken	jt-1	created: spec.maxUses, spec.profile	6d9a310d79d91f1db70f9be4ab7cfbe13a3ae857720947c6ebda549eb7f5e1d5	2a10b8834a36152675c3033f4933ee8b1b2421b272faa66fe1a7783647228ca6
+10	1796623286135281563	token:125b8d1fff13	create	APIToken	932c417fec43	created: role viewer, name "ci"	2a10b8834a36152675c3033f4933ee8b1b2421b272faa66fe1a7783647228ca6	86233f1144798bcb679295d35fa2c4eb0ff1b19d6ca79c6f231ed8eafa83c5ea
+11	1796623286228512155	token:125b8d1fff13	set-value	Secret	db-password	stored version 1, encrypted (data key wrapped by key-encryption key 2b2d7d9767d1c056)	86233f1144798bcb679295d35fa2c4eb0ff1b19d6ca79c6f231ed8eafa83c5ea	f9518bfa013c9f173b78541ec4ab0ced317eb26c47cb927b2b1aaed12333b2b5
 \.
 
 
@@ -204,9 +209,10 @@ COPY public.audit (seq, "time", actor, action, kind, name, summary, prev_hash, h
 --
 
 COPY public.events (id, machine, "time", type, message) FROM stdin;
-1	web-1	1796621774766032528	InventoryCreate	created: metadata.labels.role, spec.interfaces, spec.profile by test
-2	web-2	1796621774766302101	InventoryCreate	created: metadata.labels.role, spec.interfaces, spec.profile by test
-3	web-1	1796621774766967904	dhcp	fixture event
+1	web-1	1796623286084609311	InventoryCreate	created: metadata.labels.role, spec.interfaces, spec.profile by token:125b8d1fff13
+2	web-2	1796623286086453384	InventoryCreate	created: metadata.labels.role, spec.interfaces, spec.profile by token:125b8d1fff13
+3	web-2	1796623286254594989	DHCPOffer	offered 10.78.0.100 on subnet lab
+4	web-2	1796623286256194385	DHCPAck	leased 10.78.0.100 on subnet lab for 1h0m0s (selecting)
 \.
 
 
@@ -215,7 +221,7 @@ COPY public.events (id, machine, "time", type, message) FROM stdin;
 --
 
 COPY public.meta (id, audit_seq, audit_hash, keys_version) FROM stdin;
-1	7	25e0505a61ebc7d3f8f9c836bb6bc117caf0c43360d8a27763dd19b0e0a254ea	1
+1	11	f9518bfa013c9f173b78541ec4ab0ced317eb26c47cb927b2b1aaed12333b2b5	1
 \.
 
 
@@ -234,13 +240,14 @@ Machine	mac:52:54:00:77:00:02	web-2
 --
 
 COPY public.objects (kind, name, labels, spec, status, resource_version, created_at, updated_at) FROM stdin;
-Secret	db-password	{}	{"machines":["web-1"]}	{"version":1}	2	1796621774765295772	1796621774768082014
-Profile	base	{}	{"boot":{"agent":true}}		1	1796621774765680150	1796621774765680150
-Subnet	lab	{}	{"cidr":"10.77.0.0/24","mode":"full","pools":[{"start":"10.77.0.100","end":"10.77.0.199"}]}		1	1796621774765779255	1796621774765779255
-Machine	web-1	{"role":"web"}	{"profile":"base","interfaces":[{"mac":"52:54:00:77:00:01","ip":"10.77.0.21","hostname":"web-1"}]}	{"state":"new"}	1	1796621774765944814	1796621774765944814
-Machine	web-2	{"role":"web"}	{"profile":"base","interfaces":[{"mac":"52:54:00:77:00:02"}]}	{"state":"new"}	1	1796621774766233844	1796621774766233844
-JoinToken	jt-1	{}	{"profile":"base","maxUses":3}		1	1796621774766472449	1796621774766472449
-Lease	10.77.0.100	{}	{"ip":"10.77.0.100","mac":"52:54:00:77:00:02","subnet":"lab","hostname":"web-2","state":"bound","expiresAt":"2036-01-02T03:04:05Z"}		1	1796621774766955291	1796621774766955291
+EnrollAuthority	default	{}	{"certificate":"-----BEGIN CERTIFICATE-----\\nMIIBljCCAT2gAwIBAgIQeejQml4A4lDsHEldQ0d2VDAKBggqhkjOPQQDAjAqMQ0w\\nCwYDVQQKEwRLaWxuMRkwFwYDVQQDExBLaWxuIENBIDc4Nzc5YWZkMB4XDTI2MTIw\\nNzA1MDEyNVoXDTM2MTIwNzA2MDEyNVowKjENMAsGA1UEChMES2lsbjEZMBcGA1UE\\nAxMQS2lsbiBDQSA3ODc3OWFmZDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABNme\\nErSVwc7wMJEu5QgYRNfva6dC3Kda4heiQlnToOp6EkDohlcHyzEnMVDVxup6HC+U\\nQXg3jjMi7Uo90V6yblmjRTBDMA4GA1UdDwEB/wQEAwIBhjASBgNVHRMBAf8ECDAG\\nAQH/AgEAMB0GA1UdDgQWBBTyTx8dWGfMhKe/TL39bTGgT0nK4zAKBggqhkjOPQQD\\nAgNHADBEAiAKeO0FLj7CRXUhANYkozdtdVg8sUc57ywuNfbsvjOblAIgVjb3ma5k\\nR/f5algxACuBOyZSbDBulsFIy7d68iQgMBM=\\n-----END CERTIFICATE-----\\n","key":"kiln-seal-v1:xDB+PInKs+13LJM1a6pf5VLWCwD+OtC/gsb3jI4SGer51T/thGY2zol6opJTZQLYDS4mBjyZt+5pj2W3B/RE7mVDFCRonD+5pey286hyNnIOoTWKsd8OmzhOKsWExeSxlbjK90HR/bSq5EPIc/ABwEQgwfcXRzKRbSsdSY8Gccl8Rv3TCJTHqbMR/p5i/IVnfRO+LVXZwgzF9CSZjAZzrQoQBPOHRg==","tokenKey":"kiln-seal-v1:vpYOWMf4kxiiPtJzLHYc7Hmvh5LvOiwjEmnKtTQ3Gsh2ZGUUOdwT4/oPfMg+fKiHts1X3lV2iWkWPALVOfBucrNevgURr067htIzOA==","kekId":"2b2d7d9767d1c056"}		1	1796623285924992797	1796623285924992797
+Profile	base	{}	{"boot":{"agent":true}}		1	1796623286081372528	1796623286081372528
+Subnet	lab	{}	{"cidr":"10.78.0.0/24","mode":"full","pools":[{"start":"10.78.0.100","end":"10.78.0.199"}],"leaseTime":"1h","bootServer":"10.78.0.1","interfaces":["kfh526"]}		1	1796623286082193150	1796623286082193150
+Machine	web-1	{"role":"web"}	{"profile":"base","interfaces":[{"mac":"52:54:00:77:00:01","ip":"10.78.0.21","hostname":"web-1"}]}	{"state":"new"}	1	1796623286083104822	1796623286083104822
+Machine	web-2	{"role":"web"}	{"profile":"base","interfaces":[{"mac":"52:54:00:77:00:02"}]}	{"state":"new"}	1	1796623286086096938	1796623286086096938
+JoinToken	jt-1	{}	{"profile":"base","maxUses":3}		1	1796623286087286900	1796623286087286900
+Secret	db-password	{}	{"machines":["web-1"]}	{"version":1}	2	1796623286070459203	1796623286228051976
+Lease	10.78.0.100	{}	{"ip":"10.78.0.100","mac":"52:54:00:77:00:02","subnet":"lab","hostname":"web-2","state":"bound","expiresAt":"2026-12-07T07:01:26.255051392Z"}		1	1796623286255655449	1796623286255655449
 \.
 
 
@@ -249,9 +256,9 @@ Lease	10.77.0.100	{}	{"ip":"10.77.0.100","mac":"52:54:00:77:00:02","subnet":"lab
 --
 
 COPY public.schema_migrations (version, name, applied_at) FROM stdin;
-1	init	1796621775220053478
-2	secrets	1796621775240746792
-3	keys_version	1796621775242763037
+1	init	1796623285787813014
+2	secrets	1796623285890403199
+3	keys_version	1796623285895099997
 \.
 
 
@@ -268,7 +275,7 @@ COPY public.secret_handles (id_hash, secret, version, machine, channel, expires_
 --
 
 COPY public.secret_kek (id, kek_id, updated_at) FROM stdin;
-1	2b2d7d9767d1c056	1796621774767506179
+1	2b2d7d9767d1c056	1796623285911872602
 \.
 
 
@@ -277,7 +284,7 @@ COPY public.secret_kek (id, kek_id, updated_at) FROM stdin;
 --
 
 COPY public.secret_versions (name, version, kek_id, wrapped_dek, nonce, ciphertext, created_at, created_by) FROM stdin;
-db-password	1	2b2d7d9767d1c056	\\xe23cca47bf87de836c056d0a47f4159139f6aa634b54c22b0687c368894d88d763f31a7a6fe512b62963bdd284a768beb0bacebf693f3c2e03ceb101	\\xa0e5874ef4c208817c1a6cd7	\\xe2d2dd6ae1a06f20bbdd5003e6342481593f001461140d888ebc56b56ea09e1997d13c	1796621774767849380	test
+db-password	1	2b2d7d9767d1c056	\\xb0ca33e1cc6fdd7684104fd163de17c344ba299f1a427d1297e1c7e0eb7ddd63847c9732526e51aaa4ca674379c453cfe1a30c55d4b6b681d3db8ba8	\\xc7b718f2383b0857af441fe6	\\xef3c3cf33fbc21e8105476c475b840e24ec5c944243ecd2d48dfc8a2c72526021f8e76	1796623286226201732	token:125b8d1fff13
 \.
 
 
@@ -285,7 +292,7 @@ db-password	1	2b2d7d9767d1c056	\\xe23cca47bf87de836c056d0a47f4159139f6aa634b54c2
 -- Name: events_id_seq; Type: SEQUENCE SET; Schema: public; Owner: -
 --
 
-SELECT pg_catalog.setval('public.events_id_seq', 3, true);
+SELECT pg_catalog.setval('public.events_id_seq', 4, true);
 
 
 --
@@ -422,5 +429,5 @@ ALTER TABLE ONLY public.object_keys
 -- PostgreSQL database dump complete
 --
 
-\unrestrict 2PigRuSWIdqiVRQBRgiwhrJAC1u9HUEYsoTDrmAiBlXx9lkuCQcaASfp75499j8
+\unrestrict uqkzM6RLRRM0MzfgqVgPB25ApDXraAAG4kDa2ldOas5s3egzKquU7Ldb7rPUa8N
 
