@@ -316,4 +316,3 @@ func dhclientLease(t *testing.T, ns, iface string) string {
 	t.Fatalf("dhclient was not bound within 30s:\n%s", out.String())
 	return ""
 }
-

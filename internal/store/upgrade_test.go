@@ -279,7 +279,9 @@ func checkUpgraded(t *testing.T, st store.Store, v int64, auditDir string) {
 			return fmt.Errorf("API tokens %+v, %v; want bootstrap-admin and the viewer token ci", toks, err)
 		}
 		evs, err := tx.ListEvents(ctx, "web-2", 100)
-		if err != nil || !slices.ContainsFunc(evs, func(e store.Event) bool { return strings.HasPrefix(e.Type, "DHCP") && strings.Contains(e.Message, fixtureLeaseIP) }) {
+		if err != nil || !slices.ContainsFunc(evs, func(e store.Event) bool {
+			return strings.HasPrefix(e.Type, "DHCP") && strings.Contains(e.Message, fixtureLeaseIP)
+		}) {
 			return fmt.Errorf("events of web-2: %+v, %v; want its DHCP lease", evs, err)
 		}
 		return nil
