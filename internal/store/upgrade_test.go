@@ -33,6 +33,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/inventory"
@@ -399,5 +400,33 @@ func TestUpgradeServe(t *testing.T) {
 				t.Errorf("audit verify after a write: %s", got)
 			}
 		})
+	}
+}
+
+// TestServeRefusesNewerSchema: kiln serve on a database a newer Kiln migrated
+// exits at start, naming both versions and what to do, before it listens.
+func TestServeRefusesNewerSchema(t *testing.T) {
+	testkit.Slow(t, "runs kiln serve")
+	latest := sqlite.LatestSchemaVersion()
+	dir := copyFixture(t, filepath.Join(fixtureDir, fmt.Sprintf("sqlite-v%d.db", latest)))
+	db, err := sql.Open("sqlite", filepath.Join(dir, sqlite.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'from_the_future', 1)`, latest+1); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testkit.KilnBinary(t), "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--https-listen=", "--tftp-listen=")
+	cmd.Env = testkit.CleanEnv()
+	out, err := cmd.CombinedOutput()
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("kiln serve on a newer schema: %v (want an exit at start)\n%s", err, out)
+	}
+	want := fmt.Sprintf("the database is at schema version %d, newer than this Kiln's %d (a downgrade is not supported): run the Kiln version that wrote it or a newer one, or restore a backup", latest+1, latest)
+	if !strings.Contains(string(out), want) {
+		t.Errorf("kiln serve's error:\n%s\nwant it to say %q", out, want)
 	}
 }
