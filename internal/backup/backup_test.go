@@ -401,3 +401,38 @@ func TestKeysRefusedDuringRotation(t *testing.T) {
 		t.Errorf("backup without keys during a rotation: %v", err)
 	}
 }
+
+// TestKEKFileElsewhere: with --kek-file outside the data dir (and named
+// otherwise), backup reads the KEK, chain key and head there, and restore puts
+// them back there, the KEK under its own name.
+func TestKEKFileElsewhere(t *testing.T) {
+	s := newSite(t)
+	s.chain.Flush()
+	keys := filepath.Join(t.TempDir(), "keys")
+	os.MkdirAll(keys, 0o700)
+	for from, to := range map[string]string{KEKName: "site.kek", AuditKeyName: AuditKeyName, AuditHeadName: AuditHeadName} {
+		if err := os.Rename(filepath.Join(s.dir, from), filepath.Join(keys, to)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	m, err := Create(context.Background(), &buf, Options{DataDir: s.dir, KEKFile: filepath.Join(keys, "site.kek"), IncludeKeys: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Files) != 4 {
+		t.Errorf("members %+v: want the database, the head and both keys", m.Files)
+	}
+	dir, keys2 := filepath.Join(t.TempDir(), "data"), filepath.Join(t.TempDir(), "keys")
+	if _, err := restoreTo(t, buf.Bytes(), RestoreOptions{DataDir: dir, KEKFile: filepath.Join(keys2, "site.kek")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"site.kek", AuditKeyName, AuditHeadName} {
+		if _, err := os.Stat(filepath.Join(keys2, f)); err != nil {
+			t.Errorf("restored %s next to the KEK: %v", f, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(keys2, KEKName)); err == nil {
+		t.Error("the KEK was restored as kek.key, not as --kek-file names it")
+	}
+}

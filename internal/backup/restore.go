@@ -97,7 +97,7 @@ func Restore(ctx context.Context, r io.Reader, opts RestoreOptions) (*Restored, 
 	} else if err := checkKEK(ctx, filepath.Join(stage, DatabaseName), kek); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	if err := install(stage, opts.DataDir, filepath.Dir(kekPath), m); err != nil {
+	if err := install(stage, opts.DataDir, kekPath, m); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	return res, nil
@@ -322,9 +322,11 @@ func checkKEK(ctx context.Context, dbPath string, kek []byte) error {
 
 // install moves the staged files into place: the database into dataDir (its
 // old -wal and -shm removed first: SQLite would replay a stale WAL into the
-// restored file), the audit head and keys next to the KEK. An audit head the
-// archive lacks is removed, since it anchors a chain that is gone.
-func install(stage, dataDir, keyDir string, m *Manifest) error {
+// restored file), the KEK to kekPath, the audit head and chain key next to it.
+// An audit head the archive lacks is removed, since it anchors a chain that is
+// gone.
+func install(stage, dataDir, kekPath string, m *Manifest) error {
+	keyDir := filepath.Dir(kekPath)
 	if err := os.MkdirAll(keyDir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", keyDir, err)
 	}
@@ -335,15 +337,19 @@ func install(stage, dataDir, keyDir string, m *Manifest) error {
 		}
 	}
 	for _, f := range m.Files {
-		if f.Name == DatabaseName {
+		to := filepath.Join(keyDir, f.Name)
+		switch f.Name {
+		case DatabaseName:
 			continue
+		case KEKName:
+			to = kekPath
 		}
 		b, err := os.ReadFile(filepath.Join(stage, f.Name))
 		if err != nil {
 			return err
 		}
-		if err := atomicfile.Write(filepath.Join(keyDir, f.Name), b, 0o600); err != nil {
-			return fmt.Errorf("write %s: %w", f.Name, err)
+		if err := atomicfile.Write(to, b, 0o600); err != nil {
+			return fmt.Errorf("write %s: %w", to, err)
 		}
 	}
 	if err := os.Rename(filepath.Join(stage, DatabaseName), db); err != nil {
