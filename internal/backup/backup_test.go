@@ -436,3 +436,37 @@ func TestKEKFileElsewhere(t *testing.T) {
 		t.Error("the KEK was restored as kek.key, not as --kek-file names it")
 	}
 }
+
+// TestBackupOfAnOlderSchema: a backup of a database at schema 1 (the store's
+// fixture, made by that release) records schema 1, restores, and today's store
+// migrates it on open.
+func TestBackupOfAnOlderSchema(t *testing.T) {
+	b, err := os.ReadFile("../store/testdata/schema/sqlite-v1.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(src, 0o700)
+	os.WriteFile(filepath.Join(src, DatabaseName), b, 0o600)
+	var buf bytes.Buffer
+	m, err := Create(context.Background(), &buf, Options{DataDir: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.SchemaVersion != 1 {
+		t.Fatalf("manifest schema %d, want 1", m.SchemaVersion)
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, err := restoreTo(t, buf.Bytes(), RestoreOptions{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	st := testkit.OpenSQLite(t, dir)
+	if _, err := (&inventory.Service{Store: st}).Get(context.Background(), "Machine", "web-1"); err != nil {
+		t.Errorf("machine of the schema 1 backup after migrating: %v", err)
+	}
+	db, _ := sqlite.OpenExisting(context.Background(), filepath.Join(dir, DatabaseName))
+	defer db.Close()
+	if v, err := sqlite.SchemaVersion(context.Background(), db); err != nil || v != sqlite.LatestSchemaVersion() {
+		t.Errorf("restored schema 1 database after opening: %d, %v", v, err)
+	}
+}

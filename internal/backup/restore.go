@@ -306,11 +306,18 @@ func checkKEK(ctx context.Context, dbPath string, kek []byte) error {
 		return err
 	}
 	defer db.Close()
+	var tables int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'secret_kek'`).Scan(&tables); err != nil {
+		return fmt.Errorf("read which key-encryption key the secrets use: %w", err)
+	}
+	if tables == 0 {
+		return nil // a schema before secrets
+	}
 	var id string
 	err = db.QueryRowContext(ctx, `SELECT kek_id FROM secret_kek WHERE id = 1`).Scan(&id)
 	switch {
-	case errors.Is(err, sql.ErrNoRows), err != nil && strings.Contains(err.Error(), "no such table"):
-		return nil
+	case errors.Is(err, sql.ErrNoRows):
+		return nil // no secret was ever set
 	case err != nil:
 		return fmt.Errorf("read which key-encryption key the secrets use: %w", err)
 	}
