@@ -52,9 +52,16 @@ type Restored struct {
 	NeedsKEK bool
 }
 
-// knownMembers are the only names an archive may hold besides the manifest:
-// restore writes nothing else, so no name can reach outside the data dir.
-var knownMembers = []string{DatabaseName, AuditHeadName, KEKName, AuditKeyName}
+// knownMember reports whether name is one an archive may hold besides the
+// manifest: restore writes nothing else, so no name can reach outside the data
+// dir.
+func knownMember(name string) bool {
+	switch name {
+	case DatabaseName, AuditHeadName, KEKName, AuditKeyName:
+		return true
+	}
+	return false
+}
 
 // Restore reads an archive from r, checks it (format, schema version, every
 // member's size and SHA-256, the database's integrity, the KEK against the
@@ -224,7 +231,7 @@ func (m *Manifest) validate() error {
 	names := map[string]bool{}
 	for i, f := range m.Files {
 		switch {
-		case !slices.Contains(knownMembers, f.Name):
+		case !knownMember(f.Name):
 			return fmt.Errorf("files[%d].name %q: not a file a Kiln backup holds", i, f.Name)
 		case names[f.Name]:
 			return fmt.Errorf("files[%d].name %q: listed twice", i, f.Name)
