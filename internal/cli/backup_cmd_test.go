@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kilnhq/kiln/internal/cli"
+	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
 	"github.com/kilnhq/kiln/internal/testkit"
 )
@@ -199,5 +200,32 @@ func TestPostgresDumpRestoreContinues(t *testing.T) {
 	s2.MustKiln("kind: Machine\nmetadata: {name: web-9}\nspec: {profile: base}\n", "--token", admin, "apply", "-f", "-")
 	if out, err := s2.Kiln("", "--token", admin, "audit", "verify"); err != nil || !strings.Contains(out, "audit chain OK") {
 		t.Errorf("audit verify after a write: %v\n%s", err, out)
+	}
+}
+
+// TestBackupToStdoutRestoreFromStdin: --out - and --from - stream the archive
+// (to pipe it through an encryption tool), in process, without kiln serve.
+func TestBackupToStdoutRestoreFromStdin(t *testing.T) {
+	src := testkit.NewStore(t, "kind: Machine\nmetadata: {name: piped-1}\nspec: {interfaces: [{mac: '52:54:00:66:00:09'}]}\n").Dir
+	var archive, errOut strings.Builder
+	root := cli.NewRoot(&archive, &errOut)
+	root.SetArgs([]string{"backup", "--out", "-", "--data-dir", src, "--default-config", ""})
+	if err := root.Execute(); err != nil {
+		t.Fatalf("backup --out -: %v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "the key-encryption key is not in it") {
+		t.Errorf("backup's note on stderr: %q", errOut.String())
+	}
+	dst := filepath.Join(t.TempDir(), "data")
+	var out strings.Builder
+	root = cli.NewRoot(&out, &errOut)
+	root.SetIn(strings.NewReader(archive.String()))
+	root.SetArgs([]string{"restore", "--from", "-", "--data-dir", dst, "--default-config", ""})
+	if err := root.Execute(); err != nil {
+		t.Fatalf("restore --from -: %v", err)
+	}
+	st := testkit.OpenSQLite(t, dst)
+	if _, err := (&inventory.Service{Store: st}).Get(t.Context(), "Machine", "piped-1"); err != nil {
+		t.Errorf("machine after a piped backup and restore: %v", err)
 	}
 }
