@@ -54,18 +54,25 @@ func objectsJSON(t *testing.T, s *testkit.Server, token string) string {
 // reservation, a lease-holding subnet, a join token, an API token, a secret),
 // wipes its data dir, restores, starts kiln serve again and checks that (a) the
 // API shows the same objects, (b) the audit chain verifies, (c) the secret
-// decrypts, and that the server keeps writing. The keys are restored from the
+// decrypts, that enrollment continues (same CA; a join token made before the
+// backup enrolls a host), and that the server keeps writing. The keys are restored from the
 // archive (--include-kek) in one run and copied by hand in the other.
 func TestBackupRestoreContinues(t *testing.T) {
 	for _, includeKEK := range []bool{true, false} {
 		name := map[bool]string{true: "with the KEK", false: "KEK kept apart"}[includeKEK]
 		t.Run(name, func(t *testing.T) {
 			dataDir := filepath.Join(t.TempDir(), "data")
-			s := startServer(t, dataDir, nil)
+			// The restored server listens where the old one did, as a host
+			// restored in place would (join tokens name the enrollment URL).
+			httpsAddr := testkit.FreeAddr(t)
+			serveArgs := []string{"--https-listen=" + httpsAddr, "--server-san=127.0.0.1"}
+			s := startServer(t, dataDir, nil, serveArgs...)
 			admin := s.AdminToken
 			s.MustKiln(backupManifests, "apply", "-f", "-")
 			s.MustKiln("", "secret", "set", "db-password", "--from-literal", "hunter2-restored")
 			viewer := strings.TrimSpace(s.MustKiln("", "api-token", "create", "--role", "viewer", "--name", "ci"))
+			joinToken := strings.TrimSpace(s.MustKiln("", "join-token", "create", "--profile", "base", "--max-uses", "1", "--ttl", "1h"))
+			fingerprint := strings.TrimSpace(s.MustKiln("", "ca", "show", "--fingerprint"))
 			before := objectsJSON(t, s, admin)
 
 			archive := filepath.Join(t.TempDir(), "kiln.backup")
@@ -116,7 +123,7 @@ func TestBackupRestoreContinues(t *testing.T) {
 				}
 			}
 
-			s2 := startServer(t, dataDir, nil)
+			s2 := startServer(t, dataDir, nil, serveArgs...)
 			if after := objectsJSON(t, s2, admin); after != before {
 				t.Errorf("objects after the restore differ:\nbefore %s\nafter  %s", before, after)
 			}
@@ -125,6 +132,17 @@ func TestBackupRestoreContinues(t *testing.T) {
 			}
 			if got, err := s2.Kiln("", "--token", admin, "secret", "get", "db-password", "--reveal"); err != nil || got != "hunter2-restored" {
 				t.Errorf("secret after the restore: %q, %v", got, err)
+			}
+			// Enrollment continues: the same CA, and a join token made before the
+			// backup enrolls a host against the restored server.
+			if fp, err := s2.Kiln("", "--token", admin, "ca", "show", "--fingerprint"); err != nil || strings.TrimSpace(fp) != fingerprint {
+				t.Errorf("CA after the restore: %q, %v; want %s", fp, err, fingerprint)
+			}
+			enroll := exec.Command(testkit.KilnBinary(t), "agent", "enroll", "--server", "https://"+httpsAddr, "--ca-fingerprint", fingerprint,
+				"--join-token", joinToken, "--dir", filepath.Join(t.TempDir(), "agent"))
+			enroll.Env = testkit.CleanEnv()
+			if out, err := enroll.CombinedOutput(); err != nil {
+				t.Errorf("agent enroll with a join token from before the backup: %v\n%s", err, out)
 			}
 			s2.MustKiln("kind: Machine\nmetadata: {name: web-2}\nspec: {profile: base}\n", "--token", admin, "apply", "-f", "-")
 			if out, err := s2.Kiln("", "--token", admin, "audit", "verify"); err != nil || !strings.Contains(out, "audit chain OK") {
