@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,6 +22,8 @@ import (
 	"github.com/kilnhq/kiln/internal/doctor"
 	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/store/postgres"
+	"github.com/kilnhq/kiln/internal/store/sqlite"
 )
 
 // doctorSettings are the kiln serve settings the doctor checks; they keep serve's
@@ -30,6 +33,7 @@ type doctorSettings struct {
 	listen, httpsListen, apiListen, tftpListen string
 	dhcpInterfaces                             []string
 	ipxeDir, kekFile                           string
+	database                                   string
 	rogueWait                                  time.Duration
 	allowDHCPServers                           []string
 	skipRogue                                  bool
@@ -45,7 +49,9 @@ func newDoctorCmd(g *globalFlags) *cobra.Command {
 use is expected while Kiln serves), the DHCP interfaces up with an IPv4 address,
 the interfaces the Subnets name (through the API, when it answers), the iPXE
 binaries (present, version, HTTPS support), the KEK file's mode, the CA
-certificate's expiry, and other DHCP servers on each --dhcp-interface: a
+certificate's expiry, the data dir's free space, the database (schema version
+against this binary's, SQLite's quick_check, the PostgreSQL server's clock
+against this host's; nothing is migrated or written), and other DHCP servers on each --dhcp-interface: a
 DHCPDISCOVER is broadcast and every OFFER from an address that is not this host's
 (nor an --allow-dhcp-server) is reported.
 
@@ -82,6 +88,7 @@ needs root (UDP port 68).`,
 	f.StringArrayVar(&s.dhcpInterfaces, "dhcp-interface", nil, "interfaces kiln serve answers DHCP on (repeatable) (env KILN_DHCP_INTERFACE)")
 	f.StringVar(&s.ipxeDir, "ipxe-dir", "/usr/lib/ipxe", "directory of iPXE binaries (env KILN_IPXE_DIR)")
 	f.StringVar(&s.kekFile, "kek-file", "", "key-encryption key file; default <data-dir>/kek.key (env KILN_KEK_FILE)")
+	f.StringVar(&s.database, "database", "", "kiln serve's database: empty for SQLite in the data dir, or postgres://... (env KILN_DATABASE)")
 	f.DurationVar(&s.rogueWait, "dhcp-wait", 3*time.Second, "how long to collect DHCP OFFERs on each interface (env KILN_DHCP_WAIT)")
 	f.StringArrayVar(&s.allowDHCPServers, "allow-dhcp-server", nil, "address of a DHCP server that is Kiln's (another replica's), besides this host's addresses (repeatable) (env KILN_ALLOW_DHCP_SERVER)")
 	f.BoolVar(&s.skipRogue, "skip-dhcp-check", false, "do not broadcast a DHCPDISCOVER (env KILN_SKIP_DHCP_CHECK)")
@@ -142,6 +149,7 @@ func runDoctor(ctx context.Context, cmd *cobra.Command, g *globalFlags, s doctor
 	out = append(out, doctor.CheckIPXE(s.ipxeDir)...)
 	out = append(out, doctor.CheckKEKFile(cmp.Or(s.kekFile, filepath.Join(g.dataDir, enroll.KEKFileName))))
 	out = append(out, doctor.CheckCertificate("CA", filepath.Join(g.dataDir, enroll.CACertFileName), time.Now(), s.certWarn))
+	out = append(out, databaseFindings(ctx, g.dataDir, s.database)...)
 	if !s.skipRogue {
 		ours := hostAddrs()
 		for _, a := range s.allowDHCPServers {
@@ -154,6 +162,66 @@ func runDoctor(ctx context.Context, cmd *cobra.Command, g *globalFlags, s doctor
 		for _, iface := range s.dhcpInterfaces {
 			out = append(out, doctor.CheckRogueDHCP(ctx, iface, s.rogueWait, ours))
 		}
+	}
+	return out
+}
+
+// databaseFindings checks the data dir's free space and the store: its schema
+// version against this binary's, its integrity (SQLite's quick_check) and, for
+// PostgreSQL, its server's clock against this host's. Nothing is migrated or
+// written: SQLite is opened query-only.
+func databaseFindings(ctx context.Context, dataDir, database string) []doctor.Finding {
+	out := []doctor.Finding{doctor.CheckFreeSpace(dataDir, doctor.FreeWarnBytes, doctor.FreeFailBytes)}
+	scheme, rest, _ := strings.Cut(database, "://")
+	switch {
+	case database == "" || strings.EqualFold(scheme, "sqlite"):
+		dir := dataDir
+		if strings.HasPrefix(rest, "/") {
+			dir = rest
+		}
+		path := filepath.Join(dir, sqlite.FileName)
+		what := "SQLite " + path
+		db, err := sqlite.OpenExisting(ctx, path)
+		if err != nil {
+			return append(out, doctor.Finding{Check: "database", Status: doctor.Warn, Detail: err.Error(),
+				Fix: "none before kiln serve's first start; otherwise give --data-dir (or --database) as kiln serve has it"})
+		}
+		defer db.Close()
+		v, err := sqlite.SchemaVersion(ctx, db)
+		if err != nil {
+			out = append(out, doctor.Finding{Check: "database schema", Status: doctor.Fail, Detail: fmt.Sprintf("%s: %v", what, err),
+				Fix: "is it a Kiln database? check --data-dir; restore the last good backup if it is damaged"})
+		} else {
+			out = append(out, doctor.CheckSchemaVersion(what, v, sqlite.LatestSchemaVersion()))
+		}
+		out = append(out, doctor.CheckIntegrity(what, sqlite.QuickCheck(ctx, db)), doctor.ClockSkewNotApplicable())
+	case strings.EqualFold(scheme, "postgres") || strings.EqualFold(scheme, "postgresql"):
+		db, err := postgres.OpenExisting(ctx, database)
+		if err != nil {
+			return append(out, doctor.Finding{Check: "database", Status: doctor.Fail, Detail: err.Error(),
+				Fix: "check --database (host, port, user, password, database name) and that PostgreSQL accepts this host's connections"})
+		}
+		defer db.Close()
+		v, err := postgres.SchemaVersion(ctx, db)
+		if err != nil {
+			out = append(out, doctor.Finding{Check: "database schema", Status: doctor.Fail, Detail: "PostgreSQL: " + err.Error(),
+				Fix: "grant kiln's database user access to its tables, or check --database names Kiln's database"})
+		} else {
+			out = append(out, doctor.CheckSchemaVersion("PostgreSQL", v, postgres.LatestSchemaVersion()))
+		}
+		out = append(out, doctor.Finding{Check: "database integrity", Detail: "n/a for PostgreSQL here (pg_amcheck checks its indexes and heap)"})
+		before := time.Now()
+		serverNow, err := postgres.ServerTime(ctx, db)
+		after := time.Now()
+		if err != nil {
+			out = append(out, doctor.Finding{Check: "clock skew to the database", Status: doctor.Warn, Detail: err.Error(),
+				Fix: "check that kiln's database user may run SELECT now()"})
+		} else {
+			out = append(out, doctor.CheckClockSkew(serverNow, before, after))
+		}
+	default:
+		out = append(out, doctor.Finding{Check: "database", Status: doctor.Fail, Detail: fmt.Sprintf("--database scheme %q is not supported", scheme),
+			Fix: "use postgres://..., sqlite:///dir, or nothing (SQLite in the data dir)"})
 	}
 	return out
 }

@@ -1,12 +1,18 @@
 package cli
 
 import (
+	"context"
+	"database/sql"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/kilnhq/kiln/internal/doctor"
+	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
+	"github.com/kilnhq/kiln/internal/store/sqlite"
 	"github.com/kilnhq/kiln/internal/testkit"
 )
 
@@ -37,6 +43,10 @@ func TestDoctorAgainstARunningServer(t *testing.T) {
 		"ok    subnets: none defined",
 		"ok    ipxe ipxe.efi: iPXE 1.21.1, HTTPS-capable",
 		"warn  ipxe snponly.efi: missing",
+		fmt.Sprintf("ok    database schema: SQLite %s at schema version %d, this Kiln's", filepath.Join(s.DataDir, "kiln.db"), sqlite.LatestSchemaVersion()),
+		"ok    database integrity: SQLite " + filepath.Join(s.DataDir, "kiln.db") + ": quick_check ok",
+		"ok    clock skew to the database: n/a",
+		"data dir free space: " + s.DataDir + ": ",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("doctor output lacks %q:\n%s", want, out)
@@ -50,5 +60,75 @@ func TestDoctorAgainstARunningServer(t *testing.T) {
 	}
 	if !strings.Contains(out, "FAIL  subnet lab: names interface kiln-absent0, which this host does not have\n      fix: ") {
 		t.Errorf("doctor output lacks the subnet failure and its fix:\n%s", out)
+	}
+}
+
+// TestDoctorDatabase: the database findings on a healthy SQLite store, a newer
+// schema, a damaged file, and PostgreSQL (schema and clock skew).
+func TestDoctorDatabase(t *testing.T) {
+	ctx := context.Background()
+	byCheck := func(fs []doctor.Finding) map[string]doctor.Finding {
+		m := map[string]doctor.Finding{}
+		for _, f := range fs {
+			m[f.Check] = f
+		}
+		return m
+	}
+	dir := t.TempDir()
+	st := testkit.OpenSQLite(t, dir)
+	st.Close()
+	got := byCheck(databaseFindings(ctx, dir, ""))
+	for check, want := range map[string]string{
+		"database schema":            fmt.Sprintf("at schema version %d, this Kiln's", sqlite.LatestSchemaVersion()),
+		"database integrity":         "quick_check ok",
+		"clock skew to the database": "n/a: SQLite",
+		"data dir free space":        "free of",
+	} {
+		if f := got[check]; f.Status != doctor.OK || !strings.Contains(f.Detail, want) {
+			t.Errorf("healthy SQLite, %s: %v %q; want ok saying %q", check, f.Status, f.Detail, want)
+		}
+	}
+
+	db, err := sql.Open("sqlite", filepath.Join(dir, sqlite.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'future', 1)`, sqlite.LatestSchemaVersion()+1); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if f := byCheck(databaseFindings(ctx, dir, ""))["database schema"]; f.Status != doctor.Fail || !strings.Contains(f.Detail, "newer than this Kiln's") || f.Fix == "" {
+		t.Errorf("newer schema: %+v", f)
+	}
+
+	// Damage: overwrite the pages after the first (the schema page stays
+	// readable, the tables' pages do not).
+	path := filepath.Join(dir, sqlite.FileName)
+	b, _ := os.ReadFile(path)
+	for i := 4096; i < len(b); i++ {
+		b[i] = 0x5a
+	}
+	os.WriteFile(path, b, 0o600)
+	os.Remove(path + "-wal")
+	os.Remove(path + "-shm")
+	if f := byCheck(databaseFindings(ctx, dir, ""))["database integrity"]; f.Status != doctor.Fail || f.Fix == "" {
+		t.Errorf("damaged database: %+v", f)
+	}
+
+	if f := byCheck(databaseFindings(ctx, t.TempDir(), ""))["database"]; f.Status != doctor.Warn || !strings.Contains(f.Detail, "does not exist") {
+		t.Errorf("no database yet: %+v", f)
+	}
+
+	url := pgtest.NewDatabase(t)
+	testkit.OpenPostgres(t, url).Close()
+	got = byCheck(databaseFindings(ctx, t.TempDir(), url))
+	if f := got["database schema"]; f.Status != doctor.OK || !strings.Contains(f.Detail, "PostgreSQL at schema version") {
+		t.Errorf("PostgreSQL schema: %+v", f)
+	}
+	if f := got["clock skew to the database"]; f.Status != doctor.OK || !strings.Contains(f.Detail, "this host's") {
+		t.Errorf("PostgreSQL clock skew (same host): %+v", f)
+	}
+	if f := byCheck(databaseFindings(ctx, t.TempDir(), "mysql://x"))["database"]; f.Status != doctor.Fail {
+		t.Errorf("unsupported scheme: %+v", f)
 	}
 }

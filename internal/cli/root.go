@@ -101,6 +101,8 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newEnrollmentCmd(g),
 		newCACmd(g),
 		newDoctorCmd(g),
+		newBackupCmd(g),
+		newRestoreCmd(g),
 	)
 	refuseUnknownSubcommands(root)
 	return root

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"io/fs"
 	"path"
@@ -10,6 +11,48 @@ import (
 	"strings"
 	"time"
 )
+
+// SchemaTooNewError is a database whose schema a newer Kiln migrated: this binary
+// does not know its tables, so it must not write to it (a downgrade).
+type SchemaTooNewError struct {
+	Database int64 // the newest migration applied to the database
+	Binary   int64 // the newest migration this binary has
+}
+
+func (e *SchemaTooNewError) Error() string {
+	return fmt.Sprintf("the database is at schema version %d, newer than this Kiln's %d (a downgrade is not supported): "+
+		"run the Kiln version that wrote it or a newer one, or restore a backup made with a Kiln at schema version %d or older", e.Database, e.Binary, e.Binary)
+}
+
+// LatestSchemaVersion is the version of the newest migration in fsys: the schema
+// version this binary migrates a database to.
+func LatestSchemaVersion(fsys fs.FS) (int64, error) {
+	ms, err := loadMigrations(fsys)
+	if err != nil {
+		return 0, err
+	}
+	return ms[len(ms)-1].version, nil
+}
+
+// AppliedSchemaVersion reads the newest migration recorded in a database's
+// schema_migrations table, changing nothing; a database without the table (new,
+// empty) is at version 0. tableExists is the dialect's query for whether a table
+// exists, taking its name as the one parameter and returning one row with a
+// boolean (or 0/1).
+func AppliedSchemaVersion(ctx context.Context, db *sql.DB, tableExists string) (int64, error) {
+	var exists bool
+	if err := db.QueryRowContext(ctx, tableExists, "schema_migrations").Scan(&exists); err != nil {
+		return 0, fmt.Errorf("look for the schema_migrations table: %w", err)
+	}
+	if !exists {
+		return 0, nil
+	}
+	var v sql.NullInt64
+	if err := db.QueryRowContext(ctx, `SELECT MAX(version) FROM schema_migrations`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read the schema version: %w", err)
+	}
+	return v.Int64, nil
+}
 
 // migration is one NNNN_description.sql file.
 type migration struct {
@@ -107,7 +150,7 @@ func (s *Store) migrate(ctx context.Context) (err error) {
 		return err
 	}
 	if latest := ms[len(ms)-1].version; newest > latest {
-		return fmt.Errorf("the database is at schema version %d, newer than this Kiln knows (%d): upgrade Kiln", newest, latest)
+		return &SchemaTooNewError{Database: newest, Binary: latest}
 	}
 	insert := s.d.Rebind(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`)
 	for _, m := range ms {
