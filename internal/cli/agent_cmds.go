@@ -28,7 +28,7 @@ import (
 
 // newAgentCmd is `kiln agent`: what runs on a machine in the agent environment.
 func newAgentCmd(g *globalFlags) *cobra.Command {
-	af := &agentFlags{}
+	af := &agentFlags{global: g}
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "The provisioning agent that runs on machines (in the agent environment)",
@@ -58,6 +58,23 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 type agentFlags struct {
 	server    string
 	joinToken string
+	// global holds --dns-domain and --dns-server, for finding Kiln by DNS SRV
+	// when no server is given (a hand-enrolled host).
+	global *globalFlags
+}
+
+// discoverServer finds the enrollment URL by DNS SRV (_kiln._tcp.<domain>). The
+// server is trusted only through the CA fingerprint enrollment pins anyway.
+func (af *agentFlags) discoverServer() (string, error) {
+	domains, _ := dnsDomains(af.global)
+	if len(domains) == 0 {
+		return "", errors.New("--server: required (Kiln's https:// enrollment URL), or --dns-domain (or a search domain in " + ResolvConf + ") to find it by DNS SRV _kiln._tcp.DOMAIN")
+	}
+	u, err := discover(af.global, domains)
+	if err != nil {
+		return "", fmt.Errorf("--server: required: none given, and finding Kiln by DNS SRV failed: %w", err)
+	}
+	return u, nil
 }
 
 func newAgentRunCmd(af *agentFlags) *cobra.Command {
@@ -90,6 +107,14 @@ KILN_TOKEN are never read.`,
 			if b, err := os.ReadFile("/proc/cmdline"); err == nil {
 				s, fp, tok := agent.CmdlineEnrollment(string(b))
 				server, caFP, joinToken = cmp.Or(server, s), cmp.Or(caFP, fp), cmp.Or(joinToken, tok)
+			}
+			if _, err := agent.Load(dir); server == "" && errors.Is(err, os.ErrNotExist) {
+				// Not enrolled and no kiln.server= on the kernel command line: a
+				// hand-enrolled host may find Kiln by DNS SRV.
+				if server, err = af.discoverServer(); err != nil {
+					return err
+				}
+				log.Info("found kiln by DNS SRV", "server", server)
 			}
 			id, err := loadOrEnroll(ctx, log, agent.EnrollOptions{Server: server, CAFingerprint: caFP, Token: joinToken, Dir: dir, Facts: agent.Facts()})
 			if err != nil {

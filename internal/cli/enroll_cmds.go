@@ -348,11 +348,17 @@ from /proc/cmdline.`,
 			if server == "" {
 				server = agent.TokenIssuer(token)
 			}
-			switch {
-			case server == "":
-				return errors.New("--server: required (Kiln's https:// enrollment URL; the token names none)")
-			case fp == "":
+			if fp == "" {
 				return errors.New("--ca-fingerprint: required (kiln ca show --fingerprint)")
+			}
+			if server == "" {
+				// Neither given nor named by the token: DNS SRV. The server found is
+				// trusted only if its chain holds the CA of --ca-fingerprint.
+				var err error
+				if server, err = af.discoverServer(); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "found kiln by DNS SRV: %s\n", server)
 			}
 			// Without a token the request waits for an operator, if Kiln allows that
 			// (kiln serve --enroll-approval-without-token).
