@@ -53,8 +53,8 @@ func resolveEndpoint(g *globalFlags) (endpoint, error) {
 	if err != nil {
 		return e, err
 	}
+	fromContext := false
 	if c != nil {
-		fromContext := false
 		switch {
 		case e.base == "" && c.Server != "":
 			e.base, fromContext = c.Server, true
@@ -91,9 +91,9 @@ func resolveEndpoint(g *globalFlags) (endpoint, error) {
 	if e.base == "" {
 		e.base = "http://127.0.0.1:8080"
 	}
-	// The data dir's admin token is for the servers of this host; a context brings
-	// its own credentials (or none) and never picks it up.
-	if e.token == "" && c == nil {
+	// A context's server gets the context's credentials (or none), never the data
+	// dir's admin token, which is for the server of this host.
+	if e.token == "" && !fromContext {
 		b, err := os.ReadFile(filepath.Join(g.dataDir, server.AdminTokenFile))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return e, fmt.Errorf("read API token: %w", err)
