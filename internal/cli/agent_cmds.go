@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -22,6 +23,7 @@ import (
 	"github.com/kilnhq/kiln/internal/agent"
 	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/api"
+	"github.com/kilnhq/kiln/internal/discovery"
 	"github.com/kilnhq/kiln/internal/image"
 	"github.com/kilnhq/kiln/internal/resource"
 )
@@ -77,6 +79,19 @@ func (af *agentFlags) discoverServer() (string, error) {
 	return u, nil
 }
 
+// dialer is the enrollment's dialer: with --dns-server, names resolve there too (the
+// SRV target's name as its SRV record); nil, the default, otherwise.
+func (af *agentFlags) dialer() (*net.Dialer, error) {
+	if af.global.dnsServer == "" {
+		return nil, nil
+	}
+	r, err := discovery.Resolver(af.global.dnsServer)
+	if err != nil {
+		return nil, fmt.Errorf("--dns-server: %w", err)
+	}
+	return &net.Dialer{Resolver: r}, nil
+}
+
 func newAgentRunCmd(af *agentFlags) *cobra.Command {
 	var (
 		dir, caFP, logLevel string
@@ -116,7 +131,11 @@ KILN_TOKEN are never read.`,
 				}
 				log.Info("found kiln by DNS SRV", "server", server)
 			}
-			id, err := loadOrEnroll(ctx, log, agent.EnrollOptions{Server: server, CAFingerprint: caFP, Token: joinToken, Dir: dir, Facts: agent.Facts()})
+			dialer, err := af.dialer()
+			if err != nil {
+				return err
+			}
+			id, err := loadOrEnroll(ctx, log, agent.EnrollOptions{Server: server, CAFingerprint: caFP, Token: joinToken, Dir: dir, Facts: agent.Facts(), Dialer: dialer})
 			if err != nil {
 				return err
 			}

@@ -366,8 +366,12 @@ from /proc/cmdline.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "enrollment request %s waits for an operator: kiln enrollment approve %s (expires %s)\n",
 					p.ID, p.ID, p.ExpiresAt.Local().Format(time.RFC3339))
 			}
+			dialer, err := af.dialer()
+			if err != nil {
+				return err
+			}
 			id, err := agent.Enroll(cmdContext(cmd), agent.EnrollOptions{Server: server, CAFingerprint: fp, Token: token, Dir: dir, Timeout: timeout,
-				PollInterval: pollInterval, OnPending: onPending})
+				PollInterval: pollInterval, OnPending: onPending, Dialer: dialer})
 			if err != nil {
 				return err
 			}
