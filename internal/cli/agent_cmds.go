@@ -68,24 +68,34 @@ type agentFlags struct {
 // discoverServer finds the enrollment URL by DNS SRV (_kiln._tcp.<domain>). The
 // server is trusted only through the CA fingerprint enrollment pins anyway.
 func (af *agentFlags) discoverServer() (string, error) {
-	domains, _ := dnsDomains(af.global)
+	g := af.globals()
+	domains, _ := dnsDomains(g)
 	if len(domains) == 0 {
 		return "", errors.New("--server: required (Kiln's https:// enrollment URL), or --dns-domain (or a search domain in " + ResolvConf + ") to find it by DNS SRV _kiln._tcp.DOMAIN")
 	}
-	u, err := discover(af.global, domains)
+	u, err := discover(g, domains)
 	if err != nil {
 		return "", fmt.Errorf("--server: required: none given, and finding Kiln by DNS SRV failed: %w", err)
 	}
 	return u, nil
 }
 
+// globals are the root's flags (none when the command was built alone, in tests).
+func (af *agentFlags) globals() *globalFlags {
+	if af.global == nil {
+		return &globalFlags{}
+	}
+	return af.global
+}
+
 // dialer is the enrollment's dialer: with --dns-server, names resolve there too (the
 // SRV target's name as its SRV record); nil, the default, otherwise.
 func (af *agentFlags) dialer() (*net.Dialer, error) {
-	if af.global.dnsServer == "" {
+	g := af.globals()
+	if g.dnsServer == "" {
 		return nil, nil
 	}
-	r, err := discovery.Resolver(af.global.dnsServer)
+	r, err := discovery.Resolver(g.dnsServer)
 	if err != nil {
 		return nil, fmt.Errorf("--dns-server: %w", err)
 	}

@@ -348,10 +348,7 @@ from /proc/cmdline.`,
 			if server == "" {
 				server = agent.TokenIssuer(token)
 			}
-			if fp == "" {
-				return errors.New("--ca-fingerprint: required (kiln ca show --fingerprint)")
-			}
-			if server == "" {
+			if server == "" && fp != "" {
 				// Neither given nor named by the token: DNS SRV. The server found is
 				// trusted only if its chain holds the CA of --ca-fingerprint.
 				var err error
@@ -359,6 +356,12 @@ from /proc/cmdline.`,
 					return err
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "found kiln by DNS SRV: %s\n", server)
+			}
+			switch {
+			case server == "":
+				return errors.New("--server: required (Kiln's https:// enrollment URL; the token names none)")
+			case fp == "":
+				return errors.New("--ca-fingerprint: required (kiln ca show --fingerprint)")
 			}
 			// Without a token the request waits for an operator, if Kiln allows that
 			// (kiln serve --enroll-approval-without-token).
