@@ -64,7 +64,8 @@ install_helm() {
   local root bin
   root=$(cd "$(dirname "$0")/.." && pwd)
   bin=$root/.cache/bin/helm
-  if [ -x "$bin" ] && "$bin" version --template '{{.Version}}' 2>/dev/null | grep -qx "$helm_version"; then
+  # go install stamps no patch version into helm (it reports v4.3): a file records it.
+  if [ -x "$bin" ] && [ "$(cat "$bin.version" 2>/dev/null)" = "$helm_version" ]; then
     return 0
   fi
   if ! command -v go >/dev/null; then
@@ -72,7 +73,8 @@ install_helm() {
     return 1
   fi
   echo "install-deps: building helm $helm_version into $root/.cache/bin (once; a few minutes on two cores)"
-  GOBIN=$root/.cache/bin go install "helm.sh/helm/v4/cmd/helm@$helm_version"
+  GOBIN=$root/.cache/bin go install "helm.sh/helm/v4/cmd/helm@$helm_version" &&
+    echo "$helm_version" >"$bin.version"
 }
 if ! install_helm && [ "${CI:-}" = "true" ]; then
   exit 1
