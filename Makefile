@@ -124,6 +124,14 @@ image:
 		-revision $$(git rev-parse HEAD 2>/dev/null) -created $$(git log -1 --format=%ct 2>/dev/null || echo 0) \
 		$$(test -f /etc/ssl/certs/ca-certificates.crt && echo -ca-bundle /etc/ssl/certs/ca-certificates.crt)
 
+# The Helm chart: helm lint and helm template with several values sets, manifests
+# checked (internal/packaging TestHelmChart); helm v4.3.2 is built into .cache/bin
+# from the Go module proxy by install-deps (once).
+.PHONY: helm-check
+helm-check:
+	./scripts/install-deps.sh
+	$(GO) test -count=1 -run TestHelmChart ./internal/packaging
+
 .PHONY: licenses release
 licenses:
 	$(GO) run ./tools/licenses
