@@ -191,6 +191,15 @@ func TestDNSSRVDiscovery(t *testing.T) {
 	if !strings.Contains(stderr, fmt.Sprintf("found kiln by DNS SRV: https://kiln2.lab.test:%d", httpsPort)) || !strings.Contains(stderr, "kiln refused (401 Unauthorized): token: missing") {
 		t.Errorf("agent enroll by DNS: exit %d %q", code, stderr)
 	}
+	// kiln agent run on a host that is not enrolled and whose kernel command line
+	// names no server: the same lookup, then a real enrollment with a join token.
+	s.MustKiln("kind: Profile\nmetadata: {name: hand}\nspec: {boot: {agent: true}}\n", "apply", "-f", "-")
+	joinToken := strings.TrimSpace(s.MustKiln("", "join-token", "create", "--profile", "hand", "--max-uses", "1", "--ttl", "10m"))
+	_, stderr, code = kiln([]string{"KILN_JOIN_TOKEN=" + joinToken}, "agent", "run", "--once", "--dns-domain", "lab.test", "--ca-fingerprint", fp,
+		"--dir", filepath.Join(t.TempDir(), "run"))
+	if code != 0 || !strings.Contains(stderr, fmt.Sprintf("found kiln by DNS SRV\" server=https://kiln.lab.test:%d", httpsPort)) || !strings.Contains(stderr, "msg=enrolled") {
+		t.Errorf("agent run by DNS: exit %d %q", code, stderr)
+	}
 	_, stderr, code = kiln(nil, "agent", "enroll", "--dns-domain", "lab.test", "--ca-fingerprint", strings.Repeat("ab", 32), "--dir", agentDir)
 	if code == 0 || !strings.Contains(strings.ToLower(stderr), "fingerprint") {
 		t.Errorf("agent enroll by DNS with a wrong pin: exit %d %q", code, stderr)
