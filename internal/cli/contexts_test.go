@@ -95,6 +95,13 @@ func TestClientContexts(t *testing.T) {
 		t.Errorf("--data-dir over the context: %v", gone)
 	}
 
+	// A relative token-file is relative to the config file's directory.
+	if err := os.WriteFile(filepath.Join(cfgDir, "kiln", "rel.token"), []byte(s.AdminToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustKiln("", "config", "set-context", "rel", "--server", s.URL, "--token-file", "rel.token")
+	mustKiln("", "--context", "rel", "get", "profiles")
+
 	// A token from standard input is stored, and view redacts it.
 	mustKiln("secret-token-value\n", "config", "set-context", "stdin", "--server", s.URL, "--token-stdin")
 	view := mustKiln("", "config", "view")
