@@ -112,6 +112,26 @@ clean:
 deb: build
 	./deploy/debian/build-deb.sh $(BIN) $(VERSION) dist
 
+# Kiln's container image as an OCI layout in dist/oci (tools/ociimage: no container
+# daemon, byte-identical rebuilds: every time is the commit's). Push it with
+# skopeo copy oci:dist/oci:$(VERSION) docker://REGISTRY/kiln:$(VERSION).
+# internal/ociimage's tests check it with skopeo, umoci and a chroot.
+.PHONY: image
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kiln-static ./cmd/kiln
+	rm -rf dist/oci
+	$(GO) run ./tools/ociimage -binary bin/kiln-static -o dist/oci -version $(VERSION) \
+		-revision $$(git rev-parse HEAD 2>/dev/null) -created $$(git log -1 --format=%ct 2>/dev/null || echo 0) \
+		$$(test -f /etc/ssl/certs/ca-certificates.crt && echo -ca-bundle /etc/ssl/certs/ca-certificates.crt)
+
+# The Helm chart: helm lint and helm template with several values sets, manifests
+# checked (internal/packaging TestHelmChart); helm v4.3.2 is built into .cache/bin
+# from the Go module proxy by install-deps (once).
+.PHONY: helm-check
+helm-check:
+	./scripts/install-deps.sh
+	$(GO) test -count=1 -run TestHelmChart ./internal/packaging
+
 .PHONY: licenses release
 licenses:
 	$(GO) run ./tools/licenses

@@ -56,6 +56,30 @@ if ! fetch_trixie_ipxe && [ "${CI:-}" = "true" ]; then
   exit 1
 fi
 
+# Helm is not in Debian 12: the chart's test (internal/packaging TestHelmChart) uses
+# helm built from the Go module proxy, pinned, into .cache/bin; once, then cached.
+# It is not a dependency of Kiln's go.mod.
+helm_version=v4.3.2
+install_helm() {
+  local root bin
+  root=$(cd "$(dirname "$0")/.." && pwd)
+  bin=$root/.cache/bin/helm
+  # go install stamps no patch version into helm (it reports v4.3): a file records it.
+  if [ -x "$bin" ] && [ "$(cat "$bin.version" 2>/dev/null)" = "$helm_version" ]; then
+    return 0
+  fi
+  if ! command -v go >/dev/null; then
+    echo "install-deps: go not found, cannot build helm $helm_version" >&2
+    return 1
+  fi
+  echo "install-deps: building helm $helm_version into $root/.cache/bin (once; a few minutes on two cores)"
+  GOBIN=$root/.cache/bin go install "helm.sh/helm/v4/cmd/helm@$helm_version" &&
+    echo "$helm_version" >"$bin.version"
+}
+if ! install_helm && [ "${CI:-}" = "true" ]; then
+  exit 1
+fi
+
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

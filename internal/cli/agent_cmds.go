@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -22,13 +23,14 @@ import (
 	"github.com/kilnhq/kiln/internal/agent"
 	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/api"
+	"github.com/kilnhq/kiln/internal/discovery"
 	"github.com/kilnhq/kiln/internal/image"
 	"github.com/kilnhq/kiln/internal/resource"
 )
 
 // newAgentCmd is `kiln agent`: what runs on a machine in the agent environment.
 func newAgentCmd(g *globalFlags) *cobra.Command {
-	af := &agentFlags{}
+	af := &agentFlags{global: g}
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "The provisioning agent that runs on machines (in the agent environment)",
@@ -58,6 +60,46 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 type agentFlags struct {
 	server    string
 	joinToken string
+	// global holds --dns-domain and --dns-server, for finding Kiln by DNS SRV
+	// when no server is given (a hand-enrolled host).
+	global *globalFlags
+}
+
+// discoverServer finds the enrollment URL by DNS SRV (_kiln._tcp.<domain>). The
+// server is trusted only through the CA fingerprint enrollment pins anyway.
+func (af *agentFlags) discoverServer() (string, error) {
+	g := af.globals()
+	domains, _ := dnsDomains(g)
+	if len(domains) == 0 {
+		return "", errors.New("--server: required (Kiln's https:// enrollment URL), or --dns-domain (or a search domain in " + ResolvConf + ") to find it by DNS SRV _kiln._tcp.DOMAIN")
+	}
+	u, err := discover(g, domains)
+	if err != nil {
+		return "", fmt.Errorf("--server: required: none given, and finding Kiln by DNS SRV failed: %w", err)
+	}
+	return u, nil
+}
+
+// globals are the root's flags (none when the command was built alone, in tests).
+func (af *agentFlags) globals() *globalFlags {
+	if af.global == nil {
+		return &globalFlags{}
+	}
+	return af.global
+}
+
+// dialer is the enrollment's dialer: with --dns-server, names resolve there too (the
+// SRV target's name as its SRV record); nil, the default, otherwise.
+func (af *agentFlags) dialer() (*net.Dialer, error) {
+	g := af.globals()
+	if g.dnsServer == "" {
+		return nil, nil
+	}
+	r, err := discovery.Resolver(g.dnsServer)
+	if err != nil {
+		return nil, fmt.Errorf("--dns-server: %w", err)
+	}
+	return &net.Dialer{Resolver: r}, nil
 }
 
 func newAgentRunCmd(af *agentFlags) *cobra.Command {
@@ -91,7 +133,19 @@ KILN_TOKEN are never read.`,
 				s, fp, tok := agent.CmdlineEnrollment(string(b))
 				server, caFP, joinToken = cmp.Or(server, s), cmp.Or(caFP, fp), cmp.Or(joinToken, tok)
 			}
-			id, err := loadOrEnroll(ctx, log, agent.EnrollOptions{Server: server, CAFingerprint: caFP, Token: joinToken, Dir: dir, Facts: agent.Facts()})
+			if _, err := agent.Load(dir); server == "" && errors.Is(err, os.ErrNotExist) {
+				// Not enrolled and no kiln.server= on the kernel command line: a
+				// hand-enrolled host may find Kiln by DNS SRV.
+				if server, err = af.discoverServer(); err != nil {
+					return err
+				}
+				log.Info("found kiln by DNS SRV", "server", server)
+			}
+			dialer, err := af.dialer()
+			if err != nil {
+				return err
+			}
+			id, err := loadOrEnroll(ctx, log, agent.EnrollOptions{Server: server, CAFingerprint: caFP, Token: joinToken, Dir: dir, Facts: agent.Facts(), Dialer: dialer})
 			if err != nil {
 				return err
 			}

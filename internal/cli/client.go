@@ -10,15 +10,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/kilnhq/kiln/internal/enroll"
-	"github.com/kilnhq/kiln/internal/server"
+	"github.com/kilnhq/kiln/internal/discovery"
 )
 
 // client calls the operator API. The CLI never touches the store.
@@ -40,31 +37,15 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("Error from server (%s): %s", strings.ReplaceAll(http.StatusText(e.Code), " ", ""), e.Message)
 }
 
-// newClient resolves the server and token: flags, then KILN_SERVER / KILN_TOKEN (bound
-// to the flags), then the files `kiln serve` leaves in the data dir on this host.
+// newClient resolves the server, its trust and the token (resolveEndpoint).
 func newClient(g *globalFlags) (*client, error) {
-	base := g.server
-	var caFile string // the data dir's CA, for a server URL from the same data dir
-	if base == "" {
-		if b, err := os.ReadFile(filepath.Join(g.dataDir, server.ServerURLFile)); err == nil {
-			base = strings.TrimSpace(string(b))
-			caFile = filepath.Join(g.dataDir, enroll.CACertFileName)
-		}
+	e, err := resolveEndpoint(g)
+	if err != nil {
+		return nil, err
 	}
-	if base == "" {
-		base = "http://127.0.0.1:8080"
-	}
+	base := e.base
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
-	}
-	tok := g.token
-	if tok == "" {
-		path := filepath.Join(g.dataDir, server.AdminTokenFile)
-		b, err := os.ReadFile(path)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("read API token: %w", err)
-		}
-		tok = strings.TrimSpace(string(b))
 	}
 	hc := &http.Client{Timeout: g.timeout}
 	u, err := url.Parse(base)
@@ -72,15 +53,23 @@ func newClient(g *globalFlags) (*client, error) {
 		return nil, fmt.Errorf("server URL %q: %w", base, err)
 	}
 	if u.Scheme == "https" {
-		trust, err := newServerTrust(g, u, caFile)
+		trust, err := newServerTrust(g, u, e)
 		if err != nil {
 			return nil, err
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = trust.tlsConfig()
+		if e.discovered && g.dnsServer != "" {
+			// The target's name resolves where its SRV record did.
+			r, err := discovery.Resolver(g.dnsServer)
+			if err != nil {
+				return nil, fmt.Errorf("--dns-server: %w", err)
+			}
+			tr.DialContext = (&net.Dialer{Timeout: 30 * time.Second, Resolver: r}).DialContext
+		}
 		hc.Transport = tr
 	}
-	return &client{base: strings.TrimRight(base, "/"), token: tok, http: hc}, nil
+	return &client{base: strings.TrimRight(base, "/"), token: e.token, http: hc}, nil
 }
 
 func (c *client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {

@@ -92,11 +92,11 @@ $KILN_EXTERNAL_DIFF). Exit status: 0 no differences, 1 differences, >1 an error.
 // message, as diff and kubectl diff.
 var errDifferences = errors.New("differences found")
 
-// writeComparable writes the part of o an apply sets (kind, name, labels, spec), in
+// writeComparable writes the part of o an apply sets (kind, name, labels, annotations, spec), in
 // the order and form `kiln get -o yaml` prints, so that only real changes differ.
 func writeComparable(path string, o *resource.Object) error {
 	c := &resource.Object{APIVersion: o.APIVersion, Kind: o.Kind, Spec: o.Spec}
-	c.Metadata.Name, c.Metadata.Labels = o.Metadata.Name, o.Metadata.Labels
+	c.Metadata.Name, c.Metadata.Labels, c.Metadata.Annotations = o.Metadata.Name, o.Metadata.Labels, o.Metadata.Annotations
 	if c.APIVersion == "" {
 		c.APIVersion = "kiln.dev/v1"
 	}

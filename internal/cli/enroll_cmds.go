@@ -348,6 +348,15 @@ from /proc/cmdline.`,
 			if server == "" {
 				server = agent.TokenIssuer(token)
 			}
+			if server == "" && fp != "" {
+				// Neither given nor named by the token: DNS SRV. The server found is
+				// trusted only if its chain holds the CA of --ca-fingerprint.
+				var err error
+				if server, err = af.discoverServer(); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "found kiln by DNS SRV: %s\n", server)
+			}
 			switch {
 			case server == "":
 				return errors.New("--server: required (Kiln's https:// enrollment URL; the token names none)")
@@ -360,8 +369,12 @@ from /proc/cmdline.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "enrollment request %s waits for an operator: kiln enrollment approve %s (expires %s)\n",
 					p.ID, p.ID, p.ExpiresAt.Local().Format(time.RFC3339))
 			}
+			dialer, err := af.dialer()
+			if err != nil {
+				return err
+			}
 			id, err := agent.Enroll(cmdContext(cmd), agent.EnrollOptions{Server: server, CAFingerprint: fp, Token: token, Dir: dir, Timeout: timeout,
-				PollInterval: pollInterval, OnPending: onPending})
+				PollInterval: pollInterval, OnPending: onPending, Dialer: dialer})
 			if err != nil {
 				return err
 			}

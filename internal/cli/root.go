@@ -53,7 +53,18 @@ type globalFlags struct {
 	// trusted on first use (servertrust.go).
 	caFingerprint string
 	knownServers  string
-	errOut        io.Writer
+	// contextName selects a context of the client config (clientconfig.go), which
+	// is clientConfig or the default file.
+	contextName  string
+	clientConfig string
+	// dataDirSet: --data-dir or KILN_DATA_DIR was given, so its server.url ranks
+	// as a flag, above the context.
+	dataDirSet bool
+	// dnsDomain and dnsServer steer the DNS SRV lookup of a server when none is
+	// given (discovery.go).
+	dnsDomain string
+	dnsServer string
+	errOut    io.Writer
 }
 
 // NewRoot builds the command tree. Output goes to out, diagnostics to errOut.
@@ -65,7 +76,11 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			return bindEnv(cmd.Flags())
+			if err := bindEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			g.dataDirSet = cmd.Flags().Changed("data-dir")
+			return nil
 		},
 	}
 	root.SetOut(out)
@@ -76,6 +91,10 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 	pf.StringVar(&g.dataDir, "data-dir", DefaultDataDir, "data directory (env KILN_DATA_DIR)")
 	pf.StringVar(&g.caFingerprint, "ca-fingerprint", "", "SHA-256 fingerprint of the Kiln CA an https server must present (kiln ca show); default: the data dir's ca.crt for the local server, else the one remembered in --known-servers, else trusted on first use and remembered (env KILN_CA_FINGERPRINT)")
 	pf.StringVar(&g.knownServers, "known-servers", "", "file of the CA fingerprints of https servers trusted on first use, like ssh's known_hosts; default <user config dir>/kiln/known_servers (env KILN_KNOWN_SERVERS)")
+	pf.StringVar(&g.contextName, "context", "", "the client config's context to use instead of its current-context (env KILN_CONTEXT; kiln config get-contexts)")
+	pf.StringVar(&g.clientConfig, "client-config", "", "the client config file of named contexts; default <user config dir>/kiln/config.yaml (env KILN_CLIENT_CONFIG)")
+	pf.StringVar(&g.dnsDomain, "dns-domain", "", "with no server given: find Kiln by DNS SRV _kiln._tcp.DOMAIN; default: the search domains of /etc/resolv.conf (env KILN_DNS_DOMAIN)")
+	pf.StringVar(&g.dnsServer, "dns-server", "", "DNS server (IP[:PORT]) for that SRV lookup instead of the system's resolver (env KILN_DNS_SERVER)")
 	g.timeout = defaultTimeout
 	pf.Var((*secondsDuration)(&g.timeout), "request-timeout", "timeout of each API request: a duration (30s, 2m) or a number of seconds, as kubectl takes it; 0: none (env KILN_REQUEST_TIMEOUT)")
 
@@ -103,6 +122,7 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newDoctorCmd(g),
 		newBackupCmd(g),
 		newRestoreCmd(g),
+		newConfigCmd(g),
 	)
 	refuseUnknownSubcommands(root)
 	return root
@@ -187,6 +207,10 @@ func Execute() int {
 // --server reads KILN_AGENT_SERVER, not the operator's KILN_SERVER).
 const envAnnotation = "kiln-env"
 
+// noEnv, as a flag's envAnnotation, binds it to no variable (a flag that shadows a
+// global one with another meaning: `kiln config set-context --server`).
+const noEnv = "-"
+
 // envName is the environment variable bound to a flag: --data-dir -> KILN_DATA_DIR.
 func envName(flag string) string {
 	return "KILN_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
@@ -215,6 +239,9 @@ func bindEnv(fs *pflag.FlagSet) error {
 			return
 		}
 		name := flagEnvName(f)
+		if name == noEnv {
+			return
+		}
 		v, ok := os.LookupEnv(name)
 		if !ok {
 			return

@@ -49,28 +49,37 @@ type serverTrust struct {
 	pinSource string // where pin came from, for errors
 	known     string // known-servers file; "" when none can be used
 	fromKnown bool   // pin came from the known-servers file
+	// noFirstUse: the server was found by DNS SRV, which anyone who can answer DNS
+	// queries can forge; its CA must be pinned beforehand.
+	noFirstUse bool
 }
 
-// newServerTrust resolves the pin for the server at u; caFile is the data dir's
-// ca.crt when u came from the same data dir.
-func newServerTrust(g *globalFlags, u *url.URL, caFile string) (*serverTrust, error) {
+// newServerTrust resolves the pin for the server at u: e's pin (flag, variable or
+// context), else e's caFile (the data dir's ca.crt when u came from the same data
+// dir), else the known-servers file; a server found by DNS is not trusted on first
+// use.
+func newServerTrust(g *globalFlags, u *url.URL, e endpoint) (*serverTrust, error) {
+	caFile := e.caFile
 	port := u.Port()
 	if port == "" {
 		port = "443"
 	}
-	t := &serverTrust{hostPort: net.JoinHostPort(u.Hostname(), port), host: u.Hostname(), errOut: g.errOut, known: g.knownServers}
+	t := &serverTrust{hostPort: net.JoinHostPort(u.Hostname(), port), host: u.Hostname(), errOut: g.errOut, known: g.knownServers, noFirstUse: e.discovered}
 	if t.known == "" {
 		if d, err := os.UserConfigDir(); err == nil {
 			t.known = filepath.Join(d, "kiln", KnownServersFile)
 		}
 	}
 	switch {
-	case g.caFingerprint != "":
-		fp, err := enroll.NormalizeFingerprint(g.caFingerprint)
+	case e.pin != "":
+		fp, err := enroll.NormalizeFingerprint(e.pin)
 		if err != nil {
-			return nil, fmt.Errorf("--ca-fingerprint %q: %w", g.caFingerprint, err)
+			return nil, fmt.Errorf("--ca-fingerprint %q: %w", e.pin, err)
 		}
 		t.pin, t.pinSource = fp, "--ca-fingerprint"
+		if g.caFingerprint == "" {
+			t.pinSource = "the context's ca-fingerprint"
+		}
 		return t, nil
 	case caFile != "":
 		if fp, err := caFileFingerprint(caFile); err == nil {
@@ -146,6 +155,10 @@ func (t *serverTrust) verify(cs tls.ConnectionState) error {
 	}
 	// Trust on first use.
 	fp := enroll.Fingerprint(ca.Raw)
+	if t.noFirstUse {
+		return fmt.Errorf("server %s was found by DNS SRV and presents CA sha256:%s, which nothing pins: a server found by DNS is not trusted by that alone; "+
+			"pass --ca-fingerprint (kiln ca show --fingerprint on the server) or set the context's ca-fingerprint", t.hostPort, fp)
+	}
 	if t.known == "" {
 		return fmt.Errorf("server %s presents CA sha256:%s, which nothing pins and no known-servers file can remember (no user config dir): pass --ca-fingerprint or --known-servers", t.hostPort, fp)
 	}

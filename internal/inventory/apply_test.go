@@ -51,6 +51,13 @@ func TestApply(t *testing.T) {
 			values:    []string{"db", "52:54:00:00:00:09", "52:54:00:00:00:01"},
 		},
 		{
+			name:      "annotation added",
+			manifest:  "kind: Machine\nmetadata: {name: web-1, labels: {role: web}, annotations: {argocd.argoproj.io/sync-wave: '3'}}\nspec: {profile: worker, interfaces: [{mac: '52:54:00:00:00:01'}]}\n",
+			want:      map[string]string{"web-1": inventory.Updated},
+			summaries: map[string][]string{"web-1": {"changed: ", "metadata.annotations.argocd.argoproj.io/sync-wave"}},
+			values:    []string{"'3'"},
+		},
+		{
 			name:     "no-op",
 			manifest: base,
 			want:     map[string]string{"worker": inventory.Unchanged, "web-1": inventory.Unchanged},
@@ -134,5 +141,33 @@ func TestApply(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// An apply stores annotations; applying the same manifest again is a no-op, and
+// one that drops them clears them (the manifest is the whole operator-owned state).
+func TestApplyAnnotations(t *testing.T) {
+	ctx := context.Background()
+	kit := testkit.NewStore(t, base)
+	with := "kind: Machine\nmetadata: {name: web-1, labels: {role: web}, annotations: {kustomize.toolkit.fluxcd.io/name: fleet, note: 'a b'}}\nspec: {profile: worker, interfaces: [{mac: '52:54:00:00:00:01'}]}\n"
+	for i, want := range []string{inventory.Updated, inventory.Unchanged} {
+		res, err := testkit.Apply(ctx, kit.Inv, with)
+		if err != nil || len(res) != 1 || res[0].Outcome != want {
+			t.Fatalf("apply %d: %+v %v, want %s", i+1, res, err, want)
+		}
+	}
+	got, err := kit.Inv.Get(ctx, "Machine", "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Metadata.Annotations["kustomize.toolkit.fluxcd.io/name"] != "fleet" || got.Metadata.Annotations["note"] != "a b" || len(got.Metadata.Annotations) != 2 {
+		t.Errorf("stored annotations %v", got.Metadata.Annotations)
+	}
+	res, err := testkit.Apply(ctx, kit.Inv, base)
+	if err != nil || res[1].Outcome != inventory.Updated {
+		t.Fatalf("apply without annotations: %+v %v, want web-1 updated", res, err)
+	}
+	if got, _ := kit.Inv.Get(ctx, "Machine", "web-1"); len(got.Metadata.Annotations) != 0 {
+		t.Errorf("annotations left after an apply without them: %v", got.Metadata.Annotations)
 	}
 }

@@ -14,6 +14,7 @@ import (
 // sameContent reports whether applying in over cur would change nothing an operator owns.
 func sameContent(cur, in *resource.Object) bool {
 	return maps.Equal(cur.Metadata.Labels, in.Metadata.Labels) &&
+		maps.Equal(cur.Metadata.Annotations, in.Metadata.Annotations) &&
 		reflect.DeepEqual(generic(cur.Spec), generic(in.Spec))
 }
 
@@ -110,6 +111,9 @@ func flattenObject(o *resource.Object, into map[string]string) {
 	}
 	for k, v := range o.Metadata.Labels {
 		into["metadata.labels."+k] = v
+	}
+	for k, v := range o.Metadata.Annotations {
+		into["metadata.annotations."+k] = v
 	}
 	flatten("spec", generic(o.Spec), into)
 }

@@ -173,7 +173,7 @@ func (s *Service) applyOne(ctx context.Context, tx store.Tx, actor Actor, in *re
 			store.ErrConflict, in.Metadata.ResourceVersion, cur.Metadata.ResourceVersion))
 	}
 	next := cur.Clone()
-	next.Metadata.Labels = in.Metadata.Labels
+	next.Metadata.Labels, next.Metadata.Annotations = in.Metadata.Labels, in.Metadata.Annotations
 	next.Spec = in.Spec
 	if err := authorizeChange(ctx, tx, actor, next, cur); err != nil {
 		return res, err
@@ -247,7 +247,7 @@ func (s *Service) Update(ctx context.Context, actor Actor, in *resource.Object) 
 			return nil
 		}
 		next := cur.Clone()
-		next.Metadata.Labels, next.Spec = in.Metadata.Labels, in.Spec
+		next.Metadata.Labels, next.Metadata.Annotations, next.Spec = in.Metadata.Labels, in.Metadata.Annotations, in.Spec
 		if err := authorizeChange(ctx, tx, actor, next, cur); err != nil {
 			return err
 		}

@@ -79,6 +79,9 @@ func TestSameContent(t *testing.T) {
 		{"value changed", machineObject(nil, `{"a":1}`), machineObject(nil, `{"a":2}`), false},
 		{"label changed", machineObject(map[string]string{"x": "1"}, `{}`), machineObject(map[string]string{"x": "2"}, `{}`), false},
 		{"label added", machineObject(nil, `{}`), machineObject(map[string]string{"x": "1"}, `{}`), false},
+		{"annotation added", machineObject(nil, `{}`), annotated(machineObject(nil, `{}`), map[string]string{"a": "1"}), false},
+		{"annotation changed", annotated(machineObject(nil, `{}`), map[string]string{"a": "1"}), annotated(machineObject(nil, `{}`), map[string]string{"a": "2"}), false},
+		{"annotations equal", annotated(machineObject(nil, `{}`), map[string]string{"a": "1"}), annotated(machineObject(nil, `{}`), map[string]string{"a": "1"}), true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -87,4 +90,9 @@ func TestSameContent(t *testing.T) {
 			}
 		})
 	}
+}
+
+func annotated(o *resource.Object, a map[string]string) *resource.Object {
+	o.Metadata.Annotations = a
+	return o
 }

@@ -114,8 +114,15 @@ func Decode(v any) (*Object, error) {
 		switch k {
 		case "kind", "metadata", "spec", "status":
 		case "apiVersion":
-			if m[k] != APIVersion {
-				return fail(fmt.Errorf("apiVersion: %v is not %s", m[k], APIVersion))
+			// One version so far: a manifest written for another (a Kubernetes
+			// apiVersion pasted by mistake, or a future kiln.dev/v2) is refused rather
+			// than read with this version's meaning.
+			v, ok := m[k].(string)
+			if !ok {
+				return fail(fmt.Errorf("apiVersion: expected the string %s, got %s", APIVersion, jsonType(m[k])))
+			}
+			if v != APIVersion {
+				return fail(fmt.Errorf("apiVersion: %q is not supported: Kiln manifests are %s (or omit the field)", v, APIVersion))
 			}
 		default:
 			return fail(fmt.Errorf("%s: unknown field", k))
@@ -148,6 +155,22 @@ func Decode(v any) (*Object, error) {
 				}
 				obj.Metadata.Labels[lk] = s
 			}
+		case "annotations":
+			if val == nil {
+				continue
+			}
+			am, ok := val.(map[string]any)
+			if !ok {
+				return fail(fmt.Errorf("metadata.annotations: expected a mapping, got %s", jsonType(val)))
+			}
+			obj.Metadata.Annotations = make(map[string]string, len(am))
+			for _, ak := range slices.Sorted(maps.Keys(am)) {
+				s, ok := am[ak].(string)
+				if !ok {
+					return fail(fmt.Errorf("metadata.annotations.%s: expected a string, got %s (quote it)", ak, jsonType(am[ak])))
+				}
+				obj.Metadata.Annotations[ak] = s
+			}
 		case "resourceVersion":
 			switch rv := val.(type) {
 			case string:
@@ -167,6 +190,9 @@ func Decode(v any) (*Object, error) {
 		return fail(err)
 	}
 	if err := ValidateLabels(obj.Metadata.Labels); err != nil {
+		return fail(err)
+	}
+	if err := ValidateAnnotations(obj.Metadata.Annotations); err != nil {
 		return fail(err)
 	}
 	specV, ok := m["spec"]

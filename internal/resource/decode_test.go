@@ -1,6 +1,8 @@
 package resource
 
 import (
+	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,7 +25,13 @@ spec:
     - mac: "52:54:00:00:00:01"
       speed: 10`, `machine "web-1": spec.interfaces[0].speed: unknown field`},
 		{"unknown top field", "kind: Machine\nmetadata: {name: a}\nspecs: {}", `machine "a": specs: unknown field`},
-		{"unknown metadata field", "kind: Machine\nmetadata: {name: a, annotations: {}}", `machine "a": metadata.annotations: unknown field`},
+		{"unknown metadata field", "kind: Machine\nmetadata: {name: a, namespace: default}", `machine "a": metadata.namespace: unknown field`},
+		{"annotation key", "kind: Machine\nmetadata: {name: a, annotations: {'bad key': x}}", `machine "a": metadata.annotations: "bad key" is not a valid annotation key`},
+		{"annotation prefix", "kind: Machine\nmetadata: {name: a, annotations: {'Argo.Example/x': y}}", `metadata.annotations: "Argo.Example/x" is not a valid annotation key`},
+		{"annotation name too long", "kind: Machine\nmetadata: {name: a, annotations: {" + strings.Repeat("n", 64) + ": y}}", `is not a valid annotation key`},
+		{"annotation value type", "kind: Machine\nmetadata: {name: a, annotations: {replicas: 3}}", `metadata.annotations.replicas: expected a string, got a number (3) (quote it)`},
+		{"annotations not a map", "kind: Machine\nmetadata: {name: a, annotations: [x]}", `metadata.annotations: expected a mapping, got a list`},
+		{"annotations too big", "kind: Machine\nmetadata: {name: a, annotations: {big: " + strings.Repeat("x", MaxAnnotationsSize) + "}}", `metadata.annotations: 262147 bytes in total, more than the limit of 262144`},
 		{"wrong type", "kind: Template\nmetadata: {name: t}\nspec:\n  actions:\n    - {name: a, type: exec, retries: many}", `template "t": spec.actions[0].retries: expected an integer, got a string ("many")`},
 		{"bad kind", "kind: Server\nmetadata: {name: a}", `kind: "Server" is not one of`},
 		{"kind case", "kind: machine\nmetadata: {name: a}", `kind: "machine": did you mean "Machine"?`},
@@ -43,7 +51,10 @@ spec:
 		{"artifact sha", "kind: Artifact\nmetadata: {name: a}\nspec: {source: /x, sha256: abc}", `spec.sha256: "abc" is not 64 lower-case hex digits`},
 		{"bmc driver", "kind: Machine\nmetadata: {name: a}\nspec: {bmc: {driver: ilo, address: x}}", `spec.bmc.driver: "ilo" is not one of ipmi, redfish, qemu`},
 		{"bmc boot mode", "kind: Machine\nmetadata: {name: a}\nspec: {bmc: {driver: redfish, address: x, bootMode: bios}}", `spec.bmc.bootMode: "bios" is not uefi or legacy`},
-		{"api version", "apiVersion: v2\nkind: Machine\nmetadata: {name: a}", `apiVersion: v2 is not kiln.dev/v1`},
+		{"api version", "apiVersion: v2\nkind: Machine\nmetadata: {name: a}", `machine "a": apiVersion: "v2" is not supported: Kiln manifests are kiln.dev/v1`},
+		{"kubernetes api version", "apiVersion: apps/v1\nkind: Machine\nmetadata: {name: a}", `apiVersion: "apps/v1" is not supported`},
+		{"future api version", "apiVersion: kiln.dev/v2\nkind: Machine\nmetadata: {name: a}", `apiVersion: "kiln.dev/v2" is not supported`},
+		{"api version type", "apiVersion: 1\nkind: Machine\nmetadata: {name: a}", `apiVersion: expected the string kiln.dev/v1, got a number (1)`},
 		{"not a mapping", "- a\n- b", `expected an object with kind, metadata and spec, got a list`},
 		{"yaml syntax", "kind: Machine\nmetadata: {name: a\n", `document 1:`},
 	}
@@ -206,4 +217,79 @@ func FuzzParseSelector(f *testing.F) {
 			sel.Matches(map[string]string{"role": "web"})
 		}
 	})
+}
+
+// Annotations that Argo CD, Flux and kubectl put on the manifests they apply must come
+// back unchanged: values are free text (JSON, spaces, newlines), keys carry prefixes.
+func TestAnnotationsRoundTrip(t *testing.T) {
+	doc := `apiVersion: kiln.dev/v1
+kind: Machine
+metadata:
+  name: web-1
+  labels: {role: web}
+  annotations:
+    argocd.argoproj.io/tracking-id: "kiln:kiln.dev/Machine:default/web-1"
+    argocd.argoproj.io/sync-wave: "2"
+    kustomize.toolkit.fluxcd.io/name: fleet
+    kubectl.kubernetes.io/last-applied-configuration: |
+      {"apiVersion":"kiln.dev/v1","kind":"Machine","metadata":{"name":"web-1"}}
+    note: "free text: spaces, \"quotes\" and unicode é"
+    empty: ""
+spec: {}
+`
+	objs, err := ParseManifests(strings.NewReader(doc), "a.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := objs[0].Metadata.Annotations
+	want := map[string]string{
+		"argocd.argoproj.io/tracking-id":                   "kiln:kiln.dev/Machine:default/web-1",
+		"argocd.argoproj.io/sync-wave":                     "2",
+		"kustomize.toolkit.fluxcd.io/name":                 "fleet",
+		"kubectl.kubernetes.io/last-applied-configuration": `{"apiVersion":"kiln.dev/v1","kind":"Machine","metadata":{"name":"web-1"}}` + "\n",
+		"note":  `free text: spaces, "quotes" and unicode é`,
+		"empty": "",
+	}
+	if !maps.Equal(a, want) {
+		t.Fatalf("annotations %q\nwant %q", a, want)
+	}
+	if objs[0].Metadata.Labels["role"] != "web" || len(objs[0].Metadata.Labels) != 1 {
+		t.Errorf("labels %v: annotations leaked into labels or labels lost", objs[0].Metadata.Labels)
+	}
+	// The JSON form (what the API sends) decodes to the same annotations.
+	b, err := json.Marshal(objs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := DecodeJSON(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(again.Metadata.Annotations, want) {
+		t.Errorf("after JSON: %q", again.Metadata.Annotations)
+	}
+	// A clone does not share the map.
+	c := again.Clone()
+	c.Metadata.Annotations["note"] = "changed"
+	if again.Metadata.Annotations["note"] == "changed" {
+		t.Errorf("Clone shares the annotations map")
+	}
+}
+
+func TestValidateAnnotationsLimit(t *testing.T) {
+	// Exactly at the limit is accepted; one byte more is not.
+	key := "k"
+	ok := map[string]string{key: strings.Repeat("v", MaxAnnotationsSize-len(key))}
+	if err := ValidateAnnotations(ok); err != nil {
+		t.Fatalf("at the limit: %v", err)
+	}
+	ok[key] += "v"
+	if err := ValidateAnnotations(ok); err == nil {
+		t.Fatal("one byte over the limit accepted")
+	}
+	// The limit is on the total, not per value.
+	split := map[string]string{"a": strings.Repeat("v", MaxAnnotationsSize/2), "b": strings.Repeat("v", MaxAnnotationsSize/2)}
+	if err := ValidateAnnotations(split); err == nil {
+		t.Fatal("two halves plus their keys accepted")
+	}
 }

@@ -17,8 +17,11 @@ const APIVersion = "kiln.dev/v1"
 
 // Metadata is the part of every object that is not kind-specific.
 type Metadata struct {
-	Name            string            `json:"name"`
-	Labels          map[string]string `json:"labels,omitempty"`
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Annotations are free-form notes for tools (Argo CD, Flux, kubectl): stored and
+	// returned as given, never interpreted by Kiln and never used to select objects.
+	Annotations     map[string]string `json:"annotations,omitempty"`
 	ResourceVersion string            `json:"resourceVersion,omitempty"`
 	CreatedAt       *time.Time        `json:"createdAt,omitempty"`
 	UpdatedAt       *time.Time        `json:"updatedAt,omitempty"`
@@ -40,12 +43,8 @@ func (o *Object) Key() string { return o.Kind + "/" + o.Metadata.Name }
 // Clone returns a deep copy.
 func (o *Object) Clone() *Object {
 	c := *o
-	if o.Metadata.Labels != nil {
-		c.Metadata.Labels = make(map[string]string, len(o.Metadata.Labels))
-		for k, v := range o.Metadata.Labels {
-			c.Metadata.Labels[k] = v
-		}
-	}
+	c.Metadata.Labels = maps.Clone(o.Metadata.Labels)
+	c.Metadata.Annotations = maps.Clone(o.Metadata.Annotations)
 	c.Spec = append(json.RawMessage(nil), o.Spec...)
 	c.Status = append(json.RawMessage(nil), o.Status...)
 	return &c
@@ -78,6 +77,28 @@ func ValidateLabels(labels map[string]string) error {
 		if !labelValueRE.MatchString(labels[k]) {
 			return fmt.Errorf("metadata.labels.%s: %q is not a valid label value", k, labels[k])
 		}
+	}
+	return nil
+}
+
+// MaxAnnotationsSize bounds the total size of an object's annotations (keys and
+// values), as Kubernetes does: a tool's last-applied copy of a manifest fits, a
+// disk image does not.
+const MaxAnnotationsSize = 256 << 10
+
+// ValidateAnnotations checks annotation keys (the syntax of label keys: an optional
+// DNS prefix and a name of at most 63 characters) and their total size. Values are
+// free text.
+func ValidateAnnotations(annotations map[string]string) error {
+	size := 0
+	for _, k := range slices.Sorted(maps.Keys(annotations)) {
+		if !labelKeyRE.MatchString(k) {
+			return fmt.Errorf("metadata.annotations: %q is not a valid annotation key (an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.')", k)
+		}
+		size += len(k) + len(annotations[k])
+	}
+	if size > MaxAnnotationsSize {
+		return fmt.Errorf("metadata.annotations: %d bytes in total, more than the limit of %d", size, MaxAnnotationsSize)
 	}
 	return nil
 }

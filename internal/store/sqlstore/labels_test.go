@@ -42,3 +42,45 @@ func TestRebind(t *testing.T) {
 		t.Errorf("Rebind without numbering: %s", got)
 	}
 }
+
+func TestMetadataMapsRoundTrip(t *testing.T) {
+	cases := []struct {
+		labels, annotations map[string]string
+		column              string // "" when any encoding will do
+	}{
+		{nil, nil, `{}`},
+		{map[string]string{"role": "web"}, nil, `{"role":"web"}`}, // unchanged from before annotations
+		{nil, map[string]string{"a.io/x": `{"k":"v"}`}, ""},
+		{map[string]string{"role": "web"}, map[string]string{"note": "line 1\nline \"2\"", "empty": ""}, ""},
+	}
+	for _, c := range cases {
+		col, err := encodeMetadataMaps(c.labels, c.annotations)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.column != "" && col != c.column {
+			t.Errorf("column %s, want %s", col, c.column)
+		}
+		l, a, err := decodeMetadataMaps(col)
+		if err != nil {
+			t.Fatalf("decode %s: %v", col, err)
+		}
+		if len(l) != len(c.labels) || !reflect.DeepEqual(l, c.labels) && len(l) > 0 {
+			t.Errorf("%s: labels %v, want %v", col, l, c.labels)
+		}
+		if len(a) != len(c.annotations) || !reflect.DeepEqual(a, c.annotations) && len(a) > 0 {
+			t.Errorf("%s: annotations %v, want %v", col, a, c.annotations)
+		}
+		if _, ok := l[annotationsKey]; ok {
+			t.Errorf("%s: the annotations key is visible as a label", col)
+		}
+	}
+	// The encoder does not write into the caller's labels map.
+	labels := map[string]string{"role": "web"}
+	if _, err := encodeMetadataMaps(labels, map[string]string{"x": "y"}); err != nil || len(labels) != 1 {
+		t.Errorf("encode changed the labels map: %v %v", labels, err)
+	}
+	if _, _, err := decodeMetadataMaps(`{"@annotations":"not json"}`); err == nil {
+		t.Error("a corrupt annotations value decoded")
+	}
+}

@@ -90,7 +90,7 @@ func scanObject(sc scanner, kind string) (*resource.Object, error) {
 	}
 	if labels != "" && labels != "{}" {
 		var err error
-		if obj.Metadata.Labels, err = decodeLabels(labels); err != nil {
+		if obj.Metadata.Labels, obj.Metadata.Annotations, err = decodeMetadataMaps(labels); err != nil {
 			return nil, fmt.Errorf("%s/%s: stored labels: %w", kind, obj.Metadata.Name, err)
 		}
 	}
@@ -250,14 +250,9 @@ type encoded struct{ labels, spec, status string }
 
 func encode(obj *resource.Object) (encoded, error) {
 	var e encoded
-	if len(obj.Metadata.Labels) == 0 {
-		e.labels = "{}"
-	} else {
-		b, err := json.Marshal(obj.Metadata.Labels)
-		if err != nil {
-			return e, fmt.Errorf("encode labels: %w", err)
-		}
-		e.labels = string(b)
+	var err error
+	if e.labels, err = encodeMetadataMaps(obj.Metadata.Labels, obj.Metadata.Annotations); err != nil {
+		return e, err
 	}
 	if len(obj.Spec) > 0 && !json.Valid(obj.Spec) {
 		return e, fmt.Errorf("spec is not valid JSON")

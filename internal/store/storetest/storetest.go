@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"KeysVersion", testKeysVersion},
 		{"CreateBatch", testCreateBatch},
 		{"List", testList},
+		{"Annotations", testAnnotations},
 		{"Rollback", testRollback},
 		{"ReadOnlyView", testReadOnlyView},
 		{"Audit", testAudit},
@@ -1355,5 +1357,65 @@ func testCreateBatch(t *testing.T, open func(t *testing.T) store.Store) {
 	wantErr(t, "a batch claiming a taken MAC", err, store.ErrDuplicateKey)
 	if _, err := get(t, st, "Profile", "y"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a failed batch left an object: %v", err)
+	}
+}
+
+// testAnnotations: annotations are stored and returned beside the labels, replaced by
+// an update, and never seen by a label selector.
+func testAnnotations(t *testing.T, open func(t *testing.T) store.Store) {
+	st := open(t)
+	ctx := context.Background()
+	annotations := map[string]string{
+		"argocd.argoproj.io/tracking-id":                   "kiln:kiln.dev/Machine:default/web-1",
+		"kubectl.kubernetes.io/last-applied-configuration": `{"kind":"Machine","metadata":{"name":"web-1"}}` + "\n",
+		"note": `"quoted", é, \ and a tab\t`,
+	}
+	m := NewMachine("web-1", map[string]string{"role": "web"}, MAC(1))
+	m.Metadata.Annotations = maps.Clone(annotations)
+	bare := NewMachine("bare", nil, MAC(2))
+	bare.Metadata.Annotations = map[string]string{"only": "annotations"}
+	update(t, st, func(tx store.Tx) error {
+		if err := tx.Create(ctx, m); err != nil {
+			return err
+		}
+		return tx.Create(ctx, bare)
+	})
+	got := mustGet(t, st, "Machine", "web-1")
+	if !maps.Equal(got.Metadata.Annotations, annotations) {
+		t.Errorf("get: annotations %q\nwant %q", got.Metadata.Annotations, annotations)
+	}
+	if !maps.Equal(got.Metadata.Labels, map[string]string{"role": "web"}) {
+		t.Errorf("get: labels %v, want only role=web", got.Metadata.Labels)
+	}
+	if g := mustGet(t, st, "Machine", "bare"); len(g.Metadata.Labels) != 0 || g.Metadata.Annotations["only"] != "annotations" {
+		t.Errorf("annotations without labels: labels %v annotations %v", g.Metadata.Labels, g.Metadata.Annotations)
+	}
+	// List returns them too, and a selector sees the labels only.
+	sel, err := resource.ParseSelector("role=web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []*resource.Object
+	err = st.View(ctx, func(tx store.Tx) error {
+		var err error
+		listed, _, err = tx.List(ctx, "Machine", store.ListOptions{Selector: sel})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 1 || listed[0].Metadata.Name != "web-1" || !maps.Equal(listed[0].Metadata.Annotations, annotations) {
+		t.Errorf("list role=web: %d objects, first %+v", len(listed), listed)
+	}
+	// Update replaces them; clearing them keeps the labels.
+	got.Metadata.Annotations = map[string]string{"note": "v2"}
+	update(t, st, func(tx store.Tx) error { return tx.Update(ctx, got) })
+	if g := mustGet(t, st, "Machine", "web-1"); !maps.Equal(g.Metadata.Annotations, map[string]string{"note": "v2"}) {
+		t.Errorf("after update: annotations %v", g.Metadata.Annotations)
+	}
+	got.Metadata.Annotations = nil
+	update(t, st, func(tx store.Tx) error { return tx.Update(ctx, got) })
+	if g := mustGet(t, st, "Machine", "web-1"); len(g.Metadata.Annotations) != 0 || g.Metadata.Labels["role"] != "web" {
+		t.Errorf("after clearing: annotations %v labels %v", g.Metadata.Annotations, g.Metadata.Labels)
 	}
 }
