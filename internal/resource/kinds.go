@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/minisign"
 )
 
 // Kind describes one resource kind: its names, its spec type and how it is checked.
@@ -305,6 +307,9 @@ type ArtifactSpec struct {
 	Source    string `json:"source"`
 	SHA256    string `json:"sha256,omitempty"`
 	Size      int64  `json:"size,omitempty"`
+	// Signature is a detached minisign signature of the file (the text of its
+	// .minisig): Kiln serves the artifact only if it verifies with one of the
+	// server's --artifact-key keys.
 	Signature string `json:"signature,omitempty"`
 	Arch      string `json:"arch,omitempty"`
 }
@@ -321,6 +326,11 @@ func (s *ArtifactSpec) Validate() error {
 	}
 	if s.Size < 0 {
 		return fmt.Errorf("spec.size: %d is negative", s.Size)
+	}
+	if s.Signature != "" {
+		if _, err := minisign.ParseSignature(s.Signature); err != nil {
+			return fmt.Errorf("spec.signature: %w", err)
+		}
 	}
 	switch s.Arch {
 	case "", "x86_64", "arm64":
