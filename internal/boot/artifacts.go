@@ -263,20 +263,27 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 			machine = m.Metadata.Name
 		}
 	}
+	s.serveArtifact(w, r, name, machine)
+}
+
+// serveArtifact serves the verified file of artifact name, with the fetch or the
+// refusal on machine's timeline; it returns the status code sent.
+func (s *Server) serveArtifact(w http.ResponseWriter, r *http.Request, name, machine string) int {
+	ctx := r.Context()
 	obj, err := s.Inventory.Get(ctx, "Artifact", name)
 	if errors.Is(err, store.ErrNotFound) {
 		http.Error(w, fmt.Sprintf("artifact %q not found", name), http.StatusNotFound)
-		return
+		return http.StatusNotFound
 	}
 	if err != nil {
 		s.Logger.Error("artifact lookup", "artifact", name, "err", err)
 		http.Error(w, "inventory unavailable", http.StatusServiceUnavailable)
-		return
+		return http.StatusServiceUnavailable
 	}
 	spec, err := resource.Typed[resource.ArtifactSpec](obj)
 	if err != nil {
 		http.Error(w, "bad artifact record", http.StatusInternalServerError)
-		return
+		return http.StatusInternalServerError
 	}
 	var f *os.File
 	var sum string
@@ -295,7 +302,7 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 			os.Remove(filepath.Join(s.Artifacts.Dir, cp.Source))
 		}
 		if err != nil && ctx.Err() != nil {
-			return
+			return 0
 		}
 	} else {
 		f, sum, err = s.Artifacts.open(ctx, obj, spec)
@@ -313,16 +320,19 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 		s.Logger.Error("artifact refused", "artifact", name, "machine", machine, "err", err)
 		s.event(ctx, machine, "ArtifactRefused", fmt.Sprintf("%s: %v", name, err))
 		http.Error(w, fmt.Sprintf("artifact %q cannot be served (see the server log)", name), code)
-		return
+		return code
 	}
 	defer f.Close()
 	st, _ := f.Stat()
 	start := time.Now()
 	w.Header().Set("ETag", `"`+sum+`"`)
-	w.Header().Set("Content-Type", "application/octet-stream")
+	if w.Header().Get("Content-Type") == "" {
+		w.Header().Set("Content-Type", "application/octet-stream")
+	}
 	cw := &countingWriter{ResponseWriter: w, code: http.StatusOK}
 	http.ServeContent(cw, r, "", st.ModTime(), f)
 	if r.Method == http.MethodGet && cw.code < 300 {
 		s.event(ctx, machine, "ArtifactFetched", fmt.Sprintf("%s: %d bytes in %s over %s", name, cw.n, time.Since(start).Round(time.Millisecond), scheme(r)))
 	}
+	return cw.code
 }

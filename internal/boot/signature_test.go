@@ -232,4 +232,3 @@ func TestArtifactSignatureApplyValidation(t *testing.T) {
 		}
 	}
 }
-

@@ -136,7 +136,11 @@ func loadOrEnroll(ctx context.Context, log *slog.Logger, opts agent.EnrollOption
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	if opts.Server == "" || opts.CAFingerprint == "" || opts.Token == "" {
+	// A signed UKI carries the server and the CA fingerprint on its built-in
+	// command line but no token (the image is public): it enrolls without one, by
+	// operator approval or by MAC, as the server allows (--enroll-approval-without-token,
+	// --enroll-by-mac); a server that allows neither refuses it.
+	if opts.Server == "" || opts.CAFingerprint == "" {
 		return nil, fmt.Errorf("not enrolled (no identity in %s) and no enrollment parameters: give --server, --ca-fingerprint and --join-token, or boot with kiln.server=, kiln.ca_fingerprint= and kiln.token=", opts.Dir)
 	}
 	if opts.OnPending == nil {

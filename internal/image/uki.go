@@ -3,10 +3,10 @@ package image
 import (
 	"bytes"
 	"cmp"
-	"io"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"

@@ -82,6 +82,9 @@ type Config struct {
 	// ArtifactKeys are minisign public key files (.pub): when set, every artifact
 	// must carry a spec.signature by one of them to be served.
 	ArtifactKeys []string
+	// UKIAgentDeadline is how long after a machine downloaded its UKI its agent
+	// must show before an AgentMissing event; 0: boot.DefaultAgentDeadline.
+	UKIAgentDeadline time.Duration
 	// DiscoveryProfile is booted by unknown machines where no subnet says otherwise.
 	DiscoveryProfile string
 	// AgentKernel and AgentInitrd name the artifacts profiles with boot.agent boot.
@@ -478,7 +481,14 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 		AgentInitrd: s.cfg.AgentInitrd,
 		OnScript:    func(kind string) { scripts.WithLabelValues(kind).Inc() },
 	}
+	b.AgentDeadline = s.cfg.UKIAgentDeadline
 	b.Register(mux)
+	// The agent watches of UKI boots end with the server, before the store closes.
+	s.udpServers = append(s.udpServers, func(ctx context.Context) error {
+		<-ctx.Done()
+		b.StopWatches()
+		return nil
+	})
 	s.registerIPXEFiles(mux, inv)
 	// Fetch remote kernels and initrds (those profiles boot) ahead of the machines;
 	// disk images go from their source to the agent, not through Kiln.
@@ -493,6 +503,7 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 			for _, p := range profiles {
 				if ps, err := resource.Typed[resource.ProfileSpec](p); err == nil {
 					booted[ps.Boot.Kernel] = true
+					booted[string(ps.Boot.UKI)] = true
 					for _, i := range ps.Boot.Initrds {
 						booted[i] = true
 					}
