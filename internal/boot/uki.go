@@ -108,8 +108,9 @@ func (s *Server) ukiFor(ctx context.Context, m *resource.Object) (string, string
 }
 
 // watchAgent records AgentMissing if the machine's agent does not show within
-// AgentDeadline of a UKI download. A newer download of the same machine replaces
-// the watch.
+// AgentDeadline of a UKI download. A download while a watch is pending keeps that
+// watch: a firmware that refuses the image may fetch it again and again, and each
+// fetch must not push the alert further away.
 func (s *Server) watchAgent(machine, artifact string, served time.Time) {
 	er, ok := s.Inventory.(eventReader)
 	if !ok || s.AgentDeadline < 0 {
@@ -123,8 +124,9 @@ func (s *Server) watchAgent(machine, artifact string, served time.Time) {
 	if s.watches == nil {
 		s.watches = map[string]*time.Timer{}
 	}
-	if old := s.watches[machine]; old != nil {
-		old.Stop()
+	if s.watches[machine] != nil {
+		s.watchMu.Unlock()
+		return
 	}
 	var timer *time.Timer
 	timer = time.AfterFunc(deadline, func() {
