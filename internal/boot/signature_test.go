@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kilnhq/kiln/internal/boot"
 	"github.com/kilnhq/kiln/internal/minisign"
@@ -143,7 +144,13 @@ func TestArtifactSignatures(t *testing.T) {
 		if code != 200 || body != string(good) {
 			t.Fatalf("%s: %d, %d bytes; want the signed file", name, code, len(body))
 		}
-		if ev := e.lastEvent(); ev.Type != "ArtifactFetched" {
+		// The fetch is recorded after the body is sent: wait for it (bounded).
+		ev := e.lastEvent()
+		for i := 0; i < 100 && !(ev.Type == "ArtifactFetched" && strings.HasPrefix(ev.Message, name+":")); i++ {
+			time.Sleep(20 * time.Millisecond)
+			ev = e.lastEvent()
+		}
+		if ev.Type != "ArtifactFetched" || !strings.HasPrefix(ev.Message, name+":") {
 			t.Errorf("%s: last event %s %q", name, ev.Type, ev.Message)
 		}
 		if e.recordedSHA256(name) == "" {

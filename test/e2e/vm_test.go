@@ -105,8 +105,7 @@ func startVM(t *testing.T, l *lab, cfg vmConfig) *vm {
 		requireFiles(t, ovmfCodeSecureBoot, ovmfVarsSnakeoil)
 		vars := filepath.Join(dir, "OVMF_VARS.fd")
 		copyFile(t, ovmfVarsSnakeoil, vars)
-		// kvm where the host has it (this scenario boots three VMs at once), else TCG.
-		args = append(args, "-machine", "q35,smm=on,accel=kvm:tcg",
+		args = append(args, "-machine", "q35,smm=on,accel=tcg",
 			"-global", "driver=cfi.pflash01,property=secure,value=on",
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCodeSecureBoot,
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
