@@ -38,6 +38,39 @@ type eventReader interface {
 	Events(ctx context.Context, machine string, limit int) ([]store.Event, error)
 }
 
+// lister lets the watch find an enrollment request the agent made without a token:
+// such a request names no machine (only an operator binds it), so it is on no
+// timeline; its source address is the one the machine fetched its UKI from.
+type lister interface {
+	List(ctx context.Context, kind string, opts store.ListOptions) ([]*resource.Object, string, error)
+}
+
+// maxEnrollmentsScanned bounds the watch's look at enrollment requests (the store
+// caps pending ones at 1,000 by default).
+const maxEnrollmentsScanned = 5000
+
+// pendingFrom reports whether an enrollment request from ip is pending.
+func pendingFrom(ctx context.Context, l lister, ip string) (bool, error) {
+	cont := ""
+	for seen := 0; seen < maxEnrollmentsScanned; {
+		objs, next, err := l.List(ctx, "Enrollment", store.ListOptions{Limit: 500, Continue: cont})
+		if err != nil {
+			return false, err
+		}
+		for _, o := range objs {
+			if es, err := resource.Typed[resource.EnrollmentSpec](o); err == nil && es.State == "pending" && es.Source == ip {
+				return true, nil
+			}
+		}
+		seen += len(objs)
+		if next == "" || len(objs) == 0 {
+			break
+		}
+		cont = next
+	}
+	return false, nil
+}
+
 func (s *Server) uki(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	file := r.PathValue("file")
@@ -75,7 +108,7 @@ func (s *Server) uki(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/efi") // what HTTP boot reads first
 	start := time.Now()
 	if code := s.serveArtifact(w, r, artifact, name); code == http.StatusOK && r.Method == http.MethodGet {
-		s.watchAgent(name, artifact, start)
+		s.watchAgent(name, artifact, remoteIP(r), start)
 	}
 }
 
@@ -111,7 +144,7 @@ func (s *Server) ukiFor(ctx context.Context, m *resource.Object) (string, string
 // AgentDeadline of a UKI download. A download while a watch is pending keeps that
 // watch: a firmware that refuses the image may fetch it again and again, and each
 // fetch must not push the alert further away.
-func (s *Server) watchAgent(machine, artifact string, served time.Time) {
+func (s *Server) watchAgent(machine, artifact, remote string, served time.Time) {
 	er, ok := s.Inventory.(eventReader)
 	if !ok || s.AgentDeadline < 0 {
 		return
@@ -144,6 +177,15 @@ func (s *Server) watchAgent(machine, artifact string, served time.Time) {
 		}
 		for _, e := range evs {
 			if !e.Time.Before(served) && slices.Contains(agentEventTypes, e.Type) {
+				return
+			}
+		}
+		if l, ok := s.Inventory.(lister); ok {
+			pending, err := pendingFrom(ctx, l, remote)
+			if err != nil {
+				s.Logger.Warn("agent watch: read enrollment requests", "machine", machine, "err", err)
+			}
+			if pending {
 				return
 			}
 		}

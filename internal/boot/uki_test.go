@@ -2,6 +2,7 @@ package boot_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/boot"
+	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/testkit"
 )
@@ -170,4 +172,28 @@ func readBody(t *testing.T, resp *http.Response) string {
 		t.Fatal(err)
 	}
 	return b.String()
+}
+
+// TestUKIAgentWatchTokenlessRequest: an agent that asked to enroll without a token
+// (its request names no machine, so it is on no timeline) counts as shown when the
+// request is pending from the address the machine fetched its UKI from.
+func TestUKIAgentWatchTokenlessRequest(t *testing.T) {
+	e, _ := newUKIEnv(t, time.Second)
+	ctx := context.Background()
+	if code, _ := e.get("/uki/52-54-00-00-0b-01.efi"); code != 200 {
+		t.Fatalf("sb-1: %d", code)
+	}
+	spec, _ := json.Marshal(resource.EnrollmentSpec{State: "pending", Source: "127.0.0.1", KeyFingerprint: "ab", ExpiresAt: time.Now().Add(time.Hour)})
+	if err := e.inv.Store.Update(ctx, func(tx store.Tx) error {
+		return tx.Create(ctx, &resource.Object{Kind: "Enrollment", Metadata: resource.Metadata{Name: "enr-0123456789ab"}, Spec: spec})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // the watch fired
+	evs, _ := e.inv.Events(ctx, "sb-1", 20)
+	for _, ev := range evs {
+		if ev.Type == "AgentMissing" {
+			t.Errorf("the agent's pending request from the UKI's address was not seen: %s", ev.Message)
+		}
+	}
 }
