@@ -15,7 +15,7 @@ pkgs=(
   prometheus  # promtool checks deploy/prometheus/alerts.yaml (internal/observability)
   systemd  # systemd-analyze verify/security, sysusers and tmpfiles offline (the .deb test); no systemd runs
   swtpm swtpm-tools tpm2-tools  # a real TPM 2.0 emulator for the VMs (attestation); tpm2-tools only in tests
-  sbsigntool systemd-boot-efi dosfstools mtools  # UKI assembly and Secure Boot signing, ESP images
+  sbsigntool systemd-boot-efi binutils dosfstools mtools  # UKI assembly (objcopy) and Secure Boot signing (sbverify checks it), ESP images
   cryptsetup-bin minisign  # veritysetup for dm-verity images; minisign signs artifacts in tests
   chromium  # the web console's browser tests (chromedp)
   skopeo umoci  # check the OCI image

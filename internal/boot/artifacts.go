@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/minisign"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -38,6 +40,11 @@ type ArtifactStore struct {
 	// MaxRemoteBytes bounds a remote artifact that declares no spec.size; 0:
 	// DefaultMaxRemoteBytes.
 	MaxRemoteBytes int64
+	// TrustedKeys are the minisign keys artifact signatures are checked with. When
+	// set, every artifact must carry a spec.signature by one of them; when empty, an
+	// artifact that carries one is refused all the same (a signature Kiln cannot
+	// check is not ignored).
+	TrustedKeys minisign.KeyRing
 
 	mu       sync.Mutex
 	verified map[string]fileState   // by artifact name
@@ -51,6 +58,36 @@ type fileState struct {
 	mtime time.Time
 	ino   uint64
 	sum   string
+	b2    []byte // BLAKE2b-512, what a minisign signature covers
+	// signed is the spec.signature that verified over this content ("" if none).
+	signed string
+}
+
+// ErrSignature: the artifact is unsigned while signatures are required, or its
+// signature does not verify with a trusted key.
+var ErrSignature = errors.New("artifact signature refused")
+
+// needsSignature says whether spec must pass checkSignature before it is served.
+func (a *ArtifactStore) needsSignature(spec *resource.ArtifactSpec) bool {
+	return spec.Signature != "" || len(a.TrustedKeys) > 0
+}
+
+// checkSignature verifies spec.signature over a file whose BLAKE2b-512 is b2.
+func (a *ArtifactStore) checkSignature(spec *resource.ArtifactSpec, b2 []byte) error {
+	if spec.Signature == "" {
+		return fmt.Errorf("%w: unsigned, and this server requires a spec.signature by one of its --artifact-key keys", ErrSignature)
+	}
+	if len(a.TrustedKeys) == 0 {
+		return fmt.Errorf("%w: spec.signature is set but this server trusts no key (--artifact-key)", ErrSignature)
+	}
+	sig, err := minisign.ParseSignature(spec.Signature)
+	if err != nil {
+		return fmt.Errorf("%w: spec.signature: %w", ErrSignature, err)
+	}
+	if err := a.TrustedKeys.Verify(sig, b2); err != nil {
+		return fmt.Errorf("%w: spec.signature: %w", ErrSignature, err)
+	}
+	return nil
 }
 
 // ErrDigestMismatch: the file on disk is not what was recorded.
@@ -143,10 +180,33 @@ func (a *ArtifactStore) open(ctx context.Context, obj *resource.Object, spec *re
 	prev, ok := a.verified[name]
 	a.mu.Unlock()
 	if ok && prev.size == cur.size && prev.mtime.Equal(cur.mtime) && prev.ino == cur.ino && (want == "" || prev.sum == want) {
-		return f, prev.sum, nil
+		if !a.needsSignature(spec) || prev.signed == spec.Signature && prev.b2 != nil {
+			return f, prev.sum, nil
+		}
+		if prev.b2 != nil {
+			// The content is the one hashed before; the signature is new (the
+			// artifact was re-applied) or the keys changed: check it, no re-read.
+			if err := a.checkSignature(spec, prev.b2); err != nil {
+				f.Close()
+				return nil, "", err
+			}
+			prev.signed = spec.Signature
+			a.mu.Lock()
+			a.verified[name] = prev
+			a.mu.Unlock()
+			return f, prev.sum, nil
+		}
 	}
+	// BLAKE2b only when a signature is to be checked: unsigned artifacts on a
+	// server without keys pay for sha256 alone.
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	var b2 hash.Hash
+	w := io.Writer(h)
+	if a.needsSignature(spec) {
+		b2 = minisign.NewHash()
+		w = io.MultiWriter(h, b2)
+	}
+	if _, err := io.Copy(w, f); err != nil {
 		f.Close()
 		return nil, "", fmt.Errorf("hash %q: %w", spec.Source, err)
 	}
@@ -154,6 +214,16 @@ func (a *ArtifactStore) open(ctx context.Context, obj *resource.Object, spec *re
 	if want != "" && sum != want {
 		f.Close()
 		return nil, "", fmt.Errorf("%w: %s has sha256 %s, recorded %s", ErrDigestMismatch, spec.Source, sum, want)
+	}
+	// The signature is checked before the digest is recorded: the sha256 Kiln
+	// records (and hands the agent to check what it writes) is of signed content.
+	if b2 != nil {
+		cur.b2 = b2.Sum(nil)
+		if err := a.checkSignature(spec, cur.b2); err != nil {
+			f.Close()
+			return nil, "", err
+		}
+		cur.signed = spec.Signature
 	}
 	if want == "" && a.Recorder != nil {
 		if err := a.Recorder.RecordArtifactDigest(ctx, name, sum); err != nil {
@@ -202,20 +272,27 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 			machine = m.Metadata.Name
 		}
 	}
+	s.serveArtifact(w, r, name, machine)
+}
+
+// serveArtifact serves the verified file of artifact name, with the fetch or the
+// refusal on machine's timeline; it returns the status code sent.
+func (s *Server) serveArtifact(w http.ResponseWriter, r *http.Request, name, machine string) int {
+	ctx := r.Context()
 	obj, err := s.Inventory.Get(ctx, "Artifact", name)
 	if errors.Is(err, store.ErrNotFound) {
 		http.Error(w, fmt.Sprintf("artifact %q not found", name), http.StatusNotFound)
-		return
+		return http.StatusNotFound
 	}
 	if err != nil {
 		s.Logger.Error("artifact lookup", "artifact", name, "err", err)
 		http.Error(w, "inventory unavailable", http.StatusServiceUnavailable)
-		return
+		return http.StatusServiceUnavailable
 	}
 	spec, err := resource.Typed[resource.ArtifactSpec](obj)
 	if err != nil {
 		http.Error(w, "bad artifact record", http.StatusInternalServerError)
-		return
+		return http.StatusInternalServerError
 	}
 	var f *os.File
 	var sum string
@@ -227,13 +304,14 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 			if cp, err = s.Artifacts.remote(ctx, obj, spec); err != nil {
 				break
 			}
+			cp.Signature = spec.Signature
 			if f, sum, err = s.Artifacts.open(ctx, obj, cp); !errors.Is(err, ErrDigestMismatch) {
 				break
 			}
 			os.Remove(filepath.Join(s.Artifacts.Dir, cp.Source))
 		}
 		if err != nil && ctx.Err() != nil {
-			return
+			return 0
 		}
 	} else {
 		f, sum, err = s.Artifacts.open(ctx, obj, spec)
@@ -245,20 +323,25 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusNotFound
 		case errors.Is(err, ErrRemoteFetch):
 			code = http.StatusBadGateway
+		case errors.Is(err, ErrSignature):
+			code = http.StatusForbidden
 		}
 		s.Logger.Error("artifact refused", "artifact", name, "machine", machine, "err", err)
 		s.event(ctx, machine, "ArtifactRefused", fmt.Sprintf("%s: %v", name, err))
 		http.Error(w, fmt.Sprintf("artifact %q cannot be served (see the server log)", name), code)
-		return
+		return code
 	}
 	defer f.Close()
 	st, _ := f.Stat()
 	start := time.Now()
 	w.Header().Set("ETag", `"`+sum+`"`)
-	w.Header().Set("Content-Type", "application/octet-stream")
+	if w.Header().Get("Content-Type") == "" {
+		w.Header().Set("Content-Type", "application/octet-stream")
+	}
 	cw := &countingWriter{ResponseWriter: w, code: http.StatusOK}
 	http.ServeContent(cw, r, "", st.ModTime(), f)
 	if r.Method == http.MethodGet && cw.code < 300 {
 		s.event(ctx, machine, "ArtifactFetched", fmt.Sprintf("%s: %d bytes in %s over %s", name, cw.n, time.Since(start).Round(time.Millisecond), scheme(r)))
 	}
+	return cw.code
 }

@@ -74,9 +74,16 @@ type Server struct {
 	// between requests (the machine is read for every request); 0:
 	// DefaultCacheTTL, negative: not at all.
 	CacheTTL time.Duration
+	// AgentDeadline is how long after a UKI download the machine's agent must show
+	// before an AgentMissing event (uki.go); 0: DefaultAgentDeadline, negative: no
+	// watch.
+	AgentDeadline time.Duration
 
 	cacheMu sync.Mutex
 	cache   map[string]cachedObject
+
+	watchMu sync.Mutex
+	watches map[string]*time.Timer // by machine
 }
 
 // DefaultCacheTTL is how long a boot script reuses the profiles and artifacts it
@@ -130,6 +137,8 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /phone-home", s.phoneHome)
 	mux.HandleFunc("GET /phone-home", s.phoneHome)
 	mux.HandleFunc("HEAD /artifacts/{name}", s.artifact)
+	mux.HandleFunc("GET /uki/{file}", s.uki)
+	mux.HandleFunc("HEAD /uki/{file}", s.uki)
 }
 
 // baseURL is the URL the machine reached us by, so scripts chain back the same way

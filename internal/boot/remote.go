@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/minisign"
 	"github.com/kilnhq/kiln/internal/resource"
 )
 
@@ -152,8 +153,8 @@ func (a *ArtifactStore) fetch(ctx context.Context, name string, spec *resource.A
 	}
 	defer os.Remove(tmp.Name()) // after the rename: nothing
 	defer tmp.Close()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(resp.Body, limit+1))
+	h, b2 := sha256.New(), minisign.NewHash()
+	n, err := io.Copy(io.MultiWriter(tmp, h, b2), io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return "", fmt.Errorf("spec.source %s: %w: %v after %d bytes", src, ErrRemoteFetch, err, n)
 	}
@@ -170,6 +171,13 @@ func (a *ArtifactStore) fetch(ctx context.Context, name string, spec *resource.A
 			field = "status.sha256 (recorded at the first fetch)"
 		}
 		return "", fmt.Errorf("%s: %w: %s has sha256 %s, expected %s", field, ErrDigestMismatch, src, sum, want)
+	}
+	// A badly signed download is not kept: it never enters the cache, and its
+	// digest is never recorded.
+	if a.needsSignature(spec) {
+		if err := a.checkSignature(spec, b2.Sum(nil)); err != nil {
+			return "", fmt.Errorf("%s: %w", src, err)
+		}
 	}
 	if err := tmp.Sync(); err != nil {
 		return "", err

@@ -190,7 +190,11 @@ func loadOrEnroll(ctx context.Context, log *slog.Logger, opts agent.EnrollOption
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	if opts.Server == "" || opts.CAFingerprint == "" || opts.Token == "" {
+	// A signed UKI carries the server and the CA fingerprint on its built-in
+	// command line but no token (the image is public): it enrolls without one, by
+	// operator approval or by MAC, as the server allows (--enroll-approval-without-token,
+	// --enroll-by-mac); a server that allows neither refuses it.
+	if opts.Server == "" || opts.CAFingerprint == "" {
 		return nil, fmt.Errorf("not enrolled (no identity in %s) and no enrollment parameters: give --server, --ca-fingerprint and --join-token, or boot with kiln.server=, kiln.ca_fingerprint= and kiln.token=", opts.Dir)
 	}
 	if opts.OnPending == nil {
@@ -327,6 +331,8 @@ func newImageBuildCmd(g *globalFlags) *cobra.Command {
 		modules, extra            []string
 		kernelName, initrdName    string
 		apply, strict, noProgress bool
+		uki                       bool
+		ukiOpts                   image.UKIOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "build --kernel PATH --out DIR",
@@ -341,7 +347,13 @@ sha256 as YAML for kiln apply -f -, or applies them itself with --apply. Build i
 kiln serve's artifact directory so that it serves the files.
 
 The kernel's modules are found beside it (an extracted kernel package: boot/vmlinuz-V
-and lib/modules/V) or given with --modules-dir.`,
+and lib/modules/V) or given with --modules-dir.
+
+With --uki it also writes OUT/kiln-agent.efi, a Unified Kernel Image (systemd's EFI
+stub + the kernel + the initramfs + --uki-cmdline + os-release) and its Artifact
+kiln-agent-uki, for profiles with spec.boot.uki; with --secureboot-key and
+--secureboot-cert it is signed (Authenticode, in Go, reproducibly) with that
+Secure Boot db key. The key is read from its file and never logged.`,
 		Example: `  apt-get download linux-image-amd64 && dpkg -x linux-image-*.deb /tmp/k
   kiln image build --kernel /tmp/k/boot/vmlinuz-* --out /var/lib/kiln/artifacts/agent --apply`,
 		Args: cobra.NoArgs,
@@ -365,6 +377,11 @@ and lib/modules/V) or given with --modules-dir.`,
 				cfg.Modules = append(append([]string{}, base...), extra...)
 			}
 			cfg.StrictModules = cfg.StrictModules || strict
+			if uki {
+				cfg.UKI = &ukiOpts
+			} else if ukiOpts.SecureBootKey != "" || ukiOpts.SecureBootCert != "" || ukiOpts.Cmdline != "" {
+				return errors.New("--secureboot-key, --secureboot-cert and --uki-cmdline need --uki")
+			}
 			errOut := cmd.ErrOrStderr()
 			bar := newProgressBar(errOut, !noProgress)
 			cfg.Progress = bar.update
@@ -384,6 +401,13 @@ and lib/modules/V) or given with --modules-dir.`,
 			fmt.Fprintf(out, "# kiln image build: kernel %s, %d modules, %s\n", res.KernelVersion, len(res.Modules), cfg.Compression)
 			fmt.Fprintf(out, "# %s  %s  %d bytes\n", res.Kernel.SHA256, res.Kernel.Path, res.Kernel.Size)
 			fmt.Fprintf(out, "# %s  %s  %d bytes\n", res.Initrd.SHA256, res.Initrd.Path, res.Initrd.Size)
+			if res.UKI != nil {
+				signed := "unsigned"
+				if ukiOpts.SecureBootKey != "" {
+					signed = "signed for Secure Boot"
+				}
+				fmt.Fprintf(out, "# %s  %s  %d bytes (%s)\n", res.UKI.SHA256, res.UKI.Path, res.UKI.Size, signed)
+			}
 			fmt.Fprint(out, man)
 			if !apply {
 				return nil
@@ -404,6 +428,11 @@ and lib/modules/V) or given with --modules-dir.`,
 	f.StringVar(&kernelName, "kernel-artifact", image.KernelArtifact, "name of the kernel's Artifact")
 	f.StringVar(&initrdName, "initrd-artifact", image.InitrdArtifact, "name of the initramfs's Artifact")
 	f.BoolVar(&apply, "apply", false, "apply the Artifact objects through the API (--server, --token)")
+	f.BoolVar(&uki, "uki", false, "also build OUT/kiln-agent.efi, a Unified Kernel Image of the agent, and its Artifact "+image.UKIArtifact)
+	f.StringVar(&ukiOpts.Cmdline, "uki-cmdline", "", "kernel command line built into the UKI (kiln.server=URL kiln.ca_fingerprint=HEX console=...)")
+	f.StringVar(&ukiOpts.Stub, "uki-stub", image.DefaultEFIStub, "systemd's EFI stub (Debian: systemd-boot-efi)")
+	f.StringVar(&ukiOpts.SecureBootKey, "secureboot-key", "", "Secure Boot db private key (PEM, RSA, unencrypted) to sign the UKI with")
+	f.StringVar(&ukiOpts.SecureBootCert, "secureboot-cert", "", "certificate (PEM) of --secureboot-key, as enrolled in the firmware's db")
 	f.BoolVar(&noProgress, "no-progress", false, "no progress bar (it is shown only on a terminal anyway)")
 	cmd.MarkFlagRequired("kernel")
 	cmd.MarkFlagRequired("out")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -114,7 +115,9 @@ func isIPXE(uc []byte) bool {
 //   - x86-64 UEFI PXE (arch 7 or 9): TFTP EFIx64File (ipxe.efi);
 //   - arm64 UEFI PXE (arch 11): TFTP EFIArm64File (ipxe-arm64.efi);
 //   - UEFI HTTP boot (arch 16 or 19, vendor class "HTTPClient"): the same iPXE
-//     binaries as http:// URLs, with "HTTPClient" echoed in option 60;
+//     binaries as http:// URLs, with "HTTPClient" echoed in option 60; for an
+//     x86-64 machine whose profile boots a UKI (Machine.UKI), the URL of its UKI,
+//     UKIPath/<mac>.efi, instead;
 //   - iPXE (user class "iPXE"): the boot script URL, BaseURL/Script.
 //
 // Other clients (an installed OS renewing its address) get no boot information.
@@ -134,6 +137,16 @@ type DefaultBooter struct {
 	SecureBaseURL string
 	// HTTPSPort is used when SecureBaseURL is empty; 0: 8443.
 	HTTPSPort int
+	// UKIPath is where the boot server serves a machine's UKI, as UKIPath/<mac>.efi
+	// (MAC with dashes); empty: "uki". The name ends in .efi because UEFI HTTP boot
+	// (EDK2's HttpBootCheckImageType) tells an EFI image by its Content-Type or,
+	// failing that, by the URL path's extension.
+	UKIPath string
+}
+
+// ukiFile is the path of a machine's UKI for an HTTP boot client.
+func (b *DefaultBooter) ukiFile(mac net.HardwareAddr) string {
+	return cmp.Or(b.UKIPath, "uki") + "/" + strings.ReplaceAll(mac.String(), ":", "-") + ".efi"
 }
 
 // HTTPSPolicy is which boot clients are sent to Kiln's HTTPS listener. A client can
@@ -228,6 +241,11 @@ func (b *DefaultBooter) BootInfo(_ context.Context, req BootRequest) (*BootInfo,
 		arch := c.Arch
 		if !c.HasArch {
 			arch = ArchEFIx64HTTP
+		}
+		// systemd's x86-64 stub is the only UKI Kiln builds: an arm64 client of the
+		// same profile keeps iPXE.
+		if req.Machine != nil && req.Machine.UKI && arch == ArchEFIx64HTTP {
+			return &BootInfo{Filename: b.urlFor(c, req.Server, b.ukiFile(req.MAC)), VendorClass: vendorHTTP}, nil
 		}
 		f := b.efiFile(arch)
 		if f == "" {

@@ -22,6 +22,10 @@ type Machine struct {
 	// Hostname is sent as option 12; empty: the machine name, when it is a valid
 	// host name.
 	Hostname string
+	// UKI: the machine's profile boots a Unified Kernel Image (spec.boot.uki). A
+	// UEFI HTTP boot client then gets the image's URL instead of iPXE's: the
+	// firmware loads it itself, and under Secure Boot verifies its signature.
+	UKI bool
 }
 
 // ErrUnknownMachine is returned by a [Machines] when no machine claims a MAC.

@@ -60,8 +60,11 @@ type Config struct {
 	Kiln string
 	// Compression is Gzip (default) or Zstd.
 	Compression string
-	// OutDir receives the kernel and the initramfs.
+	// OutDir receives the kernel and the initramfs (and the UKI).
 	OutDir string
+	// UKI, if set, also assembles OutDir/kiln-agent.efi, a Unified Kernel Image of
+	// the same kernel and initramfs, signed for Secure Boot if it names a key.
+	UKI *UKIOptions
 	// Progress, if set, is called as the build goes (bytes of file content packed).
 	Progress func(stage string, done, total int64)
 }
@@ -77,6 +80,7 @@ type File struct {
 type Result struct {
 	Kernel        File
 	Initrd        File
+	UKI           *File // set when Config.UKI is
 	KernelVersion string
 	Arch          string   // x86_64 or arm64, from the kiln binary
 	Modules       []string // in load order
@@ -102,6 +106,13 @@ func Build(ctx context.Context, cfg Config) (*Result, error) {
 	progress := cfg.Progress
 	if progress == nil {
 		progress = func(string, int64, int64) {}
+	}
+	var signer *SecureBootSigner
+	if cfg.UKI != nil {
+		var err error
+		if signer, err = cfg.UKI.check(); err != nil {
+			return nil, err
+		}
 	}
 	res := &Result{}
 	tree, err := assemble(cfg, res)
@@ -138,6 +149,14 @@ func Build(ctx context.Context, cfg Config) (*Result, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("copy kernel: %w", err)
+	}
+	if cfg.UKI != nil {
+		progress("uki", total, total)
+		uki, err := buildUKI(ctx, *cfg.UKI, signer, res.Kernel.Path, res.Initrd.Path, res.KernelVersion, filepath.Join(cfg.OutDir, "kiln-agent.efi"))
+		if err != nil {
+			return nil, fmt.Errorf("build the UKI: %w", err)
+		}
+		res.UKI = &uki
 	}
 	progress("done", total, total)
 	return res, nil

@@ -12,7 +12,7 @@ const (
 	InitrdArtifact = "kiln-agent-initrd"
 )
 
-// Manifest returns the two Artifact objects of a build as YAML, for `kiln apply -f -`.
+// Manifest returns the two Artifact objects (three with a UKI: kiln-agent-uki) of a build as YAML, for `kiln apply -f -`.
 // Sources are the files' absolute paths: `kiln serve` serves them when they are in its
 // artifact directory (build with --out under it).
 func (r *Result) Manifest(kernelName, initrdName string) string {
@@ -33,5 +33,9 @@ func (r *Result) Manifest(kernelName, initrdName string) string {
 	doc(kernelName, r.Kernel)
 	b.WriteString("---\n")
 	doc(initrdName, r.Initrd)
+	if r.UKI != nil {
+		b.WriteString("---\n")
+		doc(UKIArtifact, *r.UKI)
+	}
 	return b.String()
 }

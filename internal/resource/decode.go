@@ -269,7 +269,10 @@ func mustJSON(v any) json.RawMessage {
 	return b
 }
 
-var timeType = reflect.TypeOf(time.Time{})
+var (
+	timeType    = reflect.TypeOf(time.Time{})
+	bootUKIType = reflect.TypeOf(BootUKI(""))
+)
 
 // checkValue walks a generic JSON value against a Go type, so that unknown fields and
 // wrong types are reported with their full path (encoding/json reports neither well).
@@ -279,6 +282,13 @@ func checkValue(path string, v any, t reflect.Type) error {
 	}
 	if v == nil {
 		return nil // null: the zero value
+	}
+	if t == bootUKIType {
+		switch v.(type) {
+		case bool, string:
+			return nil // BootUKI.UnmarshalJSON
+		}
+		return fmt.Errorf("%s: expected true, false or an artifact name, got %s", path, jsonType(v))
 	}
 	if t == timeType {
 		s, ok := v.(string)

@@ -45,6 +45,9 @@ spec:
 		{"host bits", "kind: Subnet\nmetadata: {name: s}\nspec: {cidr: 10.0.0.1/24, mode: proxy}", `has host bits set (did you mean 10.0.0.0/24?)`},
 		{"bad duration", "kind: Subnet\nmetadata: {name: s}\nspec: {cidr: 10.0.0.0/24, mode: proxy, leaseTime: forever}", `spec.leaseTime: "forever" is not a positive duration`},
 		{"bad action type", "kind: Template\nmetadata: {name: t}\nspec: {actions: [{name: a, type: docker}]}", `spec.actions[0].type: "docker" is not one of`},
+		{"uki number", "kind: Profile\nmetadata: {name: p}\nspec: {boot: {agent: true, uki: 3}}", `profile "p": spec.boot.uki: expected true, false or an artifact name, got a number (3)`},
+		{"uki bad name", "kind: Profile\nmetadata: {name: p}\nspec: {boot: {agent: true, uki: 'My UKI'}}", `profile "p": spec.boot.uki: "My UKI" is not an artifact name`},
+		{"truncated artifact signature", "kind: Artifact\nmetadata: {name: a}\nspec: {source: a.img, signature: 'untrusted comment: x'}", `artifact "a": spec.signature: minisign signature: 1 lines, want 4`},
 		{"profile enrollment", "kind: Profile\nmetadata: {name: p}\nspec: {boot: {agent: true}, enrollment: manual}", `profile "p": spec.enrollment: "manual" is not one of auto-bound, approve, tpm`},
 		{"machine enrollment", "kind: Machine\nmetadata: {name: a}\nspec: {enrollment: Approve}", `machine "a": spec.enrollment: "Approve" is not one of auto-bound, approve, tpm`},
 		{"profile both", "kind: Profile\nmetadata: {name: p}\nspec: {boot: {agent: true, kernel: k}}", `spec.boot: set either agent or kernel, not both`},
@@ -71,6 +74,21 @@ spec:
 				t.Fatalf("objects returned with an error")
 			}
 		})
+	}
+}
+
+// TestProfileUKIDecodes: spec.boot.uki is true (the default artifact), false (none)
+// or an artifact name.
+func TestProfileUKIDecodes(t *testing.T) {
+	for in, want := range map[string]BootUKI{"true": DefaultUKIArtifact, "false": "", "my-uki": "my-uki", "null": ""} {
+		objs, err := ParseManifests(strings.NewReader("kind: Profile\nmetadata: {name: p}\nspec: {boot: {agent: true, uki: "+in+"}}"), "test")
+		if err != nil {
+			t.Fatalf("uki: %s: %v", in, err)
+		}
+		spec, err := Typed[ProfileSpec](objs[0])
+		if err != nil || spec.Boot.UKI != want {
+			t.Errorf("uki: %s: %q %v, want %q", in, spec.Boot.UKI, err, want)
+		}
 	}
 }
 

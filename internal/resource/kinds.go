@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/minisign"
 )
 
 // Kind describes one resource kind: its names, its spec type and how it is checked.
@@ -234,6 +237,35 @@ type BootSpec struct {
 	Kernel  string   `json:"kernel,omitempty"`
 	Initrds []string `json:"initrds,omitempty"`
 	Cmdline string   `json:"cmdline,omitempty"`
+	// UKI is the Artifact of a Unified Kernel Image that UEFI HTTP boot clients of
+	// this profile get from DHCP instead of iPXE (the path for Secure Boot: the
+	// firmware verifies the image itself). In a manifest: true (DefaultUKIArtifact,
+	// what kiln image build --uki makes) or an artifact name.
+	UKI BootUKI `json:"uki,omitempty"`
+}
+
+// DefaultUKIArtifact is the UKI a profile with spec.boot.uki: true boots.
+const DefaultUKIArtifact = "kiln-agent-uki"
+
+// BootUKI is spec.boot.uki: an artifact name; true in a manifest means
+// DefaultUKIArtifact, false or absent none.
+type BootUKI string
+
+func (u *BootUKI) UnmarshalJSON(b []byte) error {
+	switch string(b) {
+	case "true":
+		*u = DefaultUKIArtifact
+		return nil
+	case "false", "null":
+		*u = ""
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("spec.boot.uki: want true, false or an artifact name")
+	}
+	*u = BootUKI(s)
+	return nil
 }
 
 // ConfigSpec holds config templates rendered per machine.
@@ -277,6 +309,9 @@ func (s *ProfileSpec) Validate() error {
 			return fmt.Errorf("spec.boot.initrds[%d]: %q is not an artifact name", i, n)
 		}
 	}
+	if b.UKI != "" && ValidateName(string(b.UKI)) != nil {
+		return fmt.Errorf("spec.boot.uki: %q is not an artifact name", b.UKI)
+	}
 	if s.Workflow != "" && ValidateName(s.Workflow) != nil {
 		return fmt.Errorf("spec.workflow: %q is not a template name", s.Workflow)
 	}
@@ -302,9 +337,12 @@ func (s *ProfileSpec) Validate() error {
 
 // ArtifactSpec is a file machines download: kernel, initrd, image.
 type ArtifactSpec struct {
-	Source    string `json:"source"`
-	SHA256    string `json:"sha256,omitempty"`
-	Size      int64  `json:"size,omitempty"`
+	Source string `json:"source"`
+	SHA256 string `json:"sha256,omitempty"`
+	Size   int64  `json:"size,omitempty"`
+	// Signature is a detached minisign signature of the file (the text of its
+	// .minisig): Kiln serves the artifact only if it verifies with one of the
+	// server's --artifact-key keys.
 	Signature string `json:"signature,omitempty"`
 	Arch      string `json:"arch,omitempty"`
 }
@@ -321,6 +359,11 @@ func (s *ArtifactSpec) Validate() error {
 	}
 	if s.Size < 0 {
 		return fmt.Errorf("spec.size: %d is negative", s.Size)
+	}
+	if s.Signature != "" {
+		if _, err := minisign.ParseSignature(s.Signature); err != nil {
+			return fmt.Errorf("spec.signature: %w", err)
+		}
 	}
 	switch s.Arch {
 	case "", "x86_64", "arm64":

@@ -78,8 +78,9 @@ func (s *Server) ipxeFileEvent(inv *inventory.Service, r *http.Request, name str
 }
 
 // publicOnlyWithoutForwardSecrecy refuses, on a TLS connection that negotiated RSA
-// key exchange, everything but public boot files: the iPXE binaries, artifacts and
-// the generic /boot.ipxe (no token in it). Those suites are enabled only for UEFI
+// key exchange, everything but public boot files: the iPXE binaries, artifacts,
+// machines' UKIs (/uki/, signed public images) and the generic /boot.ipxe (no token
+// in it). Those suites are enabled only for UEFI
 // firmware's HTTPS client (enroll.bootRSAKeyExchangeSuites); whoever records such a
 // session and later obtains the server key reads it, so nothing that carries a token,
 // a secret or an operator's credential may go over one.
@@ -90,7 +91,7 @@ func publicOnlyWithoutForwardSecrecy(next http.Handler) http.Handler {
 			name := strings.TrimPrefix(r.URL.Path, "/")
 			_, binary := public[name]
 			ok := (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
-				(binary || name == "boot.ipxe" || strings.HasPrefix(name, "artifacts/"))
+				(binary || name == "boot.ipxe" || strings.HasPrefix(name, "artifacts/") || strings.HasPrefix(name, "uki/"))
 			if !ok {
 				http.Error(w, "this TLS connection has no forward secrecy (RSA key exchange): only public boot files are served on it", http.StatusForbidden)
 				return

@@ -107,6 +107,7 @@ func TestPublicOnlyWithoutForwardSecrecy(t *testing.T) {
 		{"HEAD", "/snponly.efi", tls.TLS_RSA_WITH_AES_128_CBC_SHA256, false, 200},
 		{"GET", "/artifacts/kernel", tls.TLS_RSA_WITH_AES_256_CBC_SHA, false, 200},
 		{"GET", "/boot.ipxe", tls.TLS_RSA_WITH_AES_128_GCM_SHA256, false, 200},
+		{"GET", "/uki/52-54-00-12-34-56.efi", tls.TLS_RSA_WITH_AES_128_CBC_SHA256, false, 200},
 		{"GET", "/ipxe", tls.TLS_RSA_WITH_AES_128_CBC_SHA256, false, 403},
 		{"GET", "/secrets/h/abc", tls.TLS_RSA_WITH_AES_128_CBC_SHA256, false, 403},
 		{"POST", "/enroll", tls.TLS_RSA_WITH_AES_128_CBC_SHA256, false, 403},

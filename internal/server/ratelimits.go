@@ -49,7 +49,7 @@ func rateClass(r *http.Request) string {
 	case p == "/ipxe" || p == "/boot.ipxe" || p == "/ipxe/by-cert",
 		strings.HasPrefix(p, "/config/by-mac/"), strings.HasPrefix(p, "/secret-handles/"):
 		return RateScripts
-	case strings.HasPrefix(p, "/artifacts/"):
+	case strings.HasPrefix(p, "/artifacts/"), strings.HasPrefix(p, "/uki/"):
 		return RateArtifacts
 	case p == "/phone-home":
 		return RatePhoneHome

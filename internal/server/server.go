@@ -36,6 +36,7 @@ import (
 	"github.com/kilnhq/kiln/internal/dhcp"
 	"github.com/kilnhq/kiln/internal/enroll"
 	"github.com/kilnhq/kiln/internal/inventory"
+	"github.com/kilnhq/kiln/internal/minisign"
 	"github.com/kilnhq/kiln/internal/ratelimit"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/sdnotify"
@@ -78,6 +79,12 @@ type Config struct {
 	// ArtifactMaxBytes bounds a remote artifact without a declared spec.size; 0:
 	// boot.DefaultMaxRemoteBytes.
 	ArtifactMaxBytes int64
+	// ArtifactKeys are minisign public key files (.pub): when set, every artifact
+	// must carry a spec.signature by one of them to be served.
+	ArtifactKeys []string
+	// UKIAgentDeadline is how long after a machine downloaded its UKI its agent
+	// must show before an AgentMissing event; 0: boot.DefaultAgentDeadline.
+	UKIAgentDeadline time.Duration
 	// DiscoveryProfile is booted by unknown machines where no subnet says otherwise.
 	DiscoveryProfile string
 	// AgentKernel and AgentInitrd name the artifacts profiles with boot.agent boot.
@@ -461,16 +468,27 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 	if err != nil {
 		return nil, nil, fmt.Errorf("--artifact-allow: %w", err)
 	}
+	trusted, err := loadArtifactKeys(s.cfg.ArtifactKeys)
+	if err != nil {
+		return nil, nil, err
+	}
 	b := &boot.Server{
 		Inventory:   inv,
-		Artifacts:   &boot.ArtifactStore{Dir: artifactDir, Recorder: inv, Sources: sources, MaxRemoteBytes: s.cfg.ArtifactMaxBytes},
+		Artifacts:   &boot.ArtifactStore{Dir: artifactDir, Recorder: inv, Sources: sources, MaxRemoteBytes: s.cfg.ArtifactMaxBytes, TrustedKeys: trusted},
 		Policy:      boot.Policy{DiscoveryProfile: s.cfg.DiscoveryProfile, FailedBootsAgent: s.cfg.FailedBootsAgent},
 		Logger:      s.log,
 		AgentKernel: s.cfg.AgentKernel,
 		AgentInitrd: s.cfg.AgentInitrd,
 		OnScript:    func(kind string) { scripts.WithLabelValues(kind).Inc() },
 	}
+	b.AgentDeadline = s.cfg.UKIAgentDeadline
 	b.Register(mux)
+	// The agent watches of UKI boots end with the server, before the store closes.
+	s.udpServers = append(s.udpServers, func(ctx context.Context) error {
+		<-ctx.Done()
+		b.StopWatches()
+		return nil
+	})
 	s.registerIPXEFiles(mux, inv)
 	// Fetch remote kernels and initrds (those profiles boot) ahead of the machines;
 	// disk images go from their source to the agent, not through Kiln.
@@ -485,6 +503,7 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 			for _, p := range profiles {
 				if ps, err := resource.Typed[resource.ProfileSpec](p); err == nil {
 					booted[ps.Boot.Kernel] = true
+					booted[string(ps.Boot.UKI)] = true
 					for _, i := range ps.Boot.Initrds {
 						booted[i] = true
 					}
@@ -854,4 +873,22 @@ func checkObject(o *resource.Object) error {
 		actions[i] = agentwire.Action{Name: a.Name, Type: a.Type, Args: a.Args}
 	}
 	return agentwire.CheckActions(actions)
+}
+
+// loadArtifactKeys reads the minisign public keys artifact signatures are checked
+// with (--artifact-key).
+func loadArtifactKeys(paths []string) (minisign.KeyRing, error) {
+	var ring minisign.KeyRing
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("--artifact-key: %w", err)
+		}
+		k, err := minisign.ParsePublicKey(string(b))
+		if err != nil {
+			return nil, fmt.Errorf("--artifact-key %s: %w", p, err)
+		}
+		ring = append(ring, k)
+	}
+	return ring, nil
 }

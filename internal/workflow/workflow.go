@@ -226,7 +226,10 @@ func (e *Engine) renderData(ctx context.Context, tx store.Tx, m *resource.Object
 				sum = st.SHA256
 			}
 			url := as.Source
-			if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") && e.ArtifactURL != nil {
+			remote := strings.HasPrefix(url, "http://") || strings.HasPrefix(url, "https://")
+			// A signed artifact goes through Kiln even from a remote source: Kiln
+			// verifies its signature before serving it, the source would not.
+			if (!remote || as.Signature != "") && e.ArtifactURL != nil {
 				url = e.ArtifactURL(name)
 			}
 			d.Artifacts[name] = RenderArtifact{URL: url, SHA256: sum, Size: as.Size}

@@ -84,6 +84,52 @@ func (e *env) state(machine string) string {
 	return st.State
 }
 
+// TestSignedRemoteImageThroughKiln: the agent gets Kiln's URL for a remote image
+// that carries a signature (Kiln checks it before serving), the source's URL for an
+// unsigned remote one.
+func TestSignedRemoteImageThroughKiln(t *testing.T) {
+	const sig = "untrusted comment: signature from minisign secret key\n" +
+		"RUQ+iybNMoh7Wy9s6Jy9Qhxlv1AwxXDua3rXkVcx6nms0zfZ+sXUceGMu/3sUPp8uKJx+OxEb5pxCrw2Rbc/16o1KAs/jITcbgw=\n" +
+		"trusted comment: kiln test\n" +
+		"0q+cNrDykp+DYMGmQfPdDQ66bO/mDByKW3oT0Uy3e+D+dEv1CBPlLA9YEWtV9gw+QOwITNvtd2m/dVC3lL2yDQ==\n"
+	sigJSON, _ := json.Marshal(sig)
+	ts := testkit.NewStore(t, `kind: Artifact
+metadata: {name: signed-remote}
+spec: {source: "https://images.example.com/disk.raw", signature: `+string(sigJSON)+`}
+---
+kind: Artifact
+metadata: {name: plain-remote}
+spec: {source: "https://images.example.com/plain.raw"}
+---
+kind: Template
+metadata: {name: two}
+spec:
+  actions:
+    - {name: a, type: image2disk, args: {image: signed-remote, disk: /dev/vda}}
+    - {name: b, type: image2disk, args: {image: plain-remote, disk: /dev/vdb}}
+---
+kind: Profile
+metadata: {name: p}
+spec: {boot: {agent: true}, workflow: two}
+---
+kind: Machine
+metadata: {name: m-1}
+spec: {profile: p, interfaces: [{mac: "52:54:00:00:00:07"}]}
+`)
+	eng := &workflow.Engine{Store: ts.Store, ArtifactURL: func(n string) string { return "http://kiln/artifacts/" + n }}
+	wf, err := eng.Start(context.Background(), "token:x", "m-1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := workflow.StatusOf(wf)
+	if u := st.Actions[0].Args["imageURL"]; u != "http://kiln/artifacts/signed-remote" {
+		t.Errorf("signed remote image: agent URL %v, want Kiln's", u)
+	}
+	if u := st.Actions[1].Args["imageURL"]; u != "https://images.example.com/plain.raw" {
+		t.Errorf("unsigned remote image: agent URL %v, want the source", u)
+	}
+}
+
 func TestWorkflowSucceeds(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()

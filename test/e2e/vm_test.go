@@ -19,11 +19,17 @@ const (
 	// OVMF with the NIC's ROM disabled: the firmware's own PXE client does DHCP,
 	// loads iPXE over TFTP, and iPXE does DHCP again.
 	firmwareUEFI = "uefi"
+	// OVMF with Secure Boot on (Debian's snakeoil keys in PK, KEK and db; SMM, as
+	// the secure variable store needs) and no NIC ROM.
+	firmwareUEFISecureBoot = "uefi-secureboot"
 )
 
 const (
 	ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	// Secure Boot: the snakeoil variables trust /usr/share/ovmf/PkKek-1-snakeoil.pem.
+	ovmfCodeSecureBoot = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+	ovmfVarsSnakeoil   = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"
 )
 
 type vmConfig struct {
@@ -94,6 +100,15 @@ func startVM(t *testing.T, l *lab, cfg vmConfig) *vm {
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
 		// No option ROM: OVMF's own PXE client, then iPXE from Kiln's TFTP server.
+		nic += ",romfile="
+	case firmwareUEFISecureBoot:
+		requireFiles(t, ovmfCodeSecureBoot, ovmfVarsSnakeoil)
+		vars := filepath.Join(dir, "OVMF_VARS.fd")
+		copyFile(t, ovmfVarsSnakeoil, vars)
+		args = append(args, "-machine", "q35,smm=on,accel=tcg",
+			"-global", "driver=cfi.pflash01,property=secure,value=on",
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCodeSecureBoot,
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
 		nic += ",romfile="
 	default:
 		t.Fatalf("vm %s: unknown firmware %q", cfg.Name, cfg.Firmware)

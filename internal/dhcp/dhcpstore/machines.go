@@ -199,6 +199,20 @@ func (m *Machines) lookup(ctx context.Context, tx store.Tx, mac net.HardwareAddr
 		out.Hostname = ifc.Hostname
 		break
 	}
+	// Read in the same transaction (one read per lookup, cached like the machine):
+	// a missing or broken profile only means no UKI, the boot script reports it; a
+	// failed read fails the lookup, as the transaction may be unusable.
+	if spec.Profile != "" {
+		p, err := tx.Get(ctx, "Profile", spec.Profile)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("dhcp: machine %q: read profile %q: %w", obj.Metadata.Name, spec.Profile, err)
+		}
+		if err == nil {
+			if ps, err := resource.Typed[resource.ProfileSpec](p); err == nil {
+				out.UKI = ps.Boot.UKI != ""
+			}
+		}
+	}
 	return out, nil
 }
 

@@ -383,3 +383,30 @@ func TestStoreMachines(t *testing.T) {
 		t.Errorf("reserved by %q %v", owner, err)
 	}
 }
+
+// TestStoreMachinesUKI: a machine's UKI flag comes from its profile's spec.boot.uki;
+// a machine without a profile, with a profile that has none, or whose profile is
+// missing has none.
+func TestStoreMachinesUKI(t *testing.T) {
+	st := testkit.OpenSQLite(t, t.TempDir())
+	createObject(t, st, "Profile", "secure", resource.ProfileSpec{Boot: resource.BootSpec{Agent: true, UKI: resource.DefaultUKIArtifact}})
+	createObject(t, st, "Profile", "ipxe", resource.ProfileSpec{Boot: resource.BootSpec{Agent: true}})
+	for name, c := range map[string]struct{ mac, profile string }{
+		"sb-1":     {macM, "secure"},
+		"plain-1":  {macB, "ipxe"},
+		"orphan-1": {macA, "gone"},
+		"bare-1":   {"52:54:00:00:00:09", ""},
+	} {
+		createObject(t, st, "Machine", name, resource.MachineSpec{Profile: c.profile, Interfaces: []resource.Interface{{MAC: c.mac}}})
+	}
+	m := &Machines{Store: st, CacheTTL: -1}
+	for name, c := range map[string]struct {
+		mac  string
+		want bool
+	}{"sb-1": {macM, true}, "plain-1": {macB, false}, "orphan-1": {macA, false}, "bare-1": {"52:54:00:00:00:09", false}} {
+		got, err := m.MachineByMAC(context.Background(), dhcptest.MAC(c.mac))
+		if err != nil || got.Name != name || got.UKI != c.want {
+			t.Errorf("%s: %+v %v, want UKI %v", name, got, err, c.want)
+		}
+	}
+}
