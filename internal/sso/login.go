@@ -181,12 +181,20 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	claims := tokens.IDTokenClaims
 	all := claims.Claims
 	cfg := h.Config.withDefaults()
-	if _, ok := all[cfg.RoleClaim]; !ok && tokens.AccessToken != "" {
-		// Providers that keep groups out of the ID token (to keep it small) give
-		// them at the userinfo endpoint.
+	_, hasGroups := all[cfg.RoleClaim]
+	if (!hasGroups || !bool(claims.EmailVerified)) && tokens.AccessToken != "" {
+		// Providers that keep groups and email out of the ID token (to keep it
+		// small) give them at the userinfo endpoint; rp.Userinfo checks that it
+		// speaks of the ID token's subject.
 		info, err := rp.Userinfo[*oidc.UserInfo](ctx, tokens.AccessToken, tokens.TokenType, claims.Subject, party)
 		if err == nil {
-			all = info.Claims
+			if !hasGroups {
+				all = info.Claims
+			}
+			if !bool(claims.EmailVerified) && bool(info.EmailVerified) {
+				claims.Email, claims.EmailVerified = info.Email, true
+			}
+			claims.Name = cmp.Or(claims.Name, info.Name)
 		} else {
 			h.log().Warn("sign-in: userinfo", "err", err)
 		}

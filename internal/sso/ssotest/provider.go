@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,6 +52,30 @@ type Provider struct {
 	Issuer       string
 	ClientID     string
 	ClientSecret string
+
+	mu        sync.Mutex
+	redirects []string
+}
+
+// AllowRedirect registers a redirect URI of the client (Kiln's /ui/callback,
+// known once Kiln listens).
+func (p *Provider) AllowRedirect(uri string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.redirects = append(p.redirects, uri)
+}
+
+// registeredClient is the example's web client with redirect URIs that can be
+// added after the provider started.
+type registeredClient struct {
+	*storage.Client
+	p *Provider
+}
+
+func (c registeredClient) RedirectURIs() []string {
+	c.p.mu.Lock()
+	defer c.p.mu.Unlock()
+	return slices.Clone(c.p.redirects)
 }
 
 type people struct{}
@@ -66,7 +92,17 @@ func (people) ExampleClientID() string { return "service" }
 
 // groupStorage is the example storage with a groups claim added to the ID token
 // and to userinfo, as Dex, Keycloak or Entra add theirs.
-type groupStorage struct{ *storage.Storage }
+type groupStorage struct {
+	*storage.Storage
+	client registeredClient
+}
+
+func (s groupStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
+	if id == s.client.GetID() {
+		return s.client, nil
+	}
+	return s.Storage.GetClientByClientID(ctx, id)
+}
 
 func addGroups(info *oidc.UserInfo, user string) {
 	if g, ok := People[user]; ok {
@@ -107,16 +143,16 @@ var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 </body></html>`))
 
 // Start runs a provider on 127.0.0.1 until the test ends, with one confidential
-// web client whose redirect URIs are given (Kiln's /ui/callback).
-func Start(t testing.TB, redirectURIs ...string) *Provider {
+// web client (AllowRedirect registers its redirect URIs).
+func Start(t testing.TB) *Provider {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &Provider{Issuer: "http://" + ln.Addr().String(), ClientID: "kiln-console", ClientSecret: "test-client-secret"}
-	client := storage.WebClient(p.ClientID, p.ClientSecret, redirectURIs...)
-	st := groupStorage{storage.NewStorageWithClients(people{}, map[string]*storage.Client{p.ClientID: client})}
+	client := storage.WebClient(p.ClientID, p.ClientSecret, "http://127.0.0.1/unused")
+	st := groupStorage{storage.NewStorageWithClients(people{}, map[string]*storage.Client{p.ClientID: client}), registeredClient{client, p}}
 	provider, err := op.NewProvider(&op.Config{
 		CryptoKey:      sha256.Sum256([]byte("ssotest")),
 		CodeMethodS256: true,
