@@ -196,7 +196,8 @@ func newBrowserSession(t *testing.T) *browserSession {
 // waits for fails the test instead of hanging it.
 func (b *browserSession) step(what string, actions ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	// Generous: the machine is shared, and a loaded one runs Chromium slowly.
+	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx, actions...); err != nil {
 		b.screenshot("failed-" + what)
@@ -219,7 +220,7 @@ func (b *browserSession) screenshot(name string) {
 	b.shot++
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		b.t.Logf("screenshot %s: %v", name, err)
 		return
@@ -243,7 +244,7 @@ func (b *browserSession) signIn(kiln, user string) {
 }
 
 func waitFor(js string) chromedp.Action[chromedp.Void] {
-	return chromedp.Poll[chromedp.Void](js, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second))
+	return chromedp.Poll[chromedp.Void](js, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(45*time.Second))
 }
 
 // TestConsoleInBrowser: an operator signs in through the OpenID provider, sees a
