@@ -2,7 +2,7 @@
 //
 // Security rule for everything below: text that came from a machine, a person or
 // the API is put into the page with textContent or as an attribute value set by
-// setAttribute (never innerHTML, never a URL built from it other than an encoded
+// setAttribute (never parsed as markup, never a URL built from it other than an encoded
 // #fragment), so a machine named <script> or javascript:... stays text. The
 // server's Content-Security-Policy forbids inline script as a second wall.
 'use strict';
