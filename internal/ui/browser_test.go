@@ -356,17 +356,29 @@ func TestConsoleRendersHostileTextAsText(t *testing.T) {
 	b.step("open the hostile machine", chromedp.Click(chromedp.CSS(`#machines a[href*="evil"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#timeline li`)))
 	b.screenshot("xss-machine")
-	page := eval[string](b, `document.getElementById('main').textContent`)
-	for _, want := range []string{xssScript, xssImg, xssJSURL, xssMachine} {
-		if !strings.Contains(page, want) {
-			t.Errorf("the machine page does not show %q as text", want)
+	// Each place shows the payload itself, as text: the facts, the labels, the
+	// timeline's types and messages, the name.
+	for sel, want := range map[string][]string{
+		"#facts":        {xssScript, xssImg, xssJSURL},
+		"#timeline":     {"hostname " + xssScript, xssImg, xssJSURL},
+		"#machine-name": {xssMachine},
+		"#main":         {"role=" + xssImg, "x=" + xssJSURL},
+	} {
+		got := eval[string](b, fmt.Sprintf(`document.querySelector(%q).textContent`, sel))
+		for _, w := range want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s does not show %q as text: %q", sel, w, got)
+			}
 		}
+	}
+	noMarkup := `document.querySelectorAll('#main img, #main script, #main [onerror]').length + (window.__xss ? 100 : 0)`
+	if n := eval[int](b, noMarkup); n != 0 {
+		t.Errorf("hostile text on the machine page became markup or ran (%d)", n)
 	}
 	b.step("failed page", chromedp.Navigate(c.url+"/ui/#/failed"), waitFor(`document.querySelectorAll('#failed tbody tr').length === 1`))
 	b.screenshot("xss-failed")
-	injected := eval[int](b, `document.querySelectorAll('#main img, #main script, #main [onerror]').length + (window.__xss ? 100 : 0)`)
-	if injected != 0 {
-		t.Errorf("hostile text became markup or ran (%d)", injected)
+	if n := eval[int](b, noMarkup); n != 0 {
+		t.Errorf("hostile text on the failed page became markup or ran (%d)", n)
 	}
 	if n := b.dialogs.Load(); n != 0 {
 		t.Errorf("%d JavaScript dialogs opened: a payload ran", n)
