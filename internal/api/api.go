@@ -144,6 +144,9 @@ type SessionAuth interface {
 	// no live session, or a write without the session's CSRF proof
 	// (errors.Is ErrCrossSite).
 	SessionActor(r *http.Request) (who inventory.Actor, ok bool, err error)
+	// BearerActor returns the person a `kiln login` bearer token names; ok is
+	// false when the token is not such a token (an API token).
+	BearerActor(token string) (who inventory.Actor, ok bool, err error)
 }
 
 // ErrCrossSite is a write made with a session cookie that does not prove it came
@@ -187,6 +190,21 @@ func (s *Server) authorize(need string, h http.HandlerFunc) http.Handler {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="kiln"`)
 			writeError(w, http.StatusUnauthorized, "an API token is required (Authorization: Bearer ...)")
 			return
+		}
+		if s.Sessions != nil {
+			who, ok, err := s.Sessions.BearerActor(strings.TrimSpace(bearer))
+			switch {
+			case ok && err != nil:
+				w.Header().Set("WWW-Authenticate", `Bearer realm="kiln", error="invalid_token"`)
+				writeError(w, http.StatusUnauthorized, err.Error()+" (kiln login)")
+				return
+			case ok && !role.Allows(who.Role, need):
+				writeError(w, http.StatusForbidden, fmt.Sprintf("role %s may not do this (needs %s)", who.Role, need))
+				return
+			case ok:
+				h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, who)))
+				return
+			}
 		}
 		tok, err := apitoken.Authenticate(r.Context(), s.Store, strings.TrimSpace(bearer))
 		if err != nil {

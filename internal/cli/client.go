@@ -59,6 +59,10 @@ func newClient(g *globalFlags) (*client, error) {
 	}
 	tok := g.token
 	if tok == "" {
+		// A person who ran kiln login acts as themselves, also on the server host.
+		tok = loginToken(strings.TrimRight(base, "/"), time.Now())
+	}
+	if tok == "" {
 		path := filepath.Join(g.dataDir, server.AdminTokenFile)
 		b, err := os.ReadFile(path)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {

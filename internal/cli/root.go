@@ -102,6 +102,7 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newEnrollmentCmd(g),
 		newCACmd(g),
 		newDoctorCmd(g),
+		newLoginCmd(g),
 	)
 	refuseUnknownSubcommands(root)
 	return root

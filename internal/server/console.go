@@ -32,6 +32,17 @@ func (c consoleSessions) SessionActor(r *http.Request) (inventory.Actor, bool, e
 	return inventory.Actor{ID: sess.Actor, Role: sess.Role}, true, nil
 }
 
+func (c consoleSessions) BearerActor(token string) (inventory.Actor, bool, error) {
+	sess, err := c.sessions.Bearer(token)
+	switch {
+	case errors.Is(err, sso.ErrNoSession):
+		return inventory.Actor{}, false, nil
+	case err != nil:
+		return inventory.Actor{}, true, err
+	}
+	return inventory.Actor{ID: sess.Actor, Role: sess.Role}, true, nil
+}
+
 // mountConsole serves the web console and its sign-in under /ui/ on the operator
 // API's mux, and lets the API accept console sessions.
 func (s *Server) mountConsole(apiMux *http.ServeMux, a *api.Server) error {

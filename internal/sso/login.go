@@ -92,6 +92,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /ui/logout", h.logout)
 	mux.HandleFunc("GET /ui/session", h.session)
 	mux.HandleFunc("POST /ui/login/token", h.tokenLogin)
+	mux.HandleFunc("GET /ui/login/cli", h.cliConfig)
+	mux.HandleFunc("POST /ui/login/cli", h.cliLogin)
 }
 
 func secureRequest(r *http.Request) bool {

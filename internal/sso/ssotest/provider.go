@@ -52,6 +52,9 @@ type Provider struct {
 	Issuer       string
 	ClientID     string
 	ClientSecret string
+	// CLIClientID is a public (native) client for `kiln login`: PKCE, a
+	// loopback redirect on any port (RFC 8252).
+	CLIClientID string
 
 	mu        sync.Mutex
 	redirects []string
@@ -150,9 +153,10 @@ func Start(t testing.TB) *Provider {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Provider{Issuer: "http://" + ln.Addr().String(), ClientID: "kiln-console", ClientSecret: "test-client-secret"}
+	p := &Provider{Issuer: "http://" + ln.Addr().String(), ClientID: "kiln-console", ClientSecret: "test-client-secret", CLIClientID: "kiln-cli"}
 	client := storage.WebClient(p.ClientID, p.ClientSecret, "http://127.0.0.1/unused")
-	st := groupStorage{storage.NewStorageWithClients(people{}, map[string]*storage.Client{p.ClientID: client}), registeredClient{client, p}}
+	st := groupStorage{storage.NewStorageWithClients(people{}, map[string]*storage.Client{
+		p.ClientID: client, p.CLIClientID: storage.NativeClient(p.CLIClientID, "http://127.0.0.1/callback")}), registeredClient{client, p}}
 	provider, err := op.NewProvider(&op.Config{
 		CryptoKey:      sha256.Sum256([]byte("ssotest")),
 		CodeMethodS256: true,
