@@ -201,6 +201,8 @@ var consoleRoutes = map[string]int{
 	"POST /ui/logout":           http.StatusOK,           // without a session: only clears the cookie
 	"POST /ui/login/token":      http.StatusBadRequest,   // an API token, once, for a session
 	"GET /ui/assets/index.html": http.StatusNotFound,
+	"GET /ui/login/cli":         http.StatusNotFound, // kiln login's provider settings; 404 without oidc
+	"POST /ui/login/cli":        http.StatusNotFound, // kiln login's ID token for a session token
 }
 
 // TestConsoleRoutesAnonymous walks the console's routes with no credentials:

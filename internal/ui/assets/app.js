@@ -96,13 +96,14 @@
     return data;
   }
 
-  // every runs fn now and then every ms until the page changes.
+  // every runs fn now and then every ms (a number, or a function giving it)
+  // until the page changes.
   function every(ms, fn) {
     let stopped = false;
     let timer = null;
     const tick = async () => {
       try { await fn(); } catch (e) { /* shown by fn; keep polling */ }
-      if (!stopped) timer = setTimeout(tick, ms);
+      if (!stopped) timer = setTimeout(tick, typeof ms === 'function' ? ms() : ms);
     };
     tick();
     cleanups.push(() => { stopped = true; clearTimeout(timer); });
@@ -111,18 +112,23 @@
   // watch follows url as a Server-Sent Events stream (the API's ?watch=1); when
   // the server has no stream (404, or a plain JSON answer from a Kiln without
   // the event stream) it falls back to polling: poll() every 2 s.
-  function watch(url, handlers, poll) {
+  function watch(url, handlers, poll, pollMs, onOpen) {
     let polling = false;
     const fallback = () => {
       if (polling) return;
       polling = true;
-      setLive('live: polling every 2 s');
-      every(POLL_MS, poll);
+      setLive('live: polling every ' + Math.round((typeof pollMs === 'function' ? pollMs() : pollMs || POLL_MS) / 1000) + ' s');
+      every(pollMs || POLL_MS, poll);
     };
     if (typeof EventSource === 'undefined') { fallback(); return; }
     poll().catch(() => {});
     const es = new EventSource(url);
-    es.onopen = () => setLive('live: event stream');
+    let opened = false;
+    es.onopen = () => {
+      setLive('live: event stream');
+      if (!opened && onOpen) onOpen();
+      opened = true;
+    };
     for (const [type, fn] of Object.entries(handlers)) {
       es.addEventListener(type, (e) => {
         try { fn(JSON.parse(e.data)); } catch (err) { /* a malformed message is skipped */ }
@@ -160,7 +166,9 @@
     }, async () => {
       try { await loadMachines(); fleet.error = ''; } catch (e) { fleet.error = e.message; }
       onChange();
-    });
+    // Every 2 s for up to 2,000 machines, then slower: a poll reads the whole
+    // list, and the event stream (when the server has it) replaces polling.
+    }, () => POLL_MS * Math.max(1, Math.ceil(fleet.items.size / 2000)));
   }
   const macs = (m) => ((m.spec && m.spec.interfaces) || []).map((i) => i.mac || '');
   const ips = (m) => ((m.spec && m.spec.interfaces) || []).map((i) => i.ip || '').filter(Boolean);
@@ -362,6 +370,8 @@
         ' ', fmtBytes(p.bytes), p.total ? ' / ' + fmtBytes(p.total) : ''];
     }
     let failures = 0;
+    // With the event stream, a machine's events refresh the page at once; the
+    // workflow's progress reports are not events, so it is read every 5 s too.
     watch('/api/v1/events?watch=1', {
       event: (e) => { if (e && e.machine === name) refresh().catch(() => {}); },
     }, async () => {
@@ -372,7 +382,7 @@
         if (++failures === 1 || e.status === 404) { msg.className = 'error'; msg.textContent = e.message; }
         throw e;
       }
-    });
+    }, POLL_MS, () => every(5000, refresh));
   }
 
   function confirmAction(title, text) {
