@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/kilnhq/kiln/internal/sso/ssotest"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/testkit"
+	"github.com/kilnhq/kiln/internal/ui"
 )
 
 const consoleManifests = `
@@ -382,5 +384,65 @@ func TestConsoleRendersHostileTextAsText(t *testing.T) {
 	}
 	if n := b.dialogs.Load(); n != 0 {
 		t.Errorf("%d JavaScript dialogs opened: a payload ran", n)
+	}
+}
+
+// TestConsoleFollowsEventStream: against a server that speaks the event
+// stream's contract (GET /api/v1/machines?watch=1 as Server-Sent Events, ADDED
+// and MODIFIED carrying the object as the list returns it), the fleet follows
+// the stream instead of polling: a machine appears and changes state as the
+// messages arrive. The API here is a stand-in; the page is the real one.
+func TestConsoleFollowsEventStream(t *testing.T) {
+	h, err := ui.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	h.Register(mux)
+	mux.HandleFunc("GET /ui/session", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"actor":"user:watcher@example.test","role":"viewer","csrf":"t"}`)
+	})
+	change := make(chan struct{})
+	stop := make(chan struct{})
+	var polls atomic.Int32
+	machine := func(state string) string {
+		return `{"apiVersion":"kiln.dev/v1","kind":"Machine","metadata":{"name":"stream-1","resourceVersion":"2"},"spec":{"interfaces":[{"mac":"52:54:00:00:00:99"}]},"status":{"state":"` + state + `"}}`
+	}
+	mux.HandleFunc("GET /api/v1/machines", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("watch") != "1" {
+			polls.Add(1)
+			fmt.Fprint(w, `{"items":[]}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "id: 2\nevent: ADDED\ndata: %s\n\n", machine("new"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-change:
+			fmt.Fprintf(w, "id: 3\nevent: MODIFIED\ndata: %s\n\n", machine("provisioning"))
+			w.(http.Flusher).Flush()
+		case <-r.Context().Done():
+			return
+		case <-stop:
+			return
+		}
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	})
+	ts := httptest.NewServer(ui.SecurityHeaders(mux))
+	t.Cleanup(ts.Close)
+	t.Cleanup(func() { close(stop) })
+
+	b := newBrowserSession(t)
+	b.step("open the fleet", chromedp.Navigate(ts.URL+"/ui/#/fleet"),
+		waitFor(`document.querySelector('tr[data-machine="stream-1"] .state-new') !== null`),
+		waitFor(`document.getElementById('live').textContent === 'live: event stream'`))
+	close(change)
+	b.step("see the state change from the stream", waitFor(`document.querySelector('tr[data-machine="stream-1"] .state-provisioning') !== null`))
+	b.screenshot("stream")
+	if n := polls.Load(); n > 1 {
+		t.Errorf("the fleet read the list %d times while the stream was open, want once (at start)", n)
 	}
 }

@@ -121,24 +121,30 @@
       every(pollMs || POLL_MS, poll);
     };
     if (typeof EventSource === 'undefined') { fallback(); return; }
-    poll().catch(() => {});
-    const es = new EventSource(url);
-    let opened = false;
-    es.onopen = () => {
-      setLive('live: event stream');
-      if (!opened && onOpen) onOpen();
-      opened = true;
-    };
-    for (const [type, fn] of Object.entries(handlers)) {
-      es.addEventListener(type, (e) => {
-        try { fn(JSON.parse(e.data)); } catch (err) { /* a malformed message is skipped */ }
-      });
-    }
-    es.onerror = () => {
-      if (es.readyState === EventSource.CLOSED) fallback();
-      else setLive('live: reconnecting…');
-    };
-    cleanups.push(() => es.close());
+    // List first, then follow the stream: a stream message applied before the
+    // list's answer would be wiped by it.
+    let closed = false;
+    let es = null;
+    cleanups.push(() => { closed = true; if (es) es.close(); });
+    poll().catch(() => {}).finally(() => {
+      if (closed) return;
+      es = new EventSource(url);
+      let opened = false;
+      es.onopen = () => {
+        setLive('live: event stream');
+        if (!opened && onOpen) onOpen();
+        opened = true;
+      };
+      for (const [type, fn] of Object.entries(handlers)) {
+        es.addEventListener(type, (e) => {
+          try { fn(JSON.parse(e.data)); } catch (err) { /* a malformed message is skipped */ }
+        });
+      }
+      es.onerror = () => {
+        if (es.readyState === EventSource.CLOSED) fallback();
+        else setLive('live: reconnecting…');
+      };
+    });
   }
   function setLive(text) {
     document.getElementById('live').textContent = text;
