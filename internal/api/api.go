@@ -50,6 +50,9 @@ type Server struct {
 	// AuditChain verifies the keyed part of the audit chain and its anchored head;
 	// nil verifies the unkeyed chain against the database's head only.
 	AuditChain *audit.Chain
+	// Sessions authenticates the web console's people by their session cookie
+	// when a request carries no bearer token; nil: API tokens only.
+	Sessions SessionAuth
 
 	routes []route
 	extra  []route
@@ -131,6 +134,48 @@ func (s *Server) routeTable() []route {
 
 type ctxKey struct{}
 
+// sessionKey holds a console session's person in a request's context.
+type sessionKey struct{}
+
+// SessionAuth authenticates a person signed in to the web console.
+type SessionAuth interface {
+	// SessionActor returns the person a request's session cookie names. ok is
+	// false when the request carries no session cookie; err is a cookie naming
+	// no live session, or a write without the session's CSRF proof
+	// (errors.Is ErrCrossSite).
+	SessionActor(r *http.Request) (who inventory.Actor, ok bool, err error)
+	// BearerActor returns the person a `kiln login` bearer token names; ok is
+	// false when the token is not such a token (an API token).
+	BearerActor(token string) (who inventory.Actor, ok bool, err error)
+}
+
+// ErrCrossSite is a write made with a session cookie that does not prove it came
+// from Kiln's own pages (no CSRF token, another origin): refused with 403.
+var ErrCrossSite = errors.New("a write with a session cookie needs the X-Kiln-CSRF header and a same-origin request")
+
+// authorizeSession is authorize for a request with no bearer token: the
+// console's session cookie, if there is one. handled reports that it answered.
+func (s *Server) authorizeSession(w http.ResponseWriter, r *http.Request, need string, h http.HandlerFunc) (handled bool) {
+	if s.Sessions == nil {
+		return false
+	}
+	who, ok, err := s.Sessions.SessionActor(r)
+	if !ok {
+		return false
+	}
+	switch {
+	case errors.Is(err, ErrCrossSite):
+		writeError(w, http.StatusForbidden, err.Error())
+	case err != nil:
+		writeError(w, http.StatusUnauthorized, err.Error())
+	case !role.Allows(who.Role, need):
+		writeError(w, http.StatusForbidden, fmt.Sprintf("role %s may not do this (needs %s)", who.Role, need))
+	default:
+		h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, who)))
+	}
+	return true
+}
+
 func (s *Server) authorize(need string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if need == "" {
@@ -138,10 +183,28 @@ func (s *Server) authorize(need string, h http.HandlerFunc) http.Handler {
 			return
 		}
 		bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if r.Header.Get("Authorization") == "" && s.authorizeSession(w, r, need, h) {
+			return
+		}
 		if !ok || bearer == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="kiln"`)
 			writeError(w, http.StatusUnauthorized, "an API token is required (Authorization: Bearer ...)")
 			return
+		}
+		if s.Sessions != nil {
+			who, ok, err := s.Sessions.BearerActor(strings.TrimSpace(bearer))
+			switch {
+			case ok && err != nil:
+				w.Header().Set("WWW-Authenticate", `Bearer realm="kiln", error="invalid_token"`)
+				writeError(w, http.StatusUnauthorized, err.Error()+" (kiln login)")
+				return
+			case ok && !role.Allows(who.Role, need):
+				writeError(w, http.StatusForbidden, fmt.Sprintf("role %s may not do this (needs %s)", who.Role, need))
+				return
+			case ok:
+				h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, who)))
+				return
+			}
 		}
 		tok, err := apitoken.Authenticate(r.Context(), s.Store, strings.TrimSpace(bearer))
 		if err != nil {
@@ -165,6 +228,9 @@ func (s *Server) authorize(need string, h http.HandlerFunc) http.Handler {
 func actor(r *http.Request) inventory.Actor {
 	if t, ok := r.Context().Value(ctxKey{}).(*store.APIToken); ok {
 		return inventory.Actor{ID: "token:" + t.ID, Role: t.Role}
+	}
+	if who, ok := r.Context().Value(sessionKey{}).(inventory.Actor); ok {
+		return who
 	}
 	return inventory.Actor{ID: "anonymous"}
 }
@@ -520,6 +586,11 @@ func (s *Server) version(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	if who, ok := r.Context().Value(sessionKey{}).(inventory.Actor); ok {
+		// A console session: the person, in the fields a token's answer has.
+		writeJSON(w, http.StatusOK, map[string]string{"id": who.ID, "name": who.ID, "role": who.Role})
+		return
+	}
 	t, _ := r.Context().Value(ctxKey{}).(*store.APIToken)
 	writeJSON(w, http.StatusOK, t)
 }

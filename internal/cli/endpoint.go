@@ -91,6 +91,14 @@ func resolveEndpoint(g *globalFlags) (endpoint, error) {
 	if e.base == "" {
 		e.base = "http://127.0.0.1:8080"
 	}
+	if e.token == "" {
+		// A person who ran kiln login acts as themselves, also on the server host.
+		base := e.base
+		if !strings.Contains(base, "://") {
+			base = "http://" + base
+		}
+		e.token = loginToken(strings.TrimRight(base, "/"), time.Now())
+	}
 	// A context's server gets the context's credentials (or none), never the data
 	// dir's admin token, which is for the server of this host.
 	if e.token == "" && !fromContext {

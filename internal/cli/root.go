@@ -29,6 +29,7 @@ import (
 	"github.com/kilnhq/kiln/internal/gctune"
 	"github.com/kilnhq/kiln/internal/ratelimit"
 	"github.com/kilnhq/kiln/internal/server"
+	"github.com/kilnhq/kiln/internal/sso"
 	"github.com/kilnhq/kiln/internal/tftp"
 )
 
@@ -123,6 +124,7 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newBackupCmd(g),
 		newRestoreCmd(g),
 		newConfigCmd(g),
+		newLoginCmd(g),
 	)
 	refuseUnknownSubcommands(root)
 	return root
@@ -271,6 +273,9 @@ func bindConfigFile(fs *pflag.FlagSet, path string) error {
 		return fmt.Errorf("config file %s: %v", path, err)
 	}
 	for k, v := range vals {
+		if k == oidcConfigKey {
+			continue // a section, not a flag: read by oidcConfig
+		}
 		f := fs.Lookup(k)
 		if f == nil || k == "config" {
 			return fmt.Errorf("config file %s: %s: unknown setting (see kiln serve --help)", path, k)
@@ -309,6 +314,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 		logLevel   string
 		pprofAddr  string
 		rateLimits []string
+		oidcFlags  sso.Config
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -330,6 +336,9 @@ win over the environment, the environment over the file. On first start Kiln cre
 				if err := bindConfigFile(cmd.Flags(), configFile); err != nil {
 					return err
 				}
+			}
+			if cfg.OIDC, err = oidcConfig(configFile, oidcFlags); err != nil {
+				return err
 			}
 			log, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
 			if err != nil {
@@ -405,6 +414,10 @@ win over the environment, the environment over the file. On first start Kiln cre
 	f.DurationVar(&cfg.EventRetention, "event-retention", server.DefaultEventRetention, "remove machine events (the boot timeline, agent logs) older than this, hourly; 0: keep by age (env KILN_EVENT_RETENTION)")
 	f.IntVar(&cfg.EventRetentionCount, "event-retention-count", server.DefaultEventRetentionCount, "keep at most this many events per machine, the newest; 0: no count limit (env KILN_EVENT_RETENTION_COUNT)")
 	f.DurationVar(&cfg.AuditRetention, "audit-retention", server.DefaultAuditRetention, "remove audit entries older than this, hourly, behind a retention checkpoint entry that keeps `kiln audit verify` working (e.g. 9600h, 400 days); 0: keep every entry (env KILN_AUDIT_RETENTION)")
+	f.StringVar(&oidcFlags.Issuer, "oidc-issuer", "", "OpenID Connect issuer URL for the web console's single sign-on; overrides oidc.issuer of the config file, whose oidc: section also maps groups to roles (README#web-console-and-single-sign-on) (env KILN_OIDC_ISSUER)")
+	f.StringVar(&oidcFlags.ClientID, "oidc-client-id", "", "Kiln's client ID at the OpenID provider; overrides oidc.clientID (env KILN_OIDC_CLIENT_ID)")
+	f.StringVar(&oidcFlags.ClientSecretFile, "oidc-client-secret-file", "", "file holding Kiln's client secret at the OpenID provider; overrides oidc.clientSecretFile (env KILN_OIDC_CLIENT_SECRET_FILE)")
+	f.StringVar(&oidcFlags.RedirectURL, "oidc-redirect-url", "", "the console's callback as browsers reach it, https://kiln.example.com:9443/ui/callback; overrides oidc.redirectURL (env KILN_OIDC_REDIRECT_URL)")
 	f.StringVar(&pprofAddr, "pprof-listen", "", "serve Go's profiling endpoints (/debug/pprof/) on this address, for performance work; keep it on loopback; empty: off (env KILN_PPROF_LISTEN)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json (env KILN_LOG_FORMAT)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error (env KILN_LOG_LEVEL)")

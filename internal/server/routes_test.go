@@ -188,3 +188,33 @@ func cmpOrNone(role string) string {
 	}
 	return role
 }
+
+// consoleRoutes are the web console's routes (outside the API's table: they are
+// pages and the sign-in, open to anyone, each guarding itself): what an
+// anonymous caller gets on a server without single sign-on.
+var consoleRoutes = map[string]int{
+	"GET /ui/":                  http.StatusOK,           // the page; it asks /ui/session who is there
+	"GET /ui/assets/app.js":     http.StatusOK,           // static files
+	"GET /ui/session":           http.StatusUnauthorized, // who is signed in, and how one may sign in
+	"GET /ui/login":             http.StatusNotFound,     // to the provider; 404 without oidc
+	"GET /ui/callback":          http.StatusNotFound,     // back from the provider
+	"POST /ui/logout":           http.StatusOK,           // without a session: only clears the cookie
+	"POST /ui/login/token":      http.StatusBadRequest,   // an API token, once, for a session
+	"GET /ui/assets/index.html": http.StatusNotFound,
+	"GET /ui/login/cli":         http.StatusNotFound, // kiln login's provider settings; 404 without oidc
+	"POST /ui/login/cli":        http.StatusNotFound, // kiln login's ID token for a session token
+}
+
+// TestConsoleRoutesAnonymous walks the console's routes with no credentials:
+// none of them reveals or changes anything.
+func TestConsoleRoutesAnonymous(t *testing.T) {
+	s := newTestServer(t)
+	for p, want := range consoleRoutes {
+		method, path, _ := strings.Cut(p, " ")
+		rec := httptest.NewRecorder()
+		s.http.Handler.ServeHTTP(rec, httptest.NewRequest(method, path, strings.NewReader("")))
+		if rec.Code != want {
+			t.Errorf("%s as no one: %d, want %d (%s)", p, rec.Code, want, rec.Body)
+		}
+	}
+}

@@ -41,6 +41,7 @@ import (
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/sdnotify"
 	"github.com/kilnhq/kiln/internal/secrets"
+	"github.com/kilnhq/kiln/internal/sso"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/open"
 	"github.com/kilnhq/kiln/internal/store/sqlstore"
@@ -155,6 +156,9 @@ type Config struct {
 	EventRetention      time.Duration
 	EventRetentionCount int
 	AuditRetention      time.Duration
+	// OIDC signs people in to the web console (/ui/) through the company's
+	// identity provider; zero: the console signs in with an API token only.
+	OIDC sso.Config
 }
 
 // artifactDir is where local artifact files are: ArtifactDir, else
@@ -299,6 +303,9 @@ func (s *Server) openSecrets(ctx context.Context, keys *secrets.KeyRing) error {
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("data dir: required (--data-dir)")
+	}
+	if err := cfg.OIDC.Validate(); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, datadir.DirMode); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
@@ -613,6 +620,9 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 	ss.RegisterOperator(a.AddRoute)
 	a.AddRoute("POST", "/api/v1/machines/{name}/power", store.RoleOperator, "Power a machine through its BMC: op on, off, cycle, soft-off, status, set-boot (device pxe, disk, cdrom), reprovision; wait runs it before answering", s.power.handle)
 	a.AddRoute("POST", "/api/v1/power", store.RoleOperator, "Power every machine a label selector picks (bounded parallelism, one request at a time per BMC)", s.power.handle)
+	if err := s.mountConsole(apiMux, a); err != nil {
+		return nil, nil, err
+	}
 	a.Register(apiMux)
 	s.operatorAPI = a
 	healthz := func(w http.ResponseWriter, r *http.Request) {
