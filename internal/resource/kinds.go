@@ -340,7 +340,7 @@ type Action struct {
 }
 
 // ActionTypes are the actions built into the agent.
-var ActionTypes = []string{"image2disk", "partition", "write-file", "exec", "reboot", "poweroff", "kexec"}
+var ActionTypes = []string{"image2disk", "image2slot", "partition", "write-file", "exec", "reboot", "poweroff", "kexec"}
 
 // TemplateSpec is an ordered list of actions.
 type TemplateSpec struct {

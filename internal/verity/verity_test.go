@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/testkit"
 )
 
@@ -83,6 +84,10 @@ func TestTreeMatchesVeritysetup(t *testing.T) {
 			}
 			if got := sb.HashDeviceSize(); got != int64(len(hashDev)) {
 				t.Errorf("HashDeviceSize %d, veritysetup wrote %d bytes", got, len(hashDev))
+			}
+			// What apply checks verity partitions against (agentwire imports nothing).
+			if got := agentwire.VerityHashSize(int64(len(data))); bs == 4096 && got != int64(len(hashDev)) {
+				t.Errorf("agentwire.VerityHashSize %d, veritysetup wrote %d bytes", got, len(hashDev))
 			}
 			if !bytes.Equal(sb.Marshal(), hashDev[:SuperblockSize]) {
 				t.Errorf("Marshal differs from veritysetup's superblock")
