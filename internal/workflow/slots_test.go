@@ -132,7 +132,7 @@ func TestSlotInstallUpgradeRollback(t *testing.T) {
 	st, _ := workflow.StatusOf(wf)
 	got := st.Actions[1].Args
 	for k, want := range map[string]any{"slot": "a", "version": "os-v1", "imageURL": "/artifacts/os-v1",
-		"sha256": "2222222222222222222222222222222222222222222222222222222222222222",
+		"sha256":    "2222222222222222222222222222222222222222222222222222222222222222",
 		"verityURL": "/artifacts/os-v1-verity", "veritySHA256": "1111111111111111111111111111111111111111111111111111111111111111",
 		"rootHash": "3333333333333333333333333333333333333333333333333333333333333333", "rootHashSignature": "c2lnbmF0dXJlLXYx"} {
 		if got[k] != want {
