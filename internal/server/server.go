@@ -461,8 +461,10 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 	if err != nil {
 		return nil, nil, fmt.Errorf("--artifact-allow: %w", err)
 	}
+	wfe := &workflow.Engine{Store: s.store, ArtifactURL: s.artifactURL}
 	b := &boot.Server{
-		Inventory:   inv,
+		// A phone-home that names its A/B slot also updates the machine's slot record.
+		Inventory:   phoneHomeSlots{Inventory: inv, engine: wfe, log: s.log},
 		Artifacts:   &boot.ArtifactStore{Dir: artifactDir, Recorder: inv, Sources: sources, MaxRemoteBytes: s.cfg.ArtifactMaxBytes},
 		Policy:      boot.Policy{DiscoveryProfile: s.cfg.DiscoveryProfile, FailedBootsAgent: s.cfg.FailedBootsAgent},
 		Logger:      s.log,
@@ -531,13 +533,18 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 		})
 	}
 	s.every(retentionEvery, func(ctx context.Context) { s.retain(ctx, time.Now()) })
-	wfe := &workflow.Engine{Store: s.store, ArtifactURL: s.artifactURL}
-	// Time out workflows whose agent went silent.
+	// Time out workflows whose agent went silent, and upgraded slots that did not
+	// phone home.
 	s.every(15*time.Second, func(ctx context.Context) {
 		if n, err := wfe.Sweep(ctx); err != nil {
 			s.log.Warn("workflow sweep", "err", err)
 		} else if n > 0 {
 			s.log.Info("workflows timed out", "count", n)
+		}
+		if n, err := wfe.SweepSlotDeadlines(ctx); err != nil {
+			s.log.Warn("slot deadline sweep", "err", err)
+		} else if n > 0 {
+			s.log.Warn("upgraded slots past their deadline", "count", n)
 		}
 	})
 	ss := &secrets.Server{Service: s.secrets, Actor: api.ActorOf, Logger: s.log}

@@ -2,17 +2,20 @@ package workflow
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/audit"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/verity"
 )
 
 // A/B slots. A workflow with an image2slot action writes the slot the machine is
@@ -59,6 +62,9 @@ func (e *Engine) Upgrade(ctx context.Context, actor, machine, image, templateNam
 		for _, a := range ts.Actions {
 			switch a.Type {
 			case "image2slot":
+				if err := checkSignature(a, image, as.Verity); err != nil {
+					return nil, err
+				}
 				args := make(map[string]any, len(a.Args)+1)
 				for k, v := range a.Args {
 					args[k] = v
@@ -76,6 +82,32 @@ func (e *Engine) Upgrade(ctx context.Context, actor, machine, image, templateNam
 		}
 		return out, nil
 	}, "upgrade")
+}
+
+// checkSignature refuses, before anything boots, an image whose root hash is not
+// signed by a key the action trusts (the agent checks again before it writes:
+// the Artifact may change before the machine runs the workflow).
+func checkSignature(a resource.Action, image string, v *resource.ArtifactVerity) error {
+	pemText, _ := a.Args["trustedCerts"].(string)
+	if pemText == "" || strings.Contains(pemText, "{{") {
+		return nil // rendered per machine: the agent checks it
+	}
+	certs, err := agentwire.ParseCertificatesPEM([]byte(pemText))
+	if err != nil {
+		return fmt.Errorf("action %q: args.trustedCerts: %w", a.Name, err)
+	}
+	root, err := verity.ParseRootHash(v.RootHash)
+	if err != nil {
+		return fmt.Errorf("image %q: spec.verity.rootHash: %w", image, err)
+	}
+	sig, err := base64.StdEncoding.DecodeString(v.RootHashSignature)
+	if err != nil {
+		return fmt.Errorf("image %q: spec.verity.rootHashSignature: not base64: %w", image, err)
+	}
+	if _, err := verity.VerifyRootHash(root, sig, certs); err != nil {
+		return fmt.Errorf("image %q: spec.verity.rootHashSignature is not trusted by action %q's trustedCerts: %w", image, a.Name, err)
+	}
+	return nil
 }
 
 // nextSlot is the slot a workflow writes: the one the machine is not running.

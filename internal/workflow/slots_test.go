@@ -2,8 +2,17 @@ package workflow_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"math/big"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,10 +20,32 @@ import (
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/testkit"
+	"github.com/kilnhq/kiln/internal/verity"
 	"github.com/kilnhq/kiln/internal/workflow"
 )
 
-const slotManifests = `
+// slotManifests are artifacts signed for real (internal/verity/testdata: openssl
+// smime over the root hash ab01...ab01), templates trusting that key or another.
+func slotManifests(t *testing.T) string {
+	sig, err := os.ReadFile("../verity/testdata/roothash-noattr.p7s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := os.ReadFile("../verity/testdata/signer.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "another key"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	other := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	indent := func(b []byte) string {
+		return "          " + strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "\n          ")
+	}
+	return strings.NewReplacer("SIG", base64.StdEncoding.EncodeToString(sig), "TRUSTED", indent(cert), "OTHER", indent(other)).Replace(slotManifestsText)
+}
+
+const slotManifestsText = `
 kind: Artifact
 metadata: {name: os-v1-verity}
 spec: {source: images/os-v1.verity, sha256: "1111111111111111111111111111111111111111111111111111111111111111"}
@@ -24,14 +55,21 @@ metadata: {name: os-v1}
 spec:
   source: images/os-v1.raw
   sha256: "2222222222222222222222222222222222222222222222222222222222222222"
-  verity: {hashTree: os-v1-verity, rootHash: "3333333333333333333333333333333333333333333333333333333333333333", rootHashSignature: "c2lnbmF0dXJlLXYx"}
+  verity: {hashTree: os-v1-verity, rootHash: "ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01", rootHashSignature: "SIG"}
 ---
 kind: Artifact
 metadata: {name: os-v2}
 spec:
   source: images/os-v2.raw
   sha256: "4444444444444444444444444444444444444444444444444444444444444444"
-  verity: {hashTree: os-v1-verity, rootHash: "5555555555555555555555555555555555555555555555555555555555555555", rootHashSignature: "c2lnbmF0dXJlLXYy"}
+  verity: {hashTree: os-v1-verity, rootHash: "ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01", rootHashSignature: "SIG"}
+---
+kind: Artifact
+metadata: {name: os-forged}
+spec:
+  source: images/os-forged.raw
+  sha256: "5555555555555555555555555555555555555555555555555555555555555555"
+  verity: {hashTree: os-v1-verity, rootHash: "cd01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01", rootHashSignature: "SIG"}
 ---
 kind: Artifact
 metadata: {name: os-plain}
@@ -46,9 +84,28 @@ spec:
       args: {disk: /dev/vda, partitions: [{label: esp, size: 64MiB, type: esp}, {label: root-a, size: 1G}, {label: root-a-verity, size: 16MiB}, {label: root-b, size: 1G}, {label: root-b-verity, size: 16MiB}]}
     - name: slot
       type: image2slot
-      args: {disk: /dev/vda, image: os-v1, trustedCerts: "PEM", linux: /vmlinuz, bootDeadline: 10m}
+      args:
+        disk: /dev/vda
+        image: os-v1
+        linux: /vmlinuz
+        bootDeadline: 10m
+        trustedCerts: |
+TRUSTED
     - name: reboot
       type: reboot
+---
+kind: Template
+metadata: {name: ab-other-key}
+spec:
+  actions:
+    - name: slot
+      type: image2slot
+      args:
+        disk: /dev/vda
+        image: os-v1
+        linux: /vmlinuz
+        trustedCerts: |
+OTHER
 ---
 kind: Template
 metadata: {name: no-slot}
@@ -120,7 +177,7 @@ func (e *slotEnv) lastEvent() store.Event {
 // it the slot (previous a); an upgrade to a that comes back on b is a rollback,
 // counted, audited and on the timeline; a deadline passing first is an event.
 func TestSlotInstallUpgradeRollback(t *testing.T) {
-	ts := testkit.NewStore(t, slotManifests)
+	ts := testkit.NewStore(t, slotManifests(t))
 	e := &slotEnv{t: t, st: ts.Store, now: time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)}
 	e.eng = &workflow.Engine{Store: ts.Store, Now: func() time.Time { return e.now }, ArtifactURL: func(n string) string { return "/artifacts/" + n }}
 	ctx := context.Background()
@@ -134,7 +191,7 @@ func TestSlotInstallUpgradeRollback(t *testing.T) {
 	for k, want := range map[string]any{"slot": "a", "version": "os-v1", "imageURL": "/artifacts/os-v1",
 		"sha256":    "2222222222222222222222222222222222222222222222222222222222222222",
 		"verityURL": "/artifacts/os-v1-verity", "veritySHA256": "1111111111111111111111111111111111111111111111111111111111111111",
-		"rootHash": "3333333333333333333333333333333333333333333333333333333333333333", "rootHashSignature": "c2lnbmF0dXJlLXYx"} {
+		"rootHash": "ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01"} {
 		if got[k] != want {
 			t.Errorf("install: args.%s = %v, want %v", k, got[k], want)
 		}
@@ -159,7 +216,7 @@ func TestSlotInstallUpgradeRollback(t *testing.T) {
 	if len(st.Actions) != 2 || st.Actions[0].Type != "image2slot" || st.Actions[1].Type != "reboot" {
 		t.Fatalf("upgrade actions %+v, want image2slot and reboot only", st.Actions)
 	}
-	if a := st.Actions[0].Args; a["slot"] != "b" || a["image"] != "os-v2" || a["version"] != "os-v2" || a["rootHash"] != "5555555555555555555555555555555555555555555555555555555555555555" {
+	if a := st.Actions[0].Args; a["slot"] != "b" || a["image"] != "os-v2" || a["version"] != "os-v2" || a["rootHash"] != "ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01" {
 		t.Fatalf("upgrade args %v, want slot b and os-v2's", a)
 	}
 	if n := len(testkit.AuditEntries(t, ts.Store, "upgrade")); n != 1 {
@@ -214,9 +271,10 @@ func TestSlotInstallUpgradeRollback(t *testing.T) {
 }
 
 // TestUpgradeRefusals: an image without verity, a template without image2slot,
-// an unknown image, a bad slot report.
+// an unknown image, a signature by a key the template does not trust, a
+// signature of another root hash, a bad slot report: nothing starts.
 func TestUpgradeRefusals(t *testing.T) {
-	ts := testkit.NewStore(t, slotManifests)
+	ts := testkit.NewStore(t, slotManifests(t))
 	eng := &workflow.Engine{Store: ts.Store}
 	ctx := context.Background()
 	if _, err := eng.Upgrade(ctx, "t", "ab-1", "os-plain", ""); err == nil || !strings.Contains(err.Error(), `artifact "os-plain" has no spec.verity`) {
@@ -227,6 +285,12 @@ func TestUpgradeRefusals(t *testing.T) {
 	}
 	if _, err := eng.Upgrade(ctx, "t", "ab-1", "nope", ""); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("unknown image: %v", err)
+	}
+	if _, err := eng.Upgrade(ctx, "t", "ab-1", "os-v2", "ab-other-key"); !errors.Is(err, verity.ErrUnknownSigner) || !strings.Contains(err.Error(), `image "os-v2": spec.verity.rootHashSignature is not trusted by action "slot"'s trustedCerts`) {
+		t.Errorf("signed by a key the template does not trust: %v", err)
+	}
+	if _, err := eng.Upgrade(ctx, "t", "ab-1", "os-forged", ""); err == nil || !strings.Contains(err.Error(), `image "os-forged"`) {
+		t.Errorf("a signature of another root hash: %v", err)
 	}
 	if err := eng.SlotBooted(ctx, "ab-1", "c", "x"); err == nil {
 		t.Errorf("slot c accepted")
