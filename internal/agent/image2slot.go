@@ -42,6 +42,9 @@ import (
 //	efi                a UKI on the ESP
 //	cmdline            the rest of the kernel command line
 //	tries              boot attempts before systemd-boot gives up on the slot (3)
+//	esp                the ESP's device, when it is not the EFI system partition
+//	                   of disk (on another disk, or a kernel that names no
+//	                   partition devices)
 //
 // Order, so that nothing is written that was not vouched for: the signature over
 // the root hash is checked against trustedCerts; the hash tree is downloaded and
@@ -97,7 +100,7 @@ func image2slot(ctx context.Context, env *Env, args Args) error {
 	if err != nil {
 		return permanent(fmt.Errorf("disk %s: %w (lay out the A/B partitions first, with a partition action)", disk, err))
 	}
-	sl, err := findSlot(layout, o.slot)
+	sl, err := findSlot(layout, o.slot, o.espDevice == "")
 	if err != nil {
 		return permanent(fmt.Errorf("disk %s: %w", disk, err))
 	}
@@ -164,9 +167,11 @@ func image2slot(ctx context.Context, env *Env, args Args) error {
 		return fmt.Errorf("close %s: %w", disk, err)
 	}
 
-	esp, err := env.partitionDevice(ctx, tgt, sl.esp.Number)
-	if err != nil {
-		return err
+	esp := o.espDevice
+	if esp == "" {
+		if esp, err = env.partitionDevice(ctx, tgt, sl.esp.Number); err != nil {
+			return err
+		}
 	}
 	entry, err := env.writeBootEntry(esp, o)
 	if err != nil {
@@ -186,6 +191,7 @@ type slotArgs struct {
 	rootHash, signature              []byte
 	trusted                          []*x509.Certificate
 	linux, efi, cmdline, compression string
+	espDevice                        string
 	initrds                          []string
 	tries                            int64
 	idle                             time.Duration
@@ -215,6 +221,7 @@ func parseSlotArgs(args Args) (*slotArgs, error) {
 	str("efi", &o.efi)
 	str("cmdline", &o.cmdline)
 	str("compression", &o.compression)
+	str("esp", &o.espDevice)
 	if err != nil {
 		return nil, err
 	}
@@ -273,7 +280,7 @@ type slotParts struct {
 	root, verity, esp agentwire.GPTPartition
 }
 
-func findSlot(l *GPTLayout, slot string) (*slotParts, error) {
+func findSlot(l *GPTLayout, slot string, needESP bool) (*slotParts, error) {
 	espType, _ := agentwire.ParseGUID(agentwire.PartitionTypes["esp"])
 	var s slotParts
 	var haveRoot, haveVerity, haveESP bool
@@ -292,7 +299,7 @@ func findSlot(l *GPTLayout, slot string) (*slotParts, error) {
 		return nil, fmt.Errorf("no partition named %q: not an A/B layout", agentwire.SlotLabel(slot))
 	case !haveVerity:
 		return nil, fmt.Errorf("no partition named %q: not an A/B layout", agentwire.SlotVerityLabel(slot))
-	case !haveESP:
+	case !haveESP && needESP:
 		return nil, errors.New("no EFI system partition for the boot entries: not an A/B layout")
 	}
 	return &s, nil

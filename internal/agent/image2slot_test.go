@@ -29,7 +29,9 @@ type slotFixture struct {
 	signOther     func(content string) string
 }
 
-func newSlotFixture(t *testing.T, data []byte) *slotFixture {
+func newSlotFixture(t *testing.T, data []byte) *slotFixture { return newSlotFixtureTB(t, data) }
+
+func newSlotFixtureTB(t testing.TB, data []byte) *slotFixture {
 	t.Helper()
 	vs := testkit.NeedTool(t, "veritysetup", "cryptsetup-bin")
 	openssl := testkit.NeedTool(t, "openssl", "openssl")
