@@ -1,4 +1,4 @@
-package verity
+package verity_test
 
 import (
 	"bytes"
@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/testkit"
+	"github.com/kilnhq/kiln/internal/verity"
 )
 
 // signer is a key and self-signed certificate made by openssl.
@@ -70,7 +72,7 @@ func TestVerifyRootHashSignature(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := ParseCertificates(b)
+		c, err := agentwire.ParseCertificatesPEM(b)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,24 +91,24 @@ func TestVerifyRootHashSignature(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			sig := c.s.sign(t, openssl, hexRoot, c.extra...)
 			trusted := append(load(otherS), load(c.s)...)
-			got, err := VerifyRootHash(root, sig, trusted)
+			got, err := verity.VerifyRootHash(root, sig, trusted)
 			if err != nil {
-				t.Fatalf("VerifyRootHash: %v", err)
+				t.Fatalf("verity.VerifyRootHash: %v", err)
 			}
 			if got.Subject.CommonName != filepath.Base(strings.TrimSuffix(c.s.cert, ".pem")) {
 				t.Errorf("signer %q", got.Subject.CommonName)
 			}
-			if _, err := VerifyRootHash(root, sig, load(otherS)); !errors.Is(err, ErrUnknownSigner) {
-				t.Errorf("only another key trusted: %v, want ErrUnknownSigner", err)
+			if _, err := verity.VerifyRootHash(root, sig, load(otherS)); !errors.Is(err, verity.ErrUnknownSigner) {
+				t.Errorf("only another key trusted: %v, want verity.ErrUnknownSigner", err)
 			}
 			other := bytes.Clone(root)
 			other[31] ^= 1
-			if _, err := VerifyRootHash(other, sig, trusted); err == nil {
+			if _, err := verity.VerifyRootHash(other, sig, trusted); err == nil {
 				t.Errorf("signature accepted for another root hash")
 			}
 			bad := bytes.Clone(sig)
 			bad[len(bad)-10] ^= 1 // inside the signature value
-			if _, err := VerifyRootHash(root, bad, trusted); err == nil {
+			if _, err := verity.VerifyRootHash(root, bad, trusted); err == nil {
 				t.Errorf("signature with a byte changed accepted")
 			}
 		})
@@ -114,10 +116,10 @@ func TestVerifyRootHashSignature(t *testing.T) {
 	// Signed over the hex with a newline (echo instead of printf): the kernel
 	// would refuse it, so Kiln does too.
 	sig := rsaS.sign(t, openssl, hexRoot+"\n", "-noattr")
-	if _, err := VerifyRootHash(root, sig, load(rsaS)); err == nil {
+	if _, err := verity.VerifyRootHash(root, sig, load(rsaS)); err == nil {
 		t.Errorf("signature over the root hash with a trailing newline accepted")
 	}
-	if _, err := VerifyRootHash(root, []byte("not der"), load(rsaS)); err == nil || !strings.Contains(err.Error(), "not DER PKCS#7") {
+	if _, err := verity.VerifyRootHash(root, []byte("not der"), load(rsaS)); err == nil || !strings.Contains(err.Error(), "not DER PKCS#7") {
 		t.Errorf("garbage: %v", err)
 	}
 }
@@ -130,7 +132,7 @@ func FuzzVerifyRootHash(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	trusted, err := ParseCertificates(pemData)
+	trusted, err := agentwire.ParseCertificatesPEM(pemData)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -140,13 +142,13 @@ func FuzzVerifyRootHash(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		if _, err := VerifyRootHash(root, sig, trusted); err != nil {
+		if _, err := verity.VerifyRootHash(root, sig, trusted); err != nil {
 			f.Fatalf("seed %s does not verify: %v", name, err)
 		}
 		f.Add(sig)
 	}
 	f.Fuzz(func(t *testing.T, sig []byte) {
-		c, err := VerifyRootHash(root, sig, trusted)
+		c, err := verity.VerifyRootHash(root, sig, trusted)
 		if err == nil && c != trusted[0] {
 			t.Fatalf("verified by %v, not the trusted certificate", c.Subject)
 		}
