@@ -541,10 +541,17 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 		} else if n > 0 {
 			s.log.Info("workflows timed out", "count", n)
 		}
-		if n, err := wfe.SweepSlotDeadlines(ctx); err != nil {
+		late, err := wfe.SweepSlotDeadlines(ctx)
+		if err != nil {
 			s.log.Warn("slot deadline sweep", "err", err)
-		} else if n > 0 {
-			s.log.Warn("upgraded slots past their deadline", "count", n)
+		}
+		for _, m := range late {
+			job, err := s.power.cycleAfterSlotDeadline(ctx, m)
+			if err != nil {
+				s.log.Warn("power-cycle after the slot deadline", "machine", m, "err", err)
+				continue
+			}
+			s.log.Warn("upgraded slot past its deadline", "machine", m, "power_job", job)
 		}
 	})
 	ss := &secrets.Server{Service: s.secrets, Actor: api.ActorOf, Logger: s.log}

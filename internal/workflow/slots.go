@@ -249,11 +249,12 @@ func (e *Engine) SlotBooted(ctx context.Context, machine, slot, version string) 
 }
 
 // SweepSlotDeadlines records, for each machine whose upgraded slot has not
-// phoned home by its deadline, that it did not come up (event SlotDeadline); the
+// phoned home by its deadline, that it did not come up (event SlotDeadline), and
+// returns those machines (the server power-cycles the ones with a BMC). The
 // upgrade stays pending, so the phone-home of whichever slot boots, later,
 // settles it as an upgrade or a rollback.
-func (e *Engine) SweepSlotDeadlines(ctx context.Context) (int, error) {
-	n := 0
+func (e *Engine) SweepSlotDeadlines(ctx context.Context) ([]string, error) {
+	var late []string
 	err := e.Store.Update(ctx, func(tx store.Tx) error {
 		ms, _, err := tx.List(ctx, "Machine", store.ListOptions{})
 		if err != nil {
@@ -269,16 +270,16 @@ func (e *Engine) SweepSlotDeadlines(ctx context.Context) (int, error) {
 			if err := updateMachineStatus(ctx, tx, m, func(ms *resource.MachineStatus) { ms.SlotUpgrade.Deadline = nil }); err != nil {
 				return err
 			}
-			n++
+			late = append(late, m.Metadata.Name)
 			if err := tx.AddEvent(ctx, &store.Event{Machine: m.Metadata.Name, Time: now, Type: "SlotDeadline",
-				Message: fmt.Sprintf("slot %s (%s) did not phone home within %s of workflow %s: systemd-boot falls back to the other slot once its tries are used (power-cycle the machine if it hangs)",
+				Message: fmt.Sprintf("slot %s (%s) did not phone home within %s of workflow %s: Kiln power-cycles it if it has a BMC; systemd-boot falls back to the other slot once its tries are used",
 					up.Slot, up.Version, up.Deadline.Sub(up.Since).Round(time.Second), up.Workflow)}); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	return n, err
+	return late, err
 }
 
 func machineStatus(m *resource.Object) (*resource.MachineStatus, error) {

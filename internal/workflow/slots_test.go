@@ -241,14 +241,14 @@ func TestSlotInstallUpgradeRollback(t *testing.T) {
 	}
 	e.run(wf)
 	e.now = e.now.Add(11 * time.Minute)
-	if n, err := e.eng.SweepSlotDeadlines(ctx); err != nil || n != 1 {
-		t.Fatalf("sweep: %d, %v; want 1", n, err)
+	if late, err := e.eng.SweepSlotDeadlines(ctx); err != nil || len(late) != 1 || late[0] != "ab-1" {
+		t.Fatalf("sweep: %v, %v; want ab-1", late, err)
 	}
 	if ev := e.lastEvent(); ev.Type != "SlotDeadline" || !strings.Contains(ev.Message, "slot a (os-v1) did not phone home within 10m0s") {
 		t.Errorf("event %s %q", ev.Type, ev.Message)
 	}
-	if n, _ := e.eng.SweepSlotDeadlines(ctx); n != 0 {
-		t.Errorf("second sweep found %d: the deadline is reported once", n)
+	if late, _ := e.eng.SweepSlotDeadlines(ctx); len(late) != 0 {
+		t.Errorf("second sweep found %v: the deadline is reported once", late)
 	}
 	if err := e.eng.SlotBooted(ctx, "ab-1", "b", "os-v2"); err != nil {
 		t.Fatal(err)
