@@ -13,6 +13,7 @@ import (
 	"errors"
 	"math/big"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -315,4 +316,25 @@ func TestParseSlotReport(t *testing.T) {
 			t.Errorf("ParseSlotReport(%q) = %q %q %v, want %q %q", c.msg, slot, version, ok, c.slot, c.version)
 		}
 	}
+}
+
+// FuzzParseSlotReport: a phone-home message is anyone's text; what it yields is a
+// slot a or b and a version fit for a status field, or nothing.
+func FuzzParseSlotReport(f *testing.F) {
+	f.Add("52:54:00:00:0a:01 phoned home from 10.0.0.5: booted kiln.slot=b kiln.version=os-v2")
+	f.Add("slot=a version=1.2.3+git")
+	f.Add("slot=a&version=" + strings.Repeat("x", 70))
+	versionOK := regexp.MustCompile(`^[A-Za-z0-9._+~-]{0,64}$`)
+	f.Fuzz(func(t *testing.T, msg string) {
+		slot, version, ok := workflow.ParseSlotReport(msg)
+		if !ok {
+			if slot != "" || version != "" {
+				t.Fatalf("not ok but %q %q", slot, version)
+			}
+			return
+		}
+		if slot != "a" && slot != "b" || !versionOK.MatchString(version) {
+			t.Fatalf("ParseSlotReport(%q) = %q %q", msg, slot, version)
+		}
+	})
 }
