@@ -77,8 +77,10 @@ fi
 # loads it on demand without modprobe.
 nic_modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net e1000"
 disk_modules="virtio_blk crc16 mbcache crc32c_generic jbd2 ext4"
+# FAT for the ESP the A/B slot scenario's agent writes its boot entries to.
+esp_modules="fat vfat nls_cp437 nls_ascii nls_utf8"
 modules_present() {
-  for m in $nic_modules $disk_modules; do [ -s "$dir/modules/$m.ko" ] || return 1; done
+  for m in $nic_modules $disk_modules $esp_modules; do [ -s "$dir/modules/$m.ko" ] || return 1; done
 }
 if [ "$have" = "$want" ] && [ -s "$dir/vmlinuz" ] && modules_present; then
   log "kernel $want already in $dir"
@@ -98,7 +100,7 @@ else
   rm -rf "$dir/modules.new"
   mkdir -p "$dir/modules.new"
   # Debian's kernel builds these as modules; the initramfs carry them.
-  for m in $nic_modules $disk_modules; do
+  for m in $nic_modules $disk_modules $esp_modules; do
     f=$(find "$work/root/lib/modules/$kver" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" | head -n1)
     [ -n "$f" ] || die "module $m not found in $deb"
     # busybox insmod loads plain ELF only: decompress here.

@@ -15,6 +15,7 @@ import (
 func Builtins() map[string]ActionFunc {
 	return map[string]ActionFunc{
 		"image2disk": image2disk,
+		"image2slot": image2slot,
 		"partition":  partition,
 		"write-file": writeFile,
 		"exec":       execAction,

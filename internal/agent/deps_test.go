@@ -26,7 +26,7 @@ func TestDependencies(t *testing.T) {
 		forbidden []string
 	}{
 		{pkg: "internal/agentwire", allowed: []string{"internal/agentwire"}},
-		{pkg: "internal/agent", allowed: []string{"internal/agent", "internal/agentwire", "internal/atomicfile"}},
+		{pkg: "internal/agent", allowed: []string{"internal/agent", "internal/agentwire", "internal/atomicfile", "internal/verity"}},
 		{pkg: "internal/server", forbidden: []string{"internal/agent"}},
 	}
 	for _, c := range cases {

@@ -186,7 +186,7 @@ func ReadGPT(r io.ReaderAt, diskBytes int64, sectorSize int) (*GPTLayout, error)
 	}
 	for i := 0; i < int(num); i++ {
 		e := ent[i*int(esz):]
-		var p GPTPartition
+		p := GPTPartition{Number: i + 1}
 		copy(p.Type[:], e[0:16])
 		if p.Type == (GUID{}) {
 			continue

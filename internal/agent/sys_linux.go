@@ -57,6 +57,21 @@ func openExclusive(path string) (*os.File, error) {
 	return f, err
 }
 
+// openExclusiveRW is openExclusive for reading back what was written too.
+func openExclusiveRW(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|unix.O_EXCL|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.EBUSY) {
+		return nil, fmt.Errorf("%s is in use (mounted or held by the kernel): %w", path, err)
+	}
+	return f, err
+}
+
+// dropCache evicts a written and synced range from the page cache, so that
+// reading it back reads the device and not the copy in memory.
+func dropCache(f *os.File, off, n int64) error {
+	return unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
+}
+
 func mountFS(source, target, fstype string) error {
 	return unix.Mount(source, target, fstype, unix.MS_NOATIME, "")
 }

@@ -19,6 +19,8 @@ func blockDeviceSize(*os.File) (int64, error)         { return 0, errNotLinux }
 func logicalSectorSize(*os.File) (int, error)         { return 0, errNotLinux }
 func rereadPartitions(*os.File) error                 { return errNotLinux }
 func openExclusive(path string) (*os.File, error)     { return nil, errNotLinux }
+func openExclusiveRW(path string) (*os.File, error)   { return nil, errNotLinux }
+func dropCache(f *os.File, off, n int64) error        { return errNotLinux }
 func mountFS(source, target, fstype string) error     { return errNotLinux }
 func unmountFS(target string) error                   { return errNotLinux }
 

@@ -22,6 +22,7 @@ type Action struct {
 func CheckActions(actions []Action) error {
 	required := map[string][]string{
 		"image2disk": {"disk", "image"},
+		"image2slot": {"disk", "image", "trustedCerts"},
 		"partition":  {"disk", "partitions"},
 		"write-file": {"path"},
 		"exec":       {"command"},
@@ -42,6 +43,12 @@ func CheckActions(actions []Action) error {
 				return fmt.Errorf("spec.actions[%d] (%s).%v", i, a.Name, err)
 			}
 		}
+		if a.Type == "image2slot" {
+			if err := checkImage2Slot(args); err != nil {
+				return fmt.Errorf("%s.%v", path, err)
+			}
+			continue
+		}
 		if a.Type != "partition" || templated(a.Args["partitions"]) {
 			continue
 		}
@@ -53,6 +60,20 @@ func CheckActions(actions []Action) error {
 		// fit anywhere is refused here.
 		if _, err := PlanGPT(specs, 1<<52, 512); err != nil {
 			return fmt.Errorf("%s.%v", path, err)
+		}
+		if err := CheckSlotLayout(specs); err != nil {
+			return fmt.Errorf("%s.%v", path, err)
+		}
+		// A disk the template declares (a selector's minSize, args.minDiskSize) must
+		// hold the layout: the smallest such disk is the one that decides.
+		size, field, err := declaredDiskSize(args)
+		if err != nil {
+			return fmt.Errorf("%s: %v", path, err)
+		}
+		if size > 0 {
+			if _, err := PlanGPT(specs, size, 512); err != nil {
+				return fmt.Errorf("%s.partitions: does not fit the %s disk (%s): %v", path, SizeText(size), field, err)
+			}
 		}
 	}
 	return nil

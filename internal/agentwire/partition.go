@@ -87,6 +87,9 @@ type GPTPartition struct {
 	First      uint64 // LBA
 	Last       uint64 // LBA, inclusive
 	Attributes uint64
+	// Number is the entry's place in the table, from 1 (sda3 is number 3); set by
+	// the agent's ReadGPT.
+	Number int
 }
 
 // GPTLayout is a whole partition table.

@@ -60,6 +60,57 @@ func (s *Server) reprovision(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, view)
 }
 
+// UpgradeRequest writes a dm-verity image to a machine's inactive A/B slot.
+type UpgradeRequest struct {
+	// Image is the Artifact (with spec.verity) to write.
+	Image string `json:"image"`
+	// Template overrides the profile's workflow template, whose image2slot and
+	// reboot actions the upgrade runs.
+	Template string `json:"template,omitempty"`
+	// NoPower leaves the machine's power alone (the operator reboots it).
+	NoPower bool `json:"noPower,omitempty"`
+}
+
+// upgrade starts a workflow that writes req.Image to the slot the machine is not
+// running and reboots it into that slot; like a reprovision, the machine netboots
+// Kiln's agent to run it (the installed system runs no Kiln agent).
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) {
+	if s.Workflows == nil {
+		writeError(w, http.StatusNotImplemented, "workflows are not enabled on this server")
+		return
+	}
+	var req UpgradeRequest
+	if !s.decodeStrict(w, r, &req) {
+		return
+	}
+	if req.Image == "" {
+		writeError(w, http.StatusUnprocessableEntity, "image: required (an Artifact with spec.verity)")
+		return
+	}
+	name := r.PathValue("name")
+	wf, err := s.Workflows.Upgrade(r.Context(), actor(r).ID, name, req.Image, req.Template)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			writeError(w, http.StatusNotFound, err.Error())
+			return
+		}
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	}
+	st, _ := workflow.StatusOf(wf)
+	view := WorkflowView{Name: wf.Metadata.Name, Status: st, Warnings: s.machineWarnings(r.Context(), name, req.Template)}
+	if s.PowerReprovision != nil && !req.NoPower {
+		job, err := s.PowerReprovision(r.Context(), actor(r).ID, name)
+		if err != nil {
+			writeError(w, http.StatusBadGateway, fmt.Sprintf("workflow %s started, but the power cycle could not be requested: %v", wf.Metadata.Name, err))
+			return
+		}
+		view.PowerJob = job
+	}
+	s.Logger.Info("upgrade", "machine", name, "image", req.Image, "workflow", wf.Metadata.Name, "power_job", view.PowerJob, "actor", actor(r).ID)
+	writeJSON(w, http.StatusCreated, view)
+}
+
 func (s *Server) machineWorkflow(w http.ResponseWriter, r *http.Request) {
 	var out WorkflowView
 	err := s.Store.View(r.Context(), func(tx store.Tx) error {

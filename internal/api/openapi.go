@@ -38,6 +38,7 @@ func (s *Server) OpenAPI() map[string]any {
 		"APITokenCreated":    schemaOf(reflect.TypeOf(APITokenCreated{})),
 		"OpenAPI":            map[string]any{"type": "object"},
 		"ReprovisionRequest": schemaOf(reflect.TypeOf(ReprovisionRequest{})),
+		"UpgradeRequest":     schemaOf(reflect.TypeOf(UpgradeRequest{})),
 		"WorkflowView":       schemaOf(reflect.TypeOf(WorkflowView{})),
 		"Version":            schemaOf(reflect.TypeOf(VersionResponse{})),
 		"CancelResponse":     schemaOf(reflect.TypeOf(CancelResponse{})),

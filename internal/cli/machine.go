@@ -20,7 +20,7 @@ import (
 )
 
 func newMachineCmd(g *globalFlags) *cobra.Command {
-	cmd := &cobra.Command{Use: "machine", Short: "Act on machines: reprovision, cancel, power, certificates"}
+	cmd := &cobra.Command{Use: "machine", Short: "Act on machines: reprovision, upgrade, cancel, power, certificates"}
 	var tmpl string
 	var noPower bool
 	reprov := &cobra.Command{
@@ -48,6 +48,47 @@ func newMachineCmd(g *globalFlags) *cobra.Command {
 	}
 	reprov.Flags().StringVar(&tmpl, "template", "", "workflow template (default: the machine's profile's)")
 	reprov.Flags().BoolVar(&noPower, "no-power", false, "do not set next boot to PXE and power-cycle through the BMC")
+	var image string
+	upgrade := &cobra.Command{
+		Use:   "upgrade NAME --image ARTIFACT",
+		Short: "Write a dm-verity image to the machine's inactive A/B slot and boot it; systemd-boot falls back to the running slot if it does not come up",
+		Long: `Starts a workflow with the image2slot and reboot actions of the machine's template
+(its profile's, or --template), writing ARTIFACT (an Artifact with spec.verity) to the
+slot the machine is not running. Like reprovision, the machine netboots Kiln's agent
+to run it: next boot PXE once and a power cycle through the BMC, unless --no-power.`,
+		Example:           "  kiln machine upgrade web-1 --image os-2026.12.2",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeNamesOf(g, "Machine", 0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if image == "" {
+				return fmt.Errorf("--image: required (an Artifact with spec.verity)")
+			}
+			var out api.WorkflowView
+			path := "/api/v1/machines/" + url.PathEscape(args[0]) + "/upgrade"
+			if err := call(cmd, g, http.MethodPost, path, nil, api.UpgradeRequest{Image: image, Template: tmpl, NoPower: noPower}, &out); err != nil {
+				return err
+			}
+			slot := ""
+			for _, a := range out.Status.Actions {
+				if a.Type == "image2slot" {
+					slot, _ = a.Args["slot"].(string)
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "machine/%s upgrading to %s in slot %s: workflow %s (%d actions)\n", args[0], image, slot, out.Name, len(out.Status.Actions))
+			for _, w := range out.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), "Warning:", w)
+			}
+			if out.PowerJob != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "power job %s: next boot PXE once, then power cycle\n", out.PowerJob)
+			} else if !noPower {
+				fmt.Fprintln(cmd.OutOrStdout(), "no BMC: reboot the machine to start it")
+			}
+			return nil
+		},
+	}
+	upgrade.Flags().StringVar(&image, "image", "", "the Artifact (with spec.verity) to write")
+	upgrade.Flags().StringVar(&tmpl, "template", "", "workflow template whose image2slot and reboot actions run (default: the machine's profile's)")
+	upgrade.Flags().BoolVar(&noPower, "no-power", false, "do not set next boot to PXE and power-cycle through the BMC")
 	cancel := &cobra.Command{
 		Use:               "cancel NAME",
 		Short:             "End a machine's pending or running workflow; the machine goes back to its state before it (audited)",
@@ -63,7 +104,7 @@ func newMachineCmd(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(reprov, cancel, newPowerCmd(g))
+	cmd.AddCommand(reprov, upgrade, cancel, newPowerCmd(g))
 	cmd.AddCommand(enrollMachineCmds(g)...)
 	return cmd
 }

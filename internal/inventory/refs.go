@@ -58,6 +58,12 @@ func references(o *resource.Object) []ref {
 			return nil
 		}
 		add("Profile", s.Profile, "spec.profile")
+	case "Artifact":
+		s, err := resource.Typed[resource.ArtifactSpec](o)
+		if err != nil || s.Verity == nil {
+			return nil
+		}
+		add("Artifact", s.Verity.HashTree, "spec.verity.hashTree")
 	case "Subnet":
 		s, err := resource.Typed[resource.SubnetSpec](o)
 		if err != nil {
@@ -86,7 +92,7 @@ func checkReferences(ctx context.Context, tx store.Tx, o *resource.Object) error
 // referrers are the kinds that can refer to each kind.
 var referrers = map[string][]string{
 	"Profile":  {"Machine", "JoinToken", "Subnet"},
-	"Artifact": {"Profile"},
+	"Artifact": {"Profile", "Artifact"},
 	"Template": {"Profile", "Workflow"},
 	"Secret":   {"Machine", "Profile"},
 	"Machine":  {"Workflow"},

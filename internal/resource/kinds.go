@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -161,6 +162,24 @@ type MachineStatus struct {
 	EnrolledAt      *time.Time     `json:"enrolledAt,omitempty"`
 	CertRevokedAt   *time.Time     `json:"certRevokedAt,omitempty"`
 	LastSeen        *time.Time     `json:"lastSeen,omitempty"`
+	// A/B slots (image2slot): the slot the machine last reported booting, its
+	// image's version, the slot before it, and how many upgrades fell back.
+	Slot         string       `json:"slot,omitempty"`
+	SlotVersion  string       `json:"slotVersion,omitempty"`
+	PreviousSlot string       `json:"previousSlot,omitempty"`
+	Rollbacks    int          `json:"rollbacks,omitempty"`
+	SlotUpgrade  *SlotUpgrade `json:"slotUpgrade,omitempty"`
+}
+
+// SlotUpgrade is a slot written and set to boot next, until the machine reports
+// which slot it came up in.
+type SlotUpgrade struct {
+	Slot     string    `json:"slot"`
+	Version  string    `json:"version"`
+	Workflow string    `json:"workflow"`
+	Since    time.Time `json:"since"`
+	// Deadline is when Kiln stops waiting for the new slot to phone home.
+	Deadline *time.Time `json:"deadline,omitempty"`
 }
 
 func (s *MachineSpec) Validate() error {
@@ -345,6 +364,41 @@ type ArtifactSpec struct {
 	// server's --artifact-key keys.
 	Signature string `json:"signature,omitempty"`
 	Arch      string `json:"arch,omitempty"`
+	// Verity makes the artifact a dm-verity image an image2slot action can write
+	// (kiln machine upgrade --image).
+	Verity *ArtifactVerity `json:"verity,omitempty"`
+}
+
+// ArtifactVerity is what veritysetup format made for an image, and the
+// operator's signature of it.
+type ArtifactVerity struct {
+	// HashTree is the Artifact holding the hash device (superblock and tree).
+	HashTree string `json:"hashTree"`
+	// RootHash is the tree's root hash, 64 hex digits.
+	RootHash string `json:"rootHash"`
+	// RootHashSignature is the base64 of the DER PKCS#7 detached signature of the
+	// root hash's hex text (roothash.p7s: what the kernel's dm-verity checks).
+	RootHashSignature string `json:"rootHashSignature"`
+}
+
+// maxRootHashSignature bounds a signature kept in a manifest: a PKCS#7 with one
+// RSA-4096 signer and no certificates is under 1 KiB.
+const maxRootHashSignature = 16 << 10
+
+func (v *ArtifactVerity) validate() error {
+	if err := ValidateName(v.HashTree); err != nil {
+		return fmt.Errorf("spec.verity.hashTree: %q is not an artifact name", v.HashTree)
+	}
+	if !sha256HexOK(v.RootHash) {
+		return fmt.Errorf("spec.verity.rootHash: %q is not 64 lower-case hex digits", v.RootHash)
+	}
+	if len(v.RootHashSignature) > maxRootHashSignature {
+		return fmt.Errorf("spec.verity.rootHashSignature: %d characters, at most %d", len(v.RootHashSignature), maxRootHashSignature)
+	}
+	if b, err := base64.StdEncoding.DecodeString(v.RootHashSignature); err != nil || len(b) == 0 {
+		return fmt.Errorf("spec.verity.rootHashSignature: required, the base64 of the DER PKCS#7 signature of the root hash (openssl smime -sign -binary -noattr -outform der | base64 -w0)")
+	}
+	return nil
 }
 
 func (s *ArtifactSpec) Validate() error {
@@ -370,6 +424,9 @@ func (s *ArtifactSpec) Validate() error {
 	default:
 		return fmt.Errorf("spec.arch: %q is not one of x86_64, arm64", s.Arch)
 	}
+	if s.Verity != nil {
+		return s.Verity.validate()
+	}
 	return nil
 }
 
@@ -383,7 +440,7 @@ type Action struct {
 }
 
 // ActionTypes are the actions built into the agent.
-var ActionTypes = []string{"image2disk", "partition", "write-file", "exec", "reboot", "poweroff", "kexec"}
+var ActionTypes = []string{"image2disk", "image2slot", "partition", "write-file", "exec", "reboot", "poweroff", "kexec"}
 
 // TemplateSpec is an ordered list of actions.
 type TemplateSpec struct {

@@ -310,6 +310,26 @@ func (p *powerService) handle(w http.ResponseWriter, r *http.Request) {
 	httpjson.Write(w, code, PowerResponse{Jobs: jobs})
 }
 
+// cycleAfterSlotDeadline power-cycles a machine whose upgraded A/B slot did not
+// phone home in time: a hung boot then counts as a failed try, and systemd-boot
+// falls back to the other slot once the tries are used. Machines without a BMC are
+// left alone ("" and no error).
+func (p *powerService) cycleAfterSlotDeadline(ctx context.Context, machine string) (string, error) {
+	targets, err := p.targets(ctx, machine, "")
+	var ve *inventory.ValidationError
+	if errors.As(err, &ve) {
+		return "", nil // no BMC
+	}
+	if err != nil || len(targets) == 0 {
+		return "", err
+	}
+	j, err := p.runner.Submit(context.Background(), power.Request{Target: targets[0], Op: power.OpCycle, Actor: "kiln:slot-deadline"})
+	if err != nil {
+		return "", err
+	}
+	return j.ID, nil
+}
+
 // reprovision sets next boot to PXE once and power-cycles, for `kiln machine
 // reprovision`; machines without a BMC are left to be rebooted by hand.
 func (p *powerService) reprovision(ctx context.Context, actor, machine string) (string, error) {

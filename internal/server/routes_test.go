@@ -75,6 +75,7 @@ var operatorRouteRoles = map[string]string{
 	"DELETE /api/v1/{kind}/{name}":                 store.RoleOperator,
 	"GET /api/v1/machines/{name}/events":           store.RoleViewer,
 	"POST /api/v1/machines/{name}/reprovision":     store.RoleOperator,
+	"POST /api/v1/machines/{name}/upgrade":         store.RoleOperator,
 	"GET /api/v1/machines/{name}/workflow":         store.RoleViewer,
 	"GET /api/v1/lookup/mac/{mac}":                 store.RoleViewer,
 	"GET /api/v1/audit":                            store.RoleViewer,

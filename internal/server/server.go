@@ -479,8 +479,10 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 	if err != nil {
 		return nil, nil, err
 	}
+	wfe := &workflow.Engine{Store: s.store, ArtifactURL: s.artifactURL}
 	b := &boot.Server{
-		Inventory:   inv,
+		// A phone-home that names its A/B slot also updates the machine's slot record.
+		Inventory:   phoneHomeSlots{Inventory: inv, engine: wfe, log: s.log},
 		Artifacts:   &boot.ArtifactStore{Dir: artifactDir, Recorder: inv, Sources: sources, MaxRemoteBytes: s.cfg.ArtifactMaxBytes, TrustedKeys: trusted},
 		Policy:      boot.Policy{DiscoveryProfile: s.cfg.DiscoveryProfile, FailedBootsAgent: s.cfg.FailedBootsAgent},
 		Logger:      s.log,
@@ -557,13 +559,25 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 		})
 	}
 	s.every(retentionEvery, func(ctx context.Context) { s.retain(ctx, time.Now()) })
-	wfe := &workflow.Engine{Store: s.store, ArtifactURL: s.artifactURL}
-	// Time out workflows whose agent went silent.
+	// Time out workflows whose agent went silent, and upgraded slots that did not
+	// phone home.
 	s.every(15*time.Second, func(ctx context.Context) {
 		if n, err := wfe.Sweep(ctx); err != nil {
 			s.log.Warn("workflow sweep", "err", err)
 		} else if n > 0 {
 			s.log.Info("workflows timed out", "count", n)
+		}
+		late, err := wfe.SweepSlotDeadlines(ctx)
+		if err != nil {
+			s.log.Warn("slot deadline sweep", "err", err)
+		}
+		for _, m := range late {
+			job, err := s.power.cycleAfterSlotDeadline(ctx, m)
+			if err != nil {
+				s.log.Warn("power-cycle after the slot deadline", "machine", m, "err", err)
+				continue
+			}
+			s.log.Warn("upgraded slot past its deadline", "machine", m, "power_job", job)
 		}
 	})
 	ss := &secrets.Server{Service: s.secrets, Actor: api.ActorOf, Logger: s.log}

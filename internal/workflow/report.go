@@ -198,6 +198,11 @@ func (e *Engine) finish(ctx context.Context, tx store.Tx, machine, wfName string
 	if err := setMachineState(ctx, tx, m, ms); err != nil {
 		return err
 	}
+	if state == Succeeded {
+		if err := e.recordSlotUpgrade(ctx, tx, m, wfName, st); err != nil {
+			return err
+		}
+	}
 	if err := tx.AddEvent(ctx, &store.Event{Machine: machine, Time: now, Type: finishEvent[state],
 		Message: fmt.Sprintf("workflow %s %s: %s; machine is %s", wfName, state, msg, ms)}); err != nil {
 		return err

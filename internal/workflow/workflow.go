@@ -82,6 +82,8 @@ type RenderData struct {
 	Profile string
 	// Artifacts maps artifact names to their download URL and sha256.
 	Artifacts map[string]RenderArtifact
+	// Slot is the A/B slot an image2slot action writes: the one not running.
+	Slot string
 }
 
 // RenderMachine is the machine part of RenderData.
@@ -98,12 +100,21 @@ type RenderArtifact struct {
 	URL    string
 	SHA256 string
 	Size   int64
+	// Verity is a dm-verity image's hash tree, root hash and signature.
+	Verity *resource.ArtifactVerity
 }
 
 // Start creates a new workflow for a machine from a template, renders its actions,
 // and puts the machine in state provisioning, in one transaction. Any running
 // workflow of the machine is cancelled (marked failed: superseded).
 func (e *Engine) Start(ctx context.Context, actor, machine, templateName string) (*resource.Object, error) {
+	return e.start(ctx, actor, machine, templateName, nil, "reprovision")
+}
+
+// start is Start; transform, if set, derives the actions to run from the template's
+// (an upgrade runs only some of them), and auditAction names the audit entry.
+func (e *Engine) start(ctx context.Context, actor, machine, templateName string,
+	transform func(store.Tx, *resource.TemplateSpec) (*resource.TemplateSpec, error), auditAction string) (*resource.Object, error) {
 	var out *resource.Object
 	err := e.Store.Update(ctx, func(tx store.Tx) error {
 		m, err := tx.Get(ctx, "Machine", machine)
@@ -139,6 +150,11 @@ func (e *Engine) Start(ctx context.Context, actor, machine, templateName string)
 		if err != nil {
 			return err
 		}
+		if transform != nil {
+			if ts, err = transform(tx, ts); err != nil {
+				return fmt.Errorf("template %q: %w", templateName, err)
+			}
+		}
 		data, err := e.renderData(ctx, tx, m, ms, ts)
 		if err != nil {
 			return err
@@ -162,7 +178,7 @@ func (e *Engine) Start(ctx context.Context, actor, machine, templateName string)
 		if err := setMachineState(ctx, tx, m, resource.StateProvisioning); err != nil {
 			return err
 		}
-		if err := tx.AppendAudit(ctx, &audit.Entry{Time: e.now(), Actor: actor, Action: "reprovision", Kind: "Machine", Name: machine,
+		if err := tx.AppendAudit(ctx, &audit.Entry{Time: e.now(), Actor: actor, Action: auditAction, Kind: "Machine", Name: machine,
 			Summary: fmt.Sprintf("started workflow %s from template %s; state provisioning", name, templateName)}); err != nil {
 			return err
 		}
@@ -201,12 +217,27 @@ func (e *Engine) renderData(ctx context.Context, tx store.Tx, m *resource.Object
 		d.Machine.MAC, d.Machine.IP, d.Machine.Hostname = i.MAC, i.IP, i.Hostname
 	}
 	d.Machine.Hostname = cmp.Or(d.Machine.Hostname, m.Metadata.Name)
-	// Every artifact an action names (args.image, args.artifact) is resolved here, so
-	// the agent gets a URL and the sha256 to check while it writes.
+	mst, err := machineStatus(m)
+	if err != nil {
+		return d, err
+	}
+	d.Slot = nextSlot(mst)
+	// Every artifact an action names (args.image, args.artifact, and a verity image's
+	// hash tree) is resolved here, so the agent gets a URL and the sha256 to check
+	// while it writes.
 	for _, a := range ts.Actions {
+		names := []struct{ key, name string }{}
 		for _, key := range []string{"image", "artifact"} {
-			name, ok := a.Args[key].(string)
-			if !ok || name == "" || strings.Contains(name, "{{") || strings.Contains(name, "://") {
+			if name, ok := a.Args[key].(string); ok {
+				names = append(names, struct{ key, name string }{key, name})
+			}
+		}
+		for i := 0; i < len(names); i++ {
+			key, name := names[i].key, names[i].name
+			if name == "" || strings.Contains(name, "{{") || strings.Contains(name, "://") {
+				continue
+			}
+			if _, done := d.Artifacts[name]; done {
 				continue
 			}
 			art, err := tx.Get(ctx, "Artifact", name)
@@ -232,7 +263,10 @@ func (e *Engine) renderData(ctx context.Context, tx store.Tx, m *resource.Object
 			if (!remote || as.Signature != "") && e.ArtifactURL != nil {
 				url = e.ArtifactURL(name)
 			}
-			d.Artifacts[name] = RenderArtifact{URL: url, SHA256: sum, Size: as.Size}
+			d.Artifacts[name] = RenderArtifact{URL: url, SHA256: sum, Size: as.Size, Verity: as.Verity}
+			if as.Verity != nil && a.Type == "image2slot" {
+				names = append(names, struct{ key, name string }{key + ".verity.hashTree", as.Verity.HashTree})
+			}
 		}
 	}
 	return d, nil
@@ -261,6 +295,9 @@ func Render(templateName string, ts *resource.TemplateSpec, data RenderData, now
 					}
 				}
 			}
+		}
+		if a.Type == "image2slot" {
+			renderSlotArgs(am, data)
 		}
 		st.Actions = append(st.Actions, ActionStatus{Name: a.Name, Type: a.Type, Timeout: cmp.Or(a.Timeout, DefaultActionTimeout.String()), Retries: a.Retries, Args: am, State: Pending})
 	}

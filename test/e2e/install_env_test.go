@@ -183,13 +183,19 @@ const agentModules = "virtio_pci,virtio_net,virtio_blk,ext4"
 // kiln serve's --agent-kernel and --agent-initrd name by default).
 func buildAgentEnv(t *testing.T, k *kilnServer) string {
 	t.Helper()
+	return buildAgentEnvModules(t, k, agentModules)
+}
+
+// buildAgentEnvModules is buildAgentEnv with another module list.
+func buildAgentEnvModules(t *testing.T, k *kilnServer, modules string) string {
+	t.Helper()
 	start := time.Now()
 	bin := staticKiln(t)
 	var stdout, stderr strings.Builder
 	cmd := exec.Command(bin, "image", "build",
 		"--kernel", filepath.Join(assetDir, "vmlinuz"),
 		"--modules-dir", filepath.Join(assetDir, "modules"),
-		"--modules", agentModules,
+		"--modules", modules,
 		"--compression", "zstd",
 		"--out", filepath.Join(k.artifactDir, "agent"),
 		"--no-progress")

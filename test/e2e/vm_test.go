@@ -50,6 +50,9 @@ type vmConfig struct {
 	Timeout time.Duration
 	// Extra are more QEMU arguments (-S and -qmp for a VM driven by its "BMC").
 	Extra []string
+	// BootDisk boots the first disk: the NIC is no boot device (a BMC's "next boot:
+	// disk").
+	BootDisk bool
 }
 
 // vm is a running QEMU.
@@ -88,7 +91,10 @@ func startVM(t *testing.T, l *lab, cfg vmConfig) *vm {
 	if !cfg.MayReboot {
 		args = append(args, "-no-reboot")
 	}
-	nic := cfg.NIC + ",netdev=n0,mac=" + cfg.MAC + ",bootindex=1"
+	nic := cfg.NIC + ",netdev=n0,mac=" + cfg.MAC
+	if !cfg.BootDisk {
+		nic += ",bootindex=1"
+	}
 	switch cfg.Firmware {
 	case firmwareBIOS:
 		args = append(args, "-machine", "pc,accel=tcg")
@@ -118,7 +124,10 @@ func startVM(t *testing.T, l *lab, cfg vmConfig) *vm {
 		// cache=unsafe: the guest's flushes need not reach the host's disk; the data
 		// is in the image file for the test to read either way.
 		dev := fmt.Sprintf("virtio-blk-pci,drive=disk%d", i)
-		if i == 0 {
+		switch {
+		case i == 0 && cfg.BootDisk:
+			dev += ",bootindex=1"
+		case i == 0:
 			dev += ",bootindex=2"
 		}
 		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=none,id=disk%d,cache=unsafe", d, i), "-device", dev)
