@@ -28,8 +28,8 @@ const (
 	qRaiseChangesFloor = `UPDATE meta SET changes_floor = ? WHERE id = 1 AND changes_floor < ?`
 	// The newest change beyond the newest keep (sequences may have gaps: rolled-back
 	// writes on PostgreSQL use up identity values).
-	qChangesCut = `SELECT COALESCE((SELECT seq FROM changes ORDER BY seq DESC LIMIT 1 OFFSET ?), 0)`
-	qPruneChanges      = `DELETE FROM changes WHERE seq IN (SELECT seq FROM changes WHERE seq <= ? ORDER BY seq LIMIT ?)`
+	qChangesCut      = `SELECT COALESCE((SELECT seq FROM changes ORDER BY seq DESC LIMIT 1 OFFSET ?), 0)`
+	qPruneChanges    = `DELETE FROM changes WHERE seq IN (SELECT seq FROM changes WHERE seq <= ? ORDER BY seq LIMIT ?)`
 	qAuditLastBefore = `SELECT COALESCE(MAX(seq), 0) FROM audit WHERE time < ?`
 	qAuditFirst      = `SELECT COALESCE(MIN(seq), 0) FROM audit`
 	qAuditEntry      = `SELECT hash FROM audit WHERE seq = ?`
