@@ -16,16 +16,16 @@ const (
 	// DefaultPoll is how often a broker reads its log for what other replicas
 	// wrote: the delay a watcher on one replica sees for a write through another.
 	DefaultPoll = 250 * time.Millisecond
-	// DefaultBuffer is how many messages a watcher may fall behind by before it is
-	// dropped: a burst a browser on a slow link absorbs.
-	DefaultBuffer = 256
+	// DefaultBuffer is how many messages the broker keeps for its watchers, so how
+	// far one may fall behind before it is dropped: a boot storm's burst.
+	DefaultBuffer = 4096
 	// readBatch is how many messages one read of a log returns at most.
 	readBatch = 512
 )
 
 var (
-	// ErrDropped: the watcher fell more than its buffer behind; the client resumes
-	// from the last id it received.
+	// ErrDropped: the watcher fell more than the broker's buffer behind; the client
+	// resumes from the last id it received.
 	ErrDropped = errors.New("watcher fell behind and was dropped: resume from the last id received")
 	// ErrClosed: the broker stopped (the server is shutting down).
 	ErrClosed = errors.New("the event stream stopped: the server is shutting down")
@@ -40,20 +40,25 @@ type Options struct {
 	Dropped func()
 }
 
-// Broker reads one log and hands its messages to the watchers.
+// Broker reads one log and hands its messages to the watchers. The newest
+// messages are in one ring that every watcher reads at its own pace, so a
+// watcher costs a cursor, not a buffer, and a writer never waits for one; one
+// that falls a whole ring behind is dropped.
 type Broker struct {
 	log     Log
 	notify  store.CommitNotifier // nil: poll only
 	poll    time.Duration
-	buffer  int
 	logger  *slog.Logger
 	dropped func()
 
-	ready    chan struct{} // closed once cursor holds the log's head
-	mu       sync.Mutex
-	cursor   int64 // the newest message handed out
-	watchers map[*Watcher]struct{}
-	closed   bool
+	ready     chan struct{} // closed once cursor holds the log's head
+	mu        sync.Mutex
+	cursor    int64      // the newest message ID in the ring (or the head at start)
+	ring      []*Message // message number n is at ring[n%len(ring)]
+	published int64      // how many messages went into the ring
+	wake      chan struct{}
+	watchers  map[*Watcher]struct{}
+	closed    bool
 }
 
 // NewBroker returns a broker for l; notify (may be nil) wakes it at this
@@ -62,17 +67,18 @@ func NewBroker(l Log, notify store.CommitNotifier, opts Options) *Broker {
 	return &Broker{
 		log: l, notify: notify,
 		poll:     cmp.Or(opts.Poll, DefaultPoll),
-		buffer:   cmp.Or(opts.Buffer, DefaultBuffer),
+		ring:     make([]*Message, max(cmp.Or(opts.Buffer, DefaultBuffer), 1)),
 		logger:   cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)),
 		dropped:  opts.Dropped,
 		ready:    make(chan struct{}),
+		wake:     make(chan struct{}),
 		watchers: map[*Watcher]struct{}{},
 	}
 }
 
 // Run reads the log until ctx ends, then ends every watch (ErrClosed).
 func (b *Broker) Run(ctx context.Context) error {
-	defer b.closeAll()
+	defer b.close()
 	tick := time.NewTicker(b.poll)
 	defer tick.Stop()
 	for {
@@ -128,47 +134,26 @@ func (b *Broker) readNew(ctx context.Context) error {
 }
 
 func (b *Broker) publish(msgs []Message) {
+	if len(msgs) == 0 {
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for i := range msgs {
-		m := &msgs[i]
-		for w := range b.watchers {
-			if !w.filter.Match(m) {
-				continue
-			}
-			select {
-			case w.ch <- m:
-			default:
-				// Never wait for a watcher: writers and the other watchers go on.
-				b.removeLocked(w, true)
-			}
-		}
-		b.cursor = m.ID
+		b.ring[b.published%int64(len(b.ring))] = &msgs[i]
+		b.published++
+		b.cursor = msgs[i].ID
 	}
+	close(b.wake)
+	b.wake = make(chan struct{})
 }
 
-func (b *Broker) removeLocked(w *Watcher, dropped bool) {
-	if _, ok := b.watchers[w]; !ok {
-		return
-	}
-	delete(b.watchers, w)
-	w.dropped = dropped
-	close(w.ch)
-	if dropped {
-		b.logger.Info("watch: dropped a watcher that fell behind", "buffer", b.buffer)
-		if b.dropped != nil {
-			b.dropped()
-		}
-	}
-}
-
-func (b *Broker) closeAll() {
+func (b *Broker) close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
-	for w := range b.watchers {
-		b.removeLocked(w, false)
-	}
+	close(b.wake)
+	b.wake = make(chan struct{})
 }
 
 // Watchers returns how many watchers are attached.
@@ -199,28 +184,26 @@ func (b *Broker) Watch(ctx context.Context, after int64, f Filter) (*Watcher, er
 	if after < floor {
 		return nil, ErrGone
 	}
-	w := &Watcher{b: b, filter: f, ch: make(chan *Message, b.buffer), scan: after, last: after}
+	w := &Watcher{b: b, filter: f, scan: after, last: after}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return nil, ErrClosed
 	}
-	w.live = b.cursor
+	w.live, w.pos = b.cursor, b.published
 	b.watchers[w] = struct{}{}
 	return w, nil
 }
 
 // Watcher is one watch: first the messages between its start and the broker's
-// cursor when it joined (read from the store), then the live ones.
+// cursor when it joined (read from the store), then the live ones from the ring.
 type Watcher struct {
 	b      *Broker
 	filter Filter
-	ch     chan *Message
-	// dropped is set (under the broker's lock) before ch is closed.
-	dropped bool
 
+	pos     int64 // the next message number to read from the ring
 	scan    int64 // the backlog is read up to here
-	live    int64 // the backlog ends here: the broker hands out what follows
+	live    int64 // the backlog ends here: the ring has what follows
 	last    int64 // the newest ID handed to the caller
 	pending []Message
 }
@@ -242,28 +225,64 @@ func (w *Watcher) Next(ctx context.Context, idle <-chan time.Time) (*Message, er
 		return m, nil
 	}
 	for {
-		select {
-		case m, ok := <-w.ch:
-			if !ok {
-				w.b.mu.Lock()
-				dropped := w.dropped
-				w.b.mu.Unlock()
-				if dropped {
-					return nil, ErrDropped
-				}
-				return nil, ErrClosed
-			}
-			if m.ID <= w.last {
-				continue // the watch started after it (a replica ahead of this one's broker)
-			}
-			w.last = m.ID
+		m, wake, err := w.fromRing()
+		if err != nil {
+			return nil, err
+		}
+		if m != nil {
 			return m, nil
+		}
+		select {
+		case <-wake:
 		case <-idle:
 			return nil, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// fromRing returns the next matching message in the ring, or the channel that
+// is closed when more arrive.
+func (w *Watcher) fromRing() (*Message, <-chan struct{}, error) {
+	b := w.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	size := int64(len(b.ring))
+	if b.published-w.pos > size {
+		if _, ok := b.watchers[w]; ok {
+			delete(b.watchers, w)
+			b.logger.Info("watch: dropped a watcher that fell behind", "buffer", size)
+			if b.dropped != nil {
+				b.dropped()
+			}
+		}
+		return nil, nil, ErrDropped
+	}
+	for ; w.pos < b.published; w.pos++ {
+		m := b.ring[w.pos%size]
+		// IDs up to last: the watch started after them (a replica ahead of this
+		// one's broker).
+		if m.ID > w.last && w.filter.Match(m) {
+			w.pos++
+			w.last = m.ID
+			return m, nil, nil
+		}
+	}
+	if b.closed {
+		return nil, nil, ErrClosed
+	}
+	return nil, b.wake, nil
+}
+
+// pendingNow reports whether Next would return without waiting.
+func (w *Watcher) pendingNow() bool {
+	if len(w.pending) > 0 {
+		return true
+	}
+	w.b.mu.Lock()
+	defer w.b.mu.Unlock()
+	return w.pos < w.b.published
 }
 
 func (w *Watcher) readBacklog(ctx context.Context) error {
@@ -297,7 +316,7 @@ func (w *Watcher) readBacklog(ctx context.Context) error {
 func (w *Watcher) Close() {
 	w.b.mu.Lock()
 	defer w.b.mu.Unlock()
-	w.b.removeLocked(w, false)
+	delete(w.b.watchers, w)
 }
 
 // Last returns the newest ID handed to the caller (the watch's start before any).

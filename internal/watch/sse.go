@@ -74,7 +74,7 @@ func Stream(ctx context.Context, rw http.ResponseWriter, w *Watcher, first []Mes
 		default:
 			writeMessage(bw, m, true)
 			// Flush only when nothing else is ready, so a burst leaves in few writes.
-			if len(w.ch) > 0 || len(w.pending) > 0 {
+			if w.pendingNow() {
 				continue
 			}
 		}
