@@ -50,6 +50,8 @@ type Server struct {
 	// AuditChain verifies the keyed part of the audit chain and its anchored head;
 	// nil verifies the unkeyed chain against the database's head only.
 	AuditChain *audit.Chain
+	// Watches serves ?watch=1 (Server-Sent Events); nil answers it with 501.
+	Watches *Watches
 
 	routes []route
 	extra  []route
@@ -109,7 +111,8 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/api/v1/version", role: v, summary: "The server's version", handler: s.version, response: "Version"},
 		{method: "GET", path: "/api/v1/whoami", role: v, summary: "The calling token's id and role", handler: s.whoami, response: "APIToken"},
 		{method: "POST", path: "/api/v1/apply", role: o, summary: "Create or update several objects in one transaction (all or none)", handler: s.apply, body: "ApplyRequest", response: "ApplyResponse"},
-		{method: "GET", path: "/api/v1/{kind}", role: v, kindPath: true, summary: "List objects (labelSelector, limit, continue)", handler: s.list, response: "List"},
+		{method: "GET", path: "/api/v1/events", role: v, summary: "Every machine's events after resourceVersion (machine, type, limit); watch=1 streams them as Server-Sent Events (resume with Last-Event-ID or resourceVersion; 410 when retention removed it)", handler: s.eventLog, response: "EventLogList"},
+		{method: "GET", path: "/api/v1/{kind}", role: v, kindPath: true, summary: "List objects (labelSelector, limit, continue); watch=1 streams ADDED, MODIFIED and DELETED as Server-Sent Events (resume with Last-Event-ID or resourceVersion; 410 when retention removed it)", handler: s.list, response: "List"},
 		{method: "POST", path: "/api/v1/{kind}", role: o, kindPath: true, summary: "Create an object (409 if it exists)", handler: s.create, body: "Object", response: "Object"},
 		{method: "GET", path: "/api/v1/{kind}/{name}", role: v, kindPath: true, summary: "Get an object", handler: s.get, response: "Object"},
 		{method: "PUT", path: "/api/v1/{kind}/{name}", role: o, kindPath: true, summary: "Replace an object's labels and spec (409 on a stale resourceVersion)", handler: s.update, body: "Object", response: "Object"},
@@ -203,6 +206,10 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	sel, err := resource.ParseSelector(q.Get("labelSelector"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if watching(r) {
+		s.watchKind(w, r, k, sel)
 		return
 	}
 	limit, err := intParam(q.Get("limit"), 0, 0, 100000)

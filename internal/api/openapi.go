@@ -30,6 +30,7 @@ func (s *Server) OpenAPI() map[string]any {
 		"ApplyRequest":       map[string]any{"type": "object", "required": []string{"objects"}, "properties": map[string]any{"objects": map[string]any{"type": "array", "items": map[string]any{"$ref": "#/components/schemas/Object"}}, "dryRun": map[string]any{"type": "boolean"}}},
 		"ApplyResponse":      schemaOf(reflect.TypeOf(ApplyResponse{})),
 		"EventList":          schemaOf(reflect.TypeOf(EventList{})),
+		"EventLogList":       schemaOf(reflect.TypeOf(EventLogList{})),
 		"AuditList":          schemaOf(reflect.TypeOf(AuditList{})),
 		"AuditVerify":        schemaOf(reflect.TypeOf(AuditVerifyResponse{})),
 		"APIToken":           schemaOf(reflect.TypeOf(APITokenCreated{}.APIToken)),
@@ -105,6 +106,14 @@ func addOp(paths map[string]any, path string, rt route, k *resource.Kind) {
 			"5XX": errResp,
 		},
 	}
+	if watchable(rt) {
+		// With watch=1 the answer is a stream: "id: <resourceVersion>", "event:
+		// <type>" (event; ADDED, MODIFIED, DELETED) and "data: <one-line JSON>".
+		ok := op["responses"].(map[string]any)["2XX"].(map[string]any)
+		ok["content"].(map[string]any)["text/event-stream"] = map[string]any{"schema": map[string]any{"type": "string",
+			"description": "Server-Sent Events with watch=1: id is the resource version to resume after, event the type, data the JSON of the event or object; a ': keepalive' comment every 15 s"}}
+		op["responses"].(map[string]any)["410"] = map[string]any{"description": "The resource version is older than the retained history: list again", "content": map[string]any{"application/json": map[string]any{"schema": ref("Error")}}}
+	}
 	var params []any
 	for _, seg := range strings.Split(path, "/") {
 		if strings.HasPrefix(seg, "{") {
@@ -130,7 +139,9 @@ func addOp(paths map[string]any, path string, rt route, k *resource.Kind) {
 func queryParams(rt route) []string {
 	switch {
 	case rt.method == http.MethodGet && rt.path == "/api/v1/{kind}":
-		return []string{"labelSelector", "limit", "continue"}
+		return []string{"labelSelector", "limit", "continue", "watch", "resourceVersion"}
+	case rt.method == http.MethodGet && rt.path == "/api/v1/events":
+		return []string{"machine", "type", "limit", "watch", "resourceVersion"}
 	case rt.method == http.MethodDelete && rt.kindPath:
 		return []string{"resourceVersion", "cascade"}
 	case rt.path == "/api/v1/machines/{name}/events":
@@ -139,6 +150,11 @@ func queryParams(rt route) []string {
 		return []string{"after", "limit", "tail"}
 	}
 	return nil
+}
+
+// watchable reports whether a route answers watch=1 with a stream.
+func watchable(rt route) bool {
+	return rt.method == http.MethodGet && (rt.path == "/api/v1/{kind}" || rt.path == "/api/v1/events")
 }
 
 var timeT = reflect.TypeOf(time.Time{})

@@ -148,6 +148,14 @@ type Config struct {
 	EventRetention      time.Duration
 	EventRetentionCount int
 	AuditRetention      time.Duration
+	// ChangeRetentionCount is how many object writes the change log keeps for
+	// watches to resume over (0: DefaultChangeRetentionCount).
+	ChangeRetentionCount int64
+	// WatchesPerCaller bounds the watches one API token holds open (0:
+	// api.DefaultWatchesPerCaller); WatchPoll is how often the watches read the
+	// store for other replicas' writes (0: watch.DefaultPoll).
+	WatchesPerCaller int
+	WatchPoll        time.Duration
 }
 
 // artifactDir is where local artifact files are: ArtifactDir, else
@@ -188,6 +196,8 @@ type Server struct {
 	// api and apiLn serve the operator API when Config.APIListen is set.
 	api   *http.Server
 	apiLn net.Listener
+	// stopWatches ends the event and object streams (at shutdown).
+	stopWatches context.CancelFunc
 }
 
 // every runs fn beside the listeners, at start and then every d, until the
@@ -567,6 +577,7 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 		Version:          s.cfg.Version,
 		ArtifactSource:   b.Artifacts.CheckSource,
 		AgentArtifacts:   slices.DeleteFunc([]string{s.cfg.AgentKernel, s.cfg.AgentInitrd}, func(a string) bool { return a == "" }),
+		Watches:          s.newWatches(),
 	}
 	en, err := s.newEnroll(ctx, b)
 	if err != nil {
@@ -670,6 +681,9 @@ func (s *Server) Run(ctx context.Context) error {
 	case serveErr = <-errc:
 	}
 	s.notifySystemd(sdnotify.Stopping, sdnotify.Status("shutting down"))
+	if s.stopWatches != nil {
+		s.stopWatches() // streams never end on their own: end them before waiting for requests
+	}
 	timeout := s.cfg.ShutdownTimeout
 	if timeout <= 0 {
 		timeout = 15 * time.Second
