@@ -427,6 +427,10 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 // EventList is a machine's timeline.
 type EventList struct {
 	Items []store.Event `json:"items"`
+	// ResourceVersion is the event log's newest id, read before the items: watch
+	// /api/v1/events?machine=NAME from the greater of it and the last item's id
+	// to follow the timeline without a gap.
+	ResourceVersion string `json:"resourceVersion,omitempty"`
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
@@ -440,12 +444,22 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	var marks store.StreamMarks
+	err = s.Store.View(r.Context(), func(tx store.Tx) error {
+		var err error
+		marks, err = tx.StreamMarks(r.Context())
+		return err
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	evs, err := s.Inventory.Events(r.Context(), name, limit)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, EventList{Items: httpjson.List(evs)})
+	writeJSON(w, http.StatusOK, EventList{Items: httpjson.List(evs), ResourceVersion: strconv.FormatInt(marks.EventHead, 10)})
 }
 
 func (s *Server) lookupMAC(w http.ResponseWriter, r *http.Request) {
