@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ChangeLog", testChangeLog},
 		{"EventLog", testEventLog},
 		{"CommitNotifier", testCommitNotifier},
+		{"WebhookState", testWebhookState},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })

@@ -215,3 +215,50 @@ func testCommitNotifier(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Error("creating an object did not signal")
 	}
 }
+
+// testWebhookState: a webhook's cursor is held by one owner while its lease runs;
+// another owner can neither claim nor advance it then, and takes it over (at the
+// cursor) once the lease expired; dead letters are listed newest first.
+func testWebhookState(t *testing.T, open func(t *testing.T) store.Store) {
+	ctx := context.Background()
+	ws, ok := open(t).(store.WebhookState)
+	if !ok {
+		t.Fatal("the store does not implement store.WebhookState")
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	lease := 30 * time.Second
+	cur, ok, err := ws.ClaimWebhook(ctx, "h", "a", 5, t0, t0.Add(lease))
+	if err != nil || !ok || cur != 5 {
+		t.Fatalf("first claim: %d %v %v; want 5, held", cur, ok, err)
+	}
+	if _, ok, err := ws.ClaimWebhook(ctx, "h", "b", 0, t0.Add(time.Second), t0.Add(lease)); err != nil || ok {
+		t.Fatalf("claim by b during a's lease: %v %v; want refused", ok, err)
+	}
+	if ok, err := ws.AdvanceWebhook(ctx, "h", "b", 9, t0.Add(lease), nil); err != nil || ok {
+		t.Fatalf("advance by b: %v %v; want refused", ok, err)
+	}
+	d := &store.WebhookDelivery{EventID: 7, Type: "dhcp", State: "failed", Attempts: 3, LastStatus: 500, LastError: "HTTP 500"}
+	if ok, err := ws.AdvanceWebhook(ctx, "h", "a", 7, t0.Add(2*lease), d); err != nil || !ok || d.ID == 0 {
+		t.Fatalf("advance by a: %v %v (delivery id %d)", ok, err, d.ID)
+	}
+	if ok, err := ws.AdvanceWebhook(ctx, "h", "a", 8, t0.Add(2*lease), &store.WebhookDelivery{EventID: 8, State: "failed"}); err != nil || !ok {
+		t.Fatalf("advance by a: %v %v", ok, err)
+	}
+	got, err := ws.WebhookDeliveries(ctx, "h", 10)
+	if err != nil || len(got) != 2 || got[0].EventID != 8 || got[1].EventID != 7 || got[1].LastStatus != 500 || got[1].Attempts != 3 {
+		t.Fatalf("deliveries: %+v %v; want events 8 then 7", got, err)
+	}
+	cur, ok, err = ws.ClaimWebhook(ctx, "h", "b", 0, t0.Add(3*lease), t0.Add(4*lease))
+	if err != nil || !ok || cur != 8 {
+		t.Fatalf("claim by b after a's lease: %d %v %v; want 8, held", cur, ok, err)
+	}
+	if err := ws.ForgetWebhook(ctx, "h"); err != nil {
+		t.Fatal(err)
+	}
+	if cur, ok, err = ws.ClaimWebhook(ctx, "h", "a", 42, t0, t0.Add(lease)); err != nil || !ok || cur != 42 {
+		t.Fatalf("claim after forget: %d %v %v; want a fresh start at 42", cur, ok, err)
+	}
+	if got, _ := ws.WebhookDeliveries(ctx, "h", 10); len(got) != 0 {
+		t.Errorf("deliveries after forget: %d", len(got))
+	}
+}

@@ -39,10 +39,12 @@ ALTER TABLE meta ADD COLUMN events_floor BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE meta ADD COLUMN changes_floor BIGINT NOT NULL DEFAULT 0;
 
 -- Webhook delivery: each webhook's cursor in the event log, and the
--- deliveries that failed for good (the dead-letter list) or were delivered.
+-- deliveries that failed for good (the dead-letter list).
 CREATE TABLE webhook_cursors (
 	name        TEXT COLLATE "C" PRIMARY KEY,
-	seq         BIGINT NOT NULL, -- the newest event handled (delivered or dead-lettered)
+	seq         BIGINT NOT NULL, -- the newest event handled (delivered, dead-lettered or skipped)
+	owner       TEXT    NOT NULL, -- the replica delivering, while lease_until is ahead
+	lease_until BIGINT NOT NULL,
 	updated_at  BIGINT NOT NULL
 );
 CREATE TABLE webhook_deliveries (

@@ -35,10 +35,12 @@ ALTER TABLE meta ADD COLUMN events_floor INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE meta ADD COLUMN changes_floor INTEGER NOT NULL DEFAULT 0;
 
 -- Webhook delivery: each webhook's cursor in the event log, and the
--- deliveries that failed for good (the dead-letter list) or were delivered.
+-- deliveries that failed for good (the dead-letter list).
 CREATE TABLE webhook_cursors (
-	name        TEXT    PRIMARY KEY,
-	seq         INTEGER NOT NULL, -- the newest event handled (delivered or dead-lettered)
+	name        TEXT PRIMARY KEY,
+	seq         INTEGER NOT NULL, -- the newest event handled (delivered, dead-lettered or skipped)
+	owner       TEXT    NOT NULL, -- the replica delivering, while lease_until is ahead
+	lease_until INTEGER NOT NULL,
 	updated_at  INTEGER NOT NULL
 ) STRICT;
 CREATE TABLE webhook_deliveries (
