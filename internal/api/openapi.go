@@ -24,24 +24,25 @@ func (s *Server) OpenAPI() map[string]any {
 		addOp(paths, rt.path, rt, nil)
 	}
 	schemas := map[string]any{
-		"Error":              schemaOf(reflect.TypeOf(ErrorResponse{})),
-		"Status":             schemaOf(reflect.TypeOf(StatusResponse{})),
-		"Metadata":           schemaOf(reflect.TypeOf(resource.Metadata{})),
-		"ApplyRequest":       map[string]any{"type": "object", "required": []string{"objects"}, "properties": map[string]any{"objects": map[string]any{"type": "array", "items": map[string]any{"$ref": "#/components/schemas/Object"}}, "dryRun": map[string]any{"type": "boolean"}}},
-		"ApplyResponse":      schemaOf(reflect.TypeOf(ApplyResponse{})),
-		"EventList":          schemaOf(reflect.TypeOf(EventList{})),
-		"EventLogList":       schemaOf(reflect.TypeOf(EventLogList{})),
-		"AuditList":          schemaOf(reflect.TypeOf(AuditList{})),
-		"AuditVerify":        schemaOf(reflect.TypeOf(AuditVerifyResponse{})),
-		"APIToken":           schemaOf(reflect.TypeOf(APITokenCreated{}.APIToken)),
-		"APITokenList":       schemaOf(reflect.TypeOf(APITokenList{})),
-		"APITokenRequest":    schemaOf(reflect.TypeOf(APITokenRequest{})),
-		"APITokenCreated":    schemaOf(reflect.TypeOf(APITokenCreated{})),
-		"OpenAPI":            map[string]any{"type": "object"},
-		"ReprovisionRequest": schemaOf(reflect.TypeOf(ReprovisionRequest{})),
-		"WorkflowView":       schemaOf(reflect.TypeOf(WorkflowView{})),
-		"Version":            schemaOf(reflect.TypeOf(VersionResponse{})),
-		"CancelResponse":     schemaOf(reflect.TypeOf(CancelResponse{})),
+		"Error":               schemaOf(reflect.TypeOf(ErrorResponse{})),
+		"Status":              schemaOf(reflect.TypeOf(StatusResponse{})),
+		"Metadata":            schemaOf(reflect.TypeOf(resource.Metadata{})),
+		"ApplyRequest":        map[string]any{"type": "object", "required": []string{"objects"}, "properties": map[string]any{"objects": map[string]any{"type": "array", "items": map[string]any{"$ref": "#/components/schemas/Object"}}, "dryRun": map[string]any{"type": "boolean"}}},
+		"ApplyResponse":       schemaOf(reflect.TypeOf(ApplyResponse{})),
+		"EventList":           schemaOf(reflect.TypeOf(EventList{})),
+		"EventLogList":        schemaOf(reflect.TypeOf(EventLogList{})),
+		"WebhookDeliveryList": schemaOf(reflect.TypeOf(WebhookDeliveryList{})),
+		"AuditList":           schemaOf(reflect.TypeOf(AuditList{})),
+		"AuditVerify":         schemaOf(reflect.TypeOf(AuditVerifyResponse{})),
+		"APIToken":            schemaOf(reflect.TypeOf(APITokenCreated{}.APIToken)),
+		"APITokenList":        schemaOf(reflect.TypeOf(APITokenList{})),
+		"APITokenRequest":     schemaOf(reflect.TypeOf(APITokenRequest{})),
+		"APITokenCreated":     schemaOf(reflect.TypeOf(APITokenCreated{})),
+		"OpenAPI":             map[string]any{"type": "object"},
+		"ReprovisionRequest":  schemaOf(reflect.TypeOf(ReprovisionRequest{})),
+		"WorkflowView":        schemaOf(reflect.TypeOf(WorkflowView{})),
+		"Version":             schemaOf(reflect.TypeOf(VersionResponse{})),
+		"CancelResponse":      schemaOf(reflect.TypeOf(CancelResponse{})),
 	}
 	var oneOf []any
 	for _, k := range resource.Kinds() {
@@ -146,6 +147,8 @@ func queryParams(rt route) []string {
 		return []string{"resourceVersion", "cascade"}
 	case rt.path == "/api/v1/machines/{name}/events":
 		return []string{"limit"}
+	case rt.path == "/api/v1/webhooks/{name}/deliveries":
+		return []string{"failed", "limit"}
 	case rt.path == "/api/v1/audit":
 		return []string{"after", "limit", "tail"}
 	}

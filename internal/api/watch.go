@@ -279,3 +279,40 @@ func jsonLine(v any) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// WebhookDeliveryList is a webhook's dead-letter list, newest first.
+type WebhookDeliveryList struct {
+	Items []store.WebhookDelivery `json:"items"`
+}
+
+// webhookDeliveries serves GET /api/v1/webhooks/{name}/deliveries: the events that
+// could not be delivered after every attempt (failed=1 says so explicitly; only
+// failed deliveries are recorded).
+func (s *Server) webhookDeliveries(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if f := q.Get("failed"); f != "" && f != "1" && f != "true" {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("failed: %q is not 1 or true (only failed deliveries are kept)", f))
+		return
+	}
+	limit, err := intParam(q.Get("limit"), 100, 1, 1000)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "limit: "+err.Error())
+		return
+	}
+	name := r.PathValue("name")
+	if _, err := s.Inventory.Get(r.Context(), "Webhook", name); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ws, ok := s.Store.(store.WebhookState)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "this store keeps no webhook deliveries")
+		return
+	}
+	items, err := ws.WebhookDeliveries(r.Context(), name, limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, WebhookDeliveryList{Items: httpjson.List(items)})
+}

@@ -75,6 +75,7 @@ var operatorRouteRoles = map[string]string{
 	"DELETE /api/v1/{kind}/{name}":                 store.RoleOperator,
 	"GET /api/v1/machines/{name}/events":           store.RoleViewer,
 	"GET /api/v1/events":                           store.RoleViewer,
+	"GET /api/v1/webhooks/{name}/deliveries":       store.RoleViewer,
 	"POST /api/v1/machines/{name}/reprovision":     store.RoleOperator,
 	"GET /api/v1/machines/{name}/workflow":         store.RoleViewer,
 	"GET /api/v1/lookup/mac/{mac}":                 store.RoleViewer,

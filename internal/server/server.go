@@ -75,6 +75,9 @@ type Config struct {
 	// ArtifactAllow is the allow-list of remote artifact sources (boot.SourcePolicy):
 	// "public", addresses, CIDR prefixes, host names; empty: public addresses only.
 	ArtifactAllow []string
+	// WebhookAllow is the allow-list of addresses webhooks may call, as
+	// ArtifactAllow's; empty: public addresses only.
+	WebhookAllow []string
 	// ArtifactMaxBytes bounds a remote artifact without a declared spec.size; 0:
 	// boot.DefaultMaxRemoteBytes.
 	ArtifactMaxBytes int64
@@ -551,6 +554,9 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 		}
 	})
 	ss := &secrets.Server{Service: s.secrets, Actor: api.ActorOf, Logger: s.log}
+	if err := s.startWebhooks(); err != nil {
+		return nil, nil, err
+	}
 	ss.RegisterPublic(mux)
 	s.power = newPowerService(s.store, inv, s.secrets, s)
 	if n, err := s.power.sweepJobs(ctx, true, time.Now()); err != nil {

@@ -2,13 +2,18 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kilnhq/kiln/internal/api"
+	"github.com/kilnhq/kiln/internal/boot"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/watch"
+	"github.com/kilnhq/kiln/internal/webhook"
 )
 
 // DefaultChangeRetentionCount is how many object writes the change log keeps for
@@ -45,3 +50,29 @@ func (s *Server) newWatches() *api.Watches {
 	})
 	return ws
 }
+
+// startWebhooks runs the webhook delivery worker beside the listeners.
+func (s *Server) startWebhooks() error {
+	policy, err := boot.ParseSourcePolicy(s.cfg.WebhookAllow)
+	if err != nil {
+		return fmt.Errorf("--webhook-allow: %w", err)
+	}
+	state, ok := s.store.(store.WebhookState)
+	if !ok {
+		return nil
+	}
+	notify, _ := s.store.(store.CommitNotifier)
+	host, _ := os.Hostname()
+	w := &webhook.Worker{
+		Store: s.store, State: state, Key: s.secrets.WebhookKey,
+		Client: policy.DirectClient(webhookTimeout),
+		// A restarted Kiln is the same owner and takes its leases back at once.
+		Owner:  host + ":" + s.cfg.DataDir,
+		Logger: s.log, Notify: notify,
+	}
+	s.udpServers = append(s.udpServers, w.Run)
+	return nil
+}
+
+// webhookTimeout bounds one delivery attempt.
+const webhookTimeout = 10 * time.Second
