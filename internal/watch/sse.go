@@ -1,10 +1,10 @@
 package watch
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -35,12 +35,14 @@ func Stream(ctx context.Context, rw http.ResponseWriter, w *Watcher, first []Mes
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	rw.WriteHeader(http.StatusOK)
-	bw := bufio.NewWriterSize(rw, 4096)
+	// The ResponseWriter buffers already (and the connection's writer behind it):
+	// a buffer of its own would cost every watcher 4 KiB more.
+	bw := &lineWriter{w: rw}
 	// Every write (also bufio's own when a burst fills it) has a deadline ahead.
 	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(writeTimeout)) }
 	flush := func() error {
-		if err := bw.Flush(); err != nil {
-			return err
+		if bw.err != nil {
+			return bw.err
 		}
 		return rc.Flush()
 	}
@@ -70,7 +72,7 @@ func Stream(ctx context.Context, rw http.ResponseWriter, w *Watcher, first []Mes
 			_ = flush()
 			return err
 		case m == nil:
-			bw.WriteString(": keepalive\n\n")
+			bw.writeString(": keepalive\n\n")
 		default:
 			writeMessage(bw, m, true)
 			// Flush only when nothing else is ready, so a burst leaves in few writes.
@@ -84,15 +86,33 @@ func Stream(ctx context.Context, rw http.ResponseWriter, w *Watcher, first []Mes
 	}
 }
 
-func writeMessage(bw *bufio.Writer, m *Message, withID bool) {
-	if withID {
-		bw.WriteString("id: ")
-		bw.WriteString(strconv.FormatInt(m.ID, 10))
-		bw.WriteByte('\n')
+// lineWriter writes to the response and keeps the first error (a client gone).
+type lineWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (l *lineWriter) Write(b []byte) (int, error) {
+	if l.err != nil {
+		return 0, l.err
 	}
-	bw.WriteString("event: ")
-	bw.WriteString(m.Type)
-	bw.WriteString("\ndata: ")
+	n, err := l.w.Write(b)
+	l.err = err
+	return n, err
+}
+
+func (l *lineWriter) writeString(s string) { _, _ = io.WriteString(l, s) }
+func (l *lineWriter) writeByte(c byte)     { _, _ = l.Write([]byte{c}) }
+
+func writeMessage(bw *lineWriter, m *Message, withID bool) {
+	if withID {
+		bw.writeString("id: ")
+		bw.writeString(strconv.FormatInt(m.ID, 10))
+		bw.writeByte('\n')
+	}
+	bw.writeString("event: ")
+	bw.writeString(m.Type)
+	bw.writeString("\ndata: ")
 	bw.Write(m.Data) // encoding/json output: newlines inside strings are escaped
-	bw.WriteString("\n\n")
+	bw.writeString("\n\n")
 }
