@@ -6,12 +6,16 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/testkit"
 	"github.com/kilnhq/kiln/internal/watch"
+	"github.com/kilnhq/kiln/internal/webhook"
 )
 
 // runServer runs a Kiln (New and Run) on loopback until the test ends.
@@ -244,5 +248,68 @@ func TestWatchLimitPerCaller(t *testing.T) {
 			t.Fatal("a closed watch was not released within 10 s")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestWebhookThroughServer: a Webhook applied through the API, signed with its
+// Secret's value (released to the signer, audited), receives the events written
+// after it, on a loopback receiver allowed by WebhookAllow; its dead-letter list is
+// served to viewers, and an unknown webhook's is 404.
+func TestWebhookThroughServer(t *testing.T) {
+	s := runServer(t, Config{WebhookAllow: []string{"127.0.0.1"}})
+	tok := roleTokens(t, s.store)
+	ctx := context.Background()
+	key := []byte("a-webhook-signing-key-of-32-byte")
+	if _, err := s.secrets.Set(ctx, inventory.Actor{ID: "test"}, "hook-key", key); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := webhook.Verify(key, r.Header.Get(webhook.TimestampHeader), r.Header.Get(webhook.SignatureHeader), body, time.Now(), webhook.DefaultTolerance); err != nil {
+			got <- "bad signature: " + err.Error()
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		got <- string(body)
+	}))
+	defer rc.Close()
+	hook := fmt.Sprintf(`{"objects":[{"kind":"Webhook","metadata":{"name":"h"},"spec":{"url":%q,"secretRef":"hook-key","events":{"types":["workflow"]}}}]}`, rc.URL)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+s.Addr().String()+"/api/v1/apply", strings.NewReader(hook))
+	req.Header.Set("Authorization", "Bearer "+tok[store.RoleOperator])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("apply the webhook: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	// The worker picks the webhook up within its poll; events from then on are its.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok, _ := s.store.(store.WebhookState).ClaimWebhook(ctx, "h", "probe", 0, time.Now(), time.Now()); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the webhook was not picked up within 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	addEvent(t, s.store, "web-1", "dhcp", "not sent")
+	addEvent(t, s.store, "web-1", "workflow", "sent")
+	select {
+	case body := <-got:
+		if !strings.Contains(body, `"message":"sent"`) {
+			t.Errorf("delivered %s; want the workflow event", body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery within 10 s")
+	}
+	if n := len(testkit.AuditEntries(t, s.store, "release")); n == 0 {
+		t.Error("the release of the signing key is not audited")
+	}
+	for path, want := range map[string]int{"/api/v1/webhooks/h/deliveries?failed=1": http.StatusOK, "/api/v1/webhooks/nope/deliveries": http.StatusNotFound} {
+		resp := openWatch(t, s, tok[store.RoleViewer], path)
+		if resp.StatusCode != want {
+			t.Errorf("GET %s as viewer: %d; want %d", path, resp.StatusCode, want)
+		}
 	}
 }
