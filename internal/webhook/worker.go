@@ -148,6 +148,12 @@ type hook struct {
 	sel   resource.Selector
 	key   []byte
 	keyAt time.Time
+	// cursor and leaseUntil are what the last claim or advance stored; nextClaim
+	// is when to try again after another replica held the lease. An idle webhook
+	// then takes the store's write lock about once per half lease, not per poll.
+	cursor     int64
+	leaseUntil time.Time
+	nextClaim  time.Time
 }
 
 // round claims the lease, delivers a batch of events after the cursor and
@@ -163,11 +169,19 @@ func (h *hook) round(ctx context.Context) (more bool, err error) {
 		return false, err
 	}
 	now := time.Now()
+	if now.Before(h.nextClaim) || head <= h.cursor && h.leaseUntil.Sub(now) > h.w.lease()/2 {
+		return false, nil // another replica has it, or nothing new while the lease holds
+	}
 	// A new webhook starts with the events that follow its creation.
 	cursor, ok, err := h.w.State.ClaimWebhook(ctx, h.name, h.w.Owner, head, now, now.Add(h.w.lease()))
-	if err != nil || !ok {
+	if err != nil {
 		return false, err
 	}
+	if !ok {
+		h.nextClaim, h.leaseUntil = now.Add(h.w.lease()/2), time.Time{}
+		return false, nil
+	}
+	h.cursor, h.leaseUntil = cursor, now.Add(h.w.lease())
 	var evs []store.Event
 	labels := map[string]map[string]string{}
 	err = h.w.Store.View(ctx, func(tx store.Tx) error {
@@ -210,17 +224,24 @@ func (h *hook) round(ctx context.Context) (more bool, err error) {
 		// Recorded even when Kiln is stopping right now: the receiver has the event,
 		// and a restart must not send it again.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		ok, err := h.w.State.AdvanceWebhook(actx, h.name, h.w.Owner, e.ID, time.Now().Add(h.w.lease()), dead)
+		until := time.Now().Add(h.w.lease())
+		ok, err := h.w.State.AdvanceWebhook(actx, h.name, h.w.Owner, e.ID, until, dead)
 		cancel()
 		if err != nil || !ok {
+			h.leaseUntil = time.Time{} // claim again next round
 			return false, err
 		}
 		skipped, advanced = e.ID, e.ID
+		h.cursor, h.leaseUntil = e.ID, until
 	}
 	if skipped > advanced {
-		if _, err := h.w.State.AdvanceWebhook(ctx, h.name, h.w.Owner, skipped, time.Now().Add(h.w.lease()), nil); err != nil {
+		until := time.Now().Add(h.w.lease())
+		ok, err := h.w.State.AdvanceWebhook(ctx, h.name, h.w.Owner, skipped, until, nil)
+		if err != nil || !ok {
+			h.leaseUntil = time.Time{}
 			return false, err
 		}
+		h.cursor, h.leaseUntil = skipped, until
 	}
 	return len(evs) == batch, nil
 }
