@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/store/postgres/pgtest"
 	"github.com/kilnhq/kiln/internal/testkit"
 	"github.com/kilnhq/kiln/internal/watch"
@@ -221,4 +222,85 @@ func TestWatchAcrossPostgresReplicas(t *testing.T) {
 		t.Errorf("a message more than the writes: %+v", m)
 	case <-time.After(700 * time.Millisecond): // more than a poll interval
 	}
+}
+
+// followLines starts a kiln command that follows something and returns its
+// stdout lines; it is stopped when the test ends.
+func followLines(t *testing.T, s *testkit.Server, args ...string) <-chan string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, testkit.KilnBinary(t), append([]string{"--data-dir", s.DataDir}, args...)...)
+	cmd.Env = testkit.CleanEnv()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	return lines
+}
+
+// waitLine waits for a line containing want; the lines before it are returned.
+func waitLine(t *testing.T, lines <-chan string, want string) []string {
+	t.Helper()
+	var seen []string
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("the command ended before printing %q (printed %q)", want, seen)
+			}
+			if strings.Contains(l, want) {
+				return seen
+			}
+			seen = append(seen, l)
+		case <-timeout:
+			t.Fatalf("no line with %q within 20 s (printed %q)", want, seen)
+		}
+	}
+}
+
+// TestLogsFollowAndDescribeWatch: `kiln logs machine NAME -f` prints the agent
+// log lines written after it started (here by a second store on the server's
+// SQLite file, as another process would: the server finds them by polling), each
+// once, and `kiln describe machine NAME --watch` adds every new event to the
+// timeline.
+func TestLogsFollowAndDescribeWatch(t *testing.T) {
+	s := startServer(t, filepath.Join(t.TempDir(), "data"), nil)
+	s.MustKiln(machineYAML("web-1"), "apply", "-f", "-")
+	st := testkit.OpenSQLite(t, s.DataDir)
+	add := func(typ, msg string) {
+		t.Helper()
+		if err := st.Update(context.Background(), func(tx store.Tx) error {
+			return tx.AddEvent(context.Background(), &store.Event{Machine: "web-1", Type: typ, Message: msg})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("AgentLog", "before the follow")
+	logs := followLines(t, s, "logs", "machine", "web-1", "-f")
+	waitLine(t, logs, "before the follow")
+	desc := followLines(t, s, "describe", "machine", "web-1", "--watch")
+	waitLine(t, desc, "Events:")
+	time.Sleep(300 * time.Millisecond) // both are following now
+	add("dhcp", "not a log line")
+	add("AgentLog", "line one")
+	add("AgentLog", "line two")
+	if before := waitLine(t, logs, "line one"); len(before) != 0 {
+		t.Errorf("logs -f printed %q before line one (a dhcp event or a repeat)", before)
+	}
+	waitLine(t, logs, "line two")
+	waitLine(t, desc, "not a log line")
+	waitLine(t, desc, "line two")
 }
