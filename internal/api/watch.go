@@ -187,6 +187,10 @@ func (s *Server) watchKind(w http.ResponseWriter, r *http.Request, k *resource.K
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if k.Name == store.UnloggedKind {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("watch: %s are not watched (DHCP rewrites them at every packet): list them", k.Plural))
+		return
+	}
 	var b *watch.Broker
 	if s.Watches != nil {
 		b = s.Watches.Changes

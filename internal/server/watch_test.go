@@ -112,6 +112,9 @@ func TestWatchAuthAndRoles(t *testing.T) {
 			t.Errorf("%s as viewer: %d %s; want 200 text/event-stream", path, resp.StatusCode, resp.Header.Get("Content-Type"))
 		}
 	}
+	if resp := openWatch(t, s, tokens[store.RoleViewer], "/api/v1/leases?watch=1"); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a watch of leases (not logged): %d; want 400", resp.StatusCode)
+	}
 }
 
 // TestWatchEventsResumeAndFilters: a viewer's stream of one machine's events;

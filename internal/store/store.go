@@ -60,6 +60,10 @@ const (
 	ChangeDeleted  = "DELETED"
 )
 
+// UnloggedKind is the kind whose writes the change log leaves out: leases, which
+// DHCP rewrites at every packet (logging them halved DHCP's leases per second).
+const UnloggedKind = "Lease"
+
 // Change is one committed write of an object, from the change log that watches
 // read. Seq grows with every write, in commit order, on every replica alike.
 type Change struct {

@@ -65,6 +65,14 @@ func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 	return t.tx.QueryRowContext(ctx, q, args...)
 }
 
+// wrote notes a write of an object of kind: the change log's triggers record it
+// (except leases), and watches are told after the commit.
+func (t *tx) wrote(kind string) {
+	if kind != store.UnloggedKind {
+		t.logged = true
+	}
+}
+
 func (t *tx) writable(op string) error {
 	if !t.rw {
 		return fmt.Errorf("store: %s: %w", op, ErrReadOnly)
@@ -362,7 +370,7 @@ func (t *tx) Create(ctx context.Context, obj *resource.Object) error {
 	if err := t.writable(op); err != nil {
 		return err
 	}
-	t.logged = true // the objects' triggers write the change log
+	t.wrote(obj.Kind)
 	if err := t.create(ctx, obj); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
@@ -377,7 +385,9 @@ func (t *tx) CreateBatch(ctx context.Context, objs []*resource.Object) ([]bool, 
 	if err := t.writable("create objects"); err != nil {
 		return nil, err
 	}
-	t.logged = true
+	for _, o := range objs {
+		t.wrote(o.Kind)
+	}
 	taken := make([]bool, len(objs))
 	type key struct{ kind, name string }
 	seen := make(map[key]bool, len(objs))
@@ -497,7 +507,7 @@ func (t *tx) Update(ctx context.Context, obj *resource.Object) error {
 	if err := t.writable(op); err != nil {
 		return err
 	}
-	t.logged = true
+	t.wrote(obj.Kind)
 	if err := t.update(ctx, obj); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
@@ -591,7 +601,7 @@ func (t *tx) Delete(ctx context.Context, kind, name, resourceVersion string) err
 	if err := t.writable(op); err != nil {
 		return err
 	}
-	t.logged = true
+	t.wrote(kind)
 	if err := t.delete(ctx, kind, name, resourceVersion); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -25,6 +26,12 @@ func testChangeLog(t *testing.T, open func(t *testing.T) store.Store) {
 	})
 	m.Metadata.Labels["rack"] = "b"
 	update(t, st, func(tx store.Tx) error { return tx.Update(ctx, m) })
+	// Leases are not logged (DHCP rewrites them at every packet).
+	lease := &resource.Object{APIVersion: resource.APIVersion, Kind: store.UnloggedKind, Metadata: resource.Metadata{Name: "10.0.0.9"},
+		Spec: json.RawMessage(`{"ip":"10.0.0.9","subnet":"s","state":"bound"}`)}
+	update(t, st, func(tx store.Tx) error { return tx.Create(ctx, lease) })
+	update(t, st, func(tx store.Tx) error { return tx.Update(ctx, lease) })
+	update(t, st, func(tx store.Tx) error { return tx.Delete(ctx, store.UnloggedKind, "10.0.0.9", "") })
 	// A failed transaction leaves no trace in the log.
 	boom := fmt.Errorf("boom")
 	if err := st.Update(ctx, func(tx store.Tx) error {

@@ -2,6 +2,8 @@
 -- row per committed write of an object, in commit order (writers are serialized),
 -- holding the object as written (as it was, for a delete). Triggers write it, so
 -- that no write path (CreateBatch's multi-row INSERT, a cascade) can miss it.
+-- Leases are left out: DHCP rewrites them at every packet, and logging them halved
+-- the leases per second of the DHCP benchmark (BenchmarkDORASQLite).
 CREATE TABLE changes (
 	seq              INTEGER PRIMARY KEY AUTOINCREMENT,
 	kind             TEXT    NOT NULL,
@@ -16,15 +18,15 @@ CREATE TABLE changes (
 ) STRICT;
 CREATE INDEX changes_kind ON changes (kind, seq);
 
-CREATE TRIGGER objects_added AFTER INSERT ON objects BEGIN
+CREATE TRIGGER objects_added AFTER INSERT ON objects WHEN NEW.kind <> 'Lease' BEGIN
 	INSERT INTO changes (kind, name, type, labels, spec, status, resource_version, created_at, updated_at)
 	VALUES (NEW.kind, NEW.name, 'ADDED', NEW.labels, NEW.spec, NEW.status, NEW.resource_version, NEW.created_at, NEW.updated_at);
 END;
-CREATE TRIGGER objects_modified AFTER UPDATE ON objects BEGIN
+CREATE TRIGGER objects_modified AFTER UPDATE ON objects WHEN NEW.kind <> 'Lease' BEGIN
 	INSERT INTO changes (kind, name, type, labels, spec, status, resource_version, created_at, updated_at)
 	VALUES (NEW.kind, NEW.name, 'MODIFIED', NEW.labels, NEW.spec, NEW.status, NEW.resource_version, NEW.created_at, NEW.updated_at);
 END;
-CREATE TRIGGER objects_deleted AFTER DELETE ON objects BEGIN
+CREATE TRIGGER objects_deleted AFTER DELETE ON objects WHEN OLD.kind <> 'Lease' BEGIN
 	INSERT INTO changes (kind, name, type, labels, spec, status, resource_version, created_at, updated_at)
 	VALUES (OLD.kind, OLD.name, 'DELETED', OLD.labels, OLD.spec, OLD.status, OLD.resource_version, OLD.created_at, OLD.updated_at);
 END;
