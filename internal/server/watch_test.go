@@ -316,3 +316,36 @@ func TestWebhookThroughServer(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchBadInput: a malformed resource version, machine or type list is 400
+// naming the field, before any stream starts.
+func TestWatchBadInput(t *testing.T) {
+	s := runServer(t, Config{})
+	tok := roleTokens(t, s.store)[store.RoleViewer]
+	for path, field := range map[string]string{
+		"/api/v1/events?watch=1&resourceVersion=abc":     "resourceVersion",
+		"/api/v1/events?watch=1&resourceVersion=-1":      "resourceVersion",
+		"/api/v1/machines?watch=1&resourceVersion=1e3":   "resourceVersion",
+		"/api/v1/events?watch=1&machine=Not%20A%20Name":  "machine",
+		"/api/v1/events?watch=1&type=dhcp,,tftp":         "type",
+		"/api/v1/machines?watch=1&labelSelector=%21%21a": "label selector",
+		"/api/v1/webhooks/x/deliveries?failed=maybe":     "failed",
+	} {
+		resp := openWatch(t, s, tok, path)
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("GET %s: 200 (a stream); want 400 naming %s", path, field)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), field) {
+			t.Errorf("GET %s: %d %s; want 400 naming %s", path, resp.StatusCode, body, field)
+		}
+	}
+	resp := openWatch(t, s, tok, "/api/v1/events?watch=1", "Last-Event-ID", "x")
+	if resp.StatusCode == http.StatusOK {
+		t.Fatal("Last-Event-ID x: 200 (a stream); want 400")
+	}
+	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "Last-Event-ID") {
+		t.Errorf("Last-Event-ID x: %d %s; want 400 naming Last-Event-ID", resp.StatusCode, body)
+	}
+}
