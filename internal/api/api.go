@@ -53,6 +53,8 @@ type Server struct {
 	// Sessions authenticates the web console's people by their session cookie
 	// when a request carries no bearer token; nil: API tokens only.
 	Sessions SessionAuth
+	// Watches serves ?watch=1 (Server-Sent Events); nil answers it with 501.
+	Watches *Watches
 
 	routes []route
 	extra  []route
@@ -112,12 +114,14 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/api/v1/version", role: v, summary: "The server's version", handler: s.version, response: "Version"},
 		{method: "GET", path: "/api/v1/whoami", role: v, summary: "The calling token's id and role", handler: s.whoami, response: "APIToken"},
 		{method: "POST", path: "/api/v1/apply", role: o, summary: "Create or update several objects in one transaction (all or none)", handler: s.apply, body: "ApplyRequest", response: "ApplyResponse"},
-		{method: "GET", path: "/api/v1/{kind}", role: v, kindPath: true, summary: "List objects (labelSelector, limit, continue)", handler: s.list, response: "List"},
+		{method: "GET", path: "/api/v1/events", role: v, summary: "Every machine's events after resourceVersion (machine, type, limit); watch=1 streams them as Server-Sent Events (resume with Last-Event-ID or resourceVersion; 410 when retention removed it)", handler: s.eventLog, response: "EventLogList"},
+		{method: "GET", path: "/api/v1/{kind}", role: v, kindPath: true, summary: "List objects (labelSelector, limit, continue); watch=1 streams ADDED, MODIFIED and DELETED as Server-Sent Events (resume with Last-Event-ID or resourceVersion; 410 when retention removed it)", handler: s.list, response: "List"},
 		{method: "POST", path: "/api/v1/{kind}", role: o, kindPath: true, summary: "Create an object (409 if it exists)", handler: s.create, body: "Object", response: "Object"},
 		{method: "GET", path: "/api/v1/{kind}/{name}", role: v, kindPath: true, summary: "Get an object", handler: s.get, response: "Object"},
 		{method: "PUT", path: "/api/v1/{kind}/{name}", role: o, kindPath: true, summary: "Replace an object's labels and spec (409 on a stale resourceVersion)", handler: s.update, body: "Object", response: "Object"},
 		{method: "DELETE", path: "/api/v1/{kind}/{name}", role: o, kindPath: true, summary: "Delete an object (resourceVersion query parameter for a conditional delete)", handler: s.delete, response: "Status"},
 		{method: "GET", path: "/api/v1/machines/{name}/events", role: v, summary: "A machine's newest events (limit, default 50)", handler: s.events, response: "EventList"},
+		{method: "GET", path: "/api/v1/webhooks/{name}/deliveries", role: v, summary: "A webhook's dead-letter list: events not delivered after every attempt, newest first (failed=1, limit)", handler: s.webhookDeliveries, response: "WebhookDeliveryList"},
 		{method: "POST", path: "/api/v1/machines/{name}/reprovision", role: o, summary: "Start a new workflow on a machine (the profile's template, or the given one); its state becomes provisioning", handler: s.reprovision, body: "ReprovisionRequest", response: "WorkflowView"},
 		{method: "POST", path: "/api/v1/machines/{name}/upgrade", role: o, summary: "Write a dm-verity image (an Artifact with spec.verity) to the machine's inactive A/B slot and boot it, falling back to the running slot if it does not come up", handler: s.upgrade, body: "UpgradeRequest", response: "WorkflowView"},
 		{method: "POST", path: "/api/v1/machines/{name}/cancel", role: o, summary: "End a machine's pending or running workflow; the machine goes back to the state it had before it", handler: s.cancelWorkflow, response: "CancelResponse"},
@@ -270,6 +274,10 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	sel, err := resource.ParseSelector(q.Get("labelSelector"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if watching(r) {
+		s.watchKind(w, r, k, sel)
 		return
 	}
 	limit, err := intParam(q.Get("limit"), 0, 0, 100000)
@@ -487,6 +495,10 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 // EventList is a machine's timeline.
 type EventList struct {
 	Items []store.Event `json:"items"`
+	// ResourceVersion is the event log's newest id, read before the items: watch
+	// /api/v1/events?machine=NAME from the greater of it and the last item's id
+	// to follow the timeline without a gap.
+	ResourceVersion string `json:"resourceVersion,omitempty"`
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
@@ -500,12 +512,22 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	var marks store.StreamMarks
+	err = s.Store.View(r.Context(), func(tx store.Tx) error {
+		var err error
+		marks, err = tx.StreamMarks(r.Context())
+		return err
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	evs, err := s.Inventory.Events(r.Context(), name, limit)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, EventList{Items: httpjson.List(evs)})
+	writeJSON(w, http.StatusOK, EventList{Items: httpjson.List(evs), ResourceVersion: strconv.FormatInt(marks.EventHead, 10)})
 }
 
 func (s *Server) lookupMAC(w http.ResponseWriter, r *http.Request) {

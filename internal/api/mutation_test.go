@@ -225,7 +225,8 @@ func TestOpenAPIOperations(t *testing.T) {
 	}{
 		{"/api/v1/whoami", "get", nil, "viewer"},
 		{"/api/v1/openapi.json", "get", nil, ""},
-		{"/api/v1/machines", "get", []string{"query:labelSelector", "query:limit", "query:continue"}, "viewer"},
+		{"/api/v1/machines", "get", []string{"query:labelSelector", "query:limit", "query:continue", "query:watch", "query:resourceVersion"}, "viewer"},
+		{"/api/v1/events", "get", []string{"query:machine", "query:type", "query:limit", "query:watch", "query:resourceVersion"}, "viewer"},
 		{"/api/v1/machines", "post", nil, "operator"},
 		{"/api/v1/machines/{name}", "get", []string{"path:name"}, "viewer"},
 		{"/api/v1/machines/{name}", "delete", []string{"path:name", "query:resourceVersion", "query:cascade"}, "operator"},

@@ -24,24 +24,26 @@ func (s *Server) OpenAPI() map[string]any {
 		addOp(paths, rt.path, rt, nil)
 	}
 	schemas := map[string]any{
-		"Error":              schemaOf(reflect.TypeOf(ErrorResponse{})),
-		"Status":             schemaOf(reflect.TypeOf(StatusResponse{})),
-		"Metadata":           schemaOf(reflect.TypeOf(resource.Metadata{})),
-		"ApplyRequest":       map[string]any{"type": "object", "required": []string{"objects"}, "properties": map[string]any{"objects": map[string]any{"type": "array", "items": map[string]any{"$ref": "#/components/schemas/Object"}}, "dryRun": map[string]any{"type": "boolean"}}},
-		"ApplyResponse":      schemaOf(reflect.TypeOf(ApplyResponse{})),
-		"EventList":          schemaOf(reflect.TypeOf(EventList{})),
-		"AuditList":          schemaOf(reflect.TypeOf(AuditList{})),
-		"AuditVerify":        schemaOf(reflect.TypeOf(AuditVerifyResponse{})),
-		"APIToken":           schemaOf(reflect.TypeOf(APITokenCreated{}.APIToken)),
-		"APITokenList":       schemaOf(reflect.TypeOf(APITokenList{})),
-		"APITokenRequest":    schemaOf(reflect.TypeOf(APITokenRequest{})),
-		"APITokenCreated":    schemaOf(reflect.TypeOf(APITokenCreated{})),
-		"OpenAPI":            map[string]any{"type": "object"},
-		"ReprovisionRequest": schemaOf(reflect.TypeOf(ReprovisionRequest{})),
-		"UpgradeRequest":     schemaOf(reflect.TypeOf(UpgradeRequest{})),
-		"WorkflowView":       schemaOf(reflect.TypeOf(WorkflowView{})),
-		"Version":            schemaOf(reflect.TypeOf(VersionResponse{})),
-		"CancelResponse":     schemaOf(reflect.TypeOf(CancelResponse{})),
+		"Error":               schemaOf(reflect.TypeOf(ErrorResponse{})),
+		"Status":              schemaOf(reflect.TypeOf(StatusResponse{})),
+		"Metadata":            schemaOf(reflect.TypeOf(resource.Metadata{})),
+		"ApplyRequest":        map[string]any{"type": "object", "required": []string{"objects"}, "properties": map[string]any{"objects": map[string]any{"type": "array", "items": map[string]any{"$ref": "#/components/schemas/Object"}}, "dryRun": map[string]any{"type": "boolean"}}},
+		"ApplyResponse":       schemaOf(reflect.TypeOf(ApplyResponse{})),
+		"EventList":           schemaOf(reflect.TypeOf(EventList{})),
+		"EventLogList":        schemaOf(reflect.TypeOf(EventLogList{})),
+		"WebhookDeliveryList": schemaOf(reflect.TypeOf(WebhookDeliveryList{})),
+		"AuditList":           schemaOf(reflect.TypeOf(AuditList{})),
+		"AuditVerify":         schemaOf(reflect.TypeOf(AuditVerifyResponse{})),
+		"APIToken":            schemaOf(reflect.TypeOf(APITokenCreated{}.APIToken)),
+		"APITokenList":        schemaOf(reflect.TypeOf(APITokenList{})),
+		"APITokenRequest":     schemaOf(reflect.TypeOf(APITokenRequest{})),
+		"APITokenCreated":     schemaOf(reflect.TypeOf(APITokenCreated{})),
+		"OpenAPI":             map[string]any{"type": "object"},
+		"ReprovisionRequest":  schemaOf(reflect.TypeOf(ReprovisionRequest{})),
+		"UpgradeRequest":      schemaOf(reflect.TypeOf(UpgradeRequest{})),
+		"WorkflowView":        schemaOf(reflect.TypeOf(WorkflowView{})),
+		"Version":             schemaOf(reflect.TypeOf(VersionResponse{})),
+		"CancelResponse":      schemaOf(reflect.TypeOf(CancelResponse{})),
 	}
 	var oneOf []any
 	for _, k := range resource.Kinds() {
@@ -106,6 +108,14 @@ func addOp(paths map[string]any, path string, rt route, k *resource.Kind) {
 			"5XX": errResp,
 		},
 	}
+	if watchable(rt) {
+		// With watch=1 the answer is a stream: "id: <resourceVersion>", "event:
+		// <type>" (event; ADDED, MODIFIED, DELETED) and "data: <one-line JSON>".
+		ok := op["responses"].(map[string]any)["2XX"].(map[string]any)
+		ok["content"].(map[string]any)["text/event-stream"] = map[string]any{"schema": map[string]any{"type": "string",
+			"description": "Server-Sent Events with watch=1: id is the resource version to resume after, event the type, data the JSON of the event or object; a ': keepalive' comment every 15 s"}}
+		op["responses"].(map[string]any)["410"] = map[string]any{"description": "The resource version is older than the retained history: list again", "content": map[string]any{"application/json": map[string]any{"schema": ref("Error")}}}
+	}
 	var params []any
 	for _, seg := range strings.Split(path, "/") {
 		if strings.HasPrefix(seg, "{") {
@@ -131,15 +141,24 @@ func addOp(paths map[string]any, path string, rt route, k *resource.Kind) {
 func queryParams(rt route) []string {
 	switch {
 	case rt.method == http.MethodGet && rt.path == "/api/v1/{kind}":
-		return []string{"labelSelector", "limit", "continue"}
+		return []string{"labelSelector", "limit", "continue", "watch", "resourceVersion"}
+	case rt.method == http.MethodGet && rt.path == "/api/v1/events":
+		return []string{"machine", "type", "limit", "watch", "resourceVersion"}
 	case rt.method == http.MethodDelete && rt.kindPath:
 		return []string{"resourceVersion", "cascade"}
 	case rt.path == "/api/v1/machines/{name}/events":
 		return []string{"limit"}
+	case rt.path == "/api/v1/webhooks/{name}/deliveries":
+		return []string{"failed", "limit"}
 	case rt.path == "/api/v1/audit":
 		return []string{"after", "limit", "tail"}
 	}
 	return nil
+}
+
+// watchable reports whether a route answers watch=1 with a stream.
+func watchable(rt route) bool {
+	return rt.method == http.MethodGet && (rt.path == "/api/v1/{kind}" || rt.path == "/api/v1/events")
 }
 
 var timeT = reflect.TypeOf(time.Time{})

@@ -173,6 +173,20 @@ func (p SourcePolicy) checkProxied(ctx context.Context, req *http.Request) error
 	return nil
 }
 
+// DirectClient is an HTTP client whose every connection's address passes the
+// policy, without a proxy (the dialed address is then the destination's) and
+// without following redirects (a 3xx is the answer): for Kiln's own outgoing
+// calls to operator-given URLs (webhooks).
+func (p SourcePolicy) DirectClient(timeout time.Duration) *http.Client {
+	c := p.client()
+	tr := c.Transport.(*http.Transport)
+	tr.Proxy = nil
+	tr.ResponseHeaderTimeout = timeout
+	c.Timeout = timeout
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return c
+}
+
 // client is the HTTP client remote sources are fetched with: every connection's
 // address passes the policy (Control runs on the resolved address, just before
 // connect), and a redirect to another host or from https to http is refused.

@@ -20,6 +20,7 @@ import (
 	"github.com/kilnhq/kiln/internal/inventory"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/safetext"
+	"github.com/kilnhq/kiln/internal/watch"
 )
 
 // target is what a command acts on, as kubectl reads its arguments: a kind and the
@@ -138,6 +139,7 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 		selector string
 		chunk    int
 		opts     printOptions
+		watching bool
 	)
 	cmd := &cobra.Command{
 		Use:   "get KIND [NAME...] | KIND1,KIND2 | TYPE/NAME...",
@@ -146,7 +148,8 @@ func newGetCmd(g *globalFlags) *cobra.Command {
   kiln get machines -l rack=r1 -o wide --sort-by .status.state
   kiln get machine web-1 web-2 -o yaml
   kiln get machines,profiles
-  kiln get machines -o name | xargs kiln delete`,
+  kiln get machines -o name | xargs kiln delete
+  kiln get machines -l rack=r1 -w`,
 		ValidArgsFunction: completeKindsAndNames(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			targets, err := parseTargets(args)
@@ -154,6 +157,12 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			w := cmd.OutOrStdout()
+			if watching {
+				if len(targets) != 1 || len(targets[0].names) > 0 {
+					return fmt.Errorf("-w: watch one kind (kiln get machines -w), not names or several kinds")
+				}
+				return watchObjects(cmd, g, targets[0].kind, selector, opts)
+			}
 			var all []*resource.Object
 			names := 0
 			for _, t := range targets {
@@ -208,10 +217,57 @@ func newGetCmd(g *globalFlags) *cobra.Command {
 	f.StringVarP(&selector, "selector", "l", "", "label selector: key=value, key!=value, key in (a,b), key, !key")
 	outputFlag(f, &opts.output, "output format: table, wide (more columns), yaml, json, name", "table", "wide", "yaml", "json", "name")
 	f.IntVar(&chunk, "chunk-size", 500, "objects fetched per API request")
+	f.BoolVarP(&watching, "watch", "w", false, "after listing, print every change (added, modified, deleted) as it happens; reconnects by itself")
 	f.BoolVar(&opts.noHeaders, "no-headers", false, "print tables without the header line")
 	f.BoolVar(&opts.showLabels, "show-labels", false, "add a LABELS column to tables")
 	f.StringVar(&opts.sortBy, "sort-by", "", "sort by this field: .metadata.name, .metadata.createdAt, .spec.profile, .status.state, ... ({.x.y} as kubectl's JSONPath also works)")
 	return cmd
+}
+
+// watchObjects prints the objects of kind k that selector picks, then each write
+// to one of them, until interrupted. When the server lost the history after the
+// last change seen (410), it lists again.
+func watchObjects(cmd *cobra.Command, g *globalFlags, k *resource.Kind, selector string, opts printOptions) error {
+	c, err := newClient(g)
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if selector != "" {
+		q.Set("labelSelector", selector)
+	}
+	w := cmd.OutOrStdout()
+	printed := 0
+	for {
+		err := c.follow(cmdContext(cmd), "/api/v1/"+k.Plural, q, "", func(m watch.Received) error {
+			var obj resource.Object
+			if err := json.Unmarshal([]byte(m.Data), &obj); err != nil {
+				return fmt.Errorf("decode a %s of the watch: %w", m.Event, err)
+			}
+			o := opts
+			o.noHeaders = opts.noHeaders || printed > 0
+			o.single = true
+			if opts.output == "yaml" && printed > 0 {
+				fmt.Fprintln(w, "---")
+			}
+			if opts.output == "json" {
+				// One object per line: a stream a program reads line by line.
+				b, err := json.Marshal(&obj)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "%s\n", b)
+			} else if err := printObjects(w, k, []*resource.Object{&obj}, o); err != nil {
+				return err
+			}
+			printed++
+			return nil
+		})
+		if errors.Is(err, errStreamGone) {
+			continue // list again: the snapshot comes first
+		}
+		return err
+	}
 }
 
 // sortObjects orders items by the field at path (stable; objects without it last).

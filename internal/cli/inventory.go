@@ -25,6 +25,8 @@ import (
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/role"
 	"github.com/kilnhq/kiln/internal/safetext"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/watch"
 )
 
 func newApplyCmd(g *globalFlags) *cobra.Command {
@@ -310,6 +312,7 @@ func humanAge(d time.Duration) string {
 
 func newDescribeCmd(g *globalFlags) *cobra.Command {
 	var events int
+	var watching bool
 	cmd := &cobra.Command{
 		Use:               "describe KIND NAME | TYPE/NAME",
 		Short:             "Show one object in detail, with a machine's recent events",
@@ -344,6 +347,9 @@ func newDescribeCmd(g *globalFlags) *cobra.Command {
 				}
 			}
 			if k.Name != "Machine" {
+				if watching {
+					return fmt.Errorf("--watch: only machines have a timeline to follow")
+				}
 				return nil
 			}
 			var wf api.WorkflowView
@@ -361,24 +367,66 @@ func newDescribeCmd(g *globalFlags) *cobra.Command {
 			fmt.Fprintln(w, "Events:")
 			if len(evs.Items) == 0 {
 				fmt.Fprintln(w, "  <none>")
-				return nil
+				if !watching {
+					return nil
+				}
 			}
 			tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
 			// STEP is the time since the previous event: where a boot spends its time.
-			fmt.Fprintln(tw, "  TIME\tSTEP\tTYPE\tMESSAGE")
-			for i, e := range evs.Items {
+			if len(evs.Items) > 0 {
+				fmt.Fprintln(tw, "  TIME\tSTEP\tTYPE\tMESSAGE")
+			}
+			var prev *store.Event
+			row := func(e store.Event) {
 				step := "-"
-				if i > 0 {
-					step = "+" + formatStep(e.Time.Sub(evs.Items[i-1].Time))
+				if prev != nil {
+					step = "+" + formatStep(e.Time.Sub(prev.Time))
 				}
+				prev = &e
 				// Events carry text from machines and anonymous hosts: escaped, it
 				// can neither fake a line nor drive the terminal.
 				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), step, safetext.Escape(e.Type), safetext.Escape(e.Message))
 			}
-			return tw.Flush()
+			var lastID int64
+			for _, e := range evs.Items {
+				row(e)
+				lastID = max(lastID, e.ID)
+			}
+			if err := tw.Flush(); err != nil || !watching {
+				return err
+			}
+			// --watch: the timeline goes on, live, until interrupted.
+			c, err := newClient(g)
+			if err != nil {
+				return err
+			}
+			head, _ := strconv.ParseInt(evs.ResourceVersion, 10, 64)
+			lastID = max(lastID, head)
+			for {
+				err := c.follow(cmdContext(cmd), "/api/v1/events", url.Values{"machine": {name}}, strconv.FormatInt(lastID, 10), func(m watch.Received) error {
+					var e store.Event
+					if err := json.Unmarshal([]byte(m.Data), &e); err != nil {
+						return fmt.Errorf("decode an event of the stream: %w", err)
+					}
+					row(e)
+					lastID = e.ID
+					return tw.Flush()
+				})
+				if !errors.Is(err, errStreamGone) {
+					return err
+				}
+				// Retention passed what this showed: go on from the log's head.
+				var now api.EventList
+				if err := c.do(cmdContext(cmd), http.MethodGet, objectPath(k, name)+"/events", url.Values{"limit": {"1"}}, nil, &now); err != nil {
+					return err
+				}
+				fmt.Fprintln(w, "  (events were removed by retention before they were shown)")
+				lastID, _ = strconv.ParseInt(now.ResourceVersion, 10, 64)
+			}
 		},
 	}
 	cmd.Flags().IntVar(&events, "events", 20, "how many recent events to show")
+	cmd.Flags().BoolVarP(&watching, "watch", "w", false, "for a machine: keep printing its events as they happen (reconnects by itself)")
 	return cmd
 }
 

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"cmp"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +18,8 @@ import (
 	"github.com/kilnhq/kiln/internal/api"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/safetext"
+	"github.com/kilnhq/kiln/internal/store"
+	"github.com/kilnhq/kiln/internal/watch"
 	"github.com/kilnhq/kiln/internal/workflow"
 )
 
@@ -229,16 +233,17 @@ func newLogsCmd(g *globalFlags) *cobra.Command {
 			if k, err := kindArg(args[0]); err != nil || k.Name != "Machine" {
 				return fmt.Errorf("logs: only machines have logs (kiln logs machine NAME)")
 			}
+			c, err := newClient(g)
+			if err != nil {
+				return err
+			}
+			ctx := cmdContext(cmd)
 			path := "/api/v1/machines/" + url.PathEscape(args[1]) + "/events"
 			var lastID int64
 			first := true
-			for {
-				var evs api.EventList
-				if err := call(cmd, g, http.MethodGet, path, url.Values{"limit": {strconv.Itoa(max(tail, 1000))}}, nil, &evs); err != nil {
-					return err
-				}
+			show := func(evs []store.Event) {
 				var lines []string
-				for _, e := range evs.Items {
+				for _, e := range evs {
 					if e.ID <= lastID {
 						continue
 					}
@@ -255,14 +260,33 @@ func newLogsCmd(g *globalFlags) *cobra.Command {
 				if len(lines) > 0 {
 					fmt.Fprintln(cmd.OutOrStdout(), strings.Join(lines, "\n"))
 				}
+			}
+			for {
+				var evs api.EventList
+				if err := c.do(ctx, http.MethodGet, path, url.Values{"limit": {strconv.Itoa(max(tail, 1000))}}, nil, &evs); err != nil {
+					return err
+				}
+				show(evs.Items)
 				if !follow {
 					return nil
 				}
-				select {
-				case <-cmdContext(cmd).Done():
+				// Follow the stream from what the list showed (or, if the machine had
+				// nothing newer, from the log's head before the list was read).
+				head, _ := strconv.ParseInt(evs.ResourceVersion, 10, 64)
+				lastID = max(lastID, head)
+				q := url.Values{"machine": {args[1]}, "type": {workflow.LogEventType}}
+				err := c.follow(ctx, "/api/v1/events", q, strconv.FormatInt(lastID, 10), func(m watch.Received) error {
+					var e store.Event
+					if err := json.Unmarshal([]byte(m.Data), &e); err != nil {
+						return fmt.Errorf("decode an event of the stream: %w", err)
+					}
+					show([]store.Event{e})
 					return nil
-				case <-time.After(time.Second):
+				})
+				if !errors.Is(err, errStreamGone) {
+					return err
 				}
+				// The server lost the history after lastID: list again, then follow.
 			}
 		},
 	}

@@ -70,6 +70,12 @@ func references(o *resource.Object) []ref {
 			return nil
 		}
 		add("Profile", s.DiscoveryProfile, "spec.discoveryProfile")
+	case "Webhook":
+		s, err := resource.Typed[resource.WebhookSpec](o)
+		if err != nil {
+			return nil
+		}
+		add("Secret", s.SecretRef, "spec.secretRef")
 	}
 	return out
 }
@@ -94,7 +100,7 @@ var referrers = map[string][]string{
 	"Profile":  {"Machine", "JoinToken", "Subnet"},
 	"Artifact": {"Profile", "Artifact"},
 	"Template": {"Profile", "Workflow"},
-	"Secret":   {"Machine", "Profile"},
+	"Secret":   {"Machine", "Profile", "Webhook"},
 	"Machine":  {"Workflow"},
 }
 

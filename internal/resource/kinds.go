@@ -72,6 +72,8 @@ var kinds = []*Kind{
 		Columns: []Column{{"STATE", "spec.state"}, {"SOURCE", "spec.source"}, {"MACS", "spec.macs"}, {"HOSTNAME", "spec.hostname"}, {"MACHINE", "spec.machine"}}},
 	{Name: "Lease", Plural: "leases", Aliases: []string{"lease"}, SpecType: reflect.TypeOf(LeaseSpec{}),
 		Columns: []Column{{"MAC", "spec.mac"}, {"SUBNET", "spec.subnet"}, {"STATE", "spec.state"}, {"EXPIRES", "spec.expiresAt"}}},
+	{Name: "Webhook", Plural: "webhooks", Aliases: []string{"webhook", "wh"}, SpecType: reflect.TypeOf(WebhookSpec{}),
+		Columns: []Column{{"URL", "spec.url"}, {"TYPES", "spec.events.types"}, {"SECRET", "spec.secretRef"}}},
 }
 
 // Kinds returns every kind in apply order.

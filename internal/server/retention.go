@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"time"
 
@@ -38,6 +39,12 @@ func (s *Server) retain(ctx context.Context, now time.Time) {
 		} else if n > 0 {
 			s.log.Info("event retention: removed events", "count", n, "older_than", before, "per_machine", s.cfg.EventRetentionCount)
 		}
+	}
+	keep := cmp.Or(s.cfg.ChangeRetentionCount, DefaultChangeRetentionCount)
+	if n, err := ret.PruneChanges(ctx, keep); err != nil && ctx.Err() == nil {
+		s.log.Warn("change log retention", "err", err)
+	} else if n > 0 {
+		s.log.Info("change log retention: removed object writes", "count", n, "kept", keep)
 	}
 	if s.cfg.AuditRetention > 0 {
 		before := now.Add(-s.cfg.AuditRetention)

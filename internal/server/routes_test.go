@@ -74,6 +74,8 @@ var operatorRouteRoles = map[string]string{
 	"PUT /api/v1/{kind}/{name}":                    store.RoleOperator,
 	"DELETE /api/v1/{kind}/{name}":                 store.RoleOperator,
 	"GET /api/v1/machines/{name}/events":           store.RoleViewer,
+	"GET /api/v1/events":                           store.RoleViewer,
+	"GET /api/v1/webhooks/{name}/deliveries":       store.RoleViewer,
 	"POST /api/v1/machines/{name}/reprovision":     store.RoleOperator,
 	"POST /api/v1/machines/{name}/upgrade":         store.RoleOperator,
 	"GET /api/v1/machines/{name}/workflow":         store.RoleViewer,

@@ -77,6 +77,9 @@ type Config struct {
 	// ArtifactAllow is the allow-list of remote artifact sources (boot.SourcePolicy):
 	// "public", addresses, CIDR prefixes, host names; empty: public addresses only.
 	ArtifactAllow []string
+	// WebhookAllow is the allow-list of addresses webhooks may call, as
+	// ArtifactAllow's; empty: public addresses only.
+	WebhookAllow []string
 	// ArtifactMaxBytes bounds a remote artifact without a declared spec.size; 0:
 	// boot.DefaultMaxRemoteBytes.
 	ArtifactMaxBytes int64
@@ -159,6 +162,14 @@ type Config struct {
 	// OIDC signs people in to the web console (/ui/) through the company's
 	// identity provider; zero: the console signs in with an API token only.
 	OIDC sso.Config
+	// ChangeRetentionCount is how many object writes the change log keeps for
+	// watches to resume over (0: DefaultChangeRetentionCount).
+	ChangeRetentionCount int64
+	// WatchesPerCaller bounds the watches one API token holds open (0:
+	// api.DefaultWatchesPerCaller); WatchPoll is how often the watches read the
+	// store for other replicas' writes (0: watch.DefaultPoll).
+	WatchesPerCaller int
+	WatchPoll        time.Duration
 }
 
 // artifactDir is where local artifact files are: ArtifactDir, else
@@ -199,6 +210,8 @@ type Server struct {
 	// api and apiLn serve the operator API when Config.APIListen is set.
 	api   *http.Server
 	apiLn net.Listener
+	// stopWatches ends the event and object streams (at shutdown).
+	stopWatches context.CancelFunc
 }
 
 // every runs fn beside the listeners, at start and then every d, until the
@@ -581,6 +594,9 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 		}
 	})
 	ss := &secrets.Server{Service: s.secrets, Actor: api.ActorOf, Logger: s.log}
+	if err := s.startWebhooks(); err != nil {
+		return nil, nil, err
+	}
 	ss.RegisterPublic(mux)
 	s.power = newPowerService(s.store, inv, s.secrets, s)
 	if n, err := s.power.sweepJobs(ctx, true, time.Now()); err != nil {
@@ -607,6 +623,7 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 		Version:          s.cfg.Version,
 		ArtifactSource:   b.Artifacts.CheckSource,
 		AgentArtifacts:   slices.DeleteFunc([]string{s.cfg.AgentKernel, s.cfg.AgentInitrd}, func(a string) bool { return a == "" }),
+		Watches:          s.newWatches(),
 	}
 	en, err := s.newEnroll(ctx, b)
 	if err != nil {
@@ -713,6 +730,9 @@ func (s *Server) Run(ctx context.Context) error {
 	case serveErr = <-errc:
 	}
 	s.notifySystemd(sdnotify.Stopping, sdnotify.Status("shutting down"))
+	if s.stopWatches != nil {
+		s.stopWatches() // streams never end on their own: end them before waiting for requests
+	}
 	timeout := s.cfg.ShutdownTimeout
 	if timeout <= 0 {
 		timeout = 15 * time.Second

@@ -30,7 +30,8 @@ import (
 //
 //	schema 1: 6662e82 (the DHCP server; before secrets)
 //	schema 2: e6abddb (secrets, enrollment CA, join tokens; before keys_version)
-//	schema 3: this tree
+//	schema 3: 3278d88 (A/B slots; before the watch change log)
+//	schema 4: this tree
 //
 // Build an old one with `git archive COMMIT | tar -x -C DIR && go build -C DIR
 // -o kiln-vN ./cmd/kiln` (nothing in the repository changes), then, as root:

@@ -17,4 +17,7 @@ type Retainer interface {
 	// entry's sequence and hash, which VerifyAudit then starts from. It returns how
 	// many entries it removed (0: nothing was old enough; no checkpoint then).
 	PruneAudit(ctx context.Context, before time.Time, actor string) (int64, error)
+	// PruneChanges removes all but the newest keep entries of the change log (the
+	// object watches' history); it returns how many it removed.
+	PruneChanges(ctx context.Context, keep int64) (int64, error)
 }

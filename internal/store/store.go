@@ -53,6 +53,34 @@ type Event struct {
 	Message string    `json:"message"`
 }
 
+// Change types: what a committed write did to an object (as Kubernetes watches name them).
+const (
+	ChangeAdded    = "ADDED"
+	ChangeModified = "MODIFIED"
+	ChangeDeleted  = "DELETED"
+)
+
+// UnloggedKind is the kind whose writes the change log leaves out: leases, which
+// DHCP rewrites at every packet (logging them halved DHCP's leases per second).
+const UnloggedKind = "Lease"
+
+// Change is one committed write of an object, from the change log that watches
+// read. Seq grows with every write, in commit order, on every replica alike.
+type Change struct {
+	Seq  int64
+	Type string // ChangeAdded, ChangeModified, ChangeDeleted
+	// Object is the object as written; for a delete, as it was.
+	Object *resource.Object
+}
+
+// StreamMarks are the ends of the event log and of the change log: the newest
+// sequence written (Head) and the newest one retention removed (Floor; a resume
+// from before it may have missed something).
+type StreamMarks struct {
+	EventHead, EventFloor   int64
+	ChangeHead, ChangeFloor int64
+}
+
 // Roles an API token can carry (package role names them for those that do not
 // import the store).
 const (
@@ -80,6 +108,14 @@ type Store interface {
 	View(ctx context.Context, fn func(Tx) error) error
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// CommitNotifier is implemented by stores that tell, without polling, when this
+// process committed a transaction that added events or changed objects: a watch
+// then reads at once; other replicas' writes are found by polling the logs.
+type CommitNotifier interface {
+	// Committed returns a channel closed at the next such commit.
+	Committed() <-chan struct{}
 }
 
 // KeysNotifier is implemented by stores that count this process's own commits that
@@ -126,6 +162,15 @@ type Tx interface {
 	AddEvent(ctx context.Context, e *Event) error
 	// ListEvents returns a machine's newest limit events, oldest first.
 	ListEvents(ctx context.Context, machine string, limit int) ([]Event, error)
+
+	// EventsAfter returns up to limit events (limit > 0) with ID > after, oldest
+	// first, of one machine or (machine "") of every machine.
+	EventsAfter(ctx context.Context, machine string, after int64, limit int) ([]Event, error)
+	// ChangesAfter returns up to limit changes (limit > 0) with Seq > after, in
+	// order, of one kind or (kind "") of every kind.
+	ChangesAfter(ctx context.Context, kind string, after int64, limit int) ([]Change, error)
+	// StreamMarks returns the heads and floors of the event and change logs.
+	StreamMarks(ctx context.Context) (StreamMarks, error)
 
 	CreateAPIToken(ctx context.Context, t *APIToken) error
 	GetAPIToken(ctx context.Context, id string) (*APIToken, error)

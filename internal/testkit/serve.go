@@ -263,6 +263,9 @@ func (s *Server) Signal(sig syscall.Signal) error {
 	}
 }
 
+// PID is the server process's id (to read its memory from /proc in benchmarks).
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
 // Stop ends the server: SIGTERM, then SIGKILL after 10 s. It is idempotent.
 func (s *Server) Stop() {
 	select {

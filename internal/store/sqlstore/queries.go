@@ -11,6 +11,8 @@ type queries struct {
 	listKeys, keysVersion, bumpKeysVersion                    string
 	auditHead, insertAudit, setAuditHead, listAudit, allAudit string
 	insertEvent, listEvents, allEvents                        string
+	eventsAfter, machineEventsAfter, changesAfter             string
+	kindChangesAfter, streamMarks                             string
 	insertToken, getToken, listTokens, revokeToken            string
 }
 
@@ -26,6 +28,9 @@ func (q *queries) all() []string {
 
 // objectCols are scanned by scanObject, in this order.
 const objectCols = `o.name, o.labels, o.spec, o.status, o.resource_version, o.created_at, o.updated_at`
+
+// changeCols are a change's object columns, in scanObject's order.
+const changeCols = `c.name, c.labels, c.spec, c.status, c.resource_version, c.created_at, c.updated_at`
 
 func newQueries(d *Dialect) *queries {
 	r := d.Rebind
@@ -68,6 +73,17 @@ func newQueries(d *Dialect) *queries {
 			WHERE machine = ? ORDER BY id DESC LIMIT ?`),
 		allEvents: r(`SELECT id, machine, time, type, message FROM events
 			WHERE machine = ? ORDER BY id DESC`),
+
+		eventsAfter: r(`SELECT id, machine, time, type, message FROM events
+			WHERE id > ? ORDER BY id LIMIT ?`),
+		machineEventsAfter: r(`SELECT id, machine, time, type, message FROM events
+			WHERE machine = ? AND id > ? ORDER BY id LIMIT ?`),
+		changesAfter: r(`SELECT c.seq, c.type, c.kind, ` + changeCols + ` FROM changes c
+			WHERE c.seq > ? ORDER BY c.seq LIMIT ?`),
+		kindChangesAfter: r(`SELECT c.seq, c.type, c.kind, ` + changeCols + ` FROM changes c
+			WHERE c.kind = ? AND c.seq > ? ORDER BY c.seq LIMIT ?`),
+		streamMarks: `SELECT (SELECT COALESCE(MAX(id), 0) FROM events), events_floor,
+			(SELECT COALESCE(MAX(seq), 0) FROM changes), changes_floor FROM meta WHERE id = 1`,
 
 		insertToken: r(`INSERT INTO api_tokens (id, name, role, hash, created_at, revoked_at)
 			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`),

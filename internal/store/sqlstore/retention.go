@@ -18,11 +18,18 @@ var _ store.Retainer = (*Store)(nil)
 const pruneBatch = 5000
 
 const (
-	qPruneEventsOld = `DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ? ORDER BY id LIMIT ?)`
+	qPruneEventsOld = `DELETE FROM events WHERE id IN (SELECT id FROM events WHERE time < ? ORDER BY id LIMIT ?) RETURNING id`
 	// Both engines have window functions (SQLite since 3.25).
 	qPruneEventsCount = `DELETE FROM events WHERE id IN (SELECT id FROM (
 		SELECT id, ROW_NUMBER() OVER (PARTITION BY machine ORDER BY id DESC) AS n FROM events) ranked
-		WHERE n > ? LIMIT ?)`
+		WHERE n > ? LIMIT ?) RETURNING id`
+	// The floors only grow: a watch resuming from before one is answered 410 Gone.
+	qRaiseEventsFloor  = `UPDATE meta SET events_floor = ? WHERE id = 1 AND events_floor < ?`
+	qRaiseChangesFloor = `UPDATE meta SET changes_floor = ? WHERE id = 1 AND changes_floor < ?`
+	// The newest change beyond the newest keep (sequences may have gaps: rolled-back
+	// writes on PostgreSQL use up identity values).
+	qChangesCut      = `SELECT COALESCE((SELECT seq FROM changes ORDER BY seq DESC LIMIT 1 OFFSET ?), 0)`
+	qPruneChanges    = `DELETE FROM changes WHERE seq IN (SELECT seq FROM changes WHERE seq <= ? ORDER BY seq LIMIT ?)`
 	qAuditLastBefore = `SELECT COALESCE(MAX(seq), 0) FROM audit WHERE time < ?`
 	qAuditFirst      = `SELECT COALESCE(MIN(seq), 0) FROM audit`
 	qAuditEntry      = `SELECT hash FROM audit WHERE seq = ?`
@@ -36,11 +43,27 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time, keepPerMachin
 		for {
 			var n int64
 			err := s.Update(ctx, func(stx store.Tx) error {
-				res, err := stx.(*tx).exec(ctx, s.d.Rebind(q), arg, pruneBatch)
+				t := stx.(*tx)
+				rows, err := t.query(ctx, s.d.Rebind(q), arg, pruneBatch)
 				if err != nil {
 					return err
 				}
-				n, err = res.RowsAffected()
+				var newest int64
+				for rows.Next() {
+					var id int64
+					if err := rows.Scan(&id); err != nil {
+						rows.Close()
+						return err
+					}
+					n, newest = n+1, max(newest, id)
+				}
+				if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+					return err
+				}
+				if n == 0 {
+					return nil
+				}
+				_, err = t.exec(ctx, s.d.Rebind(qRaiseEventsFloor), newest, newest)
 				return err
 			})
 			if err != nil {
@@ -61,6 +84,42 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time, keepPerMachin
 		}
 	}
 	return total, nil
+}
+
+// PruneChanges implements store.Retainer.
+func (s *Store) PruneChanges(ctx context.Context, keep int64) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := s.Update(ctx, func(stx store.Tx) error {
+			t := stx.(*tx)
+			var last int64
+			if err := t.queryRow(ctx, s.d.Rebind(qChangesCut), max(keep, 0)).Scan(&last); err != nil {
+				return err
+			}
+			if last <= 0 {
+				return nil
+			}
+			res, err := t.exec(ctx, s.d.Rebind(qPruneChanges), last, pruneBatch)
+			if err != nil {
+				return err
+			}
+			if n, err = res.RowsAffected(); err != nil || n == 0 {
+				return err
+			}
+			// Raised to the cut at once, before later batches removed the rest up to
+			// it: a watch refused a little early relists; one let through would miss.
+			_, err = t.exec(ctx, s.d.Rebind(qRaiseChangesFloor), last, last)
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("store: remove all but the newest %d changes: %w", keep, err)
+		}
+		total += n
+		if n < pruneBatch {
+			return total, nil
+		}
+	}
 }
 
 // PruneAudit implements store.Retainer: in one transaction, it appends the

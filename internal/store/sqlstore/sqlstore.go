@@ -96,9 +96,16 @@ type Store struct {
 	// keyedFrom is its checkpoint's sequence.
 	chain     atomic.Pointer[audit.Chain]
 	keyedFrom atomic.Int64
+	// committed is closed (and replaced) after a commit that added events or
+	// changed objects (store.CommitNotifier).
+	commitMu  sync.Mutex
+	committed chan struct{}
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store          = (*Store)(nil)
+	_ store.CommitNotifier = (*Store)(nil)
+)
 
 // New applies the dialect's pending migrations and returns a store. Read-write
 // transactions run on write, read-only ones on read (nil: write too). The store owns
@@ -200,12 +207,34 @@ func (s *Store) run(ctx context.Context, db *sql.DB, stmts map[string]*sql.Stmt,
 	if t.keysBumped {
 		s.keysCommits.Add(1)
 	}
+	if t.logged {
+		s.signalCommit()
+	}
 	if c := s.chain.Load(); c != nil && t.auditSeq > 0 {
 		// After the commit, never inside the transaction: an anchor ahead of the
 		// database would make an honest chain fail verification.
 		c.Anchor(t.auditSeq, t.auditHash, s.keyedFrom.Load())
 	}
 	return nil
+}
+
+// Committed implements store.CommitNotifier.
+func (s *Store) Committed() <-chan struct{} {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	if s.committed == nil {
+		s.committed = make(chan struct{})
+	}
+	return s.committed
+}
+
+func (s *Store) signalCommit() {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	if s.committed != nil {
+		close(s.committed)
+		s.committed = nil // the next Committed makes a new one
+	}
 }
 
 // Ping checks that the database answers. It uses the read pool, so that a health

@@ -30,6 +30,9 @@ type tx struct {
 	// anchor after it commits.
 	auditSeq  int64
 	auditHash string
+	// logged: this transaction added events or wrote objects (so changes), which
+	// watches in this process are told of after the commit.
+	logged bool
 }
 
 var _ store.Tx = (*tx)(nil)
@@ -60,6 +63,14 @@ func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 		return t.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
 	}
 	return t.tx.QueryRowContext(ctx, q, args...)
+}
+
+// wrote notes a write of an object of kind: the change log's triggers record it
+// (except leases), and watches are told after the commit.
+func (t *tx) wrote(kind string) {
+	if kind != store.UnloggedKind {
+		t.logged = true
+	}
 }
 
 func (t *tx) writable(op string) error {
@@ -354,6 +365,7 @@ func (t *tx) Create(ctx context.Context, obj *resource.Object) error {
 	if err := t.writable(op); err != nil {
 		return err
 	}
+	t.wrote(obj.Kind)
 	if err := t.create(ctx, obj); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
@@ -367,6 +379,9 @@ const createBatchRows = 256
 func (t *tx) CreateBatch(ctx context.Context, objs []*resource.Object) ([]bool, error) {
 	if err := t.writable("create objects"); err != nil {
 		return nil, err
+	}
+	for _, o := range objs {
+		t.wrote(o.Kind)
 	}
 	taken := make([]bool, len(objs))
 	type key struct{ kind, name string }
@@ -487,6 +502,7 @@ func (t *tx) Update(ctx context.Context, obj *resource.Object) error {
 	if err := t.writable(op); err != nil {
 		return err
 	}
+	t.wrote(obj.Kind)
 	if err := t.update(ctx, obj); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
@@ -580,6 +596,7 @@ func (t *tx) Delete(ctx context.Context, kind, name, resourceVersion string) err
 	if err := t.writable(op); err != nil {
 		return err
 	}
+	t.wrote(kind)
 	if err := t.delete(ctx, kind, name, resourceVersion); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
@@ -726,6 +743,7 @@ func (t *tx) AddEvent(ctx context.Context, e *store.Event) error {
 	if err := t.queryRow(ctx, t.q.insertEvent, e.Machine, e.Time.UnixNano(), e.Type, e.Message).Scan(&e.ID); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
+	t.logged = true
 	return nil
 }
 
@@ -766,6 +784,87 @@ func (t *tx) ListEvents(ctx context.Context, machine string, limit int) ([]store
 	}
 	slices.Reverse(out) // newest first from the query; oldest first for the caller
 	return out, nil
+}
+
+// EventsAfter returns up to limit events with ID > after, oldest first.
+func (t *tx) EventsAfter(ctx context.Context, machine string, after int64, limit int) ([]store.Event, error) {
+	var rows *sql.Rows
+	var err error
+	if machine == "" {
+		rows, err = t.query(ctx, t.q.eventsAfter, after, int64(max(limit, 1)))
+	} else {
+		rows, err = t.query(ctx, t.q.machineEventsAfter, machine, after, int64(max(limit, 1)))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: list events after %d: %w", after, err)
+	}
+	defer rows.Close()
+	var out []store.Event
+	for rows.Next() {
+		var e store.Event
+		var ts int64
+		if err := rows.Scan(&e.ID, &e.Machine, &ts, &e.Type, &e.Message); err != nil {
+			return nil, fmt.Errorf("store: list events after %d: %w", after, err)
+		}
+		e.Time = fromNanos(ts)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list events after %d: %w", after, err)
+	}
+	return out, nil
+}
+
+// prefixScanner scans leading columns into pre, the rest into what Scan is given.
+type prefixScanner struct {
+	sc  scanner
+	pre []any
+}
+
+func (p prefixScanner) Scan(dest ...any) error {
+	return p.sc.Scan(append(slices.Clip(p.pre), dest...)...)
+}
+
+// ChangesAfter returns up to limit changes with Seq > after, in order.
+func (t *tx) ChangesAfter(ctx context.Context, kind string, after int64, limit int) ([]store.Change, error) {
+	var rows *sql.Rows
+	var err error
+	if kind == "" {
+		rows, err = t.query(ctx, t.q.changesAfter, after, int64(max(limit, 1)))
+	} else {
+		rows, err = t.query(ctx, t.q.kindChangesAfter, kind, after, int64(max(limit, 1)))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: list changes after %d: %w", after, err)
+	}
+	defer rows.Close()
+	var out []store.Change
+	for rows.Next() {
+		var c store.Change
+		var k string
+		obj, err := scanObject(prefixScanner{rows, []any{&c.Seq, &c.Type, &k}}, kind)
+		if err != nil {
+			return nil, fmt.Errorf("store: list changes after %d: %w", after, err)
+		}
+		obj.Kind = k
+		c.Object = obj
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list changes after %d: %w", after, err)
+	}
+	return out, nil
+}
+
+// StreamMarks returns the heads and floors of the event and change logs.
+func (t *tx) StreamMarks(ctx context.Context) (store.StreamMarks, error) {
+	var m store.StreamMarks
+	if err := t.queryRow(ctx, t.q.streamMarks).Scan(&m.EventHead, &m.EventFloor, &m.ChangeHead, &m.ChangeFloor); err != nil {
+		return m, fmt.Errorf("store: read the event and change logs' marks: %w", err)
+	}
+	// Retention may have removed the newest rows too (every event aged out).
+	m.EventHead, m.ChangeHead = max(m.EventHead, m.EventFloor), max(m.ChangeHead, m.ChangeFloor)
+	return m, nil
 }
 
 // ---- API tokens -------------------------------------------------------------

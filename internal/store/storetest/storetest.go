@@ -47,6 +47,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"Reopen", testReopen},
 		{"Secrets", testSecrets},
+		{"ChangeLog", testChangeLog},
+		{"EventLog", testEventLog},
+		{"CommitNotifier", testCommitNotifier},
+		{"WebhookState", testWebhookState},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
