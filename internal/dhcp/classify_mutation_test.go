@@ -24,6 +24,8 @@ func TestClassifyOptions(t *testing.T) {
 		{"option 93, two bytes", []dhcpv4.Modifier{opt(93, []byte{0, 7})}, 7, true, false, ""},
 		{"option 93, one byte: ignored", []dhcpv4.Modifier{opt(93, []byte{7})}, 0, false, false, ""},
 		{"option 93 short, the vendor class has it", []dhcpv4.Modifier{opt(93, []byte{7}), opt(60, []byte("PXEClient:Arch:00016:UNDI:003016"))}, 16, true, false, ""},
+		{"vendor class ending at the arch", []dhcpv4.Modifier{opt(60, []byte("PXEClient:Arch:00011"))}, 11, true, false, ""},
+		{"vendor class with an empty arch", []dhcpv4.Modifier{opt(60, []byte("PXEClient:Arch:"))}, 0, false, false, ""},
 		{"vendor class without Arch", []dhcpv4.Modifier{opt(60, []byte("PXEClient:UNDI:00007"))}, 0, false, false, ""},
 		{"option 175 alone is iPXE", []dhcpv4.Modifier{opt(175, []byte{1, 1, 1})}, 0, false, true, ""},
 		{"user class iPXE", []dhcpv4.Modifier{opt(77, []byte("iPXE"))}, 0, false, true, ""},

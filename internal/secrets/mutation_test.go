@@ -140,3 +140,36 @@ func TestRenderPreviewFileByName(t *testing.T) {
 		}
 	}
 }
+
+// TestIssueHandleTTL: IssueHandle's ttl 0 means the service's default handle TTL, a
+// given ttl is used as it is up to and including the maximum, and a negative or
+// longer one is refused as bad input with no handle issued.
+func TestIssueHandleTTL(t *testing.T) {
+	e := newFleet(t)
+	e.svc.HandleTTL, e.svc.MaxHandleTTL = 7*time.Minute, time.Hour
+	cases := []struct {
+		ttl, want time.Duration
+		ok        bool
+	}{
+		{0, 7 * time.Minute, true},
+		{90 * time.Second, 90 * time.Second, true},
+		{time.Hour, time.Hour, true},
+		{time.Hour + time.Nanosecond, 0, false},
+		{-time.Second, 0, false},
+	}
+	for _, c := range cases {
+		before := countAudit(e.auditEntries(), "issue-handle", "")
+		u, exp, err := e.svc.IssueHandle(context.Background(), "token:admin", "web-1", "api-token", "cmdline", c.ttl, "https://kiln.test:8443")
+		issued := countAudit(e.auditEntries(), "issue-handle", "") - before
+		if !c.ok {
+			var ie *InputError
+			if !errors.As(err, &ie) || !strings.Contains(err.Error(), "TTL") || u != "" || issued != 0 {
+				t.Errorf("ttl %s: %q %v, %d handles issued; want an InputError naming the TTL and none", c.ttl, u, err, issued)
+			}
+			continue
+		}
+		if err != nil || !exp.Equal(e.clock.Now().Add(c.want)) || !strings.HasPrefix(u, "https://") || !strings.Contains(u, "/secret-handles/") || issued != 1 {
+			t.Errorf("ttl %s: %q expires %v (%v), %d issued; want now + %s", c.ttl, u, exp, err, issued, c.want)
+		}
+	}
+}
