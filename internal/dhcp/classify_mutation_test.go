@@ -30,6 +30,7 @@ func TestClassifyOptions(t *testing.T) {
 		{"option 175 alone is iPXE", []dhcpv4.Modifier{opt(175, []byte{1, 1, 1})}, 0, false, true, ""},
 		{"user class iPXE", []dhcpv4.Modifier{opt(77, []byte("iPXE"))}, 0, false, true, ""},
 		{"user class iPXE, RFC 3004 form after another", []dhcpv4.Modifier{opt(77, []byte("\x03abc\x04iPXE"))}, 0, false, true, ""},
+		{"user class, RFC 3004 form without iPXE", []dhcpv4.Modifier{opt(77, []byte("\x03abc\x04gPXE"))}, 0, false, false, ""},
 		{"user class, a zero length", []dhcpv4.Modifier{opt(77, []byte("\x00\x04iPXE"))}, 0, false, false, ""},
 		{"user class, a length past the end", []dhcpv4.Modifier{opt(77, []byte("\x09iPXE"))}, 0, false, false, ""},
 		{"option 97", []dhcpv4.Modifier{opt(97, []byte{0, 1, 2})}, 0, false, false, "\x00\x01\x02"},
