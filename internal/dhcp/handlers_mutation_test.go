@@ -99,6 +99,7 @@ func TestPXEBootItem(t *testing.T) {
 		{"after padding and another sub-option", []byte{0, 0, 6, 1, 8, 71, 4, 1, 2, 3, 4, 255}, []byte{1, 2, 3, 4}},
 		{"without end", []byte{71, 2, 9, 9}, []byte{9, 9}},
 		{"empty item", []byte{71, 0, 255}, []byte{}},
+		{"empty item, the last two bytes", []byte{71, 0}, []byte{}},
 		{"after the end", []byte{255, 71, 4, 1, 2, 3, 4}, nil},
 		{"a length past the end", []byte{6, 9, 8, 71, 4, 1, 2, 3, 4}, nil},
 		{"item cut short", []byte{71, 4, 1, 2, 3}, nil},
