@@ -5,7 +5,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -171,5 +173,34 @@ func TestIssueHandleTTL(t *testing.T) {
 		if err != nil || !exp.Equal(e.clock.Now().Add(c.want)) || !strings.HasPrefix(u, "https://") || !strings.Contains(u, "/secret-handles/") || issued != 1 {
 			t.Errorf("ttl %s: %q expires %v (%v), %d issued; want now + %s", c.ttl, u, exp, err, issued, c.want)
 		}
+	}
+}
+
+// TestHandleBaseFromRequest: with neither a handle URL nor a public URL
+// configured, a config's handle URLs take the base the machine reached Kiln by
+// when that was HTTPS; over plain HTTP there is no https base, and the config is
+// refused rather than given an http:// handle.
+func TestHandleBaseFromRequest(t *testing.T) {
+	e := newFleet(t)
+	e.svc.HandleURL, e.svc.PublicURL = "", ""
+	code, body := e.request("GET", "/config/ignition", nil, asMachine("web-1"))
+	if code != http.StatusOK || !strings.Contains(string(body), e.http.URL+"/secret-handles/") {
+		t.Fatalf("config over HTTPS: %d, want handle URLs under %s:\n%s", code, e.http.URL, body)
+	}
+	plain := httptest.NewServer(e.mux)
+	defer plain.Close()
+	req, err := http.NewRequest("GET", plain.URL+"/config/ignition", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Test-Machine", "web-1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK || strings.Contains(string(b), "/secret-handles/") {
+		t.Fatalf("config over plain HTTP without an https URL: %d %s, want a refusal without a handle", resp.StatusCode, b)
 	}
 }
