@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kilnhq/kiln/internal/config"
 )
 
 // TestHandleAfterUseRecords: a handle used again is refused with an alert that
@@ -203,4 +205,55 @@ func TestHandleBaseFromRequest(t *testing.T) {
 	if resp.StatusCode == http.StatusOK || strings.Contains(string(b), "/secret-handles/") {
 		t.Fatalf("config over plain HTTP without an https URL: %d %s, want a refusal without a handle", resp.StatusCode, b)
 	}
+}
+
+// TestRenderTemplateData: what a template sees of its machine: the first
+// interface's MAC, address and host name (none without interfaces), the machine's
+// and the profile's labels, and the names of the profile's secrets the machine may
+// receive (only those). spec.configs.public, like the label, lets a profile's
+// configs be served over plain HTTP.
+func TestRenderTemplateData(t *testing.T) {
+	e := newFleet(t)
+	e.apply(`
+kind: Profile
+metadata:
+  name: data
+  labels: {tier: gold}
+spec:
+  boot: {kernel: vmlinuz}
+  secrets: [db-password, api-token]
+  configs:
+    public: true
+    files:
+      data.txt: "{{ .Machine.Name }}|{{ .Machine.MAC }}|{{ .Machine.IP }}|{{ .Machine.Hostname }}|{{ index .Machine.Labels \"role\" }}|{{ index .Profile.Labels \"tier\" }}|{{ .Secrets }}|{{ len .Machine.Facts }}"
+---
+kind: Machine
+metadata:
+  name: d-1
+  labels: {role: web}
+spec:
+  profile: data
+  interfaces: [{mac: "52:54:00:00:00:09", ip: 10.0.0.19, hostname: d-one}, {mac: "52:54:00:00:00:0a", ip: 10.0.0.20, hostname: d-two}]
+---
+kind: Machine
+metadata: {name: d-2}
+spec:
+  profile: data
+`)
+	for _, c := range []struct{ machine, want string }{
+		{"d-1", "d-1|52:54:00:00:00:09|10.0.0.19|d-one|web|gold|[api-token]|0"},
+		{"d-2", "d-2|||||gold|[]|0"},
+	} {
+		out, err := render(e, c.machine, config.Target{Kind: config.KindFile, Part: "data.txt"}, ModePublic)
+		if err != nil || string(out.Content) != c.want {
+			t.Errorf("%s: %q (%v), want %q", c.machine, outContent(out), err, c.want)
+		}
+	}
+}
+
+func outContent(r *Rendered) string {
+	if r == nil {
+		return ""
+	}
+	return string(r.Content)
 }
