@@ -210,7 +210,7 @@ func TestHandleBaseFromRequest(t *testing.T) {
 // TestRenderTemplateData: what a template sees of its machine: the first
 // interface's MAC, address and host name (none without interfaces), the machine's
 // and the profile's labels, and the names of the profile's secrets the machine may
-// receive (only those). spec.configs.public, like the label, lets a profile's
+// receive (only those), its reported facts. spec.configs.public, like the label, lets a profile's
 // configs be served over plain HTTP.
 func TestRenderTemplateData(t *testing.T) {
 	e := newFleet(t)
@@ -240,8 +240,9 @@ metadata: {name: d-2}
 spec:
   profile: data
 `)
+	e.setFacts("d-1", map[string]any{"cpus": 4})
 	for _, c := range []struct{ machine, want string }{
-		{"d-1", "d-1|52:54:00:00:00:09|10.0.0.19|d-one|web|gold|[api-token]|0"},
+		{"d-1", "d-1|52:54:00:00:00:09|10.0.0.19|d-one|web|gold|[api-token]|1"},
 		{"d-2", "d-2|||||gold|[]|0"},
 	} {
 		out, err := render(e, c.machine, config.Target{Kind: config.KindFile, Part: "data.txt"}, ModePublic)
