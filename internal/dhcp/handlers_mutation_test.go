@@ -1,8 +1,10 @@
 package dhcp
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -141,5 +143,95 @@ func TestReplyDestination(t *testing.T) {
 	if r := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeRequest, dhcptest.WithCiaddr("10.0.0.250"))); r == nil ||
 		r.Msg.MessageType() != dhcpv4.MessageTypeNak || r.Dst.String() != "255.255.255.255:68" {
 		t.Errorf("NAK of a renewal %v, want broadcast to port 68", r)
+	}
+}
+
+// TestLeaseHostname: the host name a lease records: the machine's host name, else
+// its name, else what an unknown client sent in option 12 when that is a valid
+// host name; a known machine's own name wins over what it sends.
+func TestLeaseHostname(t *testing.T) {
+	machines := fakeMachines{
+		macM:                {Name: "web-1", IP: netip.MustParseAddr("10.0.0.20"), Hostname: "web-1.lab.example"},
+		"52:54:00:00:00:0d": {Name: "web-2", IP: netip.MustParseAddr("10.0.0.21")},
+	}
+	cases := []struct {
+		mac, sent, ip, want string
+	}{
+		{macM, "other", "10.0.0.20", "web-1.lab.example"},
+		{"52:54:00:00:00:0d", "other", "10.0.0.21", "web-2"},
+		{macA, "client-a", "10.0.0.100", "client-a"},
+		{macB, "not a host name!", "10.0.0.101", ""},
+	}
+	h := newHarness(t, machines)
+	for _, c := range cases {
+		ack := h.dora(c.mac, dhcpv4.WithOption(dhcpv4.OptHostName(c.sent)))
+		if ack.YourIPAddr.String() != c.ip {
+			t.Fatalf("%s got %s, want %s", c.mac, ack.YourIPAddr, c.ip)
+		}
+		if l := h.lease(c.ip); l == nil || l.Hostname != c.want {
+			t.Errorf("%s sending %q: lease %+v, want host name %q", c.mac, c.sent, l, c.want)
+		}
+	}
+}
+
+// TestOfferEventAndReservationTaken: an offer's event names the boot file when
+// there is one; a machine whose reserved address another client still holds is
+// offered a pool address, and the operator is told so in the log (only then).
+func TestOfferEventAndReservationTaken(t *testing.T) {
+	var logs bytes.Buffer
+	h := newHarness(t, nil)
+	h.srv.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover))
+	if e := h.lastEvent(); e.Type != EventOffer || e.Message != "offered 10.0.0.100 on subnet lab" {
+		t.Errorf("offer event %+v", e)
+	}
+	h.send(dhcptest.Msg(t, macB, dhcpv4.MessageTypeDiscover, dhcptest.WithArch(iana.INTEL_X86PC), dhcptest.WithVendor("PXEClient:Arch:00000:UNDI:002001")))
+	if e := h.lastEvent(); e.Message != "offered 10.0.0.101 on subnet lab, boot undionly.kpxe" {
+		t.Errorf("PXE offer event %+v", e)
+	}
+	h.dora(macA) // 10.0.0.100, bound
+
+	h.srv.Machines = fakeMachines{macM: {Name: "web-1", IP: netip.MustParseAddr("10.0.0.100")}, "52:54:00:00:00:0d": {Name: "web-2", IP: netip.MustParseAddr("10.0.0.21")}}
+	off := h.send(dhcptest.Msg(t, "52:54:00:00:00:0d", dhcpv4.MessageTypeDiscover))
+	if off == nil || off.Msg.YourIPAddr.String() != "10.0.0.21" || strings.Contains(logs.String(), "reserved address is leased to another client") {
+		t.Fatalf("a free reservation: offer %v, log:\n%s", off, logs.String())
+	}
+	off = h.send(dhcptest.Msg(t, macM, dhcpv4.MessageTypeDiscover))
+	if off == nil || off.Msg.YourIPAddr.String() == "10.0.0.100" || !h.srv.Subnets.(StaticSubnets)[0].InPool(addrOf(off.Msg.YourIPAddr)) {
+		t.Fatalf("taken reservation: offer %v, want another pool address", off)
+	}
+	if !strings.Contains(logs.String(), "reserved address is leased to another client") || !strings.Contains(logs.String(), "reserved=10.0.0.100") {
+		t.Errorf("no warning about the taken reservation:\n%s", logs.String())
+	}
+}
+
+// TestReservationSinceLease: a machine that got a reservation after it was given
+// a pool address is sent back to DISCOVER (NAK) when it asks for the old address
+// by itself (INIT-REBOOT), but a REQUEST selecting an offer this server made is
+// honoured.
+func TestReservationSinceLease(t *testing.T) {
+	h := newHarness(t, nil)
+	if ip := h.dora(macM).YourIPAddr.String(); ip != "10.0.0.100" {
+		t.Fatalf("got %s", ip)
+	}
+	h.srv.Machines = fakeMachines{macM: {Name: "web-1", IP: netip.MustParseAddr("10.0.0.20")}}
+	r := h.send(dhcptest.Msg(t, macM, dhcpv4.MessageTypeRequest, dhcptest.WithRequested("10.0.0.100")))
+	if r == nil || r.Msg.MessageType() != dhcpv4.MessageTypeNak || !strings.Contains(r.Msg.Message(), "this machine's address is 10.0.0.20") {
+		t.Fatalf("INIT-REBOOT for the old address: %v, want a NAK naming the reservation", r)
+	}
+	r = h.send(dhcptest.Msg(t, macM, dhcpv4.MessageTypeRequest, dhcptest.WithRequested("10.0.0.100"), dhcptest.WithServerID("10.0.0.1")))
+	if r == nil || r.Msg.MessageType() != dhcpv4.MessageTypeAck || r.Msg.YourIPAddr.String() != "10.0.0.100" {
+		t.Fatalf("SELECTING our offer of the old address: %v, want an ACK", r)
+	}
+}
+
+// TestProxyOfferWithoutUUID: a proxy offer echoes option 97 only when the client
+// sent one.
+func TestProxyOfferWithoutUUID(t *testing.T) {
+	spec := resource.SubnetSpec{CIDR: "10.0.0.0/24", Mode: resource.ModeProxy, UnknownMachines: resource.UnknownAllocate}
+	h := newHarness(t, nil, mustSubnet(t, "lab", spec))
+	r := h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover, dhcptest.WithArch(iana.INTEL_X86PC), dhcptest.WithVendor("PXEClient:Arch:00000:UNDI:002001")))
+	if r == nil || r.Msg.Options.Has(dhcpv4.OptionClientMachineIdentifier) {
+		t.Fatalf("proxy offer %v: want one without option 97", r)
 	}
 }
