@@ -258,3 +258,72 @@ func outContent(r *Rendered) string {
 	}
 	return string(r.Content)
 }
+
+// TestSecretURLTTLLimit: a template's secretURL TTL may be the service's maximum
+// but not longer.
+func TestSecretURLTTLLimit(t *testing.T) {
+	e := newFleet(t)
+	e.apply(`
+kind: Profile
+metadata: {name: urls}
+spec:
+  boot: {kernel: vmlinuz}
+  secrets: [api-token]
+  configs:
+    files:
+      at-max.txt: '{{ secretURL "api-token" "1h" }}'
+      past-max.txt: '{{ secretURL "api-token" "61m" }}'
+---
+kind: Machine
+metadata:
+  name: u-1
+  labels: {role: web}
+spec:
+  profile: urls
+`)
+	out, err := render(e, "u-1", config.Target{Kind: config.KindFile, Part: "at-max.txt"}, ModeDeliver)
+	if err != nil || !strings.Contains(string(out.Content), "/secret-handles/") {
+		t.Fatalf("secretURL with the maximum TTL: %q %v", outContent(out), err)
+	}
+	_, err = render(e, "u-1", config.Target{Kind: config.KindFile, Part: "past-max.txt"}, ModeDeliver)
+	var ie *InputError
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "longer than the limit") {
+		t.Fatalf("secretURL past the maximum TTL: %v, want an InputError", err)
+	}
+}
+
+// TestDefaultMetaData: a profile with cloud-init parts but no meta-data gets
+// Kiln's: the host name is the first interface's that has one, else the
+// machine's name.
+func TestDefaultMetaData(t *testing.T) {
+	e := newFleet(t)
+	e.apply(`
+kind: Profile
+metadata: {name: ci}
+spec:
+  boot: {kernel: vmlinuz}
+  configs:
+    cloudInit: {user-data: "#cloud-config\n"}
+---
+kind: Machine
+metadata: {name: c-1}
+spec:
+  profile: ci
+  interfaces: [{mac: "52:54:00:00:01:01"}, {mac: "52:54:00:00:01:02", hostname: c-one}]
+---
+kind: Machine
+metadata: {name: c-2}
+spec:
+  profile: ci
+  interfaces: [{mac: "52:54:00:00:01:03"}]
+`)
+	for machine, want := range map[string]string{
+		"c-1": "instance-id: kiln-c-1\nlocal-hostname: c-one\n",
+		"c-2": "instance-id: kiln-c-2\nlocal-hostname: c-2\n",
+	} {
+		out, err := render(e, machine, config.Target{Kind: config.KindCloudInit, Part: "meta-data"}, ModeDeliver)
+		if err != nil || string(out.Content) != want {
+			t.Errorf("%s meta-data %q (%v), want %q", machine, outContent(out), err, want)
+		}
+	}
+}
