@@ -235,3 +235,18 @@ func TestProxyOfferWithoutUUID(t *testing.T) {
 		t.Fatalf("proxy offer %v: want one without option 97", r)
 	}
 }
+
+// TestMachineEventsOnly: with MachineEventsOnly, offers and acks of unknown
+// clients make no event; a known machine's still do.
+func TestMachineEventsOnly(t *testing.T) {
+	h := newHarness(t, knownMachine())
+	h.srv.MachineEventsOnly = true
+	h.dora(macA)
+	if n := len(h.events); n != 0 {
+		t.Fatalf("%d events for an unknown client: %+v", n, h.events)
+	}
+	h.dora(macM)
+	if n := len(h.events); n != 2 || h.events[0].Type != EventOffer || h.events[1].Type != EventAck || h.events[1].Machine != "web-1" {
+		t.Fatalf("events for a known machine: %+v, want its offer and ack", h.events)
+	}
+}
