@@ -327,3 +327,47 @@ spec:
 		}
 	}
 }
+
+// TestServerWithoutActorOrLogger: a Server given no Actor records operator writes
+// as "anonymous", and one given no Logger still serves the requests that log.
+func TestServerWithoutActorOrLogger(t *testing.T) {
+	e := newFleet(t)
+	srv := &Server{Service: e.svc, Identity: headerIdentity}
+	mux := http.NewServeMux()
+	srv.RegisterOperator(testRegister(mux))
+	srv.RegisterAgent(mux, nil)
+	hs := httptest.NewTLSServer(mux)
+	defer hs.Close()
+	do := func(method, path, body string, headers map[string]string) int {
+		req, err := http.NewRequest(method, hs.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := hs.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	value := base64.StdEncoding.EncodeToString([]byte("s3cret"))
+	if code := do("PUT", "/api/v1/secrets/new-one/value", `{"value": "`+value+`"}`, asRole("operator")); code != http.StatusOK {
+		t.Fatalf("set: %d", code)
+	}
+	found := false
+	for _, a := range e.auditEntries() {
+		if a.Name == "new-one" && a.Actor == "anonymous" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no audit entry by anonymous for the write: %+v", e.auditEntries())
+	}
+	// Asking for another machine's config logs a warning.
+	if code := do("GET", "/config/ignition?machine=web-2", "", asMachine("web-1")); code != http.StatusForbidden {
+		t.Errorf("another machine's config: %d, want 403", code)
+	}
+}
