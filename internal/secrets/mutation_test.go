@@ -371,3 +371,25 @@ func TestServerWithoutActorOrLogger(t *testing.T) {
 		t.Errorf("another machine's config: %d, want 403", code)
 	}
 }
+
+// TestDeliveryPurgesOnlyOldHandles: serving a config purges handles that expired
+// more than the retention ago (they only served late 410s), and no others: a
+// handle issued by an earlier config stays redeemable.
+func TestDeliveryPurgesOnlyOldHandles(t *testing.T) {
+	e := newFleet(t)
+	first := handleURL(t, e)
+	second := handleURL(t, e) // a second delivery: purges
+	if code, body := e.request("GET", first, nil, nil); code != http.StatusOK || string(body) != apiToken {
+		t.Fatalf("first handle after another delivery: %d, want 200 with the value", code)
+	}
+	e.clock.Advance(DefaultHandleTTL + time.Minute)
+	handleURL(t, e)
+	if code, _ := e.request("GET", second, nil, nil); code != http.StatusGone {
+		t.Fatalf("expired handle within the retention: %d, want 410", code)
+	}
+	e.clock.Advance(DefaultHandleRetention)
+	handleURL(t, e)
+	if code, _ := e.request("GET", second, nil, nil); code != http.StatusNotFound {
+		t.Fatalf("handle expired longer than the retention ago: %d, want 404 (purged)", code)
+	}
+}
