@@ -393,3 +393,29 @@ func TestDeliveryPurgesOnlyOldHandles(t *testing.T) {
 		t.Fatalf("handle expired longer than the retention ago: %d, want 404 (purged)", code)
 	}
 }
+
+// TestConfigServedEvent: the timeline event of a served config lists the secrets
+// it carried, and says nothing of secrets when it carried none.
+func TestConfigServedEvent(t *testing.T) {
+	e := newFleet(t)
+	if _, err := render(e, "pub-1", tIgnition, ModeDeliver); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := render(e, "web-1", tIgnition, ModeDeliver); err != nil {
+		t.Fatal(err)
+	}
+	for machine, want := range map[string]string{
+		"pub-1": "served ignition config over mtls",
+		"web-1": "served ignition config over mtls with secrets: db-password v1 inline, api-token v1 handle",
+	} {
+		var got []string
+		for _, ev := range e.events(machine) {
+			if ev.Type == "ConfigServed" {
+				got = append(got, ev.Message)
+			}
+		}
+		if len(got) != 1 || got[0] != want {
+			t.Errorf("%s: ConfigServed events %q, want [%q]", machine, got, want)
+		}
+	}
+}
