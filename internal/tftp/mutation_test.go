@@ -54,3 +54,25 @@ func TestNegotiateBounds(t *testing.T) {
 		t.Errorf("window %d timeout %s, want 1 and 255s", n.window, n.timeout)
 	}
 }
+
+// TestPacketBounds: the shortest valid packets (an opcode alone, a DATA of zero
+// bytes, the last block of a file whose size is a multiple of the block size,
+// an ERROR without a message) parse, and a message that starts with NUL is empty
+// both ways.
+func TestPacketBounds(t *testing.T) {
+	if op, err := peekOpcode([]byte{0, 4}); err != nil || op != opACK {
+		t.Errorf("peekOpcode of 2 bytes: %v %v", op, err)
+	}
+	if block, payload, err := parseData([]byte{0, 3, 0, 7}); err != nil || block != 7 || len(payload) != 0 {
+		t.Errorf("empty DATA: block %d, %d bytes, %v", block, len(payload), err)
+	}
+	if code, msg, err := parseError([]byte{0, 5, 0, 1}); err != nil || code != 1 || msg != "" {
+		t.Errorf("ERROR without a message: %d %q %v", code, msg, err)
+	}
+	if code, msg, err := parseError([]byte{0, 5, 0, 2, 0, 'x', 0}); err != nil || code != 2 || msg != "" {
+		t.Errorf("ERROR whose message starts with NUL: %d %q %v", code, msg, err)
+	}
+	if b := encodeError(1, "\x00hidden"); string(b) != "\x00\x05\x00\x01\x00" {
+		t.Errorf("encodeError of a message starting with NUL: % x", b)
+	}
+}
