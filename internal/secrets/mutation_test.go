@@ -419,3 +419,21 @@ func TestConfigServedEvent(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderFailureRecorded: a render refused for a secret the machine may not
+// have is on its timeline and in the audit, and recording it is no warning.
+func TestRenderFailureRecorded(t *testing.T) {
+	e := newFleet(t)
+	if _, err := render(e, "web-2", tIgnition, ModeDeliver); !errors.Is(err, ErrDenied) {
+		t.Fatalf("web-2's ignition: %v, want ErrDenied", err)
+	}
+	if n := countEvents(e.events("web-2"), "ConfigRenderFailed"); n != 1 {
+		t.Errorf("%d ConfigRenderFailed events, want 1", n)
+	}
+	if n := countAudit(e.auditEntries(), "deny", "to machine web-2"); n != 1 {
+		t.Errorf("%d deny audit entries, want 1", n)
+	}
+	if logs := e.logs.String(); strings.Contains(logs, "record a failed render") {
+		t.Errorf("recording the failure logged a warning:\n%s", logs)
+	}
+}
