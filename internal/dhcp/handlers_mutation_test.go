@@ -250,3 +250,24 @@ func TestMachineEventsOnly(t *testing.T) {
 		t.Fatalf("events for a known machine: %+v, want its offer and ack", h.events)
 	}
 }
+
+// TestMetricsSnapshot: a snapshot holds only counters that are not zero, names
+// datagrams that did not parse "other", and an unknown drop reason counts
+// nothing and reads as zero.
+func TestMetricsSnapshot(t *testing.T) {
+	h := newHarness(t, nil)
+	if s := h.srv.Metrics.Snapshot(); len(s.Received)+len(s.Sent)+len(s.Dropped) != 0 {
+		t.Fatalf("fresh snapshot %+v, want empty maps", s)
+	}
+	h.handle(context.Background(), []byte{1, 2, 3}) // does not parse
+	h.send(dhcptest.Msg(t, macA, dhcpv4.MessageTypeDiscover))
+	s := h.srv.Metrics.Snapshot()
+	if len(s.Received) != 2 || s.Received["other"] != 1 || s.Received["discover"] != 1 || len(s.Sent) != 1 || s.Sent["offer"] != 1 ||
+		len(s.Dropped) != 1 || s.Dropped[DropMalformed.String()] != 1 {
+		t.Errorf("snapshot %+v", s)
+	}
+	h.srv.Metrics.countDrop(numDropReasons)
+	if n := h.srv.Metrics.Dropped(numDropReasons); n != 0 {
+		t.Errorf("an unknown drop reason reads %d", n)
+	}
+}
