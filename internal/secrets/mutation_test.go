@@ -8,11 +8,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/config"
+	"github.com/kilnhq/kiln/internal/store"
 )
 
 // TestHandleAfterUseRecords: a handle used again is refused with an alert that
@@ -435,5 +437,23 @@ func TestRenderFailureRecorded(t *testing.T) {
 	}
 	if logs := e.logs.String(); strings.Contains(logs, "record a failed render") {
 		t.Errorf("recording the failure logged a warning:\n%s", logs)
+	}
+}
+
+// TestFailedRotationNextKeyGone: a failed rotation whose next key file is already
+// gone has nothing to clean up, and says nothing about it.
+func TestFailedRotationNextKeyGone(t *testing.T) {
+	e := newFleet(t)
+	e.svc.RotationHooks = []RotationHook{func(context.Context, store.Tx, []byte, []byte) (func(), error) {
+		if err := os.Remove(e.kekPath + ".new"); err != nil {
+			t.Error(err)
+		}
+		return nil, errors.New("CA key busy")
+	}}
+	if _, err := e.svc.RotateKEK(context.Background(), admin); err == nil || !strings.Contains(err.Error(), "CA key busy") {
+		t.Fatalf("rotation with a failing hook: %v", err)
+	}
+	if logs := e.logs.String(); strings.Contains(logs, "remove the unused next key file") {
+		t.Errorf("a warning about a file that was already gone:\n%s", logs)
 	}
 }
