@@ -457,3 +457,27 @@ func TestFailedRotationNextKeyGone(t *testing.T) {
 		t.Errorf("a warning about a file that was already gone:\n%s", logs)
 	}
 }
+
+// TestStartRemovesUnusedOldKey: a kek.key.old left by a rotation that stopped
+// after replacing the key file (before removing the previous key) is removed at
+// the next start when no stored version needs it.
+func TestStartRemovesUnusedOldKey(t *testing.T) {
+	e := newFleet(t)
+	oldKey, err := os.ReadFile(e.kekPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.RotateKEK(context.Background(), admin); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.kekPath+".old", oldKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.restart()
+	if _, err := os.Stat(e.kekPath + ".old"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("kek.key.old left after the start: %v", err)
+	}
+	if got, _, err := e.svc.Reveal(context.Background(), admin, "db-password", 0); err != nil || string(got) != dbPassword {
+		t.Fatalf("reveal after the start: %v", err)
+	}
+}
