@@ -481,3 +481,29 @@ func TestStartRemovesUnusedOldKey(t *testing.T) {
 		t.Fatalf("reveal after the start: %v", err)
 	}
 }
+
+// TestSetKeepsOtherStatus: a new version updates the Secret's status.version and
+// keeps whatever else its status holds.
+func TestSetKeepsOtherStatus(t *testing.T) {
+	e := newFleet(t)
+	err := e.store.Update(context.Background(), func(tx store.Tx) error {
+		obj, err := tx.Get(context.Background(), "Secret", "db-password")
+		if err != nil {
+			return err
+		}
+		obj.Status = []byte(`{"version": 1, "note": "kept"}`)
+		return tx.Update(context.Background(), obj)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.set("db-password", "second")
+	obj, err := e.inv.Get(context.Background(), "Secret", "db-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	if err := json.Unmarshal(obj.Status, &st); err != nil || st["note"] != "kept" || st["version"] != float64(2) {
+		t.Errorf("status %s (%v), want version 2 and the note kept", obj.Status, err)
+	}
+}
