@@ -507,3 +507,36 @@ func TestSetKeepsOtherStatus(t *testing.T) {
 		t.Errorf("status %s (%v), want version 2 and the note kept", obj.Status, err)
 	}
 }
+
+// TestRevealMissingVersions: revealing a secret that has no value yet says so; a
+// version that does not exist of a secret that has values is only not found.
+func TestRevealMissingVersions(t *testing.T) {
+	e := newFleet(t)
+	e.apply("kind: Secret\nmetadata: {name: empty}\nspec: {machines: [web-1]}\n")
+	_, _, err := e.svc.Reveal(context.Background(), admin, "empty", 0)
+	if !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "has no value yet") {
+		t.Errorf("reveal of a secret without a value: %v", err)
+	}
+	_, _, err = e.svc.Reveal(context.Background(), admin, "db-password", 9)
+	if !errors.Is(err, store.ErrNotFound) || strings.Contains(err.Error(), "has no value yet") {
+		t.Errorf("reveal of a missing version: %v, want not found without \"has no value yet\"", err)
+	}
+}
+
+// TestDeleteAudited: deleting a secret removes it with its versions and leaves one
+// audit entry that counts them.
+func TestDeleteAudited(t *testing.T) {
+	e := newFleet(t)
+	e.apply("kind: Secret\nmetadata: {name: gone}\nspec: {machines: [web-1]}\n")
+	e.set("gone", "one")
+	e.set("gone", "two")
+	if err := e.svc.Delete(context.Background(), admin, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if n := countAudit(e.auditEntries(), "delete", "deleted with its 2 versions"); n != 1 {
+		t.Errorf("%d delete audit entries counting 2 versions, want 1: %+v", n, e.auditEntries())
+	}
+	if _, _, err := e.svc.Reveal(context.Background(), admin, "gone", 1); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("reveal after delete: %v", err)
+	}
+}
