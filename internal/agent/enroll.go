@@ -29,6 +29,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/go-attestation/attest"
+
 	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/atomicfile"
 )
@@ -76,6 +78,9 @@ type EnrollOptions struct {
 	PollInterval time.Duration
 	// OnPending, if set, is told each time Kiln answers that the enrollment waits.
 	OnPending func(agentwire.EnrollPending)
+	// OpenTPM opens the TPM for an enrollment Kiln wants TPM-bound (asked only
+	// then); nil: the machine's TPM (/dev/tpmrm0). Tests give a swtpm.
+	OpenTPM func() (*attest.TPM, error)
 	// Dialer opens the TCP connections of the enrollment and of the calls made on its
 	// transport afterwards; nil: a zero net.Dialer. Benchmarks set its LocalAddr so
 	// that simulated agents on loopback come from distinct addresses, as machines
@@ -285,14 +290,51 @@ func EnrollSession(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 			return nil, err
 		}
 	}
-	id, pending, err := postBoundCSR(ctx, opts, u, fp, key, agentwire.EnrollPath, func(csr string) any {
-		// An empty token asks for an operator's approval, if Kiln allows that.
-		return agentwire.EnrollRequest{Token: opts.Token, CSR: csr, Facts: facts}
-	})
-	if pending != nil {
-		return waitForApproval(ctx, opts, u, fp, key, pending)
+	var tpm *tpmSession
+	defer func() {
+		if tpm != nil {
+			tpm.Close()
+		}
+	}()
+	var evidence *agentwire.TPMEnrollment
+	// Rounds: evidence asked, challenge, answer; approval (TOFU) asks for evidence
+	// again. More is a server that goes in circles.
+	for range 6 {
+		id, pending, err := postBoundCSR(ctx, opts, u, fp, key, agentwire.EnrollPath, func(csr string) any {
+			// An empty token asks for an operator's approval, if Kiln allows that.
+			return agentwire.EnrollRequest{Token: opts.Token, CSR: csr, Facts: facts, TPM: evidence}
+		})
+		if pending == nil {
+			return id, err
+		}
+		switch pending.State {
+		case agentwire.EnrollmentTPMEvidence:
+			if tpm == nil {
+				if tpm, err = openTPMSession(opts.OpenTPM); err != nil {
+					return nil, fmt.Errorf("enroll with %s: Kiln asks for TPM attestation: %w", u.Host, err)
+				}
+			}
+			evidence = tpm.evidence()
+		case agentwire.EnrollmentTPMChallenge:
+			if tpm == nil || pending.TPMChallenge == nil {
+				return nil, fmt.Errorf("enroll with %s: a TPM challenge without TPM evidence sent", u.Host)
+			}
+			ans, err := tpm.answer(pending.TPMChallenge, true)
+			if err != nil {
+				return nil, fmt.Errorf("enroll with %s: %w", u.Host, err)
+			}
+			evidence = tpm.evidence()
+			evidence.Answer = ans
+		default:
+			id, err := waitForApproval(ctx, opts, u, fp, key, pending)
+			var pa *pendingAnswer
+			if errors.As(err, &pa) && pa.State == agentwire.EnrollmentTPMEvidence {
+				continue // approved, EK pinned: attest now
+			}
+			return id, err
+		}
 	}
-	return id, err
+	return nil, fmt.Errorf("enroll with %s: no certificate after 6 rounds of TPM enrollment", u.Host)
 }
 
 // postBoundCSR posts, on a new connection, the body made around a CSR for key bound to

@@ -29,7 +29,7 @@ func newTPMLab(t *testing.T) *tpmLab {
 	}
 	boot := bootOf("vmlinuz-6.1", "agent-initrd-1")
 	return &tpmLab{
-		a:       bootTPM(t, stateA, boot, true),
+		a: bootTPM(t, stateA, boot, true),
 		// b booted another initrd: its measurements differ from a's in PCR 9.
 		b:       bootTPM(t, stateB, bootOf("vmlinuz-6.1", "agent-initrd-2"), true),
 		foreign: bootTPM(t, stateF, boot, false),

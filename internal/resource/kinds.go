@@ -138,6 +138,8 @@ type MachineSpec struct {
 	BMC        *BMC        `json:"bmc,omitempty"`
 	// Enrollment overrides the profile's spec.enrollment for this machine.
 	Enrollment string `json:"enrollment,omitempty"`
+	// TPM pins the machine's TPM (spec.enrollment: tpm).
+	TPM *MachineTPM `json:"tpm,omitempty"`
 }
 
 // Machine states, kept in status.state.
@@ -191,6 +193,9 @@ func (s *MachineSpec) Validate() error {
 		}
 	}
 	if err := validateEnrollmentMode("spec.enrollment", s.Enrollment); err != nil {
+		return err
+	}
+	if err := s.TPM.validate("spec.tpm"); err != nil {
 		return err
 	}
 	if b := s.BMC; b != nil {
@@ -259,6 +264,20 @@ type ProfileSpec struct {
 	// Enrollment is how machines of this profile enroll: EnrollAutoBound (default),
 	// EnrollApprove or EnrollTPM.
 	Enrollment string `json:"enrollment,omitempty"`
+	// Attestation is the measured-boot policy (AttestEnforce, AttestWarn,
+	// AttestOff); empty: enforce when Enrollment is tpm, else off.
+	Attestation string `json:"attestation,omitempty"`
+}
+
+// AttestationPolicy is the profile's effective measured-boot policy.
+func (s *ProfileSpec) AttestationPolicy() string {
+	if s.Attestation != "" {
+		return s.Attestation
+	}
+	if s.Enrollment == EnrollTPM {
+		return AttestEnforce
+	}
+	return AttestOff
 }
 
 func (s *ProfileSpec) Validate() error {
@@ -281,6 +300,9 @@ func (s *ProfileSpec) Validate() error {
 		return fmt.Errorf("spec.workflow: %q is not a template name", s.Workflow)
 	}
 	if err := validateEnrollmentMode("spec.enrollment", s.Enrollment); err != nil {
+		return err
+	}
+	if err := validateAttestation("spec.attestation", s.Attestation); err != nil {
 		return err
 	}
 	if c := s.Configs; c != nil {
