@@ -27,11 +27,11 @@ func newTPMLab(t *testing.T) *tpmLab {
 	if err != nil {
 		t.Fatalf("LoadEKRoots: %v", err)
 	}
-	boot := bootOf("vmlinuz-6.1", "agent-initrd-1")
+	boot := testkit.UEFIBoot("vmlinuz-6.1", "agent-initrd-1")
 	return &tpmLab{
 		a: bootTPM(t, stateA, boot, true),
 		// b booted another initrd: its measurements differ from a's in PCR 9.
-		b:       bootTPM(t, stateB, bootOf("vmlinuz-6.1", "agent-initrd-2"), true),
+		b:       bootTPM(t, stateB, testkit.UEFIBoot("vmlinuz-6.1", "agent-initrd-2"), true),
 		foreign: bootTPM(t, stateF, boot, false),
 		roots:   roots,
 	}
@@ -65,8 +65,8 @@ func testHonestMachine(t *testing.T, lab *tpmLab) {
 		t.Errorf("result = %+v, want the machine, its EK and its AK", res)
 	}
 	got := res.Measurements
-	boot := bootOf("vmlinuz-6.1", "agent-initrd-1")
-	_, digests := eventLog(boot)
+	boot := testkit.UEFIBoot("vmlinuz-6.1", "agent-initrd-1")
+	_, digests := testkit.TCGEventLog(boot)
 	hexOf := func(i int) string { return strings.ToLower(hexString(digests[i][:])) }
 	if got.Kernel != hexOf(10) || got.Initrd != hexOf(11) {
 		t.Errorf("kernel %s initrd %s, want %s %s", got.Kernel, got.Initrd, hexOf(10), hexOf(11))
@@ -170,7 +170,7 @@ func testRefusals(t *testing.T, lab *tpmLab) {
 		a := lab.a.answer(t, ch)
 		// The log of another kernel than the one the TPM measured: the replay of
 		// PCR 4 ends elsewhere than the quoted value.
-		a.EventLog, _ = eventLog(bootOf("vmlinuz-expected", "agent-initrd-1"))
+		a.EventLog, _ = testkit.TCGEventLog(testkit.UEFIBoot("vmlinuz-expected", "agent-initrd-1"))
 		wantErr(t, c, ch.ID, "web-1", a, "does not replay")
 	})
 
@@ -181,13 +181,13 @@ func testRefusals(t *testing.T, lab *tpmLab) {
 		}
 		a := lab.a.answer(t, ch)
 		// Leave out PCR 9 (the initrd): go-attestation alone would accept this.
-		var kept []measurement
-		for _, m := range bootOf("vmlinuz-6.1", "agent-initrd-1") {
-			if m.pcr != 9 {
+		var kept []testkit.TPMEvent
+		for _, m := range testkit.UEFIBoot("vmlinuz-6.1", "agent-initrd-1") {
+			if m.PCR != 9 {
 				kept = append(kept, m)
 			}
 		}
-		a.EventLog, _ = eventLog(kept)
+		a.EventLog, _ = testkit.TCGEventLog(kept)
 		wantErr(t, c, ch.ID, "web-1", a, "pcr 9 holds")
 	})
 

@@ -6,17 +6,19 @@ import (
 	"testing"
 
 	"github.com/google/go-attestation/attest"
+
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // FuzzParseEventLog feeds Kiln's wrapper of the event-log parser untrusted bytes,
 // then replays what parsed against PCR values taken from the input: it must return
 // an error or events, never panic, whatever the machine sends.
 func FuzzParseEventLog(f *testing.F) {
-	log, _ := eventLog(bootOf("vmlinuz", "initrd"))
+	log, _ := testkit.TCGEventLog(testkit.UEFIBoot("vmlinuz", "initrd"))
 	f.Add(log)
 	f.Add(log[:40])
 	f.Add([]byte{})
-	short, _ := eventLog(nil)
+	short, _ := testkit.TCGEventLog(nil)
 	f.Add(short)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		el, err := ParseEventLog(raw)

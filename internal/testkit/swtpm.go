@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"bytes"
+	"crypto/sha256"
 	byteorder "encoding/binary"
 	"fmt"
 	"io"
@@ -12,6 +13,9 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/google/go-tpm/legacy/tpm2"
+	"github.com/google/go-tpm/tpmutil"
 )
 
 // SWTPMCA is a TPM vendor for tests: swtpm_localca's root and intermediate, which
@@ -197,3 +201,88 @@ func (c *TPMConn) Close() error { return nil }
 
 // MeasurementLog returns EventLog (go-attestation's CommandChannelTPM20).
 func (c *TPMConn) MeasurementLog() ([]byte, error) { return c.EventLog, nil }
+
+// TPMEvent is one measurement a test's "firmware" makes: extended into swtpm and
+// written to the event log, as OVMF and the Linux EFI stub do.
+type TPMEvent struct {
+	PCR  int
+	Type uint32
+	Data []byte
+}
+
+// TCG event types tests measure (TCG PC Client Platform Firmware Profile, table 9).
+const (
+	EvSeparator                  = 0x00000004
+	EvEventTag                   = 0x00000006
+	EvSCRTMVersion               = 0x00000008
+	EvEFIBootServicesApplication = 0x80000003
+)
+
+// LinuxInitrdTagID is the Linux EFI stub's event tag for the initrd it measures
+// into PCR 9.
+const LinuxInitrdTagID = 0x8F3B22EC
+
+// UEFIBoot is a plausible UEFI netboot: the CRTM version in PCR 0, separators in
+// PCRs 0-7, iPXE and the kernel in PCR 4, the initrd in PCR 9 tagged as the Linux
+// EFI stub does.
+func UEFIBoot(kernel, initrd string) []TPMEvent {
+	ev := []TPMEvent{{0, EvSCRTMVersion, []byte("OVMF\x00")}}
+	for pcr := range 8 {
+		ev = append(ev, TPMEvent{pcr, EvSeparator, []byte{0, 0, 0, 0}})
+	}
+	tag := byteorder.LittleEndian.AppendUint32(nil, LinuxInitrdTagID)
+	tag = byteorder.LittleEndian.AppendUint32(tag, uint32(len(initrd)))
+	return append(ev,
+		TPMEvent{4, EvEFIBootServicesApplication, []byte("ipxe.efi")},
+		TPMEvent{4, EvEFIBootServicesApplication, []byte(kernel)},
+		TPMEvent{9, EvEventTag, append(tag, initrd...)},
+	)
+}
+
+// TCGEventLog writes a crypto-agile TCG event log (SHA-256 only) of events, each
+// event's digest the sha256 of its data; it returns the log and the digests.
+func TCGEventLog(events []TPMEvent) ([]byte, [][32]byte) {
+	var b bytes.Buffer
+	le := func(v any) { byteorder.Write(&b, byteorder.LittleEndian, v) }
+	// First event: TCG_PCR_EVENT (SHA-1 format) holding TCG_EfiSpecIDEvent.
+	var spec bytes.Buffer
+	spec.WriteString("Spec ID Event03\x00")
+	byteorder.Write(&spec, byteorder.LittleEndian, struct {
+		PlatformClass              uint32
+		Minor, Major, Errata, Uint uint8
+		NumAlgs                    uint32
+		Alg, Size                  uint16
+		VendorInfoSize             uint8
+	}{0, 0, 2, 0, 2, 1, 0x000B, 32, 0})
+	le(uint32(0))
+	le(uint32(0x3)) // EV_NO_ACTION
+	b.Write(make([]byte, 20))
+	le(uint32(spec.Len()))
+	b.Write(spec.Bytes())
+	var digests [][32]byte
+	for _, e := range events {
+		d := sha256.Sum256(e.Data)
+		digests = append(digests, d)
+		le(uint32(e.PCR))
+		le(e.Type)
+		le(uint32(1))
+		le(uint16(0x000B))
+		b.Write(d[:])
+		le(uint32(len(e.Data)))
+		b.Write(e.Data)
+	}
+	return b.Bytes(), digests
+}
+
+// Measure extends events into the TPM's SHA-256 PCRs (TPM2_PCR_Extend) and makes
+// their log the connection's event log.
+func (c *TPMConn) Measure(tb testing.TB, events []TPMEvent) {
+	tb.Helper()
+	log, digests := TCGEventLog(events)
+	for i, e := range events {
+		if err := tpm2.PCRExtend(c, tpmutil.Handle(e.PCR), tpm2.AlgSHA256, digests[i][:], ""); err != nil {
+			tb.Fatalf("extend pcr %d: %v", e.PCR, err)
+		}
+	}
+	c.EventLog = log
+}
