@@ -600,9 +600,34 @@ type SecretSpec struct {
 	Description string            `json:"description,omitempty"`
 	Machines    []string          `json:"machines,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
+	// Attested: released only to a machine whose last TPM quote verified and
+	// passed its profile's measured-boot policy, no longer than AttestedWithin
+	// ago (a Go duration; default DefaultAttestedWithin).
+	Attested       bool   `json:"attested,omitempty"`
+	AttestedWithin string `json:"attestedWithin,omitempty"`
+}
+
+// DefaultAttestedWithin is how old a machine's last quote may be for a Secret with
+// attested: true and no attestedWithin.
+const DefaultAttestedWithin = time.Hour
+
+// AttestedMaxAge is the Secret's attestedWithin, or the default.
+func (s *SecretSpec) AttestedMaxAge() time.Duration {
+	if d, err := time.ParseDuration(s.AttestedWithin); err == nil && d > 0 {
+		return d
+	}
+	return DefaultAttestedWithin
 }
 
 func (s *SecretSpec) Validate() error {
+	if s.AttestedWithin != "" {
+		if d, err := time.ParseDuration(s.AttestedWithin); err != nil || d <= 0 {
+			return fmt.Errorf("spec.attestedWithin: %q is not a positive duration (15m, 1h)", s.AttestedWithin)
+		}
+		if !s.Attested {
+			return fmt.Errorf("spec.attestedWithin: set only with spec.attested: true")
+		}
+	}
 	for i, m := range s.Machines {
 		if ValidateName(m) != nil {
 			return fmt.Errorf("spec.machines[%d]: %q is not a machine name", i, m)
