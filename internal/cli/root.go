@@ -99,6 +99,7 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newImageCmd(g),
 		newJoinTokenCmd(g),
 		newEnrollmentCmd(g),
+		newAttestationCmd(g),
 		newCACmd(g),
 		newDoctorCmd(g),
 	)

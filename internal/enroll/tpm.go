@@ -260,10 +260,12 @@ func (s *Server) measuredBoot(ctx context.Context, tx store.Tx, e *enrollment, b
 		if b.obj != nil {
 			e.tpmFailedMachine = b.name
 		}
-		e.tpmFailed = &tpmStatus{EKSHA256: res.EKSHA256, AKPublic: res.AKPublic, LastQuoteAt: &res.QuotedAt, Attestation: AttestationFailed, Changes: lines, Measurements: st.Measurements}
+		// The events are kept for a differing boot (only then): accepting it as
+		// the new baseline keeps event-level detail for the next comparison.
+		e.tpmFailed = &tpmStatus{EKSHA256: res.EKSHA256, AKPublic: res.AKPublic, LastQuoteAt: &res.QuotedAt, Attestation: AttestationFailed, Changes: lines, Measurements: &m}
 		return nil, r
 	}
-	st.Attestation, st.Changes = AttestationWarned, lines
+	st.Attestation, st.Changes, st.Measurements = AttestationWarned, lines, &m
 	if err := tx.AppendAudit(ctx, &audit.Entry{Time: e.now, Actor: "enroll", Action: "attestation-alert", Kind: "Machine", Name: b.name, Summary: "machine " + b.name + ": " + what}); err != nil {
 		return nil, err
 	}
@@ -339,4 +341,95 @@ func pinApprovedEK(ctx context.Context, tx store.Tx, b *binding, spec *resource.
 		labels = spec.Labels
 	}
 	return tx.Create(ctx, &resource.Object{Kind: "Machine", Metadata: resource.Metadata{Name: b.name, Labels: labels}, Spec: ms, Status: raw})
+}
+
+// AcceptRequest is the body of POST /api/v1/attestation/accept: one of Machine (its
+// last quoted boot becomes its profile's baseline) or Profile (the baseline is
+// forgotten: the profile's next attested boot sets it).
+type AcceptRequest struct {
+	Machine string `json:"machine,omitempty"`
+	Profile string `json:"profile,omitempty"`
+}
+
+// AcceptAttestation accepts a new measured-boot baseline (see AcceptRequest) and
+// returns the profile. Audited as attestation-accept; a machine whose boot was
+// accepted is attested again (status.tpm.attestation ok) without a new quote.
+func (s *Server) AcceptAttestation(ctx context.Context, actor string, req AcceptRequest) (*resource.Object, error) {
+	if (req.Machine == "") == (req.Profile == "") {
+		return nil, &InvalidError{Err: errors.New("give one of machine (accept its last boot) or profile (learn from its next boot)")}
+	}
+	for field, v := range map[string]string{"machine": req.Machine, "profile": req.Profile} {
+		if v != "" && resource.ValidateName(v) != nil {
+			return nil, &InvalidError{Err: fmt.Errorf("%s: %q is not a valid name", field, truncate(v, 64))}
+		}
+	}
+	now := s.now()
+	var out *resource.Object
+	err := s.st.Update(ctx, func(tx store.Tx) error {
+		profile, set, summary := req.Profile, map[string]any{"attestationBaseline": nil, "attestationBaselineFrom": nil, "attestationBaselineAt": nil}, ""
+		if req.Machine != "" {
+			m, err := tx.Get(ctx, "Machine", req.Machine)
+			if err != nil {
+				return fmt.Errorf("machine %s: %w", req.Machine, err)
+			}
+			ms, err := resource.Typed[resource.MachineSpec](m)
+			if err != nil {
+				return err
+			}
+			st := machineTPM(m)
+			if st.Measurements == nil || st.LastQuoteAt == nil {
+				return &InvalidError{Err: fmt.Errorf("machine %s has no verified TPM quote to accept", req.Machine)}
+			}
+			if ms.Profile == "" {
+				return &InvalidError{Err: fmt.Errorf("machine %s has no profile", req.Machine)}
+			}
+			profile = ms.Profile
+			from := fmt.Sprintf("the boot of machine %s quoted at %s, accepted by %s", req.Machine, st.LastQuoteAt.UTC().Format(time.RFC3339), actor)
+			set = map[string]any{"attestationBaseline": st.Measurements, "attestationBaselineFrom": from, "attestationBaselineAt": now}
+			summary = fmt.Sprintf("profile %s: measured-boot baseline set to %s (kernel %s, initrd %s)", profile, from, shortDigest(st.Measurements.Kernel), shortDigest(st.Measurements.Initrd))
+			st.Attestation, st.Changes = AttestationOK, nil
+			mm := m.Clone()
+			if mm.Status, err = mergeStatus(mm.Status, map[string]any{"tpm": st}); err != nil {
+				return err
+			}
+			if err := tx.Update(ctx, mm); err != nil {
+				return err
+			}
+			if err := tx.AddEvent(ctx, &store.Event{Machine: req.Machine, Time: now, Type: "AttestationAccepted", Message: summary}); err != nil {
+				return err
+			}
+		} else {
+			summary = fmt.Sprintf("profile %s: measured-boot baseline forgotten by %s; the next attested boot sets it", profile, actor)
+		}
+		p, err := tx.Get(ctx, "Profile", profile)
+		if err != nil {
+			return fmt.Errorf("profile %s: %w", profile, err)
+		}
+		p = p.Clone()
+		if p.Status, err = mergeStatus(p.Status, set); err != nil {
+			return err
+		}
+		if err := tx.Update(ctx, p); err != nil {
+			return err
+		}
+		out = p
+		return tx.AppendAudit(ctx, &audit.Entry{Time: now, Actor: actor, Action: "attestation-accept", Kind: "Profile", Name: profile, Summary: summary})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("accept attestation baseline: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Server) opAcceptAttestation(w http.ResponseWriter, r *http.Request) {
+	var req AcceptRequest
+	if !s.readJSON(w, r, &req) {
+		return
+	}
+	obj, err := s.AcceptAttestation(r.Context(), s.actor(r), req)
+	if err != nil {
+		s.opFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, obj)
 }

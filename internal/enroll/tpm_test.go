@@ -220,6 +220,27 @@ func TestTPMEnrollment(t *testing.T) {
 			t.Fatalf("status.tpm of m-c = %+v, want A's EK pinned and attested", st)
 		}
 	})
+
+	t.Run("accept a machine's boot as the new baseline", func(t *testing.T) {
+		if _, err := e.srv.AcceptAttestation(e.ctx, "token:admin", AcceptRequest{}); err == nil {
+			t.Fatal("an accept naming neither machine nor profile was taken")
+		}
+		if _, err := e.srv.AcceptAttestation(e.ctx, "token:admin", AcceptRequest{Machine: "m-b"}); err != nil {
+			t.Fatalf("accept m-b's boot: %v", err)
+		}
+		if st := machineTPM(e.machine("m-b")); st.Attestation != AttestationOK || len(st.Changes) != 0 {
+			t.Fatalf("status.tpm of m-b after accept = %+v, want ok without changes", st)
+		}
+		if len(e.auditEntries("attestation-accept")) != 1 {
+			t.Fatal("the accept was not audited")
+		}
+		// Another machine booting what m-b booted now attests under enforce.
+		e.pinnedMachine("m-d", "tpm", "52:54:00:7a:00:04", tpmB.ek)
+		tok := e.token(TokenRequest{Profile: "tpm", Machine: "m-d", MaxUses: 1})
+		if _, err := e.enrollWithTPM(tpmB, tok, "52:54:00:7a:00:04"); err != nil {
+			t.Fatalf("enrollment of the accepted boot under enforce: %v", err)
+		}
+	})
 }
 
 func (e *env) list(kind string) []*resource.Object {
