@@ -3,6 +3,8 @@ package testkit
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	byteorder "encoding/binary"
 	"fmt"
 	"io"
@@ -56,12 +58,69 @@ func writeFile(tb testing.TB, path, content string) {
 func (ca *SWTPMCA) Manufacture(tb testing.TB) string {
 	tb.Helper()
 	state := tb.TempDir()
+	certs := state + ".certs"
+	if err := os.Mkdir(certs, 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(certs) })
 	out, err := exec.Command("swtpm_setup", "--tpm2", "--tpmstate", state, "--create-ek-cert",
-		"--create-platform-cert", "--config", ca.config, "--overwrite").CombinedOutput()
+		"--create-platform-cert", "--config", ca.config, "--overwrite", "--write-ek-cert-files", certs).CombinedOutput()
 	if err != nil {
 		tb.Fatalf("swtpm_setup: %v\n%s", err, out)
 	}
 	return state
+}
+
+// EKPin is the sha256 (hex) of the PKIX DER public key of the RSA EK of the TPM
+// manufactured into state: what spec.tpm.ekSHA256 pins.
+func EKPin(tb testing.TB, state string) string {
+	tb.Helper()
+	der, err := os.ReadFile(filepath.Join(state+".certs", "ek-rsa2048.crt"))
+	if err != nil {
+		tb.Fatalf("read the EK certificate swtpm_setup wrote: %v", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		tb.Fatalf("parse the EK certificate: %v", err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sum := sha256.Sum256(pub)
+	return hex.EncodeToString(sum[:])
+}
+
+// StartSWTPMForQEMU runs swtpm on state with its control channel on a Unix socket,
+// for QEMU's -tpmdev emulator (QEMU initializes and starts the TPM as firmware
+// would); it returns the socket's path and stops swtpm when tb ends.
+func StartSWTPMForQEMU(tb testing.TB, state string) string {
+	tb.Helper()
+	sock := filepath.Join(state, "swtpm.sock")
+	cmd := exec.Command("swtpm", "socket", "--tpm2", "--tpmstate", "dir="+state, "--ctrl", "type=unixio,path="+sock)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start swtpm: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	tb.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			return sock
+		}
+		select {
+		case <-exited:
+			tb.Fatalf("swtpm exited: %s", stderr.String())
+		default:
+		}
+	}
+	tb.Fatalf("swtpm made no socket %s: %s", sock, stderr.String())
+	return ""
 }
 
 // RootsDir is a folder with the CA's root and intermediate certificates, as an
