@@ -124,9 +124,13 @@ func TestTPMEnrollmentVM(t *testing.T) {
 
 	// Another VM, another TPM, the same MAC: it gets the machine's address, its
 	// script and per-boot token, and is refused because its EK is not the pinned one.
+	for deadline := time.Now().Add(time.Minute); !vA.exited() && time.Now().Before(deadline); {
+		time.Sleep(250 * time.Millisecond) // the workflow's poweroff: the MAC is free
+	}
 	k.cli("machine", "reprovision", tpmMachine, "--no-power")
 	vB := tpmVM(t, l, k, "tpm-b", stateB)
-	evs = waitInstall(t, k, vB, tpmMachine, []step{
+	evs = waitTimeline(t, k, vB, tpmMachine, []step{
+		{"WorkflowSucceeded", []string{"machine is provisioned"}},
 		{"EnrollAlert", []string{"TPM EK " + testkit.EKPin(t, stateB), "is not the pinned " + testkit.EKPin(t, stateA)}},
 	}, 4*time.Minute)
 	for _, e := range evs {
