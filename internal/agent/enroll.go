@@ -102,6 +102,10 @@ type Identity struct {
 	// conn is the enrollment's transport when Kiln bound its connection to this
 	// identity (see Enroll); NewMTLSTransport takes it over.
 	conn *enrollConn
+	// tpm is the TPM and AK of a TPM-bound enrollment, kept open for the re-quote of
+	// every renewal (an AK lives as long as this agent: a restarted agent enrolls
+	// again).
+	tpm *tpmSession
 }
 
 // enrollConn is the transport an agent enrolled with, and the certificate it presents.
@@ -305,6 +309,9 @@ func EnrollSession(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 			return agentwire.EnrollRequest{Token: opts.Token, CSR: csr, Facts: facts, TPM: evidence}
 		})
 		if pending == nil {
+			if id != nil && tpm != nil {
+				id.tpm, tpm = tpm, nil // the renewals re-quote with this AK
+			}
 			return id, err
 		}
 		switch pending.State {
@@ -686,10 +693,25 @@ func (id *Identity) Renew(ctx context.Context) (*Identity, error) {
 	}
 	c := id.HTTPClient(60 * time.Second)
 	defer c.CloseIdleConnections()
-	body, _ := json.Marshal(agentwire.RenewRequest{CSR: csr})
+	req := agentwire.RenewRequest{CSR: csr}
 	var resp agentwire.EnrollResponse
-	if err := postEnrollJSON(ctx, c, strings.TrimRight(id.Server, "/")+agentwire.RenewPath, body, &resp); err != nil {
-		return nil, fmt.Errorf("renew: %w", err)
+	for attempt := 0; ; attempt++ {
+		body, _ := json.Marshal(req)
+		err := postEnrollJSON(ctx, c, strings.TrimRight(id.Server, "/")+agentwire.RenewPath, body, &resp)
+		var pa *pendingAnswer
+		if !errors.As(err, &pa) || pa.State != agentwire.EnrollmentTPMChallenge || pa.TPMChallenge == nil || attempt > 0 {
+			if err != nil {
+				return nil, fmt.Errorf("renew: %w", err)
+			}
+			break
+		}
+		// A TPM-enrolled machine re-quotes with its AK over Kiln's nonce.
+		if id.tpm == nil {
+			return nil, errors.New("renew: Kiln asks for a TPM re-quote, and this agent holds no attestation key (it was restarted): enroll again")
+		}
+		if req.TPMAnswer, err = id.tpm.answer(pa.TPMChallenge, false); err != nil {
+			return nil, fmt.Errorf("renew: %w", err)
+		}
 	}
 	next, err := identityFrom(id.Dir, id.Server, key, &resp, id.CAFingerprint)
 	if err != nil {
@@ -698,6 +720,7 @@ func (id *Identity) Renew(ctx context.Context) (*Identity, error) {
 	if next.Machine != id.Machine {
 		return nil, fmt.Errorf("renew: Kiln issued a certificate for %q, not %q", next.Machine, id.Machine)
 	}
+	next.tpm = id.tpm
 	if err := next.save(key); err != nil {
 		return nil, err
 	}

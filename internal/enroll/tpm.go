@@ -1,6 +1,7 @@
 package enroll
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -432,4 +433,53 @@ func (s *Server) opAcceptAttestation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, obj)
+}
+
+// renewQuote is a renewal's TPM step: the verified answer (or why it failed), the
+// challenge to send, or the failed verdict to record.
+type renewQuote struct {
+	owner     string
+	result    *attest.Result
+	err       error
+	challenge *agentwire.EnrollPending
+	failed    *tpmStatus
+}
+
+// renewTPMGate: a machine enrolled by TPM (it has an AK) renews only with a fresh
+// quote by that AK that passes its profile's policy. Without an answer it sets
+// rq.challenge (answered 202, nothing written); with a good one it adds status.tpm
+// to set.
+func (s *Server) renewTPMGate(ctx context.Context, tx store.Tx, m *resource.Object, now time.Time, rq *renewQuote, set map[string]any) error {
+	ts := machineTPM(m)
+	if len(ts.AKPublic) == 0 {
+		return nil
+	}
+	name := m.Metadata.Name
+	alert := func(format string, a ...any) *Refusal {
+		r := refuse(http.StatusForbidden, format, a...)
+		r.Machine, r.Alert = name, true
+		return r
+	}
+	switch {
+	case rq.err != nil:
+		return alert("machine %s: renewal refused: TPM re-quote: %v", name, rq.err)
+	case rq.result == nil:
+		ch, err := s.tpmChallenges.Requote(rq.owner, ts.EKSHA256, ts.AKPublic)
+		if err != nil {
+			return err
+		}
+		rq.challenge = &agentwire.EnrollPending{ID: ch.ID, State: agentwire.EnrollmentTPMChallenge, PollPath: agentwire.RenewPath, ExpiresAt: ch.Expires,
+			TPMChallenge: &agentwire.TPMChallenge{ID: ch.ID, Nonce: ch.Nonce, ExpiresAt: ch.Expires}}
+		return nil
+	case !bytes.Equal(rq.result.AKPublic, ts.AKPublic):
+		return alert("machine %s: renewal refused: the quote is not by the machine's attestation key", name)
+	}
+	e := &enrollment{now: now, claims: &Claims{}}
+	st, err := s.measuredBoot(ctx, tx, e, &binding{obj: m, name: name}, rq.result)
+	if err != nil {
+		rq.failed = e.tpmFailed
+		return err
+	}
+	set["tpm"] = st
+	return nil
 }

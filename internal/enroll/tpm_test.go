@@ -49,7 +49,7 @@ func (l *labTPM) open() (*attest.TPM, error) {
 func (e *env) enrollWithTPM(tpm *labTPM, tok, mac string) (*agent.Identity, error) {
 	e.t.Helper()
 	id, err := agent.EnrollSession(e.ctx, agent.EnrollOptions{Server: e.url, CAFingerprint: e.srv.CAFingerprint(), Token: tok,
-		Facts: facts(mac), OpenTPM: tpm.open, PollInterval: 20 * time.Millisecond, Timeout: 60 * time.Second})
+		Facts: facts(mac), OpenTPM: tpm.open, PollInterval: 20 * time.Millisecond, Timeout: 60 * time.Second, Dir: e.t.TempDir()})
 	if id != nil {
 		e.t.Cleanup(id.Close)
 	}
@@ -144,6 +144,19 @@ func TestTPMEnrollment(t *testing.T) {
 		}
 		if e.tokenUses(tokenID(t, tok)) != 1 {
 			t.Fatalf("token uses %d, want 1", e.tokenUses(tokenID(t, tok)))
+		}
+
+		// The renewal re-quotes with the same AK over a new nonce.
+		e.clock.Advance(time.Second) // the agent checks the certificate against the real clock
+		next, err := id.Renew(e.ctx)
+		if err != nil {
+			t.Fatalf("renewal of a TPM-enrolled machine: %v", err)
+		}
+		if next.Cert.SerialNumber.Cmp(id.Cert.SerialNumber) == 0 {
+			t.Fatal("the renewal issued no new certificate")
+		}
+		if st2 := machineTPM(e.machine("m-a")); st2.LastQuoteAt == nil || !st2.LastQuoteAt.After(*st.LastQuoteAt) || st2.Attestation != AttestationOK {
+			t.Fatalf("status.tpm after renewal = %+v, want a newer quote, attestation ok", st2)
 		}
 	})
 
