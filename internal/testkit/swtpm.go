@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	byteorder "encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -93,33 +93,42 @@ func EKPin(tb testing.TB, state string) string {
 
 // StartSWTPMForQEMU runs swtpm on state with its control channel on a Unix socket,
 // for QEMU's -tpmdev emulator (QEMU initializes and starts the TPM as firmware
-// would); it returns the socket's path and stops swtpm when tb ends.
+// would); it returns the socket's path. swtpm ends when QEMU disconnects
+// (--terminate), so a VM that reboots with the same TPM state gets a new swtpm; one
+// still holding the state's lock is waited for. It is stopped when tb ends.
 func StartSWTPMForQEMU(tb testing.TB, state string) string {
 	tb.Helper()
-	sock := filepath.Join(state, "swtpm.sock")
-	cmd := exec.Command("swtpm", "socket", "--tpm2", "--tpmstate", "dir="+state, "--ctrl", "type=unixio,path="+sock)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start swtpm: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	tb.Cleanup(func() {
+	sock := filepath.Join(state, fmt.Sprintf("swtpm-%d.sock", time.Now().UnixNano()))
+	var lastErr string
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		cmd := exec.Command("swtpm", "socket", "--tpm2", "--tpmstate", "dir="+state, "--ctrl", "type=unixio,path="+sock, "--terminate")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			tb.Fatalf("start swtpm: %v", err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		for wait := time.Now().Add(5 * time.Second); time.Now().Before(wait); time.Sleep(20 * time.Millisecond) {
+			if _, err := os.Stat(sock); err == nil {
+				tb.Cleanup(func() {
+					cmd.Process.Kill()
+					<-exited
+				})
+				return sock
+			}
+			select {
+			case <-exited:
+				// The previous swtpm of this state has not released its lock yet.
+				lastErr = stderr.String()
+				wait = time.Time{}
+			default:
+			}
+		}
 		cmd.Process.Kill()
 		<-exited
-	})
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			return sock
-		}
-		select {
-		case <-exited:
-			tb.Fatalf("swtpm exited: %s", stderr.String())
-		default:
-		}
 	}
-	tb.Fatalf("swtpm made no socket %s: %s", sock, stderr.String())
+	tb.Fatalf("swtpm made no socket %s: %s", sock, lastErr)
 	return ""
 }
 

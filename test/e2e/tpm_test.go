@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -151,5 +152,66 @@ func TestTPMEnrollmentVM(t *testing.T) {
 	if !found {
 		t.Error("no enroll-alert audit entry for the second TPM")
 	}
+
+	// The machine with its own TPM boots another initrd (the agent environment built
+	// again with one more module, applied as the same artifact): PCR 9 differs from
+	// the baseline its first boot set. enforce: no certificate, status.tpm failed
+	// (secrets with attested: true are refused to its older certificate too).
+	stopVM(vB) // its agent, refused, would retry until the VM's timeout
+	k.apply(buildAgentEnvWith(t, k, "agent-other", agentModules+",e1000"))
+	k.cli("machine", "reprovision", tpmMachine, "--no-power")
+	vC := tpmVM(t, l, k, "tpm-a-other-initrd", stateA)
+	waitTimeline(t, k, vC, tpmMachine, []step{
+		{"EnrollAlert", []string{"TPM EK " + testkit.EKPin(t, stateB)}},
+		{"EnrollAlert", []string{"measured boot differs", "pcr 9 changed from", "attestation is enforced"}},
+	}, 4*time.Minute)
+	if err := k.getJSON("/api/v1/machines/"+tpmMachine, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Status.TPM.Attestation != "failed" {
+		t.Errorf("status.tpm.attestation after the other initrd under enforce = %q, want failed", m.Status.TPM.Attestation)
+	}
+	stopVM(vC)
+
+	// warn: the same boot is enrolled, with an AttestationAlert naming PCR 9.
+	k.apply(strings.Replace(tpmManifest(agentOther(t, k), testkit.EKPin(t, stateA)), "  enrollment: tpm\n", "  enrollment: tpm\n  attestation: warn\n", 1))
+	k.cli("machine", "reprovision", tpmMachine, "--no-power")
+	vD := tpmVM(t, l, k, "tpm-a-warn", stateA)
+	waitTimeline(t, k, vD, tpmMachine, []step{
+		{"EnrollAlert", []string{"attestation is enforced"}},
+		{"AttestationAlert", []string{"pcr 9 changed from", "attestation: warn"}},
+		{"Enrolled", []string{"attested (measured boot: warned)"}},
+	}, 4*time.Minute)
 	t.Logf("TPM e2e took %s", time.Since(started).Round(time.Second))
+}
+
+// buildAgentEnvWith builds the agent environment into artifacts/DIR with modules
+// and returns its Artifact manifest (the same artifact names: applied, it replaces
+// what profiles with boot.agent boot).
+func buildAgentEnvWith(t *testing.T, k *kilnServer, dir, modules string) string {
+	t.Helper()
+	cmd := exec.Command(staticKiln(t), "image", "build",
+		"--kernel", filepath.Join(assetDir, "vmlinuz"),
+		"--modules-dir", filepath.Join(assetDir, "modules"),
+		"--modules", modules,
+		"--compression", "zstd",
+		"--out", filepath.Join(k.artifactDir, dir),
+		"--no-progress")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kiln image build: %v\n%s", err, out)
+	}
+	return string(out)
+}
+
+// agentOther is the manifest of the environment buildAgentEnvWith made in
+// artifacts/agent-other (built again: the build is reproducible, so the same).
+func agentOther(t *testing.T, k *kilnServer) string {
+	return buildAgentEnvWith(t, k, "agent-other", agentModules+",e1000")
+}
+
+// stopVM ends a VM that is still running (an agent refused keeps retrying) and
+// waits until its swtpm, which ends with QEMU, can be started again.
+func stopVM(v *vm) {
+	v.stop()
 }
