@@ -68,8 +68,8 @@ func testHonestMachine(t *testing.T, lab *tpmLab) {
 	boot := testkit.UEFIBoot("vmlinuz-6.1", "agent-initrd-1")
 	_, digests := testkit.TCGEventLog(boot)
 	hexOf := func(i int) string { return strings.ToLower(hexString(digests[i][:])) }
-	if got.Kernel != hexOf(10) || got.Initrd != hexOf(11) {
-		t.Errorf("kernel %s initrd %s, want %s %s", got.Kernel, got.Initrd, hexOf(10), hexOf(11))
+	if got.Kernel != hexOf(10) || got.Initrd != hexOf(12) {
+		t.Errorf("kernel %s initrd %s, want %s %s", got.Kernel, got.Initrd, hexOf(10), hexOf(12))
 	}
 	if len(got.BootApplications) != 2 || len(got.Firmware) != 1 {
 		t.Errorf("boot applications %v firmware %v, want 2 and 1", got.BootApplications, got.Firmware)

@@ -180,7 +180,9 @@ func short(d string) string {
 }
 
 // Compare lists the measured PCRs whose values differ between baseline and got,
-// in PCR order, each with the first differing event.
+// in PCR order, each with the first differing event. A PCR whose only difference is
+// an event that changes on every boot (variableEvent) is not a change, when the
+// baseline has that PCR's events to tell.
 func Compare(baseline, got Measurements) []Change {
 	var changes []Change
 	idx := slices.Sorted(maps.Keys(baseline.PCRs))
@@ -188,9 +190,27 @@ func Compare(baseline, got Measurements) []Change {
 		if baseline.PCRs[i] == got.PCRs[i] {
 			continue
 		}
-		changes = append(changes, Change{PCR: i, From: baseline.PCRs[i], To: got.PCRs[i], Event: firstEventChange(baseline.Events[i], got.Events[i])})
+		from, to := stableEvents(i, baseline.Events[i]), stableEvents(i, got.Events[i])
+		if len(baseline.Events[i]) > 0 && len(from) < len(baseline.Events[i]) && slices.Equal(from, to) {
+			continue
+		}
+		changes = append(changes, Change{PCR: i, From: baseline.PCRs[i], To: got.PCRs[i], Event: firstEventChange(from, to)})
 	}
 	return changes
+}
+
+// variableEvent: an event whose digest differs on every boot by design. The Linux
+// EFI stub measures its load options, the kernel command line, into PCR 9
+// ("LOADED_IMAGE::LoadOptions"), and Kiln's agent command line carries a per-boot
+// token. Its replay is still checked; only the comparison leaves it out (so the
+// command line is not part of the baseline; the initrd, the kernel and the rest
+// are).
+func variableEvent(pcr int, e Event) bool {
+	return pcr == 9 && e.Description == "LOADED_IMAGE::LoadOptions"
+}
+
+func stableEvents(pcr int, events []Event) []Event {
+	return slices.DeleteFunc(slices.Clone(events), func(e Event) bool { return variableEvent(pcr, e) })
 }
 
 func firstEventChange(from, to []Event) string {

@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	byteorder "encoding/binary"
@@ -276,6 +277,9 @@ type TPMEvent struct {
 	PCR  int
 	Type uint32
 	Data []byte
+	// Measured is what the digest is of, when not Data (the Linux EFI stub logs a
+	// description and extends the hash of its command line).
+	Measured []byte
 }
 
 // TCG event types tests measure (TCG PC Client Platform Firmware Profile, table 9).
@@ -286,24 +290,35 @@ const (
 	EvEFIBootServicesApplication = 0x80000003
 )
 
-// LinuxInitrdTagID is the Linux EFI stub's event tag for the initrd it measures
-// into PCR 9.
-const LinuxInitrdTagID = 0x8F3B22EC
+// The Linux EFI stub's event tags for what it measures into PCR 9
+// (drivers/firmware/efi/libstub/efi-stub-helper.c).
+const (
+	LinuxInitrdTagID      = 0x8F3B22EC
+	LinuxLoadOptionsTagID = 0x8F3B22ED
+)
 
 // UEFIBoot is a plausible UEFI netboot: the CRTM version in PCR 0, separators in
-// PCRs 0-7, iPXE and the kernel in PCR 4, the initrd in PCR 9 tagged as the Linux
-// EFI stub does.
+// PCRs 0-7, iPXE and the kernel in PCR 4, then in PCR 9 what the Linux EFI stub
+// measures: its command line (which carries a per-boot token, so it differs on
+// every call) and the initrd, as tagged events.
 func UEFIBoot(kernel, initrd string) []TPMEvent {
-	ev := []TPMEvent{{0, EvSCRTMVersion, []byte("OVMF\x00")}}
+	ev := []TPMEvent{{PCR: 0, Type: EvSCRTMVersion, Data: []byte("OVMF\x00")}}
 	for pcr := range 8 {
-		ev = append(ev, TPMEvent{pcr, EvSeparator, []byte{0, 0, 0, 0}})
+		ev = append(ev, TPMEvent{PCR: pcr, Type: EvSeparator, Data: []byte{0, 0, 0, 0}})
 	}
-	tag := byteorder.LittleEndian.AppendUint32(nil, LinuxInitrdTagID)
-	tag = byteorder.LittleEndian.AppendUint32(tag, uint32(len(initrd)))
+	tagged := func(id uint32, desc string) []byte {
+		b := byteorder.LittleEndian.AppendUint32(nil, id)
+		b = byteorder.LittleEndian.AppendUint32(b, uint32(len(desc)+1))
+		return append(append(b, desc...), 0)
+	}
+	token := make([]byte, 8)
+	rand.Read(token)
+	cmdline := "console=ttyS0 kiln.token=" + hex.EncodeToString(token)
 	return append(ev,
-		TPMEvent{4, EvEFIBootServicesApplication, []byte("ipxe.efi")},
-		TPMEvent{4, EvEFIBootServicesApplication, []byte(kernel)},
-		TPMEvent{9, EvEventTag, append(tag, initrd...)},
+		TPMEvent{PCR: 4, Type: EvEFIBootServicesApplication, Data: []byte("ipxe.efi")},
+		TPMEvent{PCR: 4, Type: EvEFIBootServicesApplication, Data: []byte(kernel)},
+		TPMEvent{PCR: 9, Type: EvEventTag, Data: tagged(LinuxLoadOptionsTagID, "LOADED_IMAGE::LoadOptions"), Measured: []byte(cmdline)},
+		TPMEvent{PCR: 9, Type: EvEventTag, Data: tagged(LinuxInitrdTagID, "Linux initrd"), Measured: []byte(initrd)},
 	)
 }
 
@@ -329,7 +344,11 @@ func TCGEventLog(events []TPMEvent) ([]byte, [][32]byte) {
 	b.Write(spec.Bytes())
 	var digests [][32]byte
 	for _, e := range events {
-		d := sha256.Sum256(e.Data)
+		measured := e.Measured
+		if measured == nil {
+			measured = e.Data
+		}
+		d := sha256.Sum256(measured)
 		digests = append(digests, d)
 		le(uint32(e.PCR))
 		le(e.Type)
