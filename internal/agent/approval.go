@@ -56,6 +56,9 @@ func waitForApproval(ctx context.Context, opts EnrollOptions, u *url.URL, fp str
 			return agentwire.EnrollPollRequest{CSR: csr}
 		})
 		switch {
+		case next != nil && next.State == agentwire.EnrollmentTPMEvidence:
+			// Approved: the EK is pinned, and the certificate comes from attesting.
+			return nil, &pendingAnswer{*next}
 		case next != nil:
 			p = next
 		case err == nil:

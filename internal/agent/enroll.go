@@ -29,6 +29,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/go-attestation/attest"
+
 	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/atomicfile"
 )
@@ -76,6 +78,9 @@ type EnrollOptions struct {
 	PollInterval time.Duration
 	// OnPending, if set, is told each time Kiln answers that the enrollment waits.
 	OnPending func(agentwire.EnrollPending)
+	// OpenTPM opens the TPM for an enrollment Kiln wants TPM-bound (asked only
+	// then); nil: the machine's TPM (/dev/tpmrm0). Tests give a swtpm.
+	OpenTPM func() (*attest.TPM, error)
 	// Dialer opens the TCP connections of the enrollment and of the calls made on its
 	// transport afterwards; nil: a zero net.Dialer. Benchmarks set its LocalAddr so
 	// that simulated agents on loopback come from distinct addresses, as machines
@@ -97,6 +102,10 @@ type Identity struct {
 	// conn is the enrollment's transport when Kiln bound its connection to this
 	// identity (see Enroll); NewMTLSTransport takes it over.
 	conn *enrollConn
+	// tpm is the TPM and AK of a TPM-bound enrollment, kept open for the re-quote of
+	// every renewal (an AK lives as long as this agent: a restarted agent enrolls
+	// again).
+	tpm *tpmSession
 }
 
 // enrollConn is the transport an agent enrolled with, and the certificate it presents.
@@ -285,14 +294,54 @@ func EnrollSession(ctx context.Context, opts EnrollOptions) (*Identity, error) {
 			return nil, err
 		}
 	}
-	id, pending, err := postBoundCSR(ctx, opts, u, fp, key, agentwire.EnrollPath, func(csr string) any {
-		// An empty token asks for an operator's approval, if Kiln allows that.
-		return agentwire.EnrollRequest{Token: opts.Token, CSR: csr, Facts: facts}
-	})
-	if pending != nil {
-		return waitForApproval(ctx, opts, u, fp, key, pending)
+	var tpm *tpmSession
+	defer func() {
+		if tpm != nil {
+			tpm.Close()
+		}
+	}()
+	var evidence *agentwire.TPMEnrollment
+	// Rounds: evidence asked, challenge, answer; approval (TOFU) asks for evidence
+	// again. More is a server that goes in circles.
+	for range 6 {
+		id, pending, err := postBoundCSR(ctx, opts, u, fp, key, agentwire.EnrollPath, func(csr string) any {
+			// An empty token asks for an operator's approval, if Kiln allows that.
+			return agentwire.EnrollRequest{Token: opts.Token, CSR: csr, Facts: facts, TPM: evidence}
+		})
+		if pending == nil {
+			if id != nil && tpm != nil {
+				id.tpm, tpm = tpm, nil // the renewals re-quote with this AK
+			}
+			return id, err
+		}
+		switch pending.State {
+		case agentwire.EnrollmentTPMEvidence:
+			if tpm == nil {
+				if tpm, err = openTPMSession(opts.OpenTPM); err != nil {
+					return nil, fmt.Errorf("enroll with %s: Kiln asks for TPM attestation: %w", u.Host, err)
+				}
+			}
+			evidence = tpm.evidence()
+		case agentwire.EnrollmentTPMChallenge:
+			if tpm == nil || pending.TPMChallenge == nil {
+				return nil, fmt.Errorf("enroll with %s: a TPM challenge without TPM evidence sent", u.Host)
+			}
+			ans, err := tpm.answer(pending.TPMChallenge, true)
+			if err != nil {
+				return nil, fmt.Errorf("enroll with %s: %w", u.Host, err)
+			}
+			evidence = tpm.evidence()
+			evidence.Answer = ans
+		default:
+			id, err := waitForApproval(ctx, opts, u, fp, key, pending)
+			var pa *pendingAnswer
+			if errors.As(err, &pa) && pa.State == agentwire.EnrollmentTPMEvidence {
+				continue // approved, EK pinned: attest now
+			}
+			return id, err
+		}
 	}
-	return id, err
+	return nil, fmt.Errorf("enroll with %s: no certificate after 6 rounds of TPM enrollment", u.Host)
 }
 
 // postBoundCSR posts, on a new connection, the body made around a CSR for key bound to
@@ -644,10 +693,25 @@ func (id *Identity) Renew(ctx context.Context) (*Identity, error) {
 	}
 	c := id.HTTPClient(60 * time.Second)
 	defer c.CloseIdleConnections()
-	body, _ := json.Marshal(agentwire.RenewRequest{CSR: csr})
+	req := agentwire.RenewRequest{CSR: csr}
 	var resp agentwire.EnrollResponse
-	if err := postEnrollJSON(ctx, c, strings.TrimRight(id.Server, "/")+agentwire.RenewPath, body, &resp); err != nil {
-		return nil, fmt.Errorf("renew: %w", err)
+	for attempt := 0; ; attempt++ {
+		body, _ := json.Marshal(req)
+		err := postEnrollJSON(ctx, c, strings.TrimRight(id.Server, "/")+agentwire.RenewPath, body, &resp)
+		var pa *pendingAnswer
+		if !errors.As(err, &pa) || pa.State != agentwire.EnrollmentTPMChallenge || pa.TPMChallenge == nil || attempt > 0 {
+			if err != nil {
+				return nil, fmt.Errorf("renew: %w", err)
+			}
+			break
+		}
+		// A TPM-enrolled machine re-quotes with its AK over Kiln's nonce.
+		if id.tpm == nil {
+			return nil, errors.New("renew: Kiln asks for a TPM re-quote, and this agent holds no attestation key (it was restarted): enroll again")
+		}
+		if req.TPMAnswer, err = id.tpm.answer(pa.TPMChallenge, false); err != nil {
+			return nil, fmt.Errorf("renew: %w", err)
+		}
 	}
 	next, err := identityFrom(id.Dir, id.Server, key, &resp, id.CAFingerprint)
 	if err != nil {
@@ -656,6 +720,7 @@ func (id *Identity) Renew(ctx context.Context) (*Identity, error) {
 	if next.Machine != id.Machine {
 		return nil, fmt.Errorf("renew: Kiln issued a certificate for %q, not %q", next.Machine, id.Machine)
 	}
+	next.tpm = id.tpm
 	if err := next.save(key); err != nil {
 		return nil, err
 	}

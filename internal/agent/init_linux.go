@@ -95,6 +95,11 @@ func mountKernelFilesystems(log *slog.Logger) {
 			log.Warn("mount", "fs", m.fstype, "on", m.target, "err", err)
 		}
 	}
+	// securityfs: the firmware's TCG event log (tpm0/binary_bios_measurements),
+	// which a TPM enrollment sends with its quote.
+	if _, err := os.Stat("/sys/kernel/security"); err == nil {
+		unix.Mount("securityfs", "/sys/kernel/security", "securityfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	}
 	// efivarfs for UEFI machines (an action may set boot entries); absent on BIOS.
 	if _, err := os.Stat("/sys/firmware/efi/efivars"); err == nil {
 		unix.Mount("efivarfs", "/sys/firmware/efi/efivars", "efivarfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")

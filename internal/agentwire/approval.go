@@ -35,6 +35,8 @@ type EnrollPending struct {
 	// RetryAfterSeconds is how long to wait before the next poll, at least.
 	RetryAfterSeconds int       `json:"retryAfterSeconds"`
 	ExpiresAt         time.Time `json:"expiresAt"`
+	// TPMChallenge is set in state EnrollmentTPMChallenge (see tpm.go).
+	TPMChallenge *TPMChallenge `json:"tpmChallenge,omitempty"`
 }
 
 // EnrollPollRequest is the body of a poll. CSR is a new CSR for the key of the

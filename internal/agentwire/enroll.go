@@ -11,11 +11,16 @@ type EnrollRequest struct {
 	CSR string `json:"csr"`
 	// Facts are what the agent reports about the machine.
 	Facts map[string]any `json:"facts,omitempty"`
+	// TPM is the machine's TPM evidence, for spec.enrollment: tpm (see tpm.go).
+	TPM *TPMEnrollment `json:"tpm,omitempty"`
 }
 
 // RenewRequest is the body of POST RenewPath: a CSR for a new key.
 type RenewRequest struct {
 	CSR string `json:"csr"`
+	// TPMAnswer is the re-quote a TPM-enrolled machine sends after Kiln's
+	// TPMChallenge (see tpm.go).
+	TPMAnswer *TPMAnswer `json:"tpmAnswer,omitempty"`
 }
 
 // EnrollResponse is Kiln's answer to POST EnrollPath and RenewPath: the issued

@@ -70,3 +70,44 @@ machine only when --machine names it, and never as another machine.`,
 	cmd.AddCommand(approve, deny)
 	return cmd
 }
+
+// `kiln attestation accept`: a new measured-boot baseline for a profile of TPM
+// enrollment (spec.attestation enforce or warn).
+func newAttestationCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "attestation",
+		Short: "Accept a new measured-boot baseline for TPM-attested machines",
+	}
+	var profile string
+	accept := &cobra.Command{
+		Use:   "accept [MACHINE]",
+		Short: "Make a machine's last quoted boot its profile's baseline, or (--profile) learn from the profile's next boot",
+		Long: `Accept a new measured-boot baseline (admin). With MACHINE, the boot the machine
+last quoted (kiln describe machine MACHINE shows what changed) becomes the baseline
+of its profile, and the machine is attested again. With --profile, the profile's
+baseline is forgotten: the next attested boot of one of its machines sets it.`,
+		Example: `  kiln describe machine web-7
+  kiln attestation accept web-7
+  kiln attestation accept --profile workers`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := enroll.AcceptRequest{Profile: profile}
+			if len(args) == 1 {
+				req.Machine = args[0]
+			}
+			var obj resource.Object
+			if err := call(cmd, g, http.MethodPost, "/api/v1/attestation/accept", nil, req, &obj); err != nil {
+				return err
+			}
+			if req.Machine != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "profile %s: measured-boot baseline set to machine %s's last boot\n", obj.Metadata.Name, req.Machine)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "profile %s: baseline forgotten; the next attested boot sets it\n", obj.Metadata.Name)
+			}
+			return nil
+		},
+	}
+	accept.Flags().StringVar(&profile, "profile", "", "forget this profile's baseline instead: its next attested boot sets it")
+	cmd.AddCommand(accept)
+	return cmd
+}

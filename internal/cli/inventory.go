@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -339,6 +340,9 @@ func newDescribeCmd(g *globalFlags) *cobra.Command {
 				fmt.Fprintf(w, "Updated:           %s\n", t.Local().Format(time.RFC3339))
 			}
 			fmt.Fprintf(w, "Resource version:  %s\n", obj.Metadata.ResourceVersion)
+			if k.Name == "Machine" {
+				printAttestation(w, obj.Status)
+			}
 			gen := objectGeneric(obj)
 			for _, part := range []string{"spec", "status"} {
 				if v, ok := gen[part]; ok && v != nil {
@@ -428,6 +432,35 @@ func newDescribeCmd(g *globalFlags) *cobra.Command {
 	cmd.Flags().IntVar(&events, "events", 20, "how many recent events to show")
 	cmd.Flags().BoolVarP(&watching, "watch", "w", false, "for a machine: keep printing its events as they happen (reconnects by itself)")
 	return cmd
+}
+
+// printAttestation shows a TPM-enrolled machine's attestation verdict and the time
+// of its last verified quote (status.tpm, written by enrollment and renewal).
+func printAttestation(w io.Writer, status json.RawMessage) {
+	var st struct {
+		TPM *struct {
+			EKSHA256    string     `json:"ekSHA256"`
+			Attestation string     `json:"attestation"`
+			LastQuoteAt *time.Time `json:"lastQuoteAt"`
+			Changes     []string   `json:"changes"`
+		} `json:"tpm"`
+	}
+	if json.Unmarshal(status, &st) != nil || st.TPM == nil {
+		return
+	}
+	t := st.TPM
+	quote := "none yet"
+	if t.LastQuoteAt != nil {
+		quote = t.LastQuoteAt.Local().Format(time.RFC3339)
+	}
+	ek := t.EKSHA256
+	if len(ek) > 16 {
+		ek = ek[:16] + "…"
+	}
+	fmt.Fprintf(w, "Attestation:       %s (last quote: %s; TPM EK %s)\n", safetext.Escape(cmp.Or(t.Attestation, "none")), quote, safetext.Escape(cmp.Or(ek, "not pinned")))
+	for _, c := range t.Changes {
+		fmt.Fprintf(w, "                   %s\n", safetext.Escape(c))
+	}
 }
 
 func formatStep(d time.Duration) string {

@@ -119,6 +119,7 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newImageCmd(g),
 		newJoinTokenCmd(g),
 		newEnrollmentCmd(g),
+		newAttestationCmd(g),
 		newCACmd(g),
 		newDoctorCmd(g),
 		newBackupCmd(g),
@@ -406,6 +407,7 @@ win over the environment, the environment over the file. On first start Kiln cre
 	f.StringVar(&cfg.CAImportKey, "ca-import-key", "", "PEM file of that CA's private key (env KILN_CA_IMPORT_KEY)")
 	f.BoolVar(&cfg.EnrollByMAC, "enroll-by-mac", false, "let machines in state provisioning enroll on their MAC alone, without a token (a MAC is self-reported: off by default) (env KILN_ENROLL_BY_MAC)")
 	f.BoolVar(&cfg.EnrollApprovalWithoutToken, "enroll-approval-without-token", false, "let a host without a join token ask to be enrolled; its request waits for `kiln enrollment approve` (at most 1,000 pending, 5 per source address; off by default: anyone on the network could queue requests for an operator to approve by mistake) (env KILN_ENROLL_APPROVAL_WITHOUT_TOKEN)")
+	f.StringVar(&cfg.TPMEKRoots, "tpm-ek-roots", "", "folder of TPM vendor certificates (PEM): EK certificates of TPM enrollments must chain to one of them; empty: EKs are trusted through their pin only (env KILN_TPM_EK_ROOTS)")
 	f.DurationVar(&cfg.EnrollApprovalTTL, "enroll-approval-ttl", 24*time.Hour, "how long an enrollment request waits for an operator's decision before it expires (env KILN_ENROLL_APPROVAL_TTL)")
 	f.BoolVar(&cfg.ServerRSA, "server-rsa-cert", false, "also serve an RSA server certificate, for TLS clients (old iPXE builds) without ECDSA (env KILN_SERVER_RSA_CERT)")
 	f.StringVar(&cfg.BootHTTPS, "boot-https", "never", "which boot clients DHCP sends to the HTTPS listener (their firmware must trust the boot CA: kiln ca show --boot): never, efi (UEFI iPXE and UEFI HTTP boot) or always (BIOS iPXE too: only an iPXE rebuilt to trust the boot CA) (env KILN_BOOT_HTTPS)")

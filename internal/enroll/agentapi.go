@@ -78,6 +78,13 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.now()
 	var resp *EnrollResponse
+	// A TPM-enrolled machine re-quotes (tpm.go): its answer is verified here, before
+	// the transaction, which uses the challenge up once.
+	rq := &renewQuote{owner: "renew:" + id.Machine + ":" + csr.keyHash}
+	if req.TPMAnswer != nil {
+		res, err := s.tpmChallenges.Verify(req.TPMAnswer.ChallengeID, rq.owner, attestAnswer(req.TPMAnswer))
+		rq.result, rq.err = &res, err
+	}
 	err = s.st.Update(r.Context(), func(tx store.Tx) error {
 		m, err := tx.Get(r.Context(), "Machine", id.Machine)
 		if err != nil {
@@ -86,12 +93,17 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		if machineCertStatus(m).CertFingerprint != id.Fingerprint {
 			return refuse(http.StatusConflict, "certificate serial %s was renewed or revoked meanwhile", id.Serial)
 		}
+		set := map[string]any{}
+		if err := s.renewTPMGate(r.Context(), tx, m, now, rq, set); err != nil || rq.challenge != nil {
+			return err
+		}
 		cert, err := s.ca.issueClient(id.Machine, csr.pub, now, s.cfg.CertTTL)
 		if err != nil {
 			return err
 		}
 		fp, serial := cert.fingerprint, cert.serial
-		if m.Status, err = mergeStatus(m.Status, map[string]any{"certFingerprint": fp, "certSerial": serial, "certNotAfter": cert.notAfter, "lastSeen": now}); err != nil {
+		set["certFingerprint"], set["certSerial"], set["certNotAfter"], set["lastSeen"] = fp, serial, cert.notAfter, now
+		if m.Status, err = mergeStatus(m.Status, set); err != nil {
 			return err
 		}
 		if err := tx.Update(r.Context(), m); err != nil {
@@ -107,6 +119,13 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		resp = s.response(cert, now)
 		return nil
 	})
+	if err != nil && rq.failed != nil {
+		s.recordAttestationFailure(r.Context(), id.Machine, rq.failed)
+	}
+	if err == nil && rq.challenge != nil {
+		writeJSON(w, http.StatusAccepted, rq.challenge)
+		return
+	}
 	if err != nil {
 		var ref *Refusal
 		if errors.As(err, &ref) {

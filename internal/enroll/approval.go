@@ -83,11 +83,11 @@ func enrollmentModeOf(obj *resource.Object) string {
 	return cmp.Or(p.Enrollment, resource.EnrollAutoBound)
 }
 
-// divert handles an enrollment whose mode is not auto-bound, in its write
-// transaction: approve keeps it pending, tpm is refused until Kiln implements it.
+// divert handles an enrollment in mode approve, in its write transaction: it is kept
+// pending (mode tpm is tpm.go's; another mode cannot be stored, and is refused).
 func (s *Server) divert(ctx context.Context, tx store.Tx, e *enrollment, b *binding, mode string) (*EnrollResponse, error) {
 	if mode != resource.EnrollApprove {
-		r := refuse(http.StatusForbidden, "machine %s enrolls with spec.enrollment %q: TPM enrollment is not available yet", b.name, mode)
+		r := refuse(http.StatusForbidden, "machine %s enrolls with spec.enrollment %q, which this Kiln does not know", b.name, mode)
 		r.TokenID, r.Machine = e.claims.ID, b.name
 		if b.obj == nil {
 			r.Machine = ""
@@ -148,7 +148,7 @@ func (s *Server) holdForApproval(ctx context.Context, tx store.Tx, e *enrollment
 	spec := resource.EnrollmentSpec{
 		State: agentwire.EnrollmentPending, Source: src, MACs: e.macs, Hostname: reportedHostname(e.req.Facts),
 		Facts: boundFacts(e.req.Facts), KeyFingerprint: e.csr.keyHash, KeyType: e.csr.keyDesc,
-		ExpiresAt: e.now.Add(s.approvalTTL()),
+		ExpiresAt: e.now.Add(s.approvalTTL()), TPMEKSHA256: e.tpmEK,
 	}
 	if len(spec.MACs) > 16 {
 		spec.MACs = spec.MACs[:16]
@@ -177,6 +177,9 @@ func (s *Server) holdForApproval(ctx context.Context, tx store.Tx, e *enrollment
 	}
 	summary := fmt.Sprintf("enrollment request %s from %s waits for an operator (token %s, machine %s, MACs %s, %s)",
 		id, src, cmp.Or(tokID, "none"), cmp.Or(spec.RequestedMachine, "-"), cmp.Or(strings.Join(spec.MACs, ", "), "-"), e.csr.keyDesc)
+	if e.tpmEK != "" {
+		summary += "; TPM EK " + e.tpmEK + ": approving pins it to the machine"
+	}
 	if err := tx.AppendAudit(ctx, &audit.Entry{Time: e.now, Actor: "enroll", Action: "enrollment-request", Kind: enrollmentKind, Name: id, Summary: summary}); err != nil {
 		return nil, err
 	}
@@ -373,6 +376,12 @@ func (s *Server) ApproveEnrollmentAs(ctx context.Context, who inventory.Actor, i
 		spec.ExpiresAt = now.Add(s.approvalTTL())
 		summary := fmt.Sprintf("enrollment request %s from %s approved as machine %s (MACs %s, key %s)", id, spec.Source, b.name,
 			cmp.Or(strings.Join(spec.MACs, ", "), "-"), spec.KeyFingerprint[:16])
+		if spec.TPMEKSHA256 != "" {
+			if err := pinApprovedEK(ctx, tx, b, spec); err != nil {
+				return "", "", err
+			}
+			summary += "; TPM EK " + spec.TPMEKSHA256 + " pinned: the machine enrolls by attesting with it"
+		}
 		return summary, b.name, nil
 	})
 }
@@ -536,6 +545,12 @@ func (s *Server) collect(ctx context.Context, id string, e *enrollment) (*Enroll
 			return nil // the expiry, if just noticed, is written
 		case agentwire.EnrollmentDenied:
 			return refuse(http.StatusForbidden, "enrollment request %s was denied by %s: %s", id, cmp.Or(spec.DecidedBy, "-"), cmp.Or(spec.Reason, "no reason given"))
+		}
+		if spec.TPMEKSHA256 != "" {
+			// A TPM enrollment's approval pins the EK; the certificate comes only
+			// from the attestation that follows: the agent starts over with its TPM.
+			resp = &EnrollResponse{pending: &agentwire.EnrollPending{ID: id, State: agentwire.EnrollmentTPMEvidence, PollPath: agentwire.EnrollPath, ExpiresAt: spec.ExpiresAt}}
+			return nil
 		}
 		if spec.IssuedAt != nil {
 			return refuse(http.StatusConflict, "enrollment request %s: its certificate was collected already (serial %s); enroll again with a new key", id, spec.CertSerial)

@@ -383,16 +383,19 @@ func TestApprovalFactsBounded(t *testing.T) {
 	}
 }
 
-func TestTPMEnrollmentRefused(t *testing.T) {
+// TestTPMEnrollmentWithoutEvidence: an enrollment into a tpm profile without TPM
+// evidence is asked for it (202), and nothing is issued or consumed (tpm_test.go
+// has the whole exchange with real TPMs).
+func TestTPMEnrollmentWithoutEvidence(t *testing.T) {
 	e := newEnv(t)
 	e.setProfileSpec("tpm-only", `{"boot":{"agent":true},"enrollment":"tpm"}`)
 	tok := e.token(TokenRequest{Profile: "tpm-only"})
-	code, _, msg := e.requestEnrollment(newKey(t), tok, facts("52:54:00:ae:00:01"))
-	if code != http.StatusForbidden || !strings.Contains(msg, "TPM enrollment is not available yet") {
-		t.Fatalf("enroll on a tpm profile: %d %s", code, msg)
+	code, p, msg := e.requestEnrollment(newKey(t), tok, facts("52:54:00:ae:00:01"))
+	if code != http.StatusAccepted || p.State != agentwire.EnrollmentTPMEvidence {
+		t.Fatalf("enroll on a tpm profile without TPM evidence: %d %+v %s, want 202 %s", code, p, msg, agentwire.EnrollmentTPMEvidence)
 	}
 	if e.count("Machine") != 0 || e.tokenUses(tokenID(t, tok)) != 0 {
-		t.Fatal("a refused TPM enrollment left a machine or used the token")
+		t.Fatal("a TPM enrollment without evidence left a machine or used the token")
 	}
 }
 

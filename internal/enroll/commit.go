@@ -72,7 +72,15 @@ func (s *Server) commitOne(ctx context.Context, tx store.Tx, br *batchReads, e *
 	if err != nil {
 		return nil, err
 	}
-	if mode := enrollmentMode(e, b); mode != resource.EnrollAutoBound {
+	switch mode := enrollmentMode(e, b); mode {
+	case resource.EnrollAutoBound:
+	case resource.EnrollTPM:
+		// tpm.go: a challenge, a request for evidence or approval, or a refusal,
+		// nothing issued and the token's use not counted; or attested, and issued.
+		if resp, err := s.tpmGate(ctx, tx, e, b); resp != nil || err != nil {
+			return resp, err
+		}
+	default:
 		return s.divert(ctx, tx, e, b, mode) // approval.go: nothing issued, the token's use not counted
 	}
 	resp, err := s.issue(ctx, tx, e, b, "token "+c.ID)

@@ -48,6 +48,10 @@ func (s *Server) issue(ctx context.Context, tx store.Tx, e *enrollment, b *bindi
 		"certFingerprint": fp, "certSerial": serial, "certNotAfter": cert.notAfter,
 		"facts": e.req.Facts, "lastSeen": e.now, "enrolledAt": e.now,
 	}
+	if e.tpmStatus != nil {
+		set["tpm"] = e.tpmStatus
+		via += fmt.Sprintf(", TPM EK %s attested (measured boot: %s)", e.tpmStatus.EKSHA256[:16], e.tpmStatus.Attestation)
+	}
 	created := b.obj == nil
 	var m *resource.Object
 	if created {

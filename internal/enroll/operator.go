@@ -40,6 +40,9 @@ func (s *Server) OperatorRoutes() []OperatorRoute {
 		{"GET", "/api/v1/enroll/ca", roleViewer, "The CA certificate and its SHA-256 fingerprint", s.opCA},
 		{"POST", "/api/v1/enrollments/{id}/approve", roleOperator, "Approve a pending enrollment request (machine: enroll it as this machine); the requester collects its certificate when it next polls", s.opApproveEnrollment},
 		{"POST", "/api/v1/enrollments/{id}/deny", roleOperator, "Deny a pending enrollment request (reason: told to the requester)", s.opDenyEnrollment},
+		// Admin: a baseline decides which booted software attested machines (and so
+		// the secrets released with attested: true) may run.
+		{"POST", "/api/v1/attestation/accept", roleAdmin, "Accept a measured-boot baseline: machine (its last quoted boot becomes its profile's) or profile (learn from its next attested boot)", s.opAcceptAttestation},
 	}
 }
 

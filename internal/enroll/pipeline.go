@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/attest"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -44,6 +45,16 @@ type enrollment struct {
 	profilePolicy []string
 	// profileMode is the profile's spec.enrollment as read in the write transaction.
 	profileMode string
+	// tpmResult is a verified TPM answer, tpmErr why it failed (tpm.go); tpmEK the
+	// EK of a TPM enrollment held for approval.
+	tpmResult *attest.Result
+	tpmErr    error
+	tpmEK     string
+	// tpmStatus is what issue writes to status.tpm; tpmFailed what a refused
+	// quote writes there after the refusal.
+	tpmStatus        *tpmStatus
+	tpmFailed        *tpmStatus
+	tpmFailedMachine string
 }
 
 // Enroll checks an enrollment and, if every check passes, binds the machine and issues
@@ -206,6 +217,7 @@ func (s *Server) enroll(ctx context.Context, req *EnrollRequest, channel []byte,
 			return nil, ref(http.StatusBadRequest, "%v", err)
 		}
 		e.profilePolicy = policy
+		s.verifyTPMAnswer(e)
 		if e.presigned == nil {
 			e.presign(s)
 		}
@@ -216,6 +228,9 @@ func (s *Server) enroll(ctx context.Context, req *EnrollRequest, channel []byte,
 		resp, err := s.commit(ctx, e)
 		if errors.Is(err, errProfileChanged) && attempt < 3 {
 			continue
+		}
+		if err != nil && e.tpmFailed != nil {
+			s.recordAttestationFailure(ctx, e.tpmFailedMachine, e.tpmFailed)
 		}
 		if resp != nil {
 			resp.channelBound = e.csr.channel != nil

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/atomicfile"
+	"github.com/kilnhq/kiln/internal/attest"
 	"github.com/kilnhq/kiln/internal/auditagg"
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
@@ -95,6 +96,13 @@ type Config struct {
 	// PolicyCostLimit and PolicyTimeout bound each CEL evaluation.
 	PolicyCostLimit uint64
 	PolicyTimeout   time.Duration
+	// TPMEKRoots is a folder of TPM vendor certificates (PEM): with it, a TPM
+	// enrollment's EK certificate must chain to one of them. Empty: EKs are
+	// trusted only through their pin.
+	TPMEKRoots string
+	// TPMChallengeTTL is how long a TPM challenge may be answered (default
+	// attest.DefaultChallengeTTL).
+	TPMChallengeTTL time.Duration
 }
 
 // MachineScripter renders a known machine's iPXE script; the boot server implements it.
@@ -144,6 +152,10 @@ type Server struct {
 	refusalsOnce sync.Once
 	// profiles caches profiles' enrollPolicy (see profilePolicy).
 	profiles sync.Map
+	// tpmChallenges are the TPM challenges waiting for an answer; ekRoots the TPM
+	// vendor roots, nil without Config.TPMEKRoots (tpm.go).
+	tpmChallenges *attest.Challenges
+	ekRoots       *attest.EKRoots
 
 	crlMu     sync.Mutex
 	crlDER    []byte
@@ -173,6 +185,14 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, st: st}
 	now := s.now()
+	s.tpmChallenges = attest.NewChallenges(cfg.TPMChallengeTTL, 0, s.now)
+	if cfg.TPMEKRoots != "" {
+		roots, err := attest.LoadEKRoots(cfg.TPMEKRoots)
+		if err != nil {
+			return nil, err
+		}
+		s.ekRoots = roots
+	}
 
 	var imp *importedCA
 	if cfg.ImportCACert != "" || cfg.ImportCAKey != "" {

@@ -48,6 +48,9 @@ func authorizeChange(ctx context.Context, tx store.Tx, actor Actor, next, cur *r
 		if why, err = bmcChangeReachesSecret(next, cur); why == "" && err == nil {
 			why, err = machineNewlySelected(ctx, tx, next, cur)
 		}
+		if why == "" && err == nil {
+			why, err = tpmPinChangeReachesSecret(ctx, tx, next, cur)
+		}
 	case "Secret":
 		why = releaseRulesChanged(next, cur)
 	}
@@ -184,10 +187,41 @@ func releaseRulesChanged(next, cur *resource.Object) string {
 	if err1 != nil || err2 != nil {
 		return ""
 	}
+	if cs.Attested && (!ns.Attested || ns.AttestedMaxAge() > cs.AttestedMaxAge()) {
+		return fmt.Sprintf("dropping or lengthening secret %q's spec.attested (attestedWithin) releases its value to machines without a fresh TPM quote", next.Metadata.Name)
+	}
 	if slices.Equal(ns.Machines, cs.Machines) && maps.Equal(ns.Labels, cs.Labels) {
 		return ""
 	}
 	return fmt.Sprintf("changing secret %q's spec.machines or spec.labels changes who receives its value", next.Metadata.Name)
+}
+
+// tpmPinChangeReachesSecret: a machine's spec.tpm.ekSHA256 decides which TPM may
+// enroll as it; changing it, for a machine a Secret is released to (or whose
+// profile refers to secrets), hands that machine's secrets to another TPM.
+func tpmPinChangeReachesSecret(ctx context.Context, tx store.Tx, next, cur *resource.Object) (string, error) {
+	pin := func(o *resource.Object) string {
+		if o == nil {
+			return ""
+		}
+		s, err := resource.Typed[resource.MachineSpec](o)
+		if err != nil || s.TPM == nil {
+			return ""
+		}
+		return s.TPM.EKSHA256
+	}
+	if cur == nil || pin(next) == pin(cur) {
+		return "", nil
+	}
+	spec, err := resource.Typed[resource.MachineSpec](next)
+	if err != nil {
+		return "", nil
+	}
+	why, err := TokenReachesSecrets(ctx, tx, spec.Profile, next.Metadata.Labels, next.Metadata.Name)
+	if why == "" || err != nil {
+		return "", err
+	}
+	return "changing spec.tpm.ekSHA256 decides which TPM enrolls as the machine, and " + why, nil
 }
 
 // releasedTo is secrets.Allowed (which this package cannot import): m is named in

@@ -1,7 +1,9 @@
 package resource
 
 import (
+	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -13,9 +15,8 @@ const (
 	EnrollAutoBound = "auto-bound"
 	// EnrollApprove keeps every enrollment pending until an operator approves it.
 	EnrollApprove = "approve"
-	// EnrollTPM is reserved for enrollment by TPM credential activation. It is
-	// accepted here so that manifests written for it apply, and refused at enrollment
-	// until Kiln implements it: no machine of such a profile enrolls by other means.
+	// EnrollTPM enrolls by TPM 2.0 credential activation on the machine's pinned
+	// endorsement key, and a quote of its measured boot (the attest package).
 	EnrollTPM = "tpm"
 )
 
@@ -25,6 +26,45 @@ func validateEnrollmentMode(path, mode string) error {
 		return nil
 	}
 	return fmt.Errorf("%s: %q is not one of %s, %s, %s", path, mode, EnrollAutoBound, EnrollApprove, EnrollTPM)
+}
+
+// Measured-boot policies of a profile (spec.attestation).
+const (
+	// AttestEnforce: a boot that differs from the profile's baseline gets no
+	// certificate and no secret.
+	AttestEnforce = "enforce"
+	// AttestWarn: a differing boot raises an alert, and goes on.
+	AttestWarn = "warn"
+	// AttestOff: quotes are verified (TPM enrollment) but not compared.
+	AttestOff = "off"
+)
+
+func validateAttestation(path, mode string) error {
+	switch mode {
+	case "", AttestEnforce, AttestWarn, AttestOff:
+		return nil
+	}
+	return fmt.Errorf("%s: %q is not one of %s, %s, %s", path, mode, AttestEnforce, AttestWarn, AttestOff)
+}
+
+// MachineTPM pins a machine's TPM.
+type MachineTPM struct {
+	// EKSHA256 is the sha256 (hex) of the TPM's endorsement key (PKIX DER public
+	// key), as `kiln agent tpm-ek` or tpm2_readpublic print it: only a TPM with
+	// this EK enrolls as the machine.
+	EKSHA256 string `json:"ekSHA256,omitempty"`
+}
+
+func (t *MachineTPM) validate(path string) error {
+	if t == nil || t.EKSHA256 == "" {
+		return nil
+	}
+	p := strings.ToLower(strings.ReplaceAll(t.EKSHA256, ":", ""))
+	if _, err := hex.DecodeString(p); err != nil || len(p) != 64 {
+		return fmt.Errorf("%s.ekSHA256: %q is not a sha256 (64 hex digits)", path, t.EKSHA256)
+	}
+	t.EKSHA256 = p
+	return nil
 }
 
 // EnrollmentSpec is an enrollment request that waits for an operator (profiles or
@@ -63,6 +103,9 @@ type EnrollmentSpec struct {
 	Reason     string     `json:"reason,omitempty"`
 	IssuedAt   *time.Time `json:"issuedAt,omitempty"`
 	CertSerial string     `json:"certSerial,omitempty"`
+	// TPMEKSHA256 is the EK a TPM enrollment presented: approving the request pins
+	// it to the machine (trust on first use, by an operator's decision).
+	TPMEKSHA256 string `json:"tpmEKSHA256,omitempty"`
 }
 
 func (s *EnrollmentSpec) Validate() error {

@@ -144,6 +144,8 @@ type MachineSpec struct {
 	BMC        *BMC        `json:"bmc,omitempty"`
 	// Enrollment overrides the profile's spec.enrollment for this machine.
 	Enrollment string `json:"enrollment,omitempty"`
+	// TPM pins the machine's TPM (spec.enrollment: tpm).
+	TPM *MachineTPM `json:"tpm,omitempty"`
 }
 
 // Machine states, kept in status.state.
@@ -215,6 +217,9 @@ func (s *MachineSpec) Validate() error {
 		}
 	}
 	if err := validateEnrollmentMode("spec.enrollment", s.Enrollment); err != nil {
+		return err
+	}
+	if err := s.TPM.validate("spec.tpm"); err != nil {
 		return err
 	}
 	if b := s.BMC; b != nil {
@@ -312,6 +317,20 @@ type ProfileSpec struct {
 	// Enrollment is how machines of this profile enroll: EnrollAutoBound (default),
 	// EnrollApprove or EnrollTPM.
 	Enrollment string `json:"enrollment,omitempty"`
+	// Attestation is the measured-boot policy (AttestEnforce, AttestWarn,
+	// AttestOff); empty: enforce when Enrollment is tpm, else off.
+	Attestation string `json:"attestation,omitempty"`
+}
+
+// AttestationPolicy is the profile's effective measured-boot policy.
+func (s *ProfileSpec) AttestationPolicy() string {
+	if s.Attestation != "" {
+		return s.Attestation
+	}
+	if s.Enrollment == EnrollTPM {
+		return AttestEnforce
+	}
+	return AttestOff
 }
 
 func (s *ProfileSpec) Validate() error {
@@ -337,6 +356,9 @@ func (s *ProfileSpec) Validate() error {
 		return fmt.Errorf("spec.workflow: %q is not a template name", s.Workflow)
 	}
 	if err := validateEnrollmentMode("spec.enrollment", s.Enrollment); err != nil {
+		return err
+	}
+	if err := validateAttestation("spec.attestation", s.Attestation); err != nil {
 		return err
 	}
 	if c := s.Configs; c != nil {
@@ -680,9 +702,34 @@ type SecretSpec struct {
 	Description string            `json:"description,omitempty"`
 	Machines    []string          `json:"machines,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
+	// Attested: released only to a machine whose last TPM quote verified and
+	// passed its profile's measured-boot policy, no longer than AttestedWithin
+	// ago (a Go duration; default DefaultAttestedWithin).
+	Attested       bool   `json:"attested,omitempty"`
+	AttestedWithin string `json:"attestedWithin,omitempty"`
+}
+
+// DefaultAttestedWithin is how old a machine's last quote may be for a Secret with
+// attested: true and no attestedWithin.
+const DefaultAttestedWithin = time.Hour
+
+// AttestedMaxAge is the Secret's attestedWithin, or the default.
+func (s *SecretSpec) AttestedMaxAge() time.Duration {
+	if d, err := time.ParseDuration(s.AttestedWithin); err == nil && d > 0 {
+		return d
+	}
+	return DefaultAttestedWithin
 }
 
 func (s *SecretSpec) Validate() error {
+	if s.AttestedWithin != "" {
+		if d, err := time.ParseDuration(s.AttestedWithin); err != nil || d <= 0 {
+			return fmt.Errorf("spec.attestedWithin: %q is not a positive duration (15m, 1h)", s.AttestedWithin)
+		}
+		if !s.Attested {
+			return fmt.Errorf("spec.attestedWithin: set only with spec.attested: true")
+		}
+	}
 	for i, m := range s.Machines {
 		if ValidateName(m) != nil {
 			return fmt.Errorf("spec.machines[%d]: %q is not a machine name", i, m)

@@ -3,6 +3,7 @@ package secrets
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/kilnhq/kiln/internal/store"
 )
@@ -19,7 +20,9 @@ func (s *Service) ReleaseToBMC(ctx context.Context, machine, name string) ([]byt
 		if err != nil {
 			return fmt.Errorf("machine %q: %w", machine, err)
 		}
-		v, err := releasable(ctx, tx, name, m)
+		// time.Time{}: the BMC's credentials log Kiln in to the BMC; what the
+		// machine booted (its attestation) does not apply.
+		v, err := releasable(ctx, tx, name, m, time.Time{})
 		if err != nil {
 			denied = err
 			return s.audit(ctx, tx, "power", "deny", "Secret", name,

@@ -77,7 +77,7 @@ func (s *Service) Redeem(ctx context.Context, id, remote string) (*Redeemed, err
 		// The rules may have changed since the handle was issued: check them again.
 		m, err := tx.Get(ctx, "Machine", h.Machine)
 		if err == nil {
-			_, err = releasable(ctx, tx, h.Secret, m)
+			_, err = releasable(ctx, tx, h.Secret, m, s.now())
 		}
 		if err != nil {
 			denied = err
@@ -258,7 +258,7 @@ func (s *Service) IssueHandle(ctx context.Context, actor, machine, secret, chann
 		if err != nil {
 			return err
 		}
-		v, err := releasable(ctx, tx, secret, m)
+		v, err := releasable(ctx, tx, secret, m, s.now())
 		if err != nil {
 			return err
 		}
@@ -288,7 +288,7 @@ func (s *Service) Fetch(ctx context.Context, machine, secret string) (*Redeemed,
 		if err != nil {
 			return err
 		}
-		v, err := releasable(ctx, tx, secret, m)
+		v, err := releasable(ctx, tx, secret, m, s.now())
 		if errors.Is(err, ErrDenied) {
 			denied = err
 			if err := s.audit(ctx, tx, "machine:"+machine, "deny", "Secret", secret,

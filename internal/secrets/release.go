@@ -2,11 +2,13 @@ package secrets
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
@@ -35,6 +37,36 @@ func Allowed(spec *resource.SecretSpec, m *resource.Object) bool {
 	return true
 }
 
+// attestationDenied says why machine m may not receive a Secret that requires
+// attestation (spec.attested) at now, or "" if it may. The enroll package writes
+// status.tpm: the verdict of the machine's last verified quote and its time.
+func attestationDenied(spec *resource.SecretSpec, m *resource.Object, now time.Time) string {
+	if !spec.Attested {
+		return ""
+	}
+	var st struct {
+		TPM struct {
+			Attestation string     `json:"attestation"`
+			LastQuoteAt *time.Time `json:"lastQuoteAt"`
+		} `json:"tpm"`
+	}
+	if len(m.Status) > 0 {
+		_ = json.Unmarshal(m.Status, &st)
+	}
+	maxAge := spec.AttestedMaxAge()
+	switch t := st.TPM; {
+	case t.LastQuoteAt == nil:
+		return "it requires attestation, and the machine has no verified TPM quote"
+	case t.Attestation == "failed":
+		return "it requires attestation, and the machine's last TPM quote failed its measured-boot policy"
+	case t.Attestation != "ok" && t.Attestation != "warned" && t.Attestation != "unchecked":
+		return fmt.Sprintf("it requires attestation, and the machine's attestation is %q", t.Attestation)
+	case now.Sub(*t.LastQuoteAt) > maxAge:
+		return fmt.Sprintf("it requires a TPM quote younger than %s, and the machine's last is from %s", maxAge, t.LastQuoteAt.UTC().Format(time.RFC3339))
+	}
+	return ""
+}
+
 // deniedError says which secret was refused to which machine, and why.
 func deniedError(secret, machine string, spec *resource.SecretSpec) error {
 	why := "its spec.machines and spec.labels are empty"
@@ -58,9 +90,10 @@ func labelList(l map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
-// releasable reads secret name and checks that machine m may receive it; it returns
-// the secret's newest version (still encrypted).
-func releasable(ctx context.Context, tx store.Tx, name string, m *resource.Object) (*store.SecretVersion, error) {
+// releasable reads secret name and checks that machine m may receive it at now (a
+// zero now: a release that is not to the machine's OS, where attestation does not
+// apply); it returns the secret's newest version (still encrypted).
+func releasable(ctx context.Context, tx store.Tx, name string, m *resource.Object, now time.Time) (*store.SecretVersion, error) {
 	obj, err := tx.Get(ctx, "Secret", name)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("secret %q does not exist: %w", name, store.ErrNotFound)
@@ -74,6 +107,11 @@ func releasable(ctx context.Context, tx store.Tx, name string, m *resource.Objec
 	}
 	if !Allowed(spec, m) {
 		return nil, deniedError(name, m.Metadata.Name, spec)
+	}
+	if !now.IsZero() {
+		if why := attestationDenied(spec, m, now); why != "" {
+			return nil, fmt.Errorf("secret %q may not be released to machine %q: %s: %w", name, m.Metadata.Name, why, ErrDenied)
+		}
 	}
 	v, err := tx.GetSecretVersion(ctx, name, 0)
 	if errors.Is(err, store.ErrNotFound) {

@@ -236,7 +236,7 @@ func (r *resolver) check(name string) (*store.SecretVersion, error) {
 	var v *store.SecretVersion
 	err := r.s.Store.View(r.ctx, func(tx store.Tx) error {
 		var err error
-		v, err = releasable(r.ctx, tx, name, r.mv.machine)
+		v, err = releasable(r.ctx, tx, name, r.mv.machine, r.s.now())
 		return err
 	})
 	if errors.Is(err, ErrDenied) {

@@ -102,6 +102,7 @@ var operatorRouteRoles = map[string]string{
 	"POST /api/v1/power":                           store.RoleOperator,
 	"POST /api/v1/enrollments/{id}/approve":        store.RoleOperator,
 	"POST /api/v1/enrollments/{id}/deny":           store.RoleOperator,
+	"POST /api/v1/attestation/accept":              store.RoleAdmin,
 }
 
 // readOnlyKinds are written by Kiln only: every write through the API, DELETE

@@ -251,3 +251,43 @@ func TestOperatorCannotWidenRelease(t *testing.T) {
 		t.Errorf("create a Secret (no value yet) as operator: %d %s, want 200", code, body)
 	}
 }
+
+// TestOperatorCannotLoosenAttestation: a Secret that requires attestation, and the
+// TPM pin of a machine a Secret is released to, are the admin's to loosen or
+// change; tightening, and pins of machines that reach no secret, stay the
+// operator's.
+func TestOperatorCannotLoosenAttestation(t *testing.T) {
+	c := secretFleet(t)
+	pin := func(b byte) map[string]any { return map[string]any{"ekSHA256": strings.Repeat(hex.EncodeToString([]byte{b}), 32)} }
+	iface := func(last string) []any { return []any{map[string]any{"mac": "52:54:00:00:0d:" + last}} }
+	c.mustApply(
+		obj("Secret", "attested-key", nil, map[string]any{"machines": []string{"tpm-web"}, "attested": true, "attestedWithin": "15m"}),
+		obj("Machine", "tpm-web", nil, map[string]any{"profile": "plain", "interfaces": iface("01"), "tpm": pin(1)}),
+		obj("Machine", "tpm-plain", nil, map[string]any{"profile": "plain", "interfaces": iface("02"), "tpm": pin(1)}),
+	)
+	forbidden := []struct {
+		name string
+		o    map[string]any
+	}{
+		{"drop attested", obj("Secret", "attested-key", nil, map[string]any{"machines": []string{"tpm-web"}})},
+		{"lengthen attestedWithin", obj("Secret", "attested-key", nil, map[string]any{"machines": []string{"tpm-web"}, "attested": true, "attestedWithin": "2h"})},
+		{"re-pin a machine a Secret is released to", obj("Machine", "tpm-web", nil, map[string]any{"profile": "plain", "interfaces": iface("01"), "tpm": pin(2)})},
+	}
+	for _, tc := range forbidden {
+		if code, body := c.apply(store.RoleOperator, tc.o); code != http.StatusForbidden {
+			t.Errorf("%s as operator: %d, want 403 (%s)", tc.name, code, body)
+		}
+	}
+	allowed := []struct {
+		name string
+		o    map[string]any
+	}{
+		{"shorten attestedWithin", obj("Secret", "attested-key", nil, map[string]any{"machines": []string{"tpm-web"}, "attested": true, "attestedWithin": "5m"})},
+		{"re-pin a machine no Secret reaches", obj("Machine", "tpm-plain", nil, map[string]any{"profile": "plain", "interfaces": iface("02"), "tpm": pin(3)})},
+	}
+	for _, tc := range allowed {
+		if code, body := c.apply(store.RoleOperator, tc.o); code != http.StatusOK {
+			t.Errorf("%s as operator: %d, want 200 (%s)", tc.name, code, body)
+		}
+	}
+}

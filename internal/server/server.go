@@ -137,6 +137,10 @@ type Config struct {
 	// BootTokensForNew mints per-boot tokens for machines in state new too, not only
 	// for machines an operator reprovisioned (README, #threat-model).
 	BootTokensForNew bool
+	// TPMEKRoots is a folder of TPM vendor root and intermediate certificates (PEM):
+	// TPM enrollments' EK certificates must chain to one of them. Empty: EKs are
+	// trusted through their pin only.
+	TPMEKRoots string
 	// ServerRSA also serves an RSA certificate, for TLS clients without ECDSA.
 	ServerRSA bool
 	// BootHTTPS is which boot clients DHCP sends to the HTTPS listener: "never"
@@ -874,7 +878,7 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 		BootCA:  s.cfg.HTTPSListen != "" && (s.cfg.BootCA || s.cfg.BootHTTPS != "" && s.cfg.BootHTTPS != string(dhcp.HTTPSNever)),
 		CertTTL: s.cfg.CertTTL, BootTokenTTL: s.cfg.BootTokenTTL, RegisterByMAC: s.cfg.EnrollByMAC,
 		ApprovalWithoutToken: s.cfg.EnrollApprovalWithoutToken, ApprovalTTL: s.cfg.EnrollApprovalTTL,
-		BootTokensForNew: s.cfg.BootTokensForNew,
+		BootTokensForNew: s.cfg.BootTokensForNew, TPMEKRoots: s.cfg.TPMEKRoots,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("enrollment: %w", err)

@@ -61,6 +61,8 @@ type vm struct {
 	serial  string
 	started time.Time
 	done    chan struct{}
+	// stop ends QEMU (SIGTERM, then SIGKILL) if it still runs.
+	stop func()
 }
 
 // startVM boots a VM on a new tap of the lab's bridge. Its serial console goes to a
@@ -155,6 +157,7 @@ func startVM(t *testing.T, l *lab, cfg vmConfig) *vm {
 		serial.Close()
 		close(v.done)
 	}()
+	v.stop = func() { stopProcess(cmd, v.done, 5*time.Second) }
 	t.Cleanup(func() {
 		cancel()
 		stopProcess(cmd, v.done, 5*time.Second)
