@@ -453,7 +453,8 @@ func TestConsoleFollowsEventStream(t *testing.T) {
 
 // TestConsoleResumesAfterItsList: against the real Kiln API and event stream, a
 // change made right after the console read what it shows (the fleet's list, a
-// machine's timeline) and before its stream started still shows up: the fleet's
+// machine's timeline) and before its stream started still shows up (a machine
+// deleted then is not left as a stale row, an event then is on the timeline): the fleet's
 // list is the stream's own snapshot, and the machine's stream goes on from its
 // timeline's resourceVersion. A proxy in front of Kiln makes the change the moment
 // Kiln has answered the read, before the browser gets the answer.
@@ -476,6 +477,9 @@ func TestConsoleResumesAfterItsList(t *testing.T) {
 			switch {
 			case req.Method != http.MethodGet || resp.StatusCode != http.StatusOK:
 			case req.URL.Path == "/api/v1/machines" && madeFleetGap.CompareAndSwap(false, true):
+				if code := c.apiDo(t, "DELETE", "/api/v1/machines/gone-1", ""); code != http.StatusOK {
+					t.Errorf("delete gone-1: %d", code)
+				}
 				if code := c.apiDo(t, "POST", "/api/v1/machines", `{"kind":"Machine","metadata":{"name":"gap-1"},"spec":{"profile":"p","interfaces":[{"mac":"52:54:00:00:00:77"}]}}`); code != http.StatusCreated {
 					t.Errorf("create gap-1: %d", code)
 				}
@@ -501,12 +505,17 @@ func TestConsoleResumesAfterItsList(t *testing.T) {
 	}
 	ts := httptest.NewServer(proxy)
 	t.Cleanup(ts.Close)
+	if code := c.apiDo(t, "POST", "/api/v1/machines", `{"kind":"Machine","metadata":{"name":"gone-1"},"spec":{"profile":"p","interfaces":[{"mac":"52:54:00:00:00:78"}]}}`); code != http.StatusCreated {
+		t.Fatalf("create gone-1: %d", code)
+	}
 
 	b := newBrowserSession(t)
 	b.step("sign in with an API token", chromedp.Navigate(ts.URL+"/ui/"), chromedp.WaitVisible(chromedp.ID("token")),
 		chromedp.SendKeys(chromedp.ID("token"), c.admin), chromedp.Click(chromedp.CSS(`.login form button[type="submit"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-machine="web-1"]`)))
-	b.step("see gap-1, created after the fleet's list, appear", waitFor(`document.querySelector('tr[data-machine="gap-1"]') !== null`),
+	// gone-1 is deleted, then gap-1 created: once gap-1 shows, gone-1 must be gone.
+	b.step("see gone-1 go and gap-1 appear, both changed after the fleet's list",
+		waitFor(`document.querySelector('tr[data-machine="gap-1"]') !== null && document.querySelector('tr[data-machine="gone-1"]') === null`),
 		waitFor(`document.getElementById('live').textContent === 'live: event stream'`))
 	if !madeFleetGap.Load() {
 		t.Fatal("the fleet read no list through the proxy")
