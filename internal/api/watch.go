@@ -203,8 +203,8 @@ func (s *Server) watchKind(w http.ResponseWriter, r *http.Request, k *resource.K
 	// The list and the log's head from one snapshot: the watch goes on from there.
 	// Under a selector the watch also starts from the names the list selected, to
 	// follow objects in and out of the selection. A resumed watch takes the objects
-	// that match now: the client's list may be older, so an object that left the
-	// selection between its list and now arrives as nothing rather than DELETED.
+	// that match now, and the first replayed write of each object decides for it
+	// (the client's list is older: see watch.Filter.Resumed).
 	var first []watch.Message
 	err = s.Store.View(r.Context(), func(tx store.Tx) error {
 		m, err := tx.StreamMarks(r.Context())
@@ -221,6 +221,7 @@ func (s *Server) watchKind(w http.ResponseWriter, r *http.Request, k *resource.K
 		if err != nil {
 			return err
 		}
+		f.Resumed = resume
 		for _, o := range objs {
 			f.Selected = append(f.Selected, o.Metadata.Name)
 			if resume {

@@ -408,4 +408,13 @@ func TestWatchSelectorFollowsRelabels(t *testing.T) {
 			t.Fatalf("db-1 relabelled out: %+v; want db-1 DELETED", m)
 		}
 	}
+	// Resumed from before db-1 left: db-1 matches no more now, but the client's
+	// list (at resumeAt) holds it, so the replayed write that took it out is DELETED.
+	late := openWatch(t, s, tok[store.RoleViewer], "/api/v1/machines?watch=1&labelSelector=rack%3Dr1&resourceVersion="+resumeAt)
+	ld := watch.NewDecoder(late.Body)
+	for _, want := range []string{"MODIFIED", "DELETED"} {
+		if m := nextMessage(t, ld); m.Event != want || !strings.Contains(m.Data, `"name":"db-1"`) {
+			t.Fatalf("resumed at %s after db-1 left: %+v; want db-1 %s", resumeAt, m, want)
+		}
+	}
 }

@@ -191,6 +191,9 @@ func (b *Broker) Watch(ctx context.Context, after int64, f Filter) (*Watcher, er
 		for _, name := range f.Selected {
 			w.selection[name] = struct{}{}
 		}
+		if f.Resumed {
+			w.replayed = map[string]struct{}{}
+		}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -216,6 +219,9 @@ type Watcher struct {
 	// selection holds the names of the objects in the selection the client has
 	// seen (under a label selector only; nil otherwise).
 	selection map[string]struct{}
+	// replayed holds the objects a resumed watch has replayed a write of (see
+	// Filter.Resumed); nil when the watch is not resumed.
+	replayed map[string]struct{}
 }
 
 // Next returns the next message. It returns (nil, nil) when idle fires first (a
@@ -304,6 +310,14 @@ func (w *Watcher) pass(m Message) (Message, bool) {
 	}
 	_, had := w.selection[m.Name]
 	matches := w.filter.Selector.Matches(m.Labels)
+	if w.replayed != nil && m.ID <= w.live {
+		// Between the client's version and now: the client may hold the object,
+		// so its first write here passes as it is, or as DELETED if it left.
+		if _, seen := w.replayed[m.Name]; !seen {
+			w.replayed[m.Name] = struct{}{}
+			had = true
+		}
+	}
 	switch {
 	case m.Type == store.ChangeDeleted:
 		delete(w.selection, m.Name)

@@ -42,6 +42,11 @@ type Filter struct {
 	// it arrives as DELETED, one that brings it in as ADDED, as Kubernetes does;
 	// without that a client filtering by label keeps a stale object.
 	Selected []string
+	// Resumed says Selected was read now while the client's list is as of the
+	// watch's start version: an object written between the two may have left or
+	// entered the selection since, so the first of its writes the watch replays
+	// decides (one that does not match is sent as DELETED: the client may hold it).
+	Resumed bool
 }
 
 // Match reports whether m passes the filter.
