@@ -282,6 +282,14 @@ func (w *Watcher) fromRing() (*Message, <-chan struct{}, error) {
 		if m.ID <= w.last {
 			continue
 		}
+		if w.selection == nil { // the common case: no copy of the shared message
+			if w.filter.Match(m) {
+				w.pos++
+				w.last = m.ID
+				return m, nil, nil
+			}
+			continue
+		}
 		if out, ok := w.pass(*m); ok {
 			w.pos++
 			w.last = m.ID
