@@ -196,23 +196,37 @@ func (s *Server) watchKind(w http.ResponseWriter, r *http.Request, k *resource.K
 		b = s.Watches.Changes
 	}
 	f := watch.Filter{Kind: k.Name, Selector: sel}
-	if resume || b == nil {
+	if b == nil {
 		s.stream(w, r, b, f, after, resume, nil)
 		return
 	}
 	// The list and the log's head from one snapshot: the watch goes on from there.
+	// Under a selector the watch also starts from the names the list selected, to
+	// follow objects in and out of the selection. A resumed watch takes the objects
+	// that match now, and the first replayed write of each object decides for it
+	// (the client's list is older: see watch.Filter.Resumed).
 	var first []watch.Message
 	err = s.Store.View(r.Context(), func(tx store.Tx) error {
 		m, err := tx.StreamMarks(r.Context())
 		if err != nil {
 			return err
 		}
-		after = m.ChangeHead
+		if resume && sel.Empty() {
+			return nil
+		}
+		if !resume {
+			after = m.ChangeHead
+		}
 		objs, _, err := tx.List(r.Context(), k.Name, store.ListOptions{Selector: sel})
 		if err != nil {
 			return err
 		}
+		f.Resumed = resume
 		for _, o := range objs {
+			f.Selected = append(f.Selected, o.Metadata.Name)
+			if resume {
+				continue
+			}
 			data, err := jsonLine(o)
 			if err != nil {
 				return err

@@ -349,3 +349,72 @@ func TestWatchBadInput(t *testing.T) {
 		t.Errorf("Last-Event-ID x: %d %s; want 400 naming Last-Event-ID", resp.StatusCode, body)
 	}
 }
+
+// TestWatchSelectorFollowsRelabels: under a label selector an object whose labels
+// leave the selection arrives as DELETED and one whose labels enter it as ADDED
+// (as Kubernetes does), and writes to objects that stay outside send nothing; a
+// resumed watch knows the objects that match at its start.
+func TestWatchSelectorFollowsRelabels(t *testing.T) {
+	s := runServer(t, Config{})
+	tok := roleTokens(t, s.store)
+	apply := func(objs ...string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, "http://"+s.Addr().String()+"/api/v1/apply", strings.NewReader(`{"objects":[`+strings.Join(objs, ",")+`]}`))
+		req.Header.Set("Authorization", "Bearer "+tok[store.RoleOperator])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("apply: %d %s", resp.StatusCode, b)
+		}
+	}
+	machine := func(name, rack string, mac int) string {
+		return fmt.Sprintf(`{"kind":"Machine","metadata":{"name":%q,"labels":{"rack":%q}},"spec":{"interfaces":[{"mac":"52:54:00:00:01:%02x"}]}}`, name, rack, mac)
+	}
+	apply(machine("web-1", "r1", 1), machine("db-1", "r2", 2))
+	resp := openWatch(t, s, tok[store.RoleViewer], "/api/v1/machines?watch=1&labelSelector=rack%3Dr1")
+	d := watch.NewDecoder(resp.Body)
+	if m := nextMessage(t, d); m.Event != "ADDED" || !strings.Contains(m.Data, `"name":"web-1"`) {
+		t.Fatalf("snapshot: %+v; want web-1 ADDED", m)
+	}
+	apply(machine("web-1", "r2", 1)) // leaves the selection
+	m := nextMessage(t, d)
+	if m.Event != "DELETED" || m.ID == "" || !strings.Contains(m.Data, `"name":"web-1"`) {
+		t.Fatalf("web-1 relabelled out of rack=r1: %+v; want web-1 DELETED with an id", m)
+	}
+	apply(machine("web-1", "r3", 1)) // stays outside: nothing
+	apply(machine("db-1", "r1", 2))  // enters the selection
+	m = nextMessage(t, d)
+	if m.Event != "ADDED" || !strings.Contains(m.Data, `"name":"db-1"`) {
+		t.Fatalf("db-1 relabelled into rack=r1: %+v; want db-1 ADDED (and nothing for web-1 outside)", m)
+	}
+	resumeAt := m.ID
+	apply(machine("db-1", "r1", 3)) // stays inside
+	if m := nextMessage(t, d); m.Event != "MODIFIED" || !strings.Contains(m.Data, `"name":"db-1"`) {
+		t.Fatalf("db-1 changed inside the selection: %+v; want MODIFIED", m)
+	}
+	// A resumed watch: db-1 matches at its start, so it leaving is DELETED.
+	resumed := openWatch(t, s, tok[store.RoleViewer], "/api/v1/machines?watch=1&labelSelector=rack%3Dr1&resourceVersion="+resumeAt)
+	rd := watch.NewDecoder(resumed.Body)
+	if m := nextMessage(t, rd); m.Event != "MODIFIED" || !strings.Contains(m.Data, `"name":"db-1"`) {
+		t.Fatalf("resumed at %s: %+v; want db-1 MODIFIED", resumeAt, m)
+	}
+	apply(machine("db-1", "r2", 3))
+	for _, dec := range []*watch.Decoder{d, rd} {
+		if m := nextMessage(t, dec); m.Event != "DELETED" || !strings.Contains(m.Data, `"name":"db-1"`) {
+			t.Fatalf("db-1 relabelled out: %+v; want db-1 DELETED", m)
+		}
+	}
+	// Resumed from before db-1 left: db-1 matches no more now, but the client's
+	// list (at resumeAt) holds it, so the replayed write that took it out is DELETED.
+	late := openWatch(t, s, tok[store.RoleViewer], "/api/v1/machines?watch=1&labelSelector=rack%3Dr1&resourceVersion="+resumeAt)
+	ld := watch.NewDecoder(late.Body)
+	for _, want := range []string{"MODIFIED", "DELETED"} {
+		if m := nextMessage(t, ld); m.Event != want || !strings.Contains(m.Data, `"name":"db-1"`) {
+			t.Fatalf("resumed at %s after db-1 left: %+v; want db-1 %s", resumeAt, m, want)
+		}
+	}
+}

@@ -1,12 +1,16 @@
 package ui_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -390,7 +394,7 @@ func TestConsoleRendersHostileTextAsText(t *testing.T) {
 // TestConsoleFollowsEventStream: against a server that speaks the event
 // stream's contract (GET /api/v1/machines?watch=1 as Server-Sent Events, ADDED
 // and MODIFIED carrying the object as the list returns it), the fleet follows
-// the stream instead of polling: a machine appears and changes state as the
+// the stream (whose first messages are the list) instead of listing and polling: a machine appears and changes state as the
 // messages arrive. The API here is a stand-in; the page is the real one.
 func TestConsoleFollowsEventStream(t *testing.T) {
 	h, err := ui.New()
@@ -442,7 +446,86 @@ func TestConsoleFollowsEventStream(t *testing.T) {
 	close(change)
 	b.step("see the state change from the stream", waitFor(`document.querySelector('tr[data-machine="stream-1"] .state-provisioning') !== null`))
 	b.screenshot("stream")
-	if n := polls.Load(); n > 1 {
-		t.Errorf("the fleet read the list %d times while the stream was open, want once (at start)", n)
+	if n := polls.Load(); n != 0 {
+		t.Errorf("the fleet read the list %d times besides the stream, want none (the stream's first messages are the list)", n)
+	}
+}
+
+// TestConsoleResumesAfterItsList: against the real Kiln API and event stream, a
+// change made right after the console read what it shows (the fleet's list, a
+// machine's timeline) and before its stream started still shows up (a machine
+// deleted then is not left as a stale row, an event then is on the timeline): the fleet's
+// list is the stream's own snapshot, and the machine's stream goes on from its
+// timeline's resourceVersion. A proxy in front of Kiln makes the change the moment
+// Kiln has answered the read, before the browser gets the answer.
+func TestConsoleResumesAfterItsList(t *testing.T) {
+	c := startConsole(t)
+	target, err := url.Parse(c.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var madeFleetGap, madeTimelineGap atomic.Bool
+	var timelineVersion, streamVersion atomic.Value
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			r.Out.Host = r.In.Host // the console's writes must come from the origin they name
+		},
+		FlushInterval: -1,
+		ModifyResponse: func(resp *http.Response) error {
+			req := resp.Request
+			switch {
+			case req.Method != http.MethodGet || resp.StatusCode != http.StatusOK:
+			case req.URL.Path == "/api/v1/machines" && madeFleetGap.CompareAndSwap(false, true):
+				if code := c.apiDo(t, "DELETE", "/api/v1/machines/gone-1", ""); code != http.StatusOK {
+					t.Errorf("delete gone-1: %d", code)
+				}
+				if code := c.apiDo(t, "POST", "/api/v1/machines", `{"kind":"Machine","metadata":{"name":"gap-1"},"spec":{"profile":"p","interfaces":[{"mac":"52:54:00:00:00:77"}]}}`); code != http.StatusCreated {
+					t.Errorf("create gap-1: %d", code)
+				}
+			case req.URL.Path == "/api/v1/machines/web-1/events" && req.URL.Query().Get("watch") == "":
+				body, err := io.ReadAll(resp.Body)
+				if err != nil {
+					return err
+				}
+				resp.Body = io.NopCloser(bytes.NewReader(body))
+				var list struct{ ResourceVersion string }
+				if err := json.Unmarshal(body, &list); err != nil {
+					return err
+				}
+				if madeTimelineGap.CompareAndSwap(false, true) {
+					timelineVersion.Store(list.ResourceVersion)
+					c.agentSays(t, "web-1", resource.StateProvisioning, nil, store.Event{Type: "GapEvent", Message: "between the timeline and its stream"})
+				}
+			case req.URL.Path == "/api/v1/events" && req.URL.Query().Get("watch") == "1":
+				streamVersion.CompareAndSwap(nil, req.URL.Query().Get("resourceVersion"))
+			}
+			return nil
+		},
+	}
+	ts := httptest.NewServer(proxy)
+	t.Cleanup(ts.Close)
+	if code := c.apiDo(t, "POST", "/api/v1/machines", `{"kind":"Machine","metadata":{"name":"gone-1"},"spec":{"profile":"p","interfaces":[{"mac":"52:54:00:00:00:78"}]}}`); code != http.StatusCreated {
+		t.Fatalf("create gone-1: %d", code)
+	}
+
+	b := newBrowserSession(t)
+	b.step("sign in with an API token", chromedp.Navigate(ts.URL+"/ui/"), chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), c.admin), chromedp.Click(chromedp.CSS(`.login form button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-machine="web-1"]`)))
+	// gone-1 is deleted, then gap-1 created: once gap-1 shows, gone-1 must be gone.
+	b.step("see gone-1 go and gap-1 appear, both changed after the fleet's list",
+		waitFor(`document.querySelector('tr[data-machine="gap-1"]') !== null && document.querySelector('tr[data-machine="gone-1"]') === null`),
+		waitFor(`document.getElementById('live').textContent === 'live: event stream'`))
+	if !madeFleetGap.Load() {
+		t.Fatal("the fleet read no list through the proxy")
+	}
+	b.step("open web-1", chromedp.Navigate(ts.URL+"/ui/#/machine/web-1"),
+		waitFor(`document.querySelector('#timeline li[data-type="GapEvent"]') !== null`))
+	b.screenshot("resumed")
+	want, _ := timelineVersion.Load().(string)
+	got, _ := streamVersion.Load().(string)
+	if want == "" || got != want {
+		t.Errorf("the machine's stream started at resourceVersion %q, want the timeline's %q", got, want)
 	}
 }

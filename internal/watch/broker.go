@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 )
 
@@ -185,6 +186,15 @@ func (b *Broker) Watch(ctx context.Context, after int64, f Filter) (*Watcher, er
 		return nil, ErrGone
 	}
 	w := &Watcher{b: b, filter: f, scan: after, last: after}
+	if f.Kind != "" && !f.Selector.Empty() {
+		w.selection = make(map[string]struct{}, len(f.Selected))
+		for _, name := range f.Selected {
+			w.selection[name] = struct{}{}
+		}
+		if f.Resumed {
+			w.replayed = map[string]struct{}{}
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -206,6 +216,12 @@ type Watcher struct {
 	live    int64 // the backlog ends here: the ring has what follows
 	last    int64 // the newest ID handed to the caller
 	pending []Message
+	// selection holds the names of the objects in the selection the client has
+	// seen (under a label selector only; nil otherwise).
+	selection map[string]struct{}
+	// replayed holds the objects a resumed watch has replayed a write of (see
+	// Filter.Resumed); nil when the watch is not resumed.
+	replayed map[string]struct{}
 }
 
 // Next returns the next message. It returns (nil, nil) when idle fires first (a
@@ -263,16 +279,69 @@ func (w *Watcher) fromRing() (*Message, <-chan struct{}, error) {
 		m := b.ring[w.pos%size]
 		// IDs up to last: the watch started after them (a replica ahead of this
 		// one's broker).
-		if m.ID > w.last && w.filter.Match(m) {
+		if m.ID <= w.last {
+			continue
+		}
+		if w.selection == nil { // the common case: no copy of the shared message
+			if w.filter.Match(m) {
+				w.pos++
+				w.last = m.ID
+				return m, nil, nil
+			}
+			continue
+		}
+		if out, ok := w.pass(*m); ok {
 			w.pos++
 			w.last = m.ID
-			return m, nil, nil
+			return &out, nil, nil
 		}
 	}
 	if b.closed {
 		return nil, nil, ErrClosed
 	}
 	return nil, b.wake, nil
+}
+
+// pass reports whether the watcher passes m on, and as what. Under a label
+// selector the watcher follows the selection: a change of an object in it that no
+// longer matches is passed on as DELETED (the object as it now is), one of an
+// object outside it that now matches as ADDED. m is a copy: the ring's messages
+// are shared by every watcher.
+func (w *Watcher) pass(m Message) (Message, bool) {
+	if w.selection == nil {
+		return m, w.filter.Match(&m)
+	}
+	kindOnly := w.filter
+	kindOnly.Selector = resource.Selector{}
+	if !kindOnly.Match(&m) {
+		return m, false
+	}
+	_, had := w.selection[m.Name]
+	matches := w.filter.Selector.Matches(m.Labels)
+	if w.replayed != nil && m.ID <= w.live {
+		// Between the client's version and now: the client may hold the object,
+		// so its first write here passes as it is, or as DELETED if it left.
+		if _, seen := w.replayed[m.Name]; !seen {
+			w.replayed[m.Name] = struct{}{}
+			had = true
+		}
+	}
+	switch {
+	case m.Type == store.ChangeDeleted:
+		delete(w.selection, m.Name)
+		return m, had || matches
+	case matches:
+		w.selection[m.Name] = struct{}{}
+		if !had {
+			m.Type = store.ChangeAdded
+		}
+		return m, true
+	case had:
+		delete(w.selection, m.Name)
+		m.Type = store.ChangeDeleted
+		return m, true
+	}
+	return m, false
 }
 
 // pendingNow reports whether Next would return without waiting.
@@ -302,8 +371,8 @@ func (w *Watcher) readBacklog(ctx context.Context) error {
 			break
 		}
 		w.scan = m.ID
-		if w.filter.Match(&m) {
-			w.pending = append(w.pending, m)
+		if out, ok := w.pass(m); ok {
+			w.pending = append(w.pending, out)
 		}
 	}
 	if len(msgs) < readBatch || w.scan < msgs[len(msgs)-1].ID {

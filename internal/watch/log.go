@@ -26,6 +26,7 @@ type Message struct {
 	Machine   string            // the event's machine
 	EventType string            // the event's type (dhcp, tftp ...)
 	Kind      string            // the changed object's kind
+	Name      string            // the changed object's name
 	Labels    map[string]string // the changed object's labels
 }
 
@@ -35,6 +36,17 @@ type Filter struct {
 	Types    []string          // events of these types only
 	Kind     string            // changes of this kind only
 	Selector resource.Selector // changes of objects with matching labels only
+	// Selected names the objects of Kind the client holds as matching Selector
+	// when the watch starts (a list's, or the snapshot's). Under a Selector the
+	// watch follows the selection from there: a write that takes an object out of
+	// it arrives as DELETED, one that brings it in as ADDED, as Kubernetes does;
+	// without that a client filtering by label keeps a stale object.
+	Selected []string
+	// Resumed says Selected was read now while the client's list is as of the
+	// watch's start version: an object written between the two may have left or
+	// entered the selection since, so the first of its writes the watch replays
+	// decides (one that does not match is sent as DELETED: the client may hold it).
+	Resumed bool
 }
 
 // Match reports whether m passes the filter.
@@ -110,7 +122,7 @@ func (l ChangeLog) Read(ctx context.Context, after int64, limit int, f *Filter) 
 		if err != nil {
 			return nil, fmt.Errorf("encode change %d of %s %q: %w", c.Seq, strings.ToLower(c.Object.Kind), c.Object.Metadata.Name, err)
 		}
-		out = append(out, Message{ID: c.Seq, Type: c.Type, Data: data, Kind: c.Object.Kind, Labels: c.Object.Metadata.Labels})
+		out = append(out, Message{ID: c.Seq, Type: c.Type, Data: data, Kind: c.Object.Kind, Name: c.Object.Metadata.Name, Labels: c.Object.Metadata.Labels})
 	}
 	return out, nil
 }

@@ -109,10 +109,18 @@
     cleanups.push(() => { stopped = true; clearTimeout(timer); });
   }
 
-  // watch follows url as a Server-Sent Events stream (the API's ?watch=1); when
-  // the server has no stream (404, or a plain JSON answer from a Kiln without
-  // the event stream) it falls back to polling: poll() every 2 s.
-  function watch(url, handlers, poll, pollMs, onOpen) {
+  // watch follows a Server-Sent Events stream (the API's ?watch=1) without
+  // missing a change between what the page read and the stream. start() reads
+  // what the page shows and returns the URL of the stream that goes on from
+  // exactly there: a kind's watch without a version (its first messages are the
+  // list itself, read in one snapshot with the point the stream goes on from;
+  // opts.reset() then drops what an earlier stream gave) or a watch from the
+  // list's resourceVersion. An EventSource that reconnects resumes from the last
+  // id it got; when it cannot (410: retention removed that part of the log) the
+  // stream ends and start() reads again. When the server has no stream (404,
+  // 501, a plain JSON answer from a Kiln without it) it falls back to polling:
+  // poll() every pollMs.
+  function watch(start, handlers, poll, pollMs, onOpen, reset) {
     let polling = false;
     const fallback = () => {
       if (polling) return;
@@ -121,30 +129,38 @@
       every(pollMs || POLL_MS, poll);
     };
     if (typeof EventSource === 'undefined') { fallback(); return; }
-    // List first, then follow the stream: a stream message applied before the
-    // list's answer would be wiped by it.
     let closed = false;
     let es = null;
+    let started = false;
     cleanups.push(() => { closed = true; if (es) es.close(); });
-    poll().catch(() => {}).finally(() => {
+    const open = async () => {
+      let url;
+      try { url = await start(); } catch (e) { if (!closed) fallback(); return; }
       if (closed) return;
-      es = new EventSource(url);
+      const stream = new EventSource(url);
+      es = stream;
       let opened = false;
-      es.onopen = () => {
+      stream.onopen = () => {
         setLive('live: event stream');
-        if (!opened && onOpen) onOpen();
+        if (!opened && reset) reset();
+        if (!started && onOpen) onOpen();
         opened = true;
+        started = true;
       };
       for (const [type, fn] of Object.entries(handlers)) {
-        es.addEventListener(type, (e) => {
+        stream.addEventListener(type, (e) => {
           try { fn(JSON.parse(e.data)); } catch (err) { /* a malformed message is skipped */ }
         });
       }
-      es.onerror = () => {
-        if (es.readyState === EventSource.CLOSED) fallback();
-        else setLive('live: reconnecting…');
+      stream.onerror = () => {
+        if (stream.readyState !== EventSource.CLOSED) { setLive('live: reconnecting…'); return; }
+        stream.close();
+        if (closed) return;
+        // A stream that worked and cannot resume (410): read again, follow from there.
+        if (opened) { setLive('live: reconnecting…'); setTimeout(() => { if (!closed) open(); }, 1000); } else fallback();
       };
-    });
+    };
+    open();
   }
   function setLive(text) {
     document.getElementById('live').textContent = text;
@@ -164,17 +180,24 @@
     fleet.loaded = true;
   }
   function watchFleet(onChange) {
-    const upsert = (o) => { if (o && o.metadata) { fleet.items.set(o.metadata.name, o); onChange(); } };
-    watch('/api/v1/machines?watch=1', {
+    // A burst (the stream's first messages are the whole list) draws once.
+    let drawing = null;
+    const changed = () => { if (!drawing) drawing = setTimeout(() => { drawing = null; onChange(); }, 50); };
+    cleanups.push(() => clearTimeout(drawing));
+    const upsert = (o) => { if (o && o.metadata) { fleet.items.set(o.metadata.name, o); changed(); } };
+    // The stream without a version starts with the list (ADDED, in one snapshot
+    // with where it goes on): no separate list that a change could slip past.
+    watch(async () => '/api/v1/machines?watch=1', {
       ADDED: upsert,
       MODIFIED: upsert,
-      DELETED: (o) => { if (o && o.metadata) { fleet.items.delete(o.metadata.name); onChange(); } },
+      DELETED: (o) => { if (o && o.metadata) { fleet.items.delete(o.metadata.name); changed(); } },
     }, async () => {
       try { await loadMachines(); fleet.error = ''; } catch (e) { fleet.error = e.message; }
       onChange();
     // Every 2 s for up to 2,000 machines, then slower: a poll reads the whole
     // list, and the event stream (when the server has it) replaces polling.
-    }, () => POLL_MS * Math.max(1, Math.ceil(fleet.items.size / 2000)));
+    }, () => POLL_MS * Math.max(1, Math.ceil(fleet.items.size / 2000)), null,
+    () => { fleet.items = new Map(); fleet.loaded = true; fleet.error = ''; });
   }
   const macs = (m) => ((m.spec && m.spec.interfaces) || []).map((i) => i.mac || '');
   const ips = (m) => ((m.spec && m.spec.interfaces) || []).map((i) => i.ip || '').filter(Boolean);
@@ -334,6 +357,7 @@
       drawEvents(evs.items || []);
       drawFacts((m.status && m.status.facts) || {});
       drawWorkflow(w);
+      return evs.resourceVersion || '';
     }
     function drawEvents(items) {
       strip.replaceChildren(timelineStrip(items));
@@ -378,7 +402,13 @@
     let failures = 0;
     // With the event stream, a machine's events refresh the page at once; the
     // workflow's progress reports are not events, so it is read every 5 s too.
-    watch('/api/v1/events?watch=1', {
+    // The stream goes on from the event log's head as the timeline was read, so
+    // that an event between the two is not missed.
+    const enc = encodeURIComponent;
+    watch(async () => {
+      const rv = await refresh();
+      return '/api/v1/events?watch=1&machine=' + enc(name) + (rv ? '&resourceVersion=' + enc(rv) : '');
+    }, {
       event: (e) => { if (e && e.machine === name) refresh().catch(() => {}); },
     }, async () => {
       try {
