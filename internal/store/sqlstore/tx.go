@@ -92,9 +92,10 @@ type scanner interface{ Scan(dest ...any) error }
 
 func scanObject(sc scanner, kind string) (*resource.Object, error) {
 	var (
-		labels, annotations, spec, status string
-		rv, created, updated              int64
-		obj                               = &resource.Object{APIVersion: resource.APIVersion, Kind: kind}
+		labels, spec, status string
+		annotations          sql.NullString
+		rv, created, updated int64
+		obj                  = &resource.Object{APIVersion: resource.APIVersion, Kind: kind}
 	)
 	if err := sc.Scan(&obj.Metadata.Name, &labels, &annotations, &spec, &status, &rv, &created, &updated); err != nil {
 		return nil, err
@@ -103,7 +104,7 @@ func scanObject(sc scanner, kind string) (*resource.Object, error) {
 	if obj.Metadata.Labels, err = decodeStringMap(labels); err != nil {
 		return nil, fmt.Errorf("%s/%s: stored labels: %w", kind, obj.Metadata.Name, err)
 	}
-	if obj.Metadata.Annotations, err = decodeStringMap(annotations); err != nil {
+	if obj.Metadata.Annotations, err = decodeStringMap(annotations.String); err != nil {
 		return nil, fmt.Errorf("%s/%s: stored annotations: %w", kind, obj.Metadata.Name, err)
 	}
 	if spec != "" {
