@@ -101,12 +101,39 @@ func TestDoctorDatabase(t *testing.T) {
 		t.Errorf("newer schema: %+v", f)
 	}
 
-	// Damage: overwrite the pages after the first (the schema page stays
-	// readable, the tables' pages do not).
+	// Damage: overwrite the tables' root pages (the schema, which spans more
+	// than the first page since schema 5, stays readable; the tables do not).
 	path := filepath.Join(dir, sqlite.FileName)
+	db, err = sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pageSize int
+	var roots []int
+	if err := db.QueryRow(`PRAGMA page_size`).Scan(&pageSize); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.Query(`SELECT rootpage FROM sqlite_master WHERE type = 'table' AND rootpage > 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var p int
+		if err := rows.Scan(&p); err != nil {
+			t.Fatal(err)
+		}
+		roots = append(roots, p)
+	}
+	if err := rows.Err(); err != nil || len(roots) == 0 {
+		t.Fatalf("tables' root pages: %v, %v", roots, err)
+	}
+	rows.Close()
+	db.Close()
 	b, _ := os.ReadFile(path)
-	for i := 4096; i < len(b); i++ {
-		b[i] = 0x5a
+	for _, p := range roots {
+		for i := (p - 1) * pageSize; i < p*pageSize && i < len(b); i++ {
+			b[i] = 0x5a
+		}
 	}
 	os.WriteFile(path, b, 0o600)
 	os.Remove(path + "-wal")

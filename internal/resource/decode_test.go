@@ -38,6 +38,7 @@ spec:
 		{"no name", "kind: Machine\nmetadata: {labels: {a: b}}", `machine "(unnamed)": metadata.name: required`},
 		{"bad name", "kind: Machine\nmetadata: {name: Web_1}", `metadata.name: "Web_1" is not a valid name`},
 		{"bad label", "kind: Machine\nmetadata: {name: a, labels: {rack: 'r 1'}}", `metadata.labels.rack: "r 1" is not a valid label value`},
+		{"label key with @", "kind: Machine\nmetadata: {name: a, labels: {'@annotations': x}}", `metadata.labels: "@annotations" is not a valid label key`},
 		{"numeric label", "kind: Machine\nmetadata: {name: a, labels: {rack: 1}}", `metadata.labels.rack: expected a string, got a number (1) (quote it)`},
 		{"dup mac in machine", "kind: Machine\nmetadata: {name: a}\nspec: {interfaces: [{mac: '52:54:00:00:00:01'}, {mac: '52-54-00-00-00-01'}]}", `spec.interfaces[1].mac: 52:54:00:00:00:01 is also spec.interfaces[0].mac`},
 		{"pool outside", "kind: Subnet\nmetadata: {name: s}\nspec: {cidr: 10.0.0.0/24, pools: [{start: 10.0.1.1, end: 10.0.1.9}]}", `subnet "s": spec.pools[0].start: 10.0.1.1 is outside 10.0.0.0/24`},

@@ -31,7 +31,8 @@ import (
 //	schema 1: 6662e82 (the DHCP server; before secrets)
 //	schema 2: e6abddb (secrets, enrollment CA, join tokens; before keys_version)
 //	schema 3: 3278d88 (A/B slots; before the watch change log)
-//	schema 4: this tree
+//	schema 4: 18bea48 (the watch change log; annotations inside the labels column)
+//	schema 5: this tree
 //
 // Build an old one with `git archive COMMIT | tar -x -C DIR && go build -C DIR
 // -o kiln-vN ./cmd/kiln` (nothing in the repository changes), then, as root:

@@ -2,65 +2,36 @@ package sqlstore
 
 import (
 	"encoding/json"
-	"fmt"
-	"maps"
 	"strings"
 )
 
-// annotationsKey holds an object's annotations (as a JSON string) in the labels
-// column. The column is the object's string-map metadata; keeping annotations there
-// needs no schema change, and the key cannot collide with a label: a label key starts
-// with a letter or digit. Selectors see only the labels (decodeMetadataMaps removes
-// the key), and objects without annotations are stored exactly as before.
-const annotationsKey = "@annotations"
-
-// encodeMetadataMaps is the labels column for an object's labels and annotations.
-func encodeMetadataMaps(labels, annotations map[string]string) (string, error) {
-	if len(labels) == 0 && len(annotations) == 0 {
+// encodeStringMap is the column of an object's labels or annotations: a JSON
+// object, "{}" when there are none (the columns' default, which reads back as nil).
+func encodeStringMap(m map[string]string) (string, error) {
+	if len(m) == 0 {
 		return "{}", nil
-	}
-	m := labels
-	if len(annotations) > 0 {
-		a, err := json.Marshal(annotations)
-		if err != nil {
-			return "", fmt.Errorf("encode annotations: %w", err)
-		}
-		m = maps.Clone(labels)
-		if m == nil {
-			m = map[string]string{}
-		}
-		m[annotationsKey] = string(a)
 	}
 	b, err := json.Marshal(m)
 	if err != nil {
-		return "", fmt.Errorf("encode labels: %w", err)
+		return "", err
 	}
 	return string(b), nil
 }
 
-// decodeMetadataMaps parses a labels column written by encodeMetadataMaps.
-func decodeMetadataMaps(s string) (labels, annotations map[string]string, err error) {
-	labels, err = decodeLabels(s)
-	if err != nil {
-		return nil, nil, err
+// decodeStringMap parses a labels or annotations column; "" and "{}" are nil, as
+// the object had no entries.
+func decodeStringMap(s string) (map[string]string, error) {
+	if s == "" || s == "{}" {
+		return nil, nil
 	}
-	a, ok := labels[annotationsKey]
-	if !ok {
-		return labels, nil, nil
-	}
-	delete(labels, annotationsKey)
-	if len(labels) == 0 {
-		labels = nil
-	}
-	if err := json.Unmarshal([]byte(a), &annotations); err != nil {
-		return nil, nil, fmt.Errorf("annotations: %w", err)
-	}
-	return labels, annotations, nil
+	return decodeLabels(s)
 }
 
-// decodeLabels parses a stored labels column. Labels are written by json.Marshal and
-// their keys and values never need escapes, so the common form {"k":"v",...} is read
-// directly (List decodes one per object); anything else goes through encoding/json.
+// decodeLabels parses a stored labels or annotations column. Columns are written by
+// json.Marshal and label keys and values never need escapes, so the common form
+// {"k":"v",...} is read directly (List decodes one per object); anything else (an
+// annotation with a quote or newline, labels a migration rewrote) goes through
+// encoding/json.
 func decodeLabels(s string) (map[string]string, error) {
 	if m, ok := decodeFlat(s); ok {
 		return m, nil

@@ -43,44 +43,38 @@ func TestRebind(t *testing.T) {
 	}
 }
 
-func TestMetadataMapsRoundTrip(t *testing.T) {
+func TestStringMapRoundTrip(t *testing.T) {
 	cases := []struct {
-		labels, annotations map[string]string
-		column              string // "" when any encoding will do
+		m      map[string]string
+		column string // "" when any encoding will do
 	}{
-		{nil, nil, `{}`},
-		{map[string]string{"role": "web"}, nil, `{"role":"web"}`}, // unchanged from before annotations
-		{nil, map[string]string{"a.io/x": `{"k":"v"}`}, ""},
-		{map[string]string{"role": "web"}, map[string]string{"note": "line 1\nline \"2\"", "empty": ""}, ""},
+		{nil, `{}`},
+		{map[string]string{}, `{}`},
+		{map[string]string{"role": "web"}, `{"role":"web"}`}, // labels as schema 4 stored them
+		{map[string]string{"a.io/x": `{"k":"v"}`}, ""},
+		{map[string]string{"note": "line 1\nline \"2\"", "empty": ""}, ""},
 	}
 	for _, c := range cases {
-		col, err := encodeMetadataMaps(c.labels, c.annotations)
+		col, err := encodeStringMap(c.m)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if c.column != "" && col != c.column {
 			t.Errorf("column %s, want %s", col, c.column)
 		}
-		l, a, err := decodeMetadataMaps(col)
+		got, err := decodeStringMap(col)
 		if err != nil {
 			t.Fatalf("decode %s: %v", col, err)
 		}
-		if len(l) != len(c.labels) || !reflect.DeepEqual(l, c.labels) && len(l) > 0 {
-			t.Errorf("%s: labels %v, want %v", col, l, c.labels)
-		}
-		if len(a) != len(c.annotations) || !reflect.DeepEqual(a, c.annotations) && len(a) > 0 {
-			t.Errorf("%s: annotations %v, want %v", col, a, c.annotations)
-		}
-		if _, ok := l[annotationsKey]; ok {
-			t.Errorf("%s: the annotations key is visible as a label", col)
+		if len(got) != len(c.m) || len(got) > 0 && !reflect.DeepEqual(got, c.m) {
+			t.Errorf("%s: %v, want %v", col, got, c.m)
 		}
 	}
-	// The encoder does not write into the caller's labels map.
-	labels := map[string]string{"role": "web"}
-	if _, err := encodeMetadataMaps(labels, map[string]string{"x": "y"}); err != nil || len(labels) != 1 {
-		t.Errorf("encode changed the labels map: %v %v", labels, err)
+	// Labels a migration rewrote (PostgreSQL's jsonb text form) read back.
+	if got, err := decodeStringMap(`{"role": "web"}`); err != nil || got["role"] != "web" || len(got) != 1 {
+		t.Errorf("jsonb text form: %v, %v", got, err)
 	}
-	if _, _, err := decodeMetadataMaps(`{"@annotations":"not json"}`); err == nil {
-		t.Error("a corrupt annotations value decoded")
+	if _, err := decodeStringMap(`{"a":"b"`); err == nil {
+		t.Error("a corrupt column decoded")
 	}
 }

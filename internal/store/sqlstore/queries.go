@@ -26,11 +26,12 @@ func (q *queries) all() []string {
 	return out
 }
 
-// objectCols are scanned by scanObject, in this order.
-const objectCols = `o.name, o.labels, o.spec, o.status, o.resource_version, o.created_at, o.updated_at`
+// objectCols are scanned by scanObject, in this order. Annotations without entries
+// ("{}", most objects) are read as NULL, which costs List no allocations.
+const objectCols = `o.name, o.labels, NULLIF(o.annotations, '{}'), o.spec, o.status, o.resource_version, o.created_at, o.updated_at`
 
 // changeCols are a change's object columns, in scanObject's order.
-const changeCols = `c.name, c.labels, c.spec, c.status, c.resource_version, c.created_at, c.updated_at`
+const changeCols = `c.name, c.labels, NULLIF(c.annotations, '{}'), c.spec, c.status, c.resource_version, c.created_at, c.updated_at`
 
 func newQueries(d *Dialect) *queries {
 	r := d.Rebind
@@ -41,10 +42,10 @@ func newQueries(d *Dialect) *queries {
 		lookupKey: r(`SELECT ` + objectCols + ` FROM object_keys k JOIN objects o ON o.kind = k.kind AND o.name = k.name
 			WHERE k.kind = ? AND k.key = ?`),
 
-		insertObject: r(`INSERT INTO objects (kind, name, labels, spec, status, resource_version, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT (kind, name) DO NOTHING`),
+		insertObject: r(`INSERT INTO objects (kind, name, labels, annotations, spec, status, resource_version, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT (kind, name) DO NOTHING`),
 		objectVersion: r(`SELECT resource_version, created_at FROM objects WHERE kind = ? AND name = ?`),
-		updateObject: r(`UPDATE objects SET labels = ?, spec = ?, status = ?, resource_version = ?, updated_at = ?
+		updateObject: r(`UPDATE objects SET labels = ?, annotations = ?, spec = ?, status = ?, resource_version = ?, updated_at = ?
 			WHERE kind = ? AND name = ? AND resource_version = ?`),
 		deleteObject:   r(`DELETE FROM objects WHERE kind = ? AND name = ?`),
 		deleteObjectAt: r(`DELETE FROM objects WHERE kind = ? AND name = ? AND resource_version = ?`),

@@ -93,17 +93,19 @@ type scanner interface{ Scan(dest ...any) error }
 func scanObject(sc scanner, kind string) (*resource.Object, error) {
 	var (
 		labels, spec, status string
+		annotations          sql.NullString
 		rv, created, updated int64
 		obj                  = &resource.Object{APIVersion: resource.APIVersion, Kind: kind}
 	)
-	if err := sc.Scan(&obj.Metadata.Name, &labels, &spec, &status, &rv, &created, &updated); err != nil {
+	if err := sc.Scan(&obj.Metadata.Name, &labels, &annotations, &spec, &status, &rv, &created, &updated); err != nil {
 		return nil, err
 	}
-	if labels != "" && labels != "{}" {
-		var err error
-		if obj.Metadata.Labels, obj.Metadata.Annotations, err = decodeMetadataMaps(labels); err != nil {
-			return nil, fmt.Errorf("%s/%s: stored labels: %w", kind, obj.Metadata.Name, err)
-		}
+	var err error
+	if obj.Metadata.Labels, err = decodeStringMap(labels); err != nil {
+		return nil, fmt.Errorf("%s/%s: stored labels: %w", kind, obj.Metadata.Name, err)
+	}
+	if obj.Metadata.Annotations, err = decodeStringMap(annotations.String); err != nil {
+		return nil, fmt.Errorf("%s/%s: stored annotations: %w", kind, obj.Metadata.Name, err)
 	}
 	if spec != "" {
 		obj.Spec = json.RawMessage(spec)
@@ -257,13 +259,16 @@ func (t *tx) keysChanged(ctx context.Context) error {
 }
 
 // encoded is an object's columns.
-type encoded struct{ labels, spec, status string }
+type encoded struct{ labels, annotations, spec, status string }
 
 func encode(obj *resource.Object) (encoded, error) {
 	var e encoded
 	var err error
-	if e.labels, err = encodeMetadataMaps(obj.Metadata.Labels, obj.Metadata.Annotations); err != nil {
-		return e, err
+	if e.labels, err = encodeStringMap(obj.Metadata.Labels); err != nil {
+		return e, fmt.Errorf("encode labels: %w", err)
+	}
+	if e.annotations, err = encodeStringMap(obj.Metadata.Annotations); err != nil {
+		return e, fmt.Errorf("encode annotations: %w", err)
 	}
 	if len(obj.Spec) > 0 && !json.Valid(obj.Spec) {
 		return e, fmt.Errorf("spec is not valid JSON")
@@ -423,8 +428,8 @@ func (t *tx) CreateBatch(ctx context.Context, objs []*resource.Object) ([]bool, 
 func (t *tx) insertRows(ctx context.Context, objs []*resource.Object, rows []int, taken []bool) error {
 	ts := now()
 	var q strings.Builder
-	q.WriteString(`INSERT INTO objects (kind, name, labels, spec, status, resource_version, created_at, updated_at) VALUES `)
-	args := make([]any, 0, 7*len(rows))
+	q.WriteString(`INSERT INTO objects (kind, name, labels, annotations, spec, status, resource_version, created_at, updated_at) VALUES `)
+	args := make([]any, 0, 8*len(rows))
 	for j, i := range rows {
 		obj := objs[i]
 		enc, err := encode(obj)
@@ -434,8 +439,8 @@ func (t *tx) insertRows(ctx context.Context, objs []*resource.Object, rows []int
 		if j > 0 {
 			q.WriteString(", ")
 		}
-		q.WriteString("(?, ?, ?, ?, ?, 1, ?, ?)")
-		args = append(args, obj.Kind, obj.Metadata.Name, enc.labels, enc.spec, enc.status, ts.UnixNano(), ts.UnixNano())
+		q.WriteString("(?, ?, ?, ?, ?, ?, 1, ?, ?)")
+		args = append(args, obj.Kind, obj.Metadata.Name, enc.labels, enc.annotations, enc.spec, enc.status, ts.UnixNano(), ts.UnixNano())
 	}
 	q.WriteString(` ON CONFLICT (kind, name) DO NOTHING RETURNING kind, name`)
 	res, err := t.tx.QueryContext(ctx, t.s.d.Rebind(q.String()), args...)
@@ -480,7 +485,7 @@ func (t *tx) create(ctx context.Context, obj *resource.Object) error {
 		return err
 	}
 	ts := now()
-	if err := t.insert(ctx, t.q.insertObject, kind, name, enc.labels, enc.spec, enc.status, ts.UnixNano(), ts.UnixNano()); err != nil {
+	if err := t.insert(ctx, t.q.insertObject, kind, name, enc.labels, enc.annotations, enc.spec, enc.status, ts.UnixNano(), ts.UnixNano()); err != nil {
 		return err
 	}
 	if err := t.claimKeys(ctx, kind, name, keys); err != nil {
@@ -556,7 +561,7 @@ func (t *tx) update(ctx context.Context, obj *resource.Object) error {
 		}
 	}
 	ts := now()
-	res, err := t.exec(ctx, t.q.updateObject, enc.labels, enc.spec, enc.status, rv+1, ts.UnixNano(), kind, name, rv)
+	res, err := t.exec(ctx, t.q.updateObject, enc.labels, enc.annotations, enc.spec, enc.status, rv+1, ts.UnixNano(), kind, name, rv)
 	if err != nil {
 		return err
 	}

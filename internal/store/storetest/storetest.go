@@ -1422,4 +1422,38 @@ func testAnnotations(t *testing.T, open func(t *testing.T) store.Store) {
 	if g := mustGet(t, st, "Machine", "web-1"); len(g.Metadata.Annotations) != 0 || g.Metadata.Labels["role"] != "web" {
 		t.Errorf("after clearing: annotations %v labels %v", g.Metadata.Annotations, g.Metadata.Labels)
 	}
+	// The change log (watches, webhooks) carries each write's annotations, a
+	// delete's as they were.
+	update(t, st, func(tx store.Tx) error { return tx.Delete(ctx, "Machine", "bare", "") })
+	var changes []store.Change
+	err = st.View(ctx, func(tx store.Tx) error {
+		var err error
+		changes, err = tx.ChangesAfter(ctx, "Machine", 0, 100)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		typ, name   string
+		annotations map[string]string
+	}{
+		{store.ChangeAdded, "web-1", annotations},
+		{store.ChangeAdded, "bare", map[string]string{"only": "annotations"}},
+		{store.ChangeModified, "web-1", map[string]string{"note": "v2"}},
+		{store.ChangeModified, "web-1", nil},
+		{store.ChangeDeleted, "bare", map[string]string{"only": "annotations"}},
+	}
+	if len(changes) != len(want) {
+		t.Fatalf("change log: %d changes, want %d", len(changes), len(want))
+	}
+	for i, w := range want {
+		c := changes[i]
+		if c.Type != w.typ || c.Object.Metadata.Name != w.name || !maps.Equal(c.Object.Metadata.Annotations, w.annotations) {
+			t.Errorf("change %d: %s %s annotations %q, want %s %s annotations %q", i, c.Type, c.Object.Metadata.Name, c.Object.Metadata.Annotations, w.typ, w.name, w.annotations)
+		}
+		if w.name == "web-1" && !maps.Equal(c.Object.Metadata.Labels, map[string]string{"role": "web"}) {
+			t.Errorf("change %d: labels %v, want only role=web", i, c.Object.Metadata.Labels)
+		}
+	}
 }
