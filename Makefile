@@ -36,7 +36,7 @@ check: fmt-check vet
 # Every test, on SQLite and PostgreSQL (a throwaway local server is started when
 # KILN_TEST_DATABASE_URL is not set). Short fuzz runs of every parser are included.
 test: deps fmt-check vet build
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 45m ./...
 	./scripts/fuzz-smoke.sh 10s
 
 # Boots a VM from Kiln end to end (root: network namespaces, taps, QEMU).
