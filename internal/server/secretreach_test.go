@@ -258,7 +258,9 @@ func TestOperatorCannotWidenRelease(t *testing.T) {
 // operator's.
 func TestOperatorCannotLoosenAttestation(t *testing.T) {
 	c := secretFleet(t)
-	pin := func(b byte) map[string]any { return map[string]any{"ekSHA256": strings.Repeat(hex.EncodeToString([]byte{b}), 32)} }
+	pin := func(b byte) map[string]any {
+		return map[string]any{"ekSHA256": strings.Repeat(hex.EncodeToString([]byte{b}), 32)}
+	}
 	iface := func(last string) []any { return []any{map[string]any{"mac": "52:54:00:00:0d:" + last}} }
 	c.mustApply(
 		obj("Secret", "attested-key", nil, map[string]any{"machines": []string{"tpm-web"}, "attested": true, "attestedWithin": "15m"}),
