@@ -37,6 +37,10 @@ type Measurements struct {
 	// Kernel is the last EFI application measured into PCR 4: the kernel or UKI
 	// the boot loader started.
 	Kernel string `json:"kernel,omitempty"`
+	// KernelArtifact names the artifact Kiln served whose Authenticode digest is
+	// Kernel ("kernel NAME" or "uki NAME"); set by the enrollment service when it
+	// checked the measurement against the profile's artifacts.
+	KernelArtifact string `json:"kernelArtifact,omitempty"`
 	// Initrd is the Linux EFI stub's measurement of the initrd into PCR 9.
 	Initrd string `json:"initrd,omitempty"`
 	// UKI are the systemd-stub measurements of a UKI's sections into PCR 11.

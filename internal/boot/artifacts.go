@@ -51,6 +51,8 @@ type ArtifactStore struct {
 	fetching map[string]*remoteCall // remote downloads in progress, by source and digest
 	fetched  map[string]string      // the sha256 of each remote source this server fetched
 	client   *http.Client           // built from Sources at the first fetch
+	// peDigests caches Authenticode digests of kernels and UKIs (measured.go).
+	peDigests map[peKey]string
 }
 
 type fileState struct {

@@ -443,6 +443,10 @@ func printAttestation(w io.Writer, status json.RawMessage) {
 			Attestation string     `json:"attestation"`
 			LastQuoteAt *time.Time `json:"lastQuoteAt"`
 			Changes     []string   `json:"changes"`
+			Measured    *struct {
+				Kernel         string `json:"kernel"`
+				KernelArtifact string `json:"kernelArtifact"`
+			} `json:"measurements"`
 		} `json:"tpm"`
 	}
 	if json.Unmarshal(status, &st) != nil || st.TPM == nil {
@@ -458,6 +462,17 @@ func printAttestation(w io.Writer, status json.RawMessage) {
 		ek = ek[:16] + "…"
 	}
 	fmt.Fprintf(w, "Attestation:       %s (last quote: %s; TPM EK %s)\n", safetext.Escape(cmp.Or(t.Attestation, "none")), quote, safetext.Escape(cmp.Or(ek, "not pinned")))
+	if m := t.Measured; m != nil && m.Kernel != "" {
+		k := m.Kernel
+		if len(k) > 16 {
+			k = k[:16] + "…"
+		}
+		served := "not checked against Kiln's artifacts"
+		if m.KernelArtifact != "" {
+			served = "what Kiln served: " + m.KernelArtifact
+		}
+		fmt.Fprintf(w, "Booted kernel:     %s (%s)\n", safetext.Escape(k), safetext.Escape(served))
+	}
 	for _, c := range t.Changes {
 		fmt.Fprintf(w, "                   %s\n", safetext.Escape(c))
 	}

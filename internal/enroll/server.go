@@ -124,6 +124,13 @@ type Server struct {
 	RoleOf func(*http.Request) string
 	// Scripts, if set, enables boot by client certificate (GET /ipxe/by-cert).
 	Scripts MachineScripter
+	// BootApplications, if set, returns the EFI applications Kiln serves a
+	// profile's machines (its kernel, its UKI) by Authenticode SHA-256, each
+	// described ("kernel NAME"). A TPM quote whose last boot application (PCR 4) is
+	// none of them did not boot what Kiln served: the profile's attestation policy
+	// applies, before any baseline is learned or compared. It must not write to the
+	// store (it runs inside the enrollment's transaction).
+	BootApplications func(ctx context.Context, tx store.Tx, ps *resource.ProfileSpec) (map[string]string, error)
 	// OnEnroll, if set, is called after each enrollment with "issued" or the refusal's
 	// HTTP status class ("refused-401" ...) and the time it took: for metrics.
 	OnEnroll func(outcome string, d time.Duration)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -221,11 +222,17 @@ func (s *Server) measuredBoot(ctx context.Context, tx store.Tx, e *enrollment, b
 	if policy == resource.AttestOff {
 		return st, nil
 	}
+	// What Kiln served: the expected values derived from its own artifacts.
+	var served []string
+	if s.BootApplications != nil {
+		served = s.servedKernelCheck(ctx, tx, profileName, ps, &m)
+		st.Measurements.KernelArtifact = m.KernelArtifact
+	}
 	var pb profileBaseline
 	if len(prof.Status) > 0 {
 		_ = json.Unmarshal(prof.Status, &pb)
 	}
-	if pb.Baseline == nil {
+	if pb.Baseline == nil && len(served) == 0 {
 		// Learn: the first good boot of the profile's artifacts is the baseline.
 		from := "the first attested boot, of machine " + b.name
 		raw, err := mergeStatus(prof.Status, map[string]any{"attestationBaseline": m, "attestationBaselineFrom": from, "attestationBaselineAt": e.now})
@@ -245,16 +252,27 @@ func (s *Server) measuredBoot(ctx context.Context, tx store.Tx, e *enrollment, b
 		st.Attestation = AttestationOK
 		return st, nil
 	}
-	changes := attest.Compare(*pb.Baseline, m)
-	if len(changes) == 0 {
+	var changes []attest.Change
+	if pb.Baseline != nil {
+		changes = attest.Compare(*pb.Baseline, m)
+	}
+	if len(changes) == 0 && len(served) == 0 {
 		st.Attestation = AttestationOK
 		return st, nil
 	}
-	var lines []string
+	lines := served
 	for _, c := range changes {
 		lines = append(lines, c.String())
 	}
-	what := fmt.Sprintf("measured boot differs from profile %s's baseline (%s): %s", profileName, cmp.Or(pb.From, "-"), strings.Join(lines, "; "))
+	var what string
+	switch {
+	case pb.Baseline == nil:
+		what = fmt.Sprintf("measured boot is not what Kiln served profile %s (no baseline learned from it): %s", profileName, strings.Join(lines, "; "))
+	case len(served) > 0:
+		what = fmt.Sprintf("measured boot is not what Kiln served profile %s and differs from its baseline (%s): %s", profileName, cmp.Or(pb.From, "-"), strings.Join(lines, "; "))
+	default:
+		what = fmt.Sprintf("measured boot differs from profile %s's baseline (%s): %s", profileName, cmp.Or(pb.From, "-"), strings.Join(lines, "; "))
+	}
 	if policy == resource.AttestEnforce {
 		r := refuse(http.StatusForbidden, "machine %s: %s; attestation is enforced: no certificate (accept the new boot with `kiln attestation accept %s` if it is intended)", b.name, what, b.name)
 		r.TokenID, r.Machine, r.Alert = e.claims.ID, b.name, true
@@ -482,4 +500,35 @@ func (s *Server) renewTPMGate(ctx context.Context, tx store.Tx, m *resource.Obje
 	}
 	set["tpm"] = st
 	return nil
+}
+
+// servedKernelCheck compares the last EFI application the firmware measured into
+// PCR 4 (the kernel's EFI stub, or the UKI) with the Authenticode digests of the
+// kernel and UKI Kiln serves profile ps: the expected value derived from Kiln's own
+// artifacts, which needs no learned baseline. It records the matching artifact in
+// m.KernelArtifact and returns the differences (none when they match, when the
+// log measured no application, as a BIOS boot does, or when the profile's
+// artifacts are not PE images).
+func (s *Server) servedKernelCheck(ctx context.Context, tx store.Tx, profile string, ps *resource.ProfileSpec, m *attest.Measurements) []string {
+	if m.Kernel == "" {
+		return nil
+	}
+	apps, err := s.BootApplications(ctx, tx, ps)
+	if err != nil {
+		// Fail closed: what cannot be checked is not taken as what Kiln served.
+		return []string{fmt.Sprintf("pcr 4: the booted kernel %s cannot be checked against profile %s's artifacts: %v", shortDigest(m.Kernel), profile, err)}
+	}
+	if len(apps) == 0 {
+		return nil
+	}
+	if what, ok := apps[m.Kernel]; ok {
+		m.KernelArtifact = what
+		return nil
+	}
+	var want []string
+	for d, what := range apps {
+		want = append(want, what+" "+shortDigest(d))
+	}
+	slices.Sort(want)
+	return []string{fmt.Sprintf("pcr 4: the booted kernel %s is not what Kiln serves profile %s (Authenticode of %s)", shortDigest(m.Kernel), profile, strings.Join(want, ", "))}
 }

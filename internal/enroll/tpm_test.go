@@ -1,8 +1,12 @@
 package enroll
 
 import (
+	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -268,4 +272,78 @@ func (e *env) list(kind string) []*resource.Object {
 		e.t.Fatal(err)
 	}
 	return out
+}
+
+// TestTPMServedKernel: the expected kernel is derived from what Kiln serves, not
+// only learned. A machine whose quote shows the firmware starting a kernel other
+// than the profile's (by Authenticode digest, what BootApplications returns) is
+// refused under enforce even on the profile's first boot, and sets no baseline;
+// under warn it enrolls with an alert naming PCR 4; the kernel Kiln served is
+// recorded in status.tpm; a profile whose artifacts cannot be checked refuses
+// (fail closed).
+func TestTPMServedKernel(t *testing.T) {
+	vendor := testkit.NewSWTPMCA(t)
+	good := bootLabTPM(t, vendor, "kiln-agent-kernel", "agent-initrd")
+	evil := bootLabTPM(t, vendor, "another-kernel", "agent-initrd")
+	served := sha256.Sum256([]byte("kiln-agent-kernel")) // testkit's log: each digest is the sha256 of the event data
+	var hookErr error
+	e := newEnv(t, func(c *Config) { c.TPMEKRoots = vendor.RootsDir(t) })
+	e.srv.BootApplications = func(ctx context.Context, tx store.Tx, ps *resource.ProfileSpec) (map[string]string, error) {
+		if !ps.Boot.Agent {
+			t.Errorf("BootApplications got profile spec %+v, want the tpm profile's", ps)
+		}
+		return map[string]string{hex.EncodeToString(served[:]): "kernel kiln-agent-kernel"}, hookErr
+	}
+	e.setProfileSpec("tpm", `{"boot":{"agent":true},"enrollment":"tpm"}`)
+	e.pinnedMachine("m-evil", "tpm", "52:54:00:7b:00:01", evil.ek)
+	e.pinnedMachine("m-good", "tpm", "52:54:00:7b:00:02", good.ek)
+
+	// First boot of the profile, another kernel: refused, nothing learned.
+	tok := e.token(TokenRequest{Profile: "tpm", Machine: "m-evil", MaxUses: 1})
+	_, err := e.enrollWithTPM(evil, tok, "52:54:00:7b:00:01")
+	if err == nil || !strings.Contains(err.Error(), "pcr 4: the booted kernel") || !strings.Contains(err.Error(), "kernel kiln-agent-kernel") {
+		t.Fatalf("first boot of another kernel under enforce = %v, want refused naming pcr 4 and the served kernel", err)
+	}
+	if n := len(e.auditEntries("attestation-baseline")); n != 0 {
+		t.Fatalf("a boot of a kernel Kiln did not serve set the baseline (%d entries)", n)
+	}
+	if st := machineTPM(e.machine("m-evil")); st.Attestation != AttestationFailed || machineCertStatus(e.machine("m-evil")).CertFingerprint != "" {
+		t.Fatalf("m-evil: status.tpm %+v, want failed and no certificate", st)
+	}
+
+	// The served kernel: attested, recorded, the baseline learned from it.
+	tok = e.token(TokenRequest{Profile: "tpm", Machine: "m-good", MaxUses: 1})
+	if _, err := e.enrollWithTPM(good, tok, "52:54:00:7b:00:02"); err != nil {
+		t.Fatalf("enrollment of the served kernel: %v", err)
+	}
+	st := machineTPM(e.machine("m-good"))
+	if st.Attestation != AttestationOK || st.Measurements == nil || st.Measurements.KernelArtifact != "kernel kiln-agent-kernel" {
+		t.Fatalf("m-good: status.tpm %+v, want ok with the served kernel named", st)
+	}
+	if n := len(e.auditEntries("attestation-baseline")); n != 1 {
+		t.Fatalf("baseline entries %d, want 1 (from m-good)", n)
+	}
+
+	// warn: another kernel enrolls, with an alert naming PCR 4.
+	e.setAttestation("tpm", resource.AttestWarn)
+	tok = e.token(TokenRequest{Profile: "tpm", Machine: "m-evil", MaxUses: 1})
+	if _, err := e.enrollWithTPM(evil, tok, "52:54:00:7b:00:01"); err != nil {
+		t.Fatalf("another kernel under warn: %v", err)
+	}
+	if !e.hasEvent("m-evil", "AttestationAlert", "pcr 4: the booted kernel") {
+		t.Fatalf("no AttestationAlert naming pcr 4: %+v", e.events("m-evil"))
+	}
+	if st := machineTPM(e.machine("m-evil")); st.Attestation != AttestationWarned || st.Measurements.KernelArtifact != "" {
+		t.Fatalf("m-evil under warn: status.tpm %+v, want warned, no served kernel named", st)
+	}
+
+	// Artifacts that cannot be checked: refused, fail closed.
+	e.setAttestation("tpm", resource.AttestEnforce)
+	hookErr = errors.New("kernel artifact kiln-agent-kernel: sha256 mismatch")
+	good2 := bootLabTPM(t, vendor, "kiln-agent-kernel", "agent-initrd")
+	e.pinnedMachine("m-good2", "tpm", "52:54:00:7b:00:03", good2.ek)
+	tok = e.token(TokenRequest{Profile: "tpm", Machine: "m-good2", MaxUses: 1})
+	if _, err := e.enrollWithTPM(good2, tok, "52:54:00:7b:00:03"); err == nil || !strings.Contains(err.Error(), "cannot be checked") {
+		t.Fatalf("enrollment while the profile's kernel cannot be checked = %v, want refused", err)
+	}
 }

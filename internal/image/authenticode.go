@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -371,4 +372,16 @@ func VerifyPEDigest(img []byte) error {
 		return errors.New("the PE image's Authenticode digest does not match its signature")
 	}
 	return nil
+}
+
+// AuthenticodeSHA256 is the hex Authenticode SHA-256 of a PE/COFF image: what UEFI
+// firmware extends into PCR 4 (an EV_EFI_BOOT_SERVICES_APPLICATION event) when it
+// starts the image, signed or not. Kiln compares it with a TPM quote's event log to
+// tell whether a machine booted the kernel or UKI it served.
+func AuthenticodeSHA256(img []byte) (string, error) {
+	l, err := parsePE(img)
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(authenticodeDigest(img, l)), nil
 }

@@ -890,6 +890,18 @@ func (s *Server) newEnroll(ctx context.Context, b *boot.Server) (*enroll.Server,
 	en.ActorOf = func(r *http.Request) string { return api.ActorOf(r).ID }
 	en.RoleOf = func(r *http.Request) string { return api.ActorOf(r).Role }
 	en.Scripts = b
+	// A TPM quote's kernel is checked against the kernel and UKI Kiln serves.
+	en.BootApplications = func(ctx context.Context, tx store.Tx, ps *resource.ProfileSpec) (map[string]string, error) {
+		apps, err := b.BootApplications(ctx, tx, ps)
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[string]string, len(apps))
+		for d, a := range apps {
+			out[d] = a.Role + " " + a.Artifact
+		}
+		return out, nil
+	}
 	b.Credentials = en.BootCmdline
 	enrolls := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "kiln_enrollment_duration_seconds", Help: "Enrollment latency by outcome (issued, pending, refused-<HTTP status>, error).",

@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -24,6 +26,9 @@ const (
 	tpmMachine = "tpm-1"
 	tpmMAC     = "52:54:00:e2:15:01"
 	tpmSecret  = "tpm-secret"
+	// tpmSecretFile is the config file that inlines the secret; the workflow writes
+	// what the agent fetched (over mTLS) to the VM's disk, which the test reads.
+	tpmSecretFile = "secret.conf"
 )
 
 func tpmManifest(agentArtifacts, ekPin string) string {
@@ -34,6 +39,10 @@ spec:
   timeout: 5m
   actions:
     - {name: hello, type: exec, timeout: 1m, args: {command: "echo attested"}}
+    - name: secret
+      type: write-file
+      timeout: 1m
+      args: {device: /dev/vda, fsType: ext4, path: /%[5]s, url: /config/files/%[5]s}
     - {name: off, type: poweroff}
 ---
 kind: Profile
@@ -45,6 +54,9 @@ spec:
   workflow: e2e-tpm
   enrollment: tpm
   secrets: [%[3]s]
+  configs:
+    files:
+      %[5]s: 'secret={{ secret "%[3]s" }}'
 ---
 kind: Secret
 metadata: {name: %[3]s}
@@ -57,22 +69,27 @@ spec:
   tpm: {ekSHA256: %[4]s}
   interfaces:
     - {name: eth0, mac: "%[2]s"}
-`, tpmMachine, tpmMAC, tpmSecret, ekPin)
+`, tpmMachine, tpmMAC, tpmSecret, ekPin, tpmSecretFile)
 }
 
-// tpmVM boots a UEFI VM with swtpm state as its TPM.
+// tpmVM boots a UEFI VM with swtpm state as its TPM and, as its disk, an empty
+// ext4 filesystem (the workflow writes the fetched secret to it).
 func tpmVM(t *testing.T, l *lab, k *kilnServer, name, state string) *vm {
 	sock := testkit.StartSWTPMForQEMU(t, state)
 	extra := append(firmwareTrusts(k.bootCASigList()),
 		"-chardev", "socket,id=chrtpm,path="+sock, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0")
-	return startVM(t, l, vmConfig{Name: name, MAC: tpmMAC, Firmware: firmwareUEFI, MemoryMB: 512, Timeout: 5 * time.Minute, Extra: extra})
+	disk := blankDisk(t, l, name+".img", 16<<20, nil)
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "kiln-secret", disk).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4 %s: %v\n%s", disk, err, out)
+	}
+	return startVM(t, l, vmConfig{Name: name, MAC: tpmMAC, Firmware: firmwareUEFI, MemoryMB: 512, Timeout: 5 * time.Minute, Extra: extra, Disks: []string{disk}})
 }
 
 func TestTPMEnrollmentVM(t *testing.T) {
 	l := newLab(t)
 	requireInstall(t)
 	requireFiles(t, filepath.Join(trixieIPXEDir, "ipxe.efi"))
-	requireTools(t, "swtpm", "swtpm_setup")
+	requireTools(t, "swtpm", "swtpm_setup", "mkfs.ext4", "debugfs")
 	started := time.Now()
 	vendor := testkit.NewSWTPMCA(t)
 	stateA, stateB := vendor.Manufacture(t), vendor.Manufacture(t)
@@ -80,7 +97,12 @@ func TestTPMEnrollmentVM(t *testing.T) {
 		extra: []string{"--boot-https", "efi", "--tpm-ek-roots", vendor.RootsDir(t)}})
 	agent := buildAgentEnv(t, k)
 	k.apply(tpmManifest(agent, testkit.EKPin(t, stateA)))
-	k.cli("secret", "set", tpmSecret, "--from-file", "/etc/hostname")
+	secretValue := "tpm-only-" + rand.Text()
+	secretPath := filepath.Join(l.dir, "tpm-secret.value")
+	if err := os.WriteFile(secretPath, []byte(secretValue), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k.cli("secret", "set", tpmSecret, "--from-file", secretPath)
 	k.cli("machine", "reprovision", tpmMachine, "--no-power")
 
 	// The machine with its own TPM: attested, enrolled, provisioned.
@@ -101,7 +123,8 @@ func TestTPMEnrollmentVM(t *testing.T) {
 					PCRs             map[string]string `json:"pcrs"`
 					BootApplications []string          `json:"bootApplications"`
 					Kernel, Initrd   string
-					SecureBoot       bool `json:"secureBoot"`
+					KernelArtifact   string `json:"kernelArtifact"`
+					SecureBoot       bool   `json:"secureBoot"`
 				} `json:"measurements"`
 			} `json:"tpm"`
 		} `json:"status"`
@@ -118,16 +141,27 @@ func TestTPMEnrollmentVM(t *testing.T) {
 	if len(tpm.Measurements.BootApplications) < 2 || tpm.Measurements.PCRs["0"] == strings.Repeat("0", 64) {
 		t.Errorf("measurements %+v: want PCR 0 extended and at least iPXE and the kernel in PCR 4", tpm.Measurements)
 	}
-	t.Logf("measured: boot applications %v, kernel %s, initrd %q, secure boot %t", tpm.Measurements.BootApplications, tpm.Measurements.Kernel, tpm.Measurements.Initrd, tpm.Measurements.SecureBoot)
+	t.Logf("measured: boot applications %v, kernel %s (%s), initrd %q, secure boot %t", tpm.Measurements.BootApplications, tpm.Measurements.Kernel,
+		tpm.Measurements.KernelArtifact, tpm.Measurements.Initrd, tpm.Measurements.SecureBoot)
+	// The kernel the firmware measured is, by its Authenticode digest, the one Kiln
+	// served: the expected value derived from Kiln's own artifact, not learned.
+	if tpm.Measurements.KernelArtifact != "kernel kiln-agent-kernel" {
+		t.Errorf("status.tpm.measurements.kernelArtifact = %q, want the agent kernel Kiln served", tpm.Measurements.KernelArtifact)
+	}
+	// The attested machine got its secret: the agent fetched the config that
+	// inlines it over mTLS and wrote it to the VM's disk.
+	for deadline := time.Now().Add(time.Minute); !vA.exited() && time.Now().Before(deadline); {
+		time.Sleep(250 * time.Millisecond) // the workflow's poweroff: the disk is written
+	}
+	if got := readExt4File(t, filepath.Join(l.dir, "tpm-a.img"), 0, "/"+tpmSecretFile); got != "secret="+secretValue {
+		t.Errorf("the attested VM wrote %q to its disk, want the secret's config", got)
+	}
 	if desc := k.cli("describe", "machine", tpmMachine); !strings.Contains(desc, "Attestation:       ok (last quote: ") {
 		t.Errorf("kiln describe machine shows no attestation:\n%s", desc)
 	}
 
 	// Another VM, another TPM, the same MAC: it gets the machine's address, its
 	// script and per-boot token, and is refused because its EK is not the pinned one.
-	for deadline := time.Now().Add(time.Minute); !vA.exited() && time.Now().Before(deadline); {
-		time.Sleep(250 * time.Millisecond) // the workflow's poweroff: the MAC is free
-	}
 	k.cli("machine", "reprovision", tpmMachine, "--no-power")
 	vB := tpmVM(t, l, k, "tpm-b", stateB)
 	evs = waitTimeline(t, k, vB, tpmMachine, []step{
