@@ -193,3 +193,44 @@ func rand32() string {
 	rand.Read(b[:]) // never fails (Go 1.24)
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
+
+func newLogoutCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "logout",
+		Short: "Sign out: end the kiln login session on the server and forget its token",
+		Long: `End the session kiln login opened on the server (its token stops working at once)
+and remove the token from <user config dir>/kiln/credentials. The token is removed
+even when the server cannot be reached (the session then ends at its expiry or at
+the server's restart); kiln logout says so. API tokens (--token, KILN_TOKEN) are
+not affected: revoke those with kiln token revoke.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient(g)
+			if err != nil {
+				return err
+			}
+			creds, path, err := readCredentials()
+			if err != nil {
+				return err
+			}
+			cred, ok := creds[c.base]
+			if !ok {
+				fmt.Fprintf(cmd.OutOrStdout(), "Not signed in to %s (no kiln login session)\n", c.base)
+				return nil
+			}
+			ended := "the session is ended on the server"
+			sc := *c
+			sc.token = cred.Token
+			if err := sc.do(cmdContext(cmd), "POST", "/ui/logout/cli", nil, nil, nil); err != nil {
+				ended = fmt.Sprintf("the server did not confirm (%v): the session ends at its expiry, %s, or when the server restarts", err, cred.Expires.Local().Format(time.DateTime))
+			}
+			delete(creds, c.base)
+			b, _ := json.MarshalIndent(creds, "", "  ")
+			if err := atomicfile.Write(path, append(b, '\n'), 0o600); err != nil {
+				return fmt.Errorf("remove the session token from %s: %w", path, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Signed out of %s (%s); %s\n", c.base, cred.Actor, ended)
+			return nil
+		},
+	}
+}

@@ -166,4 +166,42 @@ func TestKilnLogin(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("a made-up session token: %d %v", resp.StatusCode, e)
 	}
+
+	// kiln logout ends the session on the server and forgets the token.
+	out, errOut, err := runKiln(t, append(global, "logout")...)
+	if err != nil || !strings.Contains(out, "Signed out of "+base+" (user:olga@example.test); the session is ended on the server") {
+		t.Fatalf("kiln logout: %v %q %q", err, out, errOut)
+	}
+	if got := loginToken(base, time.Now()); got != "" {
+		t.Error("kiln logout left the token in the credentials file")
+	}
+	req, _ = http.NewRequest("GET", base+"/api/v1/machines", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the signed-out session token still reads machines: %d, want 401", resp.StatusCode)
+	}
+	auditOut, _, err = runKiln(t, "--server", base, "--data-dir", dir, "audit", "list", "-o", "json")
+	if err != nil {
+		t.Fatalf("kiln audit as admin: %v", err)
+	}
+	if !strings.Contains(auditOut, `"action": "logout"`) || !strings.Contains(auditOut, "CLI sign-out") {
+		t.Errorf("the sign-out is not audited: %.3000s", auditOut)
+	}
+	if out, _, err := runKiln(t, append(global, "logout")...); err != nil || !strings.Contains(out, "Not signed in") {
+		t.Errorf("kiln logout without a session: %v %q", err, out)
+	}
+	// The route ends only sessions named by their own token.
+	resp, err = http.Post(base+"/ui/logout/cli", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("logout without a session token: %d, want 400", resp.StatusCode)
+	}
 }

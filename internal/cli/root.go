@@ -126,6 +126,7 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 		newRestoreCmd(g),
 		newConfigCmd(g),
 		newLoginCmd(g),
+		newLogoutCmd(g),
 	)
 	refuseUnknownSubcommands(root)
 	return root

@@ -116,3 +116,19 @@ func (s *Sessions) Bearer(token string) (*Session, error) {
 	}
 	return sess, nil
 }
+
+// cliLogout ends the session a `kiln login` token names (kiln logout): the
+// token, sent as a bearer token, stops working at once on this server. An
+// unknown or expired token is answered like a known one (nothing to end).
+func (h *Handler) cliLogout(w http.ResponseWriter, r *http.Request) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || !strings.HasPrefix(tok, BearerPrefix) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "Authorization: want the Bearer token kiln login keeps"})
+		return
+	}
+	if sess, ok := h.Sessions.Revoke(strings.TrimPrefix(tok, BearerPrefix)); ok {
+		h.log().Info("signed out", "actor", sess.Actor, "via", "kiln logout")
+		h.audit(r.Context(), sess.Actor, "logout", "CLI sign-out")
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "signed out"})
+}

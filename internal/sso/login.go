@@ -94,6 +94,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /ui/login/token", h.tokenLogin)
 	mux.HandleFunc("GET /ui/login/cli", h.cliConfig)
 	mux.HandleFunc("POST /ui/login/cli", h.cliLogin)
+	mux.HandleFunc("POST /ui/logout/cli", h.cliLogout)
 }
 
 func secureRequest(r *http.Request) bool {
