@@ -499,7 +499,7 @@ func (s *Server) handler(ctx context.Context) (boot_, api_ http.Handler, err err
 	wfe := &workflow.Engine{Store: s.store, ArtifactURL: s.artifactURL}
 	b := &boot.Server{
 		// A phone-home that names its A/B slot also updates the machine's slot record.
-		Inventory:   phoneHomeSlots{Inventory: inv, engine: wfe, log: s.log},
+		Inventory:   phoneHomeSlots{Service: inv, engine: wfe, log: s.log},
 		Artifacts:   &boot.ArtifactStore{Dir: artifactDir, Recorder: inv, Sources: sources, MaxRemoteBytes: s.cfg.ArtifactMaxBytes, TrustedKeys: trusted},
 		Policy:      boot.Policy{DiscoveryProfile: s.cfg.DiscoveryProfile, FailedBootsAgent: s.cfg.FailedBootsAgent},
 		Logger:      s.log,
