@@ -37,6 +37,11 @@ if [[ -z $gremlins ]]; then
 	gremlins=$gobin/gremlins
 fi
 
+# gremlins times its coverage run to set each mutant's timeout; a cached test
+# result (a second run on an unchanged tree) would make that run take a fraction
+# of a second and every mutant "time out". -count=1 keeps the runs real.
+export GOFLAGS="-count=1${GOFLAGS:+ $GOFLAGS}"
+
 pkgs=("$@")
 if ((${#pkgs[@]} == 0)); then
 	pkgs=(audit inventory api secrets tftp enroll dhcp)
