@@ -198,3 +198,34 @@ func TestRefusalLogs(t *testing.T) {
 		})
 	}
 }
+
+// TestBytesCounted: a transfer counts the payload it sent, not the packets'
+// headers: BytesSent and the OnTransfer result both equal the file's size when
+// nothing is lost.
+func TestBytesCounted(t *testing.T) {
+	data := testData(10_000, 21)
+	m := new(Metrics)
+	results := make(chan TransferResult, 1)
+	addr := startServer(t, &Server{Handler: &memHandler{files: map[string][]byte{"f": data}}, Metrics: m,
+		OnTransfer: func(r TransferResult) { results <- r }})
+	if _, err := tftpGet(testCtx(t, 10*time.Second), addr, "f", getOpts{options: opts("blksize", "1024")}); err != nil {
+		t.Fatal(err)
+	}
+	var r TransferResult
+	select {
+	case r = <-results:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no transfer result")
+	}
+	// Retransmissions (a timer firing on a loaded machine) are counted too; then
+	// the totals can only be larger.
+	exact := m.Retransmits.Load() == 0
+	for what, got := range map[string]uint64{"OnTransfer's Bytes": uint64(r.Bytes), "Metrics.BytesSent": m.BytesSent.Load()} {
+		if got < uint64(len(data)) || exact && got != uint64(len(data)) {
+			t.Errorf("%s = %d (retransmits %d), want %d", what, got, m.Retransmits.Load(), len(data))
+		}
+	}
+	if r.Err != nil {
+		t.Errorf("transfer result error: %v", r.Err)
+	}
+}
