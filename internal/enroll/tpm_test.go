@@ -22,14 +22,16 @@ import (
 
 // labTPM is a real swtpm that measured a boot, as a machine's TPM.
 type labTPM struct {
-	conn *testkit.TPMConn
-	ek   string // the EK pin
+	conn   *testkit.TPMConn
+	ek     string             // the EK pin
+	events []testkit.TPMEvent // what its boot measured
 }
 
 func bootLabTPM(t *testing.T, vendor *testkit.SWTPMCA, kernel, initrd string) *labTPM {
 	t.Helper()
 	conn := testkit.StartSWTPM(t, vendor.Manufacture(t)).Dial(t)
-	conn.Measure(t, testkit.UEFIBoot(kernel, initrd))
+	events := testkit.UEFIBoot(kernel, initrd)
+	conn.Measure(t, events)
 	tpm, err := attest.OpenTPM(&attest.OpenConfig{CommandChannel: conn})
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +44,7 @@ func bootLabTPM(t *testing.T, vendor *testkit.SWTPMCA, kernel, initrd string) *l
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &labTPM{conn: conn, ek: kattest.EKFingerprint(der)}
+	return &labTPM{conn: conn, ek: kattest.EKFingerprint(der), events: events}
 }
 
 func (l *labTPM) open() (*attest.TPM, error) {
@@ -345,5 +347,34 @@ func TestTPMServedKernel(t *testing.T) {
 	tok = e.token(TokenRequest{Profile: "tpm", Machine: "m-good2", MaxUses: 1})
 	if _, err := e.enrollWithTPM(good2, tok, "52:54:00:7b:00:03"); err == nil || !strings.Contains(err.Error(), "cannot be checked") {
 		t.Fatalf("enrollment while the profile's kernel cannot be checked = %v, want refused", err)
+	}
+}
+
+// TestTPMRenewalRefusedIsRecorded: a renewal whose re-quote fails the profile's
+// policy (the running machine's PCR 9 changed since it enrolled) gets no
+// certificate, and the failure is written to status.tpm at once, so that secrets
+// requiring attestation stop for the machine's current certificate too.
+func TestTPMRenewalRefusedIsRecorded(t *testing.T) {
+	vendor := testkit.NewSWTPMCA(t)
+	tpm := bootLabTPM(t, vendor, "vmlinuz", "agent-initrd")
+	e := newEnv(t, func(c *Config) { c.TPMEKRoots = vendor.RootsDir(t) })
+	e.setProfileSpec("tpm", `{"boot":{"agent":true},"enrollment":"tpm"}`)
+	e.pinnedMachine("m-r", "tpm", "52:54:00:7c:00:01", tpm.ek)
+	tok := e.token(TokenRequest{Profile: "tpm", Machine: "m-r", MaxUses: 1})
+	id, err := e.enrollWithTPM(tpm, tok, "52:54:00:7c:00:01")
+	if err != nil {
+		t.Fatalf("TPM enrollment: %v", err)
+	}
+	if st := machineTPM(e.machine("m-r")); st.Attestation != AttestationOK {
+		t.Fatalf("status.tpm after enrollment: %+v", st)
+	}
+	tpm.conn.MeasureMore(t, tpm.events, []testkit.TPMEvent{{PCR: 9, Type: testkit.EvEventTag, Data: []byte("a module loaded later")}})
+	e.clock.Advance(time.Second)
+	if _, err := id.Renew(e.ctx); err == nil || !strings.Contains(err.Error(), "pcr 9 changed") {
+		t.Fatalf("renewal after PCR 9 changed under enforce = %v, want refused naming pcr 9", err)
+	}
+	st := machineTPM(e.machine("m-r"))
+	if st.Attestation != AttestationFailed || len(st.Changes) == 0 || st.LastQuoteAt == nil {
+		t.Fatalf("status.tpm after the refused renewal = %+v, want failed with the changes", st)
 	}
 }

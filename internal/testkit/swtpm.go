@@ -373,3 +373,18 @@ func (c *TPMConn) Measure(tb testing.TB, events []TPMEvent) {
 	}
 	c.EventLog = log
 }
+
+// MeasureMore extends the PCRs with more events, measured after earlier (what
+// Measure was given), and makes the event log the whole sequence: a module the
+// running system loaded later, say.
+func (c *TPMConn) MeasureMore(tb testing.TB, earlier, more []TPMEvent) {
+	tb.Helper()
+	all := append(append([]TPMEvent(nil), earlier...), more...)
+	log, digests := TCGEventLog(all)
+	for i, e := range more {
+		if err := tpm2.PCRExtend(c, tpmutil.Handle(e.PCR), tpm2.AlgSHA256, digests[len(earlier)+i][:], ""); err != nil {
+			tb.Fatalf("extend pcr %d: %v", e.PCR, err)
+		}
+	}
+	c.EventLog = log
+}
