@@ -1,0 +1,120 @@
+package enroll
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Tests for the bounds on what an unauthenticated enrollment request stores for
+// the operator (facts, hostname): mutants of the gremlins run of 2026-12-07 that
+// no test caught (TESTING.md, internal/enroll).
+
+// TestBoundFactsLimits: every bound is inclusive at its limit and refuses one
+// past it, and what is left out is flagged.
+func TestBoundFactsLimits(t *testing.T) {
+	key64, key65 := strings.Repeat("k", maxFactKeyBytes), strings.Repeat("k", maxFactKeyBytes+1)
+	got := boundFacts(map[string]any{key64: "a", key65: "b", "ctl\x1b[2J": "c", "ok": "d\x07e"})
+	if got[key64] != "a" || got[key65] != nil || got["ctl\x1b[2J"] != nil || got["ctl?[2J"] != nil || got["ok"] != "d?e" || got["_truncated"] != true {
+		t.Errorf("keys: %v", got)
+	}
+	if got := boundFacts(map[string]any{"a": "b"}); got["_truncated"] != nil {
+		t.Errorf("nothing left out, yet flagged: %v", got)
+	}
+
+	// A value of exactly maxFactValueBytes of JSON is kept, one byte more is not.
+	list := func(lastLen int) []any {
+		var l []any
+		for range 7 {
+			l = append(l, strings.Repeat("x", 256))
+		}
+		return append(l, strings.Repeat("y", lastLen))
+	}
+	size := func(v any) int { b, _ := json.Marshal(boundFactValue(v, 0)); return len(b) }
+	base := size(list(0))
+	exact := list(maxFactValueBytes - base)
+	if size(exact) != maxFactValueBytes {
+		t.Fatalf("test setup: %d bytes", size(exact))
+	}
+	if got := boundFacts(map[string]any{"v": exact}); got["v"] == nil {
+		t.Errorf("a value of exactly %d bytes was left out", maxFactValueBytes)
+	}
+	if got := boundFacts(map[string]any{"v": list(maxFactValueBytes - base + 1)}); got["v"] != nil || got["_truncated"] != true {
+		t.Errorf("a value of %d bytes was kept", maxFactValueBytes+1)
+	}
+
+	// The total: 77 entries of 210 bytes (key 4, value 202, 4 of overhead), then
+	// "z" (sorted last) filling the budget exactly, or one byte past it.
+	total := func(zLen int) map[string]any {
+		f := map[string]any{}
+		for i := range 77 {
+			f[fmt.Sprintf("f%03d", i)] = strings.Repeat("v", 200)
+		}
+		f["z"] = strings.Repeat("z", zLen)
+		return f
+	}
+	budget := maxStoredFactsBytes - 64 - 77*210 // z costs 1 + (len+2) + 4
+	if got := boundFacts(total(budget - 7)); got["z"] == nil || got["_truncated"] != nil {
+		t.Errorf("facts filling the budget exactly lost z: truncated %v", got["_truncated"])
+	}
+	if got := boundFacts(total(budget - 6)); got["z"] != nil || got["_truncated"] != true || got["f076"] == nil {
+		t.Errorf("facts one byte past the budget kept z (or lost an earlier key)")
+	}
+
+	// Depth and width of nested values.
+	deep := map[string]any{"l1": map[string]any{"l2": map[string]any{"l3": map[string]any{"l4": map[string]any{"l5": "x"}}}}}
+	b, _ := json.Marshal(boundFactValue(deep, 0))
+	if want := `{"l1":{"l2":{"l3":{"l4":"..."}}}}`; string(b) != want {
+		t.Errorf("nested maps: %s, want %s", b, want)
+	}
+	deepList := []any{[]any{[]any{[]any{[]any{"x"}}}}}
+	b, _ = json.Marshal(boundFactValue(deepList, 0))
+	if want := `[[[["..."]]]]`; string(b) != want {
+		t.Errorf("nested lists: %s, want %s", b, want)
+	}
+	wide, long := map[string]any{}, []any{}
+	for i := range maxFactListItems + 1 {
+		wide[fmt.Sprintf("k%02d", i)] = i
+		long = append(long, i)
+	}
+	wide[key65] = "dropped"
+	if m := boundFactValue(wide, 0).(map[string]any); len(m) != maxFactListItems || m[key65] != nil {
+		t.Errorf("a map of %d keys kept %d", len(wide), len(m))
+	}
+	wide = map[string]any{key64: "kept"}
+	if m := boundFactValue(wide, 0).(map[string]any); m[key64] != "kept" {
+		t.Errorf("a nested key of %d bytes was dropped", maxFactKeyBytes)
+	}
+	if l := boundFactValue(long, 0).([]any); len(l) != maxFactListItems {
+		t.Errorf("a list of %d kept %d", len(long), len(l))
+	}
+}
+
+// TestReportedHostname: a reported hostname is kept lowercased and trimmed when it
+// is valid and at most 253 characters.
+func TestReportedHostname(t *testing.T) {
+	label := strings.Repeat("a", 63)
+	h253 := label + "." + label + "." + label + "." + strings.Repeat("b", 61)
+	for in, want := range map[string]string{
+		" Web-1.Example.NET ": "web-1.example.net",
+		h253:                  h253,
+		h253 + "c":            "",
+		"bad_name!":           "",
+	} {
+		if got := reportedHostname(map[string]any{"hostname": in}); got != want {
+			t.Errorf("reportedHostname(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestPendingAnswerRetry: the pending answer tells the agent to poll every
+// approvalRetryAfter, in seconds.
+func TestPendingAnswerRetry(t *testing.T) {
+	exp := time.Now().Add(time.Hour)
+	p := pendingAnswer("enr-1", exp)
+	if p.RetryAfterSeconds != 5 || p.ID != "enr-1" || !p.ExpiresAt.Equal(exp) {
+		t.Errorf("pending answer %+v", p)
+	}
+}
