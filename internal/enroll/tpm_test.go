@@ -238,6 +238,17 @@ func TestTPMEnrollment(t *testing.T) {
 		if st := machineTPM(e.machine("m-c")); st.EKSHA256 != tpmA.ek || st.Attestation != AttestationOK {
 			t.Fatalf("status.tpm of m-c = %+v, want A's EK pinned and attested", st)
 		}
+		// The decision is on the machine's timeline and in the audit log, naming the pin.
+		if !e.hasEvent("m-c", "EnrollmentApproved", "TPM EK "+tpmA.ek+" pinned") {
+			t.Errorf("no EnrollmentApproved event naming the pinned EK on m-c: %+v", e.events("m-c"))
+		}
+		found := false
+		for _, a := range e.auditEntries("enrollment-approve") {
+			found = found || strings.Contains(a.Summary, "TPM EK "+tpmA.ek+" pinned")
+		}
+		if !found {
+			t.Error("the approval's audit entry does not name the pinned EK")
+		}
 	})
 
 	t.Run("accept a machine's boot as the new baseline", func(t *testing.T) {
