@@ -224,8 +224,8 @@ func TestTPMEnrollment(t *testing.T) {
 		if machineTPM(e.machine("m-c")).EKSHA256 != "" {
 			t.Fatal("the EK was pinned before an operator approved")
 		}
-		if _, err := e.srv.ApproveEnrollment(e.ctx, "token:alice", id, ""); err != nil {
-			t.Fatal(err)
+		if obj, err := e.srv.ApproveEnrollment(e.ctx, "token:alice", id, ""); err != nil || obj == nil || obj.Metadata.Name != id {
+			t.Fatalf("approve %s: %v, %v", id, obj, err)
 		}
 		select {
 		case err := <-done:
