@@ -3,6 +3,7 @@ package enroll
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +117,30 @@ func TestPendingAnswerRetry(t *testing.T) {
 	p := pendingAnswer("enr-1", exp)
 	if p.RetryAfterSeconds != 5 || p.ID != "enr-1" || !p.ExpiresAt.Equal(exp) {
 		t.Errorf("pending answer %+v", p)
+	}
+}
+
+// TestApprovalWithoutMachineNamesANewOne: a tokenless request whose MACs belong
+// to no machine, approved without --machine, becomes a new machine named after
+// its reported hostname; the next such request with the same hostname gets the
+// name from its MAC.
+func TestApprovalWithoutMachineNamesANewOne(t *testing.T) {
+	e := newEnv(t, withApproval(100, 5))
+	for _, c := range []struct{ mac, want string }{
+		{"52:54:00:ab:00:01", "rack7-node3"},
+		{"52:54:00:ab:00:02", macName([]string{"52:54:00:ab:00:02"})},
+	} {
+		key := newKey(t)
+		code, p, msg := e.requestEnrollment(key, "", facts(c.mac, "hostname", "rack7-node3"))
+		if code != http.StatusAccepted || p == nil {
+			t.Fatalf("tokenless request: %d %s", code, msg)
+		}
+		if _, err := e.srv.ApproveEnrollment(e.ctx, "token:alice", p.ID, ""); err != nil {
+			t.Fatalf("approval without --machine of a request no machine owns: %v", err)
+		}
+		code, body := e.poll(key, p.ID)
+		if code != http.StatusOK || !strings.Contains(string(body), `"machine":"`+c.want+`"`) {
+			t.Fatalf("poll after approval: %d %s, want machine %s", code, body, c.want)
+		}
 	}
 }
