@@ -142,5 +142,12 @@ func TestApprovalWithoutMachineNamesANewOne(t *testing.T) {
 		if code != http.StatusOK || !strings.Contains(string(body), `"machine":"`+c.want+`"`) {
 			t.Fatalf("poll after approval: %d %s, want machine %s", code, body, c.want)
 		}
+		// Collected once: a second poll gets no second certificate.
+		if code, body = e.poll(key, p.ID); code != http.StatusConflict || !strings.Contains(string(body), "collected already") {
+			t.Fatalf("second poll: %d %s, want 409 collected already", code, body)
+		}
+		if !e.hasEvent(c.want, "EnrollmentApproved", p.ID) {
+			t.Errorf("no EnrollmentApproved event on the new machine %s", c.want)
+		}
 	}
 }
