@@ -135,6 +135,13 @@ func TestApprovalWithoutMachineNamesANewOne(t *testing.T) {
 		if code != http.StatusAccepted || p == nil {
 			t.Fatalf("tokenless request: %d %s", code, msg)
 		}
+		// A refusal of a poll names the request once.
+		conn, _ := e.pollConn()
+		if code, body := e.pollWith(conn, p.ID, csrPEM(t, nil, key)); code != http.StatusBadRequest ||
+			!strings.HasPrefix(errorText(body), "enrollment request "+p.ID+": poll: ") {
+			t.Fatalf("poll with a CSR without channel binding: %d %s", code, body)
+		}
+		conn.Close()
 		if _, err := e.srv.ApproveEnrollment(e.ctx, "token:alice", p.ID, ""); err != nil {
 			t.Fatalf("approval without --machine of a request no machine owns: %v", err)
 		}
@@ -143,11 +150,21 @@ func TestApprovalWithoutMachineNamesANewOne(t *testing.T) {
 			t.Fatalf("poll after approval: %d %s, want machine %s", code, body, c.want)
 		}
 		// Collected once: a second poll gets no second certificate.
-		if code, body = e.poll(key, p.ID); code != http.StatusConflict || !strings.Contains(string(body), "collected already") {
+		if code, body = e.poll(key, p.ID); code != http.StatusConflict || !strings.Contains(string(body), "collected already") ||
+			strings.Count(string(body), "enrollment request "+p.ID) != 1 {
 			t.Fatalf("second poll: %d %s, want 409 collected already", code, body)
 		}
 		if !e.hasEvent(c.want, "EnrollmentApproved", p.ID) {
 			t.Errorf("no EnrollmentApproved event on the new machine %s", c.want)
 		}
 	}
+}
+
+// errorText is the "error" field of an error answer.
+func errorText(body []byte) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	_ = json.Unmarshal(body, &e)
+	return e.Error
 }

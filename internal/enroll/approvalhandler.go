@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/inventory"
@@ -17,7 +18,8 @@ func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request) {
 	remote := remoteAddr(r)
 	id := r.PathValue("id")
 	fail := func(ref *Refusal) {
-		if ref.Machine == "" && ref.TokenID == "" {
+		// Name the request, once: most refusals of collect name it already.
+		if ref.Machine == "" && ref.TokenID == "" && !strings.HasPrefix(ref.Reason, "enrollment request ") {
 			ref.Reason = "enrollment request " + truncate(id, 64) + ": " + ref.Reason
 		}
 		s.RecordRefusal(r.Context(), "enroll-poll", ref, remote.String())
