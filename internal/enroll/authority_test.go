@@ -117,6 +117,21 @@ func TestImportIntermediateCA(t *testing.T) {
 	if code, _ := e.get(a.http, "/agent/v1/self"); code != http.StatusOK {
 		t.Fatalf("mTLS with the imported CA: %d", code)
 	}
+	// A restart with the same import flags (as a unit file keeps them) starts with
+	// the stored CA, and the creation was audited once, naming the import.
+	again, err := New(e.ctx, e.st, Config{DataDir: e.dir, ImportCACert: certFile, ImportCAKey: keyFile, ServerSANs: []string{"localhost"}})
+	if err != nil || again.CAFingerprint() != Fingerprint(inter.Raw) {
+		t.Fatalf("restart with the same import: %v", err)
+	}
+	var created []string
+	for _, a := range e.auditEntries("create") {
+		if a.Kind == authorityKind {
+			created = append(created, a.Summary)
+		}
+	}
+	if len(created) != 1 || !strings.Contains(created[0], "imported intermediate CA") {
+		t.Fatalf("audit entries of the CA's creation: %q", created)
+	}
 	// Another CA cannot be imported over it.
 	other, otherKey := selfSignedCA(t, "Other", nil, nil)
 	okder, _ := x509.MarshalECPrivateKey(otherKey)
