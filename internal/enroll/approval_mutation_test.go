@@ -168,3 +168,44 @@ func errorText(body []byte) string {
 	_ = json.Unmarshal(body, &e)
 	return e.Error
 }
+
+// TestBootTokenIDLength: a per-boot token's id is "boot-" and the machine's name
+// up to 253 characters, a hash of the name past that.
+func TestBootTokenIDLength(t *testing.T) {
+	name248, name249 := strings.Repeat("a", 248), strings.Repeat("a", 249)
+	if got := bootTokenID(name248); got != "boot-"+name248 {
+		t.Errorf("bootTokenID of a 248-character name = %q, want it kept (253 characters)", got)
+	}
+	if got := bootTokenID(name249); len(got) != len("boot-")+32 || got == bootTokenID(strings.Repeat("b", 249)) {
+		t.Errorf("bootTokenID of a 249-character name = %q, want boot- and 32 hex digits of its hash", got)
+	}
+}
+
+// TestBootAlertWindow: one alert per source and reason per bootAlertEvery, the
+// next one counting the requests suppressed since; the table is bounded and
+// starts over when full of recent entries.
+func TestBootAlertWindow(t *testing.T) {
+	var b bootAlerts
+	t0 := time.Now()
+	if w, n := b.note("k", t0); !w || n != 1 {
+		t.Fatalf("first request: %t %d", w, n)
+	}
+	for i := range 3 {
+		if w, _ := b.note("k", t0.Add(time.Duration(i+1)*time.Second)); w {
+			t.Fatalf("request %d within the window was written", i+2)
+		}
+	}
+	if w, n := b.note("k", t0.Add(bootAlertEvery)); !w || n != 4 {
+		t.Fatalf("request at exactly bootAlertEvery: %t %d, want written counting 4", w, n)
+	}
+	var full bootAlerts
+	for i := range 4096 {
+		full.note(fmt.Sprintf("src-%d", i), t0)
+	}
+	if w, n := full.note("src-0", t0.Add(time.Second)); !w || n != 1 {
+		t.Fatalf("a full table of recent entries: %t %d, want it started over (written, 1)", w, n)
+	}
+	if len(full.m) != 1 {
+		t.Fatalf("table after starting over holds %d", len(full.m))
+	}
+}
