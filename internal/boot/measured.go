@@ -67,9 +67,6 @@ func (s *Server) BootApplications(ctx context.Context, tx store.Tx, ps *resource
 	return out, nil
 }
 
-// errNotPE: the artifact is not a PE/COFF image; it has no Authenticode digest.
-var errNotPE = errors.New("not a PE image")
-
 // authenticode returns the Authenticode SHA-256 of artifact name's verified file
 // ("" when it is not a PE image or is a remote artifact not fetched yet). The
 // file is checked as open checks it (recorded sha256, signature) but nothing is
