@@ -204,4 +204,19 @@ func TestKilnLogin(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("logout without a session token: %d, want 400", resp.StatusCode)
 	}
+	// A made-up session token (anyone may send one) ends nothing and writes nothing.
+	req, _ = http.NewRequest("POST", base+"/ui/logout/cli", nil)
+	req.Header.Set("Authorization", "Bearer "+sso.BearerPrefix+strings.Repeat("x", 4096))
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	after, _, err := runKiln(t, "--server", base, "--data-dir", dir, "audit", "list", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || strings.Count(after, `"action": "logout"`) != strings.Count(auditOut, `"action": "logout"`) {
+		t.Errorf("logout with a made-up token: %d, logout audit entries %d before, %d after", resp.StatusCode,
+			strings.Count(auditOut, `"action": "logout"`), strings.Count(after, `"action": "logout"`))
+	}
 }
