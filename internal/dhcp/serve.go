@@ -213,6 +213,9 @@ type ifaceEntry struct {
 type ifaceCache struct {
 	mu sync.Mutex
 	m  map[int]ifaceEntry
+	// readFn stands in for readIface in tests (a netlink dump that fails); nil:
+	// readIface.
+	readFn func(index int, now time.Time) (ifaceEntry, error)
 }
 
 func (c *ifaceCache) lookup(index int, now time.Time) (string, []netip.Prefix) {
@@ -221,12 +224,12 @@ func (c *ifaceCache) lookup(index int, now time.Time) (string, []netip.Prefix) {
 	if e, ok := c.m[index]; ok && now.Sub(e.at) < ifaceCacheTTL {
 		return e.name, e.addrs
 	}
-	e, err := readIface(index, now)
+	e, err := c.read(index, now)
 	for try := 1; err != nil && try < 3; try++ {
 		// A netlink dump fails when links change meanwhile (namespaces and veth
 		// pairs coming and going on a busy host): ask again.
 		time.Sleep(time.Duration(try) * 5 * time.Millisecond)
-		e, err = readIface(index, now)
+		e, err = c.read(index, now)
 	}
 	if err != nil {
 		if old, ok := c.m[index]; ok {
@@ -239,6 +242,13 @@ func (c *ifaceCache) lookup(index int, now time.Time) (string, []netip.Prefix) {
 	}
 	c.m[index] = e
 	return e.name, e.addrs
+}
+
+func (c *ifaceCache) read(index int, now time.Time) (ifaceEntry, error) {
+	if c.readFn != nil {
+		return c.readFn(index, now)
+	}
+	return readIface(index, now)
 }
 
 func readIface(index int, now time.Time) (ifaceEntry, error) {
