@@ -1,0 +1,58 @@
+package enroll
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPolicyTimeoutSettings: a zero timeout is the 100 ms default, a timeout given
+// is the one used. CEL checks the deadline every 100 iterations of a
+// comprehension, so only an expression that iterates can tell them apart: over 300
+// facts it completes within the default and is refused under a timeout that has
+// passed before the evaluation starts.
+func TestPolicyTimeoutSettings(t *testing.T) {
+	list := make([]any, 300)
+	for i := range list {
+		list[i] = int64(i)
+	}
+	vars := map[string]any{"facts": map[string]any{"list": list}, "token": map[string]any{}, "request": map[string]any{}}
+	expr := []string{`facts.list.all(x, x >= 0)`}
+
+	def, err := newPolicyEngine(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def.timeout != 100*time.Millisecond {
+		t.Errorf("default timeout %v, want 100ms", def.timeout)
+	}
+	if err := def.check(context.Background(), "token", expr, vars); err != nil {
+		t.Errorf("default timeout: a 300-element comprehension refused: %v", err)
+	}
+
+	short, err := newPolicyEngine(0, time.Nanosecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := short.check(context.Background(), "token", expr, vars); err == nil || !strings.Contains(err.Error(), "could not be evaluated") {
+		t.Errorf("a 1 ns timeout: %v, want the evaluation interrupted", err)
+	}
+}
+
+// TestValidatePolicyCount: MaxPolicyExprs expressions are accepted, one more is
+// refused naming the count.
+func TestValidatePolicyCount(t *testing.T) {
+	exprs := make([]string, MaxPolicyExprs+1)
+	for i := range exprs {
+		exprs[i] = "true"
+	}
+	if err := ValidatePolicy(exprs[:MaxPolicyExprs]); err != nil {
+		t.Errorf("%d expressions: %v", MaxPolicyExprs, err)
+	}
+	err := ValidatePolicy(exprs)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d expressions, at most %d", MaxPolicyExprs+1, MaxPolicyExprs)) {
+		t.Errorf("%d expressions: %v, want refused", len(exprs), err)
+	}
+}
