@@ -56,3 +56,16 @@ func TestValidatePolicyCount(t *testing.T) {
 		t.Errorf("%d expressions: %v, want refused", len(exprs), err)
 	}
 }
+
+// TestPolicyExprLength: an expression of MaxPolicyExprLen characters compiles, one
+// character more is refused naming the limit.
+func TestPolicyExprLength(t *testing.T) {
+	at := "true" + strings.Repeat(" ", MaxPolicyExprLen-4)
+	if err := ValidatePolicy([]string{at}); err != nil {
+		t.Errorf("an expression of %d characters: %v", len(at), err)
+	}
+	err := ValidatePolicy([]string{at + " "})
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("longer than %d characters", MaxPolicyExprLen)) {
+		t.Errorf("an expression of %d characters: %v, want refused", len(at)+1, err)
+	}
+}
