@@ -69,3 +69,50 @@ func TestPolicyExprLength(t *testing.T) {
 		t.Errorf("an expression of %d characters: %v, want refused", len(at)+1, err)
 	}
 }
+
+// TestPolicyProgramCache: compiled programs are kept, up to 1024; the 1025th
+// starts a new cache.
+func TestPolicyProgramCache(t *testing.T) {
+	p, err := newPolicyEngine(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1024 {
+		if _, err := p.program(fmt.Sprintf("facts.n == %d", i)); err != nil {
+			t.Fatal(err)
+		}
+		if len(p.progs) != i+1 {
+			t.Fatalf("after %d programs the cache holds %d", i+1, len(p.progs))
+		}
+	}
+	if _, err := p.program("facts.n == 0"); err != nil || len(p.progs) != 1024 {
+		t.Fatalf("a cached program compiled again: %v, cache %d", err, len(p.progs))
+	}
+	if _, err := p.program("facts.n == 1024"); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.progs) != 1 {
+		t.Errorf("the 1025th program: cache holds %d, want a new cache of 1", len(p.progs))
+	}
+}
+
+// TestPolicyFactsDepth: facts nested maxFactsDepth levels are converted, one level
+// more is refused.
+func TestPolicyFactsDepth(t *testing.T) {
+	nest := func(levels int) map[string]any {
+		top := map[string]any{}
+		cur := top
+		for range levels {
+			n := map[string]any{}
+			cur["x"] = n
+			cur = n
+		}
+		return top
+	}
+	if _, err := policyFacts(nest(maxFactsDepth), 0); err != nil {
+		t.Errorf("facts nested %d levels: %v", maxFactsDepth, err)
+	}
+	if _, err := policyFacts(nest(maxFactsDepth+1), 0); err == nil {
+		t.Errorf("facts nested %d levels accepted", maxFactsDepth+1)
+	}
+}
