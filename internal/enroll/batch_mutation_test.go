@@ -153,3 +153,25 @@ func TestBatcherLinger(t *testing.T) {
 		r.check("the two committed together", 2, 3)
 	})
 }
+
+// TestBatchWritesEveryTokenItUsed: a batch whose enrollments use different join
+// tokens writes the use count of each of them.
+func TestBatchWritesEveryTokenItUsed(t *testing.T) {
+	e := newEnv(t)
+	toks := []string{e.token(TokenRequest{MaxUses: 5}), e.token(TokenRequest{MaxUses: 5}), e.token(TokenRequest{MaxUses: 5})}
+	var batch []*batchItem
+	for i, mac := range []string{"52:54:00:c4:00:01", "52:54:00:c4:00:02", "52:54:00:c4:00:03", "52:54:00:c4:00:04"} {
+		batch = append(batch, &batchItem{e: e.pendingEnrollment(toks[i%len(toks)], mac), done: make(chan struct{})})
+	}
+	e.srv.commitBatch(batch)
+	for i, it := range batch {
+		if it.err != nil || it.resp == nil {
+			t.Fatalf("enrollment %d: %v", i, it.err)
+		}
+	}
+	for i, want := range []int{2, 1, 1} {
+		if got := e.tokenUses(tokenID(t, toks[i])); got != want {
+			t.Errorf("token %d: %d uses stored, want %d", i, got, want)
+		}
+	}
+}
