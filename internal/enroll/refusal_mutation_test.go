@@ -1,10 +1,13 @@
 package enroll
 
 import (
+	"bytes"
 	"encoding/json"
+	"log/slog"
 	"math"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/kilnhq/kiln/internal/resource"
@@ -80,5 +83,62 @@ func TestPolicyFactsConversion(t *testing.T) {
 	}
 	if _, err := policyFacts(map[string]any{"l": deep}, 0); err == nil {
 		t.Error("a list nested past the limit accepted")
+	}
+}
+
+// lockedBuffer is a log destination safe for the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRefusalRecordKinds: a refusal names the machine when it knows it, else the
+// verified token's id, else no one ("Enrollment -"); recording it logs "refused"
+// (a warning for an alert) and no error.
+func TestRefusalRecordKinds(t *testing.T) {
+	var logs lockedBuffer
+	e := newEnv(t)
+	e.srv.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	e.createMachine("m1", "worker", victimMAC, resource.StateNew)
+	e.srv.RecordRefusal(e.ctx, "enroll", &Refusal{Machine: "m1", TokenID: "tok-a", Reason: "machine known"}, "127.0.0.9")
+	e.srv.RecordRefusal(e.ctx, "enroll", &Refusal{TokenID: "tok-b", Reason: "token known"}, "127.0.0.9")
+	e.srv.RecordRefusal(e.ctx, "enroll", &Refusal{Reason: "no one known"}, "127.0.0.9")
+	e.srv.RecordRefusal(e.ctx, "enroll", &Refusal{Alert: true, Reason: "spoofed"}, "127.0.0.9")
+	want := map[string]string{"machine known": "Machine/m1", "token known": "JoinToken/tok-b", "no one known": "Enrollment/-"}
+	entries := e.auditEntries("enroll-refused")
+	if len(entries) != len(want) {
+		t.Fatalf("%d enroll-refused entries, want %d", len(entries), len(want))
+	}
+	for _, a := range entries {
+		for reason, obj := range want {
+			if strings.Contains(a.Summary, reason) && a.Kind+"/"+a.Name != obj {
+				t.Errorf("refusal %q recorded on %s/%s, want %s", reason, a.Kind, a.Name, obj)
+			}
+		}
+	}
+	if n := len(e.auditEntries("enroll-alert")); n != 1 {
+		t.Errorf("%d enroll-alert entries, want 1", n)
+	}
+	out := logs.String()
+	if strings.Contains(out, "cannot record a refusal") {
+		t.Errorf("recording refusals logged an error:\n%s", out)
+	}
+	if c := strings.Count(out, "level=INFO msg=refused"); c != 3 {
+		t.Errorf("%d info lines \"refused\", want 3:\n%s", c, out)
+	}
+	if c := strings.Count(out, "level=WARN msg=\"possible attack: refused\""); c != 1 {
+		t.Errorf("%d alert warnings, want 1:\n%s", c, out)
 	}
 }
