@@ -14,7 +14,7 @@ import (
 // certificate's own expiry (the CRL lists it until then), not the revocation time
 // plus a certificate lifetime; revoking a machine that holds only a boot
 // certificate revokes that one and leaves the machine's status alone (it had no
-// agent certificate to mark revoked).
+// agent certificate to mark revoked); each revocation is audited.
 func TestRevocationRecords(t *testing.T) {
 	e := newEnv(t)
 	a := e.newAgent()
@@ -50,6 +50,9 @@ func TestRevocationRecords(t *testing.T) {
 	var bs revocationSpec
 	if err := json.Unmarshal(e.object(revocationKind, res.Serials[0]).Spec, &bs); err != nil || !bs.Boot {
 		t.Errorf("boot certificate's revocation %+v (%v), want boot", bs, err)
+	}
+	if n := len(e.auditEntries("revoke-cert")); n != 2 {
+		t.Errorf("%d revoke-cert audit entries after two revocations, want 2", n)
 	}
 	if after := string(e.machine("boot-only").Status); after != before {
 		t.Errorf("machine status changed by revoking its boot certificate:\n%s\nto\n%s", before, after)
