@@ -1,13 +1,16 @@
 package enroll
 
 import (
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"math/big"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/store"
 )
 
 // TestRevocationRecords: a revoked agent certificate's record keeps the
@@ -29,6 +32,9 @@ func TestRevocationRecords(t *testing.T) {
 	serial := hex.EncodeToString(a.cert.Leaf.SerialNumber.Bytes())
 	if len(res.Serials) != 1 || res.Serials[0] != serial {
 		t.Fatalf("revoked %v, want [%s]", res.Serials, serial)
+	}
+	if n := e.eventTypes("rev-2")["CertificateRevoked"]; n != 1 {
+		t.Errorf("%d CertificateRevoked events, want 1", n)
 	}
 	var rs revocationSpec
 	if err := json.Unmarshal(e.object(revocationKind, serial).Spec, &rs); err != nil {
@@ -56,5 +62,50 @@ func TestRevocationRecords(t *testing.T) {
 	}
 	if after := string(e.machine("boot-only").Status); after != before {
 		t.Errorf("machine status changed by revoking its boot certificate:\n%s\nto\n%s", before, after)
+	}
+}
+
+// TestCRLReuse: a served CRL is reused for crlRefresh: a revocation another
+// replica stored meanwhile shows once that has passed (this replica's own
+// revocations reset it at once: TestRevocationAndCRL). Each CRL is valid for a
+// day.
+func TestCRLReuse(t *testing.T) {
+	e := newEnv(t)
+	serials := func() []string {
+		t.Helper()
+		der, err := e.srv.CRL(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := crl.NextUpdate.Sub(crl.ThisUpdate); d != 24*time.Hour {
+			t.Errorf("CRL valid for %s, want 24h", d)
+		}
+		var out []string
+		for _, r := range crl.RevokedCertificateEntries {
+			out = append(out, hex.EncodeToString(r.SerialNumber.Bytes()))
+		}
+		return out
+	}
+	if got := serials(); len(got) != 0 {
+		t.Fatalf("a new CA's CRL lists %v", got)
+	}
+	serial := hex.EncodeToString(big.NewInt(0x4b1d).Bytes())
+	raw, _ := json.Marshal(revocationSpec{Serial: serial, Machine: "elsewhere", RevokedAt: e.clock.Now(), NotAfter: e.clock.Now().Add(24 * time.Hour)})
+	if err := e.st.Update(e.ctx, func(tx store.Tx) error {
+		return tx.Create(e.ctx, &resource.Object{Kind: revocationKind, Metadata: resource.Metadata{Name: serial}, Spec: raw})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(crlRefresh - time.Second)
+	if got := serials(); len(got) != 0 {
+		t.Errorf("within %s the CRL was made again: %v", crlRefresh, got)
+	}
+	e.clock.Advance(2 * time.Second)
+	if got := serials(); len(got) != 1 || got[0] != serial {
+		t.Errorf("after %s the CRL lists %v, want [%s]", crlRefresh, got, serial)
 	}
 }
