@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -276,4 +277,67 @@ func TestGroupCommitRefusalAnsweredAfterCommit(t *testing.T) {
 	wantCommitLost("the lone commit", c0)
 	wantCommitLost("the commit of the batch", c1)
 	wantCommitLost("the release of nothing in the batch", r)
+}
+
+// TestGroupCommitGathersWhileQueueGrows: once the writer's wait ends (the batch
+// reached its target), it yields to the goroutines about to queue theirs, as long
+// as the queue grows: requests that arrive a few scheduling rounds apart still
+// share the transaction. On one P the rounds are the scheduler's: a goroutine
+// that yields y times before its commit queues it about y rounds after the first
+// (the writer yields once a round). The scheduler is not that regular (the
+// runtime's own goroutines, a preemption), so the property is asked of the best
+// of three tries; a writer that stops at the first round that grew the queue
+// never shows it.
+func TestGroupCommitGathersWhileQueueGrows(t *testing.T) {
+	const perRound, rounds = 4, 5
+	n := perRound * rounds
+	var tries [][]int
+	for range 3 {
+		sizes := gatherRounds(t, perRound, rounds)
+		t.Logf("leases per transaction %v", sizes)
+		// Nearly all go in the batch taken after the wait (the last round's may
+		// arrive after the writer looked); stopping at the first round that grew
+		// the queue takes about a fifth.
+		if len(sizes) >= 2 && sizes[0] == 1 && sizes[1] >= n/2 {
+			return
+		}
+		tries = append(tries, sizes)
+	}
+	t.Errorf("leases per transaction %v, want 1, then most of the %d in one", tries, n)
+}
+
+// gatherRounds commits one lease, then perRound*rounds concurrently on one P,
+// the goroutine i after i%rounds yields, and returns the leases per transaction.
+func gatherRounds(t *testing.T, perRound, rounds int) []int {
+	bs := &batchStore{Store: testkit.OpenSQLite(t, t.TempDir())}
+	sl := NewLeases(bs, 0)
+	sl.BatchWindow = time.Hour
+	defer sl.Close()
+	sn := hammerSubnet(t)
+	wantDone(t, "a lone commit", commitAsync(sl, sn, 0))
+	waitUntil(t, "the writer waits for one commit", func() bool { return sl.settled(1) })
+
+	n := perRound * rounds
+	procs := runtime.GOMAXPROCS(1)
+	restore := sync.OnceFunc(func() { runtime.GOMAXPROCS(procs) })
+	defer restore()
+	chs := make([]<-chan error, n)
+	for i := range chs {
+		ch := make(chan error, 1)
+		chs[i] = ch
+		go func() {
+			for range i % rounds {
+				runtime.Gosched()
+			}
+			_, err := sl.Commit(context.Background(), commitReq(sn, fmt.Sprintf("10.0.0.%d", 21+i), 1+i))
+			ch <- err
+		}()
+	}
+	// All are queued or applied, and the writer waits again (for as many as
+	// its last batch held): Close applies what is left.
+	waitUntil(t, "all commits queued", func() bool { return sl.settled(1 + n) })
+	restore()
+	sl.Close()
+	wantDone(t, "the commits", chs...)
+	return bs.batchSizes()
 }
