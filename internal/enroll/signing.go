@@ -101,7 +101,9 @@ func (a *authority) verifyClient(c *x509.Certificate, now time.Time) error {
 
 // crl signs a certificate revocation list.
 func (a *authority) crl(entries []x509.RevocationListEntry, now time.Time, next time.Duration) ([]byte, error) {
-	if a.cert.KeyUsage != 0 && a.cert.KeyUsage&x509.KeyUsageCRLSign == 0 {
+	// crypto/x509 signs a CRL only with an issuer whose key usage has cRLSign (an
+	// absent key usage extension included): say why in Kiln's words.
+	if a.cert.KeyUsage&x509.KeyUsageCRLSign == 0 {
 		return nil, errors.New("the CA certificate has no cRLSign key usage: it cannot sign a CRL")
 	}
 	tmpl := &x509.RevocationList{
