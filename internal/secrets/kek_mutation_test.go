@@ -2,10 +2,15 @@ package secrets
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/kilnhq/kiln/internal/store"
 )
 
 // TestKEKFileWriteErrors: a key file write that cannot be made durable is an
@@ -41,5 +46,41 @@ func TestKEKFileWriteErrors(t *testing.T) {
 	}
 	if m, _ := filepath.Glob(filepath.Join(dir, ".kek-*")); len(m) != 0 {
 		t.Errorf("temporary files left: %v", m)
+	}
+}
+
+// TestFailedRotationRemovesNextKey: a rotation that fails after writing the next
+// key file removes that file (the key it holds protects nothing) without a
+// warning; a removal that fails is warned about.
+func TestFailedRotationRemovesNextKey(t *testing.T) {
+	e := newFleet(t)
+	e.svc.RotationHooks = []RotationHook{func(context.Context, store.Tx, []byte, []byte) (func(), error) {
+		return nil, errors.New("CA key busy")
+	}}
+	if _, err := e.svc.RotateKEK(context.Background(), admin); err == nil || !strings.Contains(err.Error(), "CA key busy") {
+		t.Fatalf("rotation with a failing hook: %v", err)
+	}
+	if _, err := os.Stat(e.kekPath + ".new"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the next key file after a failed rotation: %v, want removed", err)
+	}
+	if logs := e.logs.String(); strings.Contains(logs, "remove the unused next key file") {
+		t.Errorf("a warning although the file was removed:\n%s", logs)
+	}
+
+	// The next key file replaced by a non-empty directory: it cannot be removed.
+	e.svc.RotationHooks = []RotationHook{func(context.Context, store.Tx, []byte, []byte) (func(), error) {
+		if err := os.Remove(e.kekPath + ".new"); err != nil {
+			t.Error(err)
+		}
+		if err := os.MkdirAll(filepath.Join(e.kekPath+".new", "x"), 0o700); err != nil {
+			t.Error(err)
+		}
+		return nil, errors.New("CA key busy")
+	}}
+	if _, err := e.svc.RotateKEK(context.Background(), admin); err == nil {
+		t.Fatal("rotation with a failing hook succeeded")
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, "remove the unused next key file") {
+		t.Errorf("no warning about the next key file left:\n%s", logs)
 	}
 }
