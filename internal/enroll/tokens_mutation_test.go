@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kilnhq/kiln/internal/inventory"
+	"github.com/kilnhq/kiln/internal/resource"
 	"github.com/kilnhq/kiln/internal/store"
 	"github.com/kilnhq/kiln/internal/testkit"
 )
@@ -73,5 +74,25 @@ spec: {boot: {agent: true}, secrets: [db-password]}
 	}
 	if _, err := e.srv.CreateTokenAs(e.ctx, inventory.Actor{ID: "token:op", Role: store.RoleOperator}, TokenRequest{Profile: "worker"}); err != nil {
 		t.Errorf("an operator's token for a profile without secrets: %v", err)
+	}
+}
+
+// TestScopeSummary: a token's audit summary names every part of its scope it has,
+// and none it lacks.
+func TestScopeSummary(t *testing.T) {
+	exp := time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC)
+	full := &resource.JoinTokenSpec{Profile: "db", MaxUses: 3, ExpiresAt: &exp, Machine: "db-1",
+		MACs: []string{"52:54:00:00:00:01", "52:54:00:00:00:02"}, CIDRs: []string{"10.0.0.0/24"}, Labels: map[string]string{"rack": "a", "env": "prod"}}
+	for _, tc := range []struct {
+		spec     *resource.JoinTokenSpec
+		policies int
+		want     string
+	}{
+		{&resource.JoinTokenSpec{Profile: "worker", MaxUses: 1}, 0, "profile worker, max uses 1"},
+		{full, 2, "profile db, max uses 3, expires 2027-01-02T03:04:05Z, machine db-1, macs 52:54:00:00:00:01,52:54:00:00:00:02, cidrs 10.0.0.0/24, labels env,rack, 2 policy expressions"},
+	} {
+		if got := scopeSummary(tc.spec, tc.policies); got != tc.want {
+			t.Errorf("scopeSummary = %q, want %q", got, tc.want)
+		}
 	}
 }
