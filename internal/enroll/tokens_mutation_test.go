@@ -96,3 +96,25 @@ func TestScopeSummary(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenInfoRevoked: a token is listed as revoked when its manifest or its
+// status (RevokeToken) says so, and only then.
+func TestTokenInfoRevoked(t *testing.T) {
+	for _, tc := range []struct {
+		spec, status string
+		want         bool
+	}{
+		{`{"profile":"worker","maxUses":1}`, `{"uses":0}`, false},
+		{`{"profile":"worker","maxUses":1}`, ``, false},
+		{`{"profile":"worker","maxUses":1,"revoked":true}`, `{"uses":0}`, true},
+		{`{"profile":"worker","maxUses":1}`, `{"uses":1,"revokedAt":"2026-12-07T10:00:00Z"}`, true},
+	} {
+		o := &resource.Object{Kind: "JoinToken", Metadata: resource.Metadata{Name: "t1"}, Spec: []byte(tc.spec)}
+		if tc.status != "" {
+			o.Status = []byte(tc.status)
+		}
+		if got := tokenInfo(o).Revoked; got != tc.want {
+			t.Errorf("spec %s status %s: revoked %v, want %v", tc.spec, tc.status, got, tc.want)
+		}
+	}
+}
