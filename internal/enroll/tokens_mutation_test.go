@@ -1,6 +1,7 @@
 package enroll
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -115,6 +116,87 @@ func TestTokenInfoRevoked(t *testing.T) {
 		}
 		if got := tokenInfo(o).Revoked; got != tc.want {
 			t.Errorf("spec %s status %s: revoked %v, want %v", tc.spec, tc.status, got, tc.want)
+		}
+	}
+}
+
+// TestRevokeTokenOnce: revoking a token marks its manifest and its status (when,
+// for the listing) and is audited once; revoking it again changes nothing;
+// revoking one its manifest already revoked records the time and the audit entry.
+func TestRevokeTokenOnce(t *testing.T) {
+	e := newEnv(t)
+	admin := inventory.Actor{ID: "token:admin", Role: store.RoleAdmin}
+	created, err := e.srv.CreateTokenAs(e.ctx, admin, TokenRequest{Profile: "worker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.ID
+	status := func() tokenStatus {
+		var st tokenStatus
+		if err := json.Unmarshal(e.object("JoinToken", id).Status, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	for range 2 {
+		if err := e.srv.RevokeToken(e.ctx, "token:admin", id); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(time.Minute)
+	}
+	if n := len(e.auditEntries("revoke")); n != 1 {
+		t.Errorf("%d revoke audit entries after revoking twice, want 1", n)
+	}
+	if st := status(); st.RevokedAt == nil || !st.RevokedAt.Equal(e.clock.Now().Add(-2*time.Minute)) {
+		t.Errorf("status.revokedAt %v, want the first revocation's time", st.RevokedAt)
+	}
+
+	// Revoked by its manifest first (spec.revoked), then by RevokeToken.
+	created, err = e.srv.CreateTokenAs(e.ctx, admin, TokenRequest{Profile: "worker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id = created.ID
+	o := e.object("JoinToken", id)
+	spec, _ := resource.Typed[resource.JoinTokenSpec](o)
+	spec.Revoked = true
+	o.Spec, _ = json.Marshal(spec)
+	if err := e.st.Update(e.ctx, func(tx store.Tx) error { return tx.Update(e.ctx, o) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.RevokeToken(e.ctx, "token:admin", id); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(); st.RevokedAt == nil {
+		t.Error("revoking a token its manifest revoked recorded no time")
+	}
+	if n := len(e.auditEntries("revoke")); n != 2 {
+		t.Errorf("%d revoke audit entries, want 2", n)
+	}
+}
+
+// TestEKPin: the EK a binding must present: a new machine's from the spec it
+// will be created with; an existing machine's from its spec, else from the pin
+// an approval left in its status; none otherwise.
+func TestEKPin(t *testing.T) {
+	const a, b = "aa11", "bb22"
+	withSpec := &resource.Object{Kind: "Machine", Spec: []byte(`{"profile":"worker","tpm":{"ekSHA256":"` + a + `"}}`), Status: []byte(`{"tpm":{"ekSHA256":"` + b + `"}}`)}
+	withStatus := &resource.Object{Kind: "Machine", Spec: []byte(`{"profile":"worker"}`), Status: []byte(`{"tpm":{"ekSHA256":"` + b + `"}}`)}
+	bare := &resource.Object{Kind: "Machine", Spec: []byte(`{"profile":"worker"}`)}
+	for _, tc := range []struct {
+		name string
+		b    *binding
+		want string
+	}{
+		{"new, pinned", &binding{spec: &resource.MachineSpec{Profile: "worker", TPM: &resource.MachineTPM{EKSHA256: a}}}, a},
+		{"new, unpinned", &binding{spec: &resource.MachineSpec{Profile: "worker"}}, ""},
+		{"new, no spec", &binding{}, ""},
+		{"existing, spec pin", &binding{obj: withSpec, spec: &resource.MachineSpec{}}, a},
+		{"existing, status pin", &binding{obj: withStatus, spec: &resource.MachineSpec{TPM: &resource.MachineTPM{EKSHA256: a}}}, b},
+		{"existing, none", &binding{obj: bare}, ""},
+	} {
+		if got := ekPin(tc.b); got != tc.want {
+			t.Errorf("%s: ekPin = %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }
