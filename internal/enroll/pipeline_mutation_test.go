@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,5 +61,19 @@ func TestRefusedEnrollmentLeavesNoBatchWaiting(t *testing.T) {
 	}
 	if n := e.srv.batches.preparing.Load(); n != 0 {
 		t.Errorf("%d enrollments counted on their way to a batch after a refusal, want 0", n)
+	}
+}
+
+// TestTokenCIDRScope: a token scoped to CIDRs enrolls from an address inside one
+// of them and is refused (403, naming them) from anywhere else.
+func TestTokenCIDRScope(t *testing.T) {
+	e := newEnv(t)
+	inside := e.token(TokenRequest{Profile: "worker", CIDRs: []string{"10.9.0.0/16", "127.0.0.0/8"}})
+	if code, _, msg := e.enroll(e.newAgent(), inside, facts("52:54:00:00:00:94")); code != http.StatusOK {
+		t.Errorf("from 127.0.0.1 with a token for 127.0.0.0/8: %d %s", code, msg)
+	}
+	outside := e.token(TokenRequest{Profile: "worker", CIDRs: []string{"10.9.0.0/16"}})
+	if code, _, msg := e.enroll(e.newAgent(), outside, facts("52:54:00:00:00:95")); code != http.StatusForbidden || !strings.Contains(msg, "may only be used from 10.9.0.0/16") {
+		t.Errorf("from 127.0.0.1 with a token for 10.9.0.0/16: %d %s, want 403", code, msg)
 	}
 }
