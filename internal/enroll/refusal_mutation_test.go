@@ -1,16 +1,15 @@
 package enroll
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"math"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/kilnhq/kiln/internal/resource"
+	"github.com/kilnhq/kiln/internal/testkit"
 )
 
 // TestRefusalEventTypes: a refused enrollment of a known machine is an
@@ -87,22 +86,7 @@ func TestPolicyFactsConversion(t *testing.T) {
 }
 
 // lockedBuffer is a log destination safe for the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testkit.LogBuffer
 
 // TestRefusalRecordKinds: a refusal names the machine when it knows it, else the
 // verified token's id, else no one ("Enrollment -"); recording it logs "refused"
