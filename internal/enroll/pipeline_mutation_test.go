@@ -52,8 +52,8 @@ func TestRegisterByMACBindsOnlyAProvenConnection(t *testing.T) {
 }
 
 // TestRefusedEnrollmentLeavesNoBatchWaiting: an enrollment refused before it
-// reaches a batch (a forged token) no longer counts as one on its way: the
-// batcher would otherwise linger for it before every commit.
+// reaches a batch (a forged token), or committed, no longer counts as one on its
+// way: the batcher would otherwise linger for it before every commit.
 func TestRefusedEnrollmentLeavesNoBatchWaiting(t *testing.T) {
 	e := newEnv(t)
 	if code, _, _ := e.enroll(e.newAgent(), "not-a-token", facts("52:54:00:00:00:93")); code == http.StatusOK {
@@ -61,6 +61,12 @@ func TestRefusedEnrollmentLeavesNoBatchWaiting(t *testing.T) {
 	}
 	if n := e.srv.batches.preparing.Load(); n != 0 {
 		t.Errorf("%d enrollments counted on their way to a batch after a refusal, want 0", n)
+	}
+	if code, _, msg := e.enroll(e.newAgent(), e.token(TokenRequest{Profile: "worker"}), facts("52:54:00:00:00:96")); code != http.StatusOK {
+		t.Fatal(code, msg)
+	}
+	if n := e.srv.batches.preparing.Load(); n != 0 {
+		t.Errorf("%d enrollments counted on their way to a batch after a commit, want 0", n)
 	}
 }
 
