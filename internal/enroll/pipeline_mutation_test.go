@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -81,5 +82,24 @@ func TestTokenCIDRScope(t *testing.T) {
 	outside := e.token(TokenRequest{Profile: "worker", CIDRs: []string{"10.9.0.0/16"}})
 	if code, _, msg := e.enroll(e.newAgent(), outside, facts("52:54:00:00:00:95")); code != http.StatusForbidden || !strings.Contains(msg, "may only be used from 10.9.0.0/16") {
 		t.Errorf("from 127.0.0.1 with a token for 10.9.0.0/16: %d %s, want 403", code, msg)
+	}
+}
+
+// TestClaimsCacheBound: the verified-token cache holds up to 4096 tokens; the
+// next starts a new cache.
+func TestClaimsCacheBound(t *testing.T) {
+	var c claimsCache
+	for i := range 4096 {
+		c.put(strconv.Itoa(i), &Claims{ID: strconv.Itoa(i)})
+	}
+	if len(c.m) != 4096 {
+		t.Fatalf("cache holds %d after 4096 puts", len(c.m))
+	}
+	if cl, ok := c.get("7"); !ok || cl.ID != "7" {
+		t.Fatalf("get: %v %v", cl, ok)
+	}
+	c.put("4096", &Claims{ID: "4096"})
+	if len(c.m) != 1 {
+		t.Errorf("the 4097th token: cache holds %d, want a new cache of 1", len(c.m))
 	}
 }
