@@ -36,11 +36,12 @@ var (
 // MaxSignatureLen bounds a signature's text: four lines, two of them comments.
 const MaxSignatureLen = 4096
 
-// KeyID is a key's 8-byte id, shown as minisign shows it (hex of the little-endian
-// integer).
+// KeyID is a key's 8-byte id, shown as minisign shows it: the little-endian
+// integer in upper-case hex without leading zeros (minisign's "%" PRIX64), so that
+// one id in 16 has 15 digits.
 type KeyID [8]byte
 
-func (id KeyID) String() string { return fmt.Sprintf("%016X", binary.LittleEndian.Uint64(id[:])) }
+func (id KeyID) String() string { return fmt.Sprintf("%X", binary.LittleEndian.Uint64(id[:])) }
 
 // PublicKey is a minisign public key.
 type PublicKey struct {

@@ -140,6 +140,11 @@ func TestParsePublicKey(t *testing.T) {
 	if k.ID.String() != "5B7B8832CD268B3E" {
 		t.Errorf("key id %s, want minisign's 5B7B8832CD268B3E", k.ID)
 	}
+	// minisign prints an id without leading zeros (seen: "minisign public key
+	// 4E3C0B0D0929480" for a key whose id's top byte is 0x04).
+	if id := (minisign.KeyID{0x80, 0x94, 0x92, 0xd0, 0xb0, 0xc0, 0xe3, 0x04}); id.String() != "4E3C0B0D0929480" {
+		t.Errorf("key id %s, want minisign's 4E3C0B0D0929480", id)
+	}
 	if _, err := minisign.ParsePublicKey("RWQ+iybNMoh7W2uOFHm4LWSsQcjOqtB8F6iBTL68Y6vu0yRu1rUIrrUe"); err != nil {
 		t.Errorf("base64 line alone: %v", err)
 	}
