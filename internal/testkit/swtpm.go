@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -103,6 +104,7 @@ func StartSWTPMForQEMU(tb testing.TB, state string) string {
 	var lastErr string
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
 		cmd := exec.Command("swtpm", "socket", "--tpm2", "--tpmstate", "dir="+state, "--ctrl", "type=unixio,path="+sock, "--terminate")
+		cmd.SysProcAttr = diesWithTest()
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
@@ -166,6 +168,7 @@ func StartSWTPM(tb testing.TB, state string) *SWTPM {
 			"--server", "type=tcp,port="+strconv.Itoa(port)+",bindaddr=127.0.0.1",
 			"--ctrl", "type=tcp,port="+strconv.Itoa(port+1)+",bindaddr=127.0.0.1",
 			"--tpmstate", "dir="+state, "--flags", "not-need-init,startup-clear")
+		cmd.SysProcAttr = diesWithTest()
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
@@ -387,4 +390,11 @@ func (c *TPMConn) MeasureMore(tb testing.TB, earlier, more []TPMEvent) {
 		}
 	}
 	c.EventLog = log
+}
+
+// diesWithTest makes a child process end with the test binary even when that is
+// killed (a go test timeout, a mutation run's): Cleanup does not run then, and a
+// swtpm would be left listening.
+func diesWithTest() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
