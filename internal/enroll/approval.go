@@ -286,6 +286,17 @@ func noControls(s string) string {
 	}, s)
 }
 
+// nameRequest puts the request's name in front of a refusal from the binding or
+// the issue, which collect shares with the other paths: a poll's refusals all
+// name the request (handlePoll's own too), once.
+func nameRequest(id string, err error) error {
+	var r *Refusal
+	if errors.As(err, &r) {
+		r.Reason = fmt.Sprintf("enrollment request %s: %s", id, r.Reason)
+	}
+	return err
+}
+
 // ---- decisions -------------------------------------------------------------
 
 // readEnrollment reads a request in tx; a pending one past its expiry is marked expired.
@@ -564,14 +575,14 @@ func (s *Server) collect(ctx context.Context, id string, e *enrollment) (*Enroll
 			if errors.As(err, &r) {
 				r.Machine = spec.Machine
 			}
-			return err
+			return nameRequest(id, err)
 		}
 		e.req = &EnrollRequest{Facts: spec.Facts}
 		e.claims = &Claims{ID: spec.Token, Scope: Scope{Profile: spec.Profile, Labels: spec.Labels}}
 		via := fmt.Sprintf("enrollment request %s approved by %s", id, cmp.Or(spec.DecidedBy, "-"))
 		resp, err = s.issue(ctx, tx, e, b, via)
 		if err != nil {
-			return err
+			return nameRequest(id, err)
 		}
 		if b.obj == nil {
 			// The machine is created now: the approval goes on its timeline here.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strings"
 
 	"github.com/kilnhq/kiln/internal/agentwire"
 	"github.com/kilnhq/kiln/internal/inventory"
@@ -17,16 +16,17 @@ import (
 func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request) {
 	remote := remoteAddr(r)
 	id := r.PathValue("id")
+	// Every refusal names the request: the handler's own here, collect's where they
+	// are made.
 	fail := func(ref *Refusal) {
-		// Name the request, once: most refusals of collect name it already.
-		if ref.Machine == "" && ref.TokenID == "" && !strings.HasPrefix(ref.Reason, "enrollment request ") {
-			ref.Reason = "enrollment request " + truncate(id, 64) + ": " + ref.Reason
-		}
 		s.RecordRefusal(r.Context(), "enroll-poll", ref, remote.String())
 		writeError(w, ref.Status, ref.Reason)
 	}
+	pollRefusal := func(status int, format string, a ...any) *Refusal {
+		return refuse(status, "enrollment request %s: "+format, append([]any{truncate(id, 64)}, a...)...)
+	}
 	if r.TLS == nil {
-		fail(refuse(http.StatusForbidden, "enrollment is HTTPS only: use Kiln's https:// URL"))
+		fail(pollRefusal(http.StatusForbidden, "enrollment is HTTPS only: use Kiln's https:// URL"))
 		return
 	}
 	var req agentwire.EnrollPollRequest
@@ -35,7 +35,7 @@ func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request) {
 		err = strictJSON(body, &req)
 	}
 	if err != nil {
-		fail(refuse(http.StatusBadRequest, "poll: %v", err))
+		fail(pollRefusal(http.StatusBadRequest, "poll: %v", err))
 		return
 	}
 	e := &enrollment{remote: remote, now: s.now()}
@@ -43,17 +43,17 @@ func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request) {
 		e.channel = cb
 	}
 	if e.csr, err = parseCSR(req.CSR); err != nil {
-		fail(refuse(http.StatusBadRequest, "poll: %v", err))
+		fail(pollRefusal(http.StatusBadRequest, "poll: %v", err))
 		return
 	}
 	// The proof must be bound to this connection: a CSR without a binding could be a
 	// copy of the one the request was made with.
 	if e.csr.channel == nil {
-		fail(refuse(http.StatusBadRequest, "poll: the CSR carries no TLS channel binding: a poll must prove the key on its own connection"))
+		fail(pollRefusal(http.StatusBadRequest, "poll: the CSR carries no TLS channel binding: a poll must prove the key on its own connection"))
 		return
 	}
 	if err := e.checkChannel(); err != nil {
-		fail(refuse(http.StatusBadRequest, "poll: %v", err))
+		fail(pollRefusal(http.StatusBadRequest, "poll: %v", err))
 		return
 	}
 	resp, err := s.collect(r.Context(), id, e)
