@@ -1,11 +1,9 @@
 package enroll
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -85,7 +83,7 @@ func (e *env) pollConn() (*tls.Conn, []byte) {
 // pollWith sends a poll for id carrying csr on conn; it returns the status and body.
 func (e *env) pollWith(conn *tls.Conn, id, csr string) (int, []byte) {
 	e.t.Helper()
-	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialTLSContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil }}}
+	c := pollClient(conn)
 	defer c.CloseIdleConnections()
 	body, _ := json.Marshal(agentwire.EnrollPollRequest{CSR: csr})
 	return e.post(c, agentwire.EnrollRequestPath(id), body)
